@@ -1,0 +1,1 @@
+"""Engines behind one interface (agent.engines.base.Engine)."""

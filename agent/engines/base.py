@@ -1,0 +1,104 @@
+"""The one interface every engine implements, and the types it speaks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. temperature 0 means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """Text produced by one step (may be empty while a stop string or UTF-8 char is pending)."""
+
+    text: str
+    token_id: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The last thing a generation yields: why it stopped and the counts."""
+
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+
+
+@dataclass
+class EngineStats:
+    """Counters an engine keeps since load."""
+
+    load_seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    device: str = "CPU"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the agent tells an engine at load time."""
+
+    context_length: int = 2048
+    device: str = "CPU"
+    threads: int | None = None
+    gpu_layers: int = 0
+    cache_dir: Path | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model that turns a prompt into a stream of tokens.
+
+    `generate` yields TokenChunk items, then exactly one Completion, and stops early when
+    `cancel` is set (finish_reason "cancelled"). It is called from a worker thread, never
+    from the event loop; one generation runs at a time per engine.
+    """
+
+    name: str
+
+    def load(self, model_path: Path, options: LoadOptions) -> None:
+        """Load the variant's files (a directory or a single file)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the text takes, special tokens included as the engine would add them."""
+        ...
+
+    def generate(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[TokenChunk | Completion]:
+        """Stream tokens for `prompt` (already chat-templated), then one Completion."""
+        ...
+
+    def unload(self) -> None:
+        """Free the model; load may be called again afterwards."""
+        ...
+
+    def stats(self) -> EngineStats:
+        """Counters since load."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Tokens of context the loaded model accepts."""
+        ...

@@ -1,0 +1,1 @@
+"""Control plane: device and model registry, rollouts, telemetry, dashboard."""

@@ -1,0 +1,1 @@
+"""Model manifests, signing, the artifact store, the build pipeline and reference models."""

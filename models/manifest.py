@@ -1,0 +1,101 @@
+"""The model manifest: one versioned, signed description of a model and its variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
+SCHEMA_VERSION = 1
+
+Format = Literal["gguf", "openvino", "onnx"]
+Precision = Literal["f32", "f16", "q8_0", "q4_0", "q4_k_m", "int8", "fp16", "fp32"]
+EngineName = Literal["llamacpp", "openvino", "onnxruntime", "tensorrt"]
+
+
+class FileEntry(BaseModel):
+    """One file of a variant, relative to the model directory."""
+
+    path: str = Field(description="POSIX path relative to the model directory")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Variant(BaseModel):
+    """One runnable form of the model (a format at a precision) and the engines that run it."""
+
+    id: str = Field(description="unique within the manifest, e.g. 'gguf-q4_0'")
+    format: Format
+    precision: Precision
+    engines: list[EngineName]
+    files: list[FileEntry]
+    memory_bytes: int = Field(ge=0, description="weights + KV cache at the default context")
+    built_on_device: bool = Field(
+        default=False, description="true when an engine is compiled on the device (TensorRT)"
+    )
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes to download for this variant."""
+        return sum(f.size for f in self.files)
+
+
+class TokenizerInfo(BaseModel):
+    """Where the tokenizer lives and its special tokens."""
+
+    file: str = Field(default="tokenizer.json", description="HF tokenizers JSON, relative path")
+    bos_token: str | None = None
+    eos_token: str | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+
+class HealthBudget(BaseModel):
+    """Limits a smoke generation must meet for a rollout's health gate."""
+
+    prompt: str = "Hello"
+    max_tokens: int = Field(default=16, ge=1)
+    max_first_token_ms: float = Field(default=5000.0, gt=0)
+    min_tokens_per_s: float = Field(default=1.0, ge=0)
+
+
+class Manifest(BaseModel):
+    """A model version: architecture, tokenizer, chat template and its variants."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str = Field(min_length=1)
+    architecture: str = Field(description="e.g. 'llama'")
+    context_length: int = Field(gt=0)
+    parameters: int = Field(default=0, ge=0)
+    tokenizer: TokenizerInfo = Field(default_factory=TokenizerInfo)
+    chat_template: str = Field(description="Jinja2 template over `messages`")
+    variants: list[Variant]
+    health: HealthBudget = Field(default_factory=HealthBudget)
+
+    @property
+    def ref(self) -> str:
+        """`name:version`, the way users and rollouts name a model."""
+        return f"{self.name}:{self.version}"
+
+    def variant(self, variant_id: str) -> Variant:
+        """The variant with this id, or KeyError."""
+        for v in self.variants:
+            if v.id == variant_id:
+                return v
+        raise KeyError(f"model {self.ref} has no variant {variant_id!r}")
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes the signature covers: sorted keys, no whitespace, UTF-8."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Manifest:
+        """Read `manifest.json` from a model directory (no signature check)."""
+        return cls.model_validate_json((model_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
