@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Format = Literal["gguf", "openvino", "onnx"]
 Precision = Literal["f32", "f16", "q8_0", "q4_0", "q4_k_m", "int8", "fp16", "fp32"]
@@ -68,7 +68,7 @@ class Manifest(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    version: str = Field(min_length=1)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     architecture: str = Field(description="e.g. 'llama'")
     context_length: int = Field(gt=0)
     parameters: int = Field(default=0, ge=0)

@@ -1,0 +1,27 @@
+"""The exceptions the models package raises; each carries a one-line `reason` for users."""
+
+from __future__ import annotations
+
+
+class ModelsError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class VerificationError(ModelsError):
+    """A model directory or manifest failed its signature or file checks."""
+
+
+class KeyFileError(ModelsError):
+    """A signing or trusted key file could not be read or parsed."""
+
+
+class StoreError(ModelsError):
+    """The artifact store could not complete an operation (missing blob, disk full, bad ref)."""
+
+
+class DownloadError(StoreError):
+    """Fetching an artifact failed: network, HTTP status, size or sha256 mismatch."""
