@@ -26,7 +26,11 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class TokenChunk:
-    """Text produced by one step (may be empty while a stop string or UTF-8 char is pending)."""
+    """Text produced by one step.
+
+    Empty while a stop string or a split UTF-8 character is pending; text still pending when
+    generation ends rides on a last chunk with `token_id` -1.
+    """
 
     text: str
     token_id: int

@@ -1,0 +1,202 @@
+"""OpenVINO engine: openvino-genai's LLMPipeline on CPU, GPU or NPU, streamed token by token.
+
+The pipeline's blocking `generate` runs in a thread; a StreamerBase subclass passes each
+token id through a queue to the caller's iterator and answers STOP once the caller is done
+(stop string, cancel, or iterator closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.decoding import (
+    Detokenizer,
+    IncrementalDetokenizer,
+    WindowDetokenizer,
+    check_context,
+    stream_tokens,
+)
+from agent.engines.hftok import HFTokenizer, find_tokenizer
+from agent.errors import EngineError, EngineUnavailable, ModelLoadError
+
+_LOGGER = logging.getLogger(__name__)
+_DONE = object()
+JOIN_SECONDS = 30.0  # how long closing a stream waits for the pipeline thread to return
+
+
+def _import_genai() -> Any:
+    try:
+        import openvino_genai
+    except ImportError as exc:
+        raise EngineUnavailable(
+            "openvino-genai is not installed: pip install 'edgefleet[openvino]'"
+        ) from exc
+    return openvino_genai
+
+
+def generation_config(genai: Any, params: SamplingParams) -> Any:
+    """GenerationConfig for our SamplingParams (greedy when temperature is 0)."""
+    config = genai.GenerationConfig()
+    config.max_new_tokens = params.max_tokens
+    config.do_sample = params.temperature > 0
+    if config.do_sample:
+        config.temperature = params.temperature
+        config.top_p = params.top_p if 0 < params.top_p <= 1 else 1.0
+        config.top_k = params.top_k if params.top_k > 0 else 0
+        config.rng_seed = params.seed if params.seed is not None else random.getrandbits(31)
+    config.repetition_penalty = params.repeat_penalty
+    if params.stop:
+        # genai stops on them too; kept in the output so our own matcher sees and cuts them
+        config.stop_strings = set(params.stop)
+        config.include_stop_str_in_output = True
+    config.apply_chat_template = False  # prompts arrive already templated
+    return config
+
+
+class OpenVinoEngine:
+    """OpenVINO IR models (INT8/INT4/FP16) through openvino-genai."""
+
+    name = "openvino"
+
+    def __init__(self) -> None:
+        self._genai: Any = None
+        self._pipe: Any = None
+        self._tokenizer: Any = None
+        self._hf: HFTokenizer | None = None
+        self._eos: frozenset[int] = frozenset()
+        self._context = 0
+        self._stats = EngineStats()
+        self._lock = threading.Lock()
+
+    def load(self, model_path: Path, options: LoadOptions) -> None:
+        """Compile the model for the device the probe chose."""
+        genai = _import_genai()
+        self.unload()
+        folder = model_path if model_path.is_dir() else model_path.parent
+        if not (folder / "openvino_model.xml").is_file():
+            raise ModelLoadError(f"no openvino_model.xml in {folder}")
+        properties: dict[str, Any] = {}
+        if options.threads and options.device.upper() == "CPU":
+            properties["INFERENCE_NUM_THREADS"] = options.threads
+        if options.cache_dir is not None and options.device.upper() != "CPU":
+            properties["CACHE_DIR"] = str(options.cache_dir)
+        started = time.perf_counter()
+        try:
+            pipe = genai.LLMPipeline(str(folder), options.device.upper(), **properties)
+        except RuntimeError as exc:
+            raise ModelLoadError(
+                f"OpenVINO cannot load {folder} on {options.device}: {exc}"
+            ) from exc
+        self._genai, self._pipe, self._tokenizer = genai, pipe, pipe.get_tokenizer()
+        try:
+            self._hf = HFTokenizer(find_tokenizer(folder))
+        except (ModelLoadError, EngineUnavailable):
+            self._hf = None  # fall back to decoding short windows with the OpenVINO tokenizer
+        eos = pipe.get_generation_config().eos_token_id
+        self._eos = frozenset({int(eos)} if eos is not None and int(eos) >= 0 else set())
+        self._context = options.context_length
+        self._stats = EngineStats(
+            load_seconds=time.perf_counter() - started, device=options.device.upper()
+        )
+        _LOGGER.info("OpenVINO loaded %s on %s", folder, options.device)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the prompt takes with the pipeline's own tokenizer."""
+        return int(self._encode(text).input_ids.get_shape()[1])
+
+    def generate(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[TokenChunk | Completion]:
+        """Stream tokens for the prompt, then one Completion."""
+        pipe = self._loaded()
+        inputs = self._encode(prompt)
+        prompt_tokens = int(inputs.input_ids.get_shape()[1])
+        check_context(prompt_tokens, params.max_tokens, self._context)
+        config = generation_config(self._genai, params)
+        with self._lock:
+            for item in stream_tokens(
+                self._run(pipe, inputs, config),
+                detokenizer=self._detokenizer(),
+                is_end=self._eos.__contains__,
+                params=params,
+                prompt_tokens=prompt_tokens,
+                cancel=cancel,
+            ):
+                if isinstance(item, Completion):
+                    self._stats.prompt_tokens += item.prompt_tokens
+                    self._stats.completion_tokens += item.completion_tokens
+                yield item
+
+    def unload(self) -> None:
+        """Drop the pipeline."""
+        self._pipe = self._tokenizer = self._hf = None
+
+    def stats(self) -> EngineStats:
+        """Counters since load."""
+        return self._stats
+
+    @property
+    def context_length(self) -> int:
+        """The context the agent asked for at load."""
+        return self._context
+
+    def _run(self, pipe: Any, inputs: Any, config: Any) -> Iterator[int]:
+        """Run generate in a thread and yield the streamed token ids as they arrive."""
+        tokens: queue.Queue[object] = queue.Queue()
+        halt = threading.Event()
+        genai = self._genai
+
+        class _Bridge(genai.StreamerBase):  # type: ignore[misc, name-defined]
+            def write(self, token: int | Sequence[int]) -> Any:
+                for t in [token] if isinstance(token, int) else token:
+                    tokens.put(int(t))
+                status = genai.StreamingStatus
+                return status.STOP if halt.is_set() else status.RUNNING
+
+            def end(self) -> None:
+                pass
+
+        def work() -> None:
+            try:
+                pipe.generate(inputs, config, _Bridge())
+            except Exception as exc:  # genai raises RuntimeError and friends
+                tokens.put(exc)
+            finally:
+                tokens.put(_DONE)
+
+        thread = threading.Thread(target=work, name="openvino-generate", daemon=True)
+        thread.start()
+        try:
+            while (item := tokens.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise EngineError(f"OpenVINO generation failed: {item}") from item
+                assert isinstance(item, int)
+                yield item
+        finally:
+            halt.set()
+            thread.join(JOIN_SECONDS)
+
+    def _detokenizer(self) -> Detokenizer:
+        if self._hf is not None:
+            return IncrementalDetokenizer(self._hf.token_bytes)
+        tokenizer = self._tokenizer
+        return WindowDetokenizer(lambda ids: str(tokenizer.decode(list(ids))))
+
+    def _encode(self, text: str) -> Any:
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            raise EngineError("openvino: no model loaded; call load() first")
+        return tokenizer.encode(text)
+
+    def _loaded(self) -> Any:
+        if self._pipe is None:
+            raise EngineError("openvino: no model loaded; call load() first")
+        return self._pipe

@@ -1,0 +1,76 @@
+"""Which engines exist, which are installed, and how to make one."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+
+from agent.engines.base import Engine
+from agent.errors import EngineUnavailable
+
+ENGINE_NAMES = ("tensorrt", "openvino", "llamacpp", "onnxruntime")
+
+# engine -> (module that must be importable, distributions whose version we report)
+_REQUIREMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tensorrt": ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-libs")),
+    "openvino": ("openvino_genai", ("openvino-genai",)),
+    "llamacpp": ("llama_cpp", ("llama-cpp-python", "llama_cpp_python")),
+    "onnxruntime": (
+        "onnxruntime",
+        ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    ),
+}
+
+
+def _version(distributions: tuple[str, ...]) -> str:
+    for dist in distributions:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def installed_engines() -> dict[str, str]:
+    """Engine name -> library version for each engine whose library is importable."""
+    found: dict[str, str] = {}
+    for name in ENGINE_NAMES:
+        module, distributions = _REQUIREMENTS[name]
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            found[name] = _version(distributions)
+    return found
+
+
+def _factories() -> dict[str, Callable[[], Engine]]:
+    # The engine modules import their libraries lazily, so importing them here is cheap.
+    from agent.engines.llamacpp import LlamaCppEngine
+    from agent.engines.onnxrt import OnnxRuntimeEngine
+    from agent.engines.openvino import OpenVinoEngine
+    from agent.engines.tensorrt import TensorRtEngine
+
+    return {
+        "tensorrt": TensorRtEngine,
+        "openvino": OpenVinoEngine,
+        "llamacpp": LlamaCppEngine,
+        "onnxruntime": OnnxRuntimeEngine,
+    }
+
+
+def create_engine(name: str) -> Engine:
+    """A new, unloaded engine by name; EngineUnavailable for unknown or uninstalled ones."""
+    factory = _factories().get(name)
+    if factory is None:
+        known = ", ".join(ENGINE_NAMES)
+        raise EngineUnavailable(f"unknown engine {name!r}; known engines: {known}")
+    if name not in installed_engines():
+        module = _REQUIREMENTS[name][0]
+        raise EngineUnavailable(
+            f"engine {name} needs the Python module {module!r}: "
+            f"pip install 'edgefleet[{'onnx' if name == 'onnxruntime' else name}]'"
+        )
+    return factory()
