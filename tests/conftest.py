@@ -1,0 +1,39 @@
+"""Root fixtures: the tiny reference model, built once per cache and copied per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A signed tiny reference model dir (manifest.json, variants, hf/). Treat it as read-only.
+
+    Variants: gguf-q4_0 (absent when llama-cpp-python is missing), gguf-f32, openvino-int8,
+    openvino-fp32, onnx-fp32 and onnx-trt-fp16. Signed with the public reference TEST key.
+    """
+    from models.reference import build_reference
+
+    out = tmp_path_factory.mktemp("tiny-model") / "tiny"
+    build_reference("tiny", out)
+    return out
+
+
+@pytest.fixture
+def tiny_model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny model that a test may change or tamper with."""
+    out = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference_key_public() -> Ed25519PublicKey:
+    """The public half of the reference TEST key that signs reference models."""
+    from models.reference import reference_key
+
+    return reference_key().public_key()

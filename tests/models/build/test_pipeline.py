@@ -1,0 +1,72 @@
+"""build_model: targets, manifest contents, signatures and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from models.build.checkpoint import read_checkpoint
+from models.build.errors import BuildError
+from models.build.pipeline import build_model, kv_cache_bytes
+from models.manifest import Manifest
+from models.signing import generate_key, verify_model_dir
+
+
+def test_tiny_manifest_has_every_variant_signed(
+    tiny_model_dir: Path, reference_key_public: Ed25519PublicKey
+) -> None:
+    manifest = verify_model_dir(tiny_model_dir, trusted=[reference_key_public])
+    ids = {v.id for v in manifest.variants}
+    assert {"gguf-f32", "openvino-int8", "openvino-fp32", "onnx-fp32", "onnx-trt-fp16"} <= ids
+    assert manifest.context_length == 512
+    assert manifest.tokenizer.eos_token == "<|im_end|>"
+    assert "<|im_start|>" in manifest.chat_template
+    assert 100_000 < manifest.parameters < 1_000_000
+    for variant in manifest.variants:
+        assert "tokenizer.json" in {f.path for f in variant.files}
+    trt, ort = manifest.variant("onnx-trt-fp16"), manifest.variant("onnx-fp32")
+    assert trt.built_on_device and not ort.built_on_device
+    assert trt.files == ort.files and trt.engines == ["tensorrt"]
+
+
+def test_memory_is_weights_plus_kv_cache(tiny_model_dir: Path) -> None:
+    manifest = Manifest.load(tiny_model_dir)
+    info = read_checkpoint(tiny_model_dir / "hf")
+    gguf = manifest.variant("gguf-f32")
+    weights = (tiny_model_dir / "gguf" / "model-f32.gguf").stat().st_size
+    # 2 (K and V) x 2 layers x 512 positions x 2 KV heads x 16 dims x 2 bytes (f16 cache)
+    assert kv_cache_bytes(info, 2) == 2 * 2 * 512 * 2 * 16 * 2
+    assert gguf.memory_bytes == weights + kv_cache_bytes(info, 2)
+
+
+def test_build_one_target_into_a_fresh_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
+    key = generate_key()
+    out = tmp_path / "out"
+    manifest = build_model(
+        tiny_model_dir / "hf", out, ["gguf-f32"], key, name="t", version="7", progress=False
+    )
+    assert [v.id for v in manifest.variants] == ["gguf-f32"]
+    assert verify_model_dir(out, trusted=[key.public_key()]).ref == "t:7"
+
+
+def test_q4_build_leaves_no_f32_intermediate(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "out"
+    manifest = build_model(tiny_model_dir / "hf", out, ["gguf-q4"], generate_key(), progress=False)
+    assert [v.id for v in manifest.variants] == ["gguf-q4_0"]
+    assert sorted(p.name for p in (out / "gguf").iterdir()) == ["model-q4_0.gguf"]
+    assert manifest.name == "hf" and manifest.version.startswith("sha-")
+
+
+def test_unknown_target_names_the_choices(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="choose from gguf-q4"):
+        build_model(tiny_model_dir / "hf", tmp_path, ["tflite"], generate_key(), progress=False)
+
+
+def test_non_llama_checkpoint_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(BuildError, match="only LlamaForCausalLM"):
+        build_model(tmp_path, tmp_path / "out", ["onnx"], generate_key(), progress=False)
