@@ -1,0 +1,60 @@
+"""Telemetry: raw samples and hourly aggregates (owned by controlplane.telemetry_store).
+
+Revision ID: 0002_telemetry
+Revises: 0001
+Create Date: 2026-11-25
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002_telemetry"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _device_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("device.id", ondelete="CASCADE")
+
+
+def upgrade() -> None:
+    """Create telemetry_sample and telemetry_hourly."""
+    op.create_table(
+        "telemetry_sample",
+        sa.Column("device_id", sa.String(64), _device_fk(), primary_key=True),
+        sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("idx", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("tokens_per_s", sa.Float(), nullable=True),
+        sa.Column("ttft_ms", sa.Float(), nullable=True),
+        sa.Column("requests", sa.Integer(), nullable=False),
+        sa.Column("queue_depth", sa.Integer(), nullable=False),
+        sa.Column("errors", sa.Integer(), nullable=False),
+        sa.Column("cpu_percent", sa.Float(), nullable=True),
+        sa.Column("mem_used_bytes", sa.BigInteger(), nullable=True),
+        sa.Column("temperature_c", sa.Float(), nullable=True),
+        sa.Column("power_w", sa.Float(), nullable=True),
+    )
+    op.create_index("ix_telemetry_sample_ts", "telemetry_sample", ["ts"])
+    op.create_table(
+        "telemetry_hourly",
+        sa.Column("device_id", sa.String(64), _device_fk(), primary_key=True),
+        sa.Column("metric", sa.String(32), primary_key=True),
+        sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("sum", sa.Float(), nullable=False),
+        sa.Column("min", sa.Float(), nullable=False),
+        sa.Column("max", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_telemetry_hourly_hour", "telemetry_hourly", ["hour"])
+
+
+def downgrade() -> None:
+    """Drop the telemetry tables."""
+    op.drop_table("telemetry_hourly")
+    op.drop_table("telemetry_sample")

@@ -1,0 +1,107 @@
+"""Every dependency of the API as an `Annotated` alias."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from controlplane import crud
+from controlplane.core.config import Settings
+from controlplane.db_models import ApiToken, Device, Role
+from controlplane.errors import ApiError
+from controlplane.signing_key import SigningIdentity
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's database engine."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """A session per request."""
+    with Session(get_engine(request), expire_on_commit=False) as session:
+        yield session
+
+
+def get_signing(request: Request) -> SigningIdentity:
+    """The control plane's signing identity."""
+    signing: SigningIdentity = request.app.state.signing
+    return signing
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SessionDep = Annotated[Session, Depends(get_db)]
+SigningDep = Annotated[SigningIdentity, Depends(get_signing)]
+
+
+def bearer_token(request: Request) -> str:
+    """The bearer token of the request, or 401."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <token>'",
+            _CHALLENGE,
+        )
+    return token.strip()
+
+
+def get_current_operator(request: Request, session: SessionDep) -> ApiToken:
+    """The operator token the request carries, or 401."""
+    token = crud.get_api_token_by_secret(session, secret=bearer_token(request))
+    if token is None:
+        raise ApiError(
+            401, "invalid_token", "API token is unknown or revoked; ask an admin for a new one",
+            _CHALLENGE,
+        )
+    return token
+
+
+CurrentOperator = Annotated[ApiToken, Depends(get_current_operator)]
+
+
+def require_role(role: Role) -> Callable[[ApiToken], ApiToken]:
+    """A dependency that lets through operators holding `role` or a higher one (else 403)."""
+
+    def _check(operator: CurrentOperator) -> ApiToken:
+        if Role(operator.role).rank < role.rank:
+            raise ApiError(
+                403, "forbidden",
+                f"this needs the {role.value} role; your token has {operator.role}",
+            )
+        return operator
+
+    return _check
+
+
+ViewerDep = Annotated[ApiToken, Depends(require_role(Role.viewer))]
+OperatorDep = Annotated[ApiToken, Depends(require_role(Role.operator))]
+AdminDep = Annotated[ApiToken, Depends(require_role(Role.admin))]
+
+
+def get_current_device(request: Request, session: SessionDep) -> Device:
+    """The enrolled, not revoked device whose artifact token the request carries, or 401."""
+    device = crud.get_device_by_artifact_token(session, token=bearer_token(request))
+    if device is None:
+        raise ApiError(
+            401, "invalid_device_token",
+            "artifact token is unknown or the device was revoked; enroll the device again",
+            _CHALLENGE,
+        )
+    return device
+
+
+CurrentDevice = Annotated[Device, Depends(get_current_device)]

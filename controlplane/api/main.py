@@ -1,0 +1,26 @@
+"""The `/api/v1` router: one line per resource (H7/H8 add theirs here)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from controlplane.api.routes import (
+    artifacts,
+    devices,
+    enrollment,
+    models,
+    rollouts,
+    telemetry,
+    tokens,
+    utils,
+)
+
+api_router = APIRouter(prefix="/api/v1")
+api_router.include_router(utils.router)
+api_router.include_router(tokens.router)
+api_router.include_router(enrollment.router)
+api_router.include_router(devices.router)
+api_router.include_router(models.router)
+api_router.include_router(artifacts.router)
+api_router.include_router(telemetry.router)
+api_router.include_router(rollouts.router)

@@ -1,0 +1,97 @@
+"""The device registry: list with filters, get, relabel, revoke, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlmodel import Session
+
+from controlplane import crud
+from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
+from controlplane.broker_sync import sync_broker
+from controlplane.crud.devices import device_labels
+from controlplane.db_models import Device, DevicePublic, DeviceUpdate, check_labels
+from controlplane.errors import ApiError
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+
+def parse_selector(selector: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> {"k": "v", "k2": "v2"}; ApiError 422 when malformed."""
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in selector.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ApiError(422, "validation_error", f"label selector part {part!r}: use key=value")
+        labels[key.strip()] = value.strip()
+    try:
+        return check_labels(labels)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc
+
+
+def _public(session: Session, device: Device) -> DevicePublic:
+    labels = device_labels(session, device_ids=[device.id])[device.id]
+    return crud.device_to_public(device, labels)
+
+
+def _device_or_404(session: Session, device_id: str) -> Device:
+    device = crud.get_device(session, device_id=device_id)
+    if device is None:
+        raise ApiError(404, "device_not_found", f"no device {device_id!r}")
+    return device
+
+
+@router.get("", response_model=list[DevicePublic])
+def list_devices(
+    session: SessionDep,
+    _viewer: ViewerDep,
+    labels: str | None = None,
+    device_class: str | None = None,
+    online: bool | None = None,
+    model: str | None = None,
+) -> list[DevicePublic]:
+    """Devices matching every given filter (`labels=k=v,k2=v2`, `model=name[:version]`)."""
+    devices = crud.list_devices(
+        session,
+        labels=parse_selector(labels) if labels else None,
+        device_class=device_class,
+        online=online,
+        model=model,
+    )
+    all_labels = device_labels(session, device_ids=[d.id for d in devices])
+    return [crud.device_to_public(d, all_labels[d.id]) for d in devices]
+
+
+@router.get("/{device_id}", response_model=DevicePublic)
+def get_device(device_id: str, session: SessionDep, _viewer: ViewerDep) -> DevicePublic:
+    """One device."""
+    return _public(session, _device_or_404(session, device_id))
+
+
+@router.patch("/{device_id}", response_model=DevicePublic)
+def update_device(
+    device_id: str, body: DeviceUpdate, session: SessionDep, _op: OperatorDep
+) -> DevicePublic:
+    """Rename and/or replace the device's labels."""
+    device = crud.update_device(session, device=_device_or_404(session, device_id), update=body)
+    return _public(session, device)
+
+
+@router.post("/{device_id}/revoke", response_model=DevicePublic)
+def revoke_device(
+    device_id: str, session: SessionDep, settings: SettingsDep, _op: OperatorDep
+) -> DevicePublic:
+    """Revoke the device: the broker refuses it and artifact downloads get 401."""
+    device = crud.revoke_device(session, device=_device_or_404(session, device_id))
+    sync_broker(session, settings)
+    return _public(session, device)
+
+
+@router.delete("/{device_id}", status_code=204)
+def delete_device(
+    device_id: str, session: SessionDep, settings: SettingsDep, _op: OperatorDep
+) -> Response:
+    """Forget the device (and its broker credentials)."""
+    crud.delete_device(session, device=_device_or_404(session, device_id))
+    sync_broker(session, settings)
+    return Response(status_code=204)

@@ -1,0 +1,254 @@
+"""The control plane's one MQTT connection: consume device topics, persist, dispatch, publish.
+
+Device topics come in through MQTT v5 shared subscriptions (`$share/cp/...`) so replicas
+split them. Every payload is validated against models.protocol; a bad one is counted and
+dropped, and no handler exception reaches paho's loop. Messages are acknowledged to the
+broker only after their batch is committed (manual acks), so a crash loses nothing that the
+broker has not already been told is safe; the writes are idempotent, so redeliveries are
+harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
+
+from controlplane.broker_sync import control_plane_mqtt_password
+from controlplane.telemetry_ingest import BridgeStats, Inbound, IngestWriter
+from models import protocol
+
+_LOGGER = logging.getLogger(__name__)
+
+RECONNECT_MIN_DELAY_S = 1
+RECONNECT_MAX_DELAY_S = 30
+KEEPALIVE_S = 30
+SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we are away
+RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
+
+INBOUND_SCHEMAS: dict[str, type[BaseModel]] = {
+    "state": protocol.DeviceState,
+    "telemetry": protocol.Telemetry,
+    "events": protocol.RolloutEvent,
+    "cmd/result": protocol.CommandResult,
+}
+
+Handler = Callable[[str, BaseModel], None]
+
+
+class BridgeError(Exception):
+    """The bridge could not do what was asked (e.g. publish while the broker is gone)."""
+
+
+def leaf_of(topic: str) -> str | None:
+    """`cmd/result` for `ef/v1/devices/{id}/cmd/result`; None for other topics."""
+    if protocol.device_id_from_topic(topic) is None:
+        return None
+    return "/".join(topic.split("/")[4:]) or None
+
+
+class MqttBridge:
+    """Owns the control plane's MQTT client, its reconnects and the database writer."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str | None,
+        keep_raw: timedelta,
+        client_id: str = "",
+        group: str = protocol.SHARE_GROUP,
+    ) -> None:
+        self.host, self.port, self.group = host, port, group
+        self.client_id = client_id or f"edgefleet-cp-{socket.gethostname()}"
+        self._stats = BridgeStats()
+        self._handlers: dict[str, list[Handler]] = {}
+        self._connect_handlers: list[Callable[[], None]] = []
+        self._generation = 0
+        self._stopping = False
+        self.connected = threading.Event()
+        self._writer = IngestWriter(
+            engine, stats=self._stats, keep_raw=keep_raw, dispatch=self._dispatch
+        )
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        client.username_pw_set(username, password)
+        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: received, invalid, rejected, persisted, handler_errors, reconnects, ..."""
+        return self._stats.snapshot()
+
+    def add_handler(self, leaf: str, callback: Handler) -> None:
+        """Call `callback(device_id, message)` for every persisted message on `leaf`."""
+        if leaf not in INBOUND_SCHEMAS:
+            raise ValueError(f"no device topic {leaf!r}; use one of {', '.join(INBOUND_SCHEMAS)}")
+        self._handlers.setdefault(leaf, []).append(callback)
+
+    def add_connect_handler(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every (re)connect, e.g. to republish what may be missing."""
+        self._connect_handlers.append(callback)
+
+    def start(self) -> None:
+        """Start the writer and connect in the background (retrying until the broker answers)."""
+        self._writer.start()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        self._client.connect_async(
+            self.host, self.port, keepalive=KEEPALIVE_S, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+        _LOGGER.info("MQTT bridge connecting to %s:%s as %s", self.host, self.port, self.client_id)
+
+    def stop(self) -> None:
+        """Write and acknowledge what is queued, then disconnect."""
+        self._stopping = True
+        self._writer.stop()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected and subscribed (for startup checks and tests)."""
+        return self.connected.wait(timeout)
+
+    def publish(
+        self, topic: str, model: BaseModel, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish `model` as JSON; QoS 1 messages are queued by paho while disconnected."""
+        info = self._client.publish(topic, model.model_dump_json(), qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            _LOGGER.warning("broker not connected; %s is queued until it is", topic)
+        elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise BridgeError(f"cannot publish to {topic}: {mqtt.error_string(info.rc)}")
+        return info
+
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            _LOGGER.error(
+                "broker refused the control plane (%s); check mqtt_cp_username/password", reason
+            )
+            return
+        self._generation += 1
+        if self._generation > 1:
+            self._stats.incr("reconnects")
+        client.subscribe(
+            [(protocol.shared_subscription(leaf, self.group), 1) for leaf in INBOUND_SCHEMAS]
+        )
+        self.connected.set()
+        _LOGGER.info("MQTT bridge connected to %s:%s", self.host, self.port)
+        for callback in self._connect_handlers:
+            try:
+                callback()
+            except Exception:
+                _LOGGER.exception("connect handler %s failed", callback)
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if self._stopping:
+            return
+        _LOGGER.warning("MQTT bridge disconnected (%s); paho reconnects with backoff", reason)
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        # Nothing may escape into paho's thread: one bad message must not stop the bridge.
+        try:
+            self._handle_message(msg)
+        except Exception:
+            _LOGGER.exception("failed on a message on %s", msg.topic)
+            self._stats.incr("handler_errors")
+            self._ack(msg.mid, msg.qos, self._generation)
+
+    def _handle_message(self, msg: mqtt.MQTTMessage) -> None:
+        self._stats.incr("received")
+        generation = self._generation
+        device_id = protocol.device_id_from_topic(msg.topic)
+        leaf = leaf_of(msg.topic)
+        schema = INBOUND_SCHEMAS.get(leaf or "")
+        if device_id is None or leaf is None or schema is None:
+            self._reject_invalid(msg, "not a device topic the control plane reads")
+            return
+        try:
+            message = schema.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            self._reject_invalid(msg, exc)
+            return
+        self._writer.submit(
+            Inbound(
+                leaf=leaf,
+                device_id=device_id,
+                message=message,
+                received_at=protocol.utcnow(),
+                ack=lambda: self._ack(msg.mid, msg.qos, generation),
+            )
+        )
+
+    def _reject_invalid(self, msg: mqtt.MQTTMessage, why: object) -> None:
+        self._stats.incr("invalid")
+        _LOGGER.warning("dropped invalid message on %s: %s", msg.topic, why)
+        self._ack(msg.mid, msg.qos, self._generation)
+
+    def _ack(self, mid: int, qos: int, generation: int) -> None:
+        # A packet id from an earlier connection may now name another message.
+        if qos > 0 and generation == self._generation:
+            self._client.ack(mid, qos)
+
+    def _dispatch(self, item: Inbound) -> None:
+        for callback in self._handlers.get(item.leaf, ()):
+            try:
+                callback(item.device_id, item.message)
+            except Exception:
+                _LOGGER.exception("%s handler failed for device %s", item.leaf, item.device_id)
+                self._stats.incr("handler_errors")
+
+
+@asynccontextmanager
+async def run_bridge(app: Any) -> AsyncIterator[MqttBridge | None]:
+    """Lifespan service: the bridge on `app.state.bridge` while MQTT is enabled, else None."""
+    settings = app.state.settings
+    app.state.bridge = None
+    if not settings.mqtt_enabled:
+        yield None
+        return
+    bridge = MqttBridge(
+        app.state.engine,
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        username=settings.mqtt_cp_username,
+        password=control_plane_mqtt_password(settings),
+        keep_raw=settings.telemetry_raw_retention,
+        client_id=settings.mqtt_cp_client_id,
+    )
+    bridge.start()
+    app.state.bridge = bridge
+    try:
+        yield bridge
+    finally:
+        app.state.bridge = None
+        await asyncio.to_thread(bridge.stop)

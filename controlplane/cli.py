@@ -1,0 +1,222 @@
+"""`edgefleet-cp`: run and administer the control plane (settings come from EDGEFLEET_CP_*)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from controlplane import crud
+from controlplane.broker_auth import BrokerAuthError, write_atomic
+from controlplane.broker_sync import write_broker_files
+from controlplane.core.config import Settings
+from controlplane.core.db import make_engine, migrate
+from controlplane.db_models import Role
+from controlplane.registry import ImportRefused, import_model
+from controlplane.rollouts.cli import add_rollouts_parser
+from controlplane.signing_key import load_signing_identity
+
+SHIPPED_BROKER_CONFIG = (
+    Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "edgefleet.conf"
+)
+_TTL = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def parse_ttl(text: str) -> timedelta:
+    """`90`, `30m`, `1h`, `7d` -> timedelta."""
+    match = _TTL.match(text.strip())
+    if match is None:
+        raise CliError(f"--ttl {text!r}: use a number with s, m, h or d (e.g. 1h)")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> dict."""
+    labels = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise CliError(f"--labels part {part!r}: use key=value")
+        labels[key] = value
+    return labels
+
+
+def _session(settings: Settings) -> Session:
+    migrate(settings.database_url)
+    return Session(make_engine(settings.database_url), expire_on_commit=False)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from controlplane.main import create_app
+
+    host, port = args.host or settings.host, args.port or settings.port
+    settings = settings.model_copy(update={"host": host, "port": port})
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    migrate(settings.database_url)
+    print(f"database at the latest schema: {settings.database_url.split('@')[-1]}")
+
+
+def cmd_create_admin_token(settings: Settings, args: argparse.Namespace) -> None:
+    with _session(settings) as session:
+        _token, secret = crud.create_api_token(session, name=args.name, role=Role(args.role))
+    print(secret)
+    print(f"{args.role} token {args.name!r} created; it is shown only now", file=sys.stderr)
+
+
+def cmd_enroll_token(settings: Settings, args: argparse.Namespace) -> None:
+    ttl = parse_ttl(args.ttl)
+    if ttl > settings.enrollment_ttl_max:
+        raise CliError(f"--ttl {args.ttl} is longer than {settings.enrollment_ttl_max}")
+    with _session(settings) as session:
+        token, secret = crud.create_enrollment_token(
+            session, labels=parse_labels(args.labels), ttl=ttl, created_by="cli"
+        )
+    print(secret)
+    print(f"one-time enrollment token, expires {token.expires_at:%Y-%m-%d %H:%M} UTC",
+          file=sys.stderr)
+
+
+def cmd_devices(settings: Settings, args: argparse.Namespace) -> None:
+    from controlplane.crud.devices import device_labels
+
+    with _session(settings) as session:
+        devices = crud.list_devices(session)
+        labels = device_labels(session, device_ids=[d.id for d in devices])
+        public = [crud.device_to_public(d, labels[d.id]) for d in devices]
+    if args.json:
+        print(json.dumps([d.model_dump(mode="json") for d in public], indent=2))
+        return
+    print(f"{'ID':<18} {'NAME':<20} {'CLASS':<14} {'ONLINE':<7} {'MODEL':<24} LABELS")
+    for d in public:
+        state = "revoked" if d.revoked else ("yes" if d.online else "no")
+        tags = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items()))
+        print(f"{d.id:<18} {d.name[:20]:<20} {d.device_class[:14]:<14} {state:<7} "
+              f"{(d.active_model or '-')[:24]:<24} {tags}")
+
+
+def cmd_models_import(settings: Settings, args: argparse.Namespace) -> None:
+    with _session(settings) as session:
+        try:
+            manifest, row = import_model(
+                session, settings=settings, signing=load_signing_identity(settings),
+                model_dir=Path(args.dir), resign=args.resign,
+            )
+        except ImportRefused as exc:
+            raise CliError(exc.reason) from exc
+        except crud.ModelVersionExists as exc:
+            raise CliError(f"model {exc} is already registered") from exc
+    print(f"imported {manifest.ref} ({row.size_bytes} bytes, signed by key {row.key_id})")
+
+
+def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
+    out = Path(args.out).resolve()
+    template = Path(args.template) if args.template else SHIPPED_BROKER_CONFIG
+    if not template.is_file():
+        raise CliError(f"broker config template {template} not found; pass --template")
+    settings = settings.model_copy(
+        update={"broker_password_file": out / "passwd", "broker_acl_file": out / "acl"}
+    )
+    lines = []
+    for line in template.read_text().splitlines():
+        key = line.split(maxsplit=1)[0] if line.strip() else ""
+        if key == "password_file":
+            line = f"password_file {out / 'passwd'}"
+        elif key == "acl_file":
+            line = f"acl_file {out / 'acl'}"
+        lines.append(line)
+    write_atomic(out / "edgefleet.conf", "\n".join(lines) + "\n", mode=0o644)
+    with _session(settings) as session:
+        write_broker_files(session, settings)
+    print(f"wrote {out}/edgefleet.conf, passwd and acl; point the control plane at them with "
+          f"EDGEFLEET_CP_BROKER_PASSWORD_FILE={out}/passwd EDGEFLEET_CP_BROKER_ACL_FILE={out}/acl "
+          "and EDGEFLEET_CP_BROKER_PID_FILE=<mosquitto's pid_file>")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every subcommand with its help)."""
+    parser = argparse.ArgumentParser(
+        prog="edgefleet-cp",
+        description="EdgeFleet control plane. Configure with EDGEFLEET_CP_* environment "
+        "variables (e.g. EDGEFLEET_CP_DATABASE_URL, EDGEFLEET_CP_DATA_DIR); "
+        "see docs/controlplane.md.",
+    )
+    parser.add_argument("--data-dir", help="override EDGEFLEET_CP_DATA_DIR")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the API server")
+    p.add_argument("--host", help="bind address (default EDGEFLEET_CP_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default EDGEFLEET_CP_PORT or 8080)")
+    p.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("create-admin-token", help="create an operator token (printed once)")
+    p.add_argument("--name", default="admin", help="a name to recognise the token by")
+    p.add_argument("--role", default="admin", choices=[r.value for r in Role])
+    p.set_defaults(func=cmd_create_admin_token)
+    p = sub.add_parser("enroll-token", help="create a one-time device enrollment token")
+    p.add_argument("--labels", default="", help="labels the device gets, e.g. site=lab,rack=3")
+    p.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 7d (default 1h)")
+    p.set_defaults(func=cmd_enroll_token)
+    p = sub.add_parser("devices", help="list enrolled devices")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_devices)
+    p = sub.add_parser("models", help="model registry")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    p = msub.add_parser("import", help="import a signed model directory")
+    p.add_argument("dir", help="model directory with manifest.json and manifest.sig")
+    p.add_argument("--resign", action="store_true",
+                   help="sign the verified manifest with the control plane's key")
+    p.set_defaults(func=cmd_models_import)
+    p = sub.add_parser("broker-config", help="write Mosquitto config, password and ACL files")
+    p.add_argument("--out", required=True, help="directory to write edgefleet.conf, passwd, acl")
+    p.add_argument("--template", help="config to start from (default: the shipped one)")
+    p.set_defaults(func=cmd_broker_config)
+    add_rollouts_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `edgefleet-cp`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
+        args.func(settings, args)
+    except (CliError, BrokerAuthError) as exc:
+        print(f"edgefleet-cp: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"edgefleet-cp: invalid EDGEFLEET_CP_* setting: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None)
+        detail = str(orig) if orig is not None else str(exc).splitlines()[0]
+        print(
+            f"edgefleet-cp: database error: {detail}; check EDGEFLEET_CP_DATABASE_URL "
+            "and that the database is reachable",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

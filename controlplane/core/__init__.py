@@ -1,0 +1,1 @@
+"""Settings and database engine of the control plane."""

@@ -1,0 +1,123 @@
+"""Control plane settings: one class, read from EDGEFLEET_CP_* environment variables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """~/.local/share/edgefleet-cp."""
+    return Path.home() / ".local" / "share" / "edgefleet-cp"
+
+
+class Settings(BaseSettings):
+    """Everything the control plane can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_CP_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="where the database, signing key, artifacts and broker files live",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means sqlite:///<data_dir>/controlplane.db "
+        "(PostgreSQL: postgresql+psycopg://user@host:5432/db)",
+    )
+    host: str = Field(default="127.0.0.1", description="address `serve` binds")
+    port: int = Field(default=8080, description="port `serve` binds")
+    public_url: str = Field(
+        default="",
+        description="base URL devices use to reach this API; empty means http://<host>:<port>",
+    )
+    auto_migrate: bool = Field(default=True, description="run Alembic migrations at startup")
+
+    mqtt_host: str = Field(default="127.0.0.1", description="broker host devices connect to")
+    mqtt_port: int = Field(default=1883, description="broker port devices connect to")
+    mqtt_tls: bool = Field(default=False, description="whether devices must use TLS")
+    mqtt_cp_username: str = Field(default="edgefleet-cp", description="control plane's MQTT user")
+    mqtt_cp_password: SecretStr | None = Field(
+        default=None,
+        description="control plane's MQTT password; empty means generated into the data dir",
+    )
+    # --- MQTT bridge and telemetry (H7) ---
+    mqtt_enabled: bool = Field(
+        default=False,
+        description="run the MQTT bridge (device state, telemetry, events) against mqtt_host",
+    )
+    mqtt_cp_client_id: str = Field(
+        default="", description="bridge MQTT client id; empty means edgefleet-cp-<hostname>"
+    )
+    telemetry_raw_retention: timedelta = Field(
+        default=timedelta(hours=48),
+        description="how long raw telemetry samples are kept before hourly rollup",
+    )
+    telemetry_retention_interval: timedelta = Field(
+        default=timedelta(minutes=10), description="how often the telemetry rollup runs"
+    )
+    broker_password_file: Path | None = Field(
+        default=None, description="Mosquitto password file; default <data_dir>/mosquitto/passwd"
+    )
+    broker_acl_file: Path | None = Field(
+        default=None, description="Mosquitto ACL file; default <data_dir>/mosquitto/acl"
+    )
+    broker_pid_file: Path | None = Field(
+        default=None, description="Mosquitto pid file, SIGHUPed after credentials change"
+    )
+    broker_pid: int | None = Field(default=None, description="Mosquitto pid (instead of a file)")
+
+    signing_key_path: Path | None = Field(
+        default=None, description="Ed25519 manifest signing key; default <data_dir>/signing.key"
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="extra base64 Ed25519 public keys accepted at model import without --resign",
+    )
+    artifact_root: Path | None = Field(
+        default=None, description="artifact store root; default <data_dir>/artifacts"
+    )
+    enrollment_ttl_max: timedelta = Field(
+        default=timedelta(days=30), description="longest lifetime of an enrollment token"
+    )
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'controlplane.db'}"
+        mosquitto_dir = self.data_dir / "mosquitto"
+        self.broker_password_file = self.broker_password_file or mosquitto_dir / "passwd"
+        self.broker_acl_file = self.broker_acl_file or mosquitto_dir / "acl"
+        self.signing_key_path = self.signing_key_path or self.data_dir / "signing.key"
+        self.artifact_root = self.artifact_root or self.data_dir / "artifacts"
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        self.public_url = self.public_url.rstrip("/")
+        return self
+
+    @property
+    def password_file(self) -> Path:
+        """The broker password file (always set after validation)."""
+        assert self.broker_password_file is not None
+        return self.broker_password_file
+
+    @property
+    def acl_file(self) -> Path:
+        """The broker ACL file (always set after validation)."""
+        assert self.broker_acl_file is not None
+        return self.broker_acl_file
+
+    @property
+    def key_path(self) -> Path:
+        """The manifest signing key file (always set after validation)."""
+        assert self.signing_key_path is not None
+        return self.signing_key_path
+
+    @property
+    def store_root(self) -> Path:
+        """The artifact store root (always set after validation)."""
+        assert self.artifact_root is not None
+        return self.artifact_root

@@ -1,0 +1,40 @@
+"""Database operations; every function takes the session first and keyword-only arguments."""
+
+from controlplane.crud.devices import (
+    broker_credentials,
+    create_device,
+    delete_device,
+    device_to_public,
+    get_device,
+    get_device_by_artifact_token,
+    list_devices,
+    mark_device_state,
+    revoke_device,
+    update_device,
+)
+from controlplane.crud.models import (
+    ModelVersionExists,
+    create_model_version,
+    get_model_version,
+    list_models,
+    model_version_to_public,
+)
+from controlplane.crud.tokens import (
+    claim_enrollment_token,
+    create_api_token,
+    create_enrollment_token,
+    get_api_token_by_secret,
+    list_api_tokens,
+    list_enrollment_tokens,
+    revoke_api_token,
+)
+
+__all__ = [
+    "ModelVersionExists",
+    "broker_credentials", "claim_enrollment_token", "create_api_token", "create_device",
+    "create_enrollment_token", "create_model_version", "delete_device", "device_to_public",
+    "get_api_token_by_secret", "get_device", "get_device_by_artifact_token",
+    "get_model_version", "list_api_tokens", "list_devices", "list_enrollment_tokens",
+    "list_models", "mark_device_state", "model_version_to_public", "revoke_api_token",
+    "revoke_device", "update_device",
+]

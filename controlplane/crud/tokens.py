@@ -1,0 +1,103 @@
+"""Operator API tokens and one-time enrollment tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from controlplane.db_models import ApiToken, EnrollmentToken, Role, utcnow
+from controlplane.security import (
+    API_TOKEN_PREFIX,
+    ENROLLMENT_TOKEN_PREFIX,
+    hash_token,
+    new_secret,
+)
+
+
+def create_api_token(session: Session, *, name: str, role: Role) -> tuple[ApiToken, str]:
+    """A new operator token; the plain secret is returned once and never stored."""
+    secret = new_secret(API_TOKEN_PREFIX)
+    token = ApiToken(name=name, role=role, token_hash=hash_token(secret))
+    session.add(token)
+    session.commit()
+    session.refresh(token)
+    return token, secret
+
+
+def get_api_token_by_secret(session: Session, *, secret: str) -> ApiToken | None:
+    """The live (not revoked) token with this secret."""
+    token: ApiToken | None = session.exec(
+        select(ApiToken).where(
+            col(ApiToken.token_hash) == hash_token(secret), col(ApiToken.revoked_at).is_(None)
+        )
+    ).first()
+    return token
+
+
+def list_api_tokens(session: Session) -> list[ApiToken]:
+    """Every operator token, oldest first."""
+    return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))))
+
+
+def revoke_api_token(session: Session, *, token_id: int) -> ApiToken | None:
+    """Mark a token revoked; None when there is no such token."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        return None
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
+        session.commit()
+        session.refresh(token)
+    return token
+
+
+def create_enrollment_token(
+    session: Session, *, labels: dict[str, str], ttl: timedelta, created_by: str
+) -> tuple[EnrollmentToken, str]:
+    """A one-time enrollment token that expires after `ttl`; the secret is returned once."""
+    secret = new_secret(ENROLLMENT_TOKEN_PREFIX)
+    token = EnrollmentToken(
+        labels=labels,
+        token_hash=hash_token(secret),
+        created_by=created_by,
+        expires_at=utcnow() + ttl,
+    )
+    session.add(token)
+    session.commit()
+    session.refresh(token)
+    return token, secret
+
+
+def list_enrollment_tokens(session: Session) -> list[EnrollmentToken]:
+    """Every enrollment token, newest first."""
+    return list(session.exec(select(EnrollmentToken).order_by(col(EnrollmentToken.id).desc())))
+
+
+def claim_enrollment_token(
+    session: Session, *, secret: str, now: datetime | None = None
+) -> EnrollmentToken | None:
+    """Mark the token used if it is unused and unexpired; one caller wins a race.
+
+    Does not commit: the caller commits together with the device it creates.
+    """
+    now = now or utcnow()
+    token_hash = hash_token(secret)
+    result = session.execute(
+        update(EnrollmentToken)
+        .where(
+            col(EnrollmentToken.token_hash) == token_hash,
+            col(EnrollmentToken.used_at).is_(None),
+            col(EnrollmentToken.expires_at) > now,
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    token: EnrollmentToken = session.exec(
+        select(EnrollmentToken).where(col(EnrollmentToken.token_hash) == token_hash)
+    ).one()
+    return token

@@ -1,0 +1,190 @@
+"""Dashboard pages: overview, devices (filtered), device detail with charts, models.
+
+Operators paste an API token once; it is kept in an HttpOnly cookie and checked like the
+API's bearer token (viewer role is enough). Chart data is embedded in the page as JSON, so
+the browser makes no authenticated API calls of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from controlplane import crud
+from controlplane.api.deps import SessionDep
+from controlplane.api.routes.devices import parse_selector
+from controlplane.crud.devices import device_labels
+from controlplane.db_models import ApiToken
+from controlplane.errors import ApiError
+from controlplane.telemetry_store import series
+from controlplane.telemetry_summary import fleet_summary
+from models.protocol import utcnow
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "edgefleet_token"
+COOKIE_MAX_AGE_S = 30 * 24 * 3600
+CHART_METRICS = ("tokens_per_s", "ttft_ms", "cpu_percent", "temperature_c")
+RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
+          "7d": timedelta(days=7)}
+CHART_POINTS = 120
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+
+class LoginRequired(Exception):
+    """No valid token cookie: send the browser to the login page."""
+
+
+def current_viewer(request: Request, session: SessionDep) -> ApiToken:
+    """The operator whose token is in the cookie (any role can view)."""
+    secret = request.cookies.get(COOKIE, "")
+    token = crud.get_api_token_by_secret(session, secret=secret) if secret else None
+    if token is None:
+        raise LoginRequired()
+    return token
+
+
+Viewer = Annotated[ApiToken, Depends(current_viewer)]
+
+
+def _page(request: Request, name: str, viewer: ApiToken | None, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"viewer": viewer, **context})
+
+
+@router.get("/login")
+def login_form(request: Request) -> HTMLResponse:
+    """The token form."""
+    return _page(request, "login.html", None, error="")
+
+
+@router.post("/login")
+def login(request: Request, session: SessionDep, token: Annotated[str, Form()]) -> Response:
+    """Check the pasted token; on success keep it in a cookie."""
+    secret = token.strip()
+    if not secret or crud.get_api_token_by_secret(session, secret=secret) is None:
+        return templates.TemplateResponse(
+            request, "login.html",
+            {"viewer": None, "error": "That token is unknown or revoked; ask an admin for one."},
+            status_code=401,
+        )
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        COOKIE, secret, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    """Forget the token."""
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+@router.get("/")
+def overview(request: Request, session: SessionDep, viewer: Viewer) -> HTMLResponse:
+    """Fleet counts and the fleet-wide tokens/s chart."""
+    now = utcnow()
+    start = now - RANGES["6h"]
+    points = series(session, metric="tokens_per_s", start=start, end=now,
+                    bucket_s=int(RANGES["6h"].total_seconds() // CHART_POINTS))
+    fleet_chart = _chart_json("tokens_per_s", points)
+    return _page(request, "overview.html", viewer, summary=fleet_summary(session, now=now),
+                 fleet_chart=fleet_chart)
+
+
+@router.get("/devices")
+def devices(
+    request: Request, session: SessionDep, viewer: Viewer,
+    labels: str = "", device_class: str = "", online: str = "", model: str = "",
+) -> HTMLResponse:
+    """Devices with filters (labels k=v,..., class, online, model)."""
+    error = ""
+    try:
+        selector = parse_selector(labels) if labels else None
+    except ApiError as exc:
+        selector, error = None, exc.message
+    rows = crud.list_devices(
+        session, labels=selector, device_class=device_class or None,
+        online={"yes": True, "no": False}.get(online), model=model or None,
+        include_revoked=False,
+    )
+    label_map = device_labels(session, device_ids=[d.id for d in rows])
+    items = [crud.device_to_public(d, label_map[d.id]) for d in rows]
+    filters = {"labels": labels, "device_class": device_class, "online": online, "model": model}
+    return _page(request, "devices.html", viewer, devices=items, filters=filters, error=error)
+
+
+@router.get("/devices/{device_id}")
+def device_detail(
+    request: Request, session: SessionDep, viewer: Viewer, device_id: str,
+    window: Annotated[str, Query(alias="range")] = "1h",
+) -> HTMLResponse:
+    """Hardware, active model and engine, and telemetry charts."""
+    device = crud.get_device(session, device_id=device_id)
+    if device is None:
+        return _page(request, "missing.html", viewer, device_id=device_id)
+    labels = device_labels(session, device_ids=[device.id])[device.id]
+    public = crud.device_to_public(device, labels)
+    window = window if window in RANGES else "1h"
+    span = RANGES[window]
+    now = utcnow()
+    charts = [
+        _chart_json(metric, series(session, metric=metric, start=now - span, end=now,
+                                   bucket_s=max(1, int(span.total_seconds() // CHART_POINTS)),
+                                   device_ids=[device.id]))
+        for metric in CHART_METRICS
+    ]
+    active = public.state.get("active") if isinstance(public.state.get("active"), dict) else None
+    return _page(request, "device.html", viewer, device=public, active=active, charts=charts,
+                 ranges=list(RANGES), current_range=window,
+                 hardware=_flatten(public.hardware))
+
+
+@router.get("/models")
+def models_page(request: Request, session: SessionDep, viewer: Viewer) -> HTMLResponse:
+    """Registered models, their versions and how many devices run each."""
+    summary = fleet_summary(session, now=utcnow())
+    return _page(request, "models.html", viewer, models=crud.list_models(session),
+                 running=summary.by_model)
+
+
+def _chart_json(metric: str, points: list[Any]) -> str:
+    data = [{"t": p.t.isoformat(), "avg": p.avg, "max": p.max} for p in points]
+    # `</` cannot end the <script> block the JSON is embedded in.
+    return json.dumps({"metric": metric, "points": data}).replace("</", "<\\/")
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested hardware JSON as (dotted key, value) rows."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows += _flatten(item, f"{prefix}{key}.")
+        return rows
+    return [(prefix.rstrip("."), json.dumps(value) if not isinstance(value, str) else value)]
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """Add the pages, the static files and the login redirect to `app`."""
+
+    async def _to_login(_request: Request, _exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    app.add_exception_handler(LoginRequired, _to_login)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(router)
+    from controlplane.rollouts.dashboard import router as rollouts_router
+
+    app.include_router(rollouts_router)
+

@@ -1,0 +1,226 @@
+"""SQLModel tables and API schemas of the core control plane (Alembic owns the schema)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import field_validator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
+LABEL_VALUE = r"^[A-Za-z0-9._/-]{0,63}$"
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite drops tzinfo; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _tz_column(nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Validate label keys and values (Kubernetes-like; no `,` or `=`)."""
+    for key, value in labels.items():
+        if not re.match(LABEL_KEY, key) or not re.match(LABEL_VALUE, value):
+            raise ValueError(
+                f"label {key}={value!r} is invalid: use letters, digits, '.', '_', '-', '/'"
+            )
+    return labels
+
+
+class Role(str, enum.Enum):
+    """Operator roles; each includes the ones below it."""
+
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        """Order for `at least this role` checks."""
+        return {"viewer": 0, "operator": 1, "admin": 2}[self.value]
+
+
+# --- operator API tokens ---------------------------------------------------------------
+class ApiTokenBase(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role = Field(default=Role.viewer, sa_type=String(16))
+
+
+class ApiTokenCreate(ApiTokenBase):
+    pass
+
+
+class ApiToken(ApiTokenBase, table=True):
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = _tz_column()
+
+
+class ApiTokenPublic(ApiTokenBase):
+    id: int
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiTokenCreated(ApiTokenPublic):
+    token: str
+
+
+# --- enrollment tokens -----------------------------------------------------------------
+class EnrollmentTokenBase(SQLModel):
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
+
+
+class EnrollmentTokenCreate(EnrollmentTokenBase):
+    ttl_seconds: int = Field(default=3600, gt=0)
+
+
+class EnrollmentToken(EnrollmentTokenBase, table=True):
+    __tablename__ = "enrollment_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    used_at: datetime | None = _tz_column()
+    device_id: str | None = None
+
+
+class EnrollmentTokenPublic(EnrollmentTokenBase):
+    id: int
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    device_id: str | None = None
+
+
+class EnrollmentTokenCreated(EnrollmentTokenPublic):
+    token: str
+
+
+# --- devices ---------------------------------------------------------------------------
+class DeviceBase(SQLModel):
+    name: str = Field(default="", max_length=200)
+    device_class: str = Field(default="", max_length=100, index=True)
+    agent_version: str = Field(default="", max_length=100)
+
+
+class DeviceCreate(DeviceBase):
+    """What the agent sends to /enroll."""
+
+    token: str = Field(min_length=1, max_length=200)
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    device_class: str | None = Field(default=None, max_length=100)  # type: ignore[assignment]
+
+
+class DeviceUpdate(SQLModel):
+    name: str | None = Field(default=None, max_length=200)
+    labels: dict[str, str] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_labels(value)
+
+
+class Device(DeviceBase, table=True):
+    __tablename__ = "device"
+
+    id: str = Field(primary_key=True, max_length=64)
+    hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    online: bool = Field(default=False, index=True)
+    last_seen: datetime | None = _tz_column()
+    active_model: str | None = Field(default=None, index=True, max_length=300)
+    mqtt_password_hash: str = Field(max_length=300)
+    artifact_token_hash: str = Field(index=True, unique=True, max_length=64)
+    enrolled_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = _tz_column()
+
+
+class DeviceLabel(SQLModel, table=True):
+    __tablename__ = "device_label"
+
+    device_id: str = Field(
+        foreign_key="device.id", primary_key=True, ondelete="CASCADE", max_length=64
+    )
+    key: str = Field(primary_key=True, max_length=63)
+    value: str = Field(index=True, max_length=63)
+
+
+class DevicePublic(DeviceBase):
+    id: str
+    labels: dict[str, str]
+    hardware: dict[str, Any]
+    state: dict[str, Any]
+    online: bool
+    last_seen: datetime | None
+    active_model: str | None
+    enrolled_at: datetime
+    revoked: bool
+
+
+# --- models ----------------------------------------------------------------------------
+class Model(SQLModel, table=True):
+    __tablename__ = "model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ModelVersionBase(SQLModel):
+    version: str = Field(max_length=100)
+    key_id: str = Field(max_length=64)
+    size_bytes: int = Field(default=0, sa_type=BigInteger)
+
+
+class ModelVersion(ModelVersionBase, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True, ondelete="CASCADE")
+    manifest_json: str = Field(sa_type=Text)
+    signature_json: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ModelImport(SQLModel):
+    path: str = Field(min_length=1, description="model directory on the control plane host")
+    resign: bool = False
+
+
+class ModelVersionPublic(ModelVersionBase):
+    name: str
+    created_at: datetime
+    manifest: dict[str, Any]
+    manifest_url: str
+
+
+class ModelPublic(SQLModel):
+    name: str
+    created_at: datetime
+    versions: list[str]

@@ -1,0 +1,109 @@
+"""Device enrollment: a one-time token in, per-device credentials out."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from controlplane import crud
+from controlplane.broker_auth import hash_password
+from controlplane.broker_sync import sync_broker
+from controlplane.core.config import Settings
+from controlplane.db_models import DeviceCreate
+from controlplane.security import ARTIFACT_TOKEN_PREFIX, hash_token, new_device_id, new_secret
+from controlplane.signing_key import SigningIdentity
+from models.protocol import TOPIC_PREFIX
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class EnrollmentRefused(Exception):
+    """The enrollment token is unknown, used or expired."""
+
+
+class MqttCredentials(BaseModel):
+    """How and as whom the device connects to the broker."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str
+    password: str
+    client_id: str
+    topic_prefix: str
+
+
+class ArtifactAccess(BaseModel):
+    """Where the device downloads manifests and files, and its bearer token."""
+
+    base_url: str
+    token: str
+
+
+class EnrollmentResponse(BaseModel):
+    """Everything a device gets once, at enrollment (docs/controlplane.md)."""
+
+    device_id: str
+    name: str
+    labels: dict[str, str]
+    mqtt: MqttCredentials
+    artifacts: ArtifactAccess
+    signing_public_key: str
+    signing_key_id: str
+    trusted_public_keys: list[str]
+
+
+def enroll_device(
+    session: Session, *, settings: Settings, signing: SigningIdentity, request: DeviceCreate
+) -> EnrollmentResponse:
+    """Claim the token, create the device, add it to the broker; EnrollmentRefused if invalid."""
+    token = crud.claim_enrollment_token(session, secret=request.token)
+    if token is None:
+        session.rollback()
+        raise EnrollmentRefused("enrollment token is unknown, already used or expired")
+    device_id = new_device_id()
+    mqtt_password = new_secret()
+    artifact_token = new_secret(ARTIFACT_TOKEN_PREFIX)
+    hw_class = request.hardware.get("device_class")
+    device_class = request.device_class or (hw_class if isinstance(hw_class, str) else "")
+    crud.create_device(
+        session,
+        device_id=device_id,
+        name=request.name or device_id,
+        device_class=device_class,
+        agent_version=request.agent_version,
+        hardware=request.hardware,
+        labels=dict(token.labels),
+        mqtt_password_hash=hash_password(mqtt_password),
+        artifact_token_hash=hash_token(artifact_token),
+    )
+    token.device_id = device_id
+    session.add(token)
+    session.commit()
+    sync_broker(session, settings)
+    _LOGGER.info("enrolled device %s (%s)", device_id, device_class or "unknown class")
+    return EnrollmentResponse(
+        device_id=device_id,
+        name=request.name or device_id,
+        labels=dict(token.labels),
+        mqtt=MqttCredentials(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            tls=settings.mqtt_tls,
+            username=device_id,
+            password=mqtt_password,
+            client_id=device_id,
+            topic_prefix=f"{TOPIC_PREFIX}/devices/{device_id}",
+        ),
+        artifacts=ArtifactAccess(base_url=artifacts_url(settings), token=artifact_token),
+        signing_public_key=signing.public_key,
+        signing_key_id=signing.key_id,
+        trusted_public_keys=signing.trusted_public_keys,
+    )
+
+
+def artifacts_url(settings: Settings) -> str:
+    """Base URL of the artifact endpoints as devices reach them."""
+    return f"{settings.public_url}/api/v1/artifacts"

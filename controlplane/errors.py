@@ -1,0 +1,74 @@
+"""The API's one error shape, `{"error": {"code": ..., "message": ...}}`, for every status."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+_LOGGER = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+    416: "range_not_satisfiable", 422: "validation_error", 429: "too_many_requests",
+}
+
+
+class ApiError(Exception):
+    """An error answered with its status, a stable code and a message that says what to do."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The error envelope."""
+    return {"error": {"code": code, "message": message}}
+
+
+def _reply(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _reply(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return _reply(exc.status_code, code, message, dict(exc.headers or {}) or None)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return _reply(422, "validation_error", "; ".join(parts) or "invalid request")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    _LOGGER.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _reply(500, "internal_error", "internal error; the control plane log has the details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise through the one envelope."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

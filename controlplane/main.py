@@ -1,0 +1,66 @@
+"""Build the control plane app: `create_app(settings) -> FastAPI`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from controlplane.api.main import api_router
+from controlplane.bridge import run_bridge
+from controlplane.broker_sync import sync_broker
+from controlplane.core.config import Settings
+from controlplane.core.db import make_engine, migrate
+from controlplane.dashboard import install_dashboard
+from controlplane.errors import install_error_handlers
+from controlplane.rollouts.controller import run_rollouts
+from controlplane.signing_key import load_signing_identity
+from controlplane.telemetry_retention import run_telemetry_retention
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _prepare(app: FastAPI) -> None:
+    """Blocking startup work: schema, signing key, broker files."""
+    settings: Settings = app.state.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auto_migrate:
+        migrate(settings.database_url)
+    app.state.signing = load_signing_identity(settings)
+    with Session(app.state.engine) as session:
+        sync_broker(session, settings)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Prepare, then run background services (the MQTT bridge, the rollout controller)."""
+    await run_in_threadpool(_prepare, app)
+    async with AsyncExitStack() as services:
+        await services.enter_async_context(run_bridge(app))
+        await services.enter_async_context(run_telemetry_retention(app))
+        await services.enter_async_context(run_rollouts(app))
+        _LOGGER.info("control plane ready (%s)", app.state.settings.public_url)
+        yield
+    app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The control plane app; state lives on `app.state` (settings, engine, signing)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="EdgeFleet control plane",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    install_dashboard(app)
+    return app

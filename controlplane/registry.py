@@ -1,0 +1,82 @@
+"""Model registry: import a signed model directory into the store and the database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlmodel import Session
+
+from controlplane import crud
+from controlplane.core.config import Settings
+from controlplane.db_models import ModelVersion
+from controlplane.signing_key import SigningIdentity
+from models.errors import ModelsError
+from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
+from models.signing import ManifestSignature, key_id, sign_manifest, verify_manifest
+from models.store import ArtifactStore
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class ImportRefused(Exception):
+    """The model directory cannot be imported; `reason` says why and what to do."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The control plane's artifact store."""
+    return ArtifactStore(settings.store_root)
+
+
+def import_model(
+    session: Session,
+    *,
+    settings: Settings,
+    signing: SigningIdentity,
+    model_dir: Path,
+    resign: bool = False,
+) -> tuple[Manifest, ModelVersion]:
+    """Verify a signed model dir, copy its files into the store, record the version.
+
+    Without `resign` the manifest must already be signed by a key the fleet trusts; with it,
+    the control plane signs the (verified) manifest with its own key.
+    """
+    if not model_dir.is_dir():
+        raise ImportRefused(f"{model_dir} is not a directory on the control plane host")
+    store = artifact_store(settings)
+    try:
+        manifest = verify_manifest(model_dir, None)  # integrity; the signer is checked below
+        signature = ManifestSignature.model_validate_json(
+            (model_dir / SIGNATURE_FILE).read_bytes()
+        )
+        trusted_ids = {key_id(k) for k in signing.trusted}
+        if not resign and signature.key_id not in trusted_ids:
+            raise ImportRefused(
+                f"{manifest.ref} is signed by key {signature.key_id}, which devices do not "
+                f"trust (control plane key {signing.key_id}): import with resign to sign it "
+                "with the control plane's key"
+            )
+        if resign:
+            signature = sign_manifest(manifest, signing.private_key)
+        manifest_bytes = (model_dir / MANIFEST_FILE).read_bytes()
+        signature_bytes = signature.model_dump_json(indent=2).encode()
+        if crud.get_model_version(session, name=manifest.name, version=manifest.version):
+            raise crud.ModelVersionExists(manifest.ref)
+        store.import_model_dir(model_dir, None)  # copies and checks every file's sha256
+        if resign:
+            store.add_manifest(manifest_bytes, signature_bytes, signing.trusted)
+    except ModelsError as exc:
+        raise ImportRefused(exc.reason) from exc
+    row = crud.create_model_version(
+        session,
+        manifest=manifest,
+        manifest_json=manifest_bytes.decode(),
+        signature_json=signature_bytes.decode(),
+        key_id=signature.key_id,
+    )
+    _LOGGER.info("imported %s from %s (key %s)", manifest.ref, model_dir, signature.key_id)
+    return manifest, row

@@ -1,0 +1,154 @@
+"""Operator actions on rollouts: create, list, show, pause, resume, abort, roll back."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+
+from sqlmodel import Session, col, select
+
+from controlplane.crud.models import get_model_version
+from controlplane.db_models import as_utc, utcnow
+from controlplane.rollouts import driver
+from controlplane.rollouts.models import (
+    Rollout,
+    RolloutCreate,
+    RolloutDevice,
+    RolloutDevicePublic,
+    RolloutPublic,
+    WaveProgress,
+)
+from controlplane.rollouts.strategy import FAILED_STATES, DeviceRolloutState, RolloutStatus
+
+
+class RolloutRefused(Exception):
+    """The request cannot be carried out; `status` and `code` shape the API answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def create_rollout(
+    session: Session, *, spec: RolloutCreate, artifacts_url: str, created_by: str
+) -> Rollout:
+    """Record a rollout of a registered model version; the controller starts it."""
+    name, sep, version = spec.model.partition(":")
+    if not sep or not name or not version:
+        raise RolloutRefused(422, "bad_model", f"model {spec.model!r}: use name:version")
+    if get_model_version(session, name=name, version=version) is None:
+        raise RolloutRefused(
+            404, "model_not_found", f"model {spec.model} is not in the registry; import it first"
+        )
+    rollout = Rollout(
+        id=f"ro-{uuid.uuid4().hex[:12]}", model_name=name, model_version=version,
+        manifest_url=f"{artifacts_url}/{name}/{version}/manifest.json",
+        selector=spec.selector.model_dump(mode="json"),
+        strategy=spec.strategy.model_dump(mode="json"), created_by=created_by,
+    )  # fmt: skip
+    session.add(rollout)
+    session.commit()
+    session.refresh(rollout)
+    return rollout
+
+
+def get_rollout(session: Session, rollout_id: str) -> Rollout:
+    """The rollout, or a 404 refusal."""
+    rollout = session.get(Rollout, rollout_id)
+    if rollout is None:
+        raise RolloutRefused(404, "not_found", f"no rollout {rollout_id}; see `rollouts list`")
+    return rollout
+
+
+def list_rollouts(session: Session, *, status: str | None = None) -> list[Rollout]:
+    """Rollouts, newest first."""
+    query = select(Rollout).order_by(col(Rollout.created_at).desc())
+    if status:
+        query = query.where(Rollout.status == status)
+    return list(session.exec(query))
+
+
+def devices_of(session: Session, rollout_id: str) -> list[RolloutDevice]:
+    """The rollout's devices by wave and id."""
+    return list(
+        session.exec(
+            select(RolloutDevice)
+            .where(RolloutDevice.rollout_id == rollout_id)
+            .order_by(col(RolloutDevice.wave), col(RolloutDevice.device_id))
+        )
+    )
+
+
+_ACTIONS: dict[str, tuple[set[RolloutStatus], RolloutStatus | None]] = {
+    "pause": ({RolloutStatus.SCHEDULED, RolloutStatus.RUNNING}, RolloutStatus.PAUSED),
+    "resume": ({RolloutStatus.PAUSED, RolloutStatus.WAITING_APPROVAL}, RolloutStatus.RUNNING),
+    "abort": ({RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
+               RolloutStatus.WAITING_APPROVAL}, RolloutStatus.ABORTED),  # fmt: skip
+    "rollback": ({RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
+                  RolloutStatus.WAITING_APPROVAL, RolloutStatus.SUCCEEDED,
+                  RolloutStatus.ABORTED}, RolloutStatus.ROLLED_BACK),  # fmt: skip
+}
+
+
+def act(session: Session, rollout_id: str, action: str, reason: str = "") -> Rollout:
+    """pause / resume / abort / rollback; a 409 refusal when the status does not allow it."""
+    rollout = get_rollout(session, rollout_id)
+    allowed, target = _ACTIONS[action]
+    status = RolloutStatus(rollout.status)
+    if status not in allowed or target is None:
+        raise RolloutRefused(409, "conflict", f"cannot {action} a rollout that is {status.value}")
+    now = utcnow()
+    if action in ("pause", "resume"):
+        if action == "resume" and rollout.started_at is None:
+            target = RolloutStatus.SCHEDULED
+        elif action == "resume" and status is RolloutStatus.WAITING_APPROVAL:
+            rollout.current_wave += 1
+        rollout.status, rollout.reason = target.value, reason
+        session.add(rollout)
+    else:
+        rows = devices_of(session, rollout_id)
+        why = reason or f"{action} by operator"
+        driver.revert(session, rollout, rows, target, why, now)
+    session.commit()
+    session.refresh(rollout)
+    return rollout
+
+
+def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
+    """The API view with per-wave progress."""
+    rows = devices_of(session, rollout.id)
+    strategy = rollout.parsed_strategy()
+    per_wave: dict[int, Counter[str]] = defaultdict(Counter)
+    for row in rows:
+        per_wave[row.wave][row.state] += 1
+    waves = []
+    for index, wave in enumerate(strategy.waves):
+        c = per_wave[index]
+        failed = sum(c[s.value] for s in FAILED_STATES)
+        waves.append(WaveProgress(
+            index=index, target=str(wave), devices=sum(c.values()),
+            queued=c[DeviceRolloutState.QUEUED.value],
+            in_progress=c[DeviceRolloutState.IN_PROGRESS.value],
+            succeeded=c[DeviceRolloutState.SUCCEEDED.value], failed=failed,
+        ))  # fmt: skip
+    counts = Counter(row.state for row in rows)
+    return RolloutPublic(
+        id=rollout.id, model=f"{rollout.model_name}:{rollout.model_version}",
+        manifest_url=rollout.manifest_url, selector=rollout.selector,
+        strategy=rollout.strategy, status=rollout.status, current_wave=rollout.current_wave,
+        reason=rollout.reason, created_by=rollout.created_by,
+        created_at=as_utc(rollout.created_at),
+        started_at=as_utc(rollout.started_at) if rollout.started_at else None,
+        finished_at=as_utc(rollout.finished_at) if rollout.finished_at else None,
+        waves=waves, counts=dict(counts),
+    )  # fmt: skip
+
+
+def device_to_public(row: RolloutDevice) -> RolloutDevicePublic:
+    """The API view of one device in a rollout."""
+    return RolloutDevicePublic(
+        device_id=row.device_id, wave=row.wave, state=row.state, sub_status=row.sub_status,
+        detail=row.detail, desired_version=row.desired_version,
+        dispatched_at=as_utc(row.dispatched_at) if row.dispatched_at else None,
+        updated_at=as_utc(row.updated_at),
+    )  # fmt: skip

@@ -1,0 +1,95 @@
+"""Telemetry tables (raw samples, hourly aggregates) and the query API's schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index
+from sqlmodel import Field, SQLModel
+
+# Every numeric field of models.protocol.TelemetrySample; the query API's `metric` values.
+METRICS: tuple[str, ...] = (
+    "tokens_per_s",
+    "ttft_ms",
+    "requests",
+    "queue_depth",
+    "errors",
+    "cpu_percent",
+    "mem_used_bytes",
+    "temperature_c",
+    "power_w",
+)
+
+
+class TelemetrySample(SQLModel, table=True):
+    """One raw sample; (device, ts, seq, idx) makes a resent batch a no-op."""
+
+    __tablename__ = "telemetry_sample"
+    __table_args__ = (Index("ix_telemetry_sample_ts", "ts"),)
+
+    device_id: str = Field(
+        foreign_key="device.id", primary_key=True, max_length=64, ondelete="CASCADE"
+    )
+    ts: datetime = Field(primary_key=True, sa_type=DateTime(timezone=True))
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    idx: int = Field(primary_key=True, description="position of the sample in its batch")
+    tokens_per_s: float | None = None
+    ttft_ms: float | None = None
+    requests: int = 0
+    queue_depth: int = 0
+    errors: int = 0
+    cpu_percent: float | None = None
+    mem_used_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
+class TelemetryHourly(SQLModel, table=True):
+    """One metric of one device over one hour, kept after the raw samples are gone."""
+
+    __tablename__ = "telemetry_hourly"
+    __table_args__ = (Index("ix_telemetry_hourly_hour", "hour"),)
+
+    device_id: str = Field(
+        foreign_key="device.id", primary_key=True, max_length=64, ondelete="CASCADE"
+    )
+    metric: str = Field(primary_key=True, max_length=32)
+    hour: datetime = Field(primary_key=True, sa_type=DateTime(timezone=True))
+    count: int = Field(sa_type=BigInteger)
+    sum: float
+    min: float
+    max: float
+
+
+class TelemetryPoint(SQLModel):
+    """One bucket of a series: `t` is the bucket start."""
+
+    t: datetime
+    count: int
+    avg: float | None
+    min: float | None
+    max: float | None
+    sum: float | None
+
+
+class TelemetrySeries(SQLModel):
+    """A metric over a time range, bucketed; `device_id` is None for fleet-wide series."""
+
+    device_id: str | None
+    metric: str
+    start: datetime
+    end: datetime
+    bucket_s: int
+    points: list[TelemetryPoint]
+
+
+class FleetSummary(SQLModel):
+    """Device counts by what operators filter on."""
+
+    total: int
+    online: int
+    by_class: dict[str, int]
+    by_engine: dict[str, int]
+    by_model: dict[str, int]
+    by_health: dict[str, int]
+    by_agent_version: dict[str, int]

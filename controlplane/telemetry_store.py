@@ -1,0 +1,220 @@
+"""Telemetry on SQLite and PostgreSQL: idempotent ingest, bucketed series, hourly rollup.
+
+Raw samples are kept for a while (settings), then folded into hourly aggregates
+(count/sum/min/max per device, metric and hour) and deleted. Time buckets are computed in SQL
+from the epoch seconds of `ts`, one expression per dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import BigInteger, case, cast, delete, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session
+
+from controlplane.telemetry_models import (
+    METRICS,
+    TelemetryHourly,
+    TelemetryPoint,
+    TelemetrySample,
+)
+from models import protocol
+
+HOUR_S = 3600
+_RAW = TelemetrySample.__table__  # type: ignore[attr-defined]
+_HOURLY = TelemetryHourly.__table__  # type: ignore[attr-defined]
+
+
+class TelemetryQueryError(ValueError):
+    """A telemetry query the store cannot answer; the message says what to change."""
+
+
+@dataclass
+class RollupResult:
+    """What one retention pass did."""
+
+    cutoff: datetime
+    hourly_rows: int
+    raw_deleted: int
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware UTC; naive values are taken as UTC (SQLite stores no offset)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def floor_hour(value: datetime) -> datetime:
+    """The start of the hour `value` lies in."""
+    return to_utc(value).replace(minute=0, second=0, microsecond=0)
+
+
+def _dialect(session: Session) -> str:
+    return str(session.get_bind().dialect.name)
+
+
+def _epoch(column: Any, dialect: str) -> ColumnElement[int]:
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", column), BigInteger)
+    return cast(func.floor(func.extract("epoch", column)), BigInteger)
+
+
+def _bucket(column: Any, dialect: str, bucket_s: int) -> ColumnElement[int]:
+    # A literal, not a bound parameter: PostgreSQL must see the same GROUP BY expression.
+    width = literal_column(str(int(bucket_s)), BigInteger)
+    return (_epoch(column, dialect) // width) * width
+
+
+def _insert(dialect: str, table: Any) -> Any:
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise TelemetryQueryError(f"telemetry needs SQLite or PostgreSQL, not {dialect}")
+
+
+def sample_rows(device_id: str, batch: protocol.Telemetry) -> list[dict[str, Any]]:
+    """Table rows for one batch; the sample's place in the batch is part of the key."""
+    rows = []
+    for idx, sample in enumerate(batch.samples):
+        row = sample.model_dump()
+        row.update(device_id=device_id, ts=to_utc(sample.ts), seq=batch.seq, idx=idx)
+        rows.append(row)
+    return rows
+
+
+def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert raw samples, skipping ones already stored; returns how many were new."""
+    if not rows:
+        return 0
+    stmt = (
+        _insert(_dialect(session), _RAW)
+        .on_conflict_do_nothing(index_elements=["device_id", "ts", "seq", "idx"])
+        .returning(_RAW.c.idx)  # rowcount of an executemany is not reliable on PostgreSQL
+    )
+    return len(session.execute(stmt, list(rows)).all())
+
+
+def series(
+    session: Session,
+    *,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+    device_ids: Iterable[str] | None = None,
+) -> list[TelemetryPoint]:
+    """One metric in [start, end) bucketed by `bucket_s`, from raw samples and hourly rows."""
+    if metric not in METRICS:
+        raise TelemetryQueryError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if bucket_s <= 0:
+        raise TelemetryQueryError("bucket must be a positive number of seconds")
+    dialect = _dialect(session)
+    start, end = to_utc(start), to_utc(end)
+    ids = None if device_ids is None else list(device_ids)
+    acc: dict[int, list[float]] = {}
+
+    value = _RAW.c[metric]
+    raw_bucket = _bucket(_RAW.c.ts, dialect, bucket_s).label("b")
+    raw_q = (
+        select(raw_bucket, func.count(value), func.sum(value), func.min(value), func.max(value))
+        .where(_RAW.c.ts >= start, _RAW.c.ts < end, value.is_not(None))
+        .group_by(raw_bucket)
+    )
+    hour_bucket = _bucket(_HOURLY.c.hour, dialect, bucket_s).label("b")
+    hourly_q = (
+        select(
+            hour_bucket,
+            func.sum(_HOURLY.c["count"]),
+            func.sum(_HOURLY.c["sum"]),
+            func.min(_HOURLY.c["min"]),
+            func.max(_HOURLY.c["max"]),
+        )
+        .where(_HOURLY.c.metric == metric, _HOURLY.c.hour >= floor_hour(start))
+        .where(_HOURLY.c.hour < end)
+        .group_by(hour_bucket)
+    )
+    if ids is not None:
+        raw_q = raw_q.where(_RAW.c.device_id.in_(ids))
+        hourly_q = hourly_q.where(_HOURLY.c.device_id.in_(ids))
+    for query in (raw_q, hourly_q):
+        for bucket, count, total, low, high in session.execute(query):
+            _merge(acc, int(bucket), int(count), float(total), float(low), float(high))
+    return [_point(bucket, values) for bucket, values in sorted(acc.items())]
+
+
+def _merge(acc: dict[int, list[float]], bucket: int, *values: float) -> None:
+    current = acc.get(bucket)
+    if current is None:
+        acc[bucket] = list(values)
+        return
+    current[0] += values[0]
+    current[1] += values[1]
+    current[2] = min(current[2], values[2])
+    current[3] = max(current[3], values[3])
+
+
+def _point(bucket: int, values: list[float]) -> TelemetryPoint:
+    count, total, low, high = values
+    return TelemetryPoint(
+        t=datetime.fromtimestamp(bucket, tz=timezone.utc),
+        count=int(count),
+        avg=total / count if count else None,
+        min=low,
+        max=high,
+        sum=total,
+    )
+
+
+def roll_up(session: Session, *, now: datetime, keep: timedelta) -> RollupResult:
+    """Fold raw samples from whole hours older than `keep` into hourly rows, then delete them."""
+    dialect = _dialect(session)
+    cutoff = floor_hour(to_utc(now) - keep)
+    hour = _bucket(_RAW.c.ts, dialect, HOUR_S).label("hour")
+    columns: list[Any] = [_RAW.c.device_id, hour]
+    for metric in METRICS:
+        value = _RAW.c[metric]
+        columns += [func.count(value), func.sum(value), func.min(value), func.max(value)]
+    query = select(*columns).where(_RAW.c.ts < cutoff).group_by(_RAW.c.device_id, hour)
+    rows: list[dict[str, Any]] = []
+    for record in session.execute(query):
+        hour_start = datetime.fromtimestamp(int(record[1]), tz=timezone.utc)
+        for i, metric in enumerate(METRICS):
+            count, total, low, high = record[2 + 4 * i : 6 + 4 * i]
+            if count:
+                rows.append(
+                    {"device_id": record[0], "metric": metric, "hour": hour_start,
+                     "count": int(count), "sum": float(total), "min": float(low),
+                     "max": float(high)}
+                )
+    if rows:
+        ins = _insert(dialect, _HOURLY)
+        old, new = _HOURLY.c, ins.excluded
+        session.execute(
+            ins.on_conflict_do_update(
+                index_elements=["device_id", "metric", "hour"],
+                set_={
+                    "count": old["count"] + new["count"],
+                    "sum": old["sum"] + new["sum"],
+                    "min": case((new["min"] < old["min"], new["min"]), else_=old["min"]),
+                    "max": case((new["max"] > old["max"], new["max"]), else_=old["max"]),
+                },
+            ),
+            rows,
+        )
+    deleted = session.execute(delete(_RAW).where(_RAW.c.ts < cutoff))
+    return RollupResult(
+        cutoff=cutoff, hourly_rows=len(rows), raw_deleted=int(getattr(deleted, "rowcount", 0))
+    )
+
+
+def delete_hourly_before(session: Session, *, before: datetime) -> int:
+    """Drop hourly rows older than `before` (for deployments that cap long-term history)."""
+    result = session.execute(delete(_HOURLY).where(_HOURLY.c.hour < to_utc(before)))
+    return int(getattr(result, "rowcount", 0))

@@ -1,0 +1,178 @@
+"""Shared control plane fixtures: a real database (SQLite and PostgreSQL), the app, tokens,
+and a real Mosquitto wired to the app's password/ACL files.
+
+    def test_x(cp_client, admin_headers): ...           # app on SQLite and on PostgreSQL
+    def test_y(broker_client, broker, admin_headers): ...  # same, plus a live broker
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect, text
+from sqlmodel import Session
+
+from controlplane import crud
+from controlplane.core.config import Settings
+from controlplane.core.db import migrate
+from controlplane.db_models import Role
+from controlplane.main import create_app
+from tests.support.mosquitto import MosquittoBroker, free_port
+
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "EDGEFLEET_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+CP_MQTT_PASSWORD = "cp-test-password"
+_POSTGRES_ENABLED = os.environ.get("EDGEFLEET_TEST_POSTGRES", "1") != "0"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated, dropped afterwards."""
+    if not _POSTGRES_ENABLED:
+        pytest.skip("EDGEFLEET_TEST_POSTGRES=0")
+    name = f"edgefleet_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{base}/{name}"
+    migrate(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _wipe(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
+        if tables:
+            with engine.begin() as conn:
+                quoted = ", ".join(f'"{t}"' for t in tables)
+                conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a fresh SQLite file, or the session's PostgreSQL database wiped."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'controlplane.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    _wipe(url)
+    return url
+
+
+@pytest.fixture
+def cp_settings(tmp_path: Path, db_url: str) -> Settings:
+    """Settings with everything under tmp_path (no broker to reload)."""
+    return Settings(
+        data_dir=tmp_path / "cp",
+        database_url=db_url,
+        mqtt_cp_password=CP_MQTT_PASSWORD,
+        public_url="http://testserver",
+    )
+
+
+@pytest.fixture
+def cp_app(cp_settings: Settings) -> FastAPI:
+    """The app (not started)."""
+    return create_app(cp_settings)
+
+
+@pytest.fixture
+def cp_client(cp_app: FastAPI) -> Iterator[TestClient]:
+    """A started app (migrated, keys created) behind a TestClient."""
+    with TestClient(cp_app) as client:
+        yield client
+
+
+@pytest.fixture
+def make_token(cp_settings: Settings) -> Iterator[Callable[[Role], str]]:
+    """Create an operator token with a role in the test database; returns its secret."""
+    migrate(cp_settings.database_url)  # idempotent; the app migrates the same way
+    engine = create_engine(cp_settings.database_url)
+
+    def _make(role: Role) -> str:
+        with Session(engine) as session:
+            _token, secret = crud.create_api_token(session, name=f"test-{role.value}", role=role)
+        return secret
+
+    yield _make
+    engine.dispose()
+
+
+@pytest.fixture
+def admin_token(make_token: Callable[[Role], str]) -> str:
+    """An admin token's secret."""
+    return make_token(Role.admin)
+
+
+@pytest.fixture
+def admin_headers(admin_token: str) -> dict[str, str]:
+    """Authorization header for the admin token."""
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A real Mosquitto from deploy/mosquitto/edgefleet.conf on a free port."""
+    with MosquittoBroker(tmp_path / "mqtt") as running:
+        yield running
+
+
+@pytest.fixture
+def broker_settings(cp_settings: Settings, broker: MosquittoBroker) -> Settings:
+    """Settings whose password/ACL files are the broker's, SIGHUPing it on every change."""
+    return cp_settings.model_copy(
+        update={
+            "broker_password_file": broker.password_file,
+            "broker_acl_file": broker.acl_file,
+            "broker_pid": broker.pid,
+            "mqtt_host": broker.host,
+            "mqtt_port": broker.port,
+        }
+    )
+
+
+@pytest.fixture
+def broker_client(broker_settings: Settings) -> Iterator[TestClient]:
+    """A started app that manages the live broker's credentials."""
+    with TestClient(create_app(broker_settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def cp_server(broker_settings: Settings) -> Iterator[str]:
+    """A real uvicorn serving the app (with the live broker) in a thread; its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(broker_settings.model_copy(update={"public_url": url, "port": port}))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="cp-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("control plane server did not start")
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

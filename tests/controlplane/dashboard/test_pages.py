@@ -1,0 +1,147 @@
+"""The dashboard in a real headless Chromium against a real uvicorn control plane."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlmodel import Session
+
+from controlplane import crud, telemetry_retention
+from controlplane.core.config import Settings
+from controlplane.db_models import Role
+from controlplane.main import create_app
+from controlplane.telemetry_store import insert_samples, sample_rows
+from models import protocol
+from tests.controlplane.helpers import HARDWARE, bearer, enroll
+from tests.support.mosquitto import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Chromium not found at /usr/bin/chromium: apt-get install -y chromium",
+)
+
+
+class Server:
+    """A control plane served by uvicorn in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.url = f"http://127.0.0.1:{settings.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A running control plane with one online device that has an hour of telemetry."""
+    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
+    settings = Settings(
+        data_dir=tmp_path / "cp", database_url=f"sqlite:///{tmp_path / 'cp.db'}",
+        mqtt_cp_password="pw", port=free_port(),
+    )
+    with Server(settings) as server:
+        engine = server.app.state.engine
+        with Session(engine) as session:
+            _admin, admin = crud.create_api_token(session, name="admin", role=Role.admin)
+            _viewer, viewer = crud.create_api_token(session, name="viewer", role=Role.viewer)
+        with httpx.Client(base_url=server.url) as http:
+            created = enroll(http, bearer(admin), labels={"site": "lab"}, name="kitchen")  # type: ignore[arg-type]
+            device_id = created["device_id"]
+        now = protocol.utcnow()
+        state = protocol.DeviceState(
+            online=True, agent_version="0.3.0", device_class="x86-cpu", hardware=HARDWARE,
+            active=protocol.ActiveModel(name="tiny", version="1.0.0", variant="gguf-q4_0",
+                                        engine="llamacpp"),
+        )
+        with Session(engine) as session:
+            crud.mark_device_state(session, device_id=device_id, online=True,
+                                   state=state.model_dump(mode="json"), seen_at=now)
+            samples = [
+                protocol.TelemetrySample(ts=now - timedelta(minutes=m), tokens_per_s=30.0 + m,
+                                         ttft_ms=70.0, cpu_percent=50.0, temperature_c=55.0)
+                for m in range(0, 60, 2)
+            ]
+            batch = protocol.Telemetry(seq=1, samples=samples)
+            insert_samples(session, sample_rows(device_id, batch))
+            session.commit()
+        yield {"url": server.url, "viewer": viewer, "device_id": device_id}
+
+
+def test_dashboard_pages_in_chromium(seeded: dict[str, Any]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, device_id = seeded["url"], seeded["device_id"]
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+
+        page.goto(f"{url}/devices")
+        assert page.url.endswith("/login")  # no cookie yet
+        page.fill("#token", "not-a-token")
+        page.click("button[type=submit]")
+        assert "unknown or revoked" in page.inner_text("#login-error")
+        assert len(problems) == 1 and "401" in problems[0]  # the refused login itself
+        problems.clear()
+
+        page.fill("#token", seeded["viewer"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{url}/")
+        assert page.inner_text("#total-devices") == "1"
+        assert page.inner_text("#online-devices") == "1"
+        assert page.locator("svg.line-chart path.series.avg").count() == 1
+
+        page.goto(f"{url}/devices?labels=site%3Dlab&online=yes&model=tiny")
+        row = page.locator(f"tr[data-device-id='{device_id}']")
+        assert row.count() == 1 and "tiny:1.0.0" in row.inner_text()
+        page.goto(f"{url}/devices?labels=site%3Delsewhere")
+        assert page.locator(f"tr[data-device-id='{device_id}']").count() == 0
+
+        page.goto(f"{url}/devices")
+        page.click(f"a[href='/devices/{device_id}']")
+        page.wait_for_url(f"{url}/devices/{device_id}")
+        assert "llamacpp" in page.inner_text("#active-model")
+        assert "cpu.arch" in page.content()
+        charts = page.locator("svg.line-chart")
+        assert charts.count() == 4
+        # tokens/s has 30 samples: its line has many segments, not the empty-chart text.
+        first = page.locator("svg.line-chart").first
+        assert first.locator("text.empty").count() == 0
+        line = first.locator("path.series.avg").get_attribute("d") or ""
+        assert line.count("L") >= 10
+
+        page.goto(f"{url}/models")
+        assert page.locator("#model-table").count() == 1
+        browser.close()
+    assert problems == []

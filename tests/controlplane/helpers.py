@@ -1,0 +1,85 @@
+"""Helpers for control plane tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from models.manifest import Manifest, Variant
+from models.signing import file_entry, write_signed_manifest
+
+HARDWARE = {"device_class": "x86-cpu", "cpu": {"arch": "x86_64", "cores": 2}}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def enrollment_token(
+    client: TestClient, headers: dict[str, str], labels: dict[str, str] | None = None
+) -> str:
+    """A fresh one-time enrollment token's secret."""
+    resp = client.post(
+        "/api/v1/enrollment-tokens", json={"labels": labels or {}}, headers=headers
+    )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["token"])
+
+
+def enroll(
+    client: TestClient,
+    headers: dict[str, str],
+    *,
+    labels: dict[str, str] | None = None,
+    name: str | None = None,
+    hardware: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Enroll a device through the API; the enrollment response as JSON."""
+    body: dict[str, Any] = {
+        "token": enrollment_token(client, headers, labels),
+        "hardware": hardware if hardware is not None else HARDWARE,
+        "agent_version": "0.1.0",
+    }
+    if name:
+        body["name"] = name
+    resp = client.post("/api/v1/enroll", json=body)
+    assert resp.status_code == 201, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def make_model_dir(
+    root: Path, key: Ed25519PrivateKey, *, name: str = "tiny", version: str = "1.0.0",
+    payload: bytes = b"",
+) -> Path:
+    """A small signed model directory (one GGUF-like variant with two files)."""
+    model_dir = root / f"{name}-{version}"
+    model_dir.mkdir(parents=True)
+    weights = payload or bytes(range(256)) * 64  # 16 KiB, every byte value
+    (model_dir / "model.gguf").write_bytes(weights)
+    (model_dir / "tokenizer.json").write_text('{"model": {"vocab": {}}}')
+    manifest = Manifest(
+        name=name,
+        version=version,
+        architecture="llama",
+        context_length=256,
+        chat_template="{% for m in messages %}{{ m.content }}{% endfor %}",
+        variants=[
+            Variant(
+                id="gguf-q4_0",
+                format="gguf",
+                precision="q4_0",
+                engines=["llamacpp"],
+                files=[
+                    file_entry(model_dir, "model.gguf"), file_entry(model_dir, "tokenizer.json")
+                ],
+                memory_bytes=1 << 20,
+            )
+        ],
+    )
+    write_signed_manifest(model_dir, manifest, key)
+    return model_dir

@@ -1,0 +1,64 @@
+"""A migrated SQLite database with devices and a registered model, for rollout tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from controlplane.core.db import make_engine, migrate
+from controlplane.db_models import Device, DeviceLabel, Model, ModelVersion
+
+ARTIFACTS = "http://cp.test/api/v1/artifacts"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'cp.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+def add_device(
+    session: Session, device_id: str, *, labels: dict[str, str] | None = None,
+    device_class: str = "cpu", active: str | None = None,
+) -> None:  # fmt: skip
+    """Enroll a device row directly."""
+    session.add(Device(
+        id=device_id, device_class=device_class, mqtt_password_hash="x",
+        artifact_token_hash=f"h-{device_id}", active_model=active,
+    ))  # fmt: skip
+    session.flush()
+    for key, value in (labels or {}).items():
+        session.add(DeviceLabel(device_id=device_id, key=key, value=value))
+    session.commit()
+
+
+def add_model(session: Session, name: str = "tiny", version: str = "2.0") -> None:
+    """Register a model version row directly."""
+    row = session.exec(select(Model).where(Model.name == name)).first()
+    if row is None:
+        row = Model(name=name)
+        session.add(row)
+        session.flush()
+    assert row.id is not None
+    session.add(ModelVersion(
+        model_id=row.id, version=version, key_id="k", manifest_json="{}", signature_json="{}",
+    ))  # fmt: skip
+    session.commit()

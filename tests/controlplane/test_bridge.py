@@ -1,0 +1,311 @@
+"""The MQTT bridge against a real Mosquitto and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from pydantic import BaseModel
+
+from controlplane import bridge as bridge_module
+from controlplane import telemetry_retention
+from controlplane.core.config import Settings
+from controlplane.main import create_app
+from models import protocol
+from tests.controlplane.helpers import enroll
+from tests.support.mosquitto import MosquittoBroker
+
+WAIT_S = 15.0
+
+
+@pytest.fixture(autouse=True)
+def _fast_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bridge_module, "RECONNECT_MIN_DELAY_S", 0)
+    monkeypatch.setattr(bridge_module, "RECONNECT_MAX_DELAY_S", 1)
+    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
+
+
+@pytest.fixture
+def fleet_client(broker_settings: Settings) -> Iterator[TestClient]:
+    """A started app with the MQTT bridge enabled against the live broker."""
+    settings = broker_settings.model_copy(update={"mqtt_enabled": True})
+    with TestClient(create_app(settings)) as client:
+        assert client.app.state.bridge.wait_connected(WAIT_S)
+        yield client
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Device:
+    """A real paho client with the device's own credentials, as the agent would connect."""
+
+    def __init__(self, broker: MosquittoBroker, creds: dict[str, Any]) -> None:
+        self.id: str = creds["device_id"]
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.username_pw_set(creds["mqtt"]["username"], creds["mqtt"]["password"])
+        will = protocol.DeviceState(online=False, agent_version="0.1.0")
+        self.client.will_set(self.topic("state"), will.model_dump_json(), qos=1, retain=True)
+        connected: list[bool] = []
+        self.client.on_connect = lambda *a: connected.append(not a[3].is_failure)
+        self.client.connect(broker.host, broker.port, keepalive=5)
+        self.client.loop_start()
+        wait_for(lambda: connected, "device connect")
+        assert connected == [True]
+
+    def topic(self, leaf: str) -> str:
+        return protocol.device_topic(self.id, leaf)
+
+    def send(self, leaf: str, payload: BaseModel | bytes, *, retain: bool = False) -> None:
+        data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
+        self.client.publish(self.topic(leaf), data, qos=1, retain=retain).wait_for_publish(5)
+
+    def cut(self) -> None:
+        """Drop the TCP connection without DISCONNECT, like a power cut."""
+        sock = self.client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        self.client.loop_stop()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def make_device(
+    fleet_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str]
+) -> Iterator[Callable[[], Device]]:
+    devices: list[Device] = []
+
+    def _make() -> Device:
+        device = Device(broker, enroll(fleet_client, admin_headers))
+        devices.append(device)
+        return device
+
+    yield _make
+    for device in devices:
+        device.close()
+
+
+def device_json(client: TestClient, headers: dict[str, str], device_id: str) -> dict[str, Any]:
+    resp = client.get(f"/api/v1/devices/{device_id}", headers=headers)
+    assert resp.status_code == 200, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def online_state(seq: int = 1) -> protocol.DeviceState:
+    return protocol.DeviceState(
+        online=True,
+        seq=seq,
+        agent_version="0.2.0",
+        device_class="x86-cpu",
+        active=protocol.ActiveModel(
+            name="tiny", version="1.0.0", variant="gguf-q4_0", engine="llamacpp"
+        ),
+    )
+
+
+def telemetry(seq: int, tps: float = 42.0) -> protocol.Telemetry:
+    return protocol.Telemetry(
+        seq=seq, samples=[protocol.TelemetrySample(tokens_per_s=tps, ttft_ms=50.0)]
+    )
+
+
+def stats(client: TestClient) -> dict[str, int]:
+    result: dict[str, int] = client.app.state.bridge.stats  # type: ignore[attr-defined]
+    return result
+
+
+def series(client: TestClient, headers: dict[str, str], device_id: str) -> list[Any]:
+    resp = client.get(
+        f"/api/v1/devices/{device_id}/telemetry",
+        params={"metric": "tokens_per_s", "bucket": 3600},
+        headers=headers,
+    )
+    assert resp.status_code == 200, resp.text
+    points: list[Any] = resp.json()["points"]
+    return points
+
+
+def test_state_marks_device_online_and_last_will_offline(
+    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+) -> None:
+    device = make_device()
+    assert device_json(fleet_client, admin_headers, device.id)["online"] is False
+    device.send("state", online_state(), retain=True)
+    shown = wait_for(
+        lambda: (d := device_json(fleet_client, admin_headers, device.id))["online"] and d,
+        "device online",
+    )
+    assert shown["active_model"] == "tiny:1.0.0" and shown["agent_version"] == "0.2.0"
+    assert shown["last_seen"] is not None
+
+    device.cut()
+    wait_for(
+        lambda: not device_json(fleet_client, admin_headers, device.id)["online"],
+        "Last Will marks device offline",
+    )
+
+
+def test_telemetry_reaches_the_api_and_duplicates_are_ignored(
+    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+) -> None:
+    device = make_device()
+    device.send("telemetry", telemetry(1, 40.0))
+    device.send("telemetry", telemetry(2, 44.0))
+    points = wait_for(
+        lambda: (p := series(fleet_client, admin_headers, device.id)) and p[0]["count"] == 2 and p,
+        "telemetry in the API",
+    )
+    assert points[0]["avg"] == pytest.approx(42.0) and points[0]["max"] == pytest.approx(44.0)
+    before = stats(fleet_client)["persisted"]
+    resent = telemetry(1, 40.0)
+    resent.samples[0].ts = protocol.utcnow()  # a different sample: stored
+    duplicate = protocol.Telemetry.model_validate_json(resent.model_dump_json())
+    device.send("telemetry", resent)
+    device.send("telemetry", duplicate)  # exactly the same batch again: ignored
+    wait_for(lambda: stats(fleet_client)["persisted"] >= before + 2, "both batches handled")
+    assert series(fleet_client, admin_headers, device.id)[0]["count"] == 3
+    assert stats(fleet_client)["duplicate_samples"] == 1
+
+
+def test_invalid_messages_are_counted_and_the_loop_goes_on(
+    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+) -> None:
+    device = make_device()
+    failures: list[str] = []
+
+    def broken_handler(device_id: str, _message: BaseModel) -> None:
+        failures.append(device_id)
+        raise RuntimeError("handler bug")
+
+    fleet_client.app.state.bridge.add_handler("telemetry", broken_handler)  # type: ignore[attr-defined]
+    device.send("telemetry", b"{not json")
+    device.send("telemetry", b'{"v": 1, "seq": -1, "samples": []}')
+    device.send("state", b'{"online": "maybe"}')
+    device.send("telemetry", telemetry(7))
+    wait_for(lambda: series(fleet_client, admin_headers, device.id), "good message after bad")
+    counts = wait_for(lambda: (s := stats(fleet_client)).get("handler_errors") and s, "stats")
+    assert counts["invalid"] == 3 and counts["handler_errors"] == 1
+    assert failures == [device.id]
+
+
+def test_unknown_and_revoked_devices_are_rejected(
+    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+) -> None:
+    device = make_device()
+    device.send("telemetry", telemetry(1))
+    wait_for(lambda: series(fleet_client, admin_headers, device.id), "first telemetry")
+    bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
+    # The control plane's own user may publish anywhere under ef/v1: use it to fake a stranger.
+    bridge.publish(protocol.device_topic("dev-nobody", "telemetry"), telemetry(1))
+    wait_for(lambda: stats(fleet_client).get("rejected") == 1, "unknown device rejected")
+    resp = fleet_client.post(f"/api/v1/devices/{device.id}/revoke", headers=admin_headers)
+    assert resp.status_code == 200, resp.text
+    bridge.publish(device.topic("telemetry"), telemetry(2))
+    wait_for(lambda: stats(fleet_client).get("rejected") == 2, "revoked device rejected")
+    assert series(fleet_client, admin_headers, device.id)[0]["count"] == 1
+
+
+def test_events_reach_handlers_added_by_other_components(
+    fleet_client: TestClient, make_device: Callable[[], Device]
+) -> None:
+    device = make_device()
+    seen: list[tuple[str, BaseModel]] = []
+    fleet_client.app.state.bridge.add_handler("events", lambda d, m: seen.append((d, m)))  # type: ignore[attr-defined]
+    event = protocol.RolloutEvent(desired_version=3, model="tiny", kind="downloading")
+    device.send("events", event)
+    wait_for(lambda: seen, "event handler called")
+    assert seen[0][0] == device.id
+    assert isinstance(seen[0][1], protocol.RolloutEvent) and seen[0][1].kind == "downloading"
+
+
+def test_bridge_reconnects_after_broker_restart(
+    fleet_client: TestClient,
+    make_device: Callable[[], Device],
+    broker: MosquittoBroker,
+    admin_headers: dict[str, str],
+) -> None:
+    device = make_device()
+    device.send("telemetry", telemetry(1))
+    wait_for(lambda: series(fleet_client, admin_headers, device.id), "telemetry before restart")
+    bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
+    broker.restart()
+    wait_for(lambda: not bridge.connected.is_set() or stats(fleet_client).get("reconnects"),
+             "bridge notices the restart")
+    assert bridge.wait_connected(WAIT_S)
+    wait_for(lambda: device.client.is_connected(), "device reconnects")  # paho retries itself
+    device.send("telemetry", telemetry(2))
+    wait_for(
+        lambda: series(fleet_client, admin_headers, device.id)[0]["count"] == 2,
+        "telemetry after restart",
+    )
+    assert stats(fleet_client)["reconnects"] >= 1
+
+
+def test_bridge_is_off_unless_enabled(cp_client: TestClient) -> None:
+    assert cp_client.app.state.bridge is None  # type: ignore[attr-defined]
+
+
+def test_retention_setting_defaults() -> None:
+    assert Settings().telemetry_raw_retention == timedelta(hours=48)
+
+
+def test_fleet_simulator_devices_report_through_the_bridge(
+    fleet_client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    import asyncio
+
+    from agent.fleetsim import DeviceSpec, FleetSimulator
+
+    creds = [enroll(fleet_client, admin_headers) for _ in range(5)]
+    specs = [DeviceSpec(c["device_id"], c["mqtt"]["password"]) for c in creds]
+    settings = fleet_client.app.state.settings  # type: ignore[attr-defined]
+    bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
+    desired_seen: list[tuple[str, int]] = []
+
+    async def run() -> None:
+        sim = FleetSimulator(
+            specs, host=settings.mqtt_host, port=settings.mqtt_port,
+            on_desired=lambda dev, d: desired_seen.append((dev.device_id, d.version)),
+        )
+        await sim.start(timeout_s=WAIT_S)
+        await sim.run_telemetry(interval_s=0.05, batches=3)
+        bridge.publish(protocol.device_topic(specs[0].device_id, "desired"),
+                       protocol.DesiredState(version=4), retain=True)
+        await asyncio.to_thread(wait_for, lambda: desired_seen, "desired reaches the device")
+        await asyncio.to_thread(
+            wait_for, lambda: all(device_json(fleet_client, admin_headers, s.device_id)["online"]
+                                  for s in specs), "simulated devices online")
+        await sim.stop()
+
+    asyncio.run(run())
+    assert desired_seen == [(specs[0].device_id, 4)]
+    fleet = wait_for(
+        lambda: (r := fleet_client.get("/api/v1/telemetry", headers=admin_headers,
+                                       params={"bucket": 3600}).json())["points"]
+        and sum(p["count"] for p in r["points"]) == 15 and r,
+        "15 telemetry samples",
+    )
+    assert fleet["points"]
+    wait_for(lambda: not any(device_json(fleet_client, admin_headers, s.device_id)["online"]
+                             for s in specs), "clean disconnect reports offline")

@@ -1,0 +1,193 @@
+"""A real Mosquitto broker for tests, configured from deploy/mosquitto/edgefleet.conf.
+
+    from tests.support.mosquitto import MosquittoBroker, mosquitto_broker_fixture
+
+    broker = MosquittoBroker(tmp_path)            # free port, tmp password/acl/persistence
+    broker.set_users({"edgefleet-cp": "pw"})      # or anonymous=True
+    broker.start()
+    ...  broker.reload(); broker.restart(); broker.stop()
+
+The shipped config is used as is, except for the listener, the file paths and logging.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from controlplane.broker_auth import hash_password, render_acl, render_password_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CONFIG = REPO_ROOT / "deploy" / "mosquitto" / "edgefleet.conf"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+CONTROL_PLANE_USER = "edgefleet-cp"
+START_TIMEOUT_S = 10.0
+# Keys the helper sets itself; every other line of the shipped config is kept.
+_OVERRIDDEN = {
+    "listener", "port", "password_file", "acl_file", "persistence_location", "pid_file",
+    "log_dest", "log_type", "user", "allow_anonymous",
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MosquittoBroker:
+    """One mosquitto process on 127.0.0.1 with its files under `workdir`."""
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        anonymous: bool = False,
+        extra_config: str = "",
+        template: Path = SHIPPED_CONFIG,
+    ) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.anonymous = anonymous
+        self.extra_config = extra_config
+        self.template = template
+        self.config_file = workdir / "mosquitto.conf"
+        self.password_file = workdir / "passwd"
+        self.acl_file = workdir / "acl"
+        self.pid_file = workdir / "mosquitto.pid"
+        self.log_file = workdir / "mosquitto.log"
+        self.persistence_dir = workdir / "persistence"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's pid while it runs."""
+        return self._process.pid if self._process and self._process.poll() is None else None
+
+    def set_users(
+        self, users: Mapping[str, str], *, control_plane_user: str = CONTROL_PLANE_USER
+    ) -> None:
+        """Write the password file (username -> plain password) and the fleet ACL."""
+        entries = {name: hash_password(pw) for name, pw in users.items()}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.password_file.write_text(render_password_file(entries))
+        self.acl_file.write_text(render_acl(control_plane_user))
+
+    def write_config(self) -> Path:
+        """Write mosquitto.conf: the shipped config with this broker's port and paths."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.persistence_dir.mkdir(exist_ok=True)
+        if not self.password_file.exists():
+            self.password_file.write_text("")
+        if not self.acl_file.exists():
+            self.acl_file.write_text(render_acl(CONTROL_PLANE_USER))
+        kept = [
+            line for line in self.template.read_text().splitlines()
+            if line.split(maxsplit=1)[:1] and line.split()[0] not in _OVERRIDDEN
+        ]
+        lines = [
+            *kept,
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
+            f"password_file {self.password_file}",
+            f"acl_file {self.acl_file}",
+            f"persistence_location {self.persistence_dir}/",
+            f"pid_file {self.pid_file}",
+            f"log_dest file {self.log_file}",
+            "log_type all",
+            f"listener {self.port} {self.host}",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # keep access to the test's private tmp files
+        if self.extra_config:
+            lines.append(self.extra_config)
+        self.config_file.write_text("\n".join(lines) + "\n")
+        return self.config_file
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> MosquittoBroker:
+        """Start the broker and wait until its port accepts connections."""
+        if self.pid is not None:
+            return self
+        self.write_config()
+        self._process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise RuntimeError(f"mosquitto exited: {err}\n{self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read password and ACL files."""
+        if self._process is None:
+            raise RuntimeError("broker is not running")
+        self._process.send_signal(signal.SIGHUP)
+        time.sleep(0.2)  # mosquitto applies the reload on its next loop iteration
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL); persistence is saved on a clean stop."""
+        proc, self._process = self._process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same persistence."""
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        """The broker's log so far (for assertion messages)."""
+        return self.log_file.read_text() if self.log_file.exists() else ""
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def mosquitto_broker_fixture(
+    **kwargs: object,
+) -> Callable[[Path], Iterator[MosquittoBroker]]:
+    """A function-scoped pytest fixture factory: `broker = mosquitto_broker_fixture()`."""
+
+    @pytest.fixture
+    def _broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+        broker = MosquittoBroker(tmp_path / "mosquitto", **kwargs)  # type: ignore[arg-type]
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
+
+    return _broker
