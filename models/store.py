@@ -1,41 +1,41 @@
-"""The content-addressed artifact store: atomic, resumable, verified, safe for concurrent use."""
+"""The artifact store: signed model refs over content-addressed blobs, laid out for engines."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import unquote, urlparse
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel
 
-from models.errors import DownloadError, StoreError, VerificationError
+from models.blobs import PARTIAL_MAX_AGE_S, BlobStore
+from models.download import HTTP_TIMEOUT_S, Progress
+from models.errors import StoreError, VerificationError
+from models.files import atomic_write_bytes, fsync_dir, safe_relative_path
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
-from models.signing import (
-    HASH_CHUNK,
-    atomic_write_bytes,
-    fsync_dir,
-    safe_relative_path,
-    verify_manifest,
-)
+from models.signing import verify_manifest
+
+# Blob and download names live in models.blobs and models.download; they stay importable here.
+__all__ = [
+    "HTTP_TIMEOUT_S",
+    "PARTIAL_MAX_AGE_S",
+    "STAGING_MAX_AGE_S",
+    "ArtifactStore",
+    "BlobStore",
+    "ModelRef",
+    "Progress",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-PARTIAL_MAX_AGE_S = 24 * 3600.0
-HTTP_TIMEOUT_S = 30.0
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+STAGING_MAX_AGE_S = 3600.0  # a materialize leftover untouched this long is from a crash
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -48,257 +48,39 @@ class ModelRef(BaseModel):
     signature_sha256: str
 
 
-def _write_chunk(f: BinaryIO, data: bytes) -> None:
-    """Every byte the store writes goes through here (tests patch it to simulate a full disk)."""
-    f.write(data)
+def _newest_mtime(directory: Path) -> float:
+    """The latest mtime of `directory` or anything in it (a long copy keeps touching its file)."""
+    newest = directory.lstat().st_mtime
+    for parent, dirs, names in os.walk(directory):
+        for name in (*dirs, *names):
+            newest = max(newest, (Path(parent) / name).lstat().st_mtime)
+    return newest
 
 
-def _hash_prefix(path: Path) -> tuple[hashlib._Hash, int]:
-    digest, done = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-    return digest, done
+def _remove_stale_staging(dest_dir: Path, max_age_s: float) -> None:
+    """Delete the staging and set-aside directories a killed `materialize` left by `dest_dir`."""
+    leftover = re.compile(rf"\.{re.escape(dest_dir.name)}\.(staging|old)-[^.]+")
+    cutoff = time.time() - max_age_s
+    for entry in dest_dir.parent.iterdir():
+        if not leftover.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            if _newest_mtime(entry) >= cutoff:
+                continue  # recent: another process may be materializing right now
+        except OSError:  # vanished while we looked: someone else cleaned it
+            continue
+        _LOGGER.info("removing %s, left by an interrupted materialize", entry)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
-def _local_source(url: str) -> Path | None:
-    """The path for file:// URLs and plain paths, None for http(s)."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme in ("http", "https"):
-        return None
-    if len(parsed.scheme) <= 1:  # no scheme (or a Windows drive letter)
-        return Path(url)
-    raise DownloadError(f"cannot fetch {url!r}: only http, https, file URLs and paths work")
-
-
-class ArtifactStore:
-    """Blobs in `blobs/sha256/ab/abcd...`, partial writes in `tmp/`, model refs in `refs/`."""
+class ArtifactStore(BlobStore):
+    """Blobs (see BlobStore) plus model refs in `refs/<name>/<version>.json`."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.blobs, self.tmp = root / "blobs" / "sha256", root / "tmp"
-        self.refs, self.locks = root / "refs", root / "locks"
-        for d in (self.blobs, self.tmp, self.refs, self.locks):
-            d.mkdir(parents=True, exist_ok=True)
+        super().__init__(root)
+        self.refs = root / "refs"
+        self.refs.mkdir(parents=True, exist_ok=True)
 
-    # -- locking ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
-        with (self.locks / f"{name}.lock").open("a") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-    def _using(self) -> contextlib.AbstractContextManager[None]:
-        """Held (shared) by every writer so that `gc` (exclusive) never runs in between."""
-        return self._lock("store", shared=True)
-
-    # -- blobs -----------------------------------------------------------------------------
-    def path(self, sha: str) -> Path:
-        """Where the blob with this sha256 lives (whether or not it is present)."""
-        if not _SHA_RE.match(sha):
-            raise StoreError(f"{sha!r} is not a lowercase hex sha256")
-        return self.blobs / sha[:2] / sha
-
-    def has(self, sha: str) -> bool:
-        """Whether the blob is present."""
-        return self.path(sha).is_file()
-
-    def _install(self, staged: Path, sha: str) -> Path:
-        """Move a fully written, verified file into place (caller holds the blob lock)."""
-        dest = self.path(sha)
-        dest.parent.mkdir(exist_ok=True)
-        os.chmod(staged, 0o444)  # hardlinked into model dirs: nobody should edit it in place
-        os.replace(staged, dest)
-        fsync_dir(dest.parent)
-        return dest
-
-    def _copy_in(self, src: BinaryIO, dest: Path, total: int, progress: Progress | None) -> str:
-        """Copy `src` into a new file `dest`, fsynced; its sha256. Removes `dest` on failure."""
-        digest, done = hashlib.sha256(), 0
-        try:
-            with dest.open("wb") as f:
-                while chunk := src.read(HASH_CHUNK):
-                    _write_chunk(f, chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:
-            dest.unlink(missing_ok=True)
-            raise self._write_error(exc, dest) from exc
-        return digest.hexdigest()
-
-    def _write_error(self, exc: OSError, what: Path) -> StoreError:
-        if exc.errno == errno.ENOSPC:
-            return StoreError(f"disk full writing {what.name} into {self.root}: free space, retry")
-        return StoreError(f"cannot write {what}: {exc.strerror or exc}")
-
-    def import_file(self, src: Path, expected_sha: str | None = None) -> str:
-        """Copy a local file into the store; its sha256 (must equal `expected_sha` when given)."""
-        with self._using():
-            if expected_sha and self.has(expected_sha):
-                return expected_sha
-            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".import")
-            os.close(fd)
-            staged = Path(tmp_name)
-            try:
-                with src.open("rb") as f:
-                    sha = self._copy_in(f, staged, src.stat().st_size, None)
-            except OSError as exc:
-                staged.unlink(missing_ok=True)
-                raise StoreError(f"cannot read {src}: {exc.strerror or exc}") from exc
-            if expected_sha and sha != expected_sha:
-                staged.unlink(missing_ok=True)
-                raise VerificationError(
-                    f"file {src.name}: sha256 mismatch (expected {expected_sha}, got {sha})"
-                )
-            with self._lock(sha):
-                if self.has(sha):
-                    staged.unlink()
-                else:
-                    self._install(staged, sha)
-            return sha
-
-    def import_bytes(self, data: bytes) -> str:
-        """Store a small in-memory blob (a manifest, a signature); its sha256."""
-        sha = hashlib.sha256(data).hexdigest()
-        with self._using(), self._lock(sha):
-            if not self.has(sha):
-                fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".import")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                self._install(Path(tmp_name), sha)
-        return sha
-
-    # -- fetch -----------------------------------------------------------------------------
-    def fetch(
-        self,
-        url: str,
-        sha256: str,
-        size: int,
-        *,
-        headers: Mapping[str, str] | None = None,
-        progress: Progress | None = None,
-    ) -> Path:
-        """The blob's path, downloading it (resuming a partial one) or copying it if absent."""
-        dest = self.path(sha256)
-        with self._using(), self._lock(sha256):
-            if dest.is_file():
-                return dest
-            local = _local_source(url)
-            partial = self.tmp / f"{sha256}.partial"
-            if local is None:
-                got = self._download(url, partial, size, headers or {}, progress)
-            else:
-                try:
-                    with local.open("rb") as f:
-                        got = self._copy_in(f, partial, size, progress)
-                except FileNotFoundError as exc:
-                    raise DownloadError(f"cannot fetch {url}: no such file") from exc
-                except StoreError as exc:
-                    raise DownloadError(exc.reason) from exc
-            actual = partial.stat().st_size
-            if actual != size:
-                partial.unlink()
-                raise DownloadError(f"{url}: size {actual} != {size}; the copy was deleted")
-            if got != sha256:
-                partial.unlink()
-                raise DownloadError(
-                    f"{url}: sha256 mismatch (expected {sha256}, got {got}); "
-                    "the download was deleted"
-                )
-            _LOGGER.info("fetched %s (%d bytes) from %s", sha256[:12], size, url)
-            return self._install(partial, sha256)
-
-    def _download(
-        self,
-        url: str,
-        partial: Path,
-        size: int,
-        headers: Mapping[str, str],
-        progress: Progress | None,
-    ) -> str:
-        """Download into `partial`, resuming it; the sha256 of the whole file."""
-        import httpx  # the agent extra; a build machine without it can still import the store
-
-        offset = partial.stat().st_size if partial.exists() else 0
-        if offset > size:
-            partial.unlink()
-            offset = 0
-        digest, offset = _hash_prefix(partial) if offset else (hashlib.sha256(), 0)
-        done = offset
-        if offset == size:
-            return digest.hexdigest()
-        request_headers = {**headers, "Accept-Encoding": "identity"}
-        if offset:
-            request_headers["Range"] = f"bytes={offset}-"
-        try:
-            with httpx.Client(follow_redirects=True, timeout=HTTP_TIMEOUT_S) as client:
-                with client.stream("GET", url, headers=request_headers) as resp:
-                    start = self._resume_offset(
-                        url, resp.status_code, resp.headers, offset, partial
-                    )
-                    if start == 0 and offset:
-                        _LOGGER.info("%s ignored Range: downloading from the start", url)
-                        digest, done = hashlib.sha256(), 0
-                    with partial.open("ab" if start else "wb") as f:
-                        for chunk in resp.iter_bytes():  # as received: a drop loses nothing
-                            if done + len(chunk) > size:
-                                partial.unlink()
-                                raise DownloadError(f"{url}: server sent more than {size} bytes")
-                            _write_chunk(f, chunk)
-                            digest.update(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress(done, size)
-                        f.flush()
-                        os.fsync(f.fileno())
-        except httpx.HTTPError as exc:
-            raise DownloadError(
-                f"download of {url} stopped at {done} of {size} bytes ({exc}); run again to resume"
-            ) from exc
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                partial.unlink(missing_ok=True)
-            raise DownloadError(self._write_error(exc, partial).reason) from exc
-        if done != size:
-            raise DownloadError(
-                f"download of {url} ended at {done} of {size} bytes; run again to resume"
-            )
-        return digest.hexdigest()
-
-    @staticmethod
-    def _resume_offset(
-        url: str, resp_status: int, headers: Mapping[str, str], offset: int, partial: Path
-    ) -> int:
-        """Where the response body starts: `offset` for a matching 206, 0 for a 200."""
-        if resp_status == 200:
-            return 0
-        if resp_status in (206, 416) and offset:
-            match = re.match(r"bytes (\d+)-", headers.get("content-range", ""))
-            if resp_status == 206 and match and int(match.group(1)) == offset:
-                return offset
-            partial.unlink()  # the server's file is not the one our partial came from
-            raise DownloadError(
-                f"{url}: server cannot resume at byte {offset} (HTTP {resp_status}); "
-                "the partial download was deleted, run again"
-            )
-        hint = {401: "check the credentials", 403: "check the credentials", 404: "check the URL"}
-        raise DownloadError(
-            f"GET {url}: HTTP {resp_status}; {hint.get(resp_status, 'try again later')}"
-        )
-
-    # -- models ----------------------------------------------------------------------------
     def _ref_path(self, name: str, version: str) -> Path:
         if not _VERSION_RE.match(version) or not _VERSION_RE.match(name):
             raise StoreError(f"model {name}:{version}: name or version unfit for a file name")
@@ -397,7 +179,11 @@ class ArtifactStore:
         except KeyError as exc:
             raise StoreError(str(exc.args[0])) from exc
         dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=dest_dir.parent, prefix=f".{dest_dir.name}."))
+        # Staging sits next to dest_dir (the final rename cannot cross filesystems), so the
+        # store cannot sweep it in gc: each call clears what killed calls left for this dest.
+        _remove_stale_staging(dest_dir, STAGING_MAX_AGE_S)
+        staging = Path(tempfile.mkdtemp(dir=dest_dir.parent, prefix=f".{dest_dir.name}.staging-"))
+        old: Path | None = None
         try:
             with self._using():
                 for entry in variant.files:
@@ -416,50 +202,39 @@ class ArtifactStore:
                 shutil.copyfile(self.path(ref.manifest_sha256), staging / MANIFEST_FILE)
                 shutil.copyfile(self.path(ref.signature_sha256), staging / SIGNATURE_FILE)
             fsync_dir(staging)
-            old = None
             if dest_dir.exists():
-                old = dest_dir.with_name(f".{dest_dir.name}.old-{os.getpid()}")
+                # A unique empty directory to rename over: a killed call's leftover (or a
+                # reused pid) can never block the set-aside.
+                old = Path(tempfile.mkdtemp(dir=dest_dir.parent, prefix=f".{dest_dir.name}.old-"))
                 os.rename(dest_dir, old)
             os.rename(staging, dest_dir)
             fsync_dir(dest_dir.parent)
         except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            self._discard(staging, old)
             raise self._write_error(exc, dest_dir) from exc
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            self._discard(staging, old)
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return dest_dir
 
+    @staticmethod
+    def _discard(staging: Path, old: Path | None) -> None:
+        """Undo a failed materialize's staging, and its set-aside directory while still empty."""
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            with contextlib.suppress(OSError):  # not empty: it holds the previous dest_dir
+                old.rmdir()
+
     def gc(self, keep: set[str] | None = None, partial_max_age_s: float = PARTIAL_MAX_AGE_S) -> int:
         """Delete blobs no ref (nor `keep`) points to and stale partials; bytes freed."""
-        freed = 0
         with self._lock("store"):
             live = set(keep or ())
             for ref in self.list_models():
                 live |= {ref.manifest_sha256, ref.signature_sha256}
                 manifest = self.manifest(ref.name, ref.version)
                 live |= {f.sha256 for v in manifest.variants for f in v.files}
-            for blob in self.blobs.glob("*/*"):
-                if blob.name not in live:
-                    st = blob.stat()
-                    freed += st.st_size if st.st_nlink == 1 else 0  # still linked elsewhere
-                    blob.unlink()
-            # Under the exclusive lock no writer is active: every leftover in tmp/ is from a
-            # crash, and only recent partials are worth keeping for a resume.
-            cutoff = time.time() - partial_max_age_s
-            for tmp in self.tmp.iterdir():
-                st = tmp.lstat()
-                if tmp.suffix == ".partial" and st.st_mtime >= cutoff:
-                    continue
-                freed += st.st_size if tmp.is_file() else 0
-                if tmp.is_dir():
-                    shutil.rmtree(tmp)
-                else:
-                    tmp.unlink()
-            for lock in self.locks.glob("*.lock"):
-                if lock.name != "store.lock":  # blob locks are only taken under the store lock
-                    lock.unlink()
+            freed = self._sweep(live, partial_max_age_s)
         _LOGGER.info("gc freed %d bytes in %s", freed, self.root)
         return freed

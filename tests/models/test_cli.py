@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -116,9 +117,16 @@ def test_import_then_list_and_gc(model_dir: Path, tmp_path: Path) -> None:
     assert freed.startswith("freed ") and freed != "freed 0 bytes\n"
 
 
-@pytest.mark.parametrize(
-    "command", ["keygen", "verify", "sign", "import", "list", "remove", "gc", "build", "reference"]
-)
+SUBCOMMANDS = ["keygen", "verify", "sign", "import", "list", "remove", "gc", "build", "reference"]
+
+
+def test_every_subcommand_has_a_handler() -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(cli.COMMANDS) == set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_every_subcommand_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])

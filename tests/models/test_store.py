@@ -18,6 +18,7 @@ from typing import BinaryIO
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import models.files
 import models.store
 from models.errors import DownloadError, StoreError, VerificationError
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
@@ -245,6 +246,61 @@ def test_materialize_with_a_missing_blob_leaves_no_directory(
     assert list((tmp_path / "slots").iterdir()) == []
 
 
+def _killed_materialize(
+    store: ArtifactStore, manifest: Manifest, dest: Path, renames_before_death: int
+) -> None:
+    """Run materialize in a forked child that dies, like a kill -9, at a chosen rename."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            real_rename, left = os.rename, [renames_before_death]
+
+            def rename(src: str | Path, dst: str | Path) -> None:
+                if left[0] == 0:
+                    os._exit(9)
+                left[0] -= 1
+                real_rename(src, dst)
+
+            os.rename = rename  # type: ignore[assignment]
+            store.materialize(manifest, "gguf-q4_0", dest)
+        finally:
+            os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 9
+
+
+def _age(tree: Path, seconds: float) -> None:
+    when = time.time() - seconds
+    for path in [*tree.rglob("*"), tree]:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
+def test_materialize_clears_what_a_killed_materialize_left_next_to_it(
+    model_dir: Path, signing_key: Ed25519PrivateKey, store: ArtifactStore, tmp_path: Path
+) -> None:
+    manifest = store.import_model_dir(model_dir)
+    slots = tmp_path / "slots"
+    store.materialize(manifest, "gguf-q4_0", slots / "a")
+    # killed after setting the old directory aside: staging and the old copy stay, "a" is gone
+    _killed_materialize(store, manifest, slots / "a", renames_before_death=1)
+    leftovers = sorted(p for p in slots.iterdir())
+    assert len(leftovers) == 2 and not (slots / "a").exists()
+    _killed_materialize(store, manifest, slots / "b", renames_before_death=0)
+    (b_staging,) = (p for p in slots.iterdir() if p.name.startswith(".b."))
+    for leftover in [*leftovers, b_staging]:
+        _age(leftover, models.store.STAGING_MAX_AGE_S + 60)
+    _killed_materialize(store, manifest, slots / "a", renames_before_death=0)  # a recent one
+    (recent,) = (p for p in slots.iterdir() if p.name.startswith(".a.") and p not in leftovers)
+    # a long copy in progress: the directory is old, the file being written is not
+    (recent / "gguf-q4_0").mkdir(exist_ok=True)
+    _age(recent, models.store.STAGING_MAX_AGE_S + 60)
+    (recent / "gguf-q4_0" / "model.gguf").unlink(missing_ok=True)
+    (recent / "gguf-q4_0" / "model.gguf").write_bytes(b"still copying")
+
+    dest = store.materialize(manifest, "gguf-q4_0", slots / "a")
+    assert sorted(p.name for p in slots.iterdir()) == sorted(["a", recent.name, b_staging.name])
+    assert verify_model_dir(dest, [signing_key.public_key()], ["gguf-q4_0"]).ref == manifest.ref
+
+
 def test_agent_flow_manifest_first_then_files(
     model_dir: Path, signing_key: Ed25519PrivateKey, store: ArtifactStore, tmp_path: Path
 ) -> None:
@@ -306,7 +362,7 @@ def _disk_fills_after(limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
         written[0] += len(data)
         f.write(data)
 
-    monkeypatch.setattr(models.store, "_write_chunk", write)
+    monkeypatch.setattr(models.files, "write_chunk", write)
 
 
 def test_disk_full_during_download_leaves_no_blob(

@@ -1,0 +1,103 @@
+"""The `edgefleet-models` command line: subcommands, options and their help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.keys import default_key_path, edgefleet_home
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one subcommand per action."""
+    parser = argparse.ArgumentParser(
+        prog="edgefleet-models",
+        description="Sign, verify, store and build EdgeFleet models (a directory with "
+        "manifest.json, manifest.sig and the files each variant lists).",
+    )
+    parser.add_argument("--debug", action="store_true", help="log and show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    trust_help = "trusted public key file (base64 lines or PEM); repeatable"
+
+    p = sub.add_parser(
+        "keygen",
+        help="create an Ed25519 signing key",
+        description="Create an Ed25519 signing key (PEM, mode 0600) and write its "
+        "public key next to it as <name>.pub.",
+    )
+    p.add_argument("--out", type=Path, help=f"key file (default: {default_key_path()})")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+
+    p = sub.add_parser(
+        "verify",
+        help="check a model directory's signature and files",
+        description="Check manifest.sig against manifest.json and every listed "
+        "file's size and sha256. Exit 0 when all hold, 1 with the reason.",
+    )
+    p.add_argument("dir", type=Path, help="model directory")
+    p.add_argument("--trust", type=Path, action="append", help=trust_help)
+    p.add_argument("--variant", action="append", help="check only this variant's files")
+
+    p = sub.add_parser(
+        "sign",
+        help="(re)sign a model directory's manifest as it is",
+        description="Sign manifest.json as it is (file entries are not "
+        "recomputed) and write manifest.sig.",
+    )
+    p.add_argument("dir", type=Path, help="model directory")
+    p.add_argument("--key", type=Path, help=f"private key (default: {default_key_path()})")
+
+    store_help = f"artifact store (default: {edgefleet_home() / 'store'})"
+    p = sub.add_parser(
+        "import",
+        help="verify a local model directory and add it to the store",
+        description="Verify a model directory, then copy its files into the "
+        "content-addressed store (air-gapped import).",
+    )
+    p.add_argument("src", type=Path, help="model directory")
+    p.add_argument("--store", type=Path, help=store_help)
+    p.add_argument("--trust", type=Path, action="append", help=trust_help)
+
+    p = sub.add_parser("list", help="list the models in the store")
+    p.add_argument("--store", type=Path, help=store_help)
+
+    p = sub.add_parser("remove", help="forget a model version (gc frees its files)")
+    p.add_argument("ref", metavar="NAME:VERSION")
+    p.add_argument("--store", type=Path, help=store_help)
+
+    p = sub.add_parser("gc", help="delete blobs no model uses and stale partial downloads")
+    p.add_argument("--store", type=Path, help=store_help)
+
+    p = sub.add_parser(
+        "build",
+        help="convert a Hugging Face checkpoint into signed variants",
+        description="Convert a Hugging Face Llama checkpoint into the given "
+        "targets and sign the manifest (needs the build extra).",
+    )
+    p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="Hugging Face checkpoint dir")
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument(
+        "--targets",
+        default="gguf-q4,openvino-int8,onnx",
+        help="comma-separated targets (default: %(default)s)",
+    )
+    p.add_argument(
+        "--key", type=Path, help=f"private key (created if absent; default: {default_key_path()})"
+    )
+    p.add_argument("--name", help="model name (default: from HF_DIR)")
+    p.add_argument("--version", help="model version (default: from the weights' hash)")
+
+    p = sub.add_parser(
+        "reference",
+        help="build a reference test model (tiny or mid)",
+        description="Build a deterministic reference model: 'tiny' for tests, "
+        "'mid' for benchmarks (needs the build extra).",
+    )
+    p.add_argument("kind", choices=["tiny", "mid"])
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument(
+        "--key",
+        type=Path,
+        help="private key (created if absent; default: the public reference TEST key)",
+    )
+    return parser

@@ -1,0 +1,63 @@
+"""Durable file writes, hashing and safe relative paths shared by signing and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from models.errors import VerificationError
+
+HASH_CHUNK = 1 << 20
+
+
+def write_chunk(f: BinaryIO, data: bytes) -> None:
+    """Every byte the store writes goes through here (tests patch it to simulate a full disk)."""
+    f.write(data)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or link inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def safe_relative_path(rel: str) -> PurePosixPath:
+    """`rel` as a path that stays inside the model directory, or VerificationError."""
+    path = PurePosixPath(rel)
+    if not rel or path.is_absolute() or ".." in path.parts or "\\" in rel:
+        raise VerificationError(f"file {rel!r}: path escapes the model directory")
+    return path
