@@ -40,7 +40,7 @@ def make(session: Session, waves: list[str], **strategy: object) -> str:
     spec = RolloutCreate(
         model="tiny:2.0",
         selector=Selector(labels={"site": "a"}),
-        strategy=Strategy(waves=[Wave.parse(w) for w in waves], **strategy),  # type: ignore[arg-type]
+        strategy=Strategy(waves=[Wave.parse(w) for w in waves], **strategy),
     )
     return service.create_rollout(session, spec=spec, artifacts_url=ARTIFACTS, created_by="t").id
 
@@ -54,7 +54,7 @@ def report(session: Session, broker: Broker, device_id: str, kind: str, detail: 
     msg = broker.desired(device_id)
     event = RolloutEvent(
         desired_version=msg.version, rollout_id=msg.models[0].rollout_id if msg.models else None,
-        model="tiny:2.0", kind=kind, detail=detail,  # type: ignore[arg-type]
+        model="tiny:2.0", kind=kind, detail=detail,
     )  # fmt: skip
     return driver.apply_event(session, device_id, event, now_plus())
 

@@ -1,0 +1,209 @@
+"""API latency under concurrent load: p50/p99 per endpoint against a real uvicorn control plane.
+
+    .venv/bin/python bench/api_latency.py [--clients 32] [--seconds 15] [--devices 200]
+        [--samples 60] [--database-url URL]
+
+Seeds a database with devices (enrolled through the API) and an hour of telemetry each,
+starts `uvicorn controlplane.main:create_app --factory` in its own process, then N async
+httpx clients request a mix of endpoints as fast as they can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlmodel import Session
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from controlplane import crud  # noqa: E402
+from controlplane.core.db import make_engine, migrate  # noqa: E402
+from controlplane.db_models import Role  # noqa: E402
+from controlplane.telemetry_store import insert_samples, sample_rows  # noqa: E402
+from models import protocol  # noqa: E402
+from tests.support.mosquitto import free_port  # noqa: E402
+
+
+@contextmanager
+def control_plane(data_dir: Path, database_url: str, **env: str) -> Iterator[tuple[str, str]]:
+    """Migrate, create an admin token, run uvicorn in a subprocess; yields (url, token)."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        _row, token = crud.create_api_token(session, name="bench", role=Role.admin)
+    engine.dispose()
+    port = free_port()
+    environ = {
+        **os.environ,
+        "EDGEFLEET_CP_DATA_DIR": str(data_dir),
+        "EDGEFLEET_CP_DATABASE_URL": database_url,
+        "EDGEFLEET_CP_PORT": str(port),
+        "EDGEFLEET_CP_MQTT_CP_PASSWORD": env.pop("mqtt_password", "bench-cp"),
+        **{f"EDGEFLEET_CP_{k.upper()}": v for k, v in env.items()},
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "controlplane.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=environ,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("control plane did not start")
+            time.sleep(0.2)
+        yield url, token
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def enroll_devices(url: str, token: str, count: int) -> list[dict[str, object]]:
+    """Enroll `count` devices through the API; their enrollment responses."""
+    headers = {"Authorization": f"Bearer {token}"}
+    out = []
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        for i in range(count):
+            labels = {"site": random.choice(["lab", "home", "edge"])}
+            created = http.post("/api/v1/enrollment-tokens", json={"labels": labels})
+            body = {
+                "token": created.json()["token"],
+                "agent_version": "0.1.0",
+                "hardware": {"device_class": "x86-cpu"},
+                "name": f"bench-{i}",
+            }
+            resp = http.post("/api/v1/enroll", json=body)
+            resp.raise_for_status()
+            out.append(resp.json())
+    return out
+
+
+def seed_telemetry(database_url: str, device_ids: list[str], samples: int) -> None:
+    """`samples` one-minute samples per device, ending now."""
+    engine = make_engine(database_url)
+    now = protocol.utcnow()
+    with Session(engine) as session:
+        for device_id in device_ids:
+            batch = protocol.Telemetry(
+                seq=1,
+                samples=[
+                    protocol.TelemetrySample(
+                        ts=now - timedelta(minutes=m),
+                        tokens_per_s=random.uniform(20, 60),
+                        cpu_percent=50.0,
+                    )
+                    for m in range(samples)
+                ],
+            )
+            insert_samples(session, sample_rows(device_id, batch))
+        session.commit()
+    engine.dispose()
+
+
+async def load(
+    url: str, token: str, ids: list[str], clients: int, seconds: float
+) -> dict[str, list[float]]:
+    """Run the clients; latencies in ms per endpoint name."""
+    endpoints: dict[str, Callable[[], str]] = {
+        "GET /devices": lambda: "/api/v1/devices",
+        "GET /devices/{id}": lambda: f"/api/v1/devices/{random.choice(ids)}",
+        "GET /devices/{id}/telemetry": lambda: f"/api/v1/devices/{random.choice(ids)}/telemetry",
+        "GET /telemetry (fleet)": lambda: "/api/v1/telemetry?bucket=300",
+        "GET /fleet/summary": lambda: "/api/v1/fleet/summary",
+    }
+    results: dict[str, list[float]] = {name: [] for name in endpoints}
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            name = random.choice(list(endpoints))
+            start = time.perf_counter()
+            resp = await http.get(endpoints[name]())
+            results[name].append((time.perf_counter() - start) * 1000)
+            errors += resp.status_code != 200
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    if errors:
+        print(f"non-200 answers: {errors}")
+    return results
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    """Parse arguments, seed, load, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=60, help="telemetry samples per device")
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = args.database_url or f"sqlite:///{tmp}/cp.db"
+        with control_plane(Path(tmp), db_url) as (url, token):
+            started = time.perf_counter()
+            ids = [str(d["device_id"]) for d in enroll_devices(url, token, args.devices)]
+            seed_telemetry(db_url, ids, args.samples)
+            print(
+                f"seeded {args.devices} devices x {args.samples} samples "
+                f"({db_url.split(':')[0]}) in {time.perf_counter() - started:.1f} s"
+            )
+            results = asyncio.run(load(url, token, ids, args.clients, args.seconds))
+    total = sum(len(v) for v in results.values())
+    print(
+        f"{args.clients} concurrent clients, {args.seconds:.0f} s: {total} requests, "
+        f"{total / args.seconds:.0f} req/s"
+    )
+    print(f"{'endpoint':32} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for name, values in results.items():
+        if values:
+            print(
+                f"{name:32} {len(values):6d} {pct(values, 0.5):8.1f} {pct(values, 0.99):8.1f} "
+                f"{statistics.fmean(values):8.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
