@@ -1,0 +1,188 @@
+"""Running one generation in a worker thread and bridging its tokens to asyncio in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from agent.engines.base import Completion, Engine, SamplingParams, TokenChunk
+from agent.errors import AgentError, EngineError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class GenerationObserver(Protocol):
+    """Receives timings from the worker thread (metrics, telemetry); must be thread-safe."""
+
+    def on_load(self, seconds: float) -> None:
+        """A model finished loading."""
+
+    def on_first_token(self, seconds: float) -> None:
+        """Seconds from the request's arrival to its first token."""
+
+    def on_token_gap(self, seconds: float) -> None:
+        """Seconds between two consecutive tokens."""
+
+    def on_finish(self, completion: Completion) -> None:
+        """A generation ended (any reason)."""
+
+
+class FairQueue:
+    """First come, first served: one holder at a time, the rest wait in arrival order."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        """Wait for this caller's turn."""
+        if not self._busy and not self._waiters:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # the turn came as we were cancelled: pass it on
+            else:
+                self._waiters.remove(turn)
+            raise
+
+    def release(self) -> None:
+        """Hand the turn to the next waiter, or mark the queue free."""
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
+
+
+_DONE = object()
+
+
+class Generation:
+    """Tokens of one running generation, read in batches: `async for chunks in generation`."""
+
+    def __init__(
+        self, model: Any, params: SamplingParams, prompt_tokens: int, started: float
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.prompt_tokens = prompt_tokens
+        self.started = started
+        self.cancel_event = threading.Event()
+        self.completion: Completion | None = None
+        self.first_token_at: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self._items: list[object] = []
+        self._lock = threading.Lock()
+        self._signalled = False
+        self._ready = asyncio.Event()
+
+    def cancel(self) -> None:
+        """Ask the engine to stop (the client went away)."""
+        self.cancel_event.set()
+
+    def push(self, item: object) -> None:
+        """From the worker thread: queue an item; wake the loop once per batch."""
+        with self._lock:
+            self._items.append(item)
+            wake = not self._signalled
+            self._signalled = True
+        if wake:
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def __aiter__(self) -> AsyncIterator[list[TokenChunk]]:
+        """Batches of chunks, as many as arrived since the last read; ends after Completion."""
+        while True:
+            await self._ready.wait()
+            with self._lock:
+                items, self._items = self._items, []
+                self._signalled = False
+                self._ready.clear()
+            chunks: list[TokenChunk] = []
+            for item in items:
+                if isinstance(item, TokenChunk):
+                    chunks.append(item)
+                elif isinstance(item, Completion):
+                    self.completion = item
+                elif isinstance(item, BaseException):
+                    if chunks:
+                        yield chunks
+                    if isinstance(item, AgentError):
+                        raise item
+                    raise EngineError(f"generation failed: {item}") from item
+                elif item is _DONE:
+                    if chunks:
+                        yield chunks
+                    return
+            if chunks:
+                yield chunks
+
+    async def text(self) -> str:
+        """Read the whole generation and return its text."""
+        parts: list[str] = []
+        async for chunks in self:
+            parts.extend(c.text for c in chunks)
+        return "".join(parts)
+
+
+def _finish(generation: Generation, on_done: Callable[[], None], error: Exception | None) -> None:
+    try:
+        on_done()
+    finally:
+        if error is not None:
+            generation.push(error)
+        generation.push(_DONE)
+
+
+def start_worker(
+    engine: Engine,
+    prompt: str,
+    params: SamplingParams,
+    *,
+    prompt_tokens: int,
+    on_done: Callable[[], None],
+    observer: GenerationObserver | None = None,
+    model: Any = None,
+    started: float | None = None,
+) -> Generation:
+    """Start `engine.generate` in a thread and return the Generation that reads it."""
+    generation = Generation(model, params, prompt_tokens, started or time.perf_counter())
+    loop = asyncio.get_running_loop()
+
+    def run() -> None:
+        last: float | None = None
+        error: Exception | None = None
+        try:
+            for item in engine.generate(prompt, params, generation.cancel_event):
+                if isinstance(item, TokenChunk):
+                    now = time.perf_counter()
+                    if last is None:
+                        generation.first_token_at = now
+                        if observer is not None:
+                            observer.on_first_token(now - generation.started)
+                    elif observer is not None:
+                        observer.on_token_gap(now - last)
+                    last = now
+                elif isinstance(item, Completion) and observer is not None:
+                    observer.on_finish(item)
+                generation.push(item)
+        except Exception as exc:  # reported to the reader, which answers the client
+            _LOGGER.exception("generation failed")
+            error = exc
+        finally:
+            # Release the slot before the reader sees the end, so that whatever the client
+            # does next (another request, /api/ps) finds the runtime settled.
+            loop.call_soon_threadsafe(_finish, generation, on_done, error)
+
+    threading.Thread(target=run, name="generation", daemon=True).start()
+    return generation

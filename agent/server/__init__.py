@@ -1,0 +1,1 @@
+"""The agent's local REST server: OpenAI /v1/*, Ollama /api/*, health and metrics."""
