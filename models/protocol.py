@@ -7,11 +7,11 @@ ordering, idempotency).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 TOPIC_PREFIX = "ef/v1"
 SHARE_GROUP = "cp"
 
@@ -76,6 +76,11 @@ class DesiredModel(BaseModel):
     name: str
     version: str
     manifest_url: str
+    files_url: str | None = Field(
+        default=None,
+        description="base URL of the variant files (`{files_url}/{path}`); "
+        "None means the manifest's own directory",
+    )
     rollout_id: str | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter, defaultdict
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from controlplane.crud.models import get_model_version
@@ -116,11 +117,17 @@ def act(session: Session, rollout_id: str, action: str, reason: str = "") -> Rol
 
 def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
     """The API view with per-wave progress."""
-    rows = devices_of(session, rollout.id)
     strategy = rollout.parsed_strategy()
     per_wave: dict[int, Counter[str]] = defaultdict(Counter)
-    for row in rows:
-        per_wave[row.wave][row.state] += 1
+    counts: Counter[str] = Counter()
+    grouped = session.exec(
+        select(RolloutDevice.wave, RolloutDevice.state, func.count())
+        .where(RolloutDevice.rollout_id == rollout.id)
+        .group_by(col(RolloutDevice.wave), col(RolloutDevice.state))
+    )
+    for wave_index, state, n in grouped:  # one aggregate query, not one row per device
+        per_wave[wave_index][state] += n
+        counts[state] += n
     waves = []
     for index, wave in enumerate(strategy.waves):
         c = per_wave[index]
@@ -131,7 +138,6 @@ def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
             in_progress=c[DeviceRolloutState.IN_PROGRESS.value],
             succeeded=c[DeviceRolloutState.SUCCEEDED.value], failed=failed,
         ))  # fmt: skip
-    counts = Counter(row.state for row in rows)
     return RolloutPublic(
         id=rollout.id, model=f"{rollout.model_name}:{rollout.model_version}",
         manifest_url=rollout.manifest_url, selector=rollout.selector,

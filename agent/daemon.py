@@ -1,0 +1,180 @@
+"""Fleet mode: probe, enroll, connect, carry out rollouts, send telemetry, serve the REST API.
+
+`run(settings)` is what `edgefleet-agent serve --control-plane URL` calls. `AgentNode` is the
+part without the REST server and hardware probe, so tests and the demo can run real agents
+with any engine factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from agent.enroll import Enrollment, ensure_enrolled
+from agent.mqtt import AgentMqtt, MqttSettings
+from agent.outbox import Outbox
+from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
+from agent.runtime import EngineFactory, ModelRuntime
+from agent.slots import SlotStore
+from models.protocol import ActiveModel, DeviceState, Telemetry, TelemetrySample
+from models.store import ArtifactStore
+
+_LOGGER = logging.getLogger(__name__)
+
+TELEMETRY_INTERVAL_S = 10.0
+AGENT_VERSION = "0.1.0"
+
+
+@dataclass
+class NodeOptions:
+    """What an AgentNode needs besides its enrollment."""
+
+    data_dir: Path
+    engine_factory: EngineFactory
+    select: Selector
+    hardware: dict[str, Any]
+    device_class: str = ""
+    agent_version: str = AGENT_VERSION
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None
+    telemetry_interval_s: float = TELEMETRY_INTERVAL_S
+    check_memory: bool = True
+
+
+class AgentNode:
+    """One device: MQTT connection, outbox, slots, rollout executor and telemetry loop."""
+
+    def __init__(self, enrollment: Enrollment, runtime: ModelRuntime, options: NodeOptions) -> None:
+        self.enrollment, self.runtime, self.options = enrollment, runtime, options
+        data = options.data_dir
+        self.outbox = Outbox(data / "outbox.db")
+        self._seq = int(time.time())
+        self._telemetry_seq = int(time.time() * 1000)
+        self._stop = threading.Event()
+        self._telemetry: threading.Thread | None = None
+        self._hardware_digest = hashlib.sha256(
+            json.dumps(options.hardware, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        mem = (lambda: int(psutil.virtual_memory().available)) if options.check_memory else None
+        self.executor = RolloutExecutor(ExecutorDeps(
+            slots=SlotStore(data / "slots"), store=ArtifactStore(data / "store"),
+            runtime=runtime, select=options.select, engine_factory=options.engine_factory,
+            emit=lambda event: self.mqtt.send("events", event),
+            trusted_keys=enrollment.trusted_keys(), data_dir=data,
+            artifact_headers=enrollment.artifact_headers(), memory_available=mem,
+            on_change=lambda: self.mqtt.publish_state(),
+        ))  # fmt: skip
+        access = enrollment.mqtt
+        self.mqtt = AgentMqtt(
+            MqttSettings(
+                host=options.mqtt_host or access.host, port=options.mqtt_port or access.port,
+                device_id=enrollment.device_id, username=access.username,
+                password=access.password, tls=access.tls,
+            ),
+            self.outbox, state=self.state, on_desired=self.executor.submit,
+        )  # fmt: skip
+
+    @property
+    def device_id(self) -> str:
+        """This device's id."""
+        return self.enrollment.device_id
+
+    def state(self) -> DeviceState:
+        """The retained state this device publishes."""
+        self._seq += 1
+        loaded = self.runtime.active
+        active = None
+        if loaded is not None:
+            version = loaded.manifest.version if loaded.manifest else ""
+            active = ActiveModel(name=loaded.name, version=version, variant=loaded.variant_id,
+                                 engine=loaded.engine_name)  # fmt: skip
+        return DeviceState(
+            online=True, seq=self._seq, agent_version=self.options.agent_version,
+            device_class=self.options.device_class, hardware=self.options.hardware,
+            hardware_digest=self._hardware_digest, active=active,
+            desired_version=self.executor.applied_version,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Load the committed model, then connect and start working (returns at once)."""
+        slot = self.executor.restore()
+        _LOGGER.info("serving %s after start", slot.key if slot else "no model")
+        self.executor.start()
+        self.mqtt.start()
+        if self.options.telemetry_interval_s > 0:
+            self._telemetry = threading.Thread(target=self._telemetry_loop, daemon=True,
+                                               name="telemetry")  # fmt: skip
+            self._telemetry.start()
+
+    def stop(self) -> None:
+        """Disconnect (online=false), stop the executor and close the outbox."""
+        self._stop.set()
+        self.mqtt.stop()
+        self.executor.stop()
+        if self._telemetry is not None:
+            self._telemetry.join(timeout=5)
+        self.outbox.close()
+
+    def _telemetry_loop(self) -> None:
+        while not self._stop.wait(self.options.telemetry_interval_s):
+            self._telemetry_seq += 1
+            sample = TelemetrySample(
+                cpu_percent=psutil.cpu_percent(interval=None),
+                mem_used_bytes=int(psutil.virtual_memory().used),
+                queue_depth=self.runtime.waiting,
+            )
+            batch = Telemetry(seq=self._telemetry_seq, samples=[sample])
+            self.mqtt.send("telemetry", batch, qos=1, droppable=True)
+
+
+def run(settings: Any) -> None:
+    """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
+    from agent.engines.registry import create_engine, installed_engines
+    from agent.runtime import _probe, parse_keep_alive
+    from agent.selection import select_variant
+    from agent.server.app import create_app
+    from agent.server.serve import serve
+
+    data_dir = Path(settings.data_dir)
+    profile = _probe()
+    enrollment = ensure_enrolled(
+        settings.control_plane_url, settings.enrollment_token, data_dir,
+        hardware=profile, agent_version=AGENT_VERSION,
+    )  # fmt: skip
+    installed = installed_engines()
+    runtime = ModelRuntime(max_waiting=settings.queue_depth,
+                           keep_alive=parse_keep_alive(settings.keep_alive))  # fmt: skip
+    host, port = _mqtt_override(settings.mqtt_url)
+    options = NodeOptions(
+        data_dir=data_dir, engine_factory=create_engine,
+        select=lambda manifest: select_variant(manifest, profile, installed),
+        hardware=profile, device_class=str(profile.get("device_class", "")),
+        mqtt_host=host, mqtt_port=port,
+    )  # fmt: skip
+    node = AgentNode(enrollment, runtime, options)
+    node.start()
+    try:
+        app = create_app(runtime, api_key=settings.api_key)
+        asyncio.run(serve(app, runtime, host=settings.host, port=settings.port,
+                          log_level=settings.log_level))  # fmt: skip
+    finally:
+        node.stop()
+
+
+def _mqtt_override(url: str | None) -> tuple[str | None, int | None]:
+    """`mqtt://host:port` from the settings, overriding what enrollment said."""
+    if not url:
+        return None, None
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return parsed.hostname, parsed.port

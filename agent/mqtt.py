@@ -1,0 +1,203 @@
+"""The agent's one MQTT connection: retained state with a Last Will, desired/cmd subscriptions,
+reconnect with backoff, and an outbox drained in order whenever the broker is reachable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import AgentError
+from agent.outbox import Outbox
+from models.protocol import Command, DesiredState, DeviceState, device_topic
+
+_LOGGER = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+ACK_TIMEOUT_S = 10.0
+DRAIN_BATCH = 200
+KEEPALIVE_S = 30
+
+
+class MqttError(AgentError):
+    """The MQTT connection could not be set up."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where the broker is and who this device is to it."""
+
+    host: str
+    port: int
+    device_id: str
+    username: str
+    password: str
+    tls: bool = False
+    ca_file: str | None = None
+
+
+DesiredHandler = Callable[[DesiredState], None]
+CommandHandler = Callable[[Command], None]
+StateProvider = Callable[[], DeviceState]
+
+
+class AgentMqtt:
+    """Owns the connection; other parts send through the outbox and get callbacks."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        outbox: Outbox,
+        state: StateProvider,
+        on_desired: DesiredHandler,
+        on_command: CommandHandler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._state = state
+        self._on_desired = on_desired
+        self._on_command = on_command
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drainer: threading.Thread | None = None
+        self._client = self._make_client()
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted our connection."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connect in the background; returns at once and keeps reconnecting until stop()."""
+        try:
+            self._client.connect_async(self.settings.host, self.settings.port, KEEPALIVE_S)
+        except (OSError, ValueError) as exc:
+            raise MqttError(
+                f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}"
+            ) from exc
+        self._client.loop_start()
+        self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-outbox", daemon=True)
+        self._drainer.start()
+
+    def stop(self, graceful: bool = True) -> None:
+        """Publish online=false (when graceful) and disconnect."""
+        self._stop.set()
+        self._wake.set()
+        if graceful and self.connected:
+            offline = self._state().model_copy(update={"online": False})
+            info = self._publish_state(offline)
+            if info is not None:
+                try:
+                    info.wait_for_publish(timeout=2.0)
+                except (RuntimeError, ValueError):
+                    pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected or the timeout passes."""
+        return self._connected.wait(timeout)
+
+    def send(self, leaf: str, message: BaseModel, qos: int = 1, droppable: bool = False) -> None:
+        """Queue a message for `ef/v1/devices/{id}/{leaf}`; it survives broker outages."""
+        topic = device_topic(self.settings.device_id, leaf)
+        self.outbox.append(topic, message.model_dump_json().encode(), qos, droppable)
+        self._wake.set()
+
+    def publish_state(self) -> None:
+        """Publish the current retained state now if connected (it is also sent on connect)."""
+        if self.connected:
+            self._publish_state(self._state())
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.device_id,
+            protocol=paho.MQTTv5,
+        )
+        client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set(ca_certs=s.ca_file)
+        will = DeviceState(online=False).model_dump_json().encode()
+        client.will_set(device_topic(s.device_id, "state"), will, qos=1, retain=True)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        return client
+
+    def _publish_state(self, state: DeviceState) -> paho.MQTTMessageInfo | None:
+        topic = device_topic(self.settings.device_id, "state")
+        return self._client.publish(topic, state.model_dump_json().encode(), qos=1, retain=True)
+
+    def _handle_connect(
+        self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            _LOGGER.warning("broker refused the connection: %s", reason)
+            return
+        device = self.settings.device_id
+        client.subscribe([(device_topic(device, "desired"), 1), (device_topic(device, "cmd"), 1)])
+        self._connected.set()
+        self._publish_state(self._state())
+        self._wake.set()
+        _LOGGER.info("connected to %s:%s", self.settings.host, self.settings.port)
+
+    def _handle_disconnect(
+        self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            _LOGGER.warning("disconnected from broker (%s); reconnecting", reason)
+
+    def _handle_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        # One bad message must never kill the network loop.
+        try:
+            leaf = msg.topic.rsplit("/", 1)[-1]
+            if leaf == "desired":
+                if not msg.payload:
+                    return
+                self._on_desired(DesiredState.model_validate_json(msg.payload))
+            elif leaf == "cmd" and self._on_command is not None:
+                self._on_command(Command.model_validate_json(msg.payload))
+        except ValidationError as exc:
+            _LOGGER.warning("ignoring malformed message on %s: %s", msg.topic, exc)
+        except Exception:
+            _LOGGER.exception("handler for %s failed", msg.topic)
+
+    def _drain_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            if self._stop.is_set():
+                return
+            if not self.connected:
+                continue
+            batch = self.outbox.peek(DRAIN_BATCH)
+            if not batch:
+                self._wake.clear()
+                if not self.outbox.peek(1):
+                    continue
+                batch = self.outbox.peek(DRAIN_BATCH)
+            sent = [(e.seq, self._client.publish(e.topic, e.payload, e.qos)) for e in batch]
+            acked: list[int] = []
+            for seq, info in sent:
+                try:
+                    info.wait_for_publish(timeout=ACK_TIMEOUT_S)
+                except (RuntimeError, ValueError):
+                    break
+                if not info.is_published():
+                    break
+                acked.append(seq)  # only the in-order prefix leaves; the rest is resent
+            self.outbox.ack(acked)
+            if len(acked) < len(sent):
+                self._stop.wait(RECONNECT_MIN_S)

@@ -1,0 +1,235 @@
+"""Fleet scale: a 4-wave rollout to N simulated devices over one Mosquitto and one control plane.
+
+    python bench/fleet_scale.py --devices 1000
+
+Mosquitto runs with deploy/mosquitto/edgefleet.conf; the control plane runs as its own
+process (SQLite); the devices are agent.fleetsim's simulated agents in this process with a
+rollout behaviour (fail probability, health-check failures, slow downloads). It reports the
+seconds until the rollout reached every device, telemetry messages persisted per second and
+how many were lost, and the API's p99 latency during the rollout. The LAST line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from agent.fleetsim import DeviceSpec, FleetSimulator, SimulatedDevice  # noqa: E402
+from controlplane import crud  # noqa: E402
+from controlplane.broker_auth import hash_password  # noqa: E402
+from controlplane.broker_sync import sync_broker  # noqa: E402
+from controlplane.core.config import Settings  # noqa: E402
+from controlplane.core.db import make_engine, migrate  # noqa: E402
+from controlplane.db_models import Role  # noqa: E402
+from controlplane.security import hash_token  # noqa: E402
+from models.protocol import ActiveModel, DesiredState, EventKind, RolloutEvent  # noqa: E402
+from tests.e2e.fakes import publish_fake_model  # noqa: E402
+from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
+
+
+class RolloutBehaviour:
+    """A fake agent's answer to a desired state: the executor's events, with injected faults."""
+
+    def __init__(self, fail_p: float = 0.0, health_fail_p: float = 0.0,
+                 download_s: tuple[float, float] = (0.2, 1.0)) -> None:  # fmt: skip
+        self.fail_p, self.health_fail_p, self.download_s = fail_p, health_fail_p, download_s
+
+    async def __call__(self, device: SimulatedDevice, desired: DesiredState) -> None:
+        if desired.version <= device.desired_version or not desired.models:
+            return
+        target = desired.models[0]
+        ref = f"{target.name}:{target.version}"
+
+        def event(kind: EventKind, detail: str = "") -> None:
+            device.publish_event(RolloutEvent(
+                desired_version=desired.version, rollout_id=target.rollout_id, model=ref,
+                kind=kind, detail=detail,
+            ))  # fmt: skip
+
+        event("accepted")
+        event("downloading")
+        await asyncio.sleep(random.uniform(*self.download_s))
+        event("verifying")
+        event("loading")
+        event("health_check")
+        if random.random() < self.fail_p:
+            event("failed", "injected failure")
+        elif random.random() < self.health_fail_p:
+            event("rolled_back", "health check failed: injected")
+        else:
+            event("active")
+            active = ActiveModel(name=target.name, version=target.version,
+                                 variant="gguf-q4_0", engine="fake")  # fmt: skip
+            device.set_active(active, desired_version=desired.version)
+            return
+        device.desired_version = desired.version
+        device.publish_state()
+
+
+def seed_devices(settings: Settings, n: int) -> dict[str, str]:
+    """Insert n devices directly (enrollment one by one would SIGHUP the broker n times)."""
+    passwords = {f"sim-{i:05d}": f"pw-{i}" for i in range(n)}
+    shared_hash = hash_password("pw-shared")
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        for i, device_id in enumerate(passwords):
+            crud.create_device(
+                session, device_id=device_id, name=device_id, device_class="x86-cpu",
+                agent_version="fleetsim", hardware={}, labels={"fleet": "bench"},
+                mqtt_password_hash=shared_hash, artifact_token_hash=hash_token(f"t-{i}"),
+            )  # fmt: skip
+        session.commit()
+        sync_broker(session, settings)
+    engine.dispose()
+    return dict.fromkeys(passwords, "pw-shared")
+
+
+def api_probe(http: httpx.Client, rollout_id: str, stop: threading.Event, out: list[float]) -> None:
+    """GET the rollout and a device page in a loop, recording each latency in ms."""
+    paths = [f"/api/v1/rollouts/{rollout_id}", "/api/v1/rollouts", "/api/v1/models"]
+    i = 0
+    while not stop.is_set():
+        started = time.perf_counter()
+        http.get(paths[i % len(paths)])
+        out.append((time.perf_counter() - started) * 1000)
+        i += 1
+        time.sleep(0.05)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
+    broker = MosquittoBroker(work / "mqtt")
+    broker.start()
+    port = free_port()
+    settings = Settings(
+        data_dir=work / "cp", port=port, public_url=f"http://127.0.0.1:{port}",
+        mqtt_enabled=True, mqtt_host=broker.host, mqtt_port=broker.port,
+        broker_password_file=broker.password_file, broker_acl_file=broker.acl_file,
+        broker_pid=broker.pid, mqtt_cp_password="cp-bench",
+    )  # fmt: skip
+    settings.data_dir.mkdir(parents=True)
+    migrate(settings.database_url)
+    passwords = seed_devices(settings, args.devices)
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        _row, token = crud.create_api_token(session, name="bench", role=Role.admin)
+    env = {**os.environ, "EDGEFLEET_CP_DATA_DIR": str(settings.data_dir),
+           "EDGEFLEET_CP_PORT": str(port), "EDGEFLEET_CP_MQTT_ENABLED": "true",
+           "EDGEFLEET_CP_MQTT_HOST": broker.host, "EDGEFLEET_CP_MQTT_PORT": str(broker.port),
+           "EDGEFLEET_CP_MQTT_CP_PASSWORD": "cp-bench",
+           "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(broker.password_file),
+           "EDGEFLEET_CP_BROKER_ACL_FILE": str(broker.acl_file),
+           "EDGEFLEET_CP_BROKER_PID": str(broker.pid)}  # fmt: skip
+    log = (work / "cp.log").open("ab")
+    cp = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], cwd=REPO,
+                          env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    http = httpx.Client(base_url=settings.public_url, timeout=60,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    fleet: FleetSimulator | None = None
+    try:
+        for _ in range(300):
+            try:
+                if http.get("/api/v1/models").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+        model_dir = publish_fake_model(work / "models", Ed25519PrivateKey.generate(), "1.0")
+        imported = http.post("/api/v1/models/import", json={"path": str(model_dir), "resign": True})
+        assert imported.status_code == 201, imported.text
+        specs = [DeviceSpec(device_id=d, password=p) for d, p in passwords.items()]
+        behaviour = RolloutBehaviour(args.fail_p, args.health_fail_p)
+        fleet = FleetSimulator(specs, host=broker.host, port=broker.port, telemetry_qos=1,
+                               on_desired=behaviour)  # fmt: skip
+        started = time.perf_counter()
+        await fleet.start(timeout_s=600)
+        print(f"{args.devices} devices connected in {time.perf_counter() - started:.1f} s",
+              flush=True)  # fmt: skip
+        telemetry = asyncio.ensure_future(
+            fleet.run_telemetry(interval_s=args.telemetry_interval, batches=args.batches)
+        )
+        body = {"model": "tiny:1.0", "selector": {"labels": {"fleet": "bench"}},
+                "strategy": {"waves": [{"percent": 1}, {"percent": 10}, {"percent": 50},
+                                       {"percent": 100}], "success_threshold": 0.9,
+                             "failure_threshold": 0.2, "device_timeout_s": 600}}  # fmt: skip
+        rollout_started = time.perf_counter()
+        rollout = http.post("/api/v1/rollouts", json=body).json()
+        latencies: list[float] = []
+        stop = threading.Event()
+        probe = threading.Thread(target=api_probe, args=(httpx.Client(
+            base_url=settings.public_url, timeout=60, headers=http.headers), rollout["id"], stop,
+            latencies), daemon=True)  # fmt: skip
+        probe.start()
+        status = "running"
+        while status in ("scheduled", "running"):
+            await asyncio.sleep(1.0)
+            shown = await asyncio.to_thread(http.get, f"/api/v1/rollouts/{rollout['id']}")
+            status = shown.json()["status"]
+            if args.verbose:
+                print(status, [(w["succeeded"], w["devices"]) for w in shown.json()["waves"]],
+                      flush=True)  # fmt: skip
+        rollout_s = time.perf_counter() - rollout_started
+        stop.set()
+        print(f"rollout {status} after {rollout_s:.1f} s", flush=True)
+        tel_started = time.perf_counter()
+        await telemetry
+        sent = fleet.stats.telemetry_sent
+        deadline = time.monotonic() + 120
+        persisted = 0
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                count = conn.execute(text("SELECT COUNT(*) FROM telemetry_sample")).scalar()
+            persisted = int(count or 0)
+            if persisted >= sent:
+                break
+            await asyncio.sleep(1)
+        tel_s = time.perf_counter() - tel_started + rollout_s
+        p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 2 else 0.0
+        return {"devices": args.devices, "rollout_seconds": round(rollout_s, 1),
+                "rollout_status": status,
+                "telemetry_msgs_per_s": round(persisted / max(tel_s, 1e-9), 1),
+                "telemetry_lost": max(sent - persisted, 0),
+                "api_p99_ms": round(p99, 1)}  # fmt: skip
+    finally:
+        if fleet is not None:
+            await fleet.stop()
+        cp.terminate()
+        cp.wait(timeout=30)
+        broker.stop()
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--fail-p", type=float, default=0.01, help="per-device failure chance")
+    parser.add_argument("--health-fail-p", type=float, default=0.01,
+                        help="per-device health-check failure chance")  # fmt: skip
+    parser.add_argument("--telemetry-interval", type=float, default=5.0)
+    parser.add_argument("--batches", type=int, default=6, help="telemetry batches per device")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    result = asyncio.run(main_async(parser.parse_args()))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The README demo: a broker, a control plane, one real agent, a rollout and a chat completion.
+
+    python scripts/demo.py [--once] [--state-dir DIR]
+
+Starts Mosquitto (the shipped config on a free port), the control plane on SQLite, builds or
+reuses the tiny reference model, starts an agent, enrolls it, rolls the model out to it,
+asks it a question through its OpenAI endpoint and prints the answer, the dashboard address
+and an admin token. Ctrl-C stops everything. With --once (or EDGEFLEET_DEMO_ONCE=1) it exits
+0 after the chat completion succeeded and non-zero with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from controlplane.broker_auth import render_acl  # noqa: E402
+
+SHIPPED_BROKER_CONFIG = REPO / "deploy" / "mosquitto" / "edgefleet.conf"
+_OVERRIDDEN = {"listener", "port", "password_file", "acl_file", "persistence_location",
+               "pid_file", "log_dest", "log_type", "user"}  # fmt: skip
+
+
+class DemoError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        time.sleep(0.3)
+    why = f" ({last})" if last else ""
+    raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}{why}")
+
+
+class Demo:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.state / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (self.state / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise DemoError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def start_broker(self) -> tuple[int, int]:
+        mqtt_dir = self.state / "mosquitto"
+        (mqtt_dir / "persistence").mkdir(parents=True, exist_ok=True)
+        passwd, acl = mqtt_dir / "passwd", mqtt_dir / "acl"
+        passwd.touch()
+        acl.write_text(render_acl("edgefleet-cp"))
+        port = free_port()
+        skip = _OVERRIDDEN | {"allow_anonymous"}
+        kept = [line for line in SHIPPED_BROKER_CONFIG.read_text().splitlines()
+                if line.split() and line.split()[0] not in skip]  # fmt: skip
+        kept += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}",
+                 f"persistence_location {mqtt_dir}/persistence/",
+                 f"log_dest file {mqtt_dir}/log",
+                 f"listener {port} 127.0.0.1"]  # fmt: skip
+        if os.geteuid() == 0:
+            kept.append("user root")
+        (mqtt_dir / "mosquitto.conf").write_text("\n".join(kept) + "\n")
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise DemoError("mosquitto is not installed: apt-get install mosquitto")
+        proc = self.spawn("mosquitto", [binary, "-c", str(mqtt_dir / "mosquitto.conf")])
+        wait_for("mosquitto", lambda: socket.create_connection(("127.0.0.1", port), 0.2), 15)
+        return port, proc.pid
+
+    def cp_env(self, port: int, mqtt_port: int, broker_pid: int) -> dict[str, str]:
+        mqtt_dir = self.state / "mosquitto"
+        return {
+            "EDGEFLEET_CP_DATA_DIR": str(self.state / "cp"), "EDGEFLEET_CP_HOST": "127.0.0.1",
+            "EDGEFLEET_CP_PORT": str(port), "EDGEFLEET_CP_MQTT_ENABLED": "true",
+            "EDGEFLEET_CP_MQTT_HOST": "127.0.0.1", "EDGEFLEET_CP_MQTT_PORT": str(mqtt_port),
+            "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(mqtt_dir / "passwd"),
+            "EDGEFLEET_CP_BROKER_ACL_FILE": str(mqtt_dir / "acl"),
+            "EDGEFLEET_CP_BROKER_PID": str(broker_pid),
+        }  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir or tempfile.mkdtemp(prefix="edgefleet-demo-"))
+    state.mkdir(parents=True, exist_ok=True)
+    demo = Demo(state)
+    try:
+        print(f"state and logs in {state}")
+        mqtt_port, broker_pid = demo.start_broker()
+        print(f"mosquitto on 127.0.0.1:{mqtt_port}")
+        cp_port = free_port()
+        env = demo.cp_env(cp_port, mqtt_port, broker_pid)
+        (state / "cp").mkdir(parents=True, exist_ok=True)
+        cp = [sys.executable, "-m", "controlplane.cli"]
+        token = subprocess.run([*cp, "create-admin-token", "--name", "demo"], cwd=REPO,
+                               env={**os.environ, **env}, check=True, capture_output=True,
+                               text=True).stdout.split()[0]  # fmt: skip
+        demo.spawn("controlplane", [*cp, "serve"], env)
+        url = f"http://127.0.0.1:{cp_port}"
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        wait_for("the control plane", lambda: http.get("/api/v1/rollouts").status_code == 200, 60)
+        print(f"control plane at {url}")
+
+        print("building (or reusing) the tiny reference model ...")
+        from models.reference import build_reference
+
+        model_dir = state / "models" / "tiny"
+        manifest = build_reference("tiny", model_dir)
+        resp = http.post("/api/v1/models/import", json={"path": str(model_dir), "resign": True})
+        if resp.status_code not in (201, 409):
+            raise DemoError(f"model import failed: {resp.text}")
+        print(f"registered {manifest.ref}")
+
+        enroll_token = http.post("/api/v1/enrollment-tokens",
+                                 json={"labels": {"site": "demo"}}).json()["token"]  # fmt: skip
+        agent_port = free_port()
+        demo.spawn("agent", [sys.executable, "-m", "agent.cli", "serve", "--control-plane", url,
+                             "--port", str(agent_port)],
+                   {"EDGEFLEET_AGENT_DATA_DIR": str(state / "agent"),
+                    "EDGEFLEET_AGENT_ENROLLMENT_TOKEN": enroll_token})  # fmt: skip
+
+        def device_online() -> str | None:
+            demo.check_alive()
+            online = [d for d in http.get("/api/v1/devices").json() if d.get("online")]
+            return str(online[0]["id"]) if online else None
+
+        device = wait_for("the agent to enroll and connect", device_online, 120)
+        print(f"agent {device} enrolled and online; its API is http://127.0.0.1:{agent_port}")
+        body = {"model": manifest.ref, "selector": {"device_ids": [device]},
+                "strategy": {"waves": [{"percent": 100}], "device_timeout_s": 300}}  # fmt: skip
+        rollout = http.post("/api/v1/rollouts", json=body).json()
+        print(f"rollout {rollout['id']} of {manifest.ref} started")
+
+        def finished() -> dict[str, Any] | None:
+            demo.check_alive()
+            shown: dict[str, Any] = http.get(f"/api/v1/rollouts/{rollout['id']}").json()
+            return shown if shown["status"] not in ("scheduled", "running") else None
+
+        shown = wait_for("the rollout", finished, 300)
+        if shown["status"] != "succeeded":
+            rows = http.get(f"/api/v1/rollouts/{rollout['id']}/devices").json()
+            why = rows[0]["detail"] if rows else shown["reason"]
+            raise DemoError(f"rollout {shown['status']}: {why}")
+        print(f"rollout succeeded: {device} serves {manifest.ref}")
+
+        agent = f"http://127.0.0.1:{agent_port}"
+        chat = {"model": manifest.name, "max_tokens": 32,
+                "messages": [{"role": "user", "content": "Say hello to the fleet."}]}  # fmt: skip
+        answer = httpx.post(f"{agent}/v1/chat/completions", json=chat, timeout=120)
+        if answer.status_code != 200:
+            raise DemoError(f"chat failed: HTTP {answer.status_code} {answer.text[:300]}")
+        content = answer.json()["choices"][0]["message"]["content"]
+        print(f"\nchat completion from {device}:\n  {content!r}\n")
+        print(f"dashboard: {url}/   admin token: {token}")
+        if args.once:
+            return 0
+        print("running; Ctrl-C stops everything")
+        while True:
+            demo.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping")
+        return 0
+    except (DemoError, subprocess.CalledProcessError, httpx.HTTPError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        demo.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true",
+                        default=os.environ.get("EDGEFLEET_DEMO_ONCE") == "1",
+                        help="exit after the chat completion (0 on success)")  # fmt: skip
+    parser.add_argument("--state-dir", help="where to keep state and logs (default: a temp dir)")
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

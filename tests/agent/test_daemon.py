@@ -1,0 +1,55 @@
+"""AgentNode: what it reports after a restart, and the REST-less wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.daemon import AgentNode, NodeOptions, _mqtt_override
+from agent.enroll import ArtifactAccess, Enrollment, MqttAccess
+from agent.runtime import ModelRuntime
+from models.protocol import DesiredModel, DesiredState
+from models.signing import public_key_b64
+from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
+
+
+def enrollment(key: Ed25519PrivateKey) -> Enrollment:
+    return Enrollment(
+        device_id="dev-1",
+        mqtt=MqttAccess(host="127.0.0.1", port=1, username="dev-1", password="p",
+                        client_id="dev-1"),  # fmt: skip
+        artifacts=ArtifactAccess(base_url="http://x", token="t"),
+        signing_public_key=public_key_b64(key),
+    )
+
+
+def node(tmp_path: Path, key: Ed25519PrivateKey) -> AgentNode:
+    options = NodeOptions(data_dir=tmp_path / "agent", engine_factory=fake_engines(),
+                          select=pick_first, hardware={"device_class": "x"}, device_class="x",
+                          telemetry_interval_s=0, check_memory=False)  # fmt: skip
+    return AgentNode(enrollment(key), ModelRuntime(), options)
+
+
+def test_state_reports_restored_model_and_applied_version(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    first = node(tmp_path, key)
+    first.mqtt.publish_state = lambda: None  # type: ignore[method-assign]  # no broker here
+    model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
+    desired = DesiredState(version=7, models=[DesiredModel(
+        name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri())])
+    assert first.executor.apply(desired)
+    first.outbox.close()
+    restarted = node(tmp_path, key)
+    assert restarted.executor.restore() is not None
+    state = restarted.state()
+    assert state.active is not None and (state.active.name, state.active.version) == ("tiny", "1.0")
+    assert state.desired_version == 7 and state.online and state.hardware_digest
+    assert restarted.state().seq > state.seq
+    assert len(restarted.outbox) > 0  # the first run's events wait for the broker
+    restarted.outbox.close()
+
+
+def test_mqtt_url_override() -> None:
+    assert _mqtt_override("mqtt://broker.lan:8883") == ("broker.lan", 8883)
+    assert _mqtt_override(None) == (None, None)

@@ -1,0 +1,184 @@
+"""The agent's MQTT connection against a real Mosquitto with the shipped config."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import agent.mqtt as agent_mqtt
+from agent.mqtt import AgentMqtt, MqttSettings
+from agent.outbox import Outbox
+from models.protocol import DesiredState, DeviceState, RolloutEvent, device_topic
+from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
+
+DEVICE = "dev-1"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    b = MosquittoBroker(tmp_path / "mosquitto")
+    b.set_users({CONTROL_PLANE_USER: "cp-pw", DEVICE: "dev-pw"})
+    b.start()
+    yield b
+    b.stop()
+
+
+class Observer:
+    """A control-plane-side client with a persistent session, collecting one device's topics."""
+
+    def __init__(self, broker: MosquittoBroker, client_id: str = "observer") -> None:
+        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+        )
+        self.client.username_pw_set(CONTROL_PLANE_USER, "cp-pw")
+        self.client.reconnect_delay_set(1, 1)
+        subscribed = threading.Event()
+
+        def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+            c.subscribe(f"ef/v1/devices/{DEVICE}/#", qos=1)
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = lambda c, u, m: self.messages.put(
+            (m.topic, bytes(m.payload), m.retain)
+        )
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert subscribed.wait(5)
+
+    def next(self, leaf: str, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                topic, payload, _ = self.messages.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if topic.endswith("/" + leaf):
+                return payload
+        raise AssertionError(f"no {leaf} message within {timeout}s")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(autouse=True)
+def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent_mqtt, "RECONNECT_MAX_S", 1)
+
+
+def make_agent(
+    broker: MosquittoBroker, tmp_path: Path, desired: list[DesiredState] | None = None
+) -> AgentMqtt:
+    settings = MqttSettings(broker.host, broker.port, DEVICE, DEVICE, "dev-pw")
+    sink = desired if desired is not None else []
+    return AgentMqtt(
+        settings,
+        Outbox(tmp_path / "outbox.db"),
+        state=lambda: DeviceState(online=True, device_class="cpu"),
+        on_desired=sink.append,
+    )
+
+
+def event(i: int) -> RolloutEvent:
+    return RolloutEvent(desired_version=i, model="tiny", kind="downloading")
+
+
+def test_state_is_retained_and_last_will_marks_offline(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    observer = Observer(broker)
+    agent = make_agent(broker, tmp_path)
+    agent.start()
+    try:
+        assert DeviceState.model_validate_json(observer.next("state")).online
+        sock = agent._client.socket()
+        assert sock is not None
+        sock.close()  # the connection dies without DISCONNECT: the broker sends the will
+        assert not DeviceState.model_validate_json(observer.next("state")).online
+        assert DeviceState.model_validate_json(observer.next("state")).online  # reconnected
+    finally:
+        agent.stop()
+        observer.close()
+
+
+def test_desired_is_delivered_and_malformed_is_ignored(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    observer = Observer(broker)
+    received: list[DesiredState] = []
+    observer.client.publish(device_topic(DEVICE, "desired"), b"{not json", qos=1, retain=True)
+    agent = make_agent(broker, tmp_path, received)
+    agent.start()
+    try:
+        assert agent.wait_connected(5)
+        desired = DesiredState(version=3)
+        observer.client.publish(
+            device_topic(DEVICE, "desired"), desired.model_dump_json(), qos=1, retain=True
+        )
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [d.version for d in received] == [3]
+    finally:
+        agent.stop()
+        observer.close()
+
+
+def test_outbox_filled_while_broker_away_replays_in_order(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    observer = Observer(broker)
+    agent = make_agent(broker, tmp_path)
+    agent.start()
+    try:
+        assert agent.wait_connected(5)
+        agent.send("events", event(0))
+        assert RolloutEvent.model_validate_json(observer.next("events")).desired_version == 0
+        broker.stop()
+        deadline = time.monotonic() + 5
+        while agent.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(1, 51):
+            agent.send("events", event(i))
+        assert len(agent.outbox) == 50
+        broker.start()  # the observer's persistent session was saved with the broker's state
+        got = [
+            RolloutEvent.model_validate_json(observer.next("events", 15)).desired_version
+            for _ in range(50)
+        ]
+        assert got == list(range(1, 51))
+        deadline = time.monotonic() + 5
+        while len(agent.outbox) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(agent.outbox) == 0
+    finally:
+        agent.stop()
+        observer.close()
+
+
+def test_graceful_stop_publishes_offline(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    observer = Observer(broker)
+    agent = make_agent(broker, tmp_path)
+    agent.start()
+    assert json.loads(observer.next("state"))["online"] is True
+    agent.stop()
+    assert json.loads(observer.next("state"))["online"] is False
+    observer.close()

@@ -1,0 +1,185 @@
+"""The rollout executor on real files: signed fake models, the real artifact store, FakeEngine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.engines.fake import FakeBehaviour
+from agent.rollout import ExecutorDeps, RolloutExecutor
+from agent.runtime import ModelRuntime
+from agent.slots import SlotStore
+from models.protocol import DesiredModel, DesiredState, RolloutEvent
+from models.store import ArtifactStore
+from tests.e2e.fakes import FakeEngineFactory, fake_engines, pick_first, publish_fake_model
+
+
+class Rig:
+    """One device's executor with everything on disk under tmp_path."""
+
+    def __init__(self, tmp_path: Path, key: Ed25519PrivateKey, **deps: object) -> None:
+        self.key = key
+        self.registry = tmp_path / "registry"
+        self.data = tmp_path / "device"
+        self.events: list[RolloutEvent] = []
+        self.engines: FakeEngineFactory = deps.pop("engines", fake_engines())  # type: ignore[assignment]
+        self.runtime = ModelRuntime()
+        self.executor = self.make_executor(**deps)
+
+    def make_executor(self, **extra: object) -> RolloutExecutor:
+        deps = ExecutorDeps(
+            slots=SlotStore(self.data / "slots"),
+            store=ArtifactStore(self.data / "store"),
+            runtime=self.runtime,
+            select=pick_first,
+            engine_factory=self.engines,
+            emit=self.events.append,
+            trusted_keys=[self.key.public_key()],
+            data_dir=self.data,
+        )
+        for name, value in extra.items():
+            setattr(deps, name, value)
+        return RolloutExecutor(deps)
+
+    def publish(self, version: str, **kw: object) -> DesiredModel:
+        model_dir = publish_fake_model(self.registry, self.key, version, **kw)  # type: ignore[arg-type]
+        url = (model_dir / "manifest.json").as_uri()
+        return DesiredModel(name="tiny", version=version, manifest_url=url, rollout_id="r1")
+
+    def apply(self, version: int, model: DesiredModel) -> bool:
+        return self.executor.apply(DesiredState(version=version, models=[model]))
+
+    def kinds(self, desired_version: int) -> list[str]:
+        return [e.kind for e in self.events if e.desired_version == desired_version]
+
+    def serving(self) -> str | None:
+        active = self.runtime.active
+        return active.ref if active else None
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, key: Ed25519PrivateKey) -> Rig:
+    return Rig(tmp_path, key)
+
+
+def test_rollout_downloads_verifies_checks_and_switches(rig: Rig) -> None:
+    assert rig.apply(1, rig.publish("1.0"))
+    kinds = rig.kinds(1)
+    assert [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k] == [
+        "accepted", "verifying", "downloading", "verifying", "loading", "health_check", "active"
+    ]  # fmt: skip
+    progress = [e for e in rig.events if e.kind == "downloading"]
+    assert progress[0].bytes_done == 0 and progress[-1].bytes_done == progress[-1].bytes_total
+    active = rig.executor.deps.slots.active()
+    assert active is not None and active.version == "1.0"
+    assert rig.serving() == "tiny:1.0"
+    assert rig.events[-1].health and rig.events[-1].health["tokens"] > 0
+    assert rig.executor.applied_version == 1
+
+
+def test_failed_health_check_keeps_the_previous_model(rig: Rig) -> None:
+    assert rig.apply(1, rig.publish("1.0"))
+    assert not rig.apply(2, rig.publish("2.0", healthy=False))
+    last = rig.events[-1]
+    assert last.kind == "rolled_back" and "health check failed" in last.detail
+    assert "tokens/s" in last.detail and "kept tiny:1.0" in last.detail
+    assert rig.serving() == "tiny:1.0"
+    slot = rig.executor.deps.slots.active()
+    assert slot is not None and slot.version == "1.0"
+
+
+def test_tampered_artifact_is_refused(rig: Rig) -> None:
+    desired = rig.publish("1.0")
+    (rig.registry / "tiny" / "1.0" / "model.gguf").write_bytes(b"x" * 4096)
+    assert not rig.apply(1, desired)
+    assert rig.events[-1].kind == "failed"
+    assert "sha256 mismatch" in rig.events[-1].detail
+    assert rig.serving() is None
+
+
+def test_untrusted_signature_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    rig = Rig(tmp_path, key, trusted_keys=[Ed25519PrivateKey.generate().public_key()])
+    assert not rig.apply(1, rig.publish("1.0"))
+    assert rig.events[-1].kind == "failed"
+    assert "manifest rejected" in rig.events[-1].detail
+
+
+def test_model_too_big_for_memory_is_refused_before_download(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    rig = Rig(tmp_path, key, memory_available=lambda: 1 << 20)
+    assert not rig.apply(1, rig.publish("1.0", memory_bytes=5 << 30))
+    assert "needs 5.0 GiB, 0.0 GiB available" in rig.events[-1].detail
+    assert "downloading" not in rig.kinds(1)
+
+
+def test_rollback_to_previous_needs_no_download(rig: Rig) -> None:
+    v1 = rig.publish("1.0")
+    assert rig.apply(1, v1)
+    assert rig.apply(2, rig.publish("2.0"))
+    assert rig.serving() == "tiny:2.0"
+    (rig.registry / "tiny" / "1.0" / "model.gguf").unlink()  # proves nothing is downloaded
+    assert rig.apply(3, v1)
+    assert rig.serving() == "tiny:1.0"
+    assert "downloading" not in rig.kinds(3)
+
+
+def test_repeated_desired_of_the_active_model_reports_active(rig: Rig) -> None:
+    v1 = rig.publish("1.0")
+    assert rig.apply(1, v1)
+    assert rig.apply(2, v1)
+    assert rig.kinds(2) == ["accepted", "active"]
+
+
+def test_stale_and_repeated_versions_are_ignored(rig: Rig) -> None:
+    v1 = rig.publish("1.0")
+    rig.executor.start()
+    try:
+        rig.executor.submit(DesiredState(version=5, models=[v1]))
+        deadline = time.monotonic() + 10
+        while rig.executor.applied_version < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        rig.executor.stop()
+    assert rig.executor.applied_version == 5
+    again = rig.make_executor()  # the applied version survives a restart
+    assert again.applied_version == 5
+    again.submit(DesiredState(version=5, models=[rig.publish("2.0")]))
+    again.submit(DesiredState(version=4, models=[rig.publish("2.0")]))
+    assert again._pending.empty()
+
+
+def test_restart_loads_the_committed_slot(rig: Rig) -> None:
+    assert rig.apply(1, rig.publish("1.0"))
+    assert rig.apply(2, rig.publish("2.0"))
+    rig.runtime = ModelRuntime()
+    restarted = rig.make_executor()
+    slot = restarted.restore()
+    assert slot is not None and slot.version == "2.0"
+    assert rig.serving() == "tiny:2.0"
+
+
+def test_restart_falls_back_to_previous_when_active_slot_is_broken(rig: Rig) -> None:
+    assert rig.apply(1, rig.publish("1.0"))
+    assert rig.apply(2, rig.publish("2.0"))
+    active = rig.executor.deps.slots.active()
+    assert active is not None
+    (active.path / "manifest.json").write_text("{broken")
+    rig.runtime = ModelRuntime()
+    restored = rig.make_executor().restore()
+    assert restored is not None and restored.version == "1.0"
+
+
+def test_engine_that_fails_to_load_reports_failed(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    rig = Rig(tmp_path, key, engines=fake_engines(FakeBehaviour(fail_load=True)))
+    assert not rig.apply(1, rig.publish("1.0"))
+    assert rig.events[-1].kind == "failed"
+    assert "refused to load" in rig.events[-1].detail
