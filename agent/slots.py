@@ -2,7 +2,8 @@
 
 The `active` pointer is a symlink replaced with os.replace, so after a crash at any moment it
 names either the old slot or the new one, never nothing. The slot that was active before the
-last switch is kept (the `previous` pointer) so a rollback needs no download.
+last switch is kept (the `previous` pointer) so a rollback needs no download. No active pointer
+at all means "serve nothing": a fresh store, or `deactivate` after a desired state with no model.
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ class SlotStore:
             self._point(PREVIOUS, current)
         self._point(ACTIVE, slot.key)
         _LOGGER.info("active slot is now %s (was %s)", slot.key, current)
+
+    def has_active(self) -> bool:
+        """Whether an active pointer exists (even one naming a slot that no longer reads)."""
+        return self._pointed(ACTIVE) is not None
+
+    def deactivate(self) -> Slot | None:
+        """Commit "serve nothing": the active slot becomes `previous` and the pointer goes."""
+        current = self._pointed(ACTIVE)
+        if current is None:
+            return None
+        slot = self._pointer(ACTIVE)
+        self._point(PREVIOUS, current)  # kept on disk: bringing it back needs no download
+        (self.root / ACTIVE).unlink()
+        _fsync_dir(self.root)
+        _LOGGER.info("no active slot now (was %s)", current)
+        return slot
 
     def prune(self) -> list[str]:
         """Delete slots and leftover staging directories that no pointer names."""

@@ -18,7 +18,7 @@ from controlplane import crud
 from controlplane.broker_auth import BrokerAuthError, write_atomic
 from controlplane.broker_sync import write_broker_files
 from controlplane.core.config import Settings
-from controlplane.core.db import make_engine, migrate
+from controlplane.core.db import DatabaseUrlError, check_database, make_engine, migrate
 from controlplane.db_models import Role
 from controlplane.registry import ImportRefused, import_model
 from controlplane.rollouts.cli import add_rollouts_parser
@@ -64,6 +64,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     from controlplane.main import create_app
 
+    check_database(settings.database_url)  # one line now, not a traceback from the lifespan
     host, port = args.host or settings.host, args.port or settings.port
     settings = settings.model_copy(update={"host": host, "port": port})
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
         args.func(settings, args)
-    except (CliError, BrokerAuthError) as exc:
+    except (CliError, BrokerAuthError, DatabaseUrlError) as exc:
         print(f"edgefleet-cp: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SQLAlchemyError as exc:
         orig = getattr(exc, "orig", None)
-        detail = str(orig) if orig is not None else str(exc).splitlines()[0]
+        detail = " ".join((str(orig) if orig is not None else str(exc).splitlines()[0]).split())
         print(
             f"edgefleet-cp: database error: {detail}; check EDGEFLEET_CP_DATABASE_URL "
             "and that the database is reachable",

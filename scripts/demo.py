@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"mosquitto on 127.0.0.1:{mqtt_port}")
         cp_port = free_port()
         env = demo.cp_env(cp_port, mqtt_port, broker_pid)
-        (state / "cp").mkdir(parents=True, exist_ok=True)
         cp = [sys.executable, "-m", "controlplane.cli"]
         token = subprocess.run([*cp, "create-admin-token", "--name", "demo"], cwd=REPO,
                                env={**os.environ, **env}, check=True, capture_output=True,

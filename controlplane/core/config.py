@@ -86,6 +86,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'controlplane.db'}"
         mosquitto_dir = self.data_dir / "mosquitto"

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session, create_engine
 
 _LOGGER = logging.getLogger(__name__)
@@ -19,17 +21,56 @@ _LOGGER = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 
-def _ensure_sqlite_dir(database_url: str) -> None:
-    if database_url.startswith("sqlite"):
-        path = database_url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+class DatabaseUrlError(ValueError):
+    """EDGEFLEET_CP_DATABASE_URL cannot be used: malformed, or its driver is not installed."""
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file a SQLite URL names (None for in-memory databases and other backends)."""
+    url = make_url(database_url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # a URI filename (`?uri=true`): file:path?mode=...
+        database = urlsplit(database).path
+        if not database or url.query.get("mode") == "memory":
+            return None
+    return Path(database).expanduser()
+
+
+def ensure_database_dir(database_url: str) -> None:
+    """Create the directory a SQLite database file lives in, so a fresh data dir works."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def check_database_url(database_url: str) -> None:
+    """Raise DatabaseUrlError when the URL is malformed or its driver is not installed."""
+    try:
+        dialect = make_url(database_url).get_dialect()
+        dialect.import_dbapi()
+    except ArgumentError as exc:  # malformed URL, unknown backend (NoSuchModuleError)
+        raise DatabaseUrlError(f"database URL {_redact(database_url)!r}: {exc}") from exc
+    except ImportError as exc:
+        raise DatabaseUrlError(
+            f"database URL {_redact(database_url)!r} needs the Python driver "
+            f"{exc.name or exc}, which is not installed"
+        ) from exc
+
+
+def _redact(database_url: str) -> str:
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return database_url.split("@")[-1]
 
 
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets foreign keys on, WAL and a busy timeout."""
+    check_database_url(database_url)
     if database_url.startswith("sqlite"):
-        _ensure_sqlite_dir(database_url)
+        ensure_database_dir(database_url)
         engine = create_engine(
             database_url, connect_args={"check_same_thread": False, "timeout": 30}
         )
@@ -45,6 +86,16 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(database_url, pool_pre_ping=True)
 
 
+def check_database(database_url: str) -> None:
+    """Connect once, so a wrong or unreachable database fails before a server starts."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 def alembic_config(database_url: str) -> Config:
     """Alembic config pointing at controlplane/alembic, no .ini file needed."""
     cfg = Config()
@@ -56,7 +107,8 @@ def alembic_config(database_url: str) -> Config:
 def migrate(database_url: str) -> None:
     """Upgrade the database to every head revision (H7/H8 branches included)."""
     _LOGGER.info("migrating %s", database_url.split("@")[-1])
-    _ensure_sqlite_dir(database_url)
+    check_database_url(database_url)
+    ensure_database_dir(database_url)
     command.upgrade(alembic_config(database_url), "heads")
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.engines.fake import FakeBehaviour
 from agent.rollout import ExecutorDeps, RolloutExecutor
-from agent.runtime import ModelRuntime
+from agent.runtime import ModelRuntime, Readiness
 from agent.slots import SlotStore
 from models.protocol import DesiredModel, DesiredState, RolloutEvent
 from models.store import ArtifactStore
@@ -183,3 +183,37 @@ def test_engine_that_fails_to_load_reports_failed(tmp_path: Path, key: Ed25519Pr
     assert not rig.apply(1, rig.publish("1.0"))
     assert rig.events[-1].kind == "failed"
     assert "refused to load" in rig.events[-1].detail
+
+
+def test_empty_desired_unloads_the_rolled_out_model_and_serves_nothing(rig: Rig) -> None:
+    first = rig.publish("1.0")
+    assert rig.apply(1, first)  # the device's first model: a revert has nothing to go back to
+    assert rig.executor.apply(DesiredState(version=2, models=[]))
+    assert rig.serving() is None and rig.runtime.known is None
+    assert rig.runtime.readiness is Readiness.EMPTY
+    assert rig.executor.deps.slots.active() is None
+    last = rig.events[-1]
+    assert (last.kind, last.desired_version, last.rollout_id) == ("rolled_back", 2, "r1")
+    assert last.model == "tiny:1.0" and "unloaded tiny:1.0" in last.detail
+    rig.runtime = ModelRuntime()  # a restart keeps serving nothing
+    restarted = rig.make_executor()
+    assert restarted.restore() is None and rig.serving() is None
+    assert restarted.applied_version == 2
+    (rig.registry / "tiny" / "1.0" / "model.gguf").unlink()  # the slot is kept: no download
+    assert restarted.apply(DesiredState(version=3, models=[first]))
+    assert rig.serving() == "tiny:1.0" and "downloading" not in rig.kinds(3)
+
+
+def test_empty_desired_after_a_failed_first_rollout_reports_nothing_loaded(rig: Rig) -> None:
+    assert not rig.apply(1, rig.publish("1.0", healthy=False))
+    assert rig.executor.apply(DesiredState(version=2, models=[]))
+    last = rig.events[-1]
+    assert (last.kind, last.rollout_id, last.model) == ("rolled_back", "r1", "tiny:1.0")
+    assert "nothing was loaded" in last.detail
+    assert rig.serving() is None
+
+
+def test_empty_desired_on_a_fresh_device_changes_nothing(rig: Rig) -> None:
+    assert rig.executor.apply(DesiredState(version=1, models=[]))
+    assert rig.events == [] and rig.serving() is None
+    assert rig.executor.applied_version == 1

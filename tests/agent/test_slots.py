@@ -72,3 +72,20 @@ def test_a_half_written_pointer_swap_leaves_the_old_pointer(tmp_path: Path) -> N
     os.symlink("tiny-9-gguf-q4_0", tmp_path / "slots" / ".active-dead")
     reopened = SlotStore(tmp_path / "slots")
     assert reopened.active() == slot
+
+
+def test_deactivate_leaves_no_active_slot_and_keeps_it_as_previous(tmp_path: Path) -> None:
+    store = SlotStore(tmp_path / "slots")
+    assert store.deactivate() is None and not store.has_active()
+    install(store, "1")
+    slot = store.get("tiny", "1", "gguf-q4_0")
+    assert slot is not None
+    store.activate(slot)
+    assert store.has_active()
+    assert store.deactivate() == slot
+    reopened = SlotStore(tmp_path / "slots")
+    assert reopened.active() is None and not reopened.has_active()
+    assert reopened.previous() == slot
+    assert reopened.prune() == [] and reopened.find("tiny", "1") == slot
+    reopened.activate(slot)
+    assert reopened.active() == slot

@@ -1,0 +1,155 @@
+"""The download step of a rollout: fetch, verify and install a desired model as a new slot.
+
+manifest + signature -> verify the signature against the trusted keys -> pick this device's
+variant -> check memory -> download its files (resumable, through the artifact store) ->
+sha256 of every file -> move the staged directory into its slot (not yet active).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.errors import AgentError
+from agent.rollout_events import RolloutFailed, RolloutReporter
+from agent.slots import Slot, SlotStore
+from models.errors import ModelsError
+from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
+from models.protocol import DesiredModel
+from models.signing import safe_relative_path, verify_manifest, verify_model_dir
+
+HTTP_TIMEOUT_S = 30.0
+
+
+class Fetcher(Protocol):
+    """The part of models.store.ArtifactStore the executor uses."""
+
+    def fetch(
+        self,
+        url: str,
+        sha256: str,
+        size: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path: ...
+
+
+class Selection(Protocol):
+    """What agent.selection.select_variant returns (the fields used here)."""
+
+    @property
+    def variant_id(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+
+
+Selector = Callable[[Manifest], Selection]
+
+
+def fetch_bytes(url: str, headers: Mapping[str, str]) -> bytes:
+    """GET a small document (manifest, signature) over HTTP(S), or read a file:// URL."""
+    parsed = urlparse(url)
+    try:
+        if parsed.scheme in ("", "file"):
+            return Path(url2pathname(parsed.path)).read_bytes()
+        import httpx
+
+        resp = httpx.get(url, headers=dict(headers), timeout=HTTP_TIMEOUT_S, follow_redirects=True)
+        resp.raise_for_status()
+        return resp.content
+    except Exception as exc:  # httpx and OS errors alike: the reason goes into the event
+        raise RolloutFailed(f"cannot fetch {url}: {exc}") from exc
+
+
+def sibling_url(manifest_url: str, rel_path: str) -> str:
+    """The URL of a file next to the manifest."""
+    return manifest_url.rsplit("/", 1)[0] + "/" + rel_path
+
+
+def file_url(target: DesiredModel, rel_path: str) -> str:
+    """Where one variant file of the desired model is downloaded from."""
+    if target.files_url:
+        return target.files_url.rstrip("/") + "/" + rel_path
+    return sibling_url(target.manifest_url, rel_path)
+
+
+@dataclass
+class Stager:
+    """Turns a desired model into an installed, verified slot for this device."""
+
+    slots: SlotStore
+    store: Fetcher
+    select: Selector
+    trusted_keys: list[Ed25519PublicKey]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    memory_available: Callable[[], int] | None = None
+
+    def stage(self, target: DesiredModel, report: RolloutReporter) -> Slot:
+        """Download, verify and install `target` (blocking); raises RolloutFailed."""
+        staging_root = self.slots.staging_dir(target.name, target.version, "download")
+        (staging_root / MANIFEST_FILE).write_bytes(fetch_bytes(target.manifest_url, self.headers))
+        sig_url = sibling_url(target.manifest_url, SIGNATURE_FILE)
+        (staging_root / SIGNATURE_FILE).write_bytes(fetch_bytes(sig_url, self.headers))
+        report("verifying", detail="manifest signature")
+        try:
+            manifest = verify_manifest(staging_root, self.trusted_keys)
+        except ModelsError as exc:
+            raise RolloutFailed(f"manifest rejected: {exc}") from exc
+        if (manifest.name, manifest.version) != (target.name, target.version):
+            raise RolloutFailed(f"manifest is {manifest.ref}, not {target.name}:{target.version}")
+        try:
+            selection = self.select(manifest)
+        except AgentError as exc:
+            raise RolloutFailed(f"no variant fits this device: {exc}") from exc
+        variant = manifest.variant(selection.variant_id)
+        self._check_memory(variant.memory_bytes, manifest.ref)
+        total, done_before = variant.size_bytes, 0
+        report.progress(0, total)
+        for entry in variant.files:
+
+            def progress(done: int, size: int, base: int = done_before) -> None:
+                report.progress(base + done, total)
+
+            blob = self.store.fetch(
+                file_url(target, entry.path), entry.sha256, entry.size,
+                headers=self.headers, progress=progress,
+            )  # fmt: skip
+            dest = staging_root / safe_relative_path(entry.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(blob, dest)
+            done_before += entry.size
+        report("verifying", detail="sha256 of every file", bytes_done=total, bytes_total=total)
+        try:
+            verify_model_dir(staging_root, self.trusted_keys, [variant.id])
+        except ModelsError as exc:
+            raise RolloutFailed(f"artifact rejected: {exc}") from exc
+        return self.slots.install(
+            staging_root, manifest.name, manifest.version, variant.id, selection.engine,
+            selection.device,
+        )  # fmt: skip
+
+    def _check_memory(self, needed: int, ref: str) -> None:
+        if self.memory_available is None or not needed:
+            return
+        available = self.memory_available()
+        if needed > available:
+            raise RolloutFailed(
+                f"model {ref} needs {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
+            )
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        dest.hardlink_to(src)
+    except OSError:
+        shutil.copyfile(src, dest)
