@@ -4,9 +4,11 @@
 
 Mosquitto runs with deploy/mosquitto/edgefleet.conf; the control plane runs as its own
 process (SQLite); the devices are agent.fleetsim's simulated agents in this process with a
-rollout behaviour (fail probability, health-check failures, slow downloads). It reports the
-seconds until the rollout reached every device, telemetry messages persisted per second and
-how many were lost, and the API's p99 latency during the rollout. The LAST line is JSON.
+rollout behaviour (agent.fleetsim.RolloutBehaviour: fail probability, health-check failures,
+slow downloads). It reports the seconds until every device's initial retained state was
+recorded, the seconds until the rollout reached every device, telemetry messages persisted
+per second and how many were lost, the API's p99 latency during the rollout, and the CPU
+seconds each process used. The LAST line is JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -29,11 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from agent.fleetsim import DeviceSpec, FleetSimulator, SimulatedDevice  # noqa: E402
+from agent.fleetsim import DeviceSpec, FleetSimulator, RolloutBehaviour  # noqa: E402
 from controlplane import crud  # noqa: E402
 from controlplane.broker_auth import hash_password  # noqa: E402
 from controlplane.broker_sync import sync_broker  # noqa: E402
@@ -41,48 +43,8 @@ from controlplane.core.config import Settings  # noqa: E402
 from controlplane.core.db import make_engine, migrate  # noqa: E402
 from controlplane.db_models import Role  # noqa: E402
 from controlplane.security import hash_token  # noqa: E402
-from models.protocol import ActiveModel, DesiredState, EventKind, RolloutEvent  # noqa: E402
 from tests.e2e.fakes import publish_fake_model  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
-
-
-class RolloutBehaviour:
-    """A fake agent's answer to a desired state: the executor's events, with injected faults."""
-
-    def __init__(self, fail_p: float = 0.0, health_fail_p: float = 0.0,
-                 download_s: tuple[float, float] = (0.2, 1.0)) -> None:  # fmt: skip
-        self.fail_p, self.health_fail_p, self.download_s = fail_p, health_fail_p, download_s
-
-    async def __call__(self, device: SimulatedDevice, desired: DesiredState) -> None:
-        if desired.version <= device.desired_version or not desired.models:
-            return
-        target = desired.models[0]
-        ref = f"{target.name}:{target.version}"
-
-        def event(kind: EventKind, detail: str = "") -> None:
-            device.publish_event(RolloutEvent(
-                desired_version=desired.version, rollout_id=target.rollout_id, model=ref,
-                kind=kind, detail=detail,
-            ))  # fmt: skip
-
-        event("accepted")
-        event("downloading")
-        await asyncio.sleep(random.uniform(*self.download_s))
-        event("verifying")
-        event("loading")
-        event("health_check")
-        if random.random() < self.fail_p:
-            event("failed", "injected failure")
-        elif random.random() < self.health_fail_p:
-            event("rolled_back", "health check failed: injected")
-        else:
-            event("active")
-            active = ActiveModel(name=target.name, version=target.version,
-                                 variant="gguf-q4_0", engine="fake")  # fmt: skip
-            device.set_active(active, desired_version=desired.version)
-            return
-        device.desired_version = desired.version
-        device.publish_state()
 
 
 def seed_devices(settings: Settings, n: int) -> dict[str, str]:
@@ -142,6 +104,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     log = (work / "cp.log").open("ab")
     cp = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], cwd=REPO,
                           env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    assert broker.pid is not None, "mosquitto did not start"
+    procs = {"controlplane": psutil.Process(cp.pid), "mosquitto": psutil.Process(broker.pid),
+             "simulator": psutil.Process()}  # fmt: skip
+    cpu_before = {name: _cpu_s(p) for name, p in procs.items()}
     http = httpx.Client(base_url=settings.public_url, timeout=60,
                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     fleet: FleetSimulator | None = None
@@ -163,6 +129,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         await fleet.start(timeout_s=600)
         print(f"{args.devices} devices connected in {time.perf_counter() - started:.1f} s",
+              flush=True)  # fmt: skip
+        online = 0
+        while online < args.devices and time.perf_counter() - started < 600:
+            with engine.connect() as conn:
+                online = int(conn.execute(text("SELECT COUNT(*) FROM device WHERE online")).scalar()
+                             or 0)  # fmt: skip
+            await asyncio.sleep(0.2)
+        states_s = time.perf_counter() - started
+        print(f"{online} initial states recorded {states_s:.1f} s after the first connect",
               flush=True)  # fmt: skip
         telemetry = asyncio.ensure_future(
             fleet.run_telemetry(interval_s=args.telemetry_interval, batches=args.batches)
@@ -204,11 +179,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1)
         tel_s = time.perf_counter() - tel_started + rollout_s
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 2 else 0.0
-        return {"devices": args.devices, "rollout_seconds": round(rollout_s, 1),
+        cpu = {name: round(_cpu_s(p) - cpu_before[name], 1) for name, p in procs.items()}
+        return {"devices": args.devices, "initial_states_seconds": round(states_s, 1),
+                "rollout_seconds": round(rollout_s, 1),
                 "rollout_status": status,
                 "telemetry_msgs_per_s": round(persisted / max(tel_s, 1e-9), 1),
                 "telemetry_lost": max(sent - persisted, 0),
-                "api_p99_ms": round(p99, 1)}  # fmt: skip
+                "api_p99_ms": round(p99, 1), "cpu_seconds": cpu,
+                "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
     finally:
         if fleet is not None:
             await fleet.stop()
@@ -216,6 +194,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         cp.wait(timeout=30)
         broker.stop()
         engine.dispose()
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
 
 
 def main() -> None:

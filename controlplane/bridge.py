@@ -37,6 +37,8 @@ RECONNECT_MAX_DELAY_S = 30
 KEEPALIVE_S = 30
 SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we are away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
+PUBLISH_IN_FLIGHT = 1000  # our QoS 1 publishes awaiting PUBACK (paho's default, 20, throttles
+# a wave of desired states to one broker round trip per 20 messages)
 
 INBOUND_SCHEMAS: dict[str, type[BaseModel]] = {
     "state": protocol.DeviceState,
@@ -92,6 +94,7 @@ class MqttBridge:
             manual_ack=True,
         )
         client.username_pw_set(username, password)
+        client.max_inflight_messages_set(PUBLISH_IN_FLIGHT)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

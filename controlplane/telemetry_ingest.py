@@ -180,29 +180,38 @@ class IngestWriter:
                     .where(or_(col(Device.last_seen).is_(None), col(Device.last_seen) < when))
                     .values(last_seen=when)
                 )
+            self._record_states(session, list(states.values()))
             session.commit()
-            for item in states.values():
-                self._record_state(session, item)
         self._stats.incr("persisted", len(accepted))
         return accepted
 
-    def _record_state(self, session: Session, item: Inbound) -> None:
-        state = item.message
-        assert isinstance(state, protocol.DeviceState)
-        device = session.get(Device, item.device_id)
-        if device is not None and state.online and _is_older(state, device.state):
-            self._stats.incr("stale_states")
+    def _record_states(self, session: Session, items: list[Inbound]) -> None:
+        """Fold the batch's states into its transaction: one SELECT, one executemany UPDATE."""
+        if not items:
             return
-        # An offline state (the Last Will) was written at connect time: it must not move
-        # last_seen forward.
-        seen_at = item.received_at if state.online else min(item.received_at, to_utc(state.ts))
-        crud.mark_device_state(
-            session,
-            device_id=item.device_id,
-            online=state.online,
-            state=state.model_dump(mode="json"),
-            seen_at=seen_at,
+        stored = dict(
+            session.execute(
+                select(Device.id, Device.state).where(
+                    col(Device.id).in_([item.device_id for item in items])
+                )
+            ).all()
         )
+        reports: list[crud.StateReport] = []
+        for item in items:
+            state = item.message
+            assert isinstance(state, protocol.DeviceState)
+            if state.online and _is_older(state, stored.get(item.device_id) or {}):
+                self._stats.incr("stale_states")
+                continue
+            # An offline state (the Last Will) was written at connect time: it must not move
+            # last_seen forward.
+            seen_at = item.received_at if state.online else min(item.received_at,
+                                                                to_utc(state.ts))  # fmt: skip
+            reports.append(crud.StateReport(
+                device_id=item.device_id, online=state.online,
+                state=state.model_dump(mode="json"), seen_at=seen_at,
+            ))  # fmt: skip
+        crud.mark_device_states(session, reports=reports)
 
 
 def _is_older(state: protocol.DeviceState, stored: dict[str, Any]) -> bool:

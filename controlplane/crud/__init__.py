@@ -1,6 +1,7 @@
 """Database operations; every function takes the session first and keyword-only arguments."""
 
 from controlplane.crud.devices import (
+    StateReport,
     broker_credentials,
     create_device,
     delete_device,
@@ -9,6 +10,7 @@ from controlplane.crud.devices import (
     get_device_by_artifact_token,
     list_devices,
     mark_device_state,
+    mark_device_states,
     revoke_device,
     update_device,
 )
@@ -30,7 +32,7 @@ from controlplane.crud.tokens import (
 )
 
 __all__ = [
-    "ModelVersionExists",
+    "ModelVersionExists", "StateReport", "mark_device_states",
     "broker_credentials", "claim_enrollment_token", "create_api_token", "create_device",
     "create_enrollment_token", "create_model_version", "delete_device", "device_to_public",
     "get_api_token_by_secret", "get_device", "get_device_by_artifact_token",

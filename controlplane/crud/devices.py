@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, bindparam, delete, update
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from controlplane.db_models import Device, DeviceLabel, DevicePublic, DeviceUpdate, as_utc, utcnow
 from controlplane.security import hash_token
+
+_DEVICE: Table = Device.__table__  # type: ignore[attr-defined]
+# One statement for a whole batch of reported states (executemany).
+_UPDATE_STATE = (
+    update(_DEVICE)
+    .where(_DEVICE.c.id == bindparam("b_id"))
+    .values(
+        online=bindparam("b_online"),
+        state=bindparam("b_state", type_=_DEVICE.c.state.type),
+        last_seen=bindparam("b_last_seen", type_=_DEVICE.c.last_seen.type),
+        agent_version=bindparam("b_agent_version"),
+        device_class=bindparam("b_device_class"),
+        active_model=bindparam("b_active_model"),
+    )
+)
 
 
 def create_device(
@@ -150,6 +168,63 @@ def delete_device(session: Session, *, device: Device) -> None:
     session.commit()
 
 
+@dataclass(frozen=True)
+class StateReport:
+    """One state a device reported (retained `state` or its Last Will), to be recorded."""
+
+    device_id: str
+    online: bool
+    state: dict[str, Any]
+    seen_at: datetime
+
+
+def mark_device_states(session: Session, *, reports: Sequence[StateReport]) -> int:
+    """Record many reported states with one SELECT and one executemany UPDATE (no commit).
+
+    The last report of a device wins; `last_seen` never moves backwards; agent version,
+    device class and active model come from the state when it carries them. Returns how
+    many known devices were updated.
+    """
+    latest = {r.device_id: r for r in reports}
+    if not latest:
+        return 0
+    stored = {
+        row.id: row
+        for row in session.execute(
+            select_columns(_DEVICE.c.id, _DEVICE.c.last_seen, _DEVICE.c.agent_version,
+                   _DEVICE.c.device_class, _DEVICE.c.active_model)
+            .where(_DEVICE.c.id.in_(list(latest)))
+        )
+    }  # fmt: skip
+    params = []
+    for device_id, report in latest.items():
+        row = stored.get(device_id)
+        if row is None:
+            continue
+        state = report.state
+        last_seen = row.last_seen
+        if last_seen is None or as_utc(last_seen) <= as_utc(report.seen_at):
+            last_seen = report.seen_at
+        active_model = row.active_model
+        if "active" in state:
+            active = state["active"]
+            named = isinstance(active, dict)
+            active_model = f"{active.get('name')}:{active.get('version')}" if named else None
+        params.append({
+            "b_id": device_id, "b_online": report.online, "b_state": state,
+            "b_last_seen": last_seen, "b_active_model": active_model,
+            "b_agent_version": _text(state.get("agent_version"), row.agent_version),
+            "b_device_class": _text(state.get("device_class"), row.device_class),
+        })  # fmt: skip
+    if params:
+        session.execute(_UPDATE_STATE, params)
+    return len(params)
+
+
+def _text(reported: object, stored: str) -> str:
+    return reported if isinstance(reported, str) and reported else stored
+
+
 def mark_device_state(
     session: Session,
     *,
@@ -158,31 +233,12 @@ def mark_device_state(
     state: dict[str, Any],
     seen_at: datetime,
 ) -> Device | None:
-    """Record a device's reported state (retained `state` or Last Will); None if unknown.
-
-    `last_seen` never moves backwards; agent version, device class and active model come
-    from the state when it carries them.
-    """
-    device = session.get(Device, device_id)
-    if device is None:
+    """Record one device's reported state and commit; None if the device is unknown."""
+    report = StateReport(device_id=device_id, online=online, state=state, seen_at=seen_at)
+    if not mark_device_states(session, reports=[report]):
         return None
-    device.online = online
-    device.state = state
-    if device.last_seen is None or as_utc(device.last_seen) <= as_utc(seen_at):
-        device.last_seen = seen_at
-    if isinstance(state.get("agent_version"), str) and state["agent_version"]:
-        device.agent_version = state["agent_version"]
-    if isinstance(state.get("device_class"), str) and state["device_class"]:
-        device.device_class = state["device_class"]
-    if "active" in state:
-        active = state["active"]
-        device.active_model = (
-            f"{active.get('name')}:{active.get('version')}" if isinstance(active, dict) else None
-        )
-    session.add(device)
     session.commit()
-    session.refresh(device)
-    return device
+    return session.get(Device, device_id, populate_existing=True)
 
 
 def broker_credentials(session: Session) -> dict[str, str]:

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from controlplane.db_models import utcnow
-from controlplane.rollouts import desired, driver
-from controlplane.rollouts.desired import Confirm, PublishDesired
+from controlplane.rollouts import driver
+from controlplane.rollouts.desired import Confirm, DesiredPublisher, PublishDesired
 from controlplane.rollouts.leader import Leadership
 from models.protocol import DesiredState, DeviceState, RolloutEvent
 
@@ -27,7 +27,6 @@ _LOGGER = logging.getLogger(__name__)
 
 TICK_S = 1.0
 WRITE_BATCH = 500
-PUBLISH_ACK_TIMEOUT_S = 10.0
 
 
 class RolloutController:
@@ -43,6 +42,7 @@ class RolloutController:
     ) -> None:
         self.engine = engine
         self.publish = publish
+        self._publisher = DesiredPublisher(publish) if publish is not None else None
         self.tick_s = tick_s
         self.leadership = Leadership(
             engine, holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
@@ -58,8 +58,8 @@ class RolloutController:
             return False
         with Session(self.engine, expire_on_commit=False) as session:
             driver.tick(session, utcnow())
-            if self.publish is not None:
-                desired.publish_pending(session, self.publish)
+            if self._publisher is not None:
+                self._publisher.step(session)
         return True
 
     async def run(self) -> None:
@@ -113,15 +113,15 @@ class RolloutController:
                     self._inbox.put(None)
                     break
                 batch.append(item)
+            events = [(d, m) for d, m in batch if isinstance(m, RolloutEvent)]
+            states = [(d, m.model_dump(mode="json")) for d, m in batch
+                      if isinstance(m, DeviceState)]  # fmt: skip
             try:
                 with Session(self.engine, expire_on_commit=False) as session:
                     now = utcnow()
-                    for device_id, message in batch:
-                        if isinstance(message, RolloutEvent):
-                            driver.apply_event(session, device_id, message, now, commit=False)
-                        elif isinstance(message, DeviceState):
-                            state = message.model_dump(mode="json")
-                            driver.reconcile_state(session, device_id, state, now, commit=False)
+                    # Events before states: a state only settles what its events did not.
+                    driver.apply_events(session, events, now)
+                    driver.reconcile_states(session, states, now)
                     session.commit()
             except Exception:
                 _LOGGER.exception("recording %d rollout events failed", len(batch))
@@ -143,12 +143,9 @@ def bridge_publisher(bridge: Any) -> PublishDesired:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return None
 
-        def confirm() -> bool:
-            try:
-                info.wait_for_publish(timeout=PUBLISH_ACK_TIMEOUT_S)
-            except (RuntimeError, ValueError):
-                return False
-            return bool(info.is_published())
+        def confirm() -> bool | None:
+            # Never waits: the controller asks again on its next tick.
+            return True if info.is_published() else None
 
         return confirm
 

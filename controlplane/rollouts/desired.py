@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlmodel import Session
 
 from controlplane.db_models import utcnow
 from controlplane.rollouts.models import DeviceDesired
@@ -15,25 +17,94 @@ from models.protocol import DesiredModel, DesiredState, device_topic
 _LOGGER = logging.getLogger(__name__)
 
 # Publishes one retained QoS 1 message; returns None when it cannot be sent now, else a
-# `confirm()` that waits for the broker's acknowledgement and says whether it came.
-Confirm = Callable[[], bool]
+# `confirm()` that says, without waiting, whether the broker acknowledged it: True (yes),
+# False (it never will) or None (not yet).
+Confirm = Callable[[], "bool | None"]
 PublishDesired = Callable[[str, DesiredState], "Confirm | None"]
+
+PUBLISH_LIMIT = 5000  # desired states sent per tick
+ACK_TIMEOUT_S = 30.0  # an unacknowledged publish older than this is sent again
+CHUNK = 500  # ids per IN (...) list
+
+_TABLE: Table = DeviceDesired.__table__  # type: ignore[attr-defined]
+_BUMP = (
+    update(_TABLE)
+    .where(_TABLE.c.device_id == bindparam("b_id"))
+    .values(version=bindparam("b_version"),
+            models=bindparam("b_models", type_=_TABLE.c.models.type),
+            updated_at=bindparam("b_at", type_=_TABLE.c.updated_at.type))
+)  # fmt: skip
+_MARK_PUBLISHED = (
+    update(_TABLE)
+    .where(_TABLE.c.device_id == bindparam("b_id"))
+    .where(_TABLE.c.published_version < bindparam("b_version"))
+    .values(published_version=bindparam("b_version"))
+)
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """Slices of at most `size` items (bounded IN lists and executemany batches)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def current(session: Session, device_id: str) -> DeviceDesired | None:
     """The device's stored desired state, if any."""
-    return session.get(DeviceDesired, device_id)
+    return session.get(DeviceDesired, device_id, populate_existing=True)
+
+
+def models_by_device(
+    session: Session, device_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Stored desired models of each device that has a desired state (one query per chunk)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for part in chunks(device_ids):
+        rows = session.execute(
+            select(_TABLE.c.device_id, _TABLE.c.models).where(_TABLE.c.device_id.in_(part))
+        )
+        out.update((d, list(m or [])) for d, m in rows)
+    return out
+
+
+def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> dict[str, int]:
+    """Store a new desired state per device with its next version (caller commits).
+
+    One SELECT and one executemany UPDATE/INSERT per chunk; returns device id -> version.
+    """
+    now = utcnow()
+    versions: dict[str, int] = {}
+    for part in chunks(list(models)):
+        stored = dict(
+            session.execute(
+                select(_TABLE.c.device_id, _TABLE.c.version).where(_TABLE.c.device_id.in_(part))
+            ).all()
+        )
+        bumps, news = [], []
+        for device_id in part:
+            dumped = [m.model_dump(mode="json") for m in models[device_id]]
+            if device_id in stored:
+                version = stored[device_id] + 1
+                bumps.append({"b_id": device_id, "b_version": version, "b_models": dumped,
+                              "b_at": now})  # fmt: skip
+            else:
+                version = 1
+                news.append({"device_id": device_id, "version": 1, "models": dumped,
+                             "published_version": 0, "updated_at": now})  # fmt: skip
+            versions[device_id] = version
+        if bumps:
+            session.execute(_BUMP, bumps)
+        if news:
+            session.execute(insert(_TABLE), news)
+    return versions
 
 
 def set_models(session: Session, device_id: str, models: list[DesiredModel]) -> DeviceDesired:
-    """Store a new desired state for the device with the next version (caller commits)."""
-    row = session.get(DeviceDesired, device_id)
-    if row is None:
-        row = DeviceDesired(device_id=device_id, version=0, models=[])
-    row.version += 1
-    row.models = [m.model_dump(mode="json") for m in models]
-    row.updated_at = utcnow()
-    session.add(row)
+    """Store a new desired state for one device with the next version (caller commits)."""
+    set_many(session, {device_id: models})
+    row = current(session, device_id)
+    assert row is not None
     return row
 
 
@@ -44,34 +115,66 @@ def message(row: DeviceDesired) -> DesiredState:
     )
 
 
-def publish_pending(session: Session, publish: PublishDesired, limit: int = 5000) -> int:
-    """Publish every desired state the broker does not have yet; returns how many went out.
+class DesiredPublisher:
+    """Sends every desired state the broker lacks, never waiting for an acknowledgement.
 
-    Run every tick: a desired state stored while the broker was away goes out once it is back.
+    Each `step` first records the PUBACKs that arrived since the last one (one executemany),
+    then publishes what is pending and not already on its way. A publish that is refused or
+    stays unacknowledged past `ack_timeout_s` is sent again on a later step.
     """
-    rows = session.exec(
-        select(DeviceDesired)
-        .where(col(DeviceDesired.published_version) < col(DeviceDesired.version))
-        .limit(limit)
-    ).all()
-    in_flight: list[tuple[DeviceDesired, int, Confirm]] = []
-    for row in rows:
-        confirm = publish(device_topic(row.device_id, "desired"), message(row))
-        if confirm is None:
-            break
-        in_flight.append((row, row.version, confirm))
-    sent = 0
-    for row, version, confirm in in_flight:  # pipelined: wait only after sending them all
-        if confirm():
-            row.published_version = version
-            session.add(row)
+
+    def __init__(self, publish: PublishDesired, *, ack_timeout_s: float = ACK_TIMEOUT_S) -> None:
+        self._publish = publish
+        self._ack_timeout_s = ack_timeout_s
+        self._in_flight: dict[str, tuple[int, Confirm, float]] = {}
+
+    def step(self, session: Session, limit: int = PUBLISH_LIMIT) -> int:
+        """Publish pending desired states; returns how many acknowledgements were recorded."""
+        acked = self._collect(session)
+        rows = session.execute(
+            select(_TABLE.c.device_id, _TABLE.c.version, _TABLE.c.models)
+            .where(_TABLE.c.published_version < _TABLE.c.version)
+            .limit(limit + len(self._in_flight))
+        ).all()
+        sent = 0
+        now = time.monotonic()
+        for device_id, version, models in rows:
+            flying = self._in_flight.get(device_id)
+            if (flying is not None and flying[0] == version) or sent >= limit:
+                continue
+            msg = DesiredState(version=version,
+                               models=[DesiredModel.model_validate(m) for m in models])  # fmt: skip
+            confirm = self._publish(device_topic(device_id, "desired"), msg)
+            if confirm is None:
+                break  # the broker is away: the rest waits for a later step
+            self._in_flight[device_id] = (version, confirm, now)
             sent += 1
-    if sent:
-        session.commit()
-        _LOGGER.debug("published %d desired states", sent)
-    return sent
+        if sent:
+            _LOGGER.debug("published %d desired states", sent)
+        return acked + self._collect(session)
+
+    def _collect(self, session: Session) -> int:
+        done: list[dict[str, Any]] = []
+        now = time.monotonic()
+        for device_id, (version, confirm, sent_at) in list(self._in_flight.items()):
+            outcome = confirm()
+            if outcome:
+                done.append({"b_id": device_id, "b_version": version})
+            elif outcome is None and now - sent_at < self._ack_timeout_s:
+                continue
+            del self._in_flight[device_id]
+        if done:
+            session.execute(_MARK_PUBLISHED, done)
+            session.commit()
+        return len(done)
+
+
+def publish_pending(session: Session, publish: PublishDesired, limit: int = PUBLISH_LIMIT) -> int:
+    """Publish every desired state the broker does not have yet (one-shot `DesiredPublisher`)."""
+    return DesiredPublisher(publish).step(session, limit)
 
 
 def models_of(row: DeviceDesired | None) -> list[dict[str, Any]]:
     """The stored models of a desired row (empty when the device never had one)."""
     return list(row.models) if row is not None else []
+

@@ -1,21 +1,32 @@
-"""One step of driving every active rollout, and applying device events and states.
+"""One step of driving every active rollout, in set-based SQL.
 
-`tick` runs only on the elected replica; `apply_event` and `reconcile_state` run wherever a
-device message arrives. All of them are plain functions over a database session.
+`tick` runs only on the elected replica. A tick costs a few statements per rollout whatever
+the fleet size: time-outs are one UPDATE, late joiners one anti-join, wave progress one
+GROUP BY; only devices being dispatched (or reverted) are touched row by row, in bulk.
+Device events and states are applied by `controlplane.rollouts.events`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Table, bindparam, exists, func, insert, update
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
-from controlplane.crud.devices import device_labels
-from controlplane.db_models import Device, as_utc
+from controlplane.db_models import Device, DeviceLabel, as_utc
 from controlplane.rollouts import desired
+from controlplane.rollouts.desired import chunks
+from controlplane.rollouts.events import (
+    apply_event,
+    apply_events,
+    reconcile_state,
+    reconcile_states,
+    set_state,
+)
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.rollouts.strategy import (
     TERMINAL_STATES,
@@ -24,24 +35,32 @@ from controlplane.rollouts.strategy import (
     WaveCounts,
     assign_waves,
     decide,
-    event_applies,
-    is_timed_out,
-    state_for_event,
 )
-from models.protocol import DesiredModel, RolloutEvent
+from models.protocol import DesiredModel
 
 _LOGGER = logging.getLogger(__name__)
 
 S = DeviceRolloutState
-RECONCILE_AFTER_S = 10.0
 DRIVEN = (RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
           RolloutStatus.WAITING_APPROVAL)  # fmt: skip
+_RD: Table = RolloutDevice.__table__  # type: ignore[attr-defined]
+_DISPATCHED = (
+    update(_RD)
+    .where(_RD.c.rollout_id == bindparam("b_rollout"), _RD.c.device_id == bindparam("b_device"))
+    .values(previous_models=bindparam("b_previous", type_=_RD.c.previous_models.type),
+            desired_version=bindparam("b_version"),
+            dispatched_at=bindparam("b_at", type_=_RD.c.dispatched_at.type),
+            updated_at=bindparam("b_at", type_=_RD.c.updated_at.type),
+            state=S.IN_PROGRESS.value, sub_status="dispatched", detail="")
+)  # fmt: skip
 
 
 def tick(session: Session, now: datetime) -> None:
     """Advance every rollout that is not finished, one step each."""
     rollouts = session.exec(
-        select(Rollout).where(col(Rollout.status).in_([s.value for s in DRIVEN]))
+        select(Rollout)
+        .where(col(Rollout.status).in_([s.value for s in DRIVEN]))
+        .execution_options(populate_existing=True)
     ).all()
     for rollout in rollouts:
         try:
@@ -50,6 +69,7 @@ def tick(session: Session, now: datetime) -> None:
         except Exception:
             session.rollback()
             _LOGGER.exception("rollout %s: step failed; retrying next tick", rollout.id)
+        session.expire_all()  # rows were changed by bulk statements behind the identity map
 
 
 def _step(session: Session, rollout: Rollout, now: datetime) -> None:
@@ -60,20 +80,22 @@ def _step(session: Session, rollout: Rollout, now: datetime) -> None:
             return
         _start(session, rollout, now)
         status = RolloutStatus.RUNNING
-    rows = list(session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)))
-    _time_out(rows, now, strategy.device_timeout_s)
+    _time_out(session, rollout.id, now, strategy.device_timeout_s)
     if status is not RolloutStatus.RUNNING:
         return
-    rows += _join_late(session, rollout, {r.device_id for r in rows}, now)
-    for row in rows:
-        if row.wave <= rollout.current_wave and row.state == S.QUEUED.value:
-            _dispatch(session, rollout, row, now)
-    waves: dict[int, list[DeviceRolloutState]] = defaultdict(list)
-    for row in rows:
-        waves[row.wave].append(DeviceRolloutState(row.state))
-    counts = [WaveCounts.of(waves[i]) for i in range(len(strategy.waves))]
+    _join_late(session, rollout, now)
+    _dispatch(session, rollout, now)
+    per_wave: dict[int, list[DeviceRolloutState]] = {}
+    grouped = session.execute(
+        select(_RD.c.wave, _RD.c.state, func.count())
+        .where(_RD.c.rollout_id == rollout.id)
+        .group_by(_RD.c.wave, _RD.c.state)
+    )
+    for wave, state, n in grouped:
+        per_wave.setdefault(wave, []).extend([DeviceRolloutState(state)] * n)
+    counts = [WaveCounts.of(per_wave.get(i, [])) for i in range(len(strategy.waves))]
     dispatched = WaveCounts.of(
-        DeviceRolloutState(r.state) for r in rows if r.wave <= rollout.current_wave
+        s for wave, states in per_wave.items() if wave <= rollout.current_wave for s in states
     )
     decision = decide(strategy, rollout.current_wave, counts, dispatched)
     if decision == "advance":
@@ -90,73 +112,98 @@ def _step(session: Session, rollout: Rollout, now: datetime) -> None:
         )
     elif decision == "abort":
         why = f"failures exceeded {strategy.failure_threshold:.0%} of dispatched devices"
-        revert(session, rollout, rows, RolloutStatus.ABORTED, why, now)
+        rows = session.exec(
+            select(RolloutDevice)
+            .where(RolloutDevice.rollout_id == rollout.id)
+            .execution_options(populate_existing=True)
+        ).all()
+        revert(session, rollout, list(rows), RolloutStatus.ABORTED, why, now)
     elif decision == "complete":
         rollout.status = RolloutStatus.SUCCEEDED.value
         rollout.finished_at = now
     session.add(rollout)
 
 
+def _add_devices(session: Session, rollout_id: str, waves: dict[str, int], now: datetime) -> None:
+    rows = [{"rollout_id": rollout_id, "device_id": d, "wave": w, "state": S.QUEUED.value,
+             "sub_status": "", "detail": "", "previous_models": [], "updated_at": now}
+            for d, w in waves.items()]  # fmt: skip
+    for part in chunks(rows):
+        session.execute(insert(_RD), list(part))
+
+
 def _start(session: Session, rollout: Rollout, now: datetime) -> None:
     targets = matching_devices(session, rollout)
-    strategy = rollout.parsed_strategy()
-    for device_id, wave in assign_waves(rollout.id, targets, strategy.waves).items():
-        session.add(RolloutDevice(rollout_id=rollout.id, device_id=device_id, wave=wave))
+    waves = assign_waves(rollout.id, targets, rollout.parsed_strategy().waves)
+    _add_devices(session, rollout.id, waves, now)
     rollout.status = RolloutStatus.RUNNING.value
     rollout.started_at = now
     _LOGGER.info("rollout %s started: %d devices", rollout.id, len(targets))
 
 
-def _join_late(
-    session: Session, rollout: Rollout, known: set[str], now: datetime
-) -> list[RolloutDevice]:
-    joined = [
-        RolloutDevice(rollout_id=rollout.id, device_id=d, wave=rollout.current_wave, updated_at=now)
-        for d in matching_devices(session, rollout)
-        if d not in known
-    ]
-    session.add_all(joined)
+def _join_late(session: Session, rollout: Rollout, now: datetime) -> None:
+    known = exists().where(_RD.c.rollout_id == rollout.id, _RD.c.device_id == Device.id)
+    joined = list(session.exec(_matching(rollout).where(~known)))
     if joined:
+        _add_devices(session, rollout.id, dict.fromkeys(joined, rollout.current_wave), now)
         _LOGGER.info("rollout %s: %d devices joined", rollout.id, len(joined))
-    return joined
+
+
+def _matching(rollout: Rollout) -> SelectOfScalar[str]:
+    """Ids of enrolled, not revoked devices the rollout's selector matches, as one query."""
+    selector = rollout.parsed_selector()
+    query: SelectOfScalar[str] = select(Device.id).where(col(Device.revoked_at).is_(None))
+    if selector.device_ids:
+        query = query.where(col(Device.id).in_(selector.device_ids))
+    if selector.device_classes:
+        query = query.where(col(Device.device_class).in_(selector.device_classes))
+    for key, value in selector.labels.items():
+        labelled = select(DeviceLabel.device_id).where(
+            DeviceLabel.key == key, DeviceLabel.value == value
+        )
+        query = query.where(col(Device.id).in_(labelled))
+    return query
 
 
 def matching_devices(session: Session, rollout: Rollout) -> list[str]:
     """Ids of enrolled, not revoked devices the rollout's selector matches."""
-    selector = rollout.parsed_selector()
-    query = select(Device.id, Device.device_class).where(col(Device.revoked_at).is_(None))
-    if selector.device_ids:
-        query = query.where(col(Device.id).in_(selector.device_ids))
-    rows = session.exec(query).all()
-    labels = device_labels(session, device_ids=[r[0] for r in rows]) if selector.labels else {}
-    return [d for d, cls in rows if selector.matches(d, labels.get(d, {}), cls)]
+    return list(session.exec(_matching(rollout).order_by(col(Device.id))))
 
 
-def _dispatch(session: Session, rollout: Rollout, row: RolloutDevice, now: datetime) -> None:
-    for other in session.exec(
-        select(RolloutDevice).where(
-            RolloutDevice.device_id == row.device_id,
-            RolloutDevice.rollout_id != rollout.id,
-            col(RolloutDevice.state).in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
+    """Send the rollout's model to the queued devices of the waves started so far, in bulk."""
+    queued = list(session.exec(
+        select(RolloutDevice.device_id).where(
+            RolloutDevice.rollout_id == rollout.id, RolloutDevice.state == S.QUEUED.value,
+            col(RolloutDevice.wave) <= rollout.current_wave,
         )
-    ):
-        _set(other, S.CANCELED, "superseded", f"superseded by rollout {rollout.id}", now)
-        session.add(other)
-    previous = desired.models_of(desired.current(session, row.device_id))
-    if not previous:
-        device = session.get(Device, row.device_id)
-        previous = _reported_model(rollout, device.active_model if device else None)
+    ))  # fmt: skip
     target = DesiredModel(
         name=rollout.model_name, version=rollout.model_version,
         manifest_url=rollout.manifest_url, files_url=_files_url(rollout.manifest_url),
         rollout_id=rollout.id,
     )  # fmt: skip
-    stored = desired.set_models(session, row.device_id, [target])
-    row.previous_models = previous
-    row.desired_version = stored.version
-    row.dispatched_at = now
-    _set(row, S.IN_PROGRESS, "dispatched", "", now)
-    session.add(row)
+    for part in chunks(queued):
+        session.execute(
+            update(_RD)
+            .where(_RD.c.device_id.in_(part), _RD.c.rollout_id != rollout.id,
+                   _RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]))
+            .values(state=S.CANCELED.value, sub_status="superseded",
+                    detail=f"superseded by rollout {rollout.id}", updated_at=now)
+        )  # fmt: skip
+        previous = desired.models_by_device(session, part)
+        reported = dict(session.execute(
+            select(Device.id, Device.active_model).where(
+                col(Device.id).in_([d for d in part if not previous.get(d)]))
+        ).all())  # fmt: skip
+        versions = desired.set_many(session, dict.fromkeys(part, [target]))
+        session.execute(_DISPATCHED, [
+            {"b_rollout": rollout.id, "b_device": d, "b_version": versions[d], "b_at": now,
+             "b_previous": previous.get(d) or _reported_model(rollout, reported.get(d))}
+            for d in part
+        ])  # fmt: skip
+    if queued:
+        _LOGGER.info("rollout %s: %d devices dispatched", rollout.id, len(queued))
 
 
 def _reported_model(rollout: Rollout, active: str | None) -> list[dict[str, Any]]:
@@ -177,113 +224,50 @@ def _files_url(manifest_url: str) -> str:
     return manifest_url.rsplit("/", 1)[0] + "/files"
 
 
-def _time_out(rows: list[RolloutDevice], now: datetime, timeout_s: float) -> None:
-    for row in rows:
-        dispatched = as_utc(row.dispatched_at) if row.dispatched_at else None
-        if row.state == S.IN_PROGRESS.value and is_timed_out(dispatched, now, timeout_s):
-            _set(row, S.TIMED_OUT, row.sub_status, f"no result within {timeout_s:g} s", now)
+def _time_out(session: Session, rollout_id: str, now: datetime, timeout_s: float) -> None:
+    session.execute(
+        update(_RD)
+        .where(_RD.c.rollout_id == rollout_id, _RD.c.state == S.IN_PROGRESS.value,
+               _RD.c.dispatched_at < now - timedelta(seconds=timeout_s))
+        .values(state=S.TIMED_OUT.value, detail=f"no result within {timeout_s:g} s",
+                updated_at=now)
+    )  # fmt: skip
 
 
 def revert(
     session: Session,
     rollout: Rollout,
-    rows: list[RolloutDevice],
+    rows: Sequence[RolloutDevice],
     status: RolloutStatus,
     reason: str,
     now: datetime,
 ) -> None:
     """Stop the rollout; queued devices are canceled, the others get their previous model."""
     rollout.status, rollout.reason, rollout.finished_at = status.value, reason, now
-    reverted = 0
+    back = [r for r in rows if r.state not in (S.QUEUED.value, S.CANCELED.value)
+            and r.desired_version is not None]  # fmt: skip
+    models = {
+        r.device_id: [DesiredModel.model_validate({**m, "rollout_id": rollout.id})
+                      for m in r.previous_models]
+        for r in back
+    }  # fmt: skip
+    versions = desired.set_many(session, models)
     for row in rows:
         if row.state == S.QUEUED.value:
-            _set(row, S.CANCELED, "", reason, now)
-        elif row.state != S.CANCELED.value and row.desired_version is not None:
-            models = [DesiredModel.model_validate(m) for m in row.previous_models]
-            for m in models:
-                m.rollout_id = rollout.id
-            stored = desired.set_models(session, row.device_id, models)
-            row.desired_version = stored.version
+            set_state(row, S.CANCELED, "", reason, now)
+        elif row.device_id in versions:
+            row.desired_version = versions[row.device_id]
             if row.state in (S.FAILED.value, S.TIMED_OUT.value, S.ROLLED_BACK.value):
                 row.sub_status = "reverting"  # keep the device's own reason in `detail`
             else:
-                _set(row, S.ROLLED_BACK, "reverting", reason, now)
-            reverted += 1
+                set_state(row, S.ROLLED_BACK, "reverting", reason, now)
         session.add(row)
     session.add(rollout)
     _LOGGER.warning("rollout %s %s (%s): %d devices reverted", rollout.id, status.value,
-                    reason, reverted)  # fmt: skip
-
-
-def apply_event(
-    session: Session, device_id: str, event: RolloutEvent, now: datetime, *, commit: bool = True
-) -> bool:
-    """Record one device event; False when it is stale or belongs to no rollout."""
-    if event.rollout_id is None:
-        return False
-    row = session.get(RolloutDevice, (event.rollout_id, device_id))
-    if row is None or row.desired_version is None or event.desired_version != row.desired_version:
-        return False  # an older desired version's event: ignore (at-least-once, reordering)
-    rollout = session.get(Rollout, event.rollout_id)
-    if rollout is not None and rollout.status in (RolloutStatus.ABORTED.value,
-                                                  RolloutStatus.ROLLED_BACK.value):  # fmt: skip
-        row.sub_status = f"revert:{event.kind}"[:32]
-        row.detail = event.detail or row.detail
-    else:
-        current = DeviceRolloutState(row.state)
-        if not event_applies(current, event.kind):
-            return False
-        state, sub = state_for_event(event.kind)
-        _set(row, state, sub, event.detail, now)
-        if event.bytes_total:
-            row.detail = event.detail or f"{event.bytes_done or 0}/{event.bytes_total} bytes"
-    row.updated_at = now
-    session.add(row)
-    if commit:
-        session.commit()
-    return True
-
-
-def reconcile_state(
-    session: Session, device_id: str, state: dict[str, Any], now: datetime, *, commit: bool = True
-) -> None:
-    """Settle in-progress rows from the device's retained state when its events went missing."""
-    applied = state.get("desired_version")
-    if not isinstance(applied, int):
-        return
-    active = state.get("active") if isinstance(state.get("active"), dict) else None
-    rows = session.exec(
-        select(RolloutDevice).where(
-            RolloutDevice.device_id == device_id, RolloutDevice.state == S.IN_PROGRESS.value
-        )
-    ).all()
-    changed = False
-    for row in rows:
-        if row.desired_version is None or applied < row.desired_version:
-            continue
-        if now - as_utc(row.updated_at) < timedelta(seconds=RECONCILE_AFTER_S):
-            continue  # its own events are probably still on the way
-        rollout = session.get(Rollout, row.rollout_id)
-        if rollout is None:
-            continue
-        serving = active and (active.get("name"), active.get("version")) == (
-            rollout.model_name, rollout.model_version)  # fmt: skip
-        if serving:
-            _set(row, S.SUCCEEDED, "active", "settled from the device's state", now)
-        else:
-            _set(row, S.FAILED, "kept_previous", "device applied it but kept its model", now)
-        session.add(row)
-        changed = True
-    if changed and commit:
-        session.commit()
-
-
-def _set(
-    row: RolloutDevice, state: DeviceRolloutState, sub: str, detail: str, now: datetime
-) -> None:
-    row.state, row.sub_status, row.detail, row.updated_at = state.value, sub[:32], detail, now
+                    reason, len(back))  # fmt: skip
 
 
 __all__ = [
-    "TERMINAL_STATES", "apply_event", "matching_devices", "reconcile_state", "revert", "tick"
+    "TERMINAL_STATES", "apply_event", "apply_events", "matching_devices", "reconcile_state",
+    "reconcile_states", "revert", "tick",
 ]  # fmt: skip

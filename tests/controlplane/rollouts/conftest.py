@@ -1,4 +1,4 @@
-"""A migrated SQLite database with devices and a registered model, for rollout tests."""
+"""A migrated database (SQLite and PostgreSQL) with devices and a model, for rollout tests."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ from sqlmodel import Session, select
 
 from controlplane.core.db import make_engine, migrate
 from controlplane.db_models import Device, DeviceLabel, Model, ModelVersion
+from tests.controlplane.conftest import _wipe as wipe
 
 ARTIFACTS = "http://cp.test/api/v1/artifacts"
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: a fresh SQLite file, or the session's PostgreSQL one wiped."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        wipe(url)
+        return url
     url = f"sqlite:///{tmp_path / 'cp.db'}"
     migrate(url)
     return url

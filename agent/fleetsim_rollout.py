@@ -1,0 +1,64 @@
+"""What a simulated agent does with a desired state: the executor's events, with faults.
+
+`RolloutBehaviour` is an `on_desired` hook for `FleetSimulator`: it reports the same event
+sequence as the real executor (agent/rollout.py) without downloading anything, and injects
+failures, health-check misses and slow downloads at the rates it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from agent.fleetsim_device import SimulatedDevice
+from models.protocol import ActiveModel, DesiredState, EventKind, RolloutEvent
+
+DEFAULT_VARIANT = "gguf-q4_0"
+DEFAULT_ENGINE = "fake"
+
+
+class RolloutBehaviour:
+    """A fake agent's answer to a desired state, with injected faults."""
+
+    def __init__(
+        self,
+        fail_p: float = 0.0,
+        health_fail_p: float = 0.0,
+        download_s: tuple[float, float] = (0.2, 1.0),
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.fail_p, self.health_fail_p, self.download_s = fail_p, health_fail_p, download_s
+        self._rng = rng or random.Random()
+
+    async def __call__(self, device: SimulatedDevice, desired: DesiredState) -> None:
+        """Carry out `desired` on `device`: events, then the new state (or the old model)."""
+        if desired.version <= device.desired_version or not desired.models:
+            return
+        target = desired.models[0]
+        ref = f"{target.name}:{target.version}"
+
+        def event(kind: EventKind, detail: str = "") -> None:
+            device.publish_event(RolloutEvent(
+                desired_version=desired.version, rollout_id=target.rollout_id, model=ref,
+                kind=kind, detail=detail,
+            ))  # fmt: skip
+
+        event("accepted")
+        event("downloading")
+        await asyncio.sleep(self._rng.uniform(*self.download_s))
+        event("verifying")
+        event("loading")
+        event("health_check")
+        if self._rng.random() < self.fail_p:
+            event("failed", "injected failure")
+        elif self._rng.random() < self.health_fail_p:
+            event("rolled_back", "health check failed: injected")
+        else:
+            event("active")
+            active = ActiveModel(name=target.name, version=target.version,
+                                 variant=DEFAULT_VARIANT, engine=DEFAULT_ENGINE)  # fmt: skip
+            device.set_active(active, desired_version=desired.version)
+            return
+        device.desired_version = desired.version
+        device.publish_state()
