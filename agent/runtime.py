@@ -1,31 +1,43 @@
-"""The active model: loading it, swapping it atomically, idle unload, and fair generation."""
+"""The active model: swapping it atomically, idle unload and reload, and fair generation."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
-import math
-import re
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.chat import CHATML_TEMPLATE
-from agent.engines.base import Engine, LoadOptions, SamplingParams
-from agent.errors import AgentError, ContextOverflow, ModelLoadError
-from agent.generation import FairQueue, Generation, GenerationObserver, start_worker
-from models.manifest import MANIFEST_FILE, Manifest
+from agent.engines.base import LoadOptions, SamplingParams
+from agent.errors import AgentError, ContextOverflow
+from agent.generation import (
+    STREAM_BATCH_INTERVAL_S,
+    Generation,
+    GenerationObserver,
+    start_worker,
+)
+from agent.keepalive import FOREVER, ExpiryTimer, parse_keep_alive
+from agent.model_loading import EngineFactory, LoadedModel, installed_engines, open_model
+from agent.model_loading import probe_profile as _probe  # agent.daemon imports it from here
 
 _LOGGER = logging.getLogger(__name__)
 
-EngineFactory = Callable[[str], Engine]
-FOREVER = math.inf
-_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+__all__ = [
+    "FOREVER",
+    "EngineFactory",
+    "LoadedModel",
+    "ModelRuntime",
+    "NoModel",
+    "QueueFull",
+    "Readiness",
+    "_probe",
+    "open_model",
+    "parse_keep_alive",
+]
 
 
 class Readiness(str, enum.Enum):
@@ -49,130 +61,6 @@ class NoModel(AgentError):
     """No model is configured on this agent."""
 
 
-def parse_keep_alive(value: str | float | None) -> float:
-    """Seconds to keep a model loaded: Ollama's '5m', '1h30m', 300, 0 (now) or -1 (forever)."""
-    if value is None:
-        raise ValueError("keep_alive is missing")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"keep_alive {value!r} is not a duration; use e.g. '5m', '1h', '30s', 0 or -1"
-                ) from None
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    return FOREVER if seconds < 0 else seconds
-
-
-@dataclass
-class LoadedModel:
-    """A model whose engine has loaded one variant."""
-
-    name: str
-    path: Path
-    variant_id: str
-    engine_name: str
-    engine: Engine
-    manifest: Manifest | None = None
-    device: str = "CPU"
-    load_seconds: float = 0.0
-    selection: Any = None
-    explanation: str = ""
-    loaded_at: float = field(default_factory=time.time)
-    in_flight: int = 0
-    queue: FairQueue = field(default_factory=FairQueue)
-
-    @property
-    def ref(self) -> str:
-        """`name:version` for a manifest model, the file stem for a bare .gguf."""
-        return self.manifest.ref if self.manifest else self.name
-
-    @property
-    def aliases(self) -> set[str]:
-        """Every name a client may use for this model."""
-        return {self.name, self.ref, f"{self.name}:latest"}
-
-    @property
-    def chat_template(self) -> str:
-        """The manifest's template, or ChatML for a bare .gguf."""
-        return self.manifest.chat_template if self.manifest else CHATML_TEMPLATE
-
-    @property
-    def bos_token(self) -> str | None:
-        """The BOS token text, when the manifest names one."""
-        return self.manifest.tokenizer.bos_token if self.manifest else None
-
-    @property
-    def eos_token(self) -> str | None:
-        """The EOS token text, when the manifest names one."""
-        return self.manifest.tokenizer.eos_token if self.manifest else "<|im_end|>"
-
-
-def _default_factory(name: str) -> Engine:
-    from agent.engines.registry import create_engine
-
-    return create_engine(name)
-
-
-def open_model(
-    path: Path,
-    *,
-    profile: dict[str, Any],
-    installed: dict[str, str],
-    prefer: str | None = None,
-    options: LoadOptions | None = None,
-    engine_factory: EngineFactory | None = None,
-) -> LoadedModel:
-    """Load a model directory (manifest -> selected variant) or a bare .gguf. Blocking."""
-    factory = engine_factory or _default_factory
-    base = options or LoadOptions()
-    path = path.expanduser()
-    started = time.perf_counter()
-    if path.is_file() and path.suffix == ".gguf":
-        engine = factory(prefer or "llamacpp")
-        engine.load(path, base)
-        return LoadedModel(
-            name=path.stem.lower(),
-            path=path,
-            variant_id="gguf",
-            engine_name=engine.name,
-            engine=engine,
-            device=base.device,
-            load_seconds=time.perf_counter() - started,
-            explanation=f"{path.name} is a bare .gguf file: {engine.name} with the ChatML template",
-        )
-    if not (path / MANIFEST_FILE).is_file():
-        raise ModelLoadError(
-            f"{path} is neither a model directory with {MANIFEST_FILE} nor a .gguf file; "
-            "pass a directory from `edgefleet-agent models list` or a .gguf path"
-        )
-    from agent.selection import explain, select_variant, variant_path
-
-    manifest = Manifest.load(path)
-    selection = select_variant(manifest, profile, installed, prefer=prefer)
-    variant = manifest.variant(selection.variant_id)
-    engine = factory(selection.engine)
-    opts = replace(base, context_length=manifest.context_length, device=selection.device)
-    engine.load(variant_path(path, variant), opts)
-    return LoadedModel(
-        name=manifest.name,
-        path=path,
-        variant_id=variant.id,
-        engine_name=selection.engine,
-        engine=engine,
-        manifest=manifest,
-        device=selection.device,
-        load_seconds=time.perf_counter() - started,
-        selection=selection,
-        explanation=explain(selection),
-    )
-
-
 class ModelRuntime:
     """Holds the active model, swaps it atomically and runs generations one at a time per engine.
 
@@ -185,8 +73,10 @@ class ModelRuntime:
         max_waiting: int = 16,
         keep_alive: float = FOREVER,
         observer: GenerationObserver | None = None,
+        batch_interval_s: float = STREAM_BATCH_INTERVAL_S,
     ) -> None:
         self.max_waiting = max_waiting
+        self.batch_interval_s = batch_interval_s
         self.default_keep_alive = keep_alive
         self.observer = observer
         self._lock = threading.Lock()
@@ -198,8 +88,7 @@ class ModelRuntime:
         self.load_error: str | None = None
         self._waiting = 0
         self._running = 0
-        self._expiry: threading.Timer | None = None
-        self.expires_at: float | None = None
+        self._expiry = ExpiryTimer()
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -215,6 +104,11 @@ class ModelRuntime:
         if self._active is not None:
             return Readiness.READY
         return Readiness.IDLE if self._loader is not None else Readiness.EMPTY
+
+    @property
+    def expires_at(self) -> float | None:
+        """When keep_alive unloads the idle model (time.time() seconds); None if it will not."""
+        return self._expiry.expires_at
 
     @property
     def waiting(self) -> int:
@@ -243,7 +137,7 @@ class ModelRuntime:
             return open_model(
                 path,
                 profile=profile if profile is not None else _probe(),
-                installed=installed if installed is not None else _installed(),
+                installed=installed if installed is not None else installed_engines(),
                 prefer=prefer,
                 options=options,
                 engine_factory=engine_factory,
@@ -272,7 +166,7 @@ class ModelRuntime:
         with self._lock:
             old, self._active = self._active, loaded
             self.known = loaded
-            self._cancel_expiry()
+            self._expiry.cancel()
         if self.observer is not None:
             self.observer.on_load(loaded.load_seconds)
         _LOGGER.info(
@@ -286,7 +180,16 @@ class ModelRuntime:
         """Unload the active model now (keep_alive 0); the next request reloads it."""
         with self._lock:
             old, self._active = self._active, None
-            self._cancel_expiry()
+            self._expiry.cancel()
+        if old is not None:
+            self._retire(old)
+
+    def clear(self) -> None:
+        """Unload the active model and forget it: nothing is served until the next load."""
+        with self._load_lock, self._lock:
+            old, self._active = self._active, None
+            self._loader, self.known, self.load_error = None, None, None
+            self._expiry.cancel()
         if old is not None:
             self._retire(old)
 
@@ -294,7 +197,7 @@ class ModelRuntime:
         with self._lock:
             busy = model.in_flight > 0
         if not busy:
-            threading.Thread(target=_unload_quietly, args=(model,), daemon=True).start()
+            _unload_in_background(model)
 
     def _ensure_loaded(self) -> LoadedModel:
         with self._load_lock:
@@ -307,34 +210,23 @@ class ModelRuntime:
             return self.load_with(self._loader)
 
     # -- keep_alive --------------------------------------------------------------------------
-    def _cancel_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        self.expires_at = None
-
     def _arm_expiry(self, model: LoadedModel, keep_alive: float) -> None:
         # Called with self._lock held, when the model's last request finished.
-        self._cancel_expiry()
+        self._expiry.cancel()
         if keep_alive == FOREVER:
             return
         if keep_alive <= 0:
             self._active = None
-            threading.Thread(target=_unload_quietly, args=(model,), daemon=True).start()
+            _unload_in_background(model)
             return
-        self.expires_at = time.time() + keep_alive
-        timer = threading.Timer(keep_alive, self._expire, args=(model,))
-        timer.daemon = True
-        self._expiry = timer
-        timer.start()
+        self._expiry.arm(keep_alive, functools.partial(self._expire, model))
 
     def _expire(self, model: LoadedModel) -> None:
         with self._lock:
             if self._active is not model or model.in_flight > 0:
                 return
             self._active = None
-            self._expiry = None
-            self.expires_at = None
+            self._expiry.cancel()
         _LOGGER.info("keep_alive expired: unloading %s", model.ref)
         _unload_quietly(model)
 
@@ -347,7 +239,7 @@ class ModelRuntime:
                 if target is not None:
                     target.in_flight += 1
                     if target is self._active:
-                        self._cancel_expiry()
+                        self._expiry.cancel()
                     return target
             await asyncio.to_thread(self._ensure_loaded)
 
@@ -363,7 +255,7 @@ class ModelRuntime:
                     model, self.default_keep_alive if keep_alive is None else keep_alive
                 )
         if retired:
-            threading.Thread(target=_unload_quietly, args=(model,), daemon=True).start()
+            _unload_in_background(model)
 
     async def generate(
         self,
@@ -415,7 +307,12 @@ class ModelRuntime:
             observer=self.observer,
             model=leased,
             started=started,
+            batch_interval_s=self.batch_interval_s,
         )
+
+
+def _unload_in_background(model: LoadedModel) -> None:
+    threading.Thread(target=_unload_quietly, args=(model,), daemon=True).start()
 
 
 def _unload_quietly(model: LoadedModel) -> None:
@@ -423,16 +320,3 @@ def _unload_quietly(model: LoadedModel) -> None:
         model.engine.unload()
     except Exception:  # an engine that fails to unload must not take the agent down
         _LOGGER.exception("unloading %s failed", model.ref)
-
-
-def _probe() -> dict[str, Any]:
-    from hwprobe.probe import probe
-
-    profile: dict[str, Any] = probe().model_dump(mode="json")
-    return profile
-
-
-def _installed() -> dict[str, str]:
-    from agent.engines.registry import installed_engines
-
-    return installed_engines()

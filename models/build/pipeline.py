@@ -9,11 +9,19 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.build.checkpoint import CheckpointInfo, read_checkpoint
-from models.build.targets import TARGETS, VariantDraft, resolve_targets
+from models.build.targets import (
+    TARGETS,
+    Q4Type,
+    TargetFn,
+    VariantDraft,
+    build_gguf_q4,
+    resolve_targets,
+)
 from models.manifest import Manifest, TokenizerInfo, Variant
 
 if TYPE_CHECKING:
@@ -83,8 +91,12 @@ def build_model(
     name: str | None = None,
     version: str | None = None,
     progress: bool = True,
+    q4_type: Q4Type | None = None,
 ) -> Manifest:
-    """Convert `hf_dir` into every target under `out_dir` and write the signed manifest last."""
+    """Convert `hf_dir` into every target under `out_dir` and write the signed manifest last.
+
+    `q4_type` forces the gguf-q4 target's quantization (default: Q4_K_M when the dims allow).
+    """
     from tqdm import tqdm
 
     from models.signing import write_signed_manifest
@@ -111,7 +123,10 @@ def build_model(
         for target in wanted:
             bar.set_postfix_str(target)
             started = time.monotonic()
-            drafts.extend(TARGETS[target](info, out_dir, name))
+            build: TargetFn = TARGETS[target]
+            if target == "gguf-q4" and q4_type is not None:
+                build = partial(build_gguf_q4, q4_type=q4_type)
+            drafts.extend(build(info, out_dir, name))
             _LOGGER.info("target %s built in %.1f s", target, time.monotonic() - started)
             bar.update(1)
     if "gguf-q4" in wanted and "gguf-f32" not in wanted:

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from models.build.checkpoint import CheckpointInfo
 from models.build.errors import BuildError
@@ -26,6 +27,7 @@ class VariantDraft:
     built_on_device: bool = False
 
 
+Q4Type = Literal["q4_0", "q4_k_m"]
 TargetFn = Callable[[CheckpointInfo, Path, str], list[VariantDraft]]
 
 
@@ -60,11 +62,13 @@ def build_gguf_f32(info: CheckpointInfo, out_dir: Path, name: str) -> list[Varia
     return [VariantDraft("gguf-f32", "gguf", "f32", ["llamacpp"], [rel], path.stat().st_size, 2)]
 
 
-def build_gguf_q4(info: CheckpointInfo, out_dir: Path, name: str) -> list[VariantDraft]:
-    """4-bit GGUF via llama.cpp's quantizer: Q4_K_M when the dims allow, else Q4_0."""
+def build_gguf_q4(
+    info: CheckpointInfo, out_dir: Path, name: str, q4_type: Q4Type | None = None
+) -> list[VariantDraft]:
+    """4-bit GGUF by llama.cpp: `q4_type`, else Q4_K_M when the dims allow, else Q4_0."""
     from models.build.gguf_export import choose_q4_type, quantize_gguf
 
-    precision = choose_q4_type(info)
+    precision = q4_type or choose_q4_type(info)
     src = _f32_gguf(info, out_dir, name)
     dst = _fresh(out_dir / "gguf" / f"model-{precision}.gguf")
     quantize_gguf(src, dst, precision)

@@ -1,4 +1,4 @@
-"""Reference models: deterministic tiny (tests) and mid (benchmarks) Llamas, built and cached.
+"""Reference models: deterministic tiny (tests), mid and bench (benchmarks) Llamas, cached.
 
 THE REFERENCE SIGNING KEY IS A PUBLIC TEST KEY. It is derived from a constant seed written
 below, so anyone can sign with it. It exists only so cached reference models verify the same
@@ -21,16 +21,22 @@ from models.manifest import SIGNATURE_FILE, Manifest
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from models.build.targets import Q4Type
+
 _LOGGER = logging.getLogger(__name__)
 
 # Bump when the generator, the corpus or the build pipeline changes what gets written.
 GENERATOR_VERSION = "2"
-KINDS = ("tiny", "mid")
+KINDS = ("tiny", "mid", "bench")
 REFERENCE_KEY_SEED = b"edgefleet reference models - PUBLIC TEST KEY - never trust in production"
 _TARGETS = {
     "tiny": ("gguf-q4", "gguf-f32", "openvino-int8", "openvino-fp", "onnx"),
     "mid": ("gguf-q4", "openvino-int8", "onnx"),
+    "bench": ("gguf-q4",),
 }
+# Kinds whose gguf-q4 is forced to a quantization (bench: Q4_0, as the figures it is measured
+# against); the others let the pipeline choose.
+_Q4_TYPES: dict[str, Q4Type] = {"bench": "q4_0"}
 
 
 def reference_key() -> Ed25519PrivateKey:
@@ -61,6 +67,11 @@ def reference_targets(kind: str) -> list[str]:
     if not llama_cpp_available():
         _LOGGER.warning("llama-cpp-python is not installed: reference %s has no 4-bit GGUF", kind)
         targets.remove("gguf-q4")
+    if not targets:
+        raise BuildError(
+            f"reference {kind} is only a 4-bit GGUF and needs llama-cpp-python: "
+            "pip install 'edgefleet[llamacpp]'"
+        )
     return targets
 
 
@@ -77,6 +88,7 @@ def _build_into(kind: str, work: Path) -> None:
         name=f"edgefleet-ref-{kind}",
         version=GENERATOR_VERSION,
         progress=False,
+        q4_type=_Q4_TYPES.get(kind),
     )
 
 

@@ -1,4 +1,4 @@
-"""Deterministic Llama checkpoints in Hugging Face format: tiny (tests) and mid (benchmarks)."""
+"""Deterministic Llama checkpoints in Hugging Face format: tiny (tests), mid and bench."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ SPECS: dict[str, ReferenceSpec] = {
     "tiny": ReferenceSpec("tiny", 64, 192, 2, 4, 2, 512, 512, train_steps=300),
     # ~25M parameters; every dim a multiple of 256 so llama.cpp can use Q4_K_M.
     "mid": ReferenceSpec("mid", 512, 1536, 8, 8, 4, 2048, 2048, train_steps=0),
+    # The serving-overhead benchmark's shape: 12 layers, 768 wide, 2,048-token vocab, Q4_0
+    # (about 54 MB), the model the llama.cpp / llama-cpp-python figures in the notes used.
+    "bench": ReferenceSpec("bench", 768, 2304, 12, 12, 12, 2048, 2048, train_steps=0),
 }
 
 

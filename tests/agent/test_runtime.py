@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.engines.base import LoadOptions, SamplingParams
+from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.fake import FakeBehaviour, FakeEngine, fake_model
 from agent.errors import ContextOverflow, ModelLoadError
+from agent.generation import start_worker
 from agent.runtime import (
     FOREVER,
     LoadedModel,
@@ -164,3 +167,59 @@ def test_open_model_serves_a_bare_gguf_with_chatml(tmp_path: Path) -> None:
 def test_open_model_refuses_anything_else(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="neither a model directory"):
         open_model(tmp_path, profile={}, installed={}, engine_factory=lambda n: FakeEngine())
+
+
+class GatedEngine(FakeEngine):
+    """One token, then (once the gate opens) two more and the Completion at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.load(Path("."), LoadOptions())
+
+    def generate(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[TokenChunk | Completion]:
+        yield TokenChunk(text="a", token_id=1)
+        self.gate.wait(10)
+        yield TokenChunk(text=" b", token_id=2)
+        yield TokenChunk(text=" c", token_id=3)
+        yield Completion("length", prompt_tokens=1, completion_tokens=3)
+
+
+def _read_batches(engine: GatedEngine, interval: float) -> list[list[str]]:
+    async def scenario() -> list[list[str]]:
+        done = threading.Event()
+        generation = start_worker(
+            engine,
+            "p",
+            SamplingParams(max_tokens=3),
+            prompt_tokens=1,
+            on_done=done.set,
+            batch_interval_s=interval,
+        )
+        batches: list[list[str]] = []
+
+        async def read() -> None:
+            async for chunks in generation:
+                batches.append([c.text for c in chunks])
+                engine.gate.set()
+
+        await asyncio.wait_for(read(), timeout=30)
+        assert done.is_set() and generation.completion is not None
+        assert generation.completion.completion_tokens == 3
+        return batches
+
+    return asyncio.run(scenario())
+
+
+def test_first_token_comes_at_once_and_the_rest_share_a_batch_until_the_end() -> None:
+    # An interval far longer than the test: only the end of the generation can wake the
+    # reader for the second batch, and the tokens that came meanwhile arrive together.
+    assert _read_batches(GatedEngine(), interval=600) == [["a"], [" b", " c"]]
+
+
+def test_without_an_interval_every_token_is_read_as_it_comes() -> None:
+    batches = _read_batches(GatedEngine(), interval=0)
+    assert batches[0] == ["a"]
+    assert [text for batch in batches for text in batch] == ["a", " b", " c"]

@@ -1,0 +1,92 @@
+"""What every `edgefleet-agent` subcommand shares: settings, model lookup, progress, output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.config import AgentSettings, ConfigError, load_settings
+from agent.engines.base import LoadOptions
+from agent.model_loading import probe_profile
+
+T = TypeVar("T")
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    """Write one line for the user: stdout, or stderr for diagnostics."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> AgentSettings:
+    """Settings from --config, the environment and the command's flags (`overrides`)."""
+    try:
+        return load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def load_options(settings: AgentSettings) -> LoadOptions:
+    """Engine load options from the settings (context of a bare .gguf, threads, cache)."""
+    return LoadOptions(
+        context_length=settings.context_length or LoadOptions.context_length,
+        threads=settings.threads,
+        cache_dir=settings.data_dir / "cache",
+    )
+
+
+def with_progress(description: str, work: Callable[[], T]) -> T:
+    """Run blocking `work` in a thread while a tqdm bar on stderr shows elapsed time."""
+    from tqdm import tqdm
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    with tqdm(desc=description, bar_format="{desc}: {elapsed}", file=sys.stderr) as bar:
+        while thread.is_alive():
+            thread.join(0.1)
+            bar.refresh()
+    if "error" in outcome:
+        raise outcome["error"]
+    value: T = outcome["value"]
+    return value
+
+
+def resolve_model(spec: str, settings: AgentSettings, prefer: str | None = None) -> Path:
+    """A path as given, or `name[:version]` from the store laid out under the data dir."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    from agent.engines.registry import installed_engines
+    from agent.selection import select_variant
+    from agent.slots import slot_key
+    from models.store import ArtifactStore
+
+    store = ArtifactStore(settings.data_dir / "store")
+    name, _, version = spec.partition(":")
+    versions = [r.version for r in store.list_models() if r.name == name]
+    if not versions:
+        raise CliError(f"{spec} is neither a path nor a model in the store; see `models list`")
+    version = version if version and version != "latest" else versions[-1]
+    manifest = store.manifest(name, version)
+    selection = select_variant(manifest, probe_profile(), installed_engines(), prefer=prefer)
+    dest = settings.data_dir / "models" / slot_key(name, version, selection.variant_id)
+    if not dest.is_dir():
+        store.materialize(manifest, selection.variant_id, dest)
+    return dest
