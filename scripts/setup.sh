@@ -11,6 +11,8 @@ if [ "${EDGEFLEET_SETUP_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2
   need_apt+=(chromium)
 fi
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+"${PYTHON:-python3}" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv python3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
