@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from agent.config import AgentSettings, ConfigError, load_settings
 from agent.engines.base import LoadOptions
-from agent.model_loading import probe_profile
+from agent.model_loading import check_model_files, probe_profile
 
 T = TypeVar("T")
 
@@ -68,10 +68,19 @@ def with_progress(description: str, work: Callable[[], T]) -> T:
     return value
 
 
+def looks_like_path(spec: str) -> bool:
+    """Whether `spec` names a file or directory rather than `name[:version]` in the store."""
+    return "/" in spec or spec.startswith(("~", ".")) or spec.endswith(".gguf")
+
+
 def resolve_model(spec: str, settings: AgentSettings, prefer: str | None = None) -> Path:
-    """A path as given, or `name[:version]` from the store laid out under the data dir."""
+    """A checked path as given, or `name[:version]` from the store laid out under the data dir.
+
+    Raises CliError or ModelLoadError (missing path, not a model, not a GGUF file).
+    """
     path = Path(spec).expanduser()
-    if path.exists():
+    if path.exists() or looks_like_path(spec):
+        check_model_files(path)
         return path
     from agent.engines.registry import installed_engines
     from agent.selection import select_variant

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from agent.cli_common import CliError, load_options, resolve_model, settings_from
+from agent.config import AgentSettings
 from agent.runtime import LoadedModel, ModelRuntime, parse_keep_alive
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,24 +37,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ) from exc
         daemon.run(settings)
         return 0
-    from agent.server.app import create_app
-    from agent.server.serve import serve
-
     try:
         keep_alive = parse_keep_alive(settings.keep_alive)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    # Checked before listening: a model that cannot be served is the operator's mistake, and
+    # exit code 2 says so at once (systemd shows it) instead of an agent that serves nothing.
+    model_path = (
+        None
+        if settings.model_path is None
+        else resolve_model(str(settings.model_path), settings, settings.engine)
+    )
+    from agent.server.app import create_app
+    from agent.server.serve import serve
+
     runtime = ModelRuntime(max_waiting=settings.queue_depth, keep_alive=keep_alive)
     app = create_app(runtime, api_key=settings.api_key)
-    model_path = settings.model_path
-
-    async def load() -> LoadedModel:
-        assert model_path is not None
-        path = await asyncio.to_thread(resolve_model, str(model_path), settings, settings.engine)
-        return await runtime.load_model(
-            path, prefer=settings.engine, options=load_options(settings)
-        )
-
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         _LOGGER.warning("serving on %s without an API key; set --api-key", settings.host)
     asyncio.run(
@@ -60,8 +61,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runtime,
             host=settings.host,
             port=settings.port,
-            load=load if model_path is not None else None,
+            load=None if model_path is None else _loader(runtime, model_path, settings),
             log_level=settings.log_level,
         )
     )
     return 0
+
+
+def _loader(
+    runtime: ModelRuntime, path: Path, settings: AgentSettings
+) -> Callable[[], Awaitable[LoadedModel]]:
+    """The background load; a failure stays in `runtime.load_error`, which /readyz shows."""
+
+    async def load() -> LoadedModel:
+        return await runtime.load_model(
+            path, prefer=settings.engine, options=load_options(settings)
+        )
+
+    return load

@@ -15,6 +15,8 @@ from agent.generation import FairQueue
 from models.manifest import MANIFEST_FILE, Manifest
 
 EngineFactory = Callable[[str], Engine]
+GGUF_MAGIC = b"GGUF"
+_WHAT_TO_PASS = "pass a model directory from `edgefleet-agent models list` or a .gguf file"
 
 
 @dataclass
@@ -67,6 +69,33 @@ def _default_factory(name: str) -> Engine:
     return create_engine(name)
 
 
+def check_model_files(path: Path) -> None:
+    """Raise ModelLoadError unless `path` looks loadable: a .gguf file or a model directory."""
+    if not path.exists():
+        raise ModelLoadError(f"model path {path} does not exist; {_WHAT_TO_PASS}")
+    if path.is_dir():
+        if not (path / MANIFEST_FILE).is_file():
+            raise ModelLoadError(
+                f"{path} is neither a model directory (it has no {MANIFEST_FILE}) "
+                f"nor a .gguf file; {_WHAT_TO_PASS}"
+            )
+        return
+    if path.suffix != ".gguf":
+        raise ModelLoadError(
+            f"{path} is neither a model directory nor a .gguf file; {_WHAT_TO_PASS}"
+        )
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(
+            f"{path} is not a GGUF model (it does not start with the GGUF header): the file is "
+            "corrupt or truncated; download or export it again"
+        )
+
+
 def open_model(
     path: Path,
     *,
@@ -80,8 +109,9 @@ def open_model(
     factory = engine_factory or _default_factory
     base = options or LoadOptions()
     path = path.expanduser()
+    check_model_files(path)
     started = time.perf_counter()
-    if path.is_file() and path.suffix == ".gguf":
+    if path.is_file():
         engine = factory(prefer or "llamacpp")
         engine.load(path, base)
         return LoadedModel(
@@ -93,11 +123,6 @@ def open_model(
             device=base.device,
             load_seconds=time.perf_counter() - started,
             explanation=f"{path.name} is a bare .gguf file: {engine.name} with the ChatML template",
-        )
-    if not (path / MANIFEST_FILE).is_file():
-        raise ModelLoadError(
-            f"{path} is neither a model directory with {MANIFEST_FILE} nor a .gguf file; "
-            "pass a directory from `edgefleet-agent models list` or a .gguf path"
         )
     from agent.selection import explain, select_variant, variant_path
 

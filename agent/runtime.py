@@ -152,7 +152,7 @@ class ModelRuntime:
             try:
                 loaded = loader()
             except Exception as exc:
-                self.load_error = str(exc)
+                self.load_error = str(exc) or type(exc).__name__
                 raise
             finally:
                 self._loading = False

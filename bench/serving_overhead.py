@@ -6,12 +6,15 @@ detokenize, 2 threads) in this process. For comparison, llama-cpp-python's own s
 `edgefleet-agent serve` (a separate process), a streamed /v1/completions read over SSE with
 httpx. All decode the same greedy tokens; the figures are decode tokens/s (first token to
 last), the agent/baseline ratio (goal >= 0.9) and the time to first token each way. Rounds
-alternate to spread the noise of a shared machine.
+alternate to spread the noise of a shared machine. With --compare-llama-server, llama-cpp-python's
+bundled server (`python -m llama_cpp.server`, needs `llama-cpp-python[server]`) serves the same
+GGUF with the same threads and context and gets the same streamed /v1/completions request.
 
 The default model is the `bench` reference model: 12 layers, 768 wide, 2,048-token vocab,
 Q4_0 (54 MB), untrained; built once into the reference cache.
 
     .venv/bin/python bench/serving_overhead.py [--model PATH] [--tokens 256] [--rounds 3]
+        [--compare-llama-server]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -131,37 +134,80 @@ def start_agent(model: Path, port: int) -> subprocess.Popen[bytes]:
         "llamacpp",
     ]
     process = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    return wait_ready(process, f"http://127.0.0.1:{port}/readyz", "the agent")
+
+
+def start_llama_server(gguf: Path, port: int, context: int) -> subprocess.Popen[bytes]:
+    """`python -m llama_cpp.server` on the same GGUF, threads and context as the agent.
+
+    Quiet like the agent's engine (`--verbose False`); its stderr goes to a file, which a
+    pipe nobody reads would fill and block.
+    """
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--n_ctx", str(context), "--verbose", "False"]
+    cmd += ["--n_threads", str(THREADS), "--n_threads_batch", str(THREADS)]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    return wait_ready(
+        process, f"http://127.0.0.1:{port}/v1/models", "python -m llama_cpp.server", log
+    )
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, what: str, log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Return `process` once `url` answers 200; exit with its log's tail if it dies or hangs."""
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+            if httpx.get(url).status_code == 200:
                 return process
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     process.kill()
-    sys.exit("the agent did not become ready")
+    process.wait()
+    tail = ""
+    if log is not None:
+        log.seek(0)
+        tail = ": " + " | ".join(log.read().decode(errors="replace").strip().splitlines()[-3:])
+    hint = " (pip install 'llama-cpp-python[server]')" if "llama_cpp" in what else ""
+    sys.exit(f"{what} did not become ready{hint}{tail}")
 
 
-def served(port: int, tokens: int, pid: int) -> tuple[float, float, int, float]:
-    """(decode tok/s, seconds to first token, tokens, agent CPU s/token) through SSE.
+def context_length(model: Path) -> int:
+    """The context the agent gives this model: the manifest's, or the bare .gguf default."""
+    from agent.engines.base import LoadOptions
+    from models.manifest import MANIFEST_FILE, Manifest
+
+    if (model / MANIFEST_FILE).is_file():
+        return Manifest.load(model).context_length
+    return LoadOptions().context_length
+
+
+def served(
+    port: int, tokens: int, pid: int, *, llama_server: bool = False
+) -> tuple[float, float, int, float]:
+    """(decode tok/s, seconds to first token, tokens, server CPU s/token) through SSE.
 
     One httpx.Client, connected by the /v1/models call before the clock starts: creating a
-    client costs 20-40 ms here (SSL context), which is the bench's cost, not the agent's.
+    client costs 20-40 ms here (SSL context), which is the bench's cost, not the server's.
+    llama_cpp.server gets the same request without `model` and `stream_options` (it has one
+    model and no usage chunk); it sends one event per token, which is how its tokens count.
     """
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=120) as client:
         model = client.get(url + "/v1/models").json()["data"][0]["id"]
-        body = {
-            "model": model,
+        body: dict[str, Any] = {
             "prompt": PROMPT,
             "max_tokens": tokens,
             "temperature": 0,
             "top_k": 1,
             "repeat_penalty": 1.0,
             "stream": True,
-            "stream_options": {"include_usage": True},
         }
+        if not llama_server:
+            body.update(model=model, stream_options={"include_usage": True})
         agent = psutil.Process(pid)
         cpu = sum(agent.cpu_times()[:2])
         started = time.perf_counter()
@@ -178,6 +224,8 @@ def served(port: int, tokens: int, pid: int) -> tuple[float, float, int, float]:
                     now = time.perf_counter()
                     first = first or now
                     last = now
+                if llama_server and event["choices"][0]["finish_reason"] is None:
+                    count += 1
         cpu = sum(agent.cpu_times()[:2]) - cpu
     # SSE events batch tokens, so the first event may hold more than one: count from usage.
     return (count - 1) / (last - first), first - started, count, cpu / count
@@ -186,7 +234,7 @@ def served(port: int, tokens: int, pid: int) -> tuple[float, float, int, float]:
 _FAKE_SERVER = """
 import sys, time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from agent.engines.fake import FakeBehaviour, fake_model
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
@@ -258,72 +306,58 @@ def _runs(rates: list[float]) -> str:
     return ", ".join(f"{r:.0f}" for r in rates)
 
 
-def main() -> None:
-    """Print raw llama.cpp, llama-cpp-python streaming and agent decode rates, and TTFT."""
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model dir or .gguf (default: bench reference)")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--skip-fake", action="store_true", help="skip the FakeEngine CPU runs")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--compare-llama-server",
+        action="store_true",
+        help="also stream from `python -m llama_cpp.server` (needs llama-cpp-python[server])",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Print raw llama.cpp, llama-cpp-python streaming and agent decode rates, and TTFT."""
+    args = _parse()
     model = args.model or default_model()
     gguf = find_gguf(model)
     from agent.server.serve import free_port
 
     port = args.port or free_port()
-    agent = start_agent(model, port)
-    base: dict[str, list[float]] = {"rate": [], "ttft": [], "cpu": []}
-    lib: dict[str, list[float]] = {"rate": [], "ttft": []}
-    through: dict[str, list[float]] = {"rate": [], "ttft": [], "cpu": []}
+    rival_port = free_port() if args.compare_llama_server else 0
+    servers = [start_agent(model, port)]
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"rate": [], "ttft": [], "cpu": []} for name in ("raw", "lib", "agent", "rival")
+    }
+    counts: dict[str, int] = {}
     try:
-        served(port, 8, agent.pid)  # warm-up, both sides
+        if rival_port:
+            servers.append(start_llama_server(gguf, rival_port, context_length(model)))
+            served(rival_port, 8, servers[1].pid, llama_server=True)  # warm-up
+        served(port, 8, servers[0].pid)  # warm-up, both sides
         baseline(gguf, 8)
         for _ in range(args.rounds):
-            rate, ttft, n_base, cpu = baseline(gguf, args.tokens)
-            _record(base, rate=rate, ttft=ttft, cpu=cpu)
-            rate, ttft, n_lib = library_stream(gguf, args.tokens)
-            _record(lib, rate=rate, ttft=ttft)
-            rate, ttft, n_agent, cpu = served(port, args.tokens, agent.pid)
-            _record(through, rate=rate, ttft=ttft, cpu=cpu)
+            rate, ttft, counts["raw"], cpu = baseline(gguf, args.tokens)
+            _record(runs["raw"], rate=rate, ttft=ttft, cpu=cpu)
+            rate, ttft, counts["lib"] = library_stream(gguf, args.tokens)
+            _record(runs["lib"], rate=rate, ttft=ttft)
+            rate, ttft, counts["agent"], cpu = served(port, args.tokens, servers[0].pid)
+            _record(runs["agent"], rate=rate, ttft=ttft, cpu=cpu)
+            if rival_port:
+                rate, ttft, counts["rival"], cpu = served(
+                    rival_port, args.tokens, servers[1].pid, llama_server=True
+                )
+                _record(runs["rival"], rate=rate, ttft=ttft, cpu=cpu)
     finally:
-        agent.terminate()
-        agent.wait(timeout=30)
-    med = {name: statistics.median(values) for name, values in base.items()}
-    med_lib = {name: statistics.median(values) for name, values in lib.items()}
-    med_agent = {name: statistics.median(values) for name, values in through.items()}
-    best_ratio = max(through["rate"]) / max(base["rate"])
-    print(f"model: {gguf} ({gguf.stat().st_size / 1e6:.0f} MB), {THREADS} threads, greedy")
-    print(
-        f"tokens per run: raw {n_base}, library stream {n_lib}, agent {n_agent}; "
-        f"rounds: {args.rounds}; load average {os.getloadavg()[0]:.2f}"
-    )
-    print(
-        f"llama.cpp raw Llama.generate loop    : {med['rate']:7.1f} tok/s  (runs: "
-        f"{_runs(base['rate'])})"
-    )
-    print(
-        f"llama-cpp-python streaming completion: {med_lib['rate']:7.1f} tok/s  "
-        f"(runs: {_runs(lib['rate'])})"
-    )
-    print(
-        f"agent REST /v1/completions (SSE)    : {med_agent['rate']:7.1f} tok/s  (runs: "
-        f"{_runs(through['rate'])})"
-    )
-    print(
-        f"ratio agent / raw                    : {med_agent['rate'] / med['rate']:7.2f} "
-        f"median, {best_ratio:.2f} best-of  (goal >= 0.9)"
-    )
-    print(
-        f"CPU per token (all threads)          : raw {med['cpu'] * 1e3:.2f} ms, agent "
-        f"process {med_agent['cpu'] * 1e3:.2f} ms"
-    )
-    added = med_agent["ttft"] - med["ttft"]
-    print(
-        f"time to first token                  : raw {med['ttft'] * 1e3:.1f} ms, library "
-        f"stream {med_lib['ttft'] * 1e3:.1f} ms, agent {med_agent['ttft'] * 1e3:.1f} ms "
-        f"(agent adds {added * 1e3:.1f} ms)"
-    )
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
+    _report(gguf, runs, counts, args.rounds)
     if args.skip_fake:
         return
     for pace in (420.0, 2000.0):
@@ -332,6 +366,61 @@ def main() -> None:
             f"serving path alone, FakeEngine paced at {pace:.0f} tok/s: {cost * 1e6:.0f} us "
             f"CPU per token = {cost * pace:.1%} of one core (the engine's sleeps subtracted)"
         )
+
+
+_LABELS = {
+    "raw": "llama.cpp raw Llama.generate loop",
+    "lib": "llama-cpp-python streaming completion",
+    "agent": "agent REST /v1/completions (SSE)",
+    "rival": "llama_cpp.server /v1/completions SSE",
+}
+
+
+def _report(
+    gguf: Path, runs: dict[str, dict[str, list[float]]], counts: dict[str, int], rounds: int
+) -> None:
+    med = {
+        name: {key: statistics.median(values) if values else 0.0 for key, values in row.items()}
+        for name, row in runs.items()
+    }
+    raw, lib, agent, rival = med["raw"], med["lib"], med["agent"], med["rival"]
+    best_ratio = max(runs["agent"]["rate"]) / max(runs["raw"]["rate"])
+    print(f"model: {gguf} ({gguf.stat().st_size / 1e6:.0f} MB), {THREADS} threads, greedy")
+    print(
+        "tokens per run: "
+        + ", ".join(f"{name} {count}" for name, count in counts.items())
+        + f"; rounds: {rounds}; load average {os.getloadavg()[0]:.2f}"
+    )
+    for name, label in _LABELS.items():
+        if runs[name]["rate"]:
+            rates = runs[name]["rate"]
+            print(f"{label:37}: {med[name]['rate']:7.1f} tok/s  (runs: {_runs(rates)})")
+    print(
+        f"ratio agent / raw                    : {agent['rate'] / raw['rate']:7.2f} "
+        f"median, {best_ratio:.2f} best-of  (goal >= 0.9)"
+    )
+    if runs["rival"]["rate"]:
+        print(f"ratio agent / llama_cpp.server       : {agent['rate'] / rival['rate']:7.2f} median")
+    print(
+        f"CPU per token (all threads)          : raw {raw['cpu'] * 1e3:.2f} ms, agent "
+        f"process {agent['cpu'] * 1e3:.2f} ms"
+        + (
+            f", llama_cpp.server process {rival['cpu'] * 1e3:.2f} ms"
+            if runs["rival"]["cpu"]
+            else ""
+        )
+    )
+    print(
+        f"time to first token                  : raw {raw['ttft'] * 1e3:.1f} ms, library "
+        f"stream {lib['ttft'] * 1e3:.1f} ms, agent {agent['ttft'] * 1e3:.1f} ms "
+        f"(adds {(agent['ttft'] - raw['ttft']) * 1e3:.1f} ms)"
+        + (
+            f", llama_cpp.server {rival['ttft'] * 1e3:.1f} ms "
+            f"(adds {(rival['ttft'] - raw['ttft']) * 1e3:.1f} ms)"
+            if runs["rival"]["ttft"]
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.cli import build_parser, main
 from agent.config import ConfigError, load_settings
+from agent.server.serve import free_port
+from tests.agent.server.helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +104,83 @@ def test_data_dir_follows_systemd_state_directory(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("EDGEFLEET_AGENT_DATA_DIR")
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edgefleet")
     assert load_settings().data_dir == Path("/var/lib/edgefleet")
+
+
+def agent_command(*args: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The real `edgefleet-agent` process, with its state under tmp_path."""
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "EDGEFLEET_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("NOTIFY_SOCKET", None)
+    return [sys.executable, "-m", "agent.cli", *args], env
+
+
+def serve_and_exit(model: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    command, env = agent_command(
+        "serve", "--model", model, "--port", str(free_port()), tmp_path=tmp_path
+    )
+    return subprocess.run(
+        command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_serve_refuses_a_missing_model_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent"
+    done = serve_and_exit(str(missing), tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"edgefleet-agent: model path {missing} does not exist; pass a model directory from "
+        "`edgefleet-agent models list` or a .gguf file"
+    ]
+    assert not (tmp_path / "data" / "store").exists()  # a path is not looked up in the store
+
+
+def test_serve_refuses_a_file_that_is_not_gguf(tmp_path: Path) -> None:
+    corrupt = tmp_path / "model.gguf"
+    corrupt.write_bytes(b"<html>404 not found</html>")
+    done = serve_and_exit(str(corrupt), tmp_path)
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "is not a GGUF model" in line and "download or export it again" in line
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_refuses_a_directory_without_a_manifest(tmp_path: Path) -> None:
+    done = serve_and_exit(str(tmp_path), tmp_path)
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "neither a model directory" in line
+
+
+def test_a_gguf_that_fails_to_load_is_reported_by_readyz(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 60)
+    port = free_port()
+    command, env = agent_command(
+        "serve", "--model", str(truncated), "--port", str(port), tmp_path=tmp_path
+    )
+    process = subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}/readyz"
+
+    def failed() -> bool:
+        try:
+            return bool(httpx.get(url).json()["error"])
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(failed, timeout=60)
+        answer = httpx.get(url)
+        body = answer.json()
+        assert answer.status_code == 503 and body["status"] == "empty"
+        assert "cannot load" in body["error"] and "truncated.gguf" in body["error"]
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert "model load failed" in stderr and "Traceback" not in stderr
