@@ -139,13 +139,14 @@ class AgentNode:
 def run(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
     from agent.engines.registry import create_engine, installed_engines
-    from agent.runtime import _probe, parse_keep_alive
+    from agent.model_loading import probe_profile
+    from agent.runtime import parse_keep_alive
     from agent.selection import select_variant
     from agent.server.app import create_app
     from agent.server.serve import serve
 
     data_dir = Path(settings.data_dir)
-    profile = _probe()
+    profile = probe_profile()
     enrollment = ensure_enrolled(
         settings.control_plane_url, settings.enrollment_token, data_dir,
         hardware=profile, agent_version=AGENT_VERSION,

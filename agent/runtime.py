@@ -21,8 +21,13 @@ from agent.generation import (
     start_worker,
 )
 from agent.keepalive import FOREVER, ExpiryTimer, parse_keep_alive
-from agent.model_loading import EngineFactory, LoadedModel, installed_engines, open_model
-from agent.model_loading import probe_profile as _probe  # agent.daemon imports it from here
+from agent.model_loading import (
+    EngineFactory,
+    LoadedModel,
+    installed_engines,
+    open_model,
+    probe_profile,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,7 +39,6 @@ __all__ = [
     "NoModel",
     "QueueFull",
     "Readiness",
-    "_probe",
     "open_model",
     "parse_keep_alive",
 ]
@@ -136,7 +140,7 @@ class ModelRuntime:
         def load() -> LoadedModel:
             return open_model(
                 path,
-                profile=profile if profile is not None else _probe(),
+                profile=profile if profile is not None else probe_profile(),
                 installed=installed if installed is not None else installed_engines(),
                 prefer=prefer,
                 options=options,

@@ -39,18 +39,28 @@ class Fetcher(Protocol):
         *,
         headers: Mapping[str, str] | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> Path: ...
+    ) -> Path:
+        """The local path of the file with this sha256, downloaded and verified if absent."""
+        ...
 
 
 class Selection(Protocol):
     """What agent.selection.select_variant returns (the fields used here)."""
 
     @property
-    def variant_id(self) -> str: ...
+    def variant_id(self) -> str:
+        """The manifest variant this device runs."""
+        ...
+
     @property
-    def engine(self) -> str: ...
+    def engine(self) -> str:
+        """The engine that runs it."""
+        ...
+
     @property
-    def device(self) -> str: ...
+    def device(self) -> str:
+        """CPU, GPU or NPU."""
+        ...
 
 
 Selector = Callable[[Manifest], Selection]

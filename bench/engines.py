@@ -13,7 +13,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk  # noqa: E402
 from agent.engines.registry import create_engine, installed_engines  # noqa: E402
 from agent.errors import AgentError  # noqa: E402
+from agent.model_loading import probe_profile  # noqa: E402
 from agent.selection import explain, select_variant, variant_path  # noqa: E402
 from models.manifest import Manifest  # noqa: E402
 
@@ -33,11 +33,9 @@ def model_dir(arg: str | None) -> Path:
     """The model directory to measure: --model, or the mid reference model."""
     if arg:
         return Path(arg)
-    from models.reference import build_reference
+    from models.reference import cached_reference
 
-    out = Path(tempfile.gettempdir()) / "edgefleet-bench" / "mid"
-    build_reference("mid", out)
-    return out
+    return cached_reference("mid")  # read in place: the bench changes no file
 
 
 def measure(
@@ -92,14 +90,6 @@ def llama_cpp_high_level(path: Path, tokens: int, threads: int) -> float:
             first = first or time.perf_counter() - t0
         best = max(best, (count - 1) / max(time.perf_counter() - t0 - first, 1e-9))
     return round(best, 1)
-
-
-def local_profile() -> dict[str, Any]:
-    """This machine's hardware profile (hwprobe), as JSON."""
-    from hwprobe.probe import probe
-
-    profile: Any = probe()
-    return dict(profile.model_dump(mode="json"))
 
 
 def main() -> None:
@@ -174,7 +164,7 @@ def main() -> None:
 
     choice: dict[str, str] = {}
     try:
-        profile = local_profile()
+        profile = probe_profile()
         selection = select_variant(manifest, profile, installed)
         print()
         print(explain(selection))

@@ -78,6 +78,7 @@ def api_probe(http: httpx.Client, rollout_id: str, stop: threading.Event, out: l
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the broker, control plane and simulated fleet; return the measured figures."""
     work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
     broker = MosquittoBroker(work / "mqtt")
     broker.start()
@@ -202,6 +203,7 @@ def _cpu_s(proc: psutil.Process) -> float:
 
 
 def main() -> None:
+    """Parse the arguments, run the scenario and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--fail-p", type=float, default=0.01, help="per-device failure chance")

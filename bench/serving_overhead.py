@@ -9,6 +9,7 @@ last), the agent/baseline ratio (goal >= 0.9) and the time to first token each w
 alternate to spread the noise of a shared machine. With --compare-llama-server, llama-cpp-python's
 bundled server (`python -m llama_cpp.server`, needs `llama-cpp-python[server]`) serves the same
 GGUF with the same threads and context and gets the same streamed /v1/completions request.
+The processes and the streamed request live in bench/serving_processes.py.
 
 The default model is the `bench` reference model: 12 layers, 768 wide, 2,048-token vocab,
 Q4_0 (54 MB), untrained; built once into the reference cache.
@@ -20,24 +21,25 @@ Q4_0 (54 MB), untrained; built once into the reference cache.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
-import psutil
+from serving_processes import (  # bench/ is on sys.path when this script runs
+    PROMPT,
+    REPO,
+    THREADS,
+    context_length,
+    served,
+    start_agent,
+    start_fake_agent,
+    start_llama_server,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-PROMPT = "Once upon a time, in a small village by the sea, there lived"
-THREADS = 2
 _LLAMAS: dict[Path, Any] = {}
 
 
@@ -113,141 +115,6 @@ def library_stream(gguf: Path, tokens: int) -> tuple[float, float, int]:
     return (count - 1) / (last - first), first - started, count
 
 
-def start_agent(model: Path, port: int) -> subprocess.Popen[bytes]:
-    """`edgefleet-agent serve` in its own process, waited on until /readyz says ready."""
-    env = {
-        **os.environ,
-        "EDGEFLEET_AGENT_THREADS": str(THREADS),
-        "PYTHONPATH": str(REPO),
-        "EDGEFLEET_AGENT_DATA_DIR": tempfile.mkdtemp(prefix="ef-bench-"),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "agent.cli",
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--engine",
-        "llamacpp",
-    ]
-    process = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
-    return wait_ready(process, f"http://127.0.0.1:{port}/readyz", "the agent")
-
-
-def start_llama_server(gguf: Path, port: int, context: int) -> subprocess.Popen[bytes]:
-    """`python -m llama_cpp.server` on the same GGUF, threads and context as the agent.
-
-    Quiet like the agent's engine (`--verbose False`); its stderr goes to a file, which a
-    pipe nobody reads would fill and block.
-    """
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--n_ctx", str(context), "--verbose", "False"]
-    cmd += ["--n_threads", str(THREADS), "--n_threads_batch", str(THREADS)]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-    return wait_ready(
-        process, f"http://127.0.0.1:{port}/v1/models", "python -m llama_cpp.server", log
-    )
-
-
-def wait_ready(
-    process: subprocess.Popen[bytes], url: str, what: str, log: IO[bytes] | None = None
-) -> subprocess.Popen[bytes]:
-    """Return `process` once `url` answers 200; exit with its log's tail if it dies or hangs."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    process.wait()
-    tail = ""
-    if log is not None:
-        log.seek(0)
-        tail = ": " + " | ".join(log.read().decode(errors="replace").strip().splitlines()[-3:])
-    hint = " (pip install 'llama-cpp-python[server]')" if "llama_cpp" in what else ""
-    sys.exit(f"{what} did not become ready{hint}{tail}")
-
-
-def context_length(model: Path) -> int:
-    """The context the agent gives this model: the manifest's, or the bare .gguf default."""
-    from agent.engines.base import LoadOptions
-    from models.manifest import MANIFEST_FILE, Manifest
-
-    if (model / MANIFEST_FILE).is_file():
-        return Manifest.load(model).context_length
-    return LoadOptions().context_length
-
-
-def served(
-    port: int, tokens: int, pid: int, *, llama_server: bool = False
-) -> tuple[float, float, int, float]:
-    """(decode tok/s, seconds to first token, tokens, server CPU s/token) through SSE.
-
-    One httpx.Client, connected by the /v1/models call before the clock starts: creating a
-    client costs 20-40 ms here (SSL context), which is the bench's cost, not the server's.
-    llama_cpp.server gets the same request without `model` and `stream_options` (it has one
-    model and no usage chunk); it sends one event per token, which is how its tokens count.
-    """
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(timeout=120) as client:
-        model = client.get(url + "/v1/models").json()["data"][0]["id"]
-        body: dict[str, Any] = {
-            "prompt": PROMPT,
-            "max_tokens": tokens,
-            "temperature": 0,
-            "top_k": 1,
-            "repeat_penalty": 1.0,
-            "stream": True,
-        }
-        if not llama_server:
-            body.update(model=model, stream_options={"include_usage": True})
-        agent = psutil.Process(pid)
-        cpu = sum(agent.cpu_times()[:2])
-        started = time.perf_counter()
-        first = last = 0.0
-        count = 0
-        with client.stream("POST", url + "/v1/completions", json=body) as response:
-            for line in response.iter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                event = json.loads(line[6:])
-                if event.get("usage"):
-                    count = event["usage"]["completion_tokens"]
-                elif event["choices"] and event["choices"][0]["text"]:
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                if llama_server and event["choices"][0]["finish_reason"] is None:
-                    count += 1
-        cpu = sum(agent.cpu_times()[:2]) - cpu
-    # SSE events batch tokens, so the first event may hold more than one: count from usage.
-    return (count - 1) / (last - first), first - started, count, cpu / count
-
-
-_FAKE_SERVER = """
-import sys, time
-from pathlib import Path
-from typing import IO, Any
-from agent.engines.fake import FakeBehaviour, fake_model
-from agent.runtime import ModelRuntime
-from agent.server.app import create_app
-from agent.server.serve import serve_in_thread
-runtime = ModelRuntime()
-behaviour = FakeBehaviour(token_delay_s=float(sys.argv[2]), context_length=8192)
-runtime.load_with(lambda: fake_model(Path("."), behaviour))
-with serve_in_thread(create_app(runtime), port=int(sys.argv[1])):
-    while True:
-        time.sleep(1)
-"""
-
-
 def engine_cpu_per_token(rate: float, tokens: int = 1000) -> float:
     """CPU seconds per token of the paced FakeEngine alone (its sleeps), to subtract."""
     from agent.engines.base import LoadOptions, SamplingParams
@@ -270,18 +137,8 @@ def serving_cpu_per_token(rate: float, tokens: int = 1000) -> float:
     from agent.server.serve import free_port
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _FAKE_SERVER, str(port), str(1 / rate)], env=env, cwd=REPO
-    )
+    process = start_fake_agent(port, 1 / rate)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         served(port, 8, process.pid)
         return statistics.median(served(port, tokens, process.pid)[3] for _ in range(3))
     finally:

@@ -58,6 +58,7 @@ def _store_dir(arg: Path | None) -> Path:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    """Create a signing key pair (`keygen`)."""
     out: Path = args.out or default_key_path()
     if out.exists() and not args.force:
         raise KeyFileError(
@@ -74,6 +75,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a model directory's signature and file hashes (`verify`)."""
     trusted = _trusted(args.trust)
     manifest = verify_model_dir(args.dir, trusted, args.variant)
     variants = [manifest.variant(v) for v in args.variant] if args.variant else manifest.variants
@@ -89,6 +91,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign a model directory's manifest (`sign`)."""
     key = _signing_key(args.key, create=False)
     manifest = Manifest.load(args.dir)
     write_signed_manifest(args.dir, manifest, key)
@@ -97,6 +100,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    """Verify a model directory and import it into the store (`import`)."""
     from models.store import ArtifactStore
 
     store = ArtifactStore(_store_dir(args.store))
@@ -106,6 +110,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Print the stored models and their variants (`list`)."""
     from models.store import ArtifactStore
 
     store = ArtifactStore(_store_dir(args.store))
@@ -116,6 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    """Forget a stored model; `gc` frees its files (`remove`)."""
     from models.store import ArtifactStore
 
     name, sep, version = args.ref.partition(":")
@@ -127,6 +133,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    """Delete blobs no stored model uses and stale partial downloads (`gc`)."""
     from models.store import ArtifactStore
 
     freed = ArtifactStore(_store_dir(args.store)).gc()
@@ -135,6 +142,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    """Build variants from a Hugging Face checkpoint and sign them (`build`)."""
     try:
         from models.build.pipeline import build_model
     except ImportError as exc:
@@ -149,6 +157,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
+    """Build a deterministic reference model (`reference`)."""
     try:
         from models.reference import build_reference
     except ImportError as exc:

@@ -19,7 +19,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.engines.base import Completion, FinishReason, SamplingParams, TokenChunk
+from agent.engines.base import (
+    Completion,
+    EngineStats,
+    FinishReason,
+    SamplingParams,
+    TokenChunk,
+)
 from agent.errors import ContextOverflow
 
 REPEAT_PENALTY_WINDOW = 64  # recent tokens the repeat penalty looks at (llama.cpp's default)
@@ -178,12 +184,14 @@ def stream_tokens(
     params: SamplingParams,
     prompt_tokens: int,
     cancel: threading.Event | None = None,
+    stats: EngineStats | None = None,
 ) -> Iterator[TokenChunk | Completion]:
     """Drive an engine's step iterator (one token id per step) into chunks and a Completion.
 
     The first step includes the prompt's evaluation, so its time is reported as prompt_eval_ns.
     Text still pending at the end rides on the last chunk (or on the end-of-sequence token's
     chunk). The step iterator is closed on every exit so engines can release per-call state.
+    The Completion's token counts are added to `stats`, the engine's counters, when given.
     """
     stops = StopMatcher(params.stop)
     produced = 0
@@ -224,6 +232,9 @@ def stream_tokens(
         close = getattr(steps, "close", None)
         if close is not None:
             close()
+    if stats is not None:
+        stats.prompt_tokens += prompt_tokens
+        stats.completion_tokens += produced
     yield Completion(
         finish_reason=reason,
         prompt_tokens=prompt_tokens,

@@ -122,18 +122,15 @@ class KVLoopEngine:
         check_context(len(prompt_ids), params.max_tokens, self._context)
         with self._lock:
             steps = token_steps(stepper, prompt_ids, Sampler(params))
-            for item in stream_tokens(
+            yield from stream_tokens(
                 _guarded(steps, self.name),
                 detokenizer=IncrementalDetokenizer(tokenizer.token_bytes),
                 is_end=tokenizer.eos_ids.__contains__,
                 params=params,
                 prompt_tokens=len(prompt_ids),
                 cancel=cancel,
-            ):
-                if isinstance(item, Completion):
-                    self._stats.prompt_tokens += item.prompt_tokens
-                    self._stats.completion_tokens += item.completion_tokens
-                yield item
+                stats=self._stats,
+            )
 
     def unload(self) -> None:
         """Drop the decoder and tokenizer."""

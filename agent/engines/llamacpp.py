@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
-from agent.engines.decoding import IncrementalDetokenizer, check_context, stream_tokens
+from agent.engines.decoding import (
+    REPEAT_PENALTY_WINDOW,
+    IncrementalDetokenizer,
+    check_context,
+    stream_tokens,
+)
 from agent.errors import EngineError, EngineUnavailable, ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
-REPEAT_PENALTY_WINDOW = 64
 
 
 def find_gguf(model_path: Path) -> Path:
@@ -109,18 +113,15 @@ class LlamaCppEngine:
                     temp=max(params.temperature, 0.0),
                     repeat_penalty=params.repeat_penalty,
                 )
-                for item in stream_tokens(
+                yield from stream_tokens(
                     steps,
                     detokenizer=IncrementalDetokenizer(self._piece),
                     is_end=self._is_end,
                     params=params,
                     prompt_tokens=len(prompt_ids),
                     cancel=cancel,
-                ):
-                    if isinstance(item, Completion):
-                        self._stats.prompt_tokens += item.prompt_tokens
-                        self._stats.completion_tokens += item.completion_tokens
-                    yield item
+                    stats=self._stats,
+                )
             except (RuntimeError, ValueError, OSError) as exc:
                 raise EngineError(f"llama.cpp generation failed: {exc}") from exc
 

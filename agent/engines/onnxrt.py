@@ -129,7 +129,6 @@ class OnnxRuntimeEngine(KVLoopEngine):
             raise ModelLoadError(f"onnxruntime cannot load {onnx_file}: {exc}") from exc
         active = session.get_providers()
         _LOGGER.info("onnxruntime loaded %s with %s", onnx_file, active)
-        device = "CPU" if active[0] in ("CPUExecutionProvider",) else "GPU"
         if active[0] == "OpenVINOExecutionProvider":
-            device = options.device
-        return OrtStepper(session), device
+            return OrtStepper(session), options.device
+        return OrtStepper(session), "CPU" if active[0] == "CPUExecutionProvider" else "GPU"

@@ -122,18 +122,15 @@ class OpenVinoEngine:
         check_context(prompt_tokens, params.max_tokens, self._context)
         config = generation_config(self._genai, params)
         with self._lock:
-            for item in stream_tokens(
+            yield from stream_tokens(
                 self._run(pipe, inputs, config),
                 detokenizer=self._detokenizer(),
                 is_end=self._eos.__contains__,
                 params=params,
                 prompt_tokens=prompt_tokens,
                 cancel=cancel,
-            ):
-                if isinstance(item, Completion):
-                    self._stats.prompt_tokens += item.prompt_tokens
-                    self._stats.completion_tokens += item.completion_tokens
-                yield item
+                stats=self._stats,
+            )
 
     def unload(self) -> None:
         """Drop the pipeline."""

@@ -21,6 +21,7 @@ from agent.engines.base import LoadOptions
 from agent.engines.cudamem import CudaMemory, DeviceBuffer, open_cuda_memory
 from agent.engines.kvloop import KVLoopEngine, Logits, Stepper, find_onnx
 from agent.errors import EngineError, EngineUnavailable, ModelLoadError
+from models.files import hash_file
 
 _LOGGER = logging.getLogger(__name__)
 PREFILL_CHUNK = 256  # prompt tokens per TensorRT call; bounds the logits buffer and profile
@@ -45,11 +46,7 @@ class PlanKey:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file (and its external-data siblings are covered by the manifest)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hash_file(path)[0]
 
 
 def plan_path(cache_dir: Path, key: PlanKey) -> Path:
@@ -85,12 +82,7 @@ def profile_shapes(
         return (
             (1, heads, 0, head_dim),
             (1, heads, context // 2, head_dim),
-            (
-                1,
-                heads,
-                context - 1,
-                head_dim,
-            ),
+            (1, heads, context - 1, head_dim),
         )
     raise ModelLoadError(f"unexpected decoder input {name!r} for TensorRT")
 
@@ -121,8 +113,9 @@ def build_plan(trt: Any, onnx_file: Path, context: int) -> bytes:
 class TrtStepper:
     """Runs the plan one step at a time over preallocated device buffers."""
 
-    def __init__(self, trt: Any, engine: Any, memory: CudaMemory, context: int) -> None:
-        self._trt, self._engine, self._mem, self._ctx = trt, engine, memory, context
+    def __init__(self, engine: Any, memory: CudaMemory, context: int) -> None:
+        # the execution context does not keep its engine alive: hold it for as long as we run
+        self._engine, self._mem, self._ctx = engine, memory, context
         self._context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._dtype = {n: _NP_DTYPES[engine.get_tensor_dtype(n).name] for n in names}
@@ -189,7 +182,8 @@ class TrtStepper:
         self._kv, self._context = [], None
 
 
-def _gpu_identity(memory: CudaMemory) -> tuple[str, str]:
+def _gpu_identity() -> tuple[str, str]:
+    """(name, compute capability) of the current GPU, through torch or cuda-python."""
     try:
         import torch
 
@@ -198,7 +192,7 @@ def _gpu_identity(memory: CudaMemory) -> tuple[str, str]:
     except ImportError:
         from cuda.bindings import runtime as cudart
 
-        err, props = cudart.cudaGetDeviceProperties(0)
+        _err, props = cudart.cudaGetDeviceProperties(0)
         return props.name.decode().strip("\x00"), f"{props.major}.{props.minor}"
 
 
@@ -216,7 +210,7 @@ class TensorRtEngine(KVLoopEngine):
             ) from exc
         memory = open_cuda_memory()
         onnx_file = find_onnx(model_path)
-        gpu, capability = _gpu_identity(memory)
+        gpu, capability = _gpu_identity()
         key = PlanKey(gpu, capability, str(trt.__version__), file_sha256(onnx_file))
         path = plan_path(options.cache_dir or DEFAULT_CACHE_DIR, key)
         plan = cached_plan(path)
@@ -228,4 +222,4 @@ class TensorRtEngine(KVLoopEngine):
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ModelLoadError(f"cached TensorRT plan {path} does not deserialize; delete it")
-        return TrtStepper(trt, engine, memory, options.context_length), "GPU"
+        return TrtStepper(engine, memory, options.context_length), "GPU"

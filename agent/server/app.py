@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.runtime import ModelRuntime, Readiness
-from agent.server import ollama_api, openai_api
+from agent.server import ollama_api, ollama_models, openai_api
 from agent.server.deps import MetricsDep, RuntimeDep
 from agent.server.errors import ApiError, error_response, install_error_handlers, is_ollama
 from agent.server.metrics import ServingMetrics
@@ -71,6 +71,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
+    app.include_router(ollama_models.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

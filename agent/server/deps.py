@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -88,8 +87,3 @@ def fill_context(max_tokens: int | None) -> Callable[[int, int], int] | None:
         return max(context - prompt_tokens, 1)
 
     return remaining
-
-
-def now_ns() -> int:
-    """Monotonic nanoseconds, for Ollama's durations."""
-    return time.perf_counter_ns()

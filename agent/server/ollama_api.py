@@ -1,31 +1,27 @@
-"""Ollama-compatible routes: /api/generate, chat, tags, ps, show and version."""
+"""Ollama-compatible generation routes: /api/generate and /api/chat (models: ollama_models)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent import __version__
 from agent.chat import chat_stop_strings, render_chat
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
-from agent.runtime import FOREVER, LoadedModel, ModelRuntime
+from agent.runtime import LoadedModel, ModelRuntime
 from agent.server.deps import RuntimeDep, fill_context, keep_alive_seconds, sampling, stop_tuple
 from agent.server.deps import served_model as _served
 from agent.server.errors import from_agent_error
-from agent.server.streaming import TokenStreamResponse, until_disconnect
+from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 
 router = APIRouter(prefix="/api", tags=["ollama"])
-_HOLE = json.dumps("\x00")
 
 
 class Options(BaseModel):
@@ -48,11 +44,17 @@ class _Request(BaseModel):
     keep_alive: str | float | None = None
     format: Any = None
 
+    @property
+    def _num_predict(self) -> int | None:
+        """options.num_predict when positive; None or -1 ("no limit") mean fill the context."""
+        n = self.options.num_predict if self.options else None
+        return n if n and n > 0 else None
+
     def params(self, extra_stops: tuple[str, ...]) -> SamplingParams:
+        """SamplingParams for this request, the template's stop strings added."""
         o = self.options or Options()
-        max_tokens = o.num_predict if o.num_predict and o.num_predict > 0 else None
         return sampling(
-            max_tokens=max_tokens,
+            max_tokens=self._num_predict,
             temperature=o.temperature,
             top_p=o.top_p,
             top_k=o.top_k,
@@ -61,9 +63,9 @@ class _Request(BaseModel):
             stop=stop_tuple(o.stop, extra_stops),
         )
 
-    def max_tokens_default(self) -> Any:
-        o = self.options or Options()
-        return fill_context(o.num_predict if o.num_predict and o.num_predict > 0 else None)
+    def max_tokens_default(self) -> Callable[[int, int], int] | None:
+        """How many tokens to allow when num_predict does not say (the rest of the context)."""
+        return fill_context(self._num_predict)
 
 
 class GenerateRequest(_Request):
@@ -85,13 +87,6 @@ class ChatRequest(_Request):
     """POST /api/chat."""
 
     messages: list[Message] = Field(default_factory=list)
-
-
-class ShowRequest(BaseModel):
-    """POST /api/show (`model`, or the older `name`)."""
-
-    model: str | None = None
-    name: str | None = None
 
 
 def _now() -> str:
@@ -118,12 +113,12 @@ async def _ndjson(
 ) -> AsyncIterator[bytes]:
     """One NDJSON line per batch of tokens, then the final line with done=true and timings."""
     wrap = (lambda t: {"role": "assistant", "content": t}) if key == "message" else (lambda t: t)
-    prefix, suffix = json.dumps({**head, key: wrap("\x00"), "done": False}).split(_HOLE)
+    text_line = text_event({**head, key: wrap(TEXT_SLOT), "done": False}, after="\n")
     try:
         async for chunks in generation:
             text = "".join(c.text for c in chunks)
             if text:
-                yield (prefix + json.dumps(text) + suffix + "\n").encode()
+                yield text_line(text)
     except AgentError as exc:
         yield (json.dumps({"error": from_agent_error(exc).message}) + "\n").encode()
         return
@@ -206,109 +201,3 @@ async def chat(body: ChatRequest, request: Request, runtime: RuntimeDep) -> Any:
         return text, body.params(chat_stop_strings(template, model.eos_token))
 
     return await _answer(request, runtime, body, "message", build)
-
-
-def _details(model: LoadedModel) -> dict[str, Any]:
-    manifest = model.manifest
-    variant = manifest.variant(model.variant_id) if manifest else None
-    return {
-        "parent_model": "",
-        "format": variant.format if variant else "gguf",
-        "family": manifest.architecture if manifest else "",
-        "families": [manifest.architecture] if manifest else None,
-        "parameter_size": f"{manifest.parameters / 1e6:.1f}M" if manifest else "",
-        "quantization_level": variant.precision.upper() if variant else "",
-    }
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _summary(model: LoadedModel) -> dict[str, Any]:
-    manifest = model.manifest
-    if manifest is not None:
-        size = manifest.variant(model.variant_id).size_bytes
-        digest = hashlib.sha256(manifest.canonical_bytes()).hexdigest()
-    else:
-        size = _file_size(model.path)
-        digest = hashlib.sha256(f"{model.path}:{size}".encode()).hexdigest()
-    modified = datetime.fromtimestamp(model.loaded_at, timezone.utc).isoformat()
-    return {
-        "name": model.ref,
-        "model": model.ref,
-        "modified_at": modified,
-        "size": size,
-        "digest": digest,
-        "details": _details(model),
-    }
-
-
-@router.get("/tags")
-async def tags(runtime: RuntimeDep) -> dict[str, Any]:
-    """The models this agent can serve."""
-    known = runtime.known
-    return {"models": [_summary(known)] if known is not None else []}
-
-
-@router.get("/ps")
-async def ps(runtime: RuntimeDep) -> dict[str, Any]:
-    """The models loaded in memory now, with when keep_alive unloads them."""
-    active = runtime.active
-    if active is None:
-        return {"models": []}
-    expires = runtime.expires_at if runtime.expires_at is not None else None
-    if expires is None or expires == FOREVER:
-        expires_at = "2318-11-30T00:00:00Z"  # Ollama's way of saying "never"
-    else:
-        expires_at = datetime.fromtimestamp(expires, timezone.utc).isoformat()
-    entry = _summary(active)
-    vram = entry["size"] if active.device.upper().startswith(("GPU", "CUDA")) else 0
-    return {"models": [{**entry, "expires_at": expires_at, "size_vram": vram}]}
-
-
-@router.post("/show")
-async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
-    """Details of the model, including which engine and variant were chosen and why."""
-    model = _served(runtime, body.model or body.name)
-    selection = model.selection
-    candidates = getattr(selection, "candidates", None) or []
-    return {
-        "modelfile": "",
-        "parameters": "",
-        "template": model.chat_template,
-        "details": _details(model),
-        "model_info": {
-            "general.architecture": _details(model)["family"],
-            "general.parameter_count": model.manifest.parameters if model.manifest else 0,
-        },
-        "capabilities": ["completion"],
-        "modified_at": _summary(model)["modified_at"],
-        "edgefleet": {
-            "variant": model.variant_id,
-            "engine": model.engine_name,
-            "device": model.device,
-            "explanation": model.explanation,
-            "load_seconds": model.load_seconds,
-            "candidates": [_jsonable(c) for c in candidates],
-        },
-    }
-
-
-def _jsonable(candidate: Any) -> Any:
-    if isinstance(candidate, BaseModel):
-        return candidate.model_dump(mode="json")
-    if hasattr(candidate, "__dataclass_fields__"):
-        import dataclasses
-
-        return json.loads(json.dumps(dataclasses.asdict(candidate), default=str))
-    return str(candidate)
-
-
-@router.get("/version")
-async def version() -> dict[str, str]:
-    """The agent's version."""
-    return {"version": __version__}

@@ -18,11 +18,10 @@ from agent.generation import Generation
 from agent.runtime import LoadedModel
 from agent.server.deps import RuntimeDep, fill_context, sampling, served_model, stop_tuple
 from agent.server.errors import ApiError, from_agent_error
-from agent.server.streaming import TokenStreamResponse, until_disconnect
+from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_HOLE = json.dumps("\x00")  # where a chunk's text goes in a pre-serialized template
 
 
 class ContentPart(BaseModel):
@@ -126,8 +125,7 @@ async def _sse(
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     """SSE events: one per batch of tokens, the text spliced into a pre-serialized chunk."""
-    prefix, suffix = json.dumps({**base, "choices": [wrap("\x00")]}).split(_HOLE)
-    prefix, suffix = "data: " + prefix, suffix + "\n\n"
+    text_chunk = text_event({**base, "choices": [wrap(TEXT_SLOT)]}, before="data: ", after="\n\n")
 
     def event(choice: dict[str, Any], **extra: Any) -> bytes:
         return f"data: {json.dumps({**base, 'choices': [choice], **extra})}\n\n".encode()
@@ -138,7 +136,7 @@ async def _sse(
         async for chunks in generation:
             text = "".join(c.text for c in chunks)
             if text:
-                yield (prefix + json.dumps(text) + suffix).encode()
+                yield text_chunk(text)
     except AgentError as exc:
         err = from_agent_error(exc)
         body = {"message": err.message, "type": "server_error", "param": None, "code": err.code}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -14,6 +15,22 @@ from starlette.types import Receive, Scope, Send
 from agent.generation import Generation
 
 T = TypeVar("T")
+TEXT_SLOT = "\x00"  # where a chunk's text goes in a text_event template
+
+
+def text_event(template: Any, *, before: str = "", after: str = "") -> Callable[[str], bytes]:
+    """Encoder for events that differ only in their text, `template` serialized once.
+
+    `template` holds TEXT_SLOT exactly once where the text goes; per batch of tokens only the
+    text is JSON-encoded and spliced in, instead of dumping the whole event again.
+    """
+    prefix, suffix = json.dumps(template).split(json.dumps(TEXT_SLOT))
+    prefix, suffix = before + prefix, suffix + after
+
+    def encode(text: str) -> bytes:
+        return (prefix + json.dumps(text) + suffix).encode()
+
+    return encode
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

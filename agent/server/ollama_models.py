@@ -1,0 +1,133 @@
+"""Ollama-compatible model routes: /api/tags, ps, show and version."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from agent import __version__
+from agent.runtime import FOREVER, LoadedModel
+from agent.server.deps import RuntimeDep, served_model
+
+router = APIRouter(prefix="/api", tags=["ollama"])
+
+
+class ShowRequest(BaseModel):
+    """POST /api/show (`model`, or the older `name`)."""
+
+    model: str | None = None
+    name: str | None = None
+
+
+def _details(model: LoadedModel) -> dict[str, Any]:
+    manifest = model.manifest
+    variant = manifest.variant(model.variant_id) if manifest else None
+    return {
+        "parent_model": "",
+        "format": variant.format if variant else "gguf",
+        "family": manifest.architecture if manifest else "",
+        "families": [manifest.architecture] if manifest else None,
+        "parameter_size": f"{manifest.parameters / 1e6:.1f}M" if manifest else "",
+        "quantization_level": variant.precision.upper() if variant else "",
+    }
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _modified_at(model: LoadedModel) -> str:
+    return datetime.fromtimestamp(model.loaded_at, timezone.utc).isoformat()
+
+
+def _summary(model: LoadedModel) -> dict[str, Any]:
+    manifest = model.manifest
+    if manifest is not None:
+        size = manifest.variant(model.variant_id).size_bytes
+        digest = hashlib.sha256(manifest.canonical_bytes()).hexdigest()
+    else:
+        size = _file_size(model.path)
+        digest = hashlib.sha256(f"{model.path}:{size}".encode()).hexdigest()
+    return {
+        "name": model.ref,
+        "model": model.ref,
+        "modified_at": _modified_at(model),
+        "size": size,
+        "digest": digest,
+        "details": _details(model),
+    }
+
+
+@router.get("/tags")
+async def tags(runtime: RuntimeDep) -> dict[str, Any]:
+    """The models this agent can serve."""
+    known = runtime.known
+    return {"models": [_summary(known)] if known is not None else []}
+
+
+@router.get("/ps")
+async def ps(runtime: RuntimeDep) -> dict[str, Any]:
+    """The models loaded in memory now, with when keep_alive unloads them."""
+    active = runtime.active
+    if active is None:
+        return {"models": []}
+    expires = runtime.expires_at
+    if expires is None or expires == FOREVER:
+        expires_at = "2318-11-30T00:00:00Z"  # Ollama's way of saying "never"
+    else:
+        expires_at = datetime.fromtimestamp(expires, timezone.utc).isoformat()
+    entry = _summary(active)
+    vram = entry["size"] if active.device.upper().startswith(("GPU", "CUDA")) else 0
+    return {"models": [{**entry, "expires_at": expires_at, "size_vram": vram}]}
+
+
+@router.post("/show")
+async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    """Details of the model, including which engine and variant were chosen and why."""
+    model = served_model(runtime, body.model or body.name)
+    candidates = getattr(model.selection, "candidates", None) or []
+    details = _details(model)
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": model.chat_template,
+        "details": details,
+        "model_info": {
+            "general.architecture": details["family"],
+            "general.parameter_count": model.manifest.parameters if model.manifest else 0,
+        },
+        "capabilities": ["completion"],
+        "modified_at": _modified_at(model),
+        "edgefleet": {
+            "variant": model.variant_id,
+            "engine": model.engine_name,
+            "device": model.device,
+            "explanation": model.explanation,
+            "load_seconds": model.load_seconds,
+            "candidates": [_jsonable(c) for c in candidates],
+        },
+    }
+
+
+def _jsonable(candidate: Any) -> Any:
+    if isinstance(candidate, BaseModel):
+        return candidate.model_dump(mode="json")
+    if dataclasses.is_dataclass(candidate) and not isinstance(candidate, type):
+        return json.loads(json.dumps(dataclasses.asdict(candidate), default=str))
+    return str(candidate)
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    """The agent's version."""
+    return {"version": __version__}
