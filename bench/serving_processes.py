@@ -154,4 +154,9 @@ def served(
                     count += 1
         cpu = sum(server.cpu_times()[:2]) - cpu
     # SSE events batch tokens, so the first event may hold more than one: count from usage.
+    if count < 2 or last <= first:
+        raise SystemExit(
+            f"only {count} token(s) arrived in one burst: too few to time; use a bigger model "
+            "or more --tokens"
+        )
     return (count - 1) / (last - first), first - started, count, cpu / count
