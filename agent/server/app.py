@@ -55,6 +55,25 @@ class AccessMiddleware:
         await self.app(scope, receive, counting_send)
 
 
+class JsonBodyMiddleware:
+    """Reads every POST body as JSON, whatever its Content-Type says.
+
+    Ollama accepts `curl URL -d '{...}'` (sent as form-urlencoded) and so must we; a body that
+    is not JSON still gets the API's own 400.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
 def create_app(
     runtime: ModelRuntime,
     *,
@@ -100,4 +119,5 @@ def create_app(
         )
 
     app.add_middleware(AccessMiddleware, api_key=api_key, metrics=metrics)
+    app.add_middleware(JsonBodyMiddleware)
     return app

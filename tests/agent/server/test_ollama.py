@@ -93,3 +93,13 @@ def test_errors_use_the_ollama_shape(server: RunningServer) -> None:
     )
     assert bad_keep.status_code == 400 and "keep_alive" in bad_keep.json()["error"]
     assert httpx.get(server.url + "/api/nothing").json() == {"error": "no route GET /api/nothing"}
+
+
+def test_a_json_body_sent_as_a_form_is_read_as_json(server: RunningServer) -> None:
+    """`curl URL -d '{...}'`, as Ollama's docs show, sends form-urlencoded; it must still work."""
+    body = '{"model": "fake", "prompt": "hi", "stream": false, "options": {"num_predict": 3}}'
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    reply = httpx.post(server.url + "/api/generate", content=body, headers=headers)
+    assert reply.status_code == 200 and reply.json()["eval_count"] == 3
+    bad = httpx.post(server.url + "/api/generate", content="{bad", headers=headers)
+    assert bad.status_code == 400 and isinstance(bad.json()["error"], str)
