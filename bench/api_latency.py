@@ -1,11 +1,13 @@
 """API latency under concurrent load: p50/p99 per endpoint against a real uvicorn control plane.
 
     .venv/bin/python bench/api_latency.py [--clients 32] [--seconds 15] [--devices 200]
-        [--samples 60] [--database-url URL]
+        [--samples 60] [--database-url URL] [--py-spy OUT.svg]
 
 Seeds a database with devices (enrolled through the API) and an hour of telemetry each,
 starts `uvicorn controlplane.main:create_app --factory` in its own process, then N async
-httpx clients request a mix of endpoints as fast as they can.
+httpx clients request a mix of endpoints as fast as they can. Client and server share the
+machine's cores, so it also prints the CPU time each side spent per request (from
+/proc/<pid>/stat and os.times), which is the figure to compare across changes.
 """
 
 from __future__ import annotations
@@ -38,9 +40,24 @@ from models import protocol  # noqa: E402
 from tests.support.mosquitto import free_port  # noqa: E402
 
 
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def own_cpu_s() -> float:
+    """User + system CPU seconds of this (client) process."""
+    times = os.times()
+    return times.user + times.system
+
+
 @contextmanager
-def control_plane(data_dir: Path, database_url: str, **env: str) -> Iterator[tuple[str, str]]:
-    """Migrate, create an admin token, run uvicorn in a subprocess; yields (url, token)."""
+def control_plane(
+    data_dir: Path, database_url: str, **env: str
+) -> Iterator[tuple[str, str, int]]:
+    """Migrate, create an admin token, run uvicorn in a subprocess; yields (url, token, pid)."""
     migrate(database_url)
     engine = make_engine(database_url)
     with Session(engine) as session:
@@ -84,7 +101,7 @@ def control_plane(data_dir: Path, database_url: str, **env: str) -> Iterator[tup
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("control plane did not start")
             time.sleep(0.2)
-        yield url, token
+        yield url, token, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -133,16 +150,19 @@ def seed_telemetry(database_url: str, device_ids: list[str], samples: int) -> No
 
 
 async def load(
-    url: str, token: str, ids: list[str], clients: int, seconds: float
+    url: str, token: str, ids: list[str], clients: int, seconds: float, only: str = ""
 ) -> dict[str, list[float]]:
     """Run the clients; latencies in ms per endpoint name."""
     endpoints: dict[str, Callable[[], str]] = {
-        "GET /devices": lambda: "/api/v1/devices",
+        # limit: every seeded device, as before GET /devices had pagination (default 100)
+        "GET /devices": lambda: f"/api/v1/devices?limit={min(len(ids), 1000)}",
         "GET /devices/{id}": lambda: f"/api/v1/devices/{random.choice(ids)}",
         "GET /devices/{id}/telemetry": lambda: f"/api/v1/devices/{random.choice(ids)}/telemetry",
         "GET /telemetry (fleet)": lambda: "/api/v1/telemetry?bucket=300",
         "GET /fleet/summary": lambda: "/api/v1/fleet/summary",
     }
+    if only:
+        endpoints = {name: path for name, path in endpoints.items() if only in name}
     results: dict[str, list[float]] = {name: [] for name in endpoints}
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -165,6 +185,20 @@ async def load(
     return results
 
 
+def start_py_spy(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy (from this venv) recording the server for the load's duration.
+
+    `OUT.svg` is a flame graph; any other suffix gets py-spy's raw collapsed stacks.
+    """
+    py_spy = Path(sys.executable).with_name("py-spy")
+    fmt = "flamegraph" if out.endswith(".svg") else "raw"
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+         "--output", out, "--format", fmt, "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of values."""
     ordered = sorted(values)
@@ -179,10 +213,14 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--samples", type=int, default=60, help="telemetry samples per device")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
+    parser.add_argument("--only", default="", help="only the endpoints whose name has this")
+    parser.add_argument(
+        "--py-spy", default="", help="record the server under load (OUT.svg or OUT.txt, raw)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db_url = args.database_url or f"sqlite:///{tmp}/cp.db"
-        with control_plane(Path(tmp), db_url) as (url, token):
+        with control_plane(Path(tmp), db_url) as (url, token, pid):
             started = time.perf_counter()
             ids = [str(d["device_id"]) for d in enroll_devices(url, token, args.devices)]
             seed_telemetry(db_url, ids, args.samples)
@@ -190,12 +228,28 @@ def main() -> None:
                 f"seeded {args.devices} devices x {args.samples} samples "
                 f"({db_url.split(':')[0]}) in {time.perf_counter() - started:.1f} s"
             )
-            results = asyncio.run(load(url, token, ids, args.clients, args.seconds))
+            spy = start_py_spy(pid, args.py_spy, args.seconds) if args.py_spy else None
+            server_before, client_before = process_cpu_s(pid), own_cpu_s()
+            results = asyncio.run(load(url, token, ids, args.clients, args.seconds, args.only))
+            server_after = process_cpu_s(pid)
+            server_user = server_after[0] - server_before[0]
+            server_cpu = server_user + server_after[1] - server_before[1]
+            client_cpu = own_cpu_s() - client_before
+            if spy is not None:
+                spy.wait(args.seconds + 60)
     total = sum(len(v) for v in results.values())
     print(
         f"{args.clients} concurrent clients, {args.seconds:.0f} s: {total} requests, "
         f"{total / args.seconds:.0f} req/s"
     )
+    if total:
+        print(
+            f"CPU per request: server {server_cpu / total * 1000:.2f} ms, "
+            f"client {client_cpu / total * 1000:.2f} ms "
+            f"(server {server_cpu:.1f} s, {server_user:.1f} s of it user; "
+            f"client {client_cpu:.1f} s; "
+            f"over {args.seconds:.0f} s)"
+        )
     print(f"{'endpoint':32} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, values in results.items():
         if values:

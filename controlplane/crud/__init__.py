@@ -1,5 +1,11 @@
 """Database operations; every function takes the session first and keyword-only arguments."""
 
+from controlplane.crud.device_reads import (
+    device_exists,
+    get_public_device,
+    list_public_devices,
+    matching_device_ids,
+)
 from controlplane.crud.devices import (
     StateReport,
     broker_credentials,
@@ -38,5 +44,6 @@ __all__ = [
     "get_api_token_by_secret", "get_device", "get_device_by_artifact_token",
     "get_model_version", "list_api_tokens", "list_devices", "list_enrollment_tokens",
     "list_models", "mark_device_state", "model_version_to_public", "revoke_api_token",
-    "revoke_device", "update_device",
+    "revoke_device", "update_device", "device_exists", "get_public_device",
+    "list_public_devices", "matching_device_ids",
 ]

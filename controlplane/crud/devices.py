@@ -11,6 +11,8 @@ from sqlalchemy import Table, bindparam, delete, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
+from controlplane.crud.device_reads import device_labels as device_labels  # re-exported
+from controlplane.crud.device_reads import filter_devices
 from controlplane.db_models import Device, DeviceLabel, DevicePublic, DeviceUpdate, as_utc, utcnow
 from controlplane.security import hash_token
 
@@ -79,16 +81,6 @@ def get_device_by_artifact_token(session: Session, *, token: str) -> Device | No
     return device
 
 
-def device_labels(session: Session, *, device_ids: list[str]) -> dict[str, dict[str, str]]:
-    """Labels of each device."""
-    labels: dict[str, dict[str, str]] = {d: {} for d in device_ids}
-    if device_ids:
-        rows = session.exec(select(DeviceLabel).where(col(DeviceLabel.device_id).in_(device_ids)))
-        for row in rows:
-            labels[row.device_id][row.key] = row.value
-    return labels
-
-
 def list_devices(
     session: Session,
     *,
@@ -99,24 +91,11 @@ def list_devices(
     include_revoked: bool = True,
 ) -> list[Device]:
     """Devices matching every filter; `model` is `name` or `name:version` of the active model."""
-    query = select(Device).order_by(col(Device.enrolled_at), col(Device.id))
-    for key, value in (labels or {}).items():
-        query = query.where(
-            col(Device.id).in_(
-                select(DeviceLabel.device_id).where(
-                    DeviceLabel.key == key, DeviceLabel.value == value
-                )
-            )
-        )
-    if device_class is not None:
-        query = query.where(Device.device_class == device_class)
-    if online is not None:
-        query = query.where(Device.online == online)
-    if model is not None:
-        active = col(Device.active_model)
-        query = query.where(active == model if ":" in model else active.startswith(f"{model}:"))
-    if not include_revoked:
-        query = query.where(col(Device.revoked_at).is_(None))
+    query = filter_devices(
+        select(Device).order_by(col(Device.enrolled_at), col(Device.id)),
+        labels=labels, device_class=device_class, online=online, model=model,
+        include_revoked=include_revoked,
+    )  # fmt: skip
     return list(session.exec(query))
 
 

@@ -67,6 +67,29 @@ def test_ttl_is_bounded(cp_client: TestClient, admin_headers: dict[str, str]) ->
     assert_error(resp, 422, "validation_error")
 
 
+def test_devices_list_pages_in_enrollment_order(
+    cp_client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    h = admin_headers
+    enrolled = [enroll(cp_client, h, labels={"n": str(i)})["device_id"] for i in range(5)]
+
+    def page(query: str) -> list[str]:
+        resp = cp_client.get(f"/api/v1/devices{query}", headers=h)
+        assert resp.status_code == 200, resp.text
+        return [d["id"] for d in resp.json()]
+
+    assert page("") == enrolled
+    assert page("?limit=2") == enrolled[:2]
+    assert page("?limit=2&offset=2") == enrolled[2:4]
+    assert page("?limit=2&offset=4") == enrolled[4:]
+    one = cp_client.get("/api/v1/devices?limit=1&offset=3", headers=h).json()[0]
+    assert one == cp_client.get(f"/api/v1/devices/{enrolled[3]}", headers=h).json()
+    assert one["labels"] == {"n": "3"}
+    assert_error(cp_client.get("/api/v1/devices?limit=0", headers=h), 422, "validation_error")
+    assert_error(cp_client.get("/api/v1/devices?limit=1001", headers=h), 422)
+    assert_error(cp_client.get("/api/v1/devices?offset=-1", headers=h), 422)
+
+
 def test_devices_list_filters_patch_revoke_delete(
     cp_client: TestClient, admin_headers: dict[str, str]
 ) -> None:

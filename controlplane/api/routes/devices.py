@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
 from controlplane import crud
@@ -13,6 +15,9 @@ from controlplane.db_models import Device, DevicePublic, DeviceUpdate, check_lab
 from controlplane.errors import ApiError
 
 router = APIRouter(prefix="/devices", tags=["devices"])
+
+DEFAULT_PAGE = 100  # devices per GET /devices unless `limit` says otherwise
+MAX_PAGE = 1000
 
 
 def parse_selector(selector: str) -> dict[str, str]:
@@ -49,23 +54,28 @@ def list_devices(
     device_class: str | None = None,
     online: bool | None = None,
     model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = DEFAULT_PAGE,
+    offset: Annotated[int, Query(ge=0, description="devices to skip")] = 0,
 ) -> list[DevicePublic]:
-    """Devices matching every given filter (`labels=k=v,k2=v2`, `model=name[:version]`)."""
-    devices = crud.list_devices(
+    """Devices matching every filter (`labels=k=v,k2=v2`, `model=name[:version]`), one page."""
+    return crud.list_public_devices(
         session,
         labels=parse_selector(labels) if labels else None,
         device_class=device_class,
         online=online,
         model=model,
+        limit=limit,
+        offset=offset,
     )
-    all_labels = device_labels(session, device_ids=[d.id for d in devices])
-    return [crud.device_to_public(d, all_labels[d.id]) for d in devices]
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
 def get_device(device_id: str, session: SessionDep, _viewer: ViewerDep) -> DevicePublic:
     """One device."""
-    return _public(session, _device_or_404(session, device_id))
+    device = crud.get_public_device(session, device_id=device_id)
+    if device is None:
+        raise ApiError(404, "device_not_found", f"no device {device_id!r}")
+    return device
 
 
 @router.patch("/{device_id}", response_model=DevicePublic)

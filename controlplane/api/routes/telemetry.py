@@ -78,7 +78,7 @@ def device_telemetry(
     bucket: BucketQuery = None,
 ) -> TelemetrySeries:
     """One device's metric over time, bucketed (avg/min/max/sum/count per bucket)."""
-    if crud.get_device(session, device_id=device_id) is None:
+    if not crud.device_exists(session, device_id=device_id):
         raise ApiError(404, "device_not_found", f"no device {device_id!r}")
     return _series(session, device_id, [device_id], metric, start, to, bucket)
 
@@ -98,13 +98,12 @@ def fleet_telemetry(
     """A metric over every device matching the filters (all devices when none is given)."""
     ids = None
     if labels or device_class or model:
-        devices = crud.list_devices(
+        ids = crud.matching_device_ids(
             session,
             labels=parse_selector(labels) if labels else None,
             device_class=device_class,
             model=model,
         )
-        ids = [device.id for device in devices]
     return _series(session, None, ids, metric, start, to, bucket)
 
 
