@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
 from controlplane.bridge import run_bridge
 from controlplane.broker_sync import sync_broker
@@ -63,4 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     install_dashboard(app)
+    app.add_middleware(RequestLimit)
     return app

@@ -66,10 +66,10 @@ def _redact(database_url: str) -> str:
         return database_url.split("@")[-1]
 
 
-# SQLite connections are cheap and in-process: keep enough open that the API's worker
-# threads (anyio's default limiter: 40) rarely wait for one or reopen one per request.
-SQLITE_POOL_SIZE = 20
-SQLITE_MAX_OVERFLOW = 20
+# Enough connections for the API's requests in flight (api/limits.py caps them at 32) plus
+# the background services, so a request never waits for a connection.
+POOL_SIZE = 20
+MAX_OVERFLOW = 20
 
 
 def make_engine(database_url: str) -> Engine:
@@ -80,7 +80,7 @@ def make_engine(database_url: str) -> Engine:
         ensure_database_dir(database_url)
         pool: dict[str, Any] = {}
         if sqlite_path(database_url) is not None:  # in-memory databases use one connection
-            pool = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_MAX_OVERFLOW}
+            pool = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
         engine = create_engine(
             database_url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
         )
@@ -96,7 +96,9 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    return create_engine(
+        database_url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW
+    )
 
 
 def check_database(database_url: str) -> None:
