@@ -10,8 +10,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # requests in flight than pooled connections, every worker thread could wait for a connection
 # held by a request that waits for a thread: a stall until the pool times out. Requests past
 # the cap wait here, holding nothing. Keep it below the pool size (core/db.py) minus the
-# connections the background services use (bridge writer, rollout driver, retention).
-MAX_REQUESTS_IN_FLIGHT = 32
+# connections the background services use (bridge writer, rollout driver, retention). Few
+# in flight also beats many on a small box: measured with bench/api_latency.py (32 clients,
+# 2 cores), a cap of 8 gave 169 req/s and p99 about 320 ms; 32 gave 124 req/s and p99 920 ms,
+# the worker threads mostly fighting over the GIL.
+MAX_REQUESTS_IN_FLIGHT = 8
 
 
 class RequestLimit:

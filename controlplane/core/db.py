@@ -66,7 +66,7 @@ def _redact(database_url: str) -> str:
         return database_url.split("@")[-1]
 
 
-# Enough connections for the API's requests in flight (api/limits.py caps them at 32) plus
+# Enough connections for the API's requests in flight (api/limits.py caps them at 8) plus
 # the background services, so a request never waits for a connection.
 POOL_SIZE = 20
 MAX_OVERFLOW = 20
