@@ -21,6 +21,7 @@ from controlplane import crud
 from controlplane.api.deps import SessionDep
 from controlplane.api.routes.devices import parse_selector
 from controlplane.crud.devices import device_labels
+from controlplane.dashboard.hardware import hardware_rows
 from controlplane.db_models import ApiToken
 from controlplane.errors import ApiError
 from controlplane.telemetry_store import series
@@ -148,7 +149,7 @@ def device_detail(
     active = public.state.get("active") if isinstance(public.state.get("active"), dict) else None
     return _page(request, "device.html", viewer, device=public, active=active, charts=charts,
                  ranges=list(RANGES), current_range=window,
-                 hardware=_flatten(public.hardware))
+                 hardware=hardware_rows(public.hardware))
 
 
 @router.get("/models")
@@ -163,16 +164,6 @@ def _chart_json(metric: str, points: list[Any]) -> str:
     data = [{"t": p.t.isoformat(), "avg": p.avg, "max": p.max} for p in points]
     # `</` cannot end the <script> block the JSON is embedded in.
     return json.dumps({"metric": metric, "points": data}).replace("</", "<\\/")
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested hardware JSON as (dotted key, value) rows."""
-    if isinstance(value, dict):
-        rows: list[tuple[str, str]] = []
-        for key, item in value.items():
-            rows += _flatten(item, f"{prefix}{key}.")
-        return rows
-    return [(prefix.rstrip("."), json.dumps(value) if not isinstance(value, str) else value)]
 
 
 def install_dashboard(app: FastAPI) -> None:
