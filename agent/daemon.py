@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import ValidationError
 
 from agent.enroll import Enrollment, ensure_enrolled
 from agent.mqtt import AgentMqtt, MqttSettings
 from agent.outbox import Outbox
 from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
 from agent.runtime import EngineFactory, ModelRuntime
+from agent.server.metrics import ServingMetrics
 from agent.slots import SlotStore
-from models.protocol import ActiveModel, DeviceState, Telemetry, TelemetrySample
+from agent.telemetry import TelemetrySampler
+from hwprobe import HardwareProfile
+from models.protocol import ActiveModel, DeviceState, Telemetry
 from models.store import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,17 +57,22 @@ class NodeOptions:
 class AgentNode:
     """One device: MQTT connection, outbox, slots, rollout executor and telemetry loop."""
 
-    def __init__(self, enrollment: Enrollment, runtime: ModelRuntime, options: NodeOptions) -> None:
+    def __init__(
+        self,
+        enrollment: Enrollment,
+        runtime: ModelRuntime,
+        options: NodeOptions,
+        serving: ServingMetrics | None = None,
+    ) -> None:
         self.enrollment, self.runtime, self.options = enrollment, runtime, options
+        self.serving = serving
         data = options.data_dir
         self.outbox = Outbox(data / "outbox.db")
         self._seq = int(time.time())
         self._telemetry_seq = int(time.time() * 1000)
         self._stop = threading.Event()
         self._telemetry: threading.Thread | None = None
-        self._hardware_digest = hashlib.sha256(
-            json.dumps(options.hardware, sort_keys=True).encode()
-        ).hexdigest()[:16]
+        self._hardware_digest = hardware_digest(options.hardware)
         mem = (lambda: int(psutil.virtual_memory().available)) if options.check_memory else None
         self.executor = RolloutExecutor(ExecutorDeps(
             slots=SlotStore(data / "slots"), store=ArtifactStore(data / "store"),
@@ -125,15 +134,20 @@ class AgentNode:
         self.outbox.close()
 
     def _telemetry_loop(self) -> None:
+        sampler = TelemetrySampler(self.serving)
         while not self._stop.wait(self.options.telemetry_interval_s):
             self._telemetry_seq += 1
-            sample = TelemetrySample(
-                cpu_percent=psutil.cpu_percent(interval=None),
-                mem_used_bytes=int(psutil.virtual_memory().used),
-                queue_depth=self.runtime.waiting,
-            )
+            sample = sampler.sample(queue_depth=self.runtime.waiting)
             batch = Telemetry(seq=self._telemetry_seq, samples=[sample])
             self.mqtt.send("telemetry", batch, qos=1, droppable=True)
+
+
+def hardware_digest(hardware: dict[str, Any]) -> str:
+    """hwprobe's digest (stable across restarts); a raw hash for a profile it cannot read."""
+    try:
+        return HardwareProfile.model_validate(hardware).digest()
+    except ValidationError:
+        return hashlib.sha256(json.dumps(hardware, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run(settings: Any) -> None:
@@ -152,7 +166,8 @@ def run(settings: Any) -> None:
         hardware=profile, agent_version=AGENT_VERSION,
     )  # fmt: skip
     installed = installed_engines()
-    runtime = ModelRuntime(max_waiting=settings.queue_depth,
+    metrics = ServingMetrics()
+    runtime = ModelRuntime(max_waiting=settings.queue_depth, observer=metrics,
                            keep_alive=parse_keep_alive(settings.keep_alive))  # fmt: skip
     host, port = _mqtt_override(settings.mqtt_url)
     options = NodeOptions(
@@ -161,10 +176,10 @@ def run(settings: Any) -> None:
         hardware=profile, device_class=str(profile.get("device_class", "")),
         mqtt_host=host, mqtt_port=port,
     )  # fmt: skip
-    node = AgentNode(enrollment, runtime, options)
+    node = AgentNode(enrollment, runtime, options, serving=metrics)
     node.start()
     try:
-        app = create_app(runtime, api_key=settings.api_key)
+        app = create_app(runtime, api_key=settings.api_key, metrics=metrics)
         asyncio.run(serve(app, runtime, host=settings.host, port=settings.port,
                           log_level=settings.log_level))  # fmt: skip
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from agent.engines.base import Completion
 from agent.runtime import ModelRuntime
@@ -43,6 +44,19 @@ class Histogram:
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass(frozen=True)
+class ServingTotals:
+    """Cumulative counters at one moment; two of them give a window's rates."""
+
+    generated_tokens: int = 0
+    token_gaps: int = 0
+    token_gap_seconds: float = 0.0
+    first_tokens: int = 0
+    first_token_seconds: float = 0.0
+    requests: int = 0
+    server_errors: int = 0
 
 
 class ServingMetrics:
@@ -88,6 +102,19 @@ class ServingMetrics:
         key = (api, str(status))
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
+
+    def totals(self) -> ServingTotals:
+        """A consistent snapshot of the cumulative counters."""
+        with self._lock:
+            return ServingTotals(
+                generated_tokens=self.generated_tokens,
+                token_gaps=sum(self.itl.counts),
+                token_gap_seconds=self.itl.total,
+                first_tokens=sum(self.ttft.counts),
+                first_token_seconds=self.ttft.total,
+                requests=sum(self.requests.values()),
+                server_errors=sum(n for (_, code), n in self.requests.items() if code >= "500"),
+            )
 
     def render(self, runtime: ModelRuntime) -> str:
         """The exposition text."""
