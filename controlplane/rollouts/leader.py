@@ -68,9 +68,11 @@ class Leadership:
         return bool(got)
 
     def _drop_connection(self) -> None:
+        # invalidate(), not close(): close() would hand the connection back to the pool with
+        # the session-level lock still held; ending the database session is what frees it.
         if self._conn is not None:
             try:
-                self._conn.close()
+                self._conn.invalidate()
             except SQLAlchemyError:
                 pass
             self._conn = None
