@@ -12,13 +12,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
-from controlplane import crud
+from controlplane import crud, db_models
 from controlplane.broker_auth import BrokerAuthError, write_atomic
 from controlplane.broker_sync import write_broker_files
 from controlplane.core.config import Settings
-from controlplane.core.db import DatabaseUrlError, check_database, make_engine, migrate
+from controlplane.core.db import DatabaseUrlError, check_database, migrate, migrated_session
 from controlplane.db_models import Role
 from controlplane.registry import ImportRefused, import_model
 from controlplane.rollouts.cli import add_rollouts_parser
@@ -44,19 +43,11 @@ def parse_ttl(text: str) -> timedelta:
 
 
 def parse_labels(text: str) -> dict[str, str]:
-    """`k=v,k2=v2` -> dict."""
-    labels = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise CliError(f"--labels part {part!r}: use key=value")
-        labels[key] = value
-    return labels
-
-
-def _session(settings: Settings) -> Session:
-    migrate(settings.database_url)
-    return Session(make_engine(settings.database_url), expire_on_commit=False)
+    """`--labels k=v,k2=v2` -> dict; CliError when malformed."""
+    try:
+        return db_models.parse_labels(text)
+    except ValueError as exc:
+        raise CliError(f"--labels: {exc}") from exc
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -76,7 +67,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def cmd_create_admin_token(settings: Settings, args: argparse.Namespace) -> None:
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         _token, secret = crud.create_api_token(session, name=args.name, role=Role(args.role))
     print(secret)
     print(f"{args.role} token {args.name!r} created; it is shown only now", file=sys.stderr)
@@ -86,7 +77,7 @@ def cmd_enroll_token(settings: Settings, args: argparse.Namespace) -> None:
     ttl = parse_ttl(args.ttl)
     if ttl > settings.enrollment_ttl_max:
         raise CliError(f"--ttl {args.ttl} is longer than {settings.enrollment_ttl_max}")
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         token, secret = crud.create_enrollment_token(
             session, labels=parse_labels(args.labels), ttl=ttl, created_by="cli"
         )
@@ -96,12 +87,8 @@ def cmd_enroll_token(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_devices(settings: Settings, args: argparse.Namespace) -> None:
-    from controlplane.crud.devices import device_labels
-
-    with _session(settings) as session:
-        devices = crud.list_devices(session)
-        labels = device_labels(session, device_ids=[d.id for d in devices])
-        public = [crud.device_to_public(d, labels[d.id]) for d in devices]
+    with migrated_session(settings.database_url) as session:
+        public = crud.list_public_devices(session)
     if args.json:
         print(json.dumps([d.model_dump(mode="json") for d in public], indent=2))
         return
@@ -114,7 +101,7 @@ def cmd_devices(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_models_import(settings: Settings, args: argparse.Namespace) -> None:
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         try:
             manifest, row = import_model(
                 session, settings=settings, signing=load_signing_identity(settings),
@@ -144,7 +131,7 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
             line = f"acl_file {out / 'acl'}"
         lines.append(line)
     write_atomic(out / "edgefleet.conf", "\n".join(lines) + "\n", mode=0o644)
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         write_broker_files(session, settings)
     print(f"wrote {out}/edgefleet.conf, passwd and acl; point the control plane at them with "
           f"EDGEFLEET_CP_BROKER_PASSWORD_FILE={out}/passwd EDGEFLEET_CP_BROKER_ACL_FILE={out}/acl "

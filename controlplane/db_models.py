@@ -11,13 +11,10 @@ from pydantic import field_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from models.protocol import utcnow as utcnow  # one clock for the whole control plane
+
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
 LABEL_VALUE = r"^[A-Za-z0-9._/-]{0,63}$"
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now."""
-    return datetime.now(timezone.utc)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -25,8 +22,9 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def _tz_column(nullable: bool = True) -> Any:
-    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
+def optional_time() -> Any:
+    """A nullable timezone-aware column that defaults to None."""
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=True)
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -37,6 +35,17 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
                 f"label {key}={value!r} is invalid: use letters, digits, '.', '_', '-', '/'"
             )
     return labels
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> {"k": "v", "k2": "v2"}, checked by `check_labels`; ValueError if malformed."""
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"label selector part {part!r}: use key=value")
+        labels[key.strip()] = value.strip()
+    return check_labels(labels)
 
 
 class Role(str, enum.Enum):
@@ -68,7 +77,7 @@ class ApiToken(ApiTokenBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(index=True, unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    revoked_at: datetime | None = _tz_column()
+    revoked_at: datetime | None = optional_time()
 
 
 class ApiTokenPublic(ApiTokenBase):
@@ -103,7 +112,7 @@ class EnrollmentToken(EnrollmentTokenBase, table=True):
     created_by: str = ""
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
-    used_at: datetime | None = _tz_column()
+    used_at: datetime | None = optional_time()
     device_id: str | None = None
 
 
@@ -152,12 +161,12 @@ class Device(DeviceBase, table=True):
     hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     online: bool = Field(default=False, index=True)
-    last_seen: datetime | None = _tz_column()
+    last_seen: datetime | None = optional_time()
     active_model: str | None = Field(default=None, index=True, max_length=300)
     mqtt_password_hash: str = Field(max_length=300)
     artifact_token_hash: str = Field(index=True, unique=True, max_length=64)
     enrolled_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    revoked_at: datetime | None = _tz_column()
+    revoked_at: datetime | None = optional_time()
 
 
 class DeviceLabel(SQLModel, table=True):

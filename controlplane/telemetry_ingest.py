@@ -8,6 +8,7 @@ then runs the handlers and acknowledges the messages to the broker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -77,7 +78,7 @@ class IngestWriter:
         self._stats = stats
         self._keep_raw = keep_raw
         self._dispatch = dispatch
-        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[Inbound | None] = queue.Queue(maxsize=QUEUE_MAX)  # None: wake
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,6 +91,8 @@ class IngestWriter:
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
         self._stopping.set()
+        with contextlib.suppress(queue.Full):  # a full queue means the writer is not idle
+            self._queue.put_nowait(None)  # wake a writer waiting on an empty queue
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -124,18 +127,21 @@ class IngestWriter:
                     item.ack()
 
     def _collect(self) -> list[Inbound]:
-        try:
-            batch = [self._queue.get(timeout=BATCH_INTERVAL_S)]
-        except queue.Empty:
+        first = self._queue.get()  # an idle writer sleeps here until a message or stop()
+        if first is None:
             return []
+        batch = [first]
         deadline = time.monotonic() + BATCH_INTERVAL_S
         while len(batch) < BATCH_MAX:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0
-                             else self._queue.get_nowait())
+                item = (self._queue.get(timeout=remaining) if remaining > 0
+                        else self._queue.get_nowait())  # fmt: skip
             except queue.Empty:
                 break
+            if item is None:
+                break
+            batch.append(item)
         return batch
 
     def write(self, batch: list[Inbound]) -> list[Inbound]:

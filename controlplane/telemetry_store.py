@@ -221,9 +221,3 @@ def roll_up(session: Session, *, now: datetime, keep: timedelta) -> RollupResult
     return RollupResult(
         cutoff=cutoff, hourly_rows=len(rows), raw_deleted=int(getattr(deleted, "rowcount", 0))
     )
-
-
-def delete_hourly_before(session: Session, *, before: datetime) -> int:
-    """Drop hourly rows older than `before` (for deployments that cap long-term history)."""
-    result = session.execute(delete(_HOURLY).where(_HOURLY.c.hour < to_utc(before)))
-    return int(getattr(result, "rowcount", 0))

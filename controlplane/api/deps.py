@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from controlplane import crud
@@ -24,12 +23,6 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_engine(request: Request) -> Engine:
-    """The app's database engine."""
-    engine: Engine = request.app.state.engine
-    return engine
-
-
 def get_db(request: Request) -> Iterator[Session]:
     """A session per request."""
     with Session(request.app.state.engine, expire_on_commit=False) as session:
@@ -45,7 +38,6 @@ async def get_signing(request: Request) -> SigningIdentity:
 # The accessors above are async because they only read app.state: FastAPI runs a sync
 # dependency in the threadpool, a round trip that costs more than the work.
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_db)]
 SigningDep = Annotated[SigningIdentity, Depends(get_signing)]
 

@@ -128,7 +128,12 @@ def migrate(database_url: str) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session for CLI and background work (routes use SessionDep)."""
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
+def migrated_session(database_url: str) -> Iterator[Session]:
+    """Migrate, then a session on an engine of its own, disposed afterwards (CLI commands)."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    finally:
+        engine.dispose()

@@ -1,8 +1,9 @@
-"""Read-only device queries for the API: filters, labels and the public view, without ORM objects.
+"""Read-only device queries: filters, labels and the public view, without ORM objects.
 
-The list and get endpoints are the control plane's hottest reads. Building an ORM `Device`
-(and a `DeviceLabel` per label) for every row cost more CPU than the query itself, so these
-functions select plain columns and build `DevicePublic` from them.
+The API, the dashboard and the CLI read devices through these; the list and get endpoints are
+the control plane's hottest reads. Building an ORM `Device` (and a `DeviceLabel` per label)
+for every row cost more CPU than the query itself, so these functions select plain columns
+and build `DevicePublic` from them.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def list_public_devices(
     device_class: str | None = None,
     online: bool | None = None,
     model: str | None = None,
+    include_revoked: bool = True,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[DevicePublic]:
@@ -80,6 +82,7 @@ def list_public_devices(
     query = filter_devices(
         select_columns(*_PUBLIC_COLUMNS).order_by(_DEVICE.c.enrolled_at, _DEVICE.c.id),
         labels=labels, device_class=device_class, online=online, model=model,
+        include_revoked=include_revoked,
     )  # fmt: skip
     query = query.limit(limit).offset(offset) if limit is not None else query.offset(offset)
     rows = session.execute(query).all()

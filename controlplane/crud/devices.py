@@ -11,9 +11,7 @@ from sqlalchemy import Table, bindparam, delete, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
-from controlplane.crud.device_reads import device_labels as device_labels  # re-exported
-from controlplane.crud.device_reads import filter_devices
-from controlplane.db_models import Device, DeviceLabel, DevicePublic, DeviceUpdate, as_utc, utcnow
+from controlplane.db_models import Device, DeviceLabel, DeviceUpdate, as_utc, utcnow
 from controlplane.security import hash_token
 
 _DEVICE: Table = Device.__table__  # type: ignore[attr-defined]
@@ -79,42 +77,6 @@ def get_device_by_artifact_token(session: Session, *, token: str) -> Device | No
         )
     ).first()
     return device
-
-
-def list_devices(
-    session: Session,
-    *,
-    labels: dict[str, str] | None = None,
-    device_class: str | None = None,
-    online: bool | None = None,
-    model: str | None = None,
-    include_revoked: bool = True,
-) -> list[Device]:
-    """Devices matching every filter; `model` is `name` or `name:version` of the active model."""
-    query = filter_devices(
-        select(Device).order_by(col(Device.enrolled_at), col(Device.id)),
-        labels=labels, device_class=device_class, online=online, model=model,
-        include_revoked=include_revoked,
-    )  # fmt: skip
-    return list(session.exec(query))
-
-
-def device_to_public(device: Device, labels: dict[str, str]) -> DevicePublic:
-    """The API view of a device (no credential hashes)."""
-    return DevicePublic(
-        id=device.id,
-        name=device.name,
-        device_class=device.device_class,
-        agent_version=device.agent_version,
-        labels=labels,
-        hardware=device.hardware,
-        state=device.state,
-        online=device.online,
-        last_seen=as_utc(device.last_seen) if device.last_seen else None,
-        active_model=device.active_model,
-        enrolled_at=as_utc(device.enrolled_at),
-        revoked=device.revoked_at is not None,
-    )
 
 
 def update_device(session: Session, *, device: Device, update: DeviceUpdate) -> Device:
@@ -202,22 +164,6 @@ def mark_device_states(session: Session, *, reports: Sequence[StateReport]) -> i
 
 def _text(reported: object, stored: str) -> str:
     return reported if isinstance(reported, str) and reported else stored
-
-
-def mark_device_state(
-    session: Session,
-    *,
-    device_id: str,
-    online: bool,
-    state: dict[str, Any],
-    seen_at: datetime,
-) -> Device | None:
-    """Record one device's reported state and commit; None if the device is unknown."""
-    report = StateReport(device_id=device_id, online=online, state=state, seen_at=seen_at)
-    if not mark_device_states(session, reports=[report]):
-        return None
-    session.commit()
-    return session.get(Device, device_id, populate_existing=True)
 
 
 def broker_credentials(session: Session) -> dict[str, str]:

@@ -20,7 +20,6 @@ from fastapi.templating import Jinja2Templates
 from controlplane import crud
 from controlplane.api.deps import SessionDep
 from controlplane.api.routes.devices import parse_selector
-from controlplane.crud.devices import device_labels
 from controlplane.dashboard.hardware import hardware_rows
 from controlplane.db_models import ApiToken
 from controlplane.errors import ApiError
@@ -115,13 +114,11 @@ def devices(
         selector = parse_selector(labels) if labels else None
     except ApiError as exc:
         selector, error = None, exc.message
-    rows = crud.list_devices(
+    items = crud.list_public_devices(
         session, labels=selector, device_class=device_class or None,
         online={"yes": True, "no": False}.get(online), model=model or None,
         include_revoked=False,
     )
-    label_map = device_labels(session, device_ids=[d.id for d in rows])
-    items = [crud.device_to_public(d, label_map[d.id]) for d in rows]
     filters = {"labels": labels, "device_class": device_class, "online": online, "model": model}
     return _page(request, "devices.html", viewer, devices=items, filters=filters, error=error)
 
@@ -132,18 +129,16 @@ def device_detail(
     window: Annotated[str, Query(alias="range")] = "1h",
 ) -> HTMLResponse:
     """Hardware, active model and engine, and telemetry charts."""
-    device = crud.get_device(session, device_id=device_id)
-    if device is None:
+    public = crud.get_public_device(session, device_id=device_id)
+    if public is None:
         return _page(request, "missing.html", viewer, device_id=device_id)
-    labels = device_labels(session, device_ids=[device.id])[device.id]
-    public = crud.device_to_public(device, labels)
     window = window if window in RANGES else "1h"
     span = RANGES[window]
     now = utcnow()
     charts = [
         _chart_json(metric, series(session, metric=metric, start=now - span, end=now,
                                    bucket_s=max(1, int(span.total_seconds() // CHART_POINTS)),
-                                   device_ids=[device.id]))
+                                   device_ids=[device_id]))
         for metric in CHART_METRICS
     ]
     active = public.state.get("active") if isinstance(public.state.get("active"), dict) else None

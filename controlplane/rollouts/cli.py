@@ -7,26 +7,20 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
-
 from controlplane.core.config import Settings
-from controlplane.core.db import make_engine, migrate
+from controlplane.core.db import migrated_session
+from controlplane.db_models import parse_labels
 from controlplane.enrollment import artifacts_url
 from controlplane.rollouts import service
 from controlplane.rollouts.models import RolloutCreate
 from controlplane.rollouts.strategy import Selector, Strategy, Wave
 
 
-def _session(settings: Settings) -> Session:
-    migrate(settings.database_url)
-    return Session(make_engine(settings.database_url), expire_on_commit=False)
-
-
 def _labels(text: str) -> dict[str, str]:
-    pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
-    if any(len(p) != 2 for p in pairs):
-        raise SystemExit(f"edgefleet-cp: --labels {text!r}: use key=value,key2=value2")
-    return {k.strip(): v.strip() for k, v in pairs}
+    try:
+        return parse_labels(text)
+    except ValueError as exc:
+        raise SystemExit(f"edgefleet-cp: --labels: {exc}") from exc
 
 
 def _list(text: str) -> list[str]:
@@ -47,7 +41,7 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> None:
     selector = Selector(labels=_labels(args.labels), device_classes=_list(args.device_class),
                         device_ids=_list(args.devices))  # fmt: skip
     spec = RolloutCreate(model=args.model, selector=selector, strategy=strategy)
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         url = artifacts_url(settings)
         rollout = _refusals(
             lambda: service.create_rollout(session, spec=spec, artifacts_url=url, created_by="cli")
@@ -57,7 +51,7 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> None:
     """List rollouts."""
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         rows = [service.to_public(session, r) for r in service.list_rollouts(session)]
     if args.json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
@@ -70,7 +64,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> None:
     """Show one rollout with per-wave progress and its devices."""
-    with _session(settings) as session:
+    with migrated_session(settings.database_url) as session:
         rollout = _refusals(lambda: service.get_rollout(session, args.id))
         public = service.to_public(session, rollout)
         devices = [service.device_to_public(d) for d in service.devices_of(session, args.id)]
@@ -90,7 +84,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> None:
 
 def _action(action: str) -> Any:
     def run(settings: Settings, args: argparse.Namespace) -> None:
-        with _session(settings) as session:
+        with migrated_session(settings.database_url) as session:
             rollout = _refusals(lambda: service.act(session, args.id, action, args.reason))
         print(f"{rollout.id} {rollout.status}")
 

@@ -38,12 +38,12 @@ class RolloutController:
         publish: PublishDesired | None,
         *,
         holder: str | None = None,
-        tick_s: float = TICK_S,
+        tick_s: float | None = None,
     ) -> None:
         self.engine = engine
         self.publish = publish
         self._publisher = DesiredPublisher(publish) if publish is not None else None
-        self.tick_s = tick_s
+        self.tick_s = TICK_S if tick_s is None else tick_s  # read now, so tests can patch it
         self.leadership = Leadership(
             engine, holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         )

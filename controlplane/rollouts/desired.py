@@ -100,21 +100,6 @@ def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> 
     return versions
 
 
-def set_models(session: Session, device_id: str, models: list[DesiredModel]) -> DeviceDesired:
-    """Store a new desired state for one device with the next version (caller commits)."""
-    set_many(session, {device_id: models})
-    row = current(session, device_id)
-    assert row is not None
-    return row
-
-
-def message(row: DeviceDesired) -> DesiredState:
-    """The wire message for a stored desired state."""
-    return DesiredState(
-        version=row.version, models=[DesiredModel.model_validate(m) for m in row.models]
-    )
-
-
 class DesiredPublisher:
     """Sends every desired state the broker lacks, never waiting for an acknowledgement.
 
@@ -167,14 +152,4 @@ class DesiredPublisher:
             session.execute(_MARK_PUBLISHED, done)
             session.commit()
         return len(done)
-
-
-def publish_pending(session: Session, publish: PublishDesired, limit: int = PUBLISH_LIMIT) -> int:
-    """Publish every desired state the broker does not have yet (one-shot `DesiredPublisher`)."""
-    return DesiredPublisher(publish).step(session, limit)
-
-
-def models_of(row: DeviceDesired | None) -> list[dict[str, Any]]:
-    """The stored models of a desired row (empty when the device never had one)."""
-    return list(row.models) if row is not None else []
 

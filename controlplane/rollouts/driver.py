@@ -20,13 +20,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from controlplane.db_models import Device, DeviceLabel, as_utc
 from controlplane.rollouts import desired
 from controlplane.rollouts.desired import chunks
-from controlplane.rollouts.events import (
-    apply_event,
-    apply_events,
-    reconcile_state,
-    reconcile_states,
-    set_state,
-)
+from controlplane.rollouts.events import apply_events, reconcile_states, set_state
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.rollouts.strategy import (
     TERMINAL_STATES,
@@ -268,6 +262,5 @@ def revert(
 
 
 __all__ = [
-    "TERMINAL_STATES", "apply_event", "apply_events", "matching_devices", "reconcile_state",
-    "reconcile_states", "revert", "tick",
+    "TERMINAL_STATES", "apply_events", "matching_devices", "reconcile_states", "revert", "tick",
 ]  # fmt: skip

@@ -71,16 +71,6 @@ def _apply(row: RolloutDevice, rollout: Rollout | None, event: RolloutEvent, now
     return True
 
 
-def apply_event(
-    session: Session, device_id: str, event: RolloutEvent, now: datetime, *, commit: bool = True
-) -> bool:
-    """Record one device event; False when it is stale or belongs to no rollout."""
-    (applied,) = apply_events(session, [(device_id, event)], now)
-    if applied and commit:
-        session.commit()
-    return applied
-
-
 def reconcile_states(
     session: Session, states: Sequence[tuple[str, dict[str, Any]]], now: datetime
 ) -> int:
@@ -120,14 +110,6 @@ def reconcile_states(
         session.add(row)
         settled += 1
     return settled
-
-
-def reconcile_state(
-    session: Session, device_id: str, state: dict[str, Any], now: datetime, *, commit: bool = True
-) -> None:
-    """Settle one device's in-progress rows from its retained state."""
-    if reconcile_states(session, [(device_id, state)], now) and commit:
-        session.commit()
 
 
 def _rows(

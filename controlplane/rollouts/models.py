@@ -8,12 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, String, Text
 from sqlmodel import Field, SQLModel
 
-from controlplane.db_models import utcnow
+from controlplane.db_models import optional_time, utcnow
 from controlplane.rollouts.strategy import Selector, Strategy
-
-
-def _tz(nullable: bool = True) -> Any:
-    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
 
 
 class Rollout(SQLModel, table=True):
@@ -32,8 +28,8 @@ class Rollout(SQLModel, table=True):
     reason: str = Field(default="", sa_type=Text)
     created_by: str = Field(default="", max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    started_at: datetime | None = _tz()
-    finished_at: datetime | None = _tz()
+    started_at: datetime | None = optional_time()
+    finished_at: datetime | None = optional_time()
 
     def parsed_strategy(self) -> Strategy:
         """The strategy as the pure rules take it."""
@@ -61,7 +57,7 @@ class RolloutDevice(SQLModel, table=True):
     previous_models: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
-    dispatched_at: datetime | None = _tz()
+    dispatched_at: datetime | None = optional_time()
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
+from controlplane import crud
+from controlplane.db_models import Device
 from models.manifest import Manifest, Variant
 from models.signing import file_entry, write_signed_manifest
 
@@ -83,3 +87,14 @@ def make_model_dir(
     )
     write_signed_manifest(model_dir, manifest, key)
     return model_dir
+
+
+def mark_device_state(
+    session: Session, *, device_id: str, online: bool, state: dict[str, Any], seen_at: datetime
+) -> Device | None:
+    """Record one reported state the way the bridge does, and commit; None for unknown ids."""
+    report = crud.StateReport(device_id=device_id, online=online, state=state, seen_at=seen_at)
+    if not crud.mark_device_states(session, reports=[report]):
+        return None
+    session.commit()
+    return session.get(Device, device_id, populate_existing=True)

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from controlplane import crud
 from controlplane.broker_auth import verify_password
 from controlplane.db_models import Device
-from tests.controlplane.helpers import HARDWARE, bearer, enroll, enrollment_token
+from tests.controlplane.helpers import HARDWARE, bearer, enroll, enrollment_token, mark_device_state
 from tests.controlplane.test_auth import assert_error
 
 
@@ -115,7 +115,7 @@ def test_devices_list_filters_patch_revoke_delete(
 
         state = {"online": True, "agent_version": "0.2.0",
                  "active": {"name": "tiny", "version": "1.0.0", "variant": "x", "engine": "y"}}
-        crud.mark_device_state(session, device_id=c, online=True, state=state, seen_at=utcnow())
+        mark_device_state(session, device_id=c, online=True, state=state, seen_at=utcnow())
     assert ids("?online=true") == {c}
     assert ids("?model=tiny") == {c} == ids("?model=tiny:1.0.0")
     assert ids("?model=tiny:2.0.0") == set()

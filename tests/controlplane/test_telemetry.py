@@ -12,13 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from controlplane import crud
 from controlplane.db_models import Role
 from controlplane.telemetry_models import TelemetryHourly, TelemetrySample
 from controlplane.telemetry_retention import run_retention
 from controlplane.telemetry_store import insert_samples, sample_rows, series
 from models import protocol
-from tests.controlplane.helpers import bearer, enroll
+from tests.controlplane.helpers import bearer, enroll, mark_device_state
 from tests.controlplane.test_auth import assert_error
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc)
@@ -152,7 +151,7 @@ def test_fleet_summary(
                                     engine="tensorrt"),
     )
     with Session(engine_of(cp_client)) as session:
-        crud.mark_device_state(session, device_id=device_id, online=True,
+        mark_device_state(session, device_id=device_id, online=True,
                                state=state.model_dump(mode="json"), seen_at=protocol.utcnow())
     summary = cp_client.get("/api/v1/fleet/summary", headers=admin_headers).json()
     assert summary["total"] == 2 and summary["online"] == 1

@@ -13,6 +13,7 @@ from controlplane import crud
 from controlplane.core.db import make_engine, migrate
 from controlplane.db_models import Device, as_utc
 from models import protocol
+from tests.controlplane.helpers import mark_device_state
 
 
 @pytest.fixture
@@ -55,17 +56,17 @@ def test_one_statement_records_many_devices(engine: Engine) -> None:
 
 def test_last_seen_never_goes_back_and_active_none_clears(engine: Engine) -> None:
     with Session(engine) as session:
-        first = crud.mark_device_state(session, device_id="a", online=True,
+        first = mark_device_state(session, device_id="a", online=True,
                                        seen_at=protocol.utcnow(),
                                        state={"active": {"name": "m", "version": "1"}})  # fmt: skip
         assert first is not None and first.last_seen is not None
         seen = as_utc(first.last_seen)
         older = protocol.utcnow() - timedelta(hours=1)
-        will = crud.mark_device_state(session, device_id="a", online=False,
+        will = mark_device_state(session, device_id="a", online=False,
                                       state={"active": None}, seen_at=older)  # fmt: skip
     assert will is not None and will.last_seen is not None
     assert not will.online and as_utc(will.last_seen) == seen
     assert will.active_model is None
     with Session(engine) as session:
-        assert crud.mark_device_state(session, device_id="nope", online=True, state={},
+        assert mark_device_state(session, device_id="nope", online=True, state={},
                                       seen_at=protocol.utcnow()) is None  # fmt: skip

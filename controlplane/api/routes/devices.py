@@ -10,8 +10,7 @@ from sqlmodel import Session
 from controlplane import crud
 from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
 from controlplane.broker_sync import sync_broker
-from controlplane.crud.devices import device_labels
-from controlplane.db_models import Device, DevicePublic, DeviceUpdate, check_labels
+from controlplane.db_models import Device, DevicePublic, DeviceUpdate, parse_labels
 from controlplane.errors import ApiError
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -22,21 +21,17 @@ MAX_PAGE = 1000
 
 def parse_selector(selector: str) -> dict[str, str]:
     """`k=v,k2=v2` -> {"k": "v", "k2": "v2"}; ApiError 422 when malformed."""
-    labels: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in selector.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise ApiError(422, "validation_error", f"label selector part {part!r}: use key=value")
-        labels[key.strip()] = value.strip()
     try:
-        return check_labels(labels)
+        return parse_labels(selector)
     except ValueError as exc:
         raise ApiError(422, "validation_error", str(exc)) from exc
 
 
-def _public(session: Session, device: Device) -> DevicePublic:
-    labels = device_labels(session, device_ids=[device.id])[device.id]
-    return crud.device_to_public(device, labels)
+def _public_or_404(session: Session, device_id: str) -> DevicePublic:
+    device = crud.get_public_device(session, device_id=device_id)
+    if device is None:
+        raise ApiError(404, "device_not_found", f"no device {device_id!r}")
+    return device
 
 
 def _device_or_404(session: Session, device_id: str) -> Device:
@@ -72,10 +67,7 @@ def list_devices(
 @router.get("/{device_id}", response_model=DevicePublic)
 def get_device(device_id: str, session: SessionDep, _viewer: ViewerDep) -> DevicePublic:
     """One device."""
-    device = crud.get_public_device(session, device_id=device_id)
-    if device is None:
-        raise ApiError(404, "device_not_found", f"no device {device_id!r}")
-    return device
+    return _public_or_404(session, device_id)
 
 
 @router.patch("/{device_id}", response_model=DevicePublic)
@@ -84,7 +76,7 @@ def update_device(
 ) -> DevicePublic:
     """Rename and/or replace the device's labels."""
     device = crud.update_device(session, device=_device_or_404(session, device_id), update=body)
-    return _public(session, device)
+    return _public_or_404(session, device.id)
 
 
 @router.post("/{device_id}/revoke", response_model=DevicePublic)
@@ -94,7 +86,7 @@ def revoke_device(
     """Revoke the device: the broker refuses it and artifact downloads get 401."""
     device = crud.revoke_device(session, device=_device_or_404(session, device_id))
     sync_broker(session, settings)
-    return _public(session, device)
+    return _public_or_404(session, device.id)
 
 
 @router.delete("/{device_id}", status_code=204)

@@ -63,8 +63,6 @@ def rollout_devices(
     return [service.device_to_public(r) for r in service.devices_of(session, rollout_id)]
 
 
-
-
 def _action(action: str) -> Callable[..., RolloutPublic]:
     def handler(
         rollout_id: str, session: SessionDep, _op: OperatorDep, body: RolloutAction | None = None

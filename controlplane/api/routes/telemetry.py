@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
+from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.api.deps import SessionDep, ViewerDep
@@ -33,15 +35,37 @@ BucketQuery = Annotated[
 ]
 
 
-def _window(
-    start: datetime | None, end: datetime | None, bucket: int | None
-) -> tuple[datetime, datetime, int]:
-    end = to_utc(end) if end else utcnow()
-    start = to_utc(start) if start else end - DEFAULT_SPAN
+@dataclass(frozen=True)
+class SeriesQuery:
+    """The query parameters every series endpoint takes, as sent."""
+
+    start: datetime | None
+    end: datetime | None
+    metric: str
+    bucket: int | None
+
+
+# async: it only collects parameters, so a threadpool round trip would cost more than the work
+async def series_query(
+    start: FromQuery = None,
+    to: ToQuery = None,
+    metric: MetricQuery = "tokens_per_s",
+    bucket: BucketQuery = None,
+) -> SeriesQuery:
+    """The `from`, `to`, `metric` and `bucket` query parameters of a series request."""
+    return SeriesQuery(start=start, end=to, metric=metric, bucket=bucket)
+
+
+SeriesQueryDep = Annotated[SeriesQuery, Depends(series_query)]
+
+
+def _window(query: SeriesQuery) -> tuple[datetime, datetime, int]:
+    end = to_utc(query.end) if query.end else utcnow()
+    start = to_utc(query.start) if query.start else end - DEFAULT_SPAN
     span = (end - start).total_seconds()
     if span <= 0:
         raise ApiError(422, "validation_error", "`from` must be before `to`")
-    bucket = bucket or max(1, math.ceil(span / TARGET_POINTS))
+    bucket = query.bucket or max(1, math.ceil(span / TARGET_POINTS))
     if span / bucket > MAX_POINTS:
         raise ApiError(
             422, "validation_error",
@@ -52,45 +76,36 @@ def _window(
 
 
 def _series(
-    session: SessionDep, device_id: str | None, ids: list[str] | None, metric: str,
-    start: datetime | None, end: datetime | None, bucket: int | None,
+    session: Session, query: SeriesQuery, *, device_id: str | None, ids: list[str] | None
 ) -> TelemetrySeries:
-    begin, finish, width = _window(start, end, bucket)
+    begin, finish, width = _window(query)
     try:
         points = series(
-            session, metric=metric, start=begin, end=finish, bucket_s=width, device_ids=ids
+            session, metric=query.metric, start=begin, end=finish, bucket_s=width, device_ids=ids
         )
     except TelemetryQueryError as exc:
         raise ApiError(422, "validation_error", str(exc)) from exc
     return TelemetrySeries(
-        device_id=device_id, metric=metric, start=begin, end=finish, bucket_s=width, points=points
+        device_id=device_id, metric=query.metric, start=begin, end=finish, bucket_s=width,
+        points=points,
     )
 
 
 @router.get("/devices/{device_id}/telemetry", response_model=TelemetrySeries)
 def device_telemetry(
-    device_id: str,
-    session: SessionDep,
-    _viewer: ViewerDep,
-    start: FromQuery = None,
-    to: ToQuery = None,
-    metric: MetricQuery = "tokens_per_s",
-    bucket: BucketQuery = None,
+    device_id: str, session: SessionDep, _viewer: ViewerDep, query: SeriesQueryDep
 ) -> TelemetrySeries:
     """One device's metric over time, bucketed (avg/min/max/sum/count per bucket)."""
     if not crud.device_exists(session, device_id=device_id):
         raise ApiError(404, "device_not_found", f"no device {device_id!r}")
-    return _series(session, device_id, [device_id], metric, start, to, bucket)
+    return _series(session, query, device_id=device_id, ids=[device_id])
 
 
 @router.get("/telemetry", response_model=TelemetrySeries)
 def fleet_telemetry(
     session: SessionDep,
     _viewer: ViewerDep,
-    start: FromQuery = None,
-    to: ToQuery = None,
-    metric: MetricQuery = "tokens_per_s",
-    bucket: BucketQuery = None,
+    query: SeriesQueryDep,
     labels: str | None = None,
     device_class: str | None = None,
     model: str | None = None,
@@ -104,7 +119,7 @@ def fleet_telemetry(
             device_class=device_class,
             model=model,
         )
-    return _series(session, None, ids, metric, start, to, bucket)
+    return _series(session, query, device_id=None, ids=ids)
 
 
 @router.get("/fleet/summary", response_model=FleetSummary)

@@ -21,7 +21,7 @@ from controlplane.db_models import Role
 from controlplane.main import create_app
 from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
-from tests.controlplane.helpers import HARDWARE, bearer, enroll
+from tests.controlplane.helpers import HARDWARE, bearer, enroll, mark_device_state
 from tests.support.mosquitto import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -83,7 +83,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
                                         engine="llamacpp"),
         )
         with Session(engine) as session:
-            crud.mark_device_state(session, device_id=device_id, online=True,
+            mark_device_state(session, device_id=device_id, online=True,
                                    state=state.model_dump(mode="json"), seen_at=now)
             samples = [
                 protocol.TelemetrySample(ts=now - timedelta(minutes=m), tokens_per_s=30.0 + m,

@@ -47,7 +47,7 @@ def make(session: Session, waves: list[str], **strategy: object) -> str:
 
 def step(session: Session, broker: Broker, seconds: float = 0) -> None:
     driver.tick(session, now_plus(seconds))
-    desired.publish_pending(session, broker.publish)
+    desired.DesiredPublisher(broker.publish).step(session)
 
 
 def report(session: Session, broker: Broker, device_id: str, kind: str, detail: str = "") -> bool:
@@ -56,7 +56,13 @@ def report(session: Session, broker: Broker, device_id: str, kind: str, detail: 
         desired_version=msg.version, rollout_id=msg.models[0].rollout_id if msg.models else None,
         model="tiny:2.0", kind=kind, detail=detail,
     )  # fmt: skip
-    return driver.apply_event(session, device_id, event, now_plus())
+    return apply(session, device_id, event)
+
+
+def apply(session: Session, device_id: str, event: RolloutEvent) -> bool:
+    (applied,) = driver.apply_events(session, [(device_id, event)], now_plus())
+    session.commit()
+    return applied
 
 
 def states(session: Session, rollout_id: str) -> dict[str, str]:
@@ -145,7 +151,7 @@ def test_device_timeout_and_stale_events(session: Session) -> None:
     broker = Broker()
     step(session, broker)
     stale = RolloutEvent(desired_version=0, rollout_id=rid, model="tiny:2.0", kind="active")
-    assert not driver.apply_event(session, "dev-0", stale, now_plus())
+    assert not apply(session, "dev-0", stale)
     step(session, broker, seconds=120)
     assert states(session, rid) == {"dev-0": "timed_out"}
     assert not report(session, broker, "dev-0", "downloading")  # after a terminal state
@@ -160,7 +166,8 @@ def test_missed_events_are_settled_from_state(session: Session) -> None:
     row = session.get(RolloutDevice, (rid, "dev-0"))
     assert row is not None and row.desired_version == 1
     state = {"desired_version": 1, "active": {"name": "tiny", "version": "2.0"}}
-    driver.reconcile_state(session, "dev-0", state, now_plus(30))
+    driver.reconcile_states(session, [("dev-0", state)], now_plus(30))
+    session.commit()
     assert states(session, rid) == {"dev-0": "succeeded"}
 
 
