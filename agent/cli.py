@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine", help=helptext("engine"))
     serve.add_argument("--keep-alive", help=helptext("keep_alive"))
     serve.add_argument("--control-plane", metavar="URL", help=helptext("control_plane_url"))
+    serve.add_argument(
+        "--benchmark-engines", action="store_true", default=None, help=helptext("benchmark_engines")
+    )
     serve.set_defaults(func=cmd_serve)
 
     probe = sub.add_parser("probe", help="print this device's hardware profile")
@@ -62,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
         if name != "bench":
             command.add_argument("--engine", help="prefer this engine or variant id")
+        if name == "explain":
+            command.add_argument(
+                "--benchmark-engines", action="store_true", default=None,
+                help=helptext("benchmark_engines"),
+            )  # fmt: skip
         if name == "run":
             command.add_argument("prompt", metavar="PROMPT")
             command.add_argument("--max-tokens", type=int, default=256)

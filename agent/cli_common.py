@@ -44,6 +44,15 @@ def load_options(settings: AgentSettings) -> LoadOptions:
     )
 
 
+def benchmark_results(settings: AgentSettings) -> Path | None:
+    """The engine benchmark cache when --benchmark-engines is on, else None (no benchmark)."""
+    if not settings.benchmark_engines:
+        return None
+    from agent.engine_benchmark import results_file
+
+    return results_file(settings.data_dir)
+
+
 def with_progress(description: str, work: Callable[[], T]) -> T:
     """Run blocking `work` in a thread while a tqdm bar on stderr shows elapsed time."""
     from tqdm import tqdm

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from agent.cli_common import echo, load_options, resolve_model, settings_from, with_progress
+from agent.cli_common import (
+    benchmark_results,
+    echo,
+    load_options,
+    resolve_model,
+    settings_from,
+    with_progress,
+)
 from agent.config import AgentSettings
-from agent.engines.base import Completion, Engine, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.base import Completion, SamplingParams, TokenChunk
 from agent.errors import AgentError
 from agent.model_loading import probe_profile
 from agent.runtime import LoadedModel, open_model
@@ -28,18 +35,28 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the variant/engine selection and every candidate's reason."""
-    from agent.engines.registry import installed_engines
+    from agent.engines.registry import create_engine, installed_engines
     from agent.selection import explain, select_variant
     from models.manifest import MANIFEST_FILE, Manifest
 
-    settings = settings_from(args)
+    settings = settings_from(args, benchmark_engines=args.benchmark_engines)
     path = resolve_model(args.model, settings, args.engine)
     if not (path / MANIFEST_FILE).is_file():
         echo(f"{path.name}: a bare .gguf file, served by llamacpp with the ChatML template")
         return 0
-    selection = select_variant(
-        Manifest.load(path), probe_profile(), installed_engines(), prefer=args.engine
-    )
+    manifest, profile = Manifest.load(path), probe_profile()
+    selection = select_variant(manifest, profile, installed_engines(), prefer=args.engine)
+    results = benchmark_results(settings)
+    if results is not None and args.engine is None:
+        from agent.engine_benchmark import benchmark_model
+
+        selection = with_progress(
+            f"benchmarking the candidates of {manifest.ref}",
+            lambda: benchmark_model(
+                selection, path, manifest, profile=profile, results=results,
+                options=load_options(settings), engine_factory=create_engine,
+            ),
+        )  # fmt: skip
     echo(explain(selection))
     return 0
 
@@ -56,6 +73,7 @@ def _open(args: argparse.Namespace, settings: AgentSettings, prefer: str | None)
             installed=installed_engines(),
             prefer=prefer,
             options=load_options(settings),
+            benchmark_results=benchmark_results(settings),
         ),
     )
 
@@ -100,43 +118,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loader(engine: Engine, files: Path, options: LoadOptions) -> Callable[[], None]:
-    return lambda: engine.load(files, options)
+def _measure(work: Callable[[], float], what: str) -> str:
+    try:
+        return f"{with_progress(f'measuring {what}', work):.1f} tok/s"
+    except AgentError as exc:
+        return f"failed: {exc}"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Tokens/s of every candidate engine for this model on this device."""
+    from agent.engine_benchmark import BenchmarkRun, candidate_measure, measure_tokens_per_s
     from agent.engines.registry import create_engine, installed_engines
-    from agent.selection import select_variant, variant_path
+    from agent.selection import select_variant
     from models.manifest import MANIFEST_FILE, Manifest
 
     settings = settings_from(args)
     path = resolve_model(args.model, settings)
-    params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
+    run = BenchmarkRun(prompt=args.prompt, tokens=args.tokens)
+    options = load_options(settings)
     rows: list[tuple[str, str, str]] = []
     if (path / MANIFEST_FILE).is_file():
         manifest = Manifest.load(path)
         selection = select_variant(manifest, probe_profile(), installed_engines())
-        pairs = [
-            (c.variant_id, c.engine, c.device, variant_path(path, manifest.variant(c.variant_id)))
-            for c in selection.candidates
-            if c.accepted
-        ]
-        context = manifest.context_length
+        measure = candidate_measure(
+            path, manifest, options=options, engine_factory=create_engine, run=run
+        )
+        for c in (c for c in selection.candidates if c.accepted):
+            rate = _measure(functools.partial(measure, c), f"{c.variant_id} on {c.engine}")
+            rows.append((c.variant_id, c.engine, rate))
+            echo(f"{c.variant_id:<16} {c.engine:<12} {rate}")
     else:
-        pairs, context = [("gguf", "llamacpp", "CPU", path)], load_options(settings).context_length
-    for variant_id, engine_name, device, files in pairs:
-        try:
-            engine = create_engine(engine_name)
-            opts = LoadOptions(context_length=context, device=device, threads=settings.threads)
-            with_progress(f"loading {variant_id} on {engine_name}", _loader(engine, files, opts))
-            started = time.perf_counter()
-            done = [i for i in engine.generate(args.prompt, params) if isinstance(i, Completion)]
-            elapsed = time.perf_counter() - started
-            engine.unload()
-            rate = f"{done[-1].completion_tokens / elapsed:.1f} tok/s" if done else "no output"
-        except AgentError as exc:
-            rate = f"failed: {exc}"
-        rows.append((variant_id, engine_name, rate))
-        echo(f"{variant_id:<16} {engine_name:<12} {rate}")
+        rate = _measure(
+            lambda: measure_tokens_per_s(create_engine("llamacpp"), path, options, run),
+            f"{path.name} on llamacpp",
+        )
+        rows.append(("gguf", "llamacpp", rate))
+        echo(f"{'gguf':<16} {'llamacpp':<12} {rate}")
     return 0 if rows else 1

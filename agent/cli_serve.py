@@ -8,8 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agent.cli_common import CliError, load_options, resolve_model, settings_from
+from agent.cli_common import (
+    CliError,
+    benchmark_results,
+    load_options,
+    resolve_model,
+    settings_from,
+)
 from agent.config import AgentSettings
+from agent.model_loading import installed_engines, open_model, probe_profile
 from agent.runtime import LoadedModel, ModelRuntime, parse_keep_alive
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine=args.engine,
         control_plane_url=args.control_plane,
         keep_alive=args.keep_alive,
+        benchmark_engines=args.benchmark_engines,
     )
     if settings.model_path is None and settings.control_plane_url:
         try:
@@ -73,9 +81,16 @@ def _loader(
 ) -> Callable[[], Awaitable[LoadedModel]]:
     """The background load; a failure stays in `runtime.load_error`, which /readyz shows."""
 
+    results = benchmark_results(settings)
+
+    def open_here() -> LoadedModel:
+        return open_model(
+            path, profile=probe_profile(), installed=installed_engines(),
+            prefer=settings.engine, options=load_options(settings), benchmark_results=results,
+        )  # fmt: skip
+
     async def load() -> LoadedModel:
-        return await runtime.load_model(
-            path, prefer=settings.engine, options=load_options(settings)
-        )
+        # load_with keeps open_here for idle reloads; those find the benchmark cached.
+        return await asyncio.to_thread(runtime.load_with, open_here)
 
     return load

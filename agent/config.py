@@ -69,6 +69,11 @@ class AgentSettings(BaseSettings):
     control_plane_url: str | None = Field(default=None, description="control plane base URL")
     enrollment_token: str | None = Field(default=None, description="one-time enrollment token")
     mqtt_url: str | None = Field(default=None, description="MQTT broker URL (mqtt[s]://host:port)")
+    benchmark_engines: bool = Field(
+        default=False,
+        description="time the candidate engines of a model directory once and keep the fastest "
+        "(cached in DATA_DIR/engine-benchmarks.json; not for fleet rollouts)",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
     @classmethod

@@ -8,8 +8,6 @@ with any engine factory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -18,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import ValidationError
 
+from agent.engine_benchmark import hardware_digest
 from agent.enroll import Enrollment, ensure_enrolled
 from agent.mqtt import AgentMqtt, MqttSettings
 from agent.outbox import Outbox
@@ -28,7 +26,6 @@ from agent.runtime import EngineFactory, ModelRuntime
 from agent.server.metrics import ServingMetrics
 from agent.slots import SlotStore
 from agent.telemetry import TelemetrySampler
-from hwprobe import HardwareProfile
 from models.protocol import ActiveModel, DeviceState, Telemetry
 from models.store import ArtifactStore
 
@@ -142,14 +139,6 @@ class AgentNode:
             self.mqtt.send("telemetry", batch, qos=1, droppable=True)
 
 
-def hardware_digest(hardware: dict[str, Any]) -> str:
-    """hwprobe's digest (stable across restarts); a raw hash for a profile it cannot read."""
-    try:
-        return HardwareProfile.model_validate(hardware).digest()
-    except ValidationError:
-        return hashlib.sha256(json.dumps(hardware, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def run(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
     from agent.engines.registry import create_engine, installed_engines
@@ -170,6 +159,10 @@ def run(settings: Any) -> None:
     runtime = ModelRuntime(max_waiting=settings.queue_depth, observer=metrics,
                            keep_alive=parse_keep_alive(settings.keep_alive))  # fmt: skip
     host, port = _mqtt_override(settings.mqtt_url)
+    if getattr(settings, "benchmark_engines", False):
+        # The variant is chosen before its files are downloaded, so there is nothing to time.
+        _LOGGER.warning("benchmark_engines is ignored in fleet mode: rollouts keep the static "
+                        "choice (see docs/agent.md)")  # fmt: skip
     options = NodeOptions(
         data_dir=data_dir, engine_factory=create_engine,
         select=lambda manifest: select_variant(manifest, profile, installed),

@@ -104,8 +104,13 @@ def open_model(
     prefer: str | None = None,
     options: LoadOptions | None = None,
     engine_factory: EngineFactory | None = None,
+    benchmark_results: Path | None = None,
 ) -> LoadedModel:
-    """Load a model directory (manifest -> selected variant) or a bare .gguf. Blocking."""
+    """Load a model directory (manifest -> selected variant) or a bare .gguf. Blocking.
+
+    With `benchmark_results` (a JSON file) and no `prefer`, the accepted candidates are timed
+    once per model and hardware and the fastest is loaded.
+    """
     factory = engine_factory or _default_factory
     base = options or LoadOptions()
     path = path.expanduser()
@@ -128,6 +133,13 @@ def open_model(
 
     manifest = Manifest.load(path)
     selection = select_variant(manifest, profile, installed, prefer=prefer)
+    if benchmark_results is not None and prefer is None:
+        from agent.engine_benchmark import benchmark_model
+
+        selection = benchmark_model(
+            selection, path, manifest, profile=profile, results=benchmark_results,
+            options=base, engine_factory=factory,
+        )  # fmt: skip
     variant = manifest.variant(selection.variant_id)
     engine = factory(selection.engine)
     opts = replace(base, context_length=manifest.context_length, device=selection.device)

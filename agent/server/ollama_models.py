@@ -112,6 +112,8 @@ async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
             "variant": model.variant_id,
             "engine": model.engine_name,
             "device": model.device,
+            "decided_by": getattr(model.selection, "decided_by", "bare .gguf"),
+            "tokens_per_s": dict(getattr(model.selection, "tokens_per_s", None) or {}),
             "explanation": model.explanation,
             "load_seconds": model.load_seconds,
             "candidates": [_jsonable(c) for c in candidates],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,29 @@ def test_explain_lists_the_candidates(
     assert main(["explain", str(tiny_model_dir)]) == 0
     out = capsys.readouterr().out
     assert "<- chosen" in out and "tensorrt" in out
+
+
+def test_explain_benchmark_engines_measures_once(tiny_model_dir: Path, tmp_path: Path) -> None:
+    command, env = agent_command(
+        "explain", "--benchmark-engines", str(tiny_model_dir), tmp_path=tmp_path
+    )
+    done = subprocess.run(
+        command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "chosen by benchmark" in done.stdout and "tok/s]" in done.stdout
+    cached = json.loads((tmp_path / "data" / "engine-benchmarks.json").read_text())
+    [entry] = cached.values()
+    assert entry["tokens_per_s"]
+
+
+def test_bench_times_every_candidate(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", str(tiny_model_dir), "--tokens", "4"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows and all("tok/s" in row or "failed:" in row for row in rows)
+    assert any("tok/s" in row for row in rows)
 
 
 def test_run_streams_a_reply(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -178,6 +178,7 @@ def test_benchmark_keeps_the_fastest_and_caches(tmp_path: Path) -> None:
     )
     assert again.engine == "openvino" and len(calls) == 3
     assert "55.0 tok/s" in explain(again) and "<- chosen" in explain(again)
+    assert explain(again).splitlines()[0].endswith("chosen by benchmark")
 
 
 def test_variant_path_points_at_what_the_engine_loads(tmp_path: Path) -> None:
