@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from agent.cli_common import CliError, echo, settings_from
 from agent.config import AgentSettings
 from agent.model_loading import probe_profile
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def _store(settings: AgentSettings) -> Any:
@@ -21,7 +24,13 @@ def _store(settings: AgentSettings) -> Any:
 def _trusted(args: argparse.Namespace) -> Any:
     from models.signing import load_public_keys
 
-    return load_public_keys(args.trust) if args.trust else None
+    if args.trust:
+        return load_public_keys(args.trust)
+    _LOGGER.warning(
+        "no --trust key given: the signature is checked against the key inside manifest.sig, "
+        "which proves the files are intact but not who published them; pass --trust PUBKEY"
+    )
+    return None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
