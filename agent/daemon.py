@@ -11,14 +11,22 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from agent.commands import (
+    CommandRunner,
+    benchmark_action,
+    reprobe_action,
+    restart_engine_action,
+)
 from agent.engine_benchmark import hardware_digest
 from agent.enroll import Enrollment, ensure_enrolled
+from agent.model_loading import probe_profile
 from agent.mqtt import AgentMqtt, MqttSettings
 from agent.outbox import Outbox
 from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
@@ -49,10 +57,11 @@ class NodeOptions:
     mqtt_port: int | None = None
     telemetry_interval_s: float = TELEMETRY_INTERVAL_S
     check_memory: bool = True
+    probe: Callable[[], dict[str, Any]] = probe_profile  # what `reprobe` runs
 
 
 class AgentNode:
-    """One device: MQTT connection, outbox, slots, rollout executor and telemetry loop."""
+    """One device: MQTT connection, outbox, slots, rollout executor, commands and telemetry."""
 
     def __init__(
         self,
@@ -69,16 +78,19 @@ class AgentNode:
         self._telemetry_seq = int(time.time() * 1000)
         self._stop = threading.Event()
         self._telemetry: threading.Thread | None = None
+        self.hardware, self.device_class = options.hardware, options.device_class
         self._hardware_digest = hardware_digest(options.hardware)
         mem = (lambda: int(psutil.virtual_memory().available)) if options.check_memory else None
+        slots = SlotStore(data / "slots")
         self.executor = RolloutExecutor(ExecutorDeps(
-            slots=SlotStore(data / "slots"), store=ArtifactStore(data / "store"),
+            slots=slots, store=ArtifactStore(data / "store"),
             runtime=runtime, select=options.select, engine_factory=options.engine_factory,
             emit=lambda event: self.mqtt.send("events", event),
             trusted_keys=enrollment.trusted_keys(), data_dir=data,
             artifact_headers=enrollment.artifact_headers(), memory_available=mem,
             on_change=lambda: self.mqtt.publish_state(),
         ))  # fmt: skip
+        self.commands = self._command_runner(slots)
         access = enrollment.mqtt
         self.mqtt = AgentMqtt(
             MqttSettings(
@@ -87,7 +99,31 @@ class AgentNode:
                 password=access.password, tls=access.tls,
             ),
             self.outbox, state=self.state, on_desired=self.executor.submit,
+            on_command=self.commands.submit,
         )  # fmt: skip
+
+    def _command_runner(self, slots: SlotStore) -> CommandRunner:
+        factory = self.options.engine_factory
+
+        def busy() -> bool:  # commands wait for a rollout instead of racing its swap
+            return self.executor.busy
+
+        actions = {
+            "reprobe": reprobe_action(self.options.probe, self._apply_hardware),
+            "restart-engine": restart_engine_action(
+                self.runtime, slots, factory, busy=busy, on_change=lambda: self.mqtt.publish_state()
+            ),
+            "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
+        }
+        return CommandRunner(actions, lambda result: self.mqtt.send("cmd/result", result))
+
+    def _apply_hardware(self, profile: dict[str, Any]) -> str:
+        """Adopt a fresh hardware profile and republish the retained state; the new digest."""
+        self.hardware = profile
+        self.device_class = str(profile.get("device_class", "")) or self.device_class
+        self._hardware_digest = hardware_digest(profile)
+        self.mqtt.publish_state()
+        return self._hardware_digest
 
     @property
     def device_id(self) -> str:
@@ -105,7 +141,7 @@ class AgentNode:
                                  engine=loaded.engine_name)  # fmt: skip
         return DeviceState(
             online=True, seq=self._seq, agent_version=self.options.agent_version,
-            device_class=self.options.device_class, hardware=self.options.hardware,
+            device_class=self.device_class, hardware=self.hardware,
             hardware_digest=self._hardware_digest, active=active,
             desired_version=self.executor.applied_version,
         )  # fmt: skip
@@ -115,6 +151,7 @@ class AgentNode:
         slot = self.executor.restore()
         _LOGGER.info("serving %s after start", slot.key if slot else "no model")
         self.executor.start()
+        self.commands.start()
         self.mqtt.start()
         if self.options.telemetry_interval_s > 0:
             self._telemetry = threading.Thread(target=self._telemetry_loop, daemon=True,
@@ -125,6 +162,7 @@ class AgentNode:
         """Disconnect (online=false), stop the executor and close the outbox."""
         self._stop.set()
         self.mqtt.stop()
+        self.commands.stop()
         self.executor.stop()
         if self._telemetry is not None:
             self._telemetry.join(timeout=5)
@@ -142,7 +180,6 @@ class AgentNode:
 def run(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
     from agent.engines.registry import create_engine, installed_engines
-    from agent.model_loading import probe_profile
     from agent.runtime import parse_keep_alive
     from agent.selection import select_variant
     from agent.server.app import create_app

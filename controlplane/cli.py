@@ -9,15 +9,21 @@ import re
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import get_args
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane import crud, db_models
+from controlplane.bridge import BridgeError
 from controlplane.broker_auth import BrokerAuthError, write_atomic
 from controlplane.broker_sync import write_broker_files
+from controlplane.command_link import CommandLink, await_result
+from controlplane.command_models import CommandName, DeviceCommandCreate
+from controlplane.commands import CommandRefused, send_command
 from controlplane.core.config import Settings
 from controlplane.core.db import DatabaseUrlError, check_database, migrate, migrated_session
+from controlplane.crud.commands import command_to_public, record_command_result
 from controlplane.db_models import Role
 from controlplane.registry import ImportRefused, import_model
 from controlplane.rollouts.cli import add_rollouts_parser
@@ -100,6 +106,39 @@ def cmd_devices(settings: Settings, args: argparse.Namespace) -> None:
               f"{(d.active_model or '-')[:24]:<24} {tags}")
 
 
+def cmd_device_command(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        spec = DeviceCommandCreate(command=args.name, args=json.loads(args.args))
+    except ValueError as exc:
+        raise CliError(f"--args: {exc}") from exc
+    try:
+        link = CommandLink(settings, args.device_id)
+    except BridgeError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        with migrated_session(settings.database_url) as session:
+            try:
+                row = send_command(session, bridge=link, device_id=args.device_id, spec=spec,
+                                   created_by="cli")  # fmt: skip
+            except CommandRefused as exc:
+                raise CliError(exc.message) from exc
+            if not args.wait:
+                print(row.request_id)
+                return
+            result = await_result(link, row.request_id, args.timeout)
+            if result is None:
+                raise CliError(f"no answer to {row.request_id} within {args.timeout:g}s; is the "
+                               "device online? GET /api/v1/commands/ID shows it later")  # fmt: skip
+            record_command_result(session, device_id=args.device_id, result=result)
+            session.commit()
+            session.refresh(row)
+            print(command_to_public(row).model_dump_json(indent=2))
+    finally:
+        link.close()
+    if not result.ok:
+        raise SystemExit(1)
+
+
 def cmd_models_import(settings: Settings, args: argparse.Namespace) -> None:
     with migrated_session(settings.database_url) as session:
         try:
@@ -163,9 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default="", help="labels the device gets, e.g. site=lab,rack=3")
     p.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 7d (default 1h)")
     p.set_defaults(func=cmd_enroll_token)
-    p = sub.add_parser("devices", help="list enrolled devices")
+    p = sub.add_parser("devices", help="list enrolled devices, or send one a command")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_devices)
+    dsub = p.add_subparsers(dest="devices_command", metavar="COMMAND")
+    p = dsub.add_parser("command", help="send a device a command and print its request id")
+    p.add_argument("device_id", help="the device, e.g. dev-5c1e0a9b2f4d")
+    p.add_argument("name", choices=get_args(CommandName), help="what the device should do")
+    p.add_argument("--args", default="{}", help='JSON arguments, e.g. \'{"tokens": 64}\'')
+    p.add_argument("--wait", action="store_true", help="wait for the answer and print it")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    p.set_defaults(func=cmd_device_command)
     p = sub.add_parser("models", help="model registry")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
     p = msub.add_parser("import", help="import a signed model directory")

@@ -14,6 +14,7 @@ from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
 from controlplane.bridge import run_bridge
 from controlplane.broker_sync import sync_broker
+from controlplane.commands import run_command_results
 from controlplane.core.config import Settings
 from controlplane.core.db import make_engine, migrate
 from controlplane.dashboard import install_dashboard
@@ -44,6 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.enter_async_context(run_bridge(app))
         await services.enter_async_context(run_telemetry_retention(app))
         await services.enter_async_context(run_rollouts(app))
+        await services.enter_async_context(run_command_results(app))
         _LOGGER.info("control plane ready (%s)", app.state.settings.public_url)
         yield
     app.state.engine.dispose()

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from controlplane.api.routes import (
     artifacts,
+    commands,
     devices,
     enrollment,
     models,
@@ -24,3 +25,4 @@ api_router.include_router(models.router)
 api_router.include_router(artifacts.router)
 api_router.include_router(telemetry.router)
 api_router.include_router(rollouts.router)
+api_router.include_router(commands.router)
