@@ -27,6 +27,8 @@ from models.protocol import RolloutEvent
 S = DeviceRolloutState
 RECONCILE_AFTER_S = 10.0
 _REVERTED = (RolloutStatus.ABORTED.value, RolloutStatus.ROLLED_BACK.value)
+# A failed device's detail says why it failed; the revert's own steps must not overwrite it.
+_FAILURES = frozenset({S.FAILED.value, S.TIMED_OUT.value, S.ROLLED_BACK.value})
 
 
 def set_state(
@@ -59,7 +61,8 @@ def _apply(row: RolloutDevice, rollout: Rollout | None, event: RolloutEvent, now
         return False  # an older desired version's event: ignore (at-least-once, reordering)
     if rollout is not None and rollout.status in _REVERTED:
         row.sub_status = f"revert:{event.kind}"[:32]
-        row.detail = event.detail or row.detail
+        if row.state not in _FAILURES:
+            row.detail = event.detail or row.detail
     else:
         if not event_applies(DeviceRolloutState(row.state), event.kind):
             return False
