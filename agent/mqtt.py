@@ -3,6 +3,7 @@ reconnect with backoff, and an outbox drained in order whenever the broker is re
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.errors import AgentError
 from agent.outbox import Outbox
-from models.protocol import Command, DesiredState, DeviceState, device_topic
+from models.protocol import Command, CommandResult, DesiredState, DeviceState, device_topic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -172,8 +173,21 @@ class AgentMqtt:
                 self._on_command(Command.model_validate_json(msg.payload))
         except ValidationError as exc:
             _LOGGER.warning("ignoring malformed message on %s: %s", msg.topic, exc)
+            if msg.topic.endswith("/cmd"):
+                self._refuse_command(msg.payload, exc)
         except Exception:
             _LOGGER.exception("handler for %s failed", msg.topic)
+
+    def _refuse_command(self, payload: bytes | bytearray, exc: ValidationError) -> None:
+        """Answer a command we cannot read (one a newer control plane added, say) by its id."""
+        try:
+            request_id = json.loads(payload).get("request_id")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(request_id, str) and request_id:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            answer = CommandResult(request_id=request_id, ok=False, error=f"cannot run: {problem}")
+            self.send("cmd/result", answer)
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():

@@ -203,3 +203,13 @@ def test_a_crashing_command_is_answered_with_its_error() -> None:
     runner = CommandRunner({"reprobe": crash}, lambda result: None)
     result = runner.execute(Command(request_id="c1", command="reprobe"))
     assert not result.ok and result.error == "reprobe failed: RuntimeError: boom"
+
+
+def test_a_command_this_agent_cannot_read_is_refused_over_mqtt(
+    node: AgentNode, cp: ControlPlane
+) -> None:
+    """A newer control plane's command fails the schema here: answered ok=False, not dropped."""
+    cp.send('{"v": 1, "request_id": "new1", "command": "selftest", "args": {}}')
+    result = cp.result()
+    assert result.request_id == "new1" and not result.ok
+    assert "command" in result.error
