@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import Session
 
-from controlplane import crud
+from controlplane import bridge as bridge_module
+from controlplane import crud, telemetry_retention
 from controlplane.core.config import Settings
 from controlplane.core.db import migrate
 from controlplane.db_models import Role
@@ -176,3 +177,20 @@ def cp_server(broker_settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def fast_bridge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bridge reconnects at once; the retention job stays out of the way."""
+    monkeypatch.setattr(bridge_module, "RECONNECT_MIN_DELAY_S", 0)
+    monkeypatch.setattr(bridge_module, "RECONNECT_MAX_DELAY_S", 1)
+    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
+
+
+@pytest.fixture
+def fleet_client(broker_settings: Settings, fast_bridge: None) -> Iterator[TestClient]:
+    """A started app with the MQTT bridge enabled against the live broker."""
+    settings = broker_settings.model_copy(update={"mqtt_enabled": True})
+    with TestClient(create_app(settings)) as client:
+        assert client.app.state.bridge.wait_connected(15.0)
+        yield client

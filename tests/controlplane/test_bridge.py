@@ -14,10 +14,7 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import BaseModel
 
-from controlplane import bridge as bridge_module
-from controlplane import telemetry_retention
 from controlplane.core.config import Settings
-from controlplane.main import create_app
 from models import protocol
 from tests.controlplane.helpers import enroll
 from tests.support.mosquitto import MosquittoBroker
@@ -25,20 +22,7 @@ from tests.support.mosquitto import MosquittoBroker
 WAIT_S = 15.0
 
 
-@pytest.fixture(autouse=True)
-def _fast_timings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bridge_module, "RECONNECT_MIN_DELAY_S", 0)
-    monkeypatch.setattr(bridge_module, "RECONNECT_MAX_DELAY_S", 1)
-    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
-
-
-@pytest.fixture
-def fleet_client(broker_settings: Settings) -> Iterator[TestClient]:
-    """A started app with the MQTT bridge enabled against the live broker."""
-    settings = broker_settings.model_copy(update={"mqtt_enabled": True})
-    with TestClient(create_app(settings)) as client:
-        assert client.app.state.bridge.wait_connected(WAIT_S)
-        yield client
+pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:

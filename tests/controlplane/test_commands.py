@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane import bridge as bridge_module
-from controlplane import cli, telemetry_retention
+from controlplane import cli
 from controlplane.core.config import Settings
 from controlplane.db_models import Role
-from controlplane.main import create_app
 from models import protocol
 from tests.controlplane.helpers import bearer, enroll
 from tests.controlplane.test_bridge import Device, wait_for
@@ -24,19 +22,7 @@ from tests.support.mosquitto import MosquittoBroker
 WAIT_S = 15.0
 
 
-@pytest.fixture(autouse=True)
-def _fast_timings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bridge_module, "RECONNECT_MIN_DELAY_S", 0)
-    monkeypatch.setattr(bridge_module, "RECONNECT_MAX_DELAY_S", 1)
-    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
-
-
-@pytest.fixture
-def fleet_client(broker_settings: Settings) -> Iterator[TestClient]:
-    settings = broker_settings.model_copy(update={"mqtt_enabled": True})
-    with TestClient(create_app(settings)) as client:
-        assert client.app.state.bridge.wait_connected(WAIT_S)
-        yield client
+pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
 class Agent(Device):
