@@ -19,6 +19,7 @@ import agent.mqtt as agent_mqtt
 from agent.mqtt import AgentMqtt, MqttSettings
 from agent.outbox import Outbox
 from models.protocol import DesiredState, DeviceState, RolloutEvent, device_topic
+from tests.agent.server.helpers import wait_until
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
 
 DEVICE = "dev-1"
@@ -131,9 +132,7 @@ def test_desired_is_delivered_and_malformed_is_ignored(
         observer.client.publish(
             device_topic(DEVICE, "desired"), desired.model_dump_json(), qos=1, retain=True
         )
-        deadline = time.monotonic() + 5
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: bool(received), 5)
         assert [d.version for d in received] == [3]
     finally:
         agent.stop()
@@ -151,9 +150,7 @@ def test_outbox_filled_while_broker_away_replays_in_order(
         agent.send("events", event(0))
         assert RolloutEvent.model_validate_json(observer.next("events")).desired_version == 0
         broker.stop()
-        deadline = time.monotonic() + 5
-        while agent.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not agent.connected, 5)
         for i in range(1, 51):
             agent.send("events", event(i))
         assert len(agent.outbox) == 50
@@ -163,9 +160,7 @@ def test_outbox_filled_while_broker_away_replays_in_order(
             for _ in range(50)
         ]
         assert got == list(range(1, 51))
-        deadline = time.monotonic() + 5
-        while len(agent.outbox) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(agent.outbox) == 0, 5)
         assert len(agent.outbox) == 0
     finally:
         agent.stop()
