@@ -37,3 +37,37 @@ def reference_key_public() -> Ed25519PublicKey:
     from models.reference import reference_key
 
     return reference_key().public_key()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 (real weights, Llama architecture, ChatML), from the cache."""
+    from models.real_models import SMOLLM2, fetch_gguf
+
+    return fetch_gguf(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M base Q4_K_M (real weights, gemma3 architecture, no chat template)."""
+    from models.real_models import GEMMA3, fetch_gguf
+
+    return fetch_gguf(GEMMA3)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf() -> Path:
+    """A Hugging Face checkpoint dequantized from SmolLM2's GGUF (cached; read-only)."""
+    pytest.importorskip("transformers")
+    from models.real_models import SMOLLM2, hf_checkpoint
+
+    return hf_checkpoint(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def gemma3_hf() -> Path:
+    """A Hugging Face checkpoint dequantized from Gemma 3 270M's GGUF (cached; read-only)."""
+    pytest.importorskip("transformers")
+    from models.real_models import GEMMA3, hf_checkpoint
+
+    return hf_checkpoint(GEMMA3)
