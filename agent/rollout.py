@@ -25,7 +25,7 @@ from agent.health import HealthReport, smoke_test
 from agent.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.runtime import EngineFactory, LoadedModel, ModelRuntime
 from agent.slots import Slot, SlotStore, load_slot
-from agent.staging import Fetcher, Selection, Selector, Stager
+from agent.staging import Fetcher, Selection, Selector, Stager, free_disk_bytes
 from models.errors import ModelsError
 from models.protocol import DesiredModel, DesiredState, RolloutEvent
 from models.signing import atomic_write_bytes
@@ -54,6 +54,7 @@ class ExecutorDeps:
     data_dir: Path
     artifact_headers: dict[str, str] = field(default_factory=dict)
     memory_available: Callable[[], int] | None = None
+    disk_free: Callable[[Path], int] | None = free_disk_bytes
     on_change: Callable[[], None] | None = None
 
 
@@ -203,7 +204,7 @@ class RolloutExecutor:
         stager = Stager(
             slots=deps.slots, store=deps.store, select=deps.select,
             trusted_keys=deps.trusted_keys, headers=deps.artifact_headers,
-            memory_available=deps.memory_available,
+            memory_available=deps.memory_available, disk_free=deps.disk_free,
         )  # fmt: skip
         return stager.stage(target, report)
 

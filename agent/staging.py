@@ -1,12 +1,14 @@
 """The download step of a rollout: fetch, verify and install a desired model as a new slot.
 
 manifest + signature -> verify the signature against the trusted keys -> pick this device's
-variant -> check memory -> download its files (resumable, through the artifact store) ->
-sha256 of every file -> move the staged directory into its slot (not yet active).
+variant -> check memory and free disk -> download its files (resumable, through the artifact
+store) -> sha256 of every file -> move the staged directory into its slot (not yet active).
+Every fetch is retried through control-plane outages (agent/fetch_retry.py).
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,18 +20,26 @@ from urllib.request import url2pathname
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
+from agent.fetch_retry import FetchUnavailable, RetryWindow
 from agent.rollout_events import RolloutFailed, RolloutReporter
 from agent.slots import Slot, SlotStore
+from models.download import TRANSIENT_STATUSES
 from models.errors import ModelsError
-from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
+from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest, Variant
 from models.protocol import DesiredModel
 from models.signing import safe_relative_path, verify_manifest, verify_model_dir
 
 HTTP_TIMEOUT_S = 30.0
+# Left free after a download: a full disk would also stop the outbox and the logs.
+DISK_SPARE_BYTES = 64 << 20
 
 
 class Fetcher(Protocol):
     """The part of models.store.ArtifactStore the executor uses."""
+
+    def has(self, sha: str) -> bool:
+        """Whether the file with this sha256 is already stored."""
+        ...
 
     def fetch(
         self,
@@ -66,19 +76,35 @@ class Selection(Protocol):
 Selector = Callable[[Manifest], Selection]
 
 
-def fetch_bytes(url: str, headers: Mapping[str, str]) -> bytes:
-    """GET a small document (manifest, signature) over HTTP(S), or read a file:// URL."""
-    parsed = urlparse(url)
-    try:
-        if parsed.scheme in ("", "file"):
-            return Path(url2pathname(parsed.path)).read_bytes()
-        import httpx
+def free_disk_bytes(path: Path) -> int:
+    """Bytes free for this user on the filesystem holding `path`."""
+    return shutil.disk_usage(path).free
 
+
+def fetch_bytes(url: str, headers: Mapping[str, str]) -> bytes:
+    """GET a small document (manifest, signature) over HTTP(S), or read a file:// URL.
+
+    Raises FetchUnavailable when a retry may succeed, RolloutFailed when it cannot.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        try:
+            return Path(url2pathname(parsed.path)).read_bytes()
+        except OSError as exc:
+            raise RolloutFailed(f"cannot fetch {url}: {exc.strerror or exc}") from exc
+    import httpx
+
+    try:
         resp = httpx.get(url, headers=dict(headers), timeout=HTTP_TIMEOUT_S, follow_redirects=True)
-        resp.raise_for_status()
-        return resp.content
-    except Exception as exc:  # httpx and OS errors alike: the reason goes into the event
+    except httpx.TransportError as exc:  # refused, reset, timed out: the server may come back
+        raise FetchUnavailable(f"cannot fetch {url}: {exc or type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
         raise RolloutFailed(f"cannot fetch {url}: {exc}") from exc
+    if resp.status_code in TRANSIENT_STATUSES:
+        raise FetchUnavailable(f"cannot fetch {url}: HTTP {resp.status_code}")
+    if resp.status_code != 200:
+        raise RolloutFailed(f"cannot fetch {url}: HTTP {resp.status_code}")
+    return resp.content
 
 
 def sibling_url(manifest_url: str, rel_path: str) -> str:
@@ -103,13 +129,18 @@ class Stager:
     trusted_keys: list[Ed25519PublicKey]
     headers: Mapping[str, str] = field(default_factory=dict)
     memory_available: Callable[[], int] | None = None
+    disk_free: Callable[[Path], int] | None = free_disk_bytes
+    retries: RetryWindow = field(default_factory=RetryWindow)
+
+    def _fetch_document(self, url: str) -> bytes:
+        return self.retries.run(f"fetch {url}", lambda: fetch_bytes(url, self.headers))
 
     def stage(self, target: DesiredModel, report: RolloutReporter) -> Slot:
         """Download, verify and install `target` (blocking); raises RolloutFailed."""
         staging_root = self.slots.staging_dir(target.name, target.version, "download")
-        (staging_root / MANIFEST_FILE).write_bytes(fetch_bytes(target.manifest_url, self.headers))
+        (staging_root / MANIFEST_FILE).write_bytes(self._fetch_document(target.manifest_url))
         sig_url = sibling_url(target.manifest_url, SIGNATURE_FILE)
-        (staging_root / SIGNATURE_FILE).write_bytes(fetch_bytes(sig_url, self.headers))
+        (staging_root / SIGNATURE_FILE).write_bytes(self._fetch_document(sig_url))
         report("verifying", detail="manifest signature")
         try:
             manifest = verify_manifest(staging_root, self.trusted_keys)
@@ -123,6 +154,7 @@ class Stager:
             raise RolloutFailed(f"no variant fits this device: {exc}") from exc
         variant = manifest.variant(selection.variant_id)
         self._check_memory(variant.memory_bytes, manifest.ref)
+        self._check_disk(variant, manifest.ref, staging_root)
         total, done_before = variant.size_bytes, 0
         report.progress(0, total)
         for entry in variant.files:
@@ -130,10 +162,10 @@ class Stager:
             def progress(done: int, size: int, base: int = done_before) -> None:
                 report.progress(base + done, total)
 
-            blob = self.store.fetch(
-                file_url(target, entry.path), entry.sha256, entry.size,
-                headers=self.headers, progress=progress,
-            )  # fmt: skip
+            url = file_url(target, entry.path)
+            fetch = functools.partial(self.store.fetch, url, entry.sha256, entry.size,
+                                      headers=self.headers, progress=progress)  # fmt: skip
+            blob = self.retries.run(f"download {url}", fetch)
             dest = staging_root / safe_relative_path(entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(blob, dest)
@@ -156,6 +188,24 @@ class Stager:
             raise RolloutFailed(
                 f"model {ref} needs {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
             )
+
+    def _check_disk(self, variant: Variant, ref: str, where: Path) -> None:
+        if self.disk_free is None:
+            return
+        missing = sum(f.size for f in variant.files if not self.store.has(f.sha256))
+        if not missing:
+            return
+        needed, free = missing + DISK_SPARE_BYTES, self.disk_free(where)
+        if needed > free:
+            raise RolloutFailed(
+                f"model {ref} needs {_megabytes(needed)} of disk ({_megabytes(missing)} to "
+                f"download, {_megabytes(DISK_SPARE_BYTES)} kept spare), "
+                f"{_megabytes(free)} free on {where.parent}; free space or pick a smaller variant"
+            )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

@@ -18,6 +18,8 @@ _LOGGER = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 HTTP_TIMEOUT_S = 30.0
+# Statuses that say "not now" rather than "never": a retry may get the file.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def local_source(url: str) -> Path | None:
@@ -86,7 +88,8 @@ def download(
                     os.fsync(f.fileno())
     except httpx.HTTPError as exc:
         raise DownloadError(
-            f"download of {url} stopped at {done} of {size} bytes ({exc}); run again to resume"
+            f"download of {url} stopped at {done} of {size} bytes ({exc}); run again to resume",
+            transient=True,
         ) from exc
     except OSError as exc:
         if exc.errno == errno.ENOSPC:  # a full disk should not stay full for a resume
@@ -94,7 +97,8 @@ def download(
         raise
     if done != size:
         raise DownloadError(
-            f"download of {url} ended at {done} of {size} bytes; run again to resume"
+            f"download of {url} ended at {done} of {size} bytes; run again to resume",
+            transient=True,
         )
     return digest.hexdigest()
 
@@ -112,9 +116,11 @@ def _resume_offset(
         partial.unlink()  # the server's file is not the one our partial came from
         raise DownloadError(
             f"{url}: server cannot resume at byte {offset} (HTTP {resp_status}); "
-            "the partial download was deleted, run again"
+            "the partial download was deleted, run again",
+            transient=True,
         )
     hint = {401: "check the credentials", 403: "check the credentials", 404: "check the URL"}
     raise DownloadError(
-        f"GET {url}: HTTP {resp_status}; {hint.get(resp_status, 'try again later')}"
+        f"GET {url}: HTTP {resp_status}; {hint.get(resp_status, 'try again later')}",
+        transient=resp_status in TRANSIENT_STATUSES,
     )

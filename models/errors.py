@@ -24,4 +24,12 @@ class StoreError(ModelsError):
 
 
 class DownloadError(StoreError):
-    """Fetching an artifact failed: network, HTTP status, size or sha256 mismatch."""
+    """Fetching an artifact failed: network, HTTP status, size or sha256 mismatch.
+
+    `transient` is true when the same request may succeed later (a dropped connection, a 5xx,
+    a restarting server): callers that retry look at it instead of at the message.
+    """
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient
