@@ -74,6 +74,17 @@ class AgentSettings(BaseSettings):
         description="time the candidate engines of a model directory once and keep the fastest "
         "(cached in DATA_DIR/engine-benchmarks.json; not for fleet rollouts)",
     )
+    max_body_bytes: int = Field(
+        default=8 << 20, ge=1, description="largest request body the REST API reads (else 413)"
+    )
+    max_prompt_chars: int = Field(
+        default=1_000_000, ge=1, description="longest prompt, in characters, taken for tokenizing"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="web page origins (e.g. http://localhost:3000, or *) allowed to call the "
+        "REST API from a browser; others get 403 on POST",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
     @classmethod

@@ -6,6 +6,7 @@ import hmac
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,7 +15,9 @@ from agent.runtime import ModelRuntime, Readiness
 from agent.server import ollama_api, ollama_models, openai_api
 from agent.server.deps import MetricsDep, RuntimeDep
 from agent.server.errors import ApiError, error_response, install_error_handlers, is_ollama
+from agent.server.limits import RequestGuard, RequestLimits
 from agent.server.metrics import ServingMetrics
+from agent.server.openapi import describe_errors
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -55,38 +58,22 @@ class AccessMiddleware:
         await self.app(scope, receive, counting_send)
 
 
-class JsonBodyMiddleware:
-    """Reads every POST body as JSON, whatever its Content-Type says.
-
-    Ollama accepts `curl URL -d '{...}'` (sent as form-urlencoded) and so must we; a body that
-    is not JSON still gets the API's own 400.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry point."""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            headers.append((b"content-type", b"application/json"))
-            scope = {**scope, "headers": headers}
-        await self.app(scope, receive, send)
-
-
 def create_app(
     runtime: ModelRuntime,
     *,
     api_key: str | None = None,
     metrics: ServingMetrics | None = None,
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
     """The app over `runtime`; state lives on app.state, nothing global."""
     metrics = metrics or ServingMetrics()
+    limits = limits or RequestLimits()
     if runtime.observer is None:
         runtime.observer = metrics
     app = FastAPI(title="EdgeFleet agent", version=__version__, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.state.metrics = metrics
+    app.state.limits = limits
     install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
@@ -118,6 +105,12 @@ def create_app(
             metrics.render(runtime), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    describe_errors(app, api_key=api_key is not None)
+    # Outermost last: CORS answers preflights before the API key is asked for, and the
+    # guard's 403 and 413 are counted like every other answer.
+    app.add_middleware(RequestGuard, limits=limits)
     app.add_middleware(AccessMiddleware, api_key=api_key, metrics=metrics)
-    app.add_middleware(JsonBodyMiddleware)
+    if limits.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])  # fmt: skip
     return app

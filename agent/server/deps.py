@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from agent.engines.base import SamplingParams
 from agent.runtime import LoadedModel, ModelRuntime, NoModel, parse_keep_alive
 from agent.server.errors import ApiError, ModelNotFound
+from agent.server.limits import RequestLimits
 from agent.server.metrics import ServingMetrics
 
 
@@ -25,8 +26,15 @@ def get_metrics(request: Request) -> ServingMetrics:
     return metrics
 
 
+def get_limits(request: Request) -> RequestLimits:
+    """The app's RequestLimits."""
+    limits: RequestLimits = request.app.state.limits
+    return limits
+
+
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+LimitsDep = Annotated[RequestLimits, Depends(get_limits)]
 
 
 def served_model(runtime: ModelRuntime, name: str | None) -> LoadedModel:
@@ -47,6 +55,13 @@ def keep_alive_seconds(value: str | float | None) -> float | None:
         return parse_keep_alive(value)
     except ValueError as exc:
         raise ApiError(400, str(exc), param="keep_alive") from exc
+
+
+def nonempty_prompt(prompt: str, param: str = "prompt") -> str:
+    """The prompt an engine gets; 400 when it is empty (llama.cpp cannot evaluate nothing)."""
+    if not prompt:
+        raise ApiError(400, "the prompt is empty; send some text", param=param)
+    return prompt
 
 
 def stop_tuple(stop: str | Sequence[str] | None, extra: Sequence[str] = ()) -> tuple[str, ...]:

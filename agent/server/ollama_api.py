@@ -9,35 +9,44 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from agent.chat import chat_stop_strings, render_chat
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
 from agent.runtime import LoadedModel, ModelRuntime
-from agent.server.deps import RuntimeDep, fill_context, keep_alive_seconds, sampling, stop_tuple
+from agent.server.deps import (
+    LimitsDep,
+    RuntimeDep,
+    fill_context,
+    keep_alive_seconds,
+    nonempty_prompt,
+    sampling,
+    stop_tuple,
+)
 from agent.server.deps import served_model as _served
 from agent.server.errors import from_agent_error
+from agent.server.limits import MAX_INT_PARAM, RequestBody
 from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
 
-class Options(BaseModel):
+class Options(RequestBody):
     """Ollama's model options (the ones an engine applies; others are accepted and ignored)."""
 
     model_config = ConfigDict(extra="allow")
-    temperature: float | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=100)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    repeat_penalty: float | None = Field(default=None, gt=0)
-    seed: int | None = None
-    num_predict: int | None = None
+    top_k: int | None = Field(default=None, ge=0, le=MAX_INT_PARAM)
+    repeat_penalty: float | None = Field(default=None, gt=0, le=100)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
+    num_predict: int | None = Field(default=None, le=MAX_INT_PARAM)
     stop: list[str] | None = None
 
 
-class _Request(BaseModel):
+class _Request(RequestBody):
     model: str
     stream: bool = True
     options: Options | None = None
@@ -76,7 +85,7 @@ class GenerateRequest(_Request):
     raw: bool = False
 
 
-class Message(BaseModel):
+class Message(RequestBody):
     """One chat message."""
 
     role: Literal["system", "user", "assistant", "tool"]
@@ -168,11 +177,14 @@ async def _load_or_unload(runtime: ModelRuntime, body: _Request, key: str) -> di
 
 
 @router.post("/generate", response_model=None)
-async def generate(body: GenerateRequest, request: Request, runtime: RuntimeDep) -> Any:
+async def generate(
+    body: GenerateRequest, request: Request, runtime: RuntimeDep, limits: LimitsDep
+) -> Any:
     """Complete a prompt (templated as one user turn unless raw), NDJSON or one JSON object."""
     if not body.prompt:
         return await _load_or_unload(runtime, body, "response")
     prompt = body.prompt
+    limits.check_prompt((prompt, body.system), "prompt")
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         if body.raw:
@@ -183,21 +195,24 @@ async def generate(body: GenerateRequest, request: Request, runtime: RuntimeDep)
         text = render_chat(
             model.chat_template, turns, bos_token=model.bos_token, eos_token=model.eos_token
         )
+        text = nonempty_prompt(text)
         return text, body.params(chat_stop_strings(model.chat_template, model.eos_token))
 
     return await _answer(request, runtime, body, "response", build)
 
 
 @router.post("/chat", response_model=None)
-async def chat(body: ChatRequest, request: Request, runtime: RuntimeDep) -> Any:
+async def chat(body: ChatRequest, request: Request, runtime: RuntimeDep, limits: LimitsDep) -> Any:
     """Chat with the model's template; NDJSON or one JSON object."""
     if not body.messages:
         return await _load_or_unload(runtime, body, "message")
     messages = [m.model_dump() for m in body.messages]
+    limits.check_prompt((m["content"] for m in messages), "messages")
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         template = model.chat_template
         text = render_chat(template, messages, bos_token=model.bos_token, eos_token=model.eos_token)
-        return text, body.params(chat_stop_strings(template, model.eos_token))
+        stops = chat_stop_strings(template, model.eos_token)
+        return nonempty_prompt(text, "messages"), body.params(stops)
 
     return await _answer(request, runtime, body, "message", build)

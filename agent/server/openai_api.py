@@ -9,29 +9,38 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from agent.chat import chat_stop_strings, render_chat
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
 from agent.runtime import LoadedModel
-from agent.server.deps import RuntimeDep, fill_context, sampling, served_model, stop_tuple
+from agent.server.deps import (
+    LimitsDep,
+    RuntimeDep,
+    fill_context,
+    nonempty_prompt,
+    sampling,
+    served_model,
+    stop_tuple,
+)
 from agent.server.errors import ApiError, from_agent_error
+from agent.server.limits import MAX_INT_PARAM, RequestBody
 from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class ContentPart(BaseModel):
+class ContentPart(RequestBody):
     """One part of a multi-part message; only text is supported."""
 
     type: str
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(RequestBody):
     """One message of the conversation."""
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
@@ -49,24 +58,24 @@ class ChatMessage(BaseModel):
         return {"role": role, "content": content or ""}
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestBody):
     """Options for streamed responses."""
 
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestBody):
     """Fields both endpoints share (OpenAI's, plus llama.cpp's top_k and repeat_penalty)."""
 
     model: str = ""
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INT_PARAM)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    repeat_penalty: float | None = Field(default=None, gt=0)
-    seed: int | None = None
+    top_k: int | None = Field(default=None, ge=0, le=MAX_INT_PARAM)
+    repeat_penalty: float | None = Field(default=None, gt=0, le=100)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1)
+    n: int = Field(default=1, ge=1, le=MAX_INT_PARAM)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = None  # accepted, not applied
@@ -90,14 +99,14 @@ class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INT_PARAM)
 
 
 class CompletionRequest(SamplingFields):
     """POST /v1/completions."""
 
-    prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
+    prompt: str | list[str] = Field(description="one non-empty prompt (a list of exactly one)")
+    max_tokens: int | None = Field(default=16, ge=1, le=MAX_INT_PARAM)
     echo: bool = False
 
 
@@ -156,7 +165,7 @@ async def _sse(
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep
+    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, limits: LimitsDep
 ) -> Any:
     """Chat completion, streamed as SSE or in one JSON response."""
     started = time.perf_counter()
@@ -164,6 +173,7 @@ async def chat_completions(
     if body.n != 1:
         raise ApiError(400, "only n=1 is supported", param="n")
     messages = [m.as_template_input() for m in body.messages]
+    limits.check_prompt((m["content"] for m in messages), "messages")
     max_tokens = body.max_completion_tokens or body.max_tokens
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
@@ -171,7 +181,8 @@ async def chat_completions(
         prompt = render_chat(
             template, messages, bos_token=model.bos_token, eos_token=model.eos_token
         )
-        return prompt, body.params(max_tokens, chat_stop_strings(template, model.eos_token))
+        stops = chat_stop_strings(template, model.eos_token)
+        return nonempty_prompt(prompt, "messages"), body.params(max_tokens, stops)
 
     generation = await runtime.generate(
         build, max_tokens_default=fill_context(max_tokens), started=started
@@ -203,14 +214,17 @@ def _text_choice(text: Any) -> dict[str, Any]:
 
 
 @router.post("/completions", response_model=None)
-async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep) -> Any:
+async def completions(
+    body: CompletionRequest, request: Request, runtime: RuntimeDep, limits: LimitsDep
+) -> Any:
     """Plain text completion (no chat template), streamed as SSE or in one JSON response."""
     started = time.perf_counter()
     served = served_model(runtime, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1 or body.n != 1:
         raise ApiError(400, "exactly one prompt and n=1 are supported", param="prompt")
-    prompt = prompts[0]
+    limits.check_prompt(prompts, "prompt")
+    prompt = nonempty_prompt(prompts[0])
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         return prompt, body.params(body.max_tokens, ())
