@@ -183,6 +183,7 @@ def run(settings: Any) -> None:
     from agent.runtime import parse_keep_alive
     from agent.selection import select_variant
     from agent.server.app import create_app
+    from agent.server.limits import RequestLimits
     from agent.server.serve import serve
 
     data_dir = Path(settings.data_dir)
@@ -209,7 +210,8 @@ def run(settings: Any) -> None:
     node = AgentNode(enrollment, runtime, options, serving=metrics)
     node.start()
     try:
-        app = create_app(runtime, api_key=settings.api_key, metrics=metrics)
+        app = create_app(runtime, api_key=settings.api_key, metrics=metrics,
+                         limits=RequestLimits.of(settings))  # fmt: skip
         asyncio.run(serve(app, runtime, host=settings.host, port=settings.port,
                           log_level=settings.log_level))  # fmt: skip
     finally:
