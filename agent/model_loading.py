@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.chat import CHATML_TEMPLATE
-from agent.engines.base import Engine, LoadOptions
-from agent.errors import ModelLoadError
+from agent.chat import KNOWN_SPECIALS, ChatFormat, chat_format
+from agent.engines.base import ChatInfoSource, Engine, LoadOptions, ModelChatInfo
+from agent.errors import AgentError, ModelLoadError
 from agent.generation import FairQueue
+from agent.selection import (
+    engine_device,
+    explain,
+    gpu_memory_budget,
+    select_variant,
+    variant_path,
+)
 from models.manifest import MANIFEST_FILE, Manifest
 
+_LOGGER = logging.getLogger(__name__)
 EngineFactory = Callable[[str], Engine]
 GGUF_MAGIC = b"GGUF"
 _WHAT_TO_PASS = "pass a model directory from `edgefleet-agent models list` or a .gguf file"
@@ -47,20 +56,72 @@ class LoadedModel:
         """Every name a client may use for this model."""
         return {self.name, self.ref, f"{self.name}:latest"}
 
+    chat_format: ChatFormat | None = None
+
+    def __post_init__(self) -> None:
+        if self.chat_format is None:
+            self.chat_format = resolve_chat_format(self.manifest, self.engine, self.name)
+
+    @property
+    def chat(self) -> ChatFormat:
+        """How chat messages become this model's prompt, and where its turn ends."""
+        assert self.chat_format is not None  # set in __post_init__
+        return self.chat_format
+
     @property
     def chat_template(self) -> str:
-        """The manifest's template, or ChatML for a bare .gguf."""
-        return self.manifest.chat_template if self.manifest else CHATML_TEMPLATE
+        """The template chat uses: the model's own, or the named fallback."""
+        return self.chat.template
 
     @property
     def bos_token(self) -> str | None:
-        """The BOS token text, when the manifest names one."""
-        return self.manifest.tokenizer.bos_token if self.manifest else None
+        """The BOS token text, when the model names one."""
+        return self.chat.bos_token
 
     @property
     def eos_token(self) -> str | None:
-        """The EOS token text, when the manifest names one."""
-        return self.manifest.tokenizer.eos_token if self.manifest else "<|im_end|>"
+        """The EOS token text, when the model names one."""
+        return self.chat.eos_token
+
+
+def _engine_chat_info(engine: Engine) -> ModelChatInfo | None:
+    if not isinstance(engine, ChatInfoSource):
+        return None
+    try:
+        return engine.chat_info(KNOWN_SPECIALS)
+    except AgentError as exc:
+        _LOGGER.warning("%s could not read the model's chat metadata: %s", engine.name, exc)
+        return None
+
+
+def resolve_chat_format(manifest: Manifest | None, engine: Engine, name: str) -> ChatFormat:
+    """The manifest's template, else the model file's, else a named fallback (logged)."""
+    info = _engine_chat_info(engine)
+    ends = info.end_of_turn if info else ()
+    specials = info.specials if info else None
+    if manifest is not None:
+        tokenizer = manifest.tokenizer
+        extra = tuple(str(t) for t in getattr(tokenizer, "stop_tokens", None) or ())
+        found = chat_format(
+            manifest.chat_template or (info.template if info else None),
+            source="manifest" if manifest.chat_template else "gguf",
+            bos_token=tokenizer.bos_token or (info.bos_token if info else None),
+            eos_token=tokenizer.eos_token or (info.eos_token if info else None),
+            end_of_turn=(*extra, *ends),
+            specials=specials,
+        )
+    else:
+        found = chat_format(
+            info.template if info else None,
+            source="gguf",
+            bos_token=info.bos_token if info else None,
+            eos_token=info.eos_token if info else None,
+            end_of_turn=ends,
+            specials=specials,
+        )
+    if found.is_fallback:
+        _LOGGER.warning("model %s: chat uses the %s", name, found.describe())
+    return found
 
 
 def _default_factory(name: str) -> Engine:
@@ -117,20 +178,25 @@ def open_model(
     check_model_files(path)
     started = time.perf_counter()
     if path.is_file():
-        engine = factory(prefer or "llamacpp")
-        engine.load(path, base)
-        return LoadedModel(
+        engine_name = prefer or "llamacpp"
+        device = engine_device(engine_name, profile) if profile else base.device
+        opts = replace(base, gpu_memory_bytes=gpu_memory_budget(engine_name, device, profile))
+        engine = factory(engine_name)
+        engine.load(path, opts)
+        loaded = LoadedModel(
             name=path.stem.lower(),
             path=path,
             variant_id="gguf",
             engine_name=engine.name,
             engine=engine,
-            device=base.device,
+            device=engine.stats().device,
             load_seconds=time.perf_counter() - started,
-            explanation=f"{path.name} is a bare .gguf file: {engine.name} with the ChatML template",
         )
-    from agent.selection import explain, select_variant, variant_path
-
+        loaded.explanation = (
+            f"{path.name} is a bare .gguf file: {engine.name} on {loaded.device}"
+            f"{_offload_note(engine)}; chat uses {loaded.chat.describe()}"
+        )
+        return loaded
     manifest = Manifest.load(path)
     selection = select_variant(manifest, profile, installed, prefer=prefer)
     if benchmark_results is not None and prefer is None:
@@ -142,8 +208,14 @@ def open_model(
         )  # fmt: skip
     variant = manifest.variant(selection.variant_id)
     engine = factory(selection.engine)
-    opts = replace(base, context_length=manifest.context_length, device=selection.device)
+    budget = gpu_memory_budget(selection.engine, selection.device, profile)
+    opts = replace(base, context_length=manifest.context_length, device=selection.device,
+                   gpu_memory_bytes=budget)  # fmt: skip
     engine.load(variant_path(path, variant), opts)
+    device = engine.stats().device or selection.device
+    explanation = explain(selection)
+    if device != selection.device or _offload_note(engine):
+        explanation += f"\n{selection.engine} runs on {device}{_offload_note(engine)}"
     return LoadedModel(
         name=manifest.name,
         path=path,
@@ -151,11 +223,17 @@ def open_model(
         engine_name=selection.engine,
         engine=engine,
         manifest=manifest,
-        device=selection.device,
+        device=device,
         load_seconds=time.perf_counter() - started,
         selection=selection,
-        explanation=explain(selection),
+        explanation=explanation,
     )
+
+
+def _offload_note(engine: Engine) -> str:
+    """`: <why>` for an engine that decided how many layers go to the GPU, else ''."""
+    why = engine.stats().extra.get("offload")
+    return f" ({why})" if why else ""
 
 
 def probe_profile() -> dict[str, Any]:

@@ -107,6 +107,21 @@ def _available(engine: str, device: str, profile: Mapping[str, Any]) -> int | No
     return int(value) if value is not None else None
 
 
+def gpu_memory_budget(engine: str, device: str, profile: Mapping[str, Any]) -> int | None:
+    """GPU bytes an engine may fill here; None when it runs on no GPU, -1 when size unknown."""
+    if engine != "llamacpp" or not device.startswith("GPU"):
+        return None
+    if profile.get("device_class") == "jetson":  # the GPU shares system memory
+        value = (profile.get("memory") or {}).get("available_bytes")
+        return int(value) if value is not None else -1
+    sizes = [
+        int(a["memory_bytes"])
+        for a in profile.get("accelerators", [])
+        if a.get("kind") in _NVIDIA and a.get("memory_bytes")
+    ]
+    return max(sizes) if sizes else -1
+
+
 def _judge(
     variant: Variant, engine: str, profile: Mapping[str, Any], installed: Mapping[str, str]
 ) -> Candidate:
@@ -125,6 +140,13 @@ def _judge(
         return reject(f"engine {engine} not installed")
     need = required_bytes(variant, engine)
     available = _available(engine, device, profile)
+    if available is not None and need > available and engine == "llamacpp" and device == "GPU":
+        # llama.cpp keeps the layers that do not fit the GPU in system memory.
+        in_memory = _available(engine, "CPU", profile)
+        if in_memory is None or need <= in_memory:
+            why = f"partial GPU offload: needs {_gib(need)}, {_gib(available)} of GPU memory"
+            return Candidate(variant.id, engine, "GPU (partial)", True, why, need)
+        available = in_memory
     if available is not None and need > available:
         return reject(f"needs {_gib(need)}, {_gib(available)} available", need)
     return Candidate(variant.id, engine, device, True, "fits", need)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -67,6 +67,28 @@ class LoadOptions:
     threads: int | None = None
     gpu_layers: int = 0
     cache_dir: Path | None = None
+    # Bytes of GPU memory the engine may fill (hwprobe found a GPU); None: no GPU to use.
+    gpu_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelChatInfo:
+    """What a loaded model file says about chat: its template and its special tokens."""
+
+    template: str | None = None
+    bos_token: str | None = None
+    eos_token: str | None = None
+    end_of_turn: tuple[str, ...] = ()  # texts of the tokens that end generation
+    specials: frozenset[str] = frozenset()  # asked-about texts that are one special token
+
+
+@runtime_checkable
+class ChatInfoSource(Protocol):
+    """An engine that can read the chat metadata of the model it loaded (GGUF engines)."""
+
+    def chat_info(self, candidates: Sequence[str]) -> ModelChatInfo:
+        """The model's template, BOS/EOS and end-of-turn texts; which candidates are special."""
+        ...
 
 
 @runtime_checkable

@@ -68,6 +68,17 @@ def _summary(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _gpu_share(model: LoadedModel) -> float:
+    """The part of the model held in GPU memory: all, none, or offloaded layers / layers."""
+    if not model.device.upper().startswith(("GPU", "CUDA")):
+        return 0.0
+    extra = model.engine.stats().extra
+    try:
+        return min(1.0, int(extra["gpu_layers"]) / int(extra["layers"]))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return 1.0
+
+
 @router.get("/tags")
 async def tags(runtime: RuntimeDep) -> dict[str, Any]:
     """The models this agent can serve."""
@@ -87,7 +98,7 @@ async def ps(runtime: RuntimeDep) -> dict[str, Any]:
     else:
         expires_at = datetime.fromtimestamp(expires, timezone.utc).isoformat()
     entry = _summary(active)
-    vram = entry["size"] if active.device.upper().startswith(("GPU", "CUDA")) else 0
+    vram = int(entry["size"] * _gpu_share(active))
     return {"models": [{**entry, "expires_at": expires_at, "size_vram": vram}]}
 
 
@@ -97,11 +108,12 @@ async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
     model = served_model(runtime, body.model or body.name)
     candidates = getattr(model.selection, "candidates", None) or []
     details = _details(model)
+    chat = model.chat
     return {
         "modelfile": "",
         "parameters": "",
-        "template": model.chat_template,
-        "details": details,
+        "template": chat.template,
+        "details": {**details, "chat_template": chat.label},
         "model_info": {
             "general.architecture": details["family"],
             "general.parameter_count": model.manifest.parameters if model.manifest else 0,
@@ -112,6 +124,13 @@ async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
             "variant": model.variant_id,
             "engine": model.engine_name,
             "device": model.device,
+            "chat_template": {
+                "source": chat.source,
+                "name": chat.name,
+                "fallback": chat.is_fallback,
+                "description": chat.describe(),
+                "stop": list(chat.stop_strings),
+            },
             "decided_by": getattr(model.selection, "decided_by", "bare .gguf"),
             "tokens_per_s": dict(getattr(model.selection, "tokens_per_s", None) or {}),
             "explanation": model.explanation,

@@ -14,6 +14,7 @@ from agent.selection import (
     Candidate,
     benchmark_candidates,
     explain,
+    gpu_memory_budget,
     required_bytes,
     select_variant,
     variant_path,
@@ -194,3 +195,23 @@ def test_explain_lists_rejections() -> None:
         "model llama-3b:2: gguf-q4_0 on llamacpp (CPU), chosen by static preference"
     )
     assert "engine openvino not installed" in text
+
+
+def test_gpu_budget_for_llamacpp_comes_from_the_gpu_hwprobe_found() -> None:
+    gpu = profile("nvidia-gpu", ["llamacpp"])
+    assert gpu_memory_budget("llamacpp", "GPU", gpu) == 8 * GIB
+    unknown = {**gpu, "accelerators": [{"kind": "nvidia-gpu", "memory_bytes": None}]}
+    assert gpu_memory_budget("llamacpp", "GPU", unknown) == -1
+    assert gpu_memory_budget("llamacpp", "GPU", JETSON) == 16 * GIB  # shared system memory
+    assert gpu_memory_budget("llamacpp", "CPU", gpu) is None
+    assert gpu_memory_budget("openvino", "GPU", gpu) is None
+
+
+def test_llamacpp_too_big_for_the_gpu_is_offloaded_in_part() -> None:
+    runtime = {"engines": {"llamacpp": {"installed": True, "devices": ["cpu", "gpu"]}}}
+    gpu = profile("nvidia-gpu", ["llamacpp"], mem_gib=64, runtime=runtime)
+    chosen = select_variant(manifest(scale=4.0), gpu, {"llamacpp": "0.3"})  # 9.4 GiB > 8 GiB
+    assert (chosen.engine, chosen.device) == ("llamacpp", "GPU (partial)")
+    small = profile("nvidia-gpu", ["llamacpp"], mem_gib=4, runtime=runtime)
+    with pytest.raises(SelectionError, match="needs 9.4 GiB, 4.0 GiB available"):
+        select_variant(manifest(scale=4.0), small, {"llamacpp": "0.3"})

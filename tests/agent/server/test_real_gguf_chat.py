@@ -1,0 +1,106 @@
+"""Real GGUFs through the real HTTP API: each model's own chat template, stop tokens, fallback.
+
+SmolLM2-135M-Instruct carries a ChatML template in its metadata; Gemma 3 270M is a base model
+with none, so chat falls back to a named template chosen from its vocabulary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.engines.base import LoadOptions
+from agent.runtime import ModelRuntime
+from agent.server.app import create_app
+from agent.server.serve import RunningServer, serve_in_thread
+
+pytest.importorskip("llama_cpp")
+
+GREEDY = {"temperature": 0, "seed": 1}
+CPU_ONLY = {"device_class": "cpu-x86", "engines": ["llamacpp"], "accelerators": []}
+
+
+def _serve(gguf: Path) -> Iterator[RunningServer]:
+    runtime = ModelRuntime()
+    options = LoadOptions(context_length=1024, threads=2)
+    asyncio.run(runtime.load_model(gguf, profile=CPU_ONLY, installed={"llamacpp": "test"},
+                                   prefer="llamacpp", options=options))  # fmt: skip
+    with serve_in_thread(create_app(runtime)) as running:
+        yield running
+    runtime.unload()
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(smollm2_gguf: Path) -> Iterator[RunningServer]:
+    yield from _serve(smollm2_gguf)
+
+
+@pytest.fixture(scope="module")
+def gemma3_server(gemma3_gguf: Path) -> Iterator[RunningServer]:
+    yield from _serve(gemma3_gguf)
+
+
+def _model(server: RunningServer) -> str:
+    return str(httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"])
+
+
+def test_smollm2_answers_with_its_own_template_and_stops_at_im_end(
+    smollm2_server: RunningServer,
+) -> None:
+    # With its template's default system prompt this 4-bit 135M model rambles greedily
+    # ("L'Étoile, la Cité, ..."); a plain system prompt gets the plain answer.
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "What is the capital of France?"}]  # fmt: skip
+    body = {"model": _model(smollm2_server), "max_tokens": 48, **GREEDY, "messages": messages}
+    reply = httpx.post(f"{smollm2_server.url}/v1/chat/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    content = choice["message"]["content"]
+    assert "Paris" in content and "<|im_end|>" not in content and "<|im_start|>" not in content
+    assert choice["finish_reason"] == "stop"
+    assert reply.json()["usage"]["completion_tokens"] < 48
+
+
+def test_smollm2_show_reports_the_gguf_template(smollm2_server: RunningServer) -> None:
+    shown = httpx.post(f"{smollm2_server.url}/api/show", json={"model": _model(smollm2_server)})
+    info = shown.json()
+    assert "You are a helpful AI assistant named SmolLM" in info["template"]
+    assert info["details"]["chat_template"] == "model (gguf)"
+    assert info["edgefleet"]["chat_template"]["fallback"] is False
+    assert "<|im_end|>" in info["edgefleet"]["chat_template"]["stop"]
+    assert info["edgefleet"]["device"] == "CPU"
+
+
+def test_gemma3_base_completes_text(gemma3_server: RunningServer) -> None:
+    body = {"model": _model(gemma3_server), "prompt": "Water is made of hydrogen and",
+            "max_tokens": 4, **GREEDY}  # fmt: skip
+    reply = httpx.post(f"{gemma3_server.url}/v1/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["text"].startswith(" oxygen")
+    generate = {"model": body["model"], "prompt": body["prompt"], "stream": False, "raw": True,
+                "options": {"num_predict": 4, **GREEDY}}  # fmt: skip
+    answered = httpx.post(f"{gemma3_server.url}/api/generate", json=generate, timeout=120)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["response"].startswith(" oxygen")
+
+
+def test_gemma3_chat_uses_the_named_fallback_and_show_says_so(
+    gemma3_server: RunningServer,
+) -> None:
+    model = _model(gemma3_server)
+    body = {"model": model, "max_tokens": 16, **GREEDY,
+            "messages": [{"role": "user", "content": "Hello"}]}  # fmt: skip
+    reply = httpx.post(f"{gemma3_server.url}/v1/chat/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    content = reply.json()["choices"][0]["message"]["content"]
+    assert "<end_of_turn>" not in content and "<start_of_turn>" not in content
+    info = httpx.post(f"{gemma3_server.url}/api/show", json={"model": model}).json()
+    assert info["details"]["chat_template"] == "fallback: gemma"
+    assert "<start_of_turn>" in info["template"]
+    described = info["edgefleet"]["chat_template"]
+    assert described["fallback"] is True and "no chat template" in described["description"]
+    assert "<end_of_turn>" in described["stop"]
