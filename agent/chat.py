@@ -64,6 +64,8 @@ END_OF_TURN_MARKERS = (
 )
 
 Message = Mapping[str, Any]
+# Response header on chat answers naming the template used: `model (gguf)`, `fallback: gemma`.
+CHAT_TEMPLATE_HEADER = "X-EdgeFleet-Chat-Template"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ class ChatFormat:
     def label(self) -> str:
         """Short name for headers and logs: `model (gguf)` or `fallback: gemma`."""
         return f"fallback: {self.name}" if self.is_fallback else f"model ({self.source})"
+
+    def as_header(self) -> dict[str, str]:
+        """The CHAT_TEMPLATE_HEADER for chat responses."""
+        return {CHAT_TEMPLATE_HEADER: self.label}
 
     def describe(self) -> str:
         """One sentence saying which template chat uses and why."""

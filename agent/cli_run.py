@@ -80,18 +80,14 @@ def _open(args: argparse.Namespace, settings: AgentSettings, prefer: str | None)
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate for one prompt, streamed to stdout; timing on stderr."""
-    from agent.chat import chat_stop_strings, render_chat
-
     settings = settings_from(args)
     model = _open(args, settings, args.engine)
-    template = model.chat_template
     stops: tuple[str, ...] = ()
     if args.raw:
         prompt = args.prompt
     else:
-        turn = [{"role": "user", "content": args.prompt}]
-        prompt = render_chat(template, turn, bos_token=model.bos_token, eos_token=model.eos_token)
-        stops = chat_stop_strings(template, model.eos_token)
+        prompt = model.chat.render([{"role": "user", "content": args.prompt}])
+        stops = model.chat.stop_strings
     params = SamplingParams(
         max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, stop=stops
     )

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 
-from agent.chat import chat_stop_strings, render_chat
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
@@ -136,7 +136,13 @@ async def _ndjson(
 
 
 async def _answer(
-    request: Request, runtime: ModelRuntime, body: _Request, key: str, build: Any
+    request: Request,
+    runtime: ModelRuntime,
+    body: _Request,
+    key: str,
+    build: Any,
+    *,
+    chat: bool = False,
 ) -> Any:
     started_ns, wall = time.perf_counter_ns(), time.time()
     served = _served(runtime, body.model)
@@ -148,12 +154,14 @@ async def _answer(
         started=started_ns / 1e9,
     )
     head = {"model": served.ref, "created_at": _now()}
+    headers = served.chat.as_header() if chat else None
     if body.stream:
         parts = _ndjson(generation, head, key, started_ns, wall)
-        return TokenStreamResponse(parts, generation, "application/x-ndjson")
+        return TokenStreamResponse(parts, generation, "application/x-ndjson", headers)
     text = await until_disconnect(request, generation.text(), generation.cancel)
     content: Any = {"role": "assistant", "content": text} if key == "message" else text
-    return {**head, key: content, "done": True, **_timings(generation, started_ns, wall)}
+    answer = {**head, key: content, "done": True, **_timings(generation, started_ns, wall)}
+    return JSONResponse(answer, headers=headers)
 
 
 async def _load_or_unload(runtime: ModelRuntime, body: _Request, key: str) -> dict[str, Any]:
@@ -187,16 +195,14 @@ async def generate(
     limits.check_prompt((prompt, body.system), "prompt")
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
-        if body.raw:
+        # Like Ollama, a model without a template of its own (a base model) completes raw.
+        if body.raw or model.chat.is_fallback:
             return prompt, body.params(())
         turns = ([{"role": "system", "content": body.system}] if body.system else []) + [
             {"role": "user", "content": prompt}
         ]
-        text = render_chat(
-            model.chat_template, turns, bos_token=model.bos_token, eos_token=model.eos_token
-        )
-        text = nonempty_prompt(text)
-        return text, body.params(chat_stop_strings(model.chat_template, model.eos_token))
+        text = nonempty_prompt(model.chat.render(turns))
+        return text, body.params(model.chat.stop_strings)
 
     return await _answer(request, runtime, body, "response", build)
 
@@ -210,9 +216,7 @@ async def chat(body: ChatRequest, request: Request, runtime: RuntimeDep, limits:
     limits.check_prompt((m["content"] for m in messages), "messages")
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
-        template = model.chat_template
-        text = render_chat(template, messages, bos_token=model.bos_token, eos_token=model.eos_token)
-        stops = chat_stop_strings(template, model.eos_token)
-        return nonempty_prompt(text, "messages"), body.params(stops)
+        text = model.chat.render(messages)
+        return nonempty_prompt(text, "messages"), body.params(model.chat.stop_strings)
 
-    return await _answer(request, runtime, body, "message", build)
+    return await _answer(request, runtime, body, "message", build, chat=True)

@@ -8,10 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
-from agent.chat import chat_stop_strings, render_chat
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
@@ -165,7 +164,11 @@ async def _sse(
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, limits: LimitsDep
+    body: ChatCompletionRequest,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    limits: LimitsDep,
 ) -> Any:
     """Chat completion, streamed as SSE or in one JSON response."""
     started = time.perf_counter()
@@ -177,12 +180,8 @@ async def chat_completions(
     max_tokens = body.max_completion_tokens or body.max_tokens
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
-        template = model.chat_template
-        prompt = render_chat(
-            template, messages, bos_token=model.bos_token, eos_token=model.eos_token
-        )
-        stops = chat_stop_strings(template, model.eos_token)
-        return nonempty_prompt(prompt, "messages"), body.params(max_tokens, stops)
+        prompt = model.chat.render(messages)
+        return nonempty_prompt(prompt, "messages"), body.params(max_tokens, model.chat.stop_strings)
 
     generation = await runtime.generate(
         build, max_tokens_default=fill_context(max_tokens), started=started
@@ -193,7 +192,9 @@ async def chat_completions(
         opener = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
         include = bool(body.stream_options and body.stream_options.include_usage)
         parts = _sse(generation, chunk, _chat_delta, opener, include)
-        return TokenStreamResponse(parts, generation, "text/event-stream", _SSE_HEADERS)
+        headers = {**_SSE_HEADERS, **served.chat.as_header()}
+        return TokenStreamResponse(parts, generation, "text/event-stream", headers)
+    response.headers.update(served.chat.as_header())
     text = await until_disconnect(request, generation.text(), generation.cancel)
     message = {"role": "assistant", "content": text}
     choice = {

@@ -62,6 +62,7 @@ def test_smollm2_answers_with_its_own_template_and_stops_at_im_end(
     content = choice["message"]["content"]
     assert "Paris" in content and "<|im_end|>" not in content and "<|im_start|>" not in content
     assert choice["finish_reason"] == "stop"
+    assert reply.headers["X-EdgeFleet-Chat-Template"] == "model (gguf)"
     assert reply.json()["usage"]["completion_tokens"] < 48
 
 
@@ -81,7 +82,8 @@ def test_gemma3_base_completes_text(gemma3_server: RunningServer) -> None:
     reply = httpx.post(f"{gemma3_server.url}/v1/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["text"].startswith(" oxygen")
-    generate = {"model": body["model"], "prompt": body["prompt"], "stream": False, "raw": True,
+    # No template of its own: /api/generate completes the prompt raw, as Ollama does.
+    generate = {"model": body["model"], "prompt": body["prompt"], "stream": False,
                 "options": {"num_predict": 4, **GREEDY}}  # fmt: skip
     answered = httpx.post(f"{gemma3_server.url}/api/generate", json=generate, timeout=120)
     assert answered.status_code == 200, answered.text
@@ -98,6 +100,12 @@ def test_gemma3_chat_uses_the_named_fallback_and_show_says_so(
     assert reply.status_code == 200, reply.text
     content = reply.json()["choices"][0]["message"]["content"]
     assert "<end_of_turn>" not in content and "<start_of_turn>" not in content
+    assert reply.headers["X-EdgeFleet-Chat-Template"] == "fallback: gemma"
+    ollama = {"model": model, "stream": False, "options": {"num_predict": 8, **GREEDY},
+              "messages": body["messages"]}  # fmt: skip
+    answered = httpx.post(f"{gemma3_server.url}/api/chat", json=ollama, timeout=120)
+    assert answered.status_code == 200 and answered.json()["done"] is True
+    assert answered.headers["X-EdgeFleet-Chat-Template"] == "fallback: gemma"
     info = httpx.post(f"{gemma3_server.url}/api/show", json={"model": model}).json()
     assert info["details"]["chat_template"] == "fallback: gemma"
     assert "<start_of_turn>" in info["template"]
