@@ -27,7 +27,7 @@ from agent.commands import (
 from agent.engine_benchmark import hardware_digest
 from agent.enroll import Enrollment, ensure_enrolled
 from agent.model_loading import probe_profile
-from agent.mqtt import AgentMqtt, MqttSettings
+from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
 from agent.outbox import Outbox
 from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
 from agent.runtime import EngineFactory, ModelRuntime
@@ -55,6 +55,7 @@ class NodeOptions:
     agent_version: str = AGENT_VERSION
     mqtt_host: str | None = None
     mqtt_port: int | None = None
+    mqtt_tls: bool | None = None  # None: what enrollment said
     telemetry_interval_s: float = TELEMETRY_INTERVAL_S
     check_memory: bool = True
     probe: Callable[[], dict[str, Any]] = probe_profile  # what `reprobe` runs
@@ -96,7 +97,9 @@ class AgentNode:
             MqttSettings(
                 host=options.mqtt_host or access.host, port=options.mqtt_port or access.port,
                 device_id=enrollment.device_id, username=access.username,
-                password=access.password, tls=access.tls,
+                password=access.password,
+                tls=access.tls if options.mqtt_tls is None else options.mqtt_tls,
+                ca_pem=access.ca_pem,
             ),
             self.outbox, state=self.state, on_desired=self.executor.submit,
             on_command=self.commands.submit,
@@ -196,7 +199,7 @@ def run(settings: Any) -> None:
     metrics = ServingMetrics()
     runtime = ModelRuntime(max_waiting=settings.queue_depth, observer=metrics,
                            keep_alive=parse_keep_alive(settings.keep_alive))  # fmt: skip
-    host, port = _mqtt_override(settings.mqtt_url)
+    host, port, tls = _mqtt_override(settings.mqtt_url)
     if getattr(settings, "benchmark_engines", False):
         # The variant is chosen before its files are downloaded, so there is nothing to time.
         _LOGGER.warning("benchmark_engines is ignored in fleet mode: rollouts keep the static "
@@ -205,7 +208,7 @@ def run(settings: Any) -> None:
         data_dir=data_dir, engine_factory=create_engine,
         select=lambda manifest: select_variant(manifest, profile, installed),
         hardware=profile, device_class=str(profile.get("device_class", "")),
-        mqtt_host=host, mqtt_port=port,
+        mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
     )  # fmt: skip
     node = AgentNode(enrollment, runtime, options, serving=metrics)
     node.start()
@@ -218,11 +221,8 @@ def run(settings: Any) -> None:
         node.stop()
 
 
-def _mqtt_override(url: str | None) -> tuple[str | None, int | None]:
-    """`mqtt://host:port` from the settings, overriding what enrollment said."""
+def _mqtt_override(url: str | None) -> tuple[str | None, int | None, bool | None]:
+    """`mqtt[s]://host:port` from the settings, overriding what enrollment said."""
     if not url:
-        return None, None
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    return parsed.hostname, parsed.port
+        return None, None, None
+    return parse_broker_url(url)

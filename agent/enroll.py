@@ -38,6 +38,7 @@ class MqttAccess(BaseModel):
     password: str
     client_id: str
     topic_prefix: str = ""
+    ca_pem: str | None = None  # the CA that signs the broker's TLS certificate (fleet-private)
 
 
 class ArtifactAccess(BaseModel):

@@ -1,13 +1,16 @@
 """The agent's one MQTT connection: retained state with a Last Will, desired/cmd subscriptions,
-reconnect with backoff, and an outbox drained in order whenever the broker is reachable."""
+reconnect with backoff, TLS against the fleet's CA, and an outbox drained in order whenever
+the broker is reachable (and left alone, without spinning, while it is not)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,6 +27,12 @@ RECONNECT_MAX_S = 30
 ACK_TIMEOUT_S = 10.0
 DRAIN_BATCH = 200
 KEEPALIVE_S = 30
+IDLE_WAKE_S = 1.0  # while connected the drainer looks at the outbox at least this often;
+# while disconnected it sleeps until the broker is back (no polling, whatever this says)
+RESEND_PAUSE_S = 1.0  # after a batch the broker did not acknowledge in full
+MAX_PAYLOAD_BYTES = 1_000_000  # the shipped broker hangs up on packets over 1 MiB (max_packet_size)
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
 
 
 class MqttError(AgentError):
@@ -41,6 +50,30 @@ class MqttSettings:
     password: str
     tls: bool = False
     ca_file: str | None = None
+    ca_pem: str | None = None  # trusted instead of the system's CAs (from enrollment)
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of `mqtt://host[:1883]` or `mqtts://host[:8883]`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise MqttError(f"broker URL {url!r} is malformed: {exc}") from exc
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise MqttError(f"broker URL {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, port or (MQTTS_PORT if tls else MQTT_PORT), tls
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    """A client context that verifies the broker's certificate and host name."""
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file, cadata=settings.ca_pem)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise MqttError(
+            f"cannot use the broker's CA certificate ({exc}); enroll again or fix ca_file"
+        ) from exc
 
 
 DesiredHandler = Callable[[DesiredState], None]
@@ -65,7 +98,8 @@ class AgentMqtt:
         self._on_desired = on_desired
         self._on_command = on_command
         self._connected = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # the outbox may have something to send
+        self._online = threading.Event()  # connected, or stopping: the drainer may run
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
         self._client = self._make_client()
@@ -90,6 +124,7 @@ class AgentMqtt:
     def stop(self, graceful: bool = True) -> None:
         """Publish online=false (when graceful) and disconnect."""
         self._stop.set()
+        self._online.set()
         self._wake.set()
         if graceful and self.connected:
             offline = self._state().model_copy(update={"online": False})
@@ -111,7 +146,12 @@ class AgentMqtt:
     def send(self, leaf: str, message: BaseModel, qos: int = 1, droppable: bool = False) -> None:
         """Queue a message for `ef/v1/devices/{id}/{leaf}`; it survives broker outages."""
         topic = device_topic(self.settings.device_id, leaf)
-        self.outbox.append(topic, message.model_dump_json().encode(), qos, droppable)
+        payload = message.model_dump_json().encode()
+        if len(payload) > MAX_PAYLOAD_BYTES:  # it could never leave the outbox
+            _LOGGER.error("dropped a %s message of %s bytes: the broker takes at most %s",
+                          leaf, len(payload), MAX_PAYLOAD_BYTES)  # fmt: skip
+            return
+        self.outbox.append(topic, payload, qos, droppable)
         self._wake.set()
 
     def publish_state(self) -> None:
@@ -128,7 +168,7 @@ class AgentMqtt:
         )
         client.username_pw_set(s.username, s.password)
         if s.tls:
-            client.tls_set(ca_certs=s.ca_file)
+            client.tls_set_context(tls_context(s))
         will = DeviceState(online=False).model_dump_json().encode()
         client.will_set(device_topic(s.device_id, "state"), will, qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
@@ -139,7 +179,12 @@ class AgentMqtt:
 
     def _publish_state(self, state: DeviceState) -> paho.MQTTMessageInfo | None:
         topic = device_topic(self.settings.device_id, "state")
-        return self._client.publish(topic, state.model_dump_json().encode(), qos=1, retain=True)
+        payload = state.model_dump_json().encode()
+        if len(payload) > MAX_PAYLOAD_BYTES:  # the broker would hang up, on every reconnect
+            _LOGGER.error("state is %s bytes, over the broker's %s; publishing it without "
+                          "the hardware profile", len(payload), MAX_PAYLOAD_BYTES)  # fmt: skip
+            payload = state.model_copy(update={"hardware": {}}).model_dump_json().encode()
+        return self._client.publish(topic, payload, qos=1, retain=True)
 
     def _handle_connect(
         self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
@@ -151,6 +196,7 @@ class AgentMqtt:
         client.subscribe([(device_topic(device, "desired"), 1), (device_topic(device, "cmd"), 1)])
         self._connected.set()
         self._publish_state(self._state())
+        self._online.set()
         self._wake.set()
         _LOGGER.info("connected to %s:%s", self.settings.host, self.settings.port)
 
@@ -159,6 +205,9 @@ class AgentMqtt:
     ) -> None:
         self._connected.clear()
         if not self._stop.is_set():
+            self._online.clear()
+            if self._stop.is_set():  # stop() set it between our check and the clear
+                self._online.set()
             _LOGGER.warning("disconnected from broker (%s); reconnecting", reason)
 
     def _handle_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
@@ -191,7 +240,10 @@ class AgentMqtt:
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=1.0)
+            if not self.connected:
+                self._online.wait()  # sends while offline wait in the outbox, not in a spin
+                continue
+            self._wake.wait(timeout=IDLE_WAKE_S)
             if self._stop.is_set():
                 return
             if not self.connected:
@@ -214,4 +266,4 @@ class AgentMqtt:
                 acked.append(seq)  # only the in-order prefix leaves; the rest is resent
             self.outbox.ack(acked)
             if len(acked) < len(sent):
-                self._stop.wait(RECONNECT_MIN_S)
+                self._stop.wait(RESEND_PAUSE_S)

@@ -1,8 +1,10 @@
 """The control plane's one MQTT connection: consume device topics, persist, dispatch, publish.
 
-Device topics come in through MQTT v5 shared subscriptions (`$share/cp/...`) so replicas
-split them. Every payload is validated against models.protocol; a bad one is counted and
-dropped, and no handler exception reaches paho's loop. Messages are acknowledged to the
+Device topics come in through MQTT v5 shared subscriptions (`$share/<group>/...`) so replicas
+split them; the group name is derived from the control plane's secret, because Mosquitto 2.0
+lets any client join a group it can name (broker_sync.share_group). Every payload is
+validated against models.protocol; a bad one is counted and dropped, and no handler
+exception reaches paho's loop. Messages are acknowledged to the
 broker only after their batch is committed (manual acks), so a crash loses nothing that the
 broker has not already been told is safe; the writes are idempotent, so redeliveries are
 harmless.
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
+import secrets
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,7 +30,11 @@ from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 
-from controlplane.broker_sync import control_plane_mqtt_password
+from controlplane.broker_sync import (
+    control_plane_client_id,
+    control_plane_mqtt_password,
+    share_group,
+)
 from controlplane.telemetry_ingest import BridgeStats, Inbound, IngestWriter
 from models import protocol
 
@@ -39,6 +47,8 @@ SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we ar
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
 PUBLISH_IN_FLIGHT = 1000  # our QoS 1 publishes awaiting PUBACK (paho's default, 20, throttles
 # a wave of desired states to one broker round trip per 20 messages)
+
+LEGACY_SHARE_GROUP = protocol.SHARE_GROUP  # guessable; left on connect if a session still has it
 
 INBOUND_SCHEMAS: dict[str, type[BaseModel]] = {
     "state": protocol.DeviceState,
@@ -73,11 +83,13 @@ class MqttBridge:
         username: str,
         password: str | None,
         keep_raw: timedelta,
+        group: str,
         client_id: str = "",
-        group: str = protocol.SHARE_GROUP,
+        tls: bool = False,
+        ca_file: Path | None = None,
     ) -> None:
         self.host, self.port, self.group = host, port, group
-        self.client_id = client_id or f"edgefleet-cp-{socket.gethostname()}"
+        self.client_id = client_id or f"edgefleet-cp-{secrets.token_hex(8)}"
         self._stats = BridgeStats()
         self._handlers: dict[str, list[Handler]] = {}
         self._connect_handlers: list[Callable[[], None]] = []
@@ -94,6 +106,11 @@ class MqttBridge:
             manual_ack=True,
         )
         client.username_pw_set(username, password)
+        if tls:
+            try:
+                client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise BridgeError(f"cannot use CA file {ca_file} for the broker: {exc}") from exc
         client.max_inflight_messages_set(PUBLISH_IN_FLIGHT)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         client.on_connect = self._on_connect
@@ -165,6 +182,10 @@ class MqttBridge:
         client.subscribe(
             [(protocol.shared_subscription(leaf, self.group), 1) for leaf in INBOUND_SCHEMAS]
         )
+        if self.group != LEGACY_SHARE_GROUP:  # a session from before the group was secret
+            client.unsubscribe(
+                [protocol.shared_subscription(leaf, LEGACY_SHARE_GROUP) for leaf in INBOUND_SCHEMAS]
+            )
         self.connected.set()
         _LOGGER.info("MQTT bridge connected to %s:%s", self.host, self.port)
         for callback in self._connect_handlers:
@@ -239,14 +260,18 @@ async def run_bridge(app: Any) -> AsyncIterator[MqttBridge | None]:
     if not settings.mqtt_enabled:
         yield None
         return
+    host, port, tls = settings.bridge_address
     bridge = MqttBridge(
         app.state.engine,
-        host=settings.mqtt_host,
-        port=settings.mqtt_port,
+        host=host,
+        port=port,
         username=settings.mqtt_cp_username,
         password=control_plane_mqtt_password(settings),
         keep_raw=settings.telemetry_raw_retention,
-        client_id=settings.mqtt_cp_client_id,
+        group=share_group(settings),
+        client_id=control_plane_client_id(settings),
+        tls=tls,
+        ca_file=settings.ca_cert_file if settings.ca_cert_file.is_file() else None,
     )
     bridge.start()
     app.state.bridge = bridge

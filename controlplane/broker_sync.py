@@ -1,9 +1,13 @@
-"""Keep Mosquitto's password and ACL files in step with the device registry."""
+"""Keep Mosquitto's password and ACL files in step with the device registry, and derive the
+control plane's own MQTT identity (client id, shared-subscription group) from its secret."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import socket
 import threading
 
 from sqlmodel import Session
@@ -15,6 +19,7 @@ from controlplane.security import new_secret
 
 _LOGGER = logging.getLogger(__name__)
 _SYNC_LOCK = threading.Lock()  # one writer at a time within this process
+_DERIVED_HEX = 16  # 64 bits: not guessable by a device, short enough to read in broker logs
 
 
 def control_plane_mqtt_password(settings: Settings) -> str:
@@ -32,6 +37,32 @@ def control_plane_mqtt_password(settings: Settings) -> str:
             with os.fdopen(fd, "w") as fh:
                 fh.write(new_secret())
     return path.read_text().strip()
+
+
+def _derived_name(settings: Settings, purpose: str) -> str:
+    secret = control_plane_mqtt_password(settings).encode()
+    return hmac.new(secret, purpose.encode(), hashlib.sha256).hexdigest()[:_DERIVED_HEX]
+
+
+def control_plane_client_id(settings: Settings) -> str:
+    """The bridge's client id: configured, or per host and derived from the secret.
+
+    Stable across restarts (the persistent session survives) and unguessable, so a device
+    cannot take it over even on a listener that does not tie client ids to usernames.
+    """
+    if settings.mqtt_cp_client_id:
+        return settings.mqtt_cp_client_id
+    host = socket.gethostname()
+    return f"edgefleet-cp-{host}-{_derived_name(settings, f'client-id:{host}')}"
+
+
+def share_group(settings: Settings) -> str:
+    """The shared-subscription group of every replica: `cp-<suffix derived from the secret>`.
+
+    Mosquitto 2.0 never checks SUBSCRIBE against the ACL file, so a device can join a group
+    it can name and swallow its share of the messages; it cannot name this one.
+    """
+    return f"cp-{_derived_name(settings, 'share-group')}"
 
 
 def write_broker_files(session: Session, settings: Settings) -> None:

@@ -16,8 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane import crud, db_models
 from controlplane.bridge import BridgeError
-from controlplane.broker_auth import BrokerAuthError, write_atomic
-from controlplane.broker_sync import write_broker_files
+from controlplane.broker_auth import BrokerAuthError
+from controlplane.broker_config import write_broker_config
+from controlplane.broker_tls import BrokerTlsError
 from controlplane.command_link import CommandLink, await_result
 from controlplane.command_models import CommandName, DeviceCommandCreate
 from controlplane.commands import CommandRefused, send_command
@@ -158,23 +159,18 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
     template = Path(args.template) if args.template else SHIPPED_BROKER_CONFIG
     if not template.is_file():
         raise CliError(f"broker config template {template} not found; pass --template")
-    settings = settings.model_copy(
-        update={"broker_password_file": out / "passwd", "broker_acl_file": out / "acl"}
-    )
-    lines = []
-    for line in template.read_text().splitlines():
-        key = line.split(maxsplit=1)[0] if line.strip() else ""
-        if key == "password_file":
-            line = f"password_file {out / 'passwd'}"
-        elif key == "acl_file":
-            line = f"acl_file {out / 'acl'}"
-        lines.append(line)
-    write_atomic(out / "edgefleet.conf", "\n".join(lines) + "\n", mode=0o644)
+    hostnames = args.hostname or [settings.mqtt_host]
     with migrated_session(settings.database_url) as session:
-        write_broker_files(session, settings)
-    print(f"wrote {out}/edgefleet.conf, passwd and acl; point the control plane at them with "
-          f"EDGEFLEET_CP_BROKER_PASSWORD_FILE={out}/passwd EDGEFLEET_CP_BROKER_ACL_FILE={out}/acl "
-          "and EDGEFLEET_CP_BROKER_PID_FILE=<mosquitto's pid_file>")
+        files = write_broker_config(
+            session, settings, out=out, template=template, hostnames=hostnames
+        )
+    print(f"wrote {files.config}, passwd, acl and the TLS listener's certificate for "
+          f"{', '.join(hostnames)} (CA {settings.ca_cert_file}); point the control plane at them "
+          f"with EDGEFLEET_CP_BROKER_PASSWORD_FILE={files.password_file} "
+          f"EDGEFLEET_CP_BROKER_ACL_FILE={files.acl_file} "
+          "EDGEFLEET_CP_BROKER_PID_FILE=<mosquitto's pid_file>, and send devices to the TLS "
+          "listener: EDGEFLEET_CP_MQTT_TLS=1 EDGEFLEET_CP_MQTT_PORT=8883 "
+          "EDGEFLEET_CP_MQTT_CP_URL=mqtt://127.0.0.1:1883")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker-config", help="write Mosquitto config, password and ACL files")
     p.add_argument("--out", required=True, help="directory to write edgefleet.conf, passwd, acl")
     p.add_argument("--template", help="config to start from (default: the shipped one)")
+    p.add_argument("--hostname", action="append",
+                   help="a name or address devices dial the broker by, for its TLS certificate "
+                   "(repeatable; default EDGEFLEET_CP_MQTT_HOST)")
     p.set_defaults(func=cmd_broker_config)
     add_rollouts_parser(sub)
     return parser
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
         args.func(settings, args)
-    except (CliError, BrokerAuthError, DatabaseUrlError) as exc:
+    except (CliError, BrokerAuthError, BrokerTlsError, DatabaseUrlError) as exc:
         print(f"edgefleet-cp: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:

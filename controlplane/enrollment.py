@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.broker_auth import hash_password
 from controlplane.broker_sync import sync_broker
+from controlplane.broker_tls import read_ca_pem
 from controlplane.core.config import Settings
 from controlplane.db_models import DeviceCreate
 from controlplane.security import ARTIFACT_TOKEN_PREFIX, hash_token, new_device_id, new_secret
@@ -33,6 +34,11 @@ class MqttCredentials(BaseModel):
     password: str
     client_id: str
     topic_prefix: str
+    ca_pem: str | None = Field(
+        default=None,
+        description="PEM CA certificate that signs the broker's TLS certificate; null when "
+        "TLS is off or the broker's certificate is publicly trusted",
+    )
 
 
 class ArtifactAccess(BaseModel):
@@ -59,6 +65,7 @@ def enroll_device(
     session: Session, *, settings: Settings, signing: SigningIdentity, request: DeviceCreate
 ) -> EnrollmentResponse:
     """Claim the token, create the device, add it to the broker; EnrollmentRefused if invalid."""
+    ca_pem = read_ca_pem(settings.ca_cert_file) if settings.mqtt_tls else None  # before claiming
     token = crud.claim_enrollment_token(session, secret=request.token)
     if token is None:
         session.rollback()
@@ -96,6 +103,7 @@ def enroll_device(
             password=mqtt_password,
             client_id=device_id,
             topic_prefix=f"{TOPIC_PREFIX}/devices/{device_id}",
+            ca_pem=ca_pem,
         ),
         artifacts=ArtifactAccess(base_url=artifacts_url(settings), token=artifact_token),
         signing_public_key=signing.public_key,

@@ -30,6 +30,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from controlplane.broker_auth import render_acl  # noqa: E402
+from controlplane.broker_config import relocate_listeners  # noqa: E402
+from controlplane.broker_tls import load_or_create_ca, write_broker_tls  # noqa: E402
 
 SHIPPED_BROKER_CONFIG = REPO / "deploy" / "mosquitto" / "edgefleet.conf"
 _OVERRIDDEN = {"listener", "port", "password_file", "acl_file", "persistence_location",
@@ -91,36 +93,45 @@ class Demo:
                 tail = (self.state / f"{name}.log").read_text(errors="replace")[-1500:]
                 raise DemoError(f"{name} exited with {proc.returncode}:\n{tail}")
 
-    def start_broker(self) -> tuple[int, int]:
+    def start_broker(self) -> tuple[int, int, int]:
         mqtt_dir = self.state / "mosquitto"
         (mqtt_dir / "persistence").mkdir(parents=True, exist_ok=True)
         passwd, acl = mqtt_dir / "passwd", mqtt_dir / "acl"
         passwd.touch()
         acl.write_text(render_acl("edgefleet-cp"))
-        port = free_port()
-        skip = _OVERRIDDEN | {"allow_anonymous"}
-        kept = [line for line in SHIPPED_BROKER_CONFIG.read_text().splitlines()
-                if line.split() and line.split()[0] not in skip]  # fmt: skip
-        kept += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}",
+        port, tls_port = free_port(), free_port()
+        # The control plane's CA (in its data dir: enrollment hands it to the agent) signs the
+        # device listener's certificate; the plaintext listener is the control plane's.
+        tls_dir = self.state / "cp" / "mqtt-tls"
+        tls = write_broker_tls(load_or_create_ca(tls_dir / "ca.crt", tls_dir / "ca.key"),
+                               mqtt_dir, ["127.0.0.1", "localhost"])  # fmt: skip
+        replace: dict[str, str | None] = dict.fromkeys(_OVERRIDDEN | {"allow_anonymous"})
+        replace.update(cafile=str(tls.ca_file), certfile=str(tls.cert_file),
+                       keyfile=str(tls.key_file))  # fmt: skip
+        extra = ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}",
                  f"persistence_location {mqtt_dir}/persistence/",
-                 f"log_dest file {mqtt_dir}/log",
-                 f"listener {port} 127.0.0.1"]  # fmt: skip
+                 f"log_dest file {mqtt_dir}/log"]  # fmt: skip
         if os.geteuid() == 0:
-            kept.append("user root")
-        (mqtt_dir / "mosquitto.conf").write_text("\n".join(kept) + "\n")
+            extra.append("user root")
+        config = relocate_listeners(SHIPPED_BROKER_CONFIG.read_text(), host="127.0.0.1",
+                                    ports={1883: port, 8883: tls_port}, replace=replace,
+                                    extra=extra)  # fmt: skip
+        (mqtt_dir / "mosquitto.conf").write_text(config)
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise DemoError("mosquitto is not installed: apt-get install mosquitto")
         proc = self.spawn("mosquitto", [binary, "-c", str(mqtt_dir / "mosquitto.conf")])
         wait_for("mosquitto", lambda: socket.create_connection(("127.0.0.1", port), 0.2), 15)
-        return port, proc.pid
+        return port, tls_port, proc.pid
 
-    def cp_env(self, port: int, mqtt_port: int, broker_pid: int) -> dict[str, str]:
+    def cp_env(self, port: int, mqtt_port: int, tls_port: int, broker_pid: int) -> dict[str, str]:
         mqtt_dir = self.state / "mosquitto"
         return {
             "EDGEFLEET_CP_DATA_DIR": str(self.state / "cp"), "EDGEFLEET_CP_HOST": "127.0.0.1",
             "EDGEFLEET_CP_PORT": str(port), "EDGEFLEET_CP_MQTT_ENABLED": "true",
-            "EDGEFLEET_CP_MQTT_HOST": "127.0.0.1", "EDGEFLEET_CP_MQTT_PORT": str(mqtt_port),
+            "EDGEFLEET_CP_MQTT_HOST": "127.0.0.1", "EDGEFLEET_CP_MQTT_PORT": str(tls_port),
+            "EDGEFLEET_CP_MQTT_TLS": "true",
+            "EDGEFLEET_CP_MQTT_CP_URL": f"mqtt://127.0.0.1:{mqtt_port}",
             "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(mqtt_dir / "passwd"),
             "EDGEFLEET_CP_BROKER_ACL_FILE": str(mqtt_dir / "acl"),
             "EDGEFLEET_CP_BROKER_PID": str(broker_pid),
@@ -133,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
     demo = Demo(state)
     try:
         print(f"state and logs in {state}")
-        mqtt_port, broker_pid = demo.start_broker()
-        print(f"mosquitto on 127.0.0.1:{mqtt_port}")
+        mqtt_port, tls_port, broker_pid = demo.start_broker()
+        print(f"mosquitto: devices on mqtts://127.0.0.1:{tls_port}, "
+              f"the control plane on mqtt://127.0.0.1:{mqtt_port}")
         cp_port = free_port()
-        env = demo.cp_env(cp_port, mqtt_port, broker_pid)
+        env = demo.cp_env(cp_port, mqtt_port, tls_port, broker_pid)
         cp = [sys.executable, "-m", "controlplane.cli"]
         token = subprocess.run([*cp, "create-admin-token", "--name", "demo"], cwd=REPO,
                                env={**os.environ, **env}, check=True, capture_output=True,
@@ -163,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         demo.spawn("agent", [sys.executable, "-m", "agent.cli", "serve", "--control-plane", url,
                              "--port", str(agent_port)],
                    {"EDGEFLEET_AGENT_DATA_DIR": str(state / "agent"),
-                    "EDGEFLEET_AGENT_ENROLLMENT_TOKEN": enroll_token})  # fmt: skip
+                    "EDGEFLEET_AGENT_ENROLLMENT_TOKEN": enroll_token,
+                    "EDGEFLEET_AGENT_MQTT_URL": f"mqtts://127.0.0.1:{tls_port}"})  # fmt: skip
 
         def device_online() -> str | None:
             demo.check_alive()

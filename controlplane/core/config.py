@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of `mqtt://host[:1883]` or `mqtts://host[:8883]`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker URL {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, parts.port or (MQTTS_PORT if tls else MQTT_PORT), tls
 
 
 def default_data_dir() -> Path:
@@ -37,8 +50,20 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(default=True, description="run Alembic migrations at startup")
 
     mqtt_host: str = Field(default="127.0.0.1", description="broker host devices connect to")
-    mqtt_port: int = Field(default=1883, description="broker port devices connect to")
+    mqtt_port: int = Field(
+        default=1883, description="broker port devices connect to (the TLS listener: 8883)"
+    )
     mqtt_tls: bool = Field(default=False, description="whether devices must use TLS")
+    mqtt_ca_cert_file: Path | None = Field(
+        default=None,
+        description="CA certificate devices get at enrollment to verify the broker (the "
+        "operator's, or created by broker-config); default <data_dir>/mqtt-tls/ca.crt",
+    )
+    mqtt_ca_key_file: Path | None = Field(
+        default=None,
+        description="that CA's key, used by broker-config to sign the broker's certificate; "
+        "default <data_dir>/mqtt-tls/ca.key",
+    )
     mqtt_cp_username: str = Field(default="edgefleet-cp", description="control plane's MQTT user")
     mqtt_cp_password: SecretStr | None = Field(
         default=None,
@@ -50,7 +75,14 @@ class Settings(BaseSettings):
         description="run the MQTT bridge (device state, telemetry, events) against mqtt_host",
     )
     mqtt_cp_client_id: str = Field(
-        default="", description="bridge MQTT client id; empty means edgefleet-cp-<hostname>"
+        default="",
+        description="bridge MQTT client id; empty means edgefleet-cp-<hostname>-<suffix derived "
+        "from the control plane's MQTT password>, stable and unguessable",
+    )
+    mqtt_cp_url: str = Field(
+        default="",
+        description="broker URL of the control plane's own connection (mqtt://127.0.0.1:1883, "
+        "mqtts://broker:8883); empty means mqtt_host:mqtt_port, over TLS when mqtt_tls",
     )
     telemetry_raw_retention: timedelta = Field(
         default=timedelta(hours=48),
@@ -84,6 +116,13 @@ class Settings(BaseSettings):
         default=timedelta(days=30), description="longest lifetime of an enrollment token"
     )
 
+    @field_validator("mqtt_cp_url")
+    @classmethod
+    def _check_cp_url(cls, url: str) -> str:
+        if url:
+            parse_broker_url(url)
+        return url
+
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
@@ -92,6 +131,8 @@ class Settings(BaseSettings):
         mosquitto_dir = self.data_dir / "mosquitto"
         self.broker_password_file = self.broker_password_file or mosquitto_dir / "passwd"
         self.broker_acl_file = self.broker_acl_file or mosquitto_dir / "acl"
+        self.mqtt_ca_cert_file = self.mqtt_ca_cert_file or self.data_dir / "mqtt-tls" / "ca.crt"
+        self.mqtt_ca_key_file = self.mqtt_ca_key_file or self.data_dir / "mqtt-tls" / "ca.key"
         self.signing_key_path = self.signing_key_path or self.data_dir / "signing.key"
         self.artifact_root = self.artifact_root or self.data_dir / "artifacts"
         if not self.public_url:
@@ -110,6 +151,25 @@ class Settings(BaseSettings):
         """The broker ACL file (always set after validation)."""
         assert self.broker_acl_file is not None
         return self.broker_acl_file
+
+    @property
+    def bridge_address(self) -> tuple[str, int, bool]:
+        """(host, port, tls) the control plane's own MQTT connection uses."""
+        if self.mqtt_cp_url:
+            return parse_broker_url(self.mqtt_cp_url)
+        return self.mqtt_host, self.mqtt_port, self.mqtt_tls
+
+    @property
+    def ca_cert_file(self) -> Path:
+        """The MQTT CA certificate (always set after validation)."""
+        assert self.mqtt_ca_cert_file is not None
+        return self.mqtt_ca_cert_file
+
+    @property
+    def ca_key_file(self) -> Path:
+        """The MQTT CA key (always set after validation)."""
+        assert self.mqtt_ca_key_file is not None
+        return self.mqtt_ca_key_file
 
     @property
     def key_path(self) -> Path:

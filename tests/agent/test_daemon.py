@@ -51,5 +51,6 @@ def test_state_reports_restored_model_and_applied_version(tmp_path: Path) -> Non
 
 
 def test_mqtt_url_override() -> None:
-    assert _mqtt_override("mqtt://broker.lan:8883") == ("broker.lan", 8883)
-    assert _mqtt_override(None) == (None, None)
+    assert _mqtt_override("mqtt://broker.lan:8883") == ("broker.lan", 8883, False)
+    assert _mqtt_override("mqtts://broker.lan") == ("broker.lan", 8883, True)
+    assert _mqtt_override(None) == (None, None, None)

@@ -16,9 +16,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import agent.mqtt as agent_mqtt
-from agent.mqtt import AgentMqtt, MqttSettings
+from agent.mqtt import MAX_PAYLOAD_BYTES, AgentMqtt, MqttError, MqttSettings, parse_broker_url
 from agent.outbox import Outbox
-from models.protocol import DesiredState, DeviceState, RolloutEvent, device_topic
+from models.protocol import CommandResult, DesiredState, DeviceState, RolloutEvent, device_topic
 from tests.agent.server.helpers import wait_until
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
 
@@ -177,3 +177,56 @@ def test_graceful_stop_publishes_offline(
     agent.stop()
     assert json.loads(observer.next("state"))["online"] is False
     observer.close()
+
+
+class CountingEvent(threading.Event):
+    """An Event that counts its waits: each drain-loop iteration waits on one of two events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_drainer_sleeps_while_the_broker_is_down(broker: MosquittoBroker, tmp_path: Path) -> None:
+    agent = make_agent(broker, tmp_path)
+    wake, online = CountingEvent(), CountingEvent()
+    agent._wake, agent._online = wake, online  # before start(): the drainer uses these
+    agent.start()
+    try:
+        assert agent.wait_connected(5)
+        broker.stop()
+        wait_until(lambda: not agent.connected, 5)
+        before = wake.waits + online.waits
+        for i in range(20):
+            agent.send("events", event(i))  # each send sets _wake: it must not start a spin
+        time.sleep(0.5)  # a window to count in; a spinning loop makes ~10^4 iterations here
+        assert wake.waits + online.waits - before <= 2
+        broker.start()
+        wait_until(lambda: len(agent.outbox) == 0, 15)  # connect wakes it, the outbox drains
+    finally:
+        agent.stop()
+
+
+def test_broker_urls() -> None:
+    assert parse_broker_url("mqtts://broker.lan") == ("broker.lan", 8883, True)
+    assert parse_broker_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
+    for bad in ("http://broker.lan", "mqtt://", "mqtts://broker.lan:99999"):
+        with pytest.raises(MqttError):
+            parse_broker_url(bad)
+
+
+def test_a_message_the_broker_would_refuse_is_not_queued(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    agent = make_agent(broker, tmp_path)
+    # Built without validation: the point is what the agent does with any oversized message.
+    huge = CommandResult.model_construct(request_id="r1", ok=True,
+                                         result={"blob": "x" * MAX_PAYLOAD_BYTES})  # fmt: skip
+    agent.send("cmd/result", huge)  # would make the broker hang up on every reconnect
+    agent.send("events", event(1))
+    assert [e.topic.rsplit("/", 1)[-1] for e in agent.outbox.peek(10)] == ["events"]
+    agent.outbox.close()

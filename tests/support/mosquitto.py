@@ -2,12 +2,15 @@
 
     from tests.support.mosquitto import MosquittoBroker, mosquitto_broker_fixture
 
-    broker = MosquittoBroker(tmp_path)            # free port, tmp password/acl/persistence
+    broker = MosquittoBroker(tmp_path)            # free ports, tmp password/acl/persistence
     broker.set_users({"edgefleet-cp": "pw"})      # or anonymous=True
     broker.start()
     ...  broker.reload(); broker.restart(); broker.stop()
 
-The shipped config is used as is, except for the listener, the file paths and logging.
+The shipped config is used as is, except for the file paths and logging, and its listeners:
+the loopback one (1883) moves to `broker.port`, the device one (8883: client id = username)
+to `broker.device_port`, with TLS when `tls=` gives certificate files (plaintext otherwise).
+A template with one listener serves both on `broker.port`.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from pathlib import Path
 import pytest
 
 from controlplane.broker_auth import hash_password, render_acl, render_password_file
+from controlplane.broker_config import TLS_KEYS, listener_ports, relocate_listeners
+from controlplane.broker_tls import BrokerTlsFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO_ROOT / "deploy" / "mosquitto" / "edgefleet.conf"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CONTROL_PLANE_USER = "edgefleet-cp"
 START_TIMEOUT_S = 10.0
+LOOPBACK_LISTENER = 1883  # the shipped config's listener ports
+DEVICE_LISTENER = 8883
 # Keys the helper sets itself; every other line of the shipped config is kept.
 _OVERRIDDEN = {
     "listener", "port", "password_file", "acl_file", "persistence_location", "pid_file",
@@ -57,9 +64,12 @@ class MosquittoBroker:
         anonymous: bool = False,
         extra_config: str = "",
         template: Path = SHIPPED_CONFIG,
+        tls: BrokerTlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.device_port = free_port()
+        self.tls = tls
         self.anonymous = anonymous
         self.extra_config = extra_config
         self.template = template
@@ -86,19 +96,22 @@ class MosquittoBroker:
         self.acl_file.write_text(render_acl(control_plane_user))
 
     def write_config(self) -> Path:
-        """Write mosquitto.conf: the shipped config with this broker's port and paths."""
+        """Write mosquitto.conf: the shipped config with this broker's ports and paths."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistence_dir.mkdir(exist_ok=True)
         if not self.password_file.exists():
             self.password_file.write_text("")
         if not self.acl_file.exists():
             self.acl_file.write_text(render_acl(CONTROL_PLANE_USER))
-        kept = [
-            line for line in self.template.read_text().splitlines()
-            if line.split(maxsplit=1)[:1] and line.split()[0] not in _OVERRIDDEN
-        ]
-        lines = [
-            *kept,
+        template = self.template.read_text()
+        if DEVICE_LISTENER not in listener_ports(template):
+            self.device_port = self.port
+        tls = self.tls
+        tls_files = (
+            dict(zip(TLS_KEYS, (tls.ca_file, tls.cert_file, tls.key_file), strict=True))
+            if tls else {}
+        )
+        extra = [
             f"allow_anonymous {'true' if self.anonymous else 'false'}",
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
@@ -106,13 +119,22 @@ class MosquittoBroker:
             f"pid_file {self.pid_file}",
             f"log_dest file {self.log_file}",
             "log_type all",
-            f"listener {self.port} {self.host}",
         ]
         if os.geteuid() == 0:
-            lines.append("user root")  # keep access to the test's private tmp files
+            extra.append("user root")  # keep access to the test's private tmp files
+        text = relocate_listeners(
+            template,
+            ports={LOOPBACK_LISTENER: self.port, DEVICE_LISTENER: self.device_port},
+            host=self.host,
+            replace={
+                **dict.fromkeys(_OVERRIDDEN - {"listener"}),
+                **{key: str(tls_files[key]) if key in tls_files else None for key in TLS_KEYS},
+            },
+            extra=extra,
+        )
         if self.extra_config:
-            lines.append(self.extra_config)
-        self.config_file.write_text("\n".join(lines) + "\n")
+            text += self.extra_config + "\n"
+        self.config_file.write_text(text)
         return self.config_file
 
     def start(self, timeout: float = START_TIMEOUT_S) -> MosquittoBroker:
@@ -131,8 +153,10 @@ class MosquittoBroker:
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise RuntimeError(f"mosquitto exited: {err}\n{self.log()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
+                for port in {self.port, self.device_port}:
+                    with socket.create_connection((self.host, port), timeout=0.2):
+                        pass
+                return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
