@@ -20,8 +20,9 @@ from pathlib import Path
 
 from agent.engines.base import LoadOptions
 from agent.errors import ModelLoadError
+from agent.model_loading import probe_profile
 from agent.runtime import EngineFactory, LoadedModel
-from agent.selection import variant_path
+from agent.selection import gpu_memory_budget, variant_path
 from models.manifest import Manifest
 
 _LOGGER = logging.getLogger(__name__)
@@ -196,11 +197,18 @@ def load_slot(slot: Slot, engine_factory: EngineFactory) -> LoadedModel:
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"slot {slot.key} has no usable manifest: {exc}") from exc
     engine = engine_factory(slot.engine)
-    options = LoadOptions(context_length=manifest.context_length, device=slot.device)
+    budget = None
+    if slot.device.startswith("GPU"):  # how much of the GPU is free is a fact of now, not staging
+        budget = gpu_memory_budget(slot.engine, slot.device, probe_profile())
+    options = LoadOptions(context_length=manifest.context_length, device=slot.device,
+                          gpu_memory_bytes=budget)  # fmt: skip
     engine.load(variant_path(slot.path, variant), options)
+    device = engine.stats().device or slot.device
+    offload = engine.stats().extra.get("offload")
     return LoadedModel(
         name=manifest.name, path=slot.path, variant_id=variant.id, engine_name=slot.engine,
-        engine=engine, manifest=manifest, device=slot.device,
+        engine=engine, manifest=manifest, device=device,
         load_seconds=time.perf_counter() - started,
-        explanation=f"slot {slot.key}: {variant.id} on {slot.engine}",
+        explanation=f"slot {slot.key}: {variant.id} on {slot.engine} ({device})"
+        + (f": {offload}" if offload else ""),
     )  # fmt: skip
