@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.server.errors import ApiError, error_response
@@ -75,7 +75,9 @@ def _lone_surrogate_free(value: Any) -> Any:
 
 
 class RequestBody(BaseModel):
-    """Base of request bodies: every string field must be valid Unicode."""
+    """Base of request bodies: types as documented (no "1" for 1), strings valid Unicode."""
+
+    model_config = ConfigDict(strict=True)
 
     @field_validator("*", mode="after")
     @classmethod

@@ -45,11 +45,18 @@ _DESCRIPTIONS = {
     500: "Engine or internal error",
     503: "No model loaded yet, or the queue is full (see Retry-After)",
 }
-_STREAM_TYPES = {
-    "/v1/chat/completions": "text/event-stream",
-    "/v1/completions": "text/event-stream",
-    "/api/generate": "application/x-ndjson",
-    "/api/chat": "application/x-ndjson",
+# Before OpenAPI 3.2, the `schema` of text/event-stream describes one event.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE]"}},
+}
+_NDJSON = {"type": "string", "description": "one JSON object a line; the last has done=true"}
+_STREAMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "/v1/chat/completions": ("text/event-stream", _SSE_EVENT),
+    "/v1/completions": ("text/event-stream", _SSE_EVENT),
+    "/api/generate": ("application/x-ndjson", _NDJSON),
+    "/api/chat": ("application/x-ndjson", _NDJSON),
 }
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -83,10 +90,9 @@ def _corrected(schema: dict[str, Any], *, api_key: bool) -> dict[str, Any]:
                         "schema": {"$ref": f"#/components/schemas/{shape}"}
                     }},
                 })  # fmt: skip
-            stream = _STREAM_TYPES.get(path)
-            if stream and "200" in responses:
-                content = responses["200"].setdefault("content", {})
-                content[stream] = {"schema": {"type": "string"}}
+            if path in _STREAMS and "200" in responses:
+                media_type, item = _STREAMS[path]
+                responses["200"].setdefault("content", {})[media_type] = {"schema": item}
     return schema
 
 

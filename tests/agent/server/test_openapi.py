@@ -39,8 +39,7 @@ def fake_model_loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow,
-                           HealthCheck.filter_too_much],  # fmt: skip
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],  # fmt: skip
 )
 def test_agent_api_conforms_to_its_openapi(case: Any) -> None:
     # Every check but positive_data_acceptance: a schema-valid request can still be refused
@@ -52,11 +51,14 @@ def test_agent_api_conforms_to_its_openapi(case: Any) -> None:
 def test_openapi_documents_400_in_each_api_shape_and_no_422(server: RunningServer) -> None:
     doc = httpx.get(server.url + "/openapi.json").json()
     assert "422" not in str(doc["paths"])
-    ref = "#/components/schemas/{}"
+
+    def error_ref(responses: dict[str, Any], status: str) -> str:
+        return str(responses[status]["content"]["application/json"]["schema"]["$ref"])
+
     chat = doc["paths"]["/v1/chat/completions"]["post"]["responses"]
-    assert chat["400"]["content"]["application/json"]["schema"]["$ref"] == ref.format("OpenAIError")
+    assert error_ref(chat, "400") == "#/components/schemas/OpenAIError"
     assert {"400", "403", "404", "413", "503"} <= set(chat)
     assert "text/event-stream" in chat["200"]["content"]
     ollama = doc["paths"]["/api/chat"]["post"]["responses"]
-    assert ollama["400"]["content"]["application/json"]["schema"]["$ref"] == ref.format("OllamaError")
+    assert error_ref(ollama, "400") == "#/components/schemas/OllamaError"
     assert "application/x-ndjson" in ollama["200"]["content"]
