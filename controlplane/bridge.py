@@ -35,7 +35,8 @@ from controlplane.broker_sync import (
     control_plane_mqtt_password,
     share_group,
 )
-from controlplane.telemetry_ingest import BridgeStats, Inbound, IngestWriter
+from controlplane.ingest_counters import BridgeStats
+from controlplane.telemetry_ingest import Inbound, IngestWriter, WriterStatus
 from models import protocol
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ RECONNECT_MAX_DELAY_S = 30
 KEEPALIVE_S = 30
 SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we are away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
+DEVICE_ID_MAX_CHARS = 64  # the device.id column
 PUBLISH_IN_FLIGHT = 1000  # our QoS 1 publishes awaiting PUBACK (paho's default, 20, throttles
 # a wave of desired states to one broker round trip per 20 messages)
 
@@ -122,6 +124,10 @@ class MqttBridge:
     def stats(self) -> dict[str, int]:
         """Counters: received, invalid, rejected, persisted, handler_errors, reconnects, ..."""
         return self._stats.snapshot()
+
+    def writer_status(self) -> WriterStatus:
+        """How far behind the database writer is (for /health)."""
+        return self._writer.status()
 
     def add_handler(self, leaf: str, callback: Handler) -> None:
         """Call `callback(device_id, message)` for every persisted message on `leaf`."""
@@ -218,10 +224,16 @@ class MqttBridge:
         if device_id is None or leaf is None or schema is None:
             self._reject_invalid(msg, "not a device topic the control plane reads")
             return
+        if len(device_id) > DEVICE_ID_MAX_CHARS or "\x00" in device_id:
+            self._reject_invalid(msg, "not a device id")
+            return
         try:
             message = schema.model_validate_json(msg.payload)
         except ValidationError as exc:
-            self._reject_invalid(msg, exc)
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "payload"
+            why = f"{exc.error_count()} error(s), first {where}: {first['msg']}"
+            self._reject_invalid(msg, why, device_id=device_id)
             return
         self._writer.submit(
             Inbound(
@@ -233,9 +245,9 @@ class MqttBridge:
             )
         )
 
-    def _reject_invalid(self, msg: mqtt.MQTTMessage, why: object) -> None:
-        self._stats.incr("invalid")
-        _LOGGER.warning("dropped invalid message on %s: %s", msg.topic, why)
+    def _reject_invalid(self, msg: mqtt.MQTTMessage, why: str, *, device_id: str = "") -> None:
+        self._stats.incr("invalid", device_id=device_id)
+        _LOGGER.warning("dropped invalid message on %s: %s", msg.topic[:200], why)
         self._ack(msg.mid, msg.qos, self._generation)
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:

@@ -73,11 +73,28 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     print(f"database at the latest schema: {settings.database_url.split('@')[-1]}")
 
 
+def parse_expiry(text: str) -> timedelta | None:
+    """`--expires 90d` -> timedelta; `never` -> None."""
+    if text.strip().lower() == "never":
+        return None
+    match = _TTL.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise CliError(f"--expires {text!r}: use e.g. 90d, 12h or never")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
 def cmd_create_admin_token(settings: Settings, args: argparse.Namespace) -> None:
+    expires_in = parse_expiry(args.expires)
     with migrated_session(settings.database_url) as session:
-        _token, secret = crud.create_api_token(session, name=args.name, role=Role(args.role))
+        token, secret = crud.create_api_token(
+            session, name=args.name, role=Role(args.role), expires_in=expires_in
+        )
     print(secret)
-    print(f"{args.role} token {args.name!r} created; it is shown only now", file=sys.stderr)
+    until = "never expires"
+    if token.expires_at is not None:
+        until = f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC"
+    print(f"{args.role} token {args.name!r} created ({until}); it is shown only now",
+          file=sys.stderr)
 
 
 def cmd_enroll_token(settings: Settings, args: argparse.Namespace) -> None:
@@ -193,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-admin-token", help="create an operator token (printed once)")
     p.add_argument("--name", default="admin", help="a name to recognise the token by")
     p.add_argument("--role", default="admin", choices=[r.value for r in Role])
+    p.add_argument("--expires", default=f"{db_models.DEFAULT_TOKEN_DAYS}d",
+                   help="lifetime: 12h, 90d, or never "
+                   f"(default {db_models.DEFAULT_TOKEN_DAYS}d)")
     p.set_defaults(func=cmd_create_admin_token)
     p = sub.add_parser("enroll-token", help="create a one-time device enrollment token")
     p.add_argument("--labels", default="", help="labels the device gets, e.g. site=lab,rack=3")

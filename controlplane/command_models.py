@@ -12,7 +12,7 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Column, DateTime, String, Text
 from sqlmodel import Field, SQLModel
 
-from controlplane.db_models import optional_time, utcnow
+from controlplane.db_models import UtcDateTime, optional_time, utcnow
 
 CommandName = Literal["benchmark", "reprobe", "restart-engine"]
 
@@ -49,9 +49,9 @@ class DeviceCommandPublic(SQLModel):
     command: str
     args: dict[str, Any]
     created_by: str
-    created_at: datetime
+    created_at: UtcDateTime
     status: Literal["pending", "succeeded", "failed"]
-    answered_at: datetime | None
+    answered_at: UtcDateTime | None
     ok: bool | None
     result: dict[str, Any] | None
     error: str

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import field_validator
+from pydantic import AwareDatetime, BeforeValidator, field_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -20,6 +20,17 @@ LABEL_VALUE = r"^[A-Za-z0-9._/-]{0,63}$"
 def as_utc(value: datetime) -> datetime:
     """SQLite drops tzinfo; every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _attach_utc(value: object) -> object:
+    return as_utc(value) if isinstance(value, datetime) else value
+
+
+# Times the API sends: always with their offset, also where SQLite gave them back naive.
+UtcDateTime = Annotated[AwareDatetime, BeforeValidator(_attach_utc)]
+
+DEFAULT_TOKEN_DAYS = 90  # operator tokens expire after this unless created with another term
+MAX_TOKEN_DAYS = 3650
 
 
 def optional_time() -> Any:
@@ -68,7 +79,10 @@ class ApiTokenBase(SQLModel):
 
 
 class ApiTokenCreate(ApiTokenBase):
-    pass
+    expires_in_days: int | None = Field(
+        default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS,
+        description="days until the token stops working; null: never",
+    )
 
 
 class ApiToken(ApiTokenBase, table=True):
@@ -78,12 +92,14 @@ class ApiToken(ApiTokenBase, table=True):
     token_hash: str = Field(index=True, unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = optional_time()
+    expires_at: datetime | None = optional_time()
 
 
 class ApiTokenPublic(ApiTokenBase):
     id: int
-    created_at: datetime
-    revoked_at: datetime | None = None
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None = None
+    expires_at: UtcDateTime | None = None
 
 
 class ApiTokenCreated(ApiTokenPublic):
@@ -101,7 +117,7 @@ class EnrollmentTokenBase(SQLModel):
 
 
 class EnrollmentTokenCreate(EnrollmentTokenBase):
-    ttl_seconds: int = Field(default=3600, gt=0)
+    ttl_seconds: int = Field(default=3600, gt=0, le=2**31 - 1)
 
 
 class EnrollmentToken(EnrollmentTokenBase, table=True):
@@ -119,9 +135,9 @@ class EnrollmentToken(EnrollmentTokenBase, table=True):
 class EnrollmentTokenPublic(EnrollmentTokenBase):
     id: int
     created_by: str
-    created_at: datetime
-    expires_at: datetime
-    used_at: datetime | None = None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime
+    used_at: UtcDateTime | None = None
     device_id: str | None = None
 
 
@@ -185,9 +201,9 @@ class DevicePublic(DeviceBase):
     hardware: dict[str, Any]
     state: dict[str, Any]
     online: bool
-    last_seen: datetime | None
+    last_seen: UtcDateTime | None
     active_model: str | None
-    enrolled_at: datetime
+    enrolled_at: UtcDateTime
     revoked: bool
 
 
@@ -224,12 +240,12 @@ class ModelImport(SQLModel):
 
 class ModelVersionPublic(ModelVersionBase):
     name: str
-    created_at: datetime
+    created_at: UtcDateTime
     manifest: dict[str, Any]
     manifest_url: str
 
 
 class ModelPublic(SQLModel):
     name: str
-    created_at: datetime
+    created_at: UtcDateTime
     versions: list[str]

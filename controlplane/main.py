@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from controlplane.api.inputs import RejectNul
 from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
+from controlplane.api.rate_limit import ENROLL_BURST, ENROLL_PER_MINUTE, TokenBucketLimiter
 from controlplane.bridge import run_bridge
 from controlplane.broker_sync import sync_broker
 from controlplane.commands import run_command_results
@@ -63,8 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
+    app.state.enroll_limiter = TokenBucketLimiter(
+        burst=ENROLL_BURST, per_minute=ENROLL_PER_MINUTE
+    )
     install_error_handlers(app)
     app.include_router(api_router)
     install_dashboard(app)
+    app.add_middleware(RejectNul)
     app.add_middleware(RequestLimit)
     return app

@@ -4,6 +4,11 @@ Messages wait in a bounded queue (a full queue blocks the MQTT thread, which hol
 acknowledgements and so slows the broker down instead of dropping anything). Each batch
 checks its device ids once, stores telemetry idempotently, records state, commits, and only
 then runs the handlers and acknowledges the messages to the broker.
+
+A batch the database refuses while it still answers is split until the message it refuses
+is alone; that message is counted against its device, dropped and acknowledged, so one bad
+message never holds back the others. While the database does not answer at all, the batch
+is retried with backoff and nothing is acknowledged (the broker keeps the messages).
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import or_, update
+from sqlalchemy import or_, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 from sqlmodel import Session, col, select
 
 from controlplane import crud
 from controlplane.db_models import Device
+from controlplane.ingest_counters import BridgeStats, save_counts
 from controlplane.telemetry_store import insert_samples, sample_rows, to_utc
 from models import protocol
 
@@ -34,6 +42,13 @@ BATCH_INTERVAL_S = 0.05  # longest a message waits for its batch
 BATCH_MAX = 500  # messages per transaction
 QUEUE_MAX = 20_000
 QUEUE_PUT_TIMEOUT_S = 1.0
+COUNTER_SAVE_INTERVAL_S = 1.0  # an idle writer saves new drop counts this often
+RETRY_MIN_S = 0.5  # while the database does not answer, retry a batch after this...
+RETRY_MAX_S = 10.0  # ...doubling up to this
+
+
+class DatabaseUnavailable(Exception):
+    """The database does not answer; the batch waits instead of being dropped."""
 
 
 @dataclass
@@ -45,24 +60,17 @@ class Inbound:
     message: BaseModel
     received_at: datetime
     ack: Callable[[], None] | None = None
+    handled: bool = False  # written or dropped, and acknowledged
 
 
-class BridgeStats:
-    """Thread-safe counters (`received`, `invalid`, `rejected`, `persisted`, ...)."""
+@dataclass(frozen=True)
+class WriterStatus:
+    """How far behind the writer is, for /health."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-
-    def incr(self, key: str, amount: int = 1) -> None:
-        """Add `amount` to counter `key`."""
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + amount
-
-    def snapshot(self) -> dict[str, int]:
-        """A copy of every counter."""
-        with self._lock:
-            return dict(self._counts)
+    queued: int
+    lag_s: float  # age of the oldest message not yet written (0 when none waits)
+    database_ok: bool  # False while batches are held back because the database is down
+    last_write_at: datetime | None
 
 
 Dispatch = Callable[[Inbound], None]
@@ -81,6 +89,9 @@ class IngestWriter:
         self._queue: queue.Queue[Inbound | None] = queue.Queue(maxsize=QUEUE_MAX)  # None: wake
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._busy_since: datetime | None = None  # oldest message of the batch being written
+        self._database_ok = True
+        self._last_write_at: datetime | None = None
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -105,29 +116,105 @@ class IngestWriter:
                 return
             except queue.Full:
                 _LOGGER.warning("telemetry writer queue full; holding back the broker")
-        self._stats.incr("dropped")
+        self._stats.incr("dropped", device_id=item.device_id)
+
+    def status(self) -> WriterStatus:
+        """Queue length, lag and database health as of now."""
+        with self._queue.mutex:
+            head = next((i for i in self._queue.queue if i is not None), None)
+            queued = len(self._queue.queue)
+        waiting = [t for t in (self._busy_since, head.received_at if head else None) if t]
+        lag = (protocol.utcnow() - min(waiting)).total_seconds() if waiting else 0.0
+        return WriterStatus(queued=queued, lag_s=max(0.0, lag), database_ok=self._database_ok,
+                            last_write_at=self._last_write_at)  # fmt: skip
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
             batch = self._collect()
-            if not batch:
-                continue
+            if batch:
+                self._busy_since = min(item.received_at for item in batch)
+                try:
+                    self._drain(batch)
+                finally:
+                    self._busy_since = None
+            self._save_counters()
+
+    def _drain(self, batch: list[Inbound]) -> None:
+        """Write the batch, isolating bad messages; wait out a database that does not answer."""
+        delay = RETRY_MIN_S
+        pending = batch
+        while pending:
             try:
-                accepted = self.write(batch)
-            except Exception:
-                # Unacknowledged messages come back from the broker; the writes are idempotent.
-                _LOGGER.exception("telemetry writer failed on a batch of %s messages", len(batch))
+                self._write_isolating(pending)
+                self._database_ok = True
+                return
+            except DatabaseUnavailable as exc:
+                self._database_ok = False
                 self._stats.incr("write_errors")
-                time.sleep(BATCH_INTERVAL_S)
-                continue
-            for item in accepted:
-                self._dispatch(item)
-            for item in batch:
-                if item.ack is not None:
-                    item.ack()
+                pending = [item for item in pending if not item.handled]
+                _LOGGER.warning("database unavailable (%s); %s messages wait, retry in %ss",
+                                _describe(exc.__cause__ or exc), len(pending), delay)  # fmt: skip
+            if self._stopping.wait(delay):
+                # Unacknowledged messages come back from the broker; the writes are idempotent.
+                _LOGGER.warning("stopping with %s messages unwritten", len(pending))
+                return
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _write_isolating(self, items: list[Inbound]) -> None:
+        try:
+            accepted = self.write(items)
+        except Exception as exc:
+            if not self._database_answers():
+                raise DatabaseUnavailable from exc
+            if len(items) == 1:
+                self._quarantine(items[0], exc)
+                return
+            self._stats.incr("write_errors")
+            half = len(items) // 2
+            self._write_isolating(items[:half])
+            self._write_isolating(items[half:])
+            return
+        self._last_write_at = protocol.utcnow()
+        for item in accepted:
+            self._dispatch(item)
+        for item in items:
+            self._acknowledge(item)
+
+    def _quarantine(self, item: Inbound, exc: Exception) -> None:
+        self._stats.incr("quarantined", device_id=item.device_id)
+        _LOGGER.warning("dropped %s from device %s: the database refused it (%s)",
+                        item.leaf, item.device_id, _describe(exc))  # fmt: skip
+        self._acknowledge(item)
+
+    @staticmethod
+    def _acknowledge(item: Inbound) -> None:
+        item.handled = True
+        if item.ack is not None:
+            item.ack()
+
+    def _database_answers(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def _save_counters(self) -> None:
+        unsaved = self._stats.take_unsaved()
+        if not unsaved:
+            return
+        try:
+            save_counts(self._engine, unsaved)
+        except Exception as exc:
+            self._stats.give_back(unsaved)
+            _LOGGER.warning("cannot save ingest counters yet (%s)", _describe(exc))
 
     def _collect(self) -> list[Inbound]:
-        first = self._queue.get()  # an idle writer sleeps here until a message or stop()
+        try:  # an idle writer sleeps here until a message, stop() or time to save counters
+            first = self._queue.get(timeout=COUNTER_SAVE_INTERVAL_S)
+        except queue.Empty:
+            return []
         if first is None:
             return []
         batch = [first]
@@ -156,13 +243,14 @@ class IngestWriter:
                 )
             )
             accepted: list[Inbound] = []
+            counts: Counter[str] = Counter()
             rows: list[dict[str, Any]] = []
             seen: dict[str, datetime] = {}
             states: dict[str, Inbound] = {}
             oldest = to_utc(protocol.utcnow()) - self._keep_raw
             for item in batch:
                 if item.device_id not in allowed:
-                    self._stats.incr("rejected")
+                    self._stats.incr("rejected", device_id=item.device_id)
                     _LOGGER.warning("dropped %s from unknown or revoked device %s",
                                     item.leaf, item.device_id)
                     continue
@@ -170,13 +258,13 @@ class IngestWriter:
                 if isinstance(item.message, protocol.Telemetry):
                     fresh = [r for r in sample_rows(item.device_id, item.message)
                              if r["ts"] >= oldest]
-                    self._stats.incr("stale_samples", len(item.message.samples) - len(fresh))
+                    counts["stale_samples"] += len(item.message.samples) - len(fresh)
                     rows += fresh
                     seen[item.device_id] = max(seen.get(item.device_id, item.received_at),
                                                item.received_at)
                 elif isinstance(item.message, protocol.DeviceState):
                     states[item.device_id] = item  # the last state in a batch wins
-            self._stats.incr("duplicate_samples", len(rows) - insert_samples(session, rows))
+            counts["duplicate_samples"] += len(rows) - insert_samples(session, rows)
             if seen:
                 # One statement for the whole batch: last_seen is as coarse as a batch (ms).
                 when = max(seen.values())
@@ -186,15 +274,18 @@ class IngestWriter:
                     .where(or_(col(Device.last_seen).is_(None), col(Device.last_seen) < when))
                     .values(last_seen=when)
                 )
-            self._record_states(session, list(states.values()))
+            counts["stale_states"] += self._record_states(session, list(states.values()))
             session.commit()
-        self._stats.incr("persisted", len(accepted))
+        counts["persisted"] += len(accepted)
+        for key, amount in counts.items():
+            self._stats.incr(key, amount)
         return accepted
 
-    def _record_states(self, session: Session, items: list[Inbound]) -> None:
-        """Fold the batch's states into its transaction: one SELECT, one executemany UPDATE."""
+    def _record_states(self, session: Session, items: list[Inbound]) -> int:
+        """Fold the batch's states into its transaction (one SELECT, one executemany UPDATE);
+        returns how many were older than the stored state and skipped."""
         if not items:
-            return
+            return 0
         stored = dict(
             session.execute(
                 select(Device.id, Device.state).where(
@@ -203,11 +294,12 @@ class IngestWriter:
             ).all()
         )
         reports: list[crud.StateReport] = []
+        stale = 0
         for item in items:
             state = item.message
             assert isinstance(state, protocol.DeviceState)
             if state.online and _is_older(state, stored.get(item.device_id) or {}):
-                self._stats.incr("stale_states")
+                stale += 1
                 continue
             # An offline state (the Last Will) was written at connect time: it must not move
             # last_seen forward.
@@ -218,6 +310,16 @@ class IngestWriter:
                 state=state.model_dump(mode="json"), seen_at=seen_at,
             ))  # fmt: skip
         crud.mark_device_states(session, reports=reports)
+        return stale
+
+
+def _describe(exc: BaseException) -> str:
+    """The database's own words, never the statement or its parameters (secrets live there)."""
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    if cause is None or isinstance(cause, SQLAlchemyError):
+        return type(exc).__name__
+    first = str(cause).splitlines()[0][:200] if str(cause) else ""
+    return f"{type(cause).__name__}: {first}"
 
 
 def _is_older(state: protocol.DeviceState, stored: dict[str, Any]) -> bool:

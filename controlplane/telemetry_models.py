@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Index
 from sqlmodel import Field, SQLModel
 
+from controlplane.db_models import UtcDateTime
+
 # Every numeric field of models.protocol.TelemetrySample; the query API's `metric` values.
 METRICS: tuple[str, ...] = (
     "tokens_per_s",
@@ -61,10 +63,23 @@ class TelemetryHourly(SQLModel, table=True):
     max: float
 
 
+class IngestCounter(SQLModel, table=True):
+    """Messages the bridge dropped, by device and reason; survives restarts."""
+
+    __tablename__ = "ingest_counter"
+
+    device_id: str = Field(
+        primary_key=True, max_length=64, description="empty for counts of no one device"
+    )
+    counter: str = Field(primary_key=True, max_length=32)
+    count: int = Field(default=0, sa_type=BigInteger)
+    last_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
 class TelemetryPoint(SQLModel):
     """One bucket of a series: `t` is the bucket start."""
 
-    t: datetime
+    t: UtcDateTime
     count: int
     avg: float | None
     min: float | None
@@ -77,8 +92,8 @@ class TelemetrySeries(SQLModel):
 
     device_id: str | None
     metric: str
-    start: datetime
-    end: datetime
+    start: UtcDateTime
+    end: UtcDateTime
     bucket_s: int
     points: list[TelemetryPoint]
 

@@ -6,10 +6,12 @@ ordering, idempotency).
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime, timezone
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 PROTOCOL_VERSION: Final = 1
 TOPIC_PREFIX = "ef/v1"
@@ -39,35 +41,111 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Bounds on what a device may send, so that every value fits its database column (a device
+# can be buggy or hostile; one value the database refuses would otherwise fail a whole batch).
+INT32_MAX: Final = 2**31 - 1  # Integer columns (PostgreSQL int4)
+INT64_MAX: Final = 2**63 - 1  # BigInteger columns
+METRIC_ABS_MAX: Final = 1e12  # finite, and sums over millions of samples stay finite
+IDENT_MAX_CHARS: Final = 200  # names, versions, ids
+DETAIL_MAX_CHARS: Final = 4096  # free text (event details, command errors) is clipped to this
+JSON_MAX_BYTES: Final = 64 * 1024  # a free-form object (hardware, command result), serialized
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST: Final = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+def _clip_text(value: object) -> object:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")[:DETAIL_MAX_CHARS]
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(
+            timezone.utc
+        )
+    except OverflowError:
+        utc = EARLIEST - (LATEST - EARLIEST)  # out of range either way
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(f"time must lie between {EARLIEST:%Y} and {LATEST:%Y}")
+    return value
+
+
+def _walk_json(value: object) -> None:
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(str(key))
+            _walk_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _walk_json(item)
+
+
+def _bounded_json(value: dict[str, object]) -> dict[str, object]:
+    try:
+        size = len(json.dumps(value, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not plain JSON: {exc}") from exc
+    if size > JSON_MAX_BYTES:
+        raise ValueError(f"{size} bytes of JSON; at most {JSON_MAX_BYTES} are accepted")
+    _walk_json(value)
+    return value
+
+
+def _finite_values(value: dict[str, float]) -> dict[str, float]:
+    for key, number in value.items():
+        _no_nul(key)
+        if not math.isfinite(number) or abs(number) > METRIC_ABS_MAX:
+            raise ValueError(f"{key}: {number} is not a finite number below {METRIC_ABS_MAX:g}")
+    return value
+
+
+Ident = Annotated[str, Field(max_length=IDENT_MAX_CHARS), AfterValidator(_no_nul)]
+Detail = Annotated[str, BeforeValidator(_clip_text), Field(max_length=DETAIL_MAX_CHARS)]
+Timestamp = Annotated[datetime, AfterValidator(_in_range)]
+JsonObject = Annotated[dict[str, object], AfterValidator(_bounded_json)]
+Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Count64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Metric = Annotated[float, Field(allow_inf_nan=False, ge=-METRIC_ABS_MAX, le=METRIC_ABS_MAX)]
+
+
 class Message(BaseModel):
     """Fields every payload carries."""
 
     v: Literal[1] = PROTOCOL_VERSION
-    ts: datetime = Field(default_factory=utcnow)
+    ts: Timestamp = Field(default_factory=utcnow)
 
 
 class ActiveModel(BaseModel):
     """What a device is serving."""
 
-    name: str
-    version: str
-    variant: str
-    engine: str
+    name: Ident
+    version: Ident
+    variant: Ident
+    engine: Ident
 
 
 class DeviceState(Message):
     """`state` (retained; the Last Will publishes online=false)."""
 
     online: bool
-    seq: int = Field(default=0, ge=0, description="rises with every state the agent publishes")
-    agent_version: str = ""
-    device_class: str = ""
-    hardware: dict[str, object] | None = Field(
+    seq: Count64 = Field(default=0, description="rises with every state the agent publishes")
+    agent_version: Ident = ""
+    device_class: Ident = ""
+    hardware: JsonObject | None = Field(
         default=None, description="the hwprobe profile (JSON contract in docs/hwprobe.md)"
     )
-    hardware_digest: str = ""
+    hardware_digest: Ident = ""
     active: ActiveModel | None = None
-    desired_version: int = Field(default=0, ge=0, description="last desired version applied")
+    desired_version: Count32 = Field(default=0, description="last desired version applied")
 
 
 class DesiredModel(BaseModel):
@@ -106,35 +184,37 @@ EventKind = Literal[
 class RolloutEvent(Message):
     """`events`: one step of carrying out a desired state."""
 
-    desired_version: int = Field(ge=0)
-    rollout_id: str | None = None
-    model: str
+    desired_version: Count32
+    rollout_id: Ident | None = None
+    model: Ident
     kind: EventKind
-    detail: str = ""
-    bytes_done: int | None = None
-    bytes_total: int | None = None
-    health: dict[str, float] | None = None
+    detail: Detail = ""
+    bytes_done: Count64 | None = None
+    bytes_total: Count64 | None = None
+    health: Annotated[dict[Ident, float], AfterValidator(_finite_values)] | None = Field(
+        default=None, max_length=64
+    )
 
 
 class TelemetrySample(BaseModel):
     """One point in time on a device."""
 
-    ts: datetime = Field(default_factory=utcnow)
-    tokens_per_s: float | None = None
-    ttft_ms: float | None = None
-    requests: int = Field(default=0, ge=0)
-    queue_depth: int = Field(default=0, ge=0)
-    errors: int = Field(default=0, ge=0)
-    cpu_percent: float | None = None
-    mem_used_bytes: int | None = None
-    temperature_c: float | None = None
-    power_w: float | None = None
+    ts: Timestamp = Field(default_factory=utcnow)
+    tokens_per_s: Metric | None = None
+    ttft_ms: Metric | None = None
+    requests: Count32 = 0
+    queue_depth: Count32 = 0
+    errors: Count32 = 0
+    cpu_percent: Metric | None = None
+    mem_used_bytes: Count64 | None = None
+    temperature_c: Metric | None = None
+    power_w: Metric | None = None
 
 
 class Telemetry(Message):
     """`telemetry`: a batch of samples; `seq` lets the receiver spot gaps and duplicates."""
 
-    seq: int = Field(ge=0)
+    seq: Count64
     samples: list[TelemetrySample] = Field(min_length=1, max_length=1000)
 
 
@@ -149,7 +229,7 @@ class Command(Message):
 class CommandResult(Message):
     """`cmd/result`."""
 
-    request_id: str
+    request_id: Ident
     ok: bool
-    result: dict[str, object] = Field(default_factory=dict)
-    error: str = ""
+    result: JsonObject = Field(default_factory=dict)
+    error: Detail = ""

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.core.config import Settings
-from controlplane.db_models import ApiToken, Device, Role
+from controlplane.db_models import ApiToken, Device, Role, as_utc, utcnow
 from controlplane.errors import ApiError
 from controlplane.signing_key import SigningIdentity
 
@@ -59,6 +59,13 @@ def get_current_operator(request: Request, session: SessionDep) -> ApiToken:
     if token is None:
         raise ApiError(
             401, "invalid_token", "API token is unknown or revoked; ask an admin for a new one",
+            _CHALLENGE,
+        )
+    if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
+        raise ApiError(
+            401, "token_expired",
+            f"API token {token.name!r} expired at {as_utc(token.expires_at):%Y-%m-%d %H:%M} UTC; "
+            "ask an admin for a new one (POST /api/v1/tokens/{id}/rotate)",
             _CHALLENGE,
         )
     return token

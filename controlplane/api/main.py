@@ -9,14 +9,16 @@ from controlplane.api.routes import (
     commands,
     devices,
     enrollment,
+    ingest,
     models,
     rollouts,
     telemetry,
     tokens,
     utils,
 )
+from controlplane.errors import ERROR_RESPONSES
 
-api_router = APIRouter(prefix="/api/v1")
+api_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 api_router.include_router(utils.router)
 api_router.include_router(tokens.router)
 api_router.include_router(enrollment.router)
@@ -26,3 +28,4 @@ api_router.include_router(artifacts.router)
 api_router.include_router(telemetry.router)
 api_router.include_router(rollouts.router)
 api_router.include_router(commands.router)
+api_router.include_router(ingest.router)

@@ -32,6 +32,7 @@ from controlplane.crud.tokens import (
     list_api_tokens,
     list_enrollment_tokens,
     revoke_api_token,
+    rotate_api_token,
 )
 
 __all__ = [
@@ -41,6 +42,6 @@ __all__ = [
     "get_api_token_by_secret", "get_device", "get_device_by_artifact_token",
     "get_model_version", "list_api_tokens", "list_enrollment_tokens",
     "list_models", "model_version_to_public", "revoke_api_token",
-    "revoke_device", "update_device", "device_exists", "get_public_device",
+    "revoke_device", "rotate_api_token", "update_device", "device_exists", "get_public_device",
     "list_public_devices", "matching_device_ids",
 ]

@@ -16,18 +16,40 @@ from controlplane.security import (
 )
 
 
-def create_api_token(session: Session, *, name: str, role: Role) -> tuple[ApiToken, str]:
-    """A new operator token; the plain secret is returned once and never stored."""
+def create_api_token(
+    session: Session, *, name: str, role: Role, expires_in: timedelta | None = None
+) -> tuple[ApiToken, str]:
+    """A new operator token (expiring after `expires_in`, if given); the plain secret is
+    returned once and never stored."""
     secret = new_secret(API_TOKEN_PREFIX)
-    token = ApiToken(name=name, role=role, token_hash=hash_token(secret))
+    expires_at = utcnow() + expires_in if expires_in is not None else None
+    token = ApiToken(name=name, role=role, token_hash=hash_token(secret), expires_at=expires_at)
     session.add(token)
     session.commit()
     session.refresh(token)
     return token, secret
 
 
+def rotate_api_token(
+    session: Session, *, token: ApiToken, expires_in: timedelta | None
+) -> tuple[ApiToken, str]:
+    """A new token with the old one's name and role; the old one is revoked in the same
+    transaction. The new secret is returned once."""
+    secret = new_secret(API_TOKEN_PREFIX)
+    now = utcnow()
+    fresh = ApiToken(
+        name=token.name, role=token.role, token_hash=hash_token(secret),
+        expires_at=now + expires_in if expires_in is not None else None,
+    )
+    token.revoked_at = now
+    session.add_all([token, fresh])
+    session.commit()
+    session.refresh(fresh)
+    return fresh, secret
+
+
 def get_api_token_by_secret(session: Session, *, secret: str) -> ApiToken | None:
-    """The live (not revoked) token with this secret."""
+    """The not revoked token with this secret (the caller checks `expires_at`)."""
     token: ApiToken | None = session.exec(
         select(ApiToken).where(
             col(ApiToken.token_hash) == hash_token(secret), col(ApiToken.revoked_at).is_(None)

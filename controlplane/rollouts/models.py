@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, String, Text
 from sqlmodel import Field, SQLModel
 
-from controlplane.db_models import optional_time, utcnow
+from controlplane.db_models import UtcDateTime, optional_time, utcnow
 from controlplane.rollouts.strategy import Selector, Strategy
 
 
@@ -118,9 +118,9 @@ class RolloutPublic(SQLModel):
     current_wave: int
     reason: str
     created_by: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     waves: list[WaveProgress]
     counts: dict[str, int]
 
@@ -134,8 +134,8 @@ class RolloutDevicePublic(SQLModel):
     sub_status: str
     detail: str
     desired_version: int | None
-    dispatched_at: datetime | None
-    updated_at: datetime
+    dispatched_at: UtcDateTime | None
+    updated_at: UtcDateTime
 
 
 class RolloutAction(SQLModel):

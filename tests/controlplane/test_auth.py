@@ -22,7 +22,9 @@ def assert_error(resp: object, status: int, code: str | None = None) -> None:
 
 
 def test_health_needs_no_token(cp_client: TestClient) -> None:
-    assert cp_client.get("/api/v1/health").json() == {"status": "ok"}
+    resp = cp_client.get("/api/v1/health")
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ok", "database": True, "ingest": None, "problems": []}
 
 
 def test_missing_and_bad_tokens_get_401_in_the_error_shape(cp_client: TestClient) -> None:

@@ -118,3 +118,18 @@ def test_serve_refuses_an_unreachable_database_before_starting(
     assert main(["serve", "--port", str(free_port())]) == 1
     err = capsys.readouterr().err
     assert err.startswith("edgefleet-cp: database error:") and err.count("\n") == 1
+
+
+def test_admin_token_expiry(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = create_engine(cli_env.database_url)
+    assert main(["create-admin-token", "--name", "short", "--expires", "12h"]) == 0
+    short = capsys.readouterr().out.strip()
+    assert main(["create-admin-token", "--name", "forever", "--expires", "never"]) == 0
+    forever = capsys.readouterr().out.strip()
+    with Session(engine) as session:
+        found = crud.get_api_token_by_secret(session, secret=short)
+        assert found is not None and found.expires_at is not None
+        found = crud.get_api_token_by_secret(session, secret=forever)
+        assert found is not None and found.expires_at is None
+    engine.dispose()
+    assert main(["create-admin-token", "--expires", "0d"]) == 2

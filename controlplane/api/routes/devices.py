@@ -12,6 +12,7 @@ from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDe
 from controlplane.broker_sync import sync_broker
 from controlplane.db_models import Device, DevicePublic, DeviceUpdate, parse_labels
 from controlplane.errors import ApiError
+from models.protocol import INT32_MAX
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -50,7 +51,7 @@ def list_devices(
     online: bool | None = None,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = DEFAULT_PAGE,
-    offset: Annotated[int, Query(ge=0, description="devices to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX, description="devices to skip")] = 0,
 ) -> list[DevicePublic]:
     """Devices matching every filter (`labels=k=v,k2=v2`, `model=name[:version]`), one page."""
     return crud.list_public_devices(

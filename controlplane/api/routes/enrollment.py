@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from controlplane import crud
 from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, SigningDep
+from controlplane.api.rate_limit import limit_enrollment
 from controlplane.db_models import (
     DeviceCreate,
     EnrollmentTokenCreate,
@@ -47,7 +48,10 @@ def list_enrollment_tokens(session: SessionDep, _op: OperatorDep) -> list[Enroll
     ]
 
 
-@router.post("/enroll", status_code=201, response_model=EnrollmentResponse)
+@router.post(
+    "/enroll", status_code=201, response_model=EnrollmentResponse,
+    dependencies=[Depends(limit_enrollment)],
+)
 def enroll(
     body: DeviceCreate, session: SessionDep, settings: SettingsDep, signing: SigningDep
 ) -> EnrollmentResponse:

@@ -17,7 +17,7 @@ from controlplane.errors import ApiError
 from controlplane.telemetry_models import FleetSummary, TelemetrySeries
 from controlplane.telemetry_store import TelemetryQueryError, series, to_utc
 from controlplane.telemetry_summary import fleet_summary
-from models.protocol import utcnow
+from models.protocol import Timestamp, utcnow
 
 router = APIRouter(tags=["telemetry"])
 
@@ -25,13 +25,19 @@ DEFAULT_SPAN = timedelta(hours=1)
 TARGET_POINTS = 240  # automatic bucket width aims at about this many points
 MAX_POINTS = 10_000
 
+MAX_BUCKET_S = 10 * 366 * 86400
+
+# Times between 1970 and 2200 (models.protocol.Timestamp); no offset means UTC.
 FromQuery = Annotated[
-    datetime | None, Query(alias="from", description="start (ISO 8601); default: to - 1 h")
+    Timestamp | None, Query(alias="from", description="start (ISO 8601); default: to - 1 h")
 ]
-ToQuery = Annotated[datetime | None, Query(description="end, exclusive (ISO 8601); default: now")]
+ToQuery = Annotated[
+    Timestamp | None, Query(description="end, exclusive (ISO 8601); default: now")
+]
 MetricQuery = Annotated[str, Query(description="tokens_per_s, ttft_ms, cpu_percent, ...")]
 BucketQuery = Annotated[
-    int | None, Query(gt=0, description="bucket width in seconds; default: about 240 points")
+    int | None,
+    Query(gt=0, le=MAX_BUCKET_S, description="bucket width in seconds; default: about 240 points"),
 ]
 
 
