@@ -2,11 +2,13 @@
 
     python scripts/demo.py [--once] [--state-dir DIR]
 
-Starts Mosquitto (the shipped config on a free port), the control plane on SQLite, builds or
-reuses the tiny reference model, starts an agent, enrolls it, rolls the model out to it,
-asks it a question through its OpenAI endpoint and prints the answer, the dashboard address
-and an admin token. Ctrl-C stops everything. With --once (or EDGEFLEET_DEMO_ONCE=1) it exits
-0 after the chat completion succeeded and non-zero with the reason otherwise.
+Starts Mosquitto (the shipped config on a free port), the control plane on SQLite, turns
+SmolLM2-135M-Instruct (a real model, fetched once into the model cache) into a signed model
+directory with `edgefleet-models build FILE.gguf` (kept under the state dir, so a rerun with
+the same --state-dir reuses it), starts an agent, enrolls it, rolls the model out to it, asks
+it a factual question through its OpenAI endpoint and prints the answer, the dashboard
+address and an admin token. Ctrl-C stops everything. With --once (or EDGEFLEET_DEMO_ONCE=1)
+it exits 0 when the answer is right and non-zero with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ from controlplane.broker_tls import load_or_create_ca, write_broker_tls  # noqa:
 SHIPPED_BROKER_CONFIG = REPO / "deploy" / "mosquitto" / "edgefleet.conf"
 _OVERRIDDEN = {"listener", "port", "password_file", "acl_file", "persistence_location",
                "pid_file", "log_dest", "log_type", "user"}  # fmt: skip
+
+
+DEMO_MODEL = "smollm2-135m-instruct"
+DEMO_VERSION = "1.0"
+QUESTION = "What is the capital of France?"
+# SmolLM2's own template adds a default system prompt under which this 4-bit 135M model
+# rambles when greedy ("L'Étoile, la Cité, ..."); a plain one gets the plain answer.
+SYSTEM = "You are a helpful assistant."
+EXPECTED = "Paris"
 
 
 class DemoError(Exception):
@@ -138,6 +149,31 @@ class Demo:
         }  # fmt: skip
 
 
+def build_demo_model(state: Path) -> Path:
+    """SmolLM2-135M-Instruct as a signed model directory, built once per state dir."""
+    out = state / "models" / DEMO_MODEL
+    if (out / "manifest.json").is_file() and (out / "manifest.sig").is_file():
+        return out
+    from models.real_models import SMOLLM2, RealModelError, fetch_gguf
+
+    try:
+        gguf = fetch_gguf(SMOLLM2)
+    except RealModelError as exc:
+        raise DemoError(f"cannot fetch {SMOLLM2.filename}: {exc}") from exc
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    build = [sys.executable, "-m", "models.cli", "build", str(gguf), "--out", str(staging),
+             "--name", DEMO_MODEL, "--version", DEMO_VERSION,
+             "--key", str(state / "demo-signing-key.pem")]  # fmt: skip
+    done = subprocess.run(build, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DemoError(f"edgefleet-models build {gguf.name} failed: {done.stderr.strip()[-800:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     state = Path(args.state_dir or tempfile.mkdtemp(prefix="edgefleet-demo-"))
     state.mkdir(parents=True, exist_ok=True)
@@ -159,11 +195,11 @@ def run(args: argparse.Namespace) -> int:
         wait_for("the control plane", lambda: http.get("/api/v1/rollouts").status_code == 200, 60)
         print(f"control plane at {url}")
 
-        print("building (or reusing) the tiny reference model ...")
-        from models.reference import build_reference
+        print(f"building (or reusing) {DEMO_MODEL} from its GGUF ...")
+        from models.manifest import Manifest
 
-        model_dir = state / "models" / "tiny"
-        manifest = build_reference("tiny", model_dir)
+        model_dir = build_demo_model(state)
+        manifest = Manifest.load(model_dir)
         resp = http.post("/api/v1/models/import", json={"path": str(model_dir), "resign": True})
         if resp.status_code not in (201, 409):
             raise DemoError(f"model import failed: {resp.text}")
@@ -203,16 +239,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"rollout succeeded: {device} serves {manifest.ref}")
 
         agent = f"http://127.0.0.1:{agent_port}"
-        chat = {"model": manifest.name, "max_tokens": 32,
-                "messages": [{"role": "user", "content": "Say hello to the fleet."}]}  # fmt: skip
+        chat = {"model": manifest.name, "max_tokens": 48, "temperature": 0,
+                "messages": [{"role": "system", "content": SYSTEM},
+                             {"role": "user", "content": QUESTION}]}  # fmt: skip
         answer = httpx.post(f"{agent}/v1/chat/completions", json=chat, timeout=120)
         if answer.status_code != 200:
             raise DemoError(f"chat failed: HTTP {answer.status_code} {answer.text[:300]}")
         content = answer.json()["choices"][0]["message"]["content"]
-        print(f"\nchat completion from {device}:\n  {content!r}\n")
+        print(f"\n{QUESTION}\n{manifest.ref} on {device} answers:\n  {content.strip()}\n")
+        shown = httpx.post(f"{agent}/api/show", json={"model": manifest.name}, timeout=30)
+        info = shown.json().get("edgefleet", {}) if shown.status_code == 200 else {}
+        template = answer.headers.get("X-EdgeFleet-Chat-Template", "?")
+        print(f"  ({info.get('engine')} on {info.get('device')}, chat template: {template})\n")
+        right = EXPECTED.lower() in content.lower()
+        if not right:
+            print(f"the answer does not mention {EXPECTED}", file=sys.stderr)
         print(f"dashboard: {url}/   admin token: {token}")
         if args.once:
-            return 0
+            return 0 if right else 1
         print("running; Ctrl-C stops everything")
         while True:
             demo.check_alive()
