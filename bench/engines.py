@@ -1,10 +1,19 @@
-"""Streamed tokens/s of each installed engine on the mid reference model, and the auto-pick.
+"""Each engine on a real model: decode and prompt tokens/s, time to first token, and the limit.
 
-    .venv/bin/python bench/engines.py [--model DIR] [--tokens 128] [--threads 2] [--json]
+    .venv/bin/python bench/engines.py [--model DIR|FILE.gguf] [--tokens 128] [--threads 2]
+                                      [--prompt-tokens 512] [--repeats 2] [--json]
 
-Streams a greedy generation through each engine's `generate` (so detokenizing and stop
-handling are measured too) and reports decode tokens/s (after the first token), prompt time
-and time to first token. Without --model it builds or reuses `models.reference` "mid".
+Without --model it measures SmolLM2-135M-Instruct (Q4_1 GGUF, from the real-model cache) on
+llama.cpp. A model directory (`edgefleet-models build`) is measured on every (variant, engine)
+pair its manifest lists; engines that need a built variant (OpenVINO, ONNX Runtime) are listed
+as not measured, with the reason, when there is none. Each run streams a greedy generation
+through the engine's `generate` (detokenizing and stop handling included) after a prompt of
+exactly --prompt-tokens tokens, with a fresh prefix each time so no KV cache is reused.
+
+Decode is set against this machine's limit: every token reads all the weights once, so decode
+can't beat memory bandwidth / model bytes; the bandwidth is measured here (a numpy copy of a
+256 MiB array, read + write). Figures depend on the machine and its load: they are printed,
+not asserted.
 """
 
 from __future__ import annotations
@@ -17,177 +26,189 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk  # noqa: E402
+from agent.engines.base import Completion, Engine, LoadOptions, SamplingParams, TokenChunk  # noqa: E402
 from agent.engines.registry import create_engine, installed_engines  # noqa: E402
 from agent.errors import AgentError  # noqa: E402
 from agent.model_loading import probe_profile  # noqa: E402
-from agent.selection import explain, select_variant, variant_path  # noqa: E402
+from agent.selection import engine_device, explain, select_variant, variant_path  # noqa: E402
 from models.manifest import Manifest  # noqa: E402
 
-PROMPT = "<|im_start|>user\nWrite a long story about the sea.<|im_end|>\n<|im_start|>assistant\n"
+BUILT_ONLY = {"openvino": "openvino", "onnxruntime": "onnx"}  # engine -> variant format it needs
+FILLER = (
+    "The harbour was quiet in the early morning. Fishing boats rocked on the grey water, and "
+    "gulls circled above the market where the first traders were setting out their stalls. "
+)
+BANDWIDTH_BYTES = 256 << 20
 
 
-def model_dir(arg: str | None) -> Path:
-    """The model directory to measure: --model, or the mid reference model."""
-    if arg:
-        return Path(arg)
-    from models.reference import cached_reference
+def memory_bandwidth(repeats: int = 5) -> float:
+    """Bytes/s a large numpy copy moves (read + write), best of `repeats`."""
+    src = np.ones(BANDWIDTH_BYTES // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best
 
-    return cached_reference("mid")  # read in place: the bench changes no file
+
+def prompt_of(engine: Engine, tokens: int, prefix: str) -> str:
+    """A text of exactly `tokens` tokens for this engine (BOS included), starting with `prefix`."""
+    words = (FILLER * (tokens // 8 + 8)).split()
+    low, high = 0, len(words)
+    while low < high:  # the most words whose prompt still fits
+        mid = (low + high + 1) // 2
+        if engine.count_tokens(prefix + " ".join(words[:mid])) <= tokens:
+            low = mid
+        else:
+            high = mid - 1
+    text = prefix + " ".join(words[:low])
+    pad = tokens - engine.count_tokens(text)
+    return text + " ." * max(pad, 0) if pad > 0 else text
 
 
-def measure(
-    engine_name: str, path: Path, tokens: int, threads: int, repeats: int
-) -> dict[str, Any]:
-    """Load once, warm up, then take the best of `repeats` streamed greedy generations."""
+def run_once(engine: Engine, prompt: str, params: SamplingParams) -> dict[str, float]:
+    """One streamed generation: TTFT, prompt and decode tokens/s."""
+    t0 = time.perf_counter()
+    first = 0.0
+    done: Completion | None = None
+    for item in engine.generate(prompt, params):
+        if isinstance(item, TokenChunk) and not first:
+            first = time.perf_counter() - t0
+        elif isinstance(item, Completion):
+            done = item
+    total = time.perf_counter() - t0
+    assert done is not None
+    prompt_s = done.prompt_eval_ns / 1e9 if done.prompt_eval_ns else first
+    return {
+        "ttft_ms": first * 1000,
+        "prompt_tok_s": done.prompt_tokens / max(prompt_s, 1e-9),
+        "decode_tok_s": (done.completion_tokens - 1) / max(total - first, 1e-9),
+        "tokens": done.completion_tokens,
+        "prompt_tokens": done.prompt_tokens,
+    }
+
+
+def measure(engine_name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Load once, warm up, then the best of `repeats` runs per figure."""
     engine = create_engine(engine_name)
     started = time.perf_counter()
-    engine.load(path, LoadOptions(context_length=1024, threads=threads))
+    engine.load(path, LoadOptions(context_length=args.prompt_tokens + args.tokens + 64,
+                                  threads=args.threads))  # fmt: skip
     load_s = time.perf_counter() - started
-    params = SamplingParams(max_tokens=tokens, temperature=0.0, repeat_penalty=1.0)
-    list(engine.generate(PROMPT, SamplingParams(max_tokens=8, temperature=0.0)))
-    best: dict[str, Any] = {}
-    for attempt in range(repeats):
-        prompt = f"{attempt}. {PROMPT}"  # a fresh prefix: no KV-cache reuse across runs
-        t0 = time.perf_counter()
-        first = 0.0
-        done: Completion | None = None
-        for item in engine.generate(prompt, params):
-            if isinstance(item, TokenChunk) and not first:
-                first = time.perf_counter() - t0
-            elif isinstance(item, Completion):
-                done = item
-        total = time.perf_counter() - t0
-        assert done is not None
-        decode_tps = (done.completion_tokens - 1) / max(total - first, 1e-9)
-        if decode_tps > best.get("decode_tok_s", 0.0):
-            best = {
-                "decode_tok_s": round(decode_tps, 1),
-                "overall_tok_s": round(done.completion_tokens / total, 1),
-                "ttft_ms": round(first * 1000, 1),
-                "tokens": done.completion_tokens,
-                "finish": done.finish_reason,
-            }
+    list(engine.generate("Hello", SamplingParams(max_tokens=4, temperature=0.0)))
+    params = SamplingParams(max_tokens=args.tokens, temperature=0.0, repeat_penalty=1.0)
+    runs = [
+        run_once(engine, prompt_of(engine, args.prompt_tokens, f"{i}. "), params)
+        for i in range(args.repeats)
+    ]
+    stats = engine.stats()
     engine.unload()
-    return {"load_s": round(load_s, 2), **best}
+    return {
+        "load_s": round(load_s, 2),
+        "device": stats.device,
+        "decode_tok_s": round(max(r["decode_tok_s"] for r in runs), 1),
+        "prompt_tok_s": round(max(r["prompt_tok_s"] for r in runs), 1),
+        "ttft_ms": round(min(r["ttft_ms"] for r in runs), 1),
+        "tokens": int(min(r["tokens"] for r in runs)),
+        "prompt_tokens": int(runs[0]["prompt_tokens"]),
+    }
 
 
-def llama_cpp_high_level(path: Path, tokens: int, threads: int) -> float:
-    """Decode tok/s of llama-cpp-python's own create_completion(stream=True), for comparison."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, verbose=False)
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        first, count = 0.0, 0
-        for _chunk in llm.create_completion(
-            PROMPT, max_tokens=tokens, temperature=0.0, repeat_penalty=1.0, stream=True
-        ):
-            count += 1
-            first = first or time.perf_counter() - t0
-        best = max(best, (count - 1) / max(time.perf_counter() - t0 - first, 1e-9))
-    return round(best, 1)
+def plan(target: Path) -> tuple[str, list[dict[str, Any]], str]:
+    """The model's name, the (variant, engine, path, bytes) rows to measure, and the auto-pick."""
+    installed = installed_engines()
+    profile = probe_profile()
+    if target.is_file():
+        rows: list[dict[str, Any]] = [{"variant": "gguf", "engine": "llamacpp", "path": target,
+                                       "bytes": target.stat().st_size}]  # fmt: skip
+        for engine, fmt in BUILT_ONLY.items():
+            rows.append({"variant": "-", "engine": engine, "error": f"not measured: needs a "
+                         f"built model dir with an {fmt} variant (--model DIR)"})  # fmt: skip
+        device = engine_device("llamacpp", profile)
+        pick = f"a bare .gguf always runs on llamacpp (planned device: {device})"
+        return target.name, rows, pick
+    manifest = Manifest.load(target)
+    rows = []
+    for variant in manifest.variants:
+        for engine in variant.engines:
+            row: dict[str, Any] = {"variant": variant.id, "engine": engine,
+                                   "bytes": variant.size_bytes}  # fmt: skip
+            if engine not in installed:
+                row["error"] = "not installed"
+            else:
+                row["path"] = variant_path(target, variant)
+            rows.append(row)
+    formats = {v.format for v in manifest.variants}
+    for engine, fmt in BUILT_ONLY.items():
+        if fmt not in formats:
+            rows.append({"variant": "-", "engine": engine,
+                         "error": f"not measured: the model has no {fmt} variant"})  # fmt: skip
+    try:
+        pick = explain(select_variant(manifest, profile, installed))
+    except AgentError as exc:
+        pick = f"auto-selection: {exc}"
+    return manifest.ref, rows, pick
 
 
 def main() -> None:
     """Run the benchmark and print the table (and a JSON line with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model directory with manifest.json (default: mid ref)")
-    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--model", help="model directory or .gguf (default: SmolLM2 GGUF)")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens to decode")
+    parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
-    parser.add_argument(
-        "--compare-llamacpp",
-        action="store_true",
-        help="also time llama-cpp-python's create_completion(stream=True) on the GGUF",
-    )
     args = parser.parse_args()
+    if args.model:
+        target = Path(args.model)
+    else:
+        from models.real_models import SMOLLM2, fetch_gguf
 
-    folder = model_dir(args.model)
-    manifest = Manifest.load(folder)
-    installed = installed_engines()
-    rows: list[dict[str, Any]] = []
-    for variant in manifest.variants:
-        for engine in variant.engines:
-            row: dict[str, Any] = {"variant": variant.id, "engine": engine}
-            if engine not in installed:
-                row["error"] = "not installed"
-            else:
-                try:
-                    row.update(
-                        measure(
-                            engine,
-                            variant_path(folder, variant),
-                            args.tokens,
-                            args.threads,
-                            args.repeats,
-                        )
-                    )
-                except AgentError as exc:
-                    row["error"] = str(exc)
-            rows.append(row)
+        target = fetch_gguf(SMOLLM2)
+    name, rows, pick = plan(target)
+    bandwidth = memory_bandwidth()
+    for row in rows:
+        if "path" not in row:
+            continue
+        try:
+            row.update(measure(row["engine"], row.pop("path"), args))
+        except AgentError as exc:
+            row["error"] = str(exc)
+            continue
+        limit = bandwidth / row["bytes"]
+        row["limit_tok_s"] = round(limit, 1)
+        row["of_limit"] = f"{row['decode_tok_s'] / limit:.0%}"
 
-    gguf = [v for v in manifest.variants if v.format == "gguf" and "llamacpp" in installed]
-    if args.compare_llamacpp and gguf:
-        rate = llama_cpp_high_level(variant_path(folder, gguf[0]), args.tokens, args.threads)
-        rows.append(
-            {
-                "variant": gguf[0].id,
-                "engine": "llama_cpp.create_completion(stream)",
-                "decode_tok_s": rate,
-                "overall_tok_s": "",
-                "ttft_ms": "",
-                "load_s": "",
-            }
-        )
-
-    print(
-        f"model {manifest.ref} ({manifest.parameters:,} parameters), {platform.machine()}, "
-        f"{args.threads} threads, {args.tokens} tokens greedy, streamed"
-    )
-    print(
-        f"{'variant':<16} {'engine':<12} {'decode tok/s':>12} {'overall':>8} "
-        f"{'TTFT ms':>8} {'load s':>7}"
-    )
+    print(f"model {name}, {platform.machine()}, {args.threads} threads, prompt "
+          f"{args.prompt_tokens} tokens, {args.tokens} tokens greedy, streamed, best of "
+          f"{args.repeats}; memory bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy)")  # fmt: skip
+    head = ("variant", "engine", "device", "MB", "decode tok/s", "limit", "of limit",
+            "prompt tok/s", "TTFT ms", "load s")  # fmt: skip
+    print(f"{head[0]:<14} {head[1]:<12} {head[2]:<6} {head[3]:>6} {head[4]:>12} {head[5]:>7} "
+          f"{head[6]:>8} {head[7]:>12} {head[8]:>8} {head[9]:>6}")  # fmt: skip
     for row in rows:
         if "error" in row:
-            print(f"{row['variant']:<16} {row['engine']:<12} {row['error']}")
-        else:
-            print(
-                f"{row['variant']:<16} {row['engine']:<12} {row['decode_tok_s']:>12} "
-                f"{row['overall_tok_s']:>8} {row['ttft_ms']:>8} {row['load_s']:>7}"
-            )
-
-    choice: dict[str, str] = {}
-    try:
-        profile = probe_profile()
-        selection = select_variant(manifest, profile, installed)
-        print()
-        print(explain(selection))
-        choice = {
-            "variant": selection.variant_id,
-            "engine": selection.engine,
-            "device": selection.device,
-            "device_class": str(profile.get("device_class")),
-        }
-    except (AgentError, ImportError) as exc:
-        print(f"auto-selection unavailable: {exc}")
+            print(f"{row['variant']:<14} {row['engine']:<12} {row['error']}")
+            continue
+        print(f"{row['variant']:<14} {row['engine']:<12} {row['device']:<6} "
+              f"{row['bytes'] / 1e6:>6.0f} {row['decode_tok_s']:>12} {row['limit_tok_s']:>7} "
+              f"{row['of_limit']:>8} {row['prompt_tok_s']:>12} {row['ttft_ms']:>8} "
+              f"{row['load_s']:>6}")  # fmt: skip
+    print(f"\nauto-selection: {pick}")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": manifest.ref,
-                    "threads": args.threads,
-                    "tokens": args.tokens,
-                    "results": rows,
-                    "selected": choice,
-                }
-            )
-        )
+        for row in rows:
+            row.pop("path", None)
+        print(json.dumps({"model": name, "threads": args.threads, "tokens": args.tokens,
+                          "prompt_tokens": args.prompt_tokens,
+                          "bandwidth_gb_s": round(bandwidth / 1e9, 2), "results": rows,
+                          "selected": pick}))  # fmt: skip
 
 
 if __name__ == "__main__":
