@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from controlplane.bridge import MqttBridge
 from models import protocol
@@ -41,6 +43,7 @@ class Client:
         password: str | None,
         client_id: str,
         version: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        persistent: bool = False,
     ) -> None:
         self.answered = threading.Event()
         self.accepted = False
@@ -56,7 +59,12 @@ class Client:
         self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
         self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put(list(rcs))
         self.client.reconnect_delay_set(60, 60)  # one connection per Client, no retry
-        self.client.connect(broker.host, port, keepalive=30)
+        session: dict[str, Any] = {}
+        if persistent:  # MQTT v5 only
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 3600
+            session = {"clean_start": False, "properties": props}
+        self.client.connect(broker.host, port, keepalive=30, **session)
         self.client.loop_start()
         assert self.answered.wait(WAIT_S), "no CONNACK and no disconnect"
 
@@ -201,6 +209,21 @@ def test_oversized_publishes_are_refused(
         assert conn.disconnected.wait(WAIT_S), f"{size} bytes were taken"
         conn.close()
     assert sizes_before_marker(cp, clients(broker.device_port, dev), topic) == []
+
+
+def test_a_devices_persistent_session_survives_on_the_device_listener(
+    broker_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str], clients: Any
+) -> None:
+    """use_username_as_clientid keeps an agent's session: its client id is its username."""
+    dev = enroll(broker_client, admin_headers)
+    topic = f"{dev['mqtt']['topic_prefix']}/cmd"
+    first = clients(broker.device_port, dev, persistent=True)
+    first.subscribe(topic)
+    first.close()
+    cp = clients(broker.port, None, username=CONTROL_PLANE_USER, password=CP_MQTT_PASSWORD)
+    cp.publish(topic, b"while-offline")
+    again = clients(broker.device_port, dev, persistent=True)  # no new SUBSCRIBE
+    assert again.next_message() == (topic, b"while-offline")
 
 
 def test_anonymous_and_revoked_devices_are_refused_on_the_device_listener(
