@@ -23,6 +23,8 @@ GPU_MEMORY_UNKNOWN = -1
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
             11: "<q", 12: "<d"}  # fmt: skip
 _STRING, _ARRAY = 8, 9
+# Far above any real header (a 262k vocabulary, a chat template): beyond this the file is corrupt.
+_MAX_STRING, _MAX_ARRAY = 64 << 20, 1 << 28
 
 
 class GGUFHeaderError(ValueError):
@@ -77,7 +79,12 @@ def _read(file: BinaryIO, fmt: str) -> int | float | bool:
 
 def _string(file: BinaryIO) -> str:
     length = int(_read(file, "<Q"))
-    return file.read(length).decode("utf-8", errors="replace")
+    if length > _MAX_STRING:
+        raise GGUFHeaderError(f"a {length}-byte string in the GGUF header: the file is corrupt")
+    data = file.read(length)
+    if len(data) != length:
+        raise GGUFHeaderError("the GGUF header ends early")
+    return data.decode("utf-8", errors="replace")
 
 
 def _value(file: BinaryIO, kind: int) -> int | float | bool | str | None:
@@ -88,6 +95,8 @@ def _value(file: BinaryIO, kind: int) -> int | float | bool | str | None:
     if kind != _ARRAY:
         raise GGUFHeaderError(f"unknown GGUF value type {kind}")
     item, count = int(_read(file, "<I")), int(_read(file, "<Q"))
+    if count > _MAX_ARRAY:
+        raise GGUFHeaderError(f"a {count}-item array in the GGUF header: the file is corrupt")
     if item in _SCALARS:
         file.seek(struct.calcsize(_SCALARS[item]) * count, 1)
     else:

@@ -68,3 +68,10 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     bogus.write_bytes(b"NOPE" + bytes(20))
     with pytest.raises(GGUFHeaderError, match="not a GGUF"):
         model_shape(bogus)
+
+
+def test_a_corrupt_header_is_a_header_error_not_a_crash(tmp_path: Path) -> None:
+    corrupt = tmp_path / "truncated.gguf"
+    corrupt.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 60)
+    with pytest.raises(GGUFHeaderError):
+        model_shape(corrupt)
