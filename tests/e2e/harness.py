@@ -149,7 +149,7 @@ class Fleet:
 
 
 def _wave(text: str) -> dict[str, float]:
-    return {"percent": float(text[:-1])} if text.endswith("%") else {"count": float(text)}
+    return {"percent": float(text[:-1])} if text.endswith("%") else {"count": int(text)}
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
