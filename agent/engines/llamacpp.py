@@ -138,8 +138,8 @@ class LlamaCppEngine:
         """Template, BOS/EOS and end-of-turn texts from the GGUF; which candidates are special."""
         llm = self._loaded()
         meta: dict[str, str] = dict(getattr(llm, "metadata", None) or {})
-        specials = frozenset(c for c in candidates if self._special_id(c) is not None)
-        ends = [c for c in candidates if (t := self._special_id(c)) is not None and self._is_end(t)]
+        ids = {c: t for c in candidates if (t := self._special_id(c)) is not None}
+        ends = [c for c, t in ids.items() if self._is_end(t)]
         for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"):
             text = self._token_text(meta.get(key))
             if text and text not in ends:
@@ -149,7 +149,7 @@ class LlamaCppEngine:
             bos_token=self._token_text(meta.get("tokenizer.ggml.bos_token_id")),
             eos_token=self._token_text(meta.get("tokenizer.ggml.eos_token_id")),
             end_of_turn=tuple(ends),
-            specials=specials,
+            specials=frozenset(ids),
         )
 
     def count_tokens(self, text: str) -> int:
