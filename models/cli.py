@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 EXIT_FAILED, EXIT_NO_BUILD_EXTRA = 1, 2
 BUILD_EXTRA_HINT = "the build extra is needed: pip install 'edgefleet[build]'"
+DEFAULT_TARGETS = "gguf-q4,openvino-int8,onnx"
 
 
 def _trusted(files: Sequence[Path] | None) -> list[Ed25519PublicKey] | None:
@@ -142,17 +143,48 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    """Build variants from a Hugging Face checkpoint and sign them (`build`)."""
+    """Build variants from a checkpoint, or take a .gguf as it is, and sign them (`build`)."""
+    key_path: Path | None = args.key
+    if args.src.suffix.lower() == ".gguf":
+        if args.targets:
+            raise ModelsError("--targets applies to a checkpoint; a .gguf is signed as it is")
+        try:
+            from models.build.gguf_import import import_gguf
+        except ImportError as exc:
+            logging.getLogger(__name__).debug("gguf import failed", exc_info=exc)
+            print(BUILD_EXTRA_HINT, file=sys.stderr)
+            return EXIT_NO_BUILD_EXTRA
+        key = _signing_key(key_path, create=True)
+        manifest = import_gguf(
+            args.src, args.out, key, args.name, args.version, hardlink=args.hardlink
+        )
+        template = "its chat template" if manifest.chat_template else "no chat template"
+        print(f"built {manifest.ref}: {manifest.variants[0].id} ({template}) in {args.out}")
+        return 0
     try:
-        from models.build.pipeline import build_model
+        from models.build.pipeline import build_targets
     except ImportError as exc:
         logging.getLogger(__name__).debug("build import failed", exc_info=exc)
         print(BUILD_EXTRA_HINT, file=sys.stderr)
         return EXIT_NO_BUILD_EXTRA
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    key = _signing_key(args.key, create=True)
-    manifest = build_model(args.hf_dir, args.out, targets, key, args.name, args.version)
+    if args.verbose:
+        logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    targets = [t.strip() for t in (args.targets or DEFAULT_TARGETS).split(",") if t.strip()]
+    key = _signing_key(key_path, create=True)
+    result = build_targets(
+        args.src,
+        args.out,
+        targets,
+        key,
+        args.name,
+        args.version,
+        keep_going=args.keep_going,
+        verbose=args.verbose or args.debug,
+    )
+    manifest = result.manifest
     print(f"built {manifest.ref}: {', '.join(v.id for v in manifest.variants)} in {args.out}")
+    for target, reason in result.failed.items():  # only under --keep-going; else it raised
+        print(f"not built: {target}: {reason}", file=sys.stderr)
     return 0
 
 

@@ -70,21 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "build",
-        help="convert a Hugging Face checkpoint into signed variants",
-        description="Convert a Hugging Face Llama checkpoint into the given "
-        "targets and sign the manifest (needs the build extra).",
+        help="turn a Hugging Face checkpoint or a .gguf into a signed model directory",
+        description="Convert a Hugging Face checkpoint (Llama/SmolLM, Qwen2/2.5/3, Gemma 2/3, "
+        "Phi-3, Mistral) into the given targets, or take a .gguf file as it is (its metadata "
+        "becomes the manifest), and sign the manifest (needs the build extra).",
     )
-    p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="Hugging Face checkpoint dir")
+    p.add_argument(
+        "src", type=Path, metavar="SRC", help="Hugging Face checkpoint dir, or a .gguf file"
+    )
     p.add_argument("--out", type=Path, required=True, help="output model directory")
     p.add_argument(
         "--targets",
-        default="gguf-q4,openvino-int8,onnx",
-        help="comma-separated targets (default: %(default)s)",
+        help="comma-separated targets for a checkpoint (default: gguf-q4,openvino-int8,onnx); "
+        "a .gguf is signed as it is",
     )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when a target fails, sign what built and exit 0 (the failures are listed)",
+    )
+    p.add_argument(
+        "--hardlink", action="store_true", help="hard-link a .gguf into --out instead of copying"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show converter logs and warnings")
     p.add_argument(
         "--key", type=Path, help=f"private key (created if absent; default: {default_key_path()})"
     )
-    p.add_argument("--name", help="model name (default: from HF_DIR)")
+    p.add_argument("--name", help="model name (default: from SRC)")
     p.add_argument("--version", help="model version (default: from the weights' hash)")
 
     p = sub.add_parser(

@@ -11,9 +11,16 @@ from pydantic import BaseModel, Field
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 SCHEMA_VERSION: Final = 1
+_ADDED_TOKENIZER_FIELDS: Final = ("stop_tokens", "stop_token_ids")
 
 Format = Literal["gguf", "openvino", "onnx"]
-Precision = Literal["f32", "f16", "q8_0", "q4_0", "q4_k_m", "int8", "fp16", "fp32"]
+Precision = Literal[
+    "f32", "f16", "q8_0", "q4_0", "q4_k_m", "int8", "fp16", "fp32",
+    # what else an imported GGUF may carry (llama.cpp file types)
+    "bf16", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q5_k_s",
+    "q5_k_m", "q6_k", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs",
+    "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4",
+]  # fmt: skip
 EngineName = Literal["llamacpp", "openvino", "onnxruntime", "tensorrt"]
 
 
@@ -52,6 +59,10 @@ class TokenizerInfo(BaseModel):
     eos_token: str | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    stop_tokens: list[str] = Field(
+        default_factory=list, description="texts of the tokens that end a turn (eos, eot, ...)"
+    )
+    stop_token_ids: list[int] = Field(default_factory=list, description="their ids")
 
 
 class HealthBudget(BaseModel):
@@ -73,7 +84,9 @@ class Manifest(BaseModel):
     context_length: int = Field(gt=0)
     parameters: int = Field(default=0, ge=0)
     tokenizer: TokenizerInfo = Field(default_factory=TokenizerInfo)
-    chat_template: str = Field(description="Jinja2 template over `messages`")
+    chat_template: str | None = Field(
+        default=None, description="Jinja2 template over `messages`; None for a base model"
+    )
     variants: list[Variant]
     health: HealthBudget = Field(default_factory=HealthBudget)
 
@@ -91,9 +104,13 @@ class Manifest(BaseModel):
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes the signature covers: sorted keys, no whitespace, UTF-8."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        data = self.model_dump(mode="json")
+        # Fields added after the first release are left out while empty, so manifests signed
+        # before they existed keep verifying.
+        for key in _ADDED_TOKENIZER_FIELDS:
+            if not data["tokenizer"][key]:
+                del data["tokenizer"][key]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def load(cls, model_dir: Path) -> Manifest:

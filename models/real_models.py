@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ModelsError
+from models.gguf_tokenizer import repair_tokenizer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ GEMMA3 = RealModel(
     instruct=False,
 )
 REAL_MODELS = {m.key: m for m in (SMOLLM2, GEMMA3)}
+# Bump when hf_checkpoint's output changes: cached checkpoints of older versions are not reused.
+CHECKPOINT_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -154,7 +157,7 @@ def hf_checkpoint(model: RealModel) -> Path:
     """
     gguf_file = fetch_gguf(model)
     with _locked(f"{model.key}-hf") as root:
-        target = root / f"{model.key}-hf"
+        target = root / f"{model.key}-hf-{CHECKPOINT_VERSION}"
         if (target / "config.json").is_file():
             return target
         try:
@@ -167,10 +170,13 @@ def hf_checkpoint(model: RealModel) -> Path:
         with tempfile.TemporaryDirectory(dir=root, prefix=".hf-") as tmp:
             staging = Path(tmp) / "checkpoint"
             src = str(gguf_file.parent)
-            tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file.name)
+            tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                src, gguf_file=gguf_file.name
+            )
             weights = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file.name)
             weights.save_pretrained(str(staging), safe_serialization=True)
             tokenizer.save_pretrained(str(staging))
+            repair_tokenizer(staging, gguf_file)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
         return target
@@ -193,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = hf_checkpoint(model) if args.hf else fetch_gguf(model)
     except RealModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 1
-    print(path)
+    sys.stdout.write(f"{path}\n")
     return 0
 
 

@@ -1,15 +1,37 @@
-"""Read what the converters need from a Hugging Face Llama-family checkpoint directory."""
+"""Read what the converters need from a Hugging Face checkpoint directory."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.build.errors import BuildError
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+# The families edge users run; each converts to GGUF (llama.cpp), OpenVINO and ONNX (optimum).
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+)
+# Texts that end a turn when the tokenizer has them as added tokens (as llama.cpp does).
+END_OF_TURN_TEXTS = (
+    "<|im_end|>",
+    "<end_of_turn>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "<|END_OF_TURN_TOKEN|>",
+)
 
 
 @dataclass(frozen=True)
@@ -20,7 +42,8 @@ class CheckpointInfo:
     config: dict[str, Any]
     tokenizer_json: dict[str, Any]
     tokenizer_config: dict[str, Any]
-    chat_template: str
+    chat_template: str | None
+    generation_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def layers(self) -> int:
@@ -54,8 +77,40 @@ class CheckpointInfo:
         for added in self.tokenizer_json.get("added_tokens", []):
             if added["content"] == token:
                 return int(added["id"])
-        vocab: dict[str, int] = self.tokenizer_json["model"]["vocab"]
-        return vocab.get(token)
+        vocab = self.tokenizer_json["model"].get("vocab") or {}
+        if isinstance(vocab, list):  # Unigram: [[piece, score], ...] by id
+            return next((i for i, (piece, _) in enumerate(vocab) if piece == token), None)
+        found = vocab.get(token)
+        return None if found is None else int(found)
+
+    def token_text(self, token_id: int) -> str | None:
+        """The text of a token id (added tokens first, then the vocab), or None."""
+        for added in self.tokenizer_json.get("added_tokens", []):
+            if int(added["id"]) == token_id:
+                return str(added["content"])
+        vocab = self.tokenizer_json["model"].get("vocab") or {}
+        if isinstance(vocab, list):
+            return str(vocab[token_id][0]) if 0 <= token_id < len(vocab) else None
+        return next((str(t) for t, i in vocab.items() if i == token_id), None)
+
+    def stop_tokens(self) -> list[tuple[str, int]]:
+        """(text, id) of eos, generation_config's eos ids, then end-of-turn added tokens."""
+        eos_ids = self.generation_config.get("eos_token_id")
+        ids = eos_ids if isinstance(eos_ids, list) else [eos_ids]
+        found: list[tuple[str, int]] = []
+        eos = self.special_token("eos_token")
+        eos_id = self.token_id(eos)
+        if eos is not None and eos_id is not None:
+            found.append((eos, eos_id))
+        for token_id in ids:
+            text = self.token_text(token_id) if isinstance(token_id, int) else None
+            if isinstance(token_id, int) and text is not None:
+                found.append((text, token_id))
+        added = {
+            str(a["content"]): int(a["id"]) for a in self.tokenizer_json.get("added_tokens", [])
+        }
+        found += [(t, added[t]) for t in END_OF_TURN_TEXTS if t in added]
+        return list(dict.fromkeys(found))
 
     def special_token(self, key: str) -> str | None:
         """`bos_token` / `eos_token` from tokenizer_config.json (string or AddedToken dict)."""
@@ -87,12 +142,14 @@ def read_checkpoint(hf_dir: Path) -> CheckpointInfo:
     jinja_file = hf_dir / "chat_template.jinja"
     if not template and jinja_file.is_file():
         template = jinja_file.read_text(encoding="utf-8")
-    if not isinstance(template, str) or not template:
-        raise BuildError(f"{hf_dir} has no chat template; add `chat_template` to tokenizer_config")
+    if not isinstance(template, str) or not template.strip():
+        template = None  # a base model: the manifest says so and chat falls back explicitly
+    generation = hf_dir / "generation_config.json"
     return CheckpointInfo(
         hf_dir=hf_dir,
         config=config,
         tokenizer_json=_read_json(hf_dir / "tokenizer.json"),
         tokenizer_config=tokenizer_config,
         chat_template=template,
+        generation_config=_read_json(generation) if generation.is_file() else {},
     )

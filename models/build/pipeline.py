@@ -1,4 +1,4 @@
-"""`build_model`: a Hugging Face Llama checkpoint -> GGUF / OpenVINO / ONNX variants, signed."""
+"""`build_targets`: a Hugging Face checkpoint -> GGUF / OpenVINO / ONNX variants, signed."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ import hashlib
 import logging
 import re
 import shutil
-import sys
 import time
 from collections.abc import Sequence
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.build.checkpoint import CheckpointInfo, read_checkpoint
+from models.build.errors import BuildError
+from models.build.output import build_output, check_target_dependencies
 from models.build.targets import (
+    TARGET_OUTPUTS,
     TARGETS,
+    BuildContext,
     Q4Type,
-    TargetFn,
     VariantDraft,
-    build_gguf_q4,
     resolve_targets,
 )
 from models.manifest import Manifest, TokenizerInfo, Variant
@@ -83,6 +84,113 @@ def _variant(
     )
 
 
+@dataclass(frozen=True)
+class BuildResult:
+    """The signed manifest, the targets that failed (with why) and each target's seconds."""
+
+    manifest: Manifest
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _tokenizer_info(info: CheckpointInfo) -> TokenizerInfo:
+    bos, eos = info.special_token("bos_token"), info.special_token("eos_token")
+    stops = info.stop_tokens()
+    return TokenizerInfo(
+        file="tokenizer.json",
+        bos_token=bos,
+        eos_token=eos,
+        bos_token_id=info.token_id(bos),
+        eos_token_id=info.token_id(eos),
+        stop_tokens=[t for t, _ in stops],
+        stop_token_ids=[i for _, i in stops],
+    )
+
+
+def _remove_outputs(out_dir: Path, target: str) -> None:
+    for rel in TARGET_OUTPUTS.get(target, ()):
+        path = out_dir / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def build_targets(
+    hf_dir: Path,
+    out_dir: Path,
+    targets: Sequence[str],
+    key: Ed25519PrivateKey,
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    progress: bool = True,
+    q4_type: Q4Type | None = None,
+    keep_going: bool = False,
+    verbose: bool = False,
+) -> BuildResult:
+    """Convert `hf_dir` into every target under `out_dir` and write the signed manifest last.
+
+    A failing target stops the build with its reason (BuildError), unless `keep_going`: then
+    the targets that built are signed and the failed ones named in the result.
+    """
+    from tqdm import tqdm
+
+    from models.signing import write_signed_manifest
+
+    wanted = resolve_targets(list(targets))
+    info = read_checkpoint(hf_dir)
+    check_target_dependencies(wanted)
+    name = name or default_name(hf_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("manifest.json", "manifest.sig"):  # a half-rebuilt dir must not look complete
+        (out_dir / stale).unlink(missing_ok=True)
+    if any(t.startswith("gguf") for t in wanted) and (out_dir / "gguf").is_dir():
+        shutil.rmtree(out_dir / "gguf")
+    shutil.copy2(hf_dir / "tokenizer.json", out_dir / "tokenizer.json")
+
+    drafts: list[VariantDraft] = []
+    failed: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    with build_output(out_dir, verbose) as (work_dir, terminal):
+        ctx = BuildContext(info, out_dir, name, work_dir, q4_type, verbose)
+        bar = tqdm(
+            total=len(wanted), desc=f"build {name}", unit="target", file=terminal,
+            disable=not progress, dynamic_ncols=True,
+        )  # fmt: skip
+        with bar:
+            for target in wanted:
+                bar.set_postfix_str(target)
+                started = time.monotonic()
+                try:
+                    drafts.extend(TARGETS[target](ctx))
+                except BuildError as exc:
+                    _remove_outputs(out_dir, target)
+                    if not keep_going:
+                        raise BuildError(f"target {target} failed: {exc.reason}") from exc
+                    failed[target] = exc.reason
+                    terminal.write(f"target {target} failed: {exc.reason}\n")
+                seconds[target] = time.monotonic() - started
+                _LOGGER.info("target %s done in %.1f s", target, seconds[target])
+                bar.update(1)
+    if not drafts:
+        raise BuildError("no target built: " + "; ".join(f"{t}: {r}" for t, r in failed.items()))
+
+    manifest = Manifest(
+        name=name,
+        version=version or default_version(hf_dir),
+        architecture=str(info.config.get("model_type", "llama")),
+        context_length=info.context_length,
+        parameters=count_parameters(hf_dir),
+        tokenizer=_tokenizer_info(info),
+        chat_template=info.chat_template,
+        variants=[_variant(out_dir, d, info, ["tokenizer.json"]) for d in drafts],
+    )
+    write_signed_manifest(out_dir, manifest, key)
+    _LOGGER.info("built %s with %d variants in %s", manifest.ref, len(drafts), out_dir)
+    return BuildResult(manifest, failed, seconds)
+
+
 def build_model(
     hf_dir: Path,
     out_dir: Path,
@@ -93,62 +201,7 @@ def build_model(
     progress: bool = True,
     q4_type: Q4Type | None = None,
 ) -> Manifest:
-    """Convert `hf_dir` into every target under `out_dir` and write the signed manifest last.
-
-    `q4_type` forces the gguf-q4 target's quantization (default: Q4_K_M when the dims allow).
-    """
-    from tqdm import tqdm
-
-    from models.signing import write_signed_manifest
-
-    wanted = resolve_targets(list(targets))
-    info = read_checkpoint(hf_dir)
-    name = name or default_name(hf_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("manifest.json", "manifest.sig"):  # a half-rebuilt dir must not look complete
-        (out_dir / stale).unlink(missing_ok=True)
-    if any(t.startswith("gguf") for t in wanted) and (out_dir / "gguf").is_dir():
-        shutil.rmtree(out_dir / "gguf")
-    shutil.copy2(hf_dir / "tokenizer.json", out_dir / "tokenizer.json")
-
-    drafts: list[VariantDraft] = []
-    bar = tqdm(
-        total=len(wanted),
-        desc=f"build {name}",
-        unit="target",
-        file=sys.stderr,
-        disable=not progress,
-    )
-    with bar:
-        for target in wanted:
-            bar.set_postfix_str(target)
-            started = time.monotonic()
-            build: TargetFn = TARGETS[target]
-            if target == "gguf-q4" and q4_type is not None:
-                build = partial(build_gguf_q4, q4_type=q4_type)
-            drafts.extend(build(info, out_dir, name))
-            _LOGGER.info("target %s built in %.1f s", target, time.monotonic() - started)
-            bar.update(1)
-    if "gguf-q4" in wanted and "gguf-f32" not in wanted:
-        (out_dir / "gguf" / "model-f32.gguf").unlink(missing_ok=True)
-
-    bos, eos = info.special_token("bos_token"), info.special_token("eos_token")
-    manifest = Manifest(
-        name=name,
-        version=version or default_version(hf_dir),
-        architecture=str(info.config.get("model_type", "llama")),
-        context_length=info.context_length,
-        parameters=count_parameters(hf_dir),
-        tokenizer=TokenizerInfo(
-            file="tokenizer.json",
-            bos_token=bos,
-            eos_token=eos,
-            bos_token_id=info.token_id(bos),
-            eos_token_id=info.token_id(eos),
-        ),
-        chat_template=info.chat_template,
-        variants=[_variant(out_dir, d, info, ["tokenizer.json"]) for d in drafts],
-    )
-    write_signed_manifest(out_dir, manifest, key)
-    _LOGGER.info("built %s with %d variants in %s", manifest.ref, len(drafts), out_dir)
-    return manifest
+    """Build every target or raise BuildError naming the first that failed; the manifest."""
+    return build_targets(
+        hf_dir, out_dir, targets, key, name, version, progress=progress, q4_type=q4_type
+    ).manifest

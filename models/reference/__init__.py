@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 # Bump when the generator, the corpus or the build pipeline changes what gets written.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "4"
 KINDS = ("tiny", "mid", "bench")
 REFERENCE_KEY_SEED = b"edgefleet reference models - PUBLIC TEST KEY - never trust in production"
 _TARGETS = {

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from models import cli
+from models.build.pipeline import BuildResult
 from models.errors import ModelsError
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 
@@ -160,12 +161,12 @@ def test_build_passes_targets_and_a_created_key_to_the_pipeline(
 ) -> None:
     calls: list[tuple[object, ...]] = []
 
-    def build_model(*args: object) -> Manifest:
+    def build_targets(*args: object, **kwargs: object) -> BuildResult:
         calls.append(args)
-        return Manifest.load(model_dir)
+        return BuildResult(Manifest.load(model_dir))
 
     fake = types.ModuleType("models.build.pipeline")
-    fake.build_model = build_model  # type: ignore[attr-defined]
+    fake.build_targets = build_targets  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "models.build.pipeline", fake)
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
     argv = ["build", "hf", "--out", "o", "--targets", "gguf-q4, onnx", "--name", "n"]
@@ -188,13 +189,34 @@ def test_build_passes_targets_and_a_created_key_to_the_pipeline(
 def test_build_errors_exit_1_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def build_model(*args: object) -> Manifest:
+    def build_targets(*args: object, **kwargs: object) -> BuildResult:
         raise ModelsError("convert to onnx failed: optimum-cli exited 1; see the log above")
 
     fake = types.ModuleType("models.build.pipeline")
-    fake.build_model = build_model  # type: ignore[attr-defined]
+    fake.build_targets = build_targets  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "models.build.pipeline", fake)
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
     assert cli.main(["build", "hf", "--out", "o"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "error: convert to onnx failed: optimum-cli exited 1; see the log above"
+
+
+def test_build_keep_going_names_what_did_not_build(
+    model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: dict[str, object] = {}
+
+    def build_targets(*args: object, **kwargs: object) -> BuildResult:
+        seen.update(kwargs)
+        return BuildResult(Manifest.load(model_dir), failed={"onnx": "optimum said no"})
+
+    fake = types.ModuleType("models.build.pipeline")
+    fake.build_targets = build_targets  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "models.build.pipeline", fake)
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
+    assert cli.main(["build", "hf", "--out", "o", "--keep-going", "-v"]) == 0
+    assert seen == {"keep_going": True, "verbose": True}
+    assert "not built: onnx: optimum said no" in capsys.readouterr().err

@@ -30,9 +30,21 @@ def test_canonical_bytes_ignore_key_order_and_whitespace(model_dir: Path) -> Non
     assert again.canonical_bytes() == manifest.canonical_bytes()
     canonical = manifest.canonical_bytes()
     assert b"\n" not in canonical and b": " not in canonical
-    assert json.loads(canonical) == json.loads(manifest.model_dump_json())
+    dumped = json.loads(manifest.model_dump_json())
+    # stop tokens came later: left out while empty, so older signatures still verify
+    assert dumped["tokenizer"].pop("stop_tokens") == []
+    assert dumped["tokenizer"].pop("stop_token_ids") == []
+    assert json.loads(canonical) == dumped
     top_keys = list(json.loads(canonical))
     assert top_keys == sorted(top_keys)
+
+
+def test_stop_tokens_are_signed_when_present(model_dir: Path) -> None:
+    manifest = Manifest.load(model_dir)
+    changed = manifest.model_copy(deep=True)
+    changed.tokenizer.stop_tokens, changed.tokenizer.stop_token_ids = ["<|im_end|>"], [2]
+    assert b'"stop_tokens":["<|im_end|>"]' in changed.canonical_bytes()
+    assert changed.canonical_bytes() != manifest.canonical_bytes()
 
 
 def test_canonical_bytes_change_with_any_value(model_dir: Path) -> None:

@@ -1,31 +1,19 @@
-"""The GGUF converter: rotary un-permutation, quant type choice and the written metadata."""
+"""GGUF export through llama.cpp's own converter: its metadata, its errors, the quant choice."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections import deque
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from models.build.checkpoint import CheckpointInfo, read_checkpoint
-from models.build.gguf_export import choose_q4_type, unpermute_rotary
+from models.build.checkpoint import CheckpointInfo
+from models.build.errors import BuildError
+from models.build.gguf_export import _failure_reason, choose_q4_type, convert_to_gguf
+from models.build.llamacpp_runner import _generic_pre_tokenizer
 from models.manifest import Manifest
-
-
-def hf_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """What transformers' Llama conversion does to Meta's interleaved Q/K rows."""
-    rows, cols = weight.shape
-    permuted: np.ndarray = (
-        weight.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
-    )
-    return permuted
-
-
-@pytest.mark.parametrize(("n_heads", "head_dim"), [(4, 16), (2, 16), (8, 64)])
-def test_unpermute_rotary_undoes_the_hf_permutation(n_heads: int, head_dim: int) -> None:
-    meta = np.random.default_rng(0).standard_normal((n_heads * head_dim, 64)).astype(np.float32)
-    assert np.array_equal(unpermute_rotary(hf_permute(meta, n_heads), n_heads), meta)
-    assert not np.array_equal(hf_permute(meta, n_heads), meta)
 
 
 def _info(hidden: int, intermediate: int) -> CheckpointInfo:
@@ -39,6 +27,30 @@ def test_q4_type_is_k_quant_only_when_rows_fill_super_blocks() -> None:
     assert choose_q4_type(_info(512, 1536)) == "q4_k_m"
 
 
+def test_the_converters_own_error_line_is_the_reason() -> None:
+    lines = deque(
+        [
+            "INFO:hf-to-gguf:Loading model: x\n",
+            "Traceback (most recent call last):\n",
+            '  File "convert_hf_to_gguf.py", line 9, in main\n',
+            "NotImplementedError: Architecture 'GPT2LMHeadModel' not supported!\n",
+        ]
+    )
+    assert _failure_reason(lines) == (
+        "NotImplementedError: Architecture 'GPT2LMHeadModel' not supported!"
+    )
+    assert _failure_reason(deque(["only this\n", "\n"])) == "only this"
+
+
+def test_unknown_byte_level_tokenizer_gets_the_gpt2_pre_tokenizer(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer.json").write_text(
+        json.dumps({"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}})
+    )
+    assert _generic_pre_tokenizer(tmp_path) == "gpt-2"
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": {"type": "Metaspace"}}))
+    assert _generic_pre_tokenizer(tmp_path) == "default"
+
+
 def _field(reader: object, key: str) -> object:
     field = reader.fields[key]  # type: ignore[attr-defined]
     return field.contents()
@@ -48,7 +60,9 @@ def test_gguf_carries_tokenizer_template_and_gqa_shape(tiny_model_dir: Path) -> 
     gguf = pytest.importorskip("gguf")
     reader = gguf.GGUFReader(str(tiny_model_dir / "gguf" / "model-f32.gguf"))
     manifest = Manifest.load(tiny_model_dir)
+    assert _field(reader, "general.name") == manifest.name
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
+    assert _field(reader, "tokenizer.ggml.pre") == "gpt-2"  # our own tokenizer: generic
     assert len(_field(reader, "tokenizer.ggml.merges")) > 0  # type: ignore[arg-type]
     assert _field(reader, "tokenizer.chat_template") == manifest.chat_template
     assert _field(reader, "tokenizer.ggml.eos_token_id") == manifest.tokenizer.eos_token_id
@@ -56,18 +70,14 @@ def test_gguf_carries_tokenizer_template_and_gqa_shape(tiny_model_dir: Path) -> 
     assert _field(reader, "llama.attention.head_count_kv") == 2
 
 
-def test_gguf_k_weights_are_unpermuted_over_kv_heads(tiny_model_dir: Path) -> None:
-    gguf = pytest.importorskip("gguf")
-    from safetensors.numpy import load_file
-
-    info = read_checkpoint(tiny_model_dir / "hf")
-    hf = load_file(str(tiny_model_dir / "hf" / "model.safetensors"))
-    reader = gguf.GGUFReader(str(tiny_model_dir / "gguf" / "model-f32.gguf"))
-    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
-    k_hf = hf["model.layers.1.self_attn.k_proj.weight"]
-    q_hf = hf["model.layers.1.self_attn.q_proj.weight"]
-    assert np.array_equal(tensors["blk.1.attn_k.weight"], unpermute_rotary(k_hf, info.kv_heads))
-    assert np.array_equal(tensors["blk.1.attn_q.weight"], unpermute_rotary(q_hf, info.heads))
-    assert np.array_equal(
-        tensors["blk.1.attn_v.weight"], hf["model.layers.1.self_attn.v_proj.weight"]
-    )
+def test_unsupported_weights_fail_with_the_converters_reason(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp")
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny_model_dir / "hf", hf)
+    config = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**config, "architectures": ["NoSuchLM"]}))
+    with pytest.raises(BuildError, match="could not convert hf: .*NoSuchLM"):
+        convert_to_gguf(hf, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()

@@ -1,0 +1,230 @@
+"""A `.gguf` file -> a signed model directory, as it is: its metadata becomes the manifest.
+
+No conversion: the file is copied (or hard-linked) into `gguf/model-<precision>.gguf`, and the
+architecture, context length, quantization, tokenizer specials and chat template are read from
+the GGUF's own key/value metadata with the `gguf` package's reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from models.build.checkpoint import END_OF_TURN_TEXTS
+from models.build.errors import BuildError
+from models.manifest import Manifest, Precision, TokenizerInfo, Variant
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+_LOGGER = logging.getLogger(__name__)
+
+_CONTROL_TYPES = (3, 4)  # gguf.TokenType.CONTROL, USER_DEFINED
+# The weight type that dominates a GGUF without `general.file_type`, as a file type.
+_TENSOR_TYPE_PRECISION = {"q2_k": "q2_k", "q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}
+_PRECISIONS = frozenset(get_args(Precision))
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What the manifest needs from a GGUF's metadata."""
+
+    path: Path
+    architecture: str
+    name: str | None
+    context_length: int
+    precision: Precision
+    parameters: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    chat_template: str | None
+    bos: tuple[str, int] | None
+    eos: tuple[str, int] | None
+    stop: list[tuple[str, int]] = field(default_factory=list)
+
+    def kv_cache_bytes(self, bytes_per_value: int = 2) -> int:
+        """Keys and values of every layer at the default context (f16 cache)."""
+        per_position = 2 * self.layers * self.kv_heads * self.head_dim * bytes_per_value
+        return per_position * self.context_length
+
+
+def metadata_value(fields: dict[str, Any], key: str) -> Any:
+    """A scalar, string or array value of a GGUFReader field, or None when absent."""
+    import gguf
+
+    f = fields.get(key)
+    if f is None or not f.types:
+        return None
+    if f.types[0] == gguf.GGUFValueType.ARRAY:
+        inner = f.types[-1]
+        if inner == gguf.GGUFValueType.STRING:
+            return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
+        return [f.parts[i].tolist()[0] for i in f.data]
+    if f.types[0] == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[f.data[0]]).decode("utf-8", errors="replace")
+    return f.parts[f.data[0]].tolist()[0]
+
+
+def _precision(file_type: int | None, tensors: list[Any]) -> Precision:
+    import gguf
+
+    if file_type is not None:
+        try:
+            name = gguf.LlamaFileType(file_type).name.lower()
+        except ValueError as exc:
+            raise BuildError(f"GGUF file type {file_type} is unknown to this gguf package") from exc
+        name = name.removeprefix("mostly_").removeprefix("all_")
+    else:  # older files: the type holding most of the 2-D weights
+        weights: Counter[str] = Counter()
+        for tensor in tensors:
+            weights[tensor.tensor_type.name.lower()] += int(tensor.n_elements)
+        top = weights.most_common(1)[0][0] if weights else "f32"
+        name = _TENSOR_TYPE_PRECISION.get(top, top)
+    if name not in _PRECISIONS:
+        raise BuildError(f"GGUF quantization {name!r} is not one EdgeFleet knows")
+    return name  # type: ignore[return-value]  # checked against Precision just above
+
+
+def _special(tokens: list[str], fields: dict[str, Any], key: str) -> tuple[str, int] | None:
+    token_id = metadata_value(fields, f"tokenizer.ggml.{key}_token_id")
+    if token_id is None or not 0 <= int(token_id) < len(tokens):
+        return None
+    return tokens[int(token_id)], int(token_id)
+
+
+def _stop_tokens(
+    tokens: list[str], types: list[int], fields: dict[str, Any]
+) -> list[tuple[str, int]]:
+    """eos, eot and eom by id, then the known end-of-turn texts the vocab holds as specials."""
+    found = [_special(tokens, fields, k) for k in ("eos", "eot", "eom")]
+    stops = [t for t in found if t is not None]
+    index = {t: i for i, t in enumerate(tokens) if i < len(types) and types[i] in _CONTROL_TYPES}
+    stops += [(t, index[t]) for t in END_OF_TURN_TEXTS if t in index]
+    return list(dict.fromkeys(stops))
+
+
+def read_gguf(path: Path) -> GGUFInfo:
+    """Read a GGUF's metadata (never its weights) into a GGUFInfo."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:
+        raise BuildError("reading a GGUF needs the gguf package: pip install gguf") from exc
+    try:
+        reader = GGUFReader(str(path), "r")
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"{path} is not a readable GGUF file: {exc}") from exc
+    fields = dict(reader.fields)
+    arch = metadata_value(fields, "general.architecture")
+    if not isinstance(arch, str):
+        raise BuildError(f"{path} has no general.architecture; is it a GGUF model file?")
+
+    def arch_int(key: str, default: int | None = None) -> int:
+        value = metadata_value(fields, f"{arch}.{key}")
+        if value is None:
+            if default is None:
+                raise BuildError(f"{path} has no {arch}.{key} in its metadata")
+            return default
+        return int(value[0] if isinstance(value, list) else value)
+
+    heads = arch_int("attention.head_count", 1)
+    embedding = arch_int("embedding_length", 0)
+    tokens: list[str] = metadata_value(fields, "tokenizer.ggml.tokens") or []
+    types: list[int] = metadata_value(fields, "tokenizer.ggml.token_type") or []
+    template = metadata_value(fields, "tokenizer.chat_template")
+    return GGUFInfo(
+        path=path,
+        architecture=arch,
+        name=metadata_value(fields, "general.name"),
+        context_length=arch_int("context_length"),
+        precision=_precision(metadata_value(fields, "general.file_type"), reader.tensors),
+        parameters=sum(int(t.n_elements) for t in reader.tensors),
+        layers=arch_int("block_count"),
+        kv_heads=arch_int("attention.head_count_kv", heads),
+        head_dim=arch_int("attention.key_length", embedding // max(heads, 1)),
+        chat_template=template if isinstance(template, str) and template.strip() else None,
+        bos=_special(tokens, fields, "bos"),
+        eos=_special(tokens, fields, "eos"),
+        stop=_stop_tokens(tokens, types, fields),
+    )
+
+
+def _name_for(info: GGUFInfo) -> str:
+    """The file's stem without its quantization suffix, as a manifest name."""
+    # The file name is what the user chose; general.name is often a training run's name.
+    stem = info.path.name.lower().removesuffix(".gguf")
+    stem = re.sub(rf"[._-]{re.escape(info.precision)}$", "", stem)
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem).strip("-._")
+    return name or "model"
+
+
+def _place(src: Path, dst: Path, hardlink: bool) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    if hardlink:
+        try:
+            os.link(src, dst)
+            return
+        except OSError as exc:  # another filesystem, or links not allowed: copy instead
+            _LOGGER.info("cannot hard-link %s (%s); copying", src, exc)
+    shutil.copy2(src, dst)
+
+
+def import_gguf(
+    gguf_file: Path,
+    out_dir: Path,
+    key: Ed25519PrivateKey,
+    name: str | None = None,
+    version: str | None = None,
+    hardlink: bool = False,
+) -> Manifest:
+    """Make `out_dir` a signed model directory holding `gguf_file` as its one variant."""
+    from models.signing import file_entry, write_signed_manifest
+
+    if not gguf_file.is_file():
+        raise BuildError(f"{gguf_file} does not exist or is not a file")
+    info = read_gguf(gguf_file)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("manifest.json", "manifest.sig"):  # a half-rebuilt dir must not look complete
+        (out_dir / stale).unlink(missing_ok=True)
+    rel = f"gguf/model-{info.precision}.gguf"
+    _place(gguf_file, out_dir / rel, hardlink)
+    entry = file_entry(out_dir, rel)
+    variant = Variant(
+        id=f"gguf-{info.precision}",
+        format="gguf",
+        precision=info.precision,
+        engines=["llamacpp"],
+        files=[entry],
+        memory_bytes=entry.size + info.kv_cache_bytes(),
+    )
+    manifest = Manifest(
+        name=name or _name_for(info),
+        version=version or f"sha-{entry.sha256[:12]}",
+        architecture=info.architecture,
+        context_length=info.context_length,
+        parameters=info.parameters,
+        # The vocab lives inside the GGUF; llama.cpp tokenizes with it.
+        tokenizer=TokenizerInfo(
+            file=rel,
+            bos_token=info.bos[0] if info.bos else None,
+            bos_token_id=info.bos[1] if info.bos else None,
+            eos_token=info.eos[0] if info.eos else None,
+            eos_token_id=info.eos[1] if info.eos else None,
+            stop_tokens=[t for t, _ in info.stop],
+            stop_token_ids=[i for _, i in info.stop],
+        ),
+        chat_template=info.chat_template,
+        variants=[variant],
+    )
+    write_signed_manifest(out_dir, manifest, key)
+    _LOGGER.info(
+        "imported %s as %s (%s) into %s", gguf_file.name, manifest.ref, variant.id, out_dir
+    )
+    return manifest
