@@ -7,6 +7,8 @@ import functools
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from agent.cli_common import (
     benchmark_results,
@@ -42,7 +44,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = settings_from(args, benchmark_engines=args.benchmark_engines)
     path = resolve_model(args.model, settings, args.engine)
     if not (path / MANIFEST_FILE).is_file():
-        echo(f"{path.name}: a bare .gguf file, served by llamacpp with the ChatML template")
+        echo(_explain_gguf(path, probe_profile(), load_options(settings).context_length))
         return 0
     manifest, profile = Manifest.load(path), probe_profile()
     selection = select_variant(manifest, profile, installed_engines(), prefer=args.engine)
@@ -59,6 +61,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         )  # fmt: skip
     echo(explain(selection))
     return 0
+
+
+def _explain_gguf(path: Path, profile: dict[str, Any], context_length: int) -> str:
+    """Where llama.cpp would run a bare .gguf and which chat template it would use."""
+    from agent.engines.offload import GGUFHeaderError, model_shape, plan_offload, read_metadata
+    from agent.selection import engine_device, gpu_memory_budget
+
+    device = engine_device("llamacpp", profile)
+    runtime = (profile.get("runtime") or {}).get("engines", {}).get("llamacpp") or {}
+    try:
+        template = read_metadata(path).get("tokenizer.chat_template")
+        plan = plan_offload(
+            model_shape(path),
+            context_length=context_length,
+            supports_gpu_offload="gpu" in [str(d).lower() for d in runtime.get("devices") or []],
+            gpu_memory_bytes=gpu_memory_budget("llamacpp", device, profile),
+        )
+    except (GGUFHeaderError, OSError) as exc:
+        return f"{path.name}: a bare .gguf file whose header cannot be read ({exc})"
+    chat = (
+        "its own chat template"
+        if template
+        else "no chat template: chat uses a named fallback chosen from its vocabulary at load"
+    )
+    where = f"served by llamacpp on {plan.device} ({plan.reason})"
+    return f"{path.name}: a bare .gguf file, {where}; {chat}"
 
 
 def _open(args: argparse.Namespace, settings: AgentSettings, prefer: str | None) -> LoadedModel:
