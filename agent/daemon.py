@@ -28,6 +28,7 @@ from agent.engine_benchmark import hardware_digest
 from agent.enroll import Enrollment, ensure_enrolled
 from agent.model_loading import probe_profile
 from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
+from agent.mqtt_identity import client_certificate_files
 from agent.outbox import Outbox
 from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
 from agent.runtime import EngineFactory, ModelRuntime
@@ -93,13 +94,14 @@ class AgentNode:
         ))  # fmt: skip
         self.commands = self._command_runner(slots)
         access = enrollment.mqtt
+        cert, key = client_certificate_files(data) or (None, None)
         self.mqtt = AgentMqtt(
             MqttSettings(
                 host=options.mqtt_host or access.host, port=options.mqtt_port or access.port,
                 device_id=enrollment.device_id, username=access.username,
                 password=access.password,
                 tls=access.tls if options.mqtt_tls is None else options.mqtt_tls,
-                ca_pem=access.ca_pem,
+                ca_pem=access.ca_pem, client_cert_file=cert, client_key_file=key,
             ),
             self.outbox, state=self.state, on_desired=self.executor.submit,
             on_command=self.commands.submit,

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import AgentError
+from agent.mqtt_identity import new_client_request, save_client_certificate
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class MqttAccess(BaseModel):
     client_id: str
     topic_prefix: str = ""
     ca_pem: str | None = None  # the CA that signs the broker's TLS certificate (fleet-private)
+    client_cert_pem: str | None = None  # ours, for the key in mqtt-client.key
 
 
 class ArtifactAccess(BaseModel):
@@ -120,7 +122,8 @@ def enroll(
     """POST /api/v1/enroll with the one-time token and store what comes back."""
     import httpx
 
-    body: dict[str, Any] = {"token": token, "hardware": hardware, "agent_version": agent_version}
+    body: dict[str, Any] = {"token": token, "hardware": hardware, "agent_version": agent_version,
+                            "csr": new_client_request(data_dir)}  # fmt: skip
     if name:
         body["name"] = name
     if device_class:
@@ -141,6 +144,8 @@ def enroll(
         enrollment = Enrollment.model_validate_json(resp.content)
     except ValidationError as exc:
         raise EnrollmentError(f"the control plane's enrollment answer is malformed: {exc}") from exc
+    if enrollment.mqtt.client_cert_pem:
+        save_client_certificate(data_dir, enrollment.mqtt.client_cert_pem)
     path = save_enrollment(data_dir, enrollment)
     _LOGGER.info("enrolled as %s; credentials in %s", enrollment.device_id, path)
     return enrollment

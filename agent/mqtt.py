@@ -51,6 +51,8 @@ class MqttSettings:
     tls: bool = False
     ca_file: str | None = None
     ca_pem: str | None = None  # trusted instead of the system's CAs (from enrollment)
+    client_cert_file: str | None = None  # presented to the broker with its key (from enrollment)
+    client_key_file: str | None = None
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -69,11 +71,20 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     """A client context that verifies the broker's certificate and host name."""
     try:
-        return ssl.create_default_context(cafile=settings.ca_file, cadata=settings.ca_pem)
+        context = ssl.create_default_context(cafile=settings.ca_file, cadata=settings.ca_pem)
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise MqttError(
             f"cannot use the broker's CA certificate ({exc}); enroll again or fix ca_file"
         ) from exc
+    if settings.client_cert_file and settings.client_key_file:
+        try:
+            context.load_cert_chain(settings.client_cert_file, settings.client_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttError(
+                f"cannot use the client certificate {settings.client_cert_file} ({exc}); "
+                "enroll again with a new token"
+            ) from exc
+    return context
 
 
 DesiredHandler = Callable[[DesiredState], None]

@@ -29,12 +29,12 @@ class BrokerConfigFiles:
     tls: BrokerTlsFiles
 
 
-def render_broker_config(template: str, paths: Mapping[str, Path]) -> str:
-    """The template with every `<key> <path>` line whose key is in `paths` pointing there."""
+def render_broker_config(template: str, values: Mapping[str, str | Path]) -> str:
+    """The template with every `<key> <value>` line whose key is in `values` set to it."""
     lines = []
     for line in template.splitlines():
         key = line.split(maxsplit=1)[0] if line.strip() else ""
-        lines.append(f"{key} {paths[key]}" if key in paths else line)
+        lines.append(f"{key} {values[key]}" if key in values else line)
     return "\n".join(lines) + "\n"
 
 
@@ -85,11 +85,13 @@ def write_broker_config(
     out: Path,
     template: Path,
     hostnames: Sequence[str],
+    client_certs: bool = False,
 ) -> BrokerConfigFiles:
     """Write edgefleet.conf, passwd, acl, ca.crt, server.crt and server.key into `out`.
 
     The CA is the one at settings.ca_cert_file/ca_key_file (created there when absent); the
-    broker's certificate is issued afresh for `hostnames` plus localhost.
+    broker's certificate is issued afresh for `hostnames` plus localhost. With `client_certs`
+    the device listener also requires the client certificate devices get at enrollment.
     """
     settings = settings.model_copy(
         update={"broker_password_file": out / "passwd", "broker_acl_file": out / "acl"}
@@ -102,13 +104,14 @@ def write_broker_config(
         acl_file=settings.acl_file,
         tls=tls,
     )
-    paths = {
+    values: dict[str, str | Path] = {
+        "require_certificate": "true" if client_certs else "false",
         "password_file": files.password_file,
         "acl_file": files.acl_file,
         "cafile": tls.ca_file,
         "certfile": tls.cert_file,
         "keyfile": tls.key_file,
     }
-    write_atomic(files.config, render_broker_config(template.read_text(), paths), mode=0o644)
+    write_atomic(files.config, render_broker_config(template.read_text(), values), mode=0o644)
     write_broker_files(session, settings)
     return files

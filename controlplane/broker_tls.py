@@ -3,7 +3,8 @@
 `edgefleet-cp broker-config` creates the CA once (or uses the operator's CA certificate and
 key at the configured paths), issues the broker a server certificate for the names devices
 dial, and writes both next to the broker config. Enrollment hands the CA certificate (PEM) to
-every device, so `mqtts://` needs no public CA and no manual copying.
+every device, so `mqtts://` needs no public CA and no manual copying, and signs the client
+certificate request the device made (its private key never leaves the device).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.broker_auth import write_atomic
@@ -26,6 +27,9 @@ _LOGGER = logging.getLogger(__name__)
 
 CA_VALIDITY = timedelta(days=3650)
 SERVER_VALIDITY = timedelta(days=825)  # what browsers and most TLS stacks still accept
+DEVICE_VALIDITY = timedelta(days=825)
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 256
 CLOCK_SKEW = timedelta(minutes=5)  # devices whose clocks run a little behind still connect
 CA_COMMON_NAME = "EdgeFleet MQTT CA"
 CA_CERT_FILE = "ca.crt"
@@ -100,13 +104,21 @@ def create_ca(common_name: str = CA_COMMON_NAME) -> CertificateAuthority:
 
 def load_or_create_ca(cert_file: Path, key_file: Path) -> CertificateAuthority:
     """The CA at these paths (the operator's, or one made earlier), created when both are absent."""
+    existing = load_ca(cert_file, key_file)
+    if existing is not None:
+        return existing
+    ca = create_ca()
+    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(key_file, _key_pem(ca.key), mode=0o600)
+    write_atomic(cert_file, ca.pem(), mode=0o644)
+    _LOGGER.info("created the fleet's MQTT CA in %s", cert_file)
+    return ca
+
+
+def load_ca(cert_file: Path, key_file: Path) -> CertificateAuthority | None:
+    """The CA at these paths, or None when neither file exists."""
     if not cert_file.exists() and not key_file.exists():
-        ca = create_ca()
-        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(key_file, _key_pem(ca.key), mode=0o600)
-        write_atomic(cert_file, ca.pem(), mode=0o644)
-        _LOGGER.info("created the fleet's MQTT CA in %s", cert_file)
-        return ca
+        return None
     try:
         certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
         key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
@@ -158,6 +170,49 @@ def issue_server_certificate(
         .sign(ca.key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
+
+
+def check_csr(pem: str) -> str:
+    """`pem` if it is a certificate request with a valid self-signature and a strong key."""
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode())
+    except ValueError as exc:
+        raise ValueError(f"csr is not a PEM certificate signing request ({exc})") from None
+    if not csr.is_signature_valid:
+        raise ValueError("csr's signature does not match its key")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size >= MIN_EC_BITS:
+        return pem
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return pem
+    raise ValueError(f"csr's key must be EC of {MIN_EC_BITS}+ bits or RSA of {MIN_RSA_BITS}+")
+
+
+def issue_device_certificate(ca: CertificateAuthority, csr_pem: str, device_id: str) -> str:
+    """A TLS client certificate (PEM) for the request's key, named after the device.
+
+    Only the key is taken from the request: the subject is the device id the control plane
+    assigned, whatever the request asked for.
+    """
+    csr = x509.load_pem_x509_csr(check_csr(csr_pem).encode())
+    now = _now()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + DEVICE_VALIDITY, ca.certificate.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def write_broker_tls(

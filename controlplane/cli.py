@@ -179,8 +179,9 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
     hostnames = args.hostname or [settings.mqtt_host]
     with migrated_session(settings.database_url) as session:
         files = write_broker_config(
-            session, settings, out=out, template=template, hostnames=hostnames
-        )
+            session, settings, out=out, template=template, hostnames=hostnames,
+            client_certs=args.client_certs,
+        )  # fmt: skip
     print(f"wrote {files.config}, passwd, acl and the TLS listener's certificate for "
           f"{', '.join(hostnames)} (CA {settings.ca_cert_file}); point the control plane at them "
           f"with EDGEFLEET_CP_BROKER_PASSWORD_FILE={files.password_file} "
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", action="append",
                    help="a name or address devices dial the broker by, for its TLS certificate "
                    "(repeatable; default EDGEFLEET_CP_MQTT_HOST)")
+    p.add_argument("--client-certs", action="store_true",
+                   help="devices must also present the TLS client certificate they got at "
+                   "enrollment (devices enrolled before have none: enroll them again)")
     p.set_defaults(func=cmd_broker_config)
     add_rollouts_parser(sub)
     return parser

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BeforeValidator, field_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from controlplane.broker_tls import check_csr
 from models.protocol import utcnow as utcnow  # one clock for the whole control plane
 
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
@@ -158,6 +159,16 @@ class DeviceCreate(DeviceBase):
     token: str = Field(min_length=1, max_length=200)
     hardware: dict[str, Any] = Field(default_factory=dict)
     device_class: str | None = Field(default=None, max_length=100)  # type: ignore[assignment]
+    csr: str | None = Field(
+        default=None, max_length=8192,
+        description="PEM certificate signing request for the device's MQTT client "
+        "certificate (the private key stays on the device)",
+    )
+
+    @field_validator("csr")
+    @classmethod
+    def _csr(cls, value: str | None) -> str | None:
+        return None if value is None else check_csr(value)
 
 
 class DeviceUpdate(SQLModel):

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from controlplane import crud
 from controlplane.broker_auth import hash_password
 from controlplane.broker_sync import sync_broker
-from controlplane.broker_tls import read_ca_pem
+from controlplane.broker_tls import issue_device_certificate, load_ca, read_ca_pem
 from controlplane.core.config import Settings
 from controlplane.db_models import DeviceCreate
 from controlplane.security import ARTIFACT_TOKEN_PREFIX, hash_token, new_device_id, new_secret
@@ -39,6 +39,11 @@ class MqttCredentials(BaseModel):
         description="PEM CA certificate that signs the broker's TLS certificate; null when "
         "TLS is off or the broker's certificate is publicly trusted",
     )
+    client_cert_pem: str | None = Field(
+        default=None,
+        description="the device's TLS client certificate (PEM, subject = device id), issued "
+        "from the request it sent; null when it sent none or the control plane has no CA",
+    )
 
 
 class ArtifactAccess(BaseModel):
@@ -66,12 +71,19 @@ def enroll_device(
 ) -> EnrollmentResponse:
     """Claim the token, create the device, add it to the broker; EnrollmentRefused if invalid."""
     ca_pem = read_ca_pem(settings.ca_cert_file) if settings.mqtt_tls else None  # before claiming
+    ca = load_ca(settings.ca_cert_file, settings.ca_key_file) if request.csr else None
+    if request.csr and ca is None:
+        _LOGGER.warning("no MQTT CA (run `edgefleet-cp broker-config`): enrolling a device "
+                        "without the client certificate it asked for")  # fmt: skip
     token = crud.claim_enrollment_token(session, secret=request.token)
     if token is None:
         session.rollback()
         raise EnrollmentRefused("enrollment token is unknown, already used or expired")
     device_id = new_device_id()
     mqtt_password = new_secret()
+    client_cert_pem = (
+        issue_device_certificate(ca, request.csr, device_id) if ca and request.csr else None
+    )
     artifact_token = new_secret(ARTIFACT_TOKEN_PREFIX)
     hw_class = request.hardware.get("device_class")
     device_class = request.device_class or (hw_class if isinstance(hw_class, str) else "")
@@ -104,6 +116,7 @@ def enroll_device(
             client_id=device_id,
             topic_prefix=f"{TOPIC_PREFIX}/devices/{device_id}",
             ca_pem=ca_pem,
+            client_cert_pem=client_cert_pem,
         ),
         artifacts=ArtifactAccess(base_url=artifacts_url(settings), token=artifact_token),
         signing_public_key=signing.public_key,

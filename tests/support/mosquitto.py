@@ -65,11 +65,13 @@ class MosquittoBroker:
         extra_config: str = "",
         template: Path = SHIPPED_CONFIG,
         tls: BrokerTlsFiles | None = None,
+        client_certs: bool = False,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.device_port = free_port()
         self.tls = tls
+        self.client_certs = client_certs  # the device listener requires one (with tls only)
         self.anonymous = anonymous
         self.extra_config = extra_config
         self.template = template
@@ -129,6 +131,7 @@ class MosquittoBroker:
             replace={
                 **dict.fromkeys(_OVERRIDDEN - {"listener"}),
                 **{key: str(tls_files[key]) if key in tls_files else None for key in TLS_KEYS},
+                "require_certificate": "true" if tls and self.client_certs else None,
             },
             extra=extra,
         )
