@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, field_validator
+from pydantic import AwareDatetime, BeforeValidator, StrictBool, StrictInt, field_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -80,7 +80,7 @@ class ApiTokenBase(SQLModel):
 
 
 class ApiTokenCreate(ApiTokenBase):
-    expires_in_days: int | None = Field(
+    expires_in_days: StrictInt | None = Field(
         default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS,
         description="days until the token stops working; null: never",
     )
@@ -118,7 +118,7 @@ class EnrollmentTokenBase(SQLModel):
 
 
 class EnrollmentTokenCreate(EnrollmentTokenBase):
-    ttl_seconds: int = Field(default=3600, gt=0, le=2**31 - 1)
+    ttl_seconds: StrictInt = Field(default=3600, gt=0, le=2**31 - 1)
 
 
 class EnrollmentToken(EnrollmentTokenBase, table=True):
@@ -246,7 +246,7 @@ class ModelVersion(ModelVersionBase, table=True):
 
 class ModelImport(SQLModel):
     path: str = Field(min_length=1, description="model directory on the control plane host")
-    resign: bool = False
+    resign: StrictBool = False
 
 
 class ModelVersionPublic(ModelVersionBase):

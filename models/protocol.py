@@ -65,7 +65,8 @@ def _clip_text(value: object) -> object:
     return value
 
 
-def _in_range(value: datetime) -> datetime:
+def check_time_range(value: datetime) -> datetime:
+    """`value` when it lies between EARLIEST and LATEST (naive means UTC); else ValueError."""
     try:
         utc = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(
             timezone.utc
@@ -110,7 +111,7 @@ def _finite_values(value: dict[str, float]) -> dict[str, float]:
 
 Ident = Annotated[str, Field(max_length=IDENT_MAX_CHARS), AfterValidator(_no_nul)]
 Detail = Annotated[str, BeforeValidator(_clip_text), Field(max_length=DETAIL_MAX_CHARS)]
-Timestamp = Annotated[datetime, AfterValidator(_in_range)]
+Timestamp = Annotated[datetime, AfterValidator(check_time_range)]
 JsonObject = Annotated[dict[str, object], AfterValidator(_bounded_json)]
 Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Count64 = Annotated[int, Field(ge=0, le=INT64_MAX)]

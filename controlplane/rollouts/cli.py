@@ -9,7 +9,7 @@ from typing import Any
 
 from controlplane.core.config import Settings
 from controlplane.core.db import migrated_session
-from controlplane.db_models import parse_labels
+from controlplane.db_models import as_utc, parse_labels
 from controlplane.enrollment import artifacts_url
 from controlplane.rollouts import service
 from controlplane.rollouts.models import RolloutCreate
@@ -34,7 +34,7 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> None:
             waves=[Wave.parse(w) for w in _list(args.waves)],
             success_threshold=args.success_threshold, failure_threshold=args.failure_threshold,
             require_approval=args.require_approval, device_timeout_s=args.device_timeout,
-            start_at=datetime.fromisoformat(args.start_at) if args.start_at else None,
+            start_at=as_utc(datetime.fromisoformat(args.start_at)) if args.start_at else None,
         )  # fmt: skip
     except ValueError as exc:
         raise SystemExit(f"edgefleet-cp: {exc}") from exc

@@ -12,11 +12,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
-from models.protocol import EventKind
+from models.protocol import INT32_MAX, EventKind, check_time_range
+
+MAX_DEVICE_TIMEOUT_S = 7 * 86400.0  # longest a device may take for one rollout step
 
 
 class DeviceRolloutState(str, Enum):
@@ -72,8 +84,8 @@ _WAVE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 class Wave(BaseModel):
     """One wave: the cumulative share of the targets reached once it is done."""
 
-    percent: float | None = Field(default=None, gt=0, le=100)
-    count: int | None = Field(default=None, ge=1)
+    percent: StrictFloat | None = Field(default=None, gt=0, le=100)
+    count: StrictInt | None = Field(default=None, ge=1, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _one_of(self) -> Wave:
@@ -115,17 +127,17 @@ class Strategy(BaseModel):
     """How a rollout proceeds."""
 
     waves: list[Wave] = Field(default_factory=lambda: [Wave(percent=100)], min_length=1)
-    success_threshold: float = Field(
+    success_threshold: StrictFloat = Field(
         default=1.0, ge=0, le=1, description="share of a wave that must succeed to advance"
     )
-    failure_threshold: float = Field(
+    failure_threshold: StrictFloat = Field(
         default=0.2, gt=0, le=1, description="share of dispatched devices failing that aborts"
     )
-    require_approval: bool = Field(
+    require_approval: StrictBool = Field(
         default=False, description="pause after each wave until an operator resumes"
     )
-    device_timeout_s: float = Field(default=900.0, gt=0)
-    start_at: datetime | None = None
+    device_timeout_s: StrictFloat = Field(default=900.0, gt=0, le=MAX_DEVICE_TIMEOUT_S)
+    start_at: Annotated[AwareDatetime, AfterValidator(check_time_range)] | None = None
 
     @field_validator("waves")
     @classmethod

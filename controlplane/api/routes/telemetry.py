@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from sqlmodel import Session
 
 from controlplane import crud
@@ -17,7 +19,7 @@ from controlplane.errors import ApiError
 from controlplane.telemetry_models import FleetSummary, TelemetrySeries
 from controlplane.telemetry_store import TelemetryQueryError, series, to_utc
 from controlplane.telemetry_summary import fleet_summary
-from models.protocol import Timestamp, utcnow
+from models.protocol import check_time_range, utcnow
 
 router = APIRouter(tags=["telemetry"])
 
@@ -27,12 +29,22 @@ MAX_POINTS = 10_000
 
 MAX_BUCKET_S = 10 * 366 * 86400
 
-# Times between 1970 and 2200 (models.protocol.Timestamp); no offset means UTC.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("use an RFC 3339 time with its offset, e.g. 2026-11-30T12:00:00Z")
+    return value
+
+
+# RFC 3339 with an offset, between 1970 and 2200 (as device times are).
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(check_time_range)]
 FromQuery = Annotated[
-    Timestamp | None, Query(alias="from", description="start (ISO 8601); default: to - 1 h")
+    QueryTime | None, Query(alias="from", description="start (RFC 3339); default: to - 1 h")
 ]
 ToQuery = Annotated[
-    Timestamp | None, Query(description="end, exclusive (ISO 8601); default: now")
+    QueryTime | None, Query(description="end, exclusive (RFC 3339); default: now")
 ]
 MetricQuery = Annotated[str, Query(description="tokens_per_s, ttft_ms, cpu_percent, ...")]
 BucketQuery = Annotated[

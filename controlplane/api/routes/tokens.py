@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from pydantic import StrictInt
 from sqlmodel import Field, SQLModel
 
 from controlplane import crud
@@ -29,7 +30,7 @@ TokenId = Annotated[int, Path(ge=1, le=INT32_MAX, description="the token's id")]
 class ApiTokenRotate(SQLModel):
     """Body of a rotation: the new token's term."""
 
-    expires_in_days: int | None = Field(
+    expires_in_days: StrictInt | None = Field(
         default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS,
         description="days until the new token stops working; null: never",
     )
