@@ -70,6 +70,7 @@ def control_plane(
         "EDGEFLEET_CP_DATABASE_URL": database_url,
         "EDGEFLEET_CP_PORT": str(port),
         "EDGEFLEET_CP_MQTT_CP_PASSWORD": env.pop("mqtt_password", "bench-cp"),
+        "EDGEFLEET_CP_ENROLL_RATE_PER_MINUTE": "0",  # the bench enrolls its whole fleet at once
         **{f"EDGEFLEET_CP_{k.upper()}": v for k, v in env.items()},
     }
     proc = subprocess.Popen(

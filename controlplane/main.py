@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.api.inputs import RejectNul
 from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
-from controlplane.api.rate_limit import ENROLL_BURST, ENROLL_PER_MINUTE, TokenBucketLimiter
+from controlplane.api.rate_limit import ENROLL_BURST, TokenBucketLimiter
 from controlplane.bridge import run_bridge
 from controlplane.broker_sync import sync_broker
 from controlplane.commands import run_command_results
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.enroll_limiter = TokenBucketLimiter(
-        burst=ENROLL_BURST, per_minute=ENROLL_PER_MINUTE
+        burst=ENROLL_BURST, per_minute=settings.enroll_rate_per_minute
     )
     install_error_handlers(app)
     app.include_router(api_router)

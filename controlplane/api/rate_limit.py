@@ -12,8 +12,8 @@ from fastapi import Request
 
 from controlplane.errors import ApiError
 
-ENROLL_BURST = 20  # enrollments one client address may make at once...
-ENROLL_PER_MINUTE = 30.0  # ...and then this many a minute
+ENROLL_BURST = 20  # enrollments one client address may make at once, then
+# Settings.enroll_rate_per_minute (30 by default) a minute
 MAX_CLIENTS = 10_000  # buckets kept; full (idle) ones are forgotten first
 
 
