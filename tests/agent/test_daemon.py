@@ -8,7 +8,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.daemon import AgentNode, NodeOptions, _mqtt_override
 from agent.enroll import ArtifactAccess, Enrollment, MqttAccess
+from agent.mqtt_identity import new_client_request, save_client_certificate
 from agent.runtime import ModelRuntime
+from controlplane.broker_tls import create_ca, issue_device_certificate
 from models.protocol import DesiredModel, DesiredState
 from models.signing import public_key_b64
 from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
@@ -54,3 +56,19 @@ def test_mqtt_url_override() -> None:
     assert _mqtt_override("mqtt://broker.lan:8883") == ("broker.lan", 8883, False)
     assert _mqtt_override("mqtts://broker.lan") == ("broker.lan", 8883, True)
     assert _mqtt_override(None) == (None, None, None)
+
+
+def test_mqtts_url_and_the_enrolled_tls_identity_reach_the_connection(tmp_path: Path) -> None:
+    key, ca, data = Ed25519PrivateKey.generate(), create_ca(), tmp_path / "agent"
+    save_client_certificate(data, issue_device_certificate(ca, new_client_request(data), "dev-1"))
+    enrolled = enrollment(key)
+    enrolled.mqtt.ca_pem = ca.pem()  # enrolled for plaintext (tls false), the URL says mqtts
+    host, port, tls = _mqtt_override("mqtts://broker.lan")
+    options = NodeOptions(data_dir=data, engine_factory=fake_engines(), select=pick_first,
+                          hardware={}, mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
+                          telemetry_interval_s=0, check_memory=False)  # fmt: skip
+    built = AgentNode(enrolled, ModelRuntime(), options)
+    built.outbox.close()
+    settings = built.mqtt.settings
+    assert (settings.host, settings.port, settings.tls) == ("broker.lan", 8883, True)
+    assert settings.ca_pem == ca.pem() and settings.client_cert_file and settings.client_key_file
