@@ -7,11 +7,19 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, StrictBool, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.broker_tls import check_csr
+from models.protocol import check_json_object
 from models.protocol import utcnow as utcnow  # one clock for the whole control plane
 
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
@@ -157,7 +165,9 @@ class DeviceCreate(DeviceBase):
     """What the agent sends to /enroll."""
 
     token: str = Field(min_length=1, max_length=200)
-    hardware: dict[str, Any] = Field(default_factory=dict)
+    hardware: Annotated[dict[str, Any], AfterValidator(check_json_object)] = Field(
+        default_factory=dict, description="the hwprobe profile; at most 64 KiB of JSON"
+    )
     device_class: str | None = Field(default=None, max_length=100)  # type: ignore[assignment]
     csr: str | None = Field(
         default=None, max_length=8192,

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.api.inputs import RejectNul
+from controlplane.api.inputs import CleanInput
 from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
 from controlplane.api.rate_limit import ENROLL_BURST, TokenBucketLimiter
@@ -71,6 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     install_dashboard(app)
-    app.add_middleware(RejectNul)
+    app.add_middleware(CleanInput)
     app.add_middleware(RequestLimit)
     return app

@@ -90,7 +90,8 @@ def _walk_json(value: object) -> None:
             _walk_json(item)
 
 
-def _bounded_json(value: dict[str, object]) -> dict[str, object]:
+def check_json_object(value: dict[str, object]) -> dict[str, object]:
+    """`value` when it is plain JSON of at most JSON_MAX_BYTES without NUL; else ValueError."""
     try:
         size = len(json.dumps(value, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:
@@ -112,7 +113,7 @@ def _finite_values(value: dict[str, float]) -> dict[str, float]:
 Ident = Annotated[str, Field(max_length=IDENT_MAX_CHARS), AfterValidator(_no_nul)]
 Detail = Annotated[str, BeforeValidator(_clip_text), Field(max_length=DETAIL_MAX_CHARS)]
 Timestamp = Annotated[datetime, AfterValidator(check_time_range)]
-JsonObject = Annotated[dict[str, object], AfterValidator(_bounded_json)]
+JsonObject = Annotated[dict[str, object], AfterValidator(check_json_object)]
 Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Count64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Metric = Annotated[float, Field(allow_inf_nan=False, ge=-METRIC_ABS_MAX, le=METRIC_ABS_MAX)]

@@ -116,3 +116,15 @@ def test_database_errors_never_show_their_parameters(db_url: str) -> None:
     finally:
         engine.dispose()
     assert secret not in str(caught.value)
+
+
+def test_oversized_json_bodies_and_hardware_are_refused(
+    cp_client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    token = enrollment_token(cp_client, admin_headers)
+    huge = {"token": token, "hardware": {"blob": "x" * (2 << 20)}}
+    assert_error(cp_client.post("/api/v1/enroll", json=huge), 413, "too_large")
+    big = {"token": token, "hardware": {"blob": "x" * (100 << 10)}}  # under the body cap
+    assert_error(cp_client.post("/api/v1/enroll", json=big), 422, "validation_error")
+    ok = cp_client.post("/api/v1/enroll", json={"token": token, "hardware": HARDWARE})
+    assert ok.status_code == 201, ok.text  # the refused tries did not use the token up
