@@ -30,9 +30,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError, StatementError
 from sqlmodel import Session, col, select
 
-from controlplane import crud
 from controlplane.db_models import Device
 from controlplane.ingest_counters import BridgeStats, save_counts
+from controlplane.telemetry_states import record_states
 from controlplane.telemetry_store import insert_samples, sample_rows, to_utc
 from models import protocol
 
@@ -274,43 +274,15 @@ class IngestWriter:
                     .where(or_(col(Device.last_seen).is_(None), col(Device.last_seen) < when))
                     .values(last_seen=when)
                 )
-            counts["stale_states"] += self._record_states(session, list(states.values()))
+            counts["stale_states"] += record_states(session, [
+                (item.device_id, item.message, item.received_at) for item in states.values()
+                if isinstance(item.message, protocol.DeviceState)
+            ])  # fmt: skip
             session.commit()
         counts["persisted"] += len(accepted)
         for key, amount in counts.items():
             self._stats.incr(key, amount)
         return accepted
-
-    def _record_states(self, session: Session, items: list[Inbound]) -> int:
-        """Fold the batch's states into its transaction (one SELECT, one executemany UPDATE);
-        returns how many were older than the stored state and skipped."""
-        if not items:
-            return 0
-        stored = dict(
-            session.execute(
-                select(Device.id, Device.state).where(
-                    col(Device.id).in_([item.device_id for item in items])
-                )
-            ).all()
-        )
-        reports: list[crud.StateReport] = []
-        stale = 0
-        for item in items:
-            state = item.message
-            assert isinstance(state, protocol.DeviceState)
-            if state.online and _is_older(state, stored.get(item.device_id) or {}):
-                stale += 1
-                continue
-            # An offline state (the Last Will) was written at connect time: it must not move
-            # last_seen forward.
-            seen_at = item.received_at if state.online else min(item.received_at,
-                                                                to_utc(state.ts))  # fmt: skip
-            reports.append(crud.StateReport(
-                device_id=item.device_id, online=state.online,
-                state=state.model_dump(mode="json"), seen_at=seen_at,
-            ))  # fmt: skip
-        crud.mark_device_states(session, reports=reports)
-        return stale
 
 
 def _describe(exc: BaseException) -> str:
@@ -320,13 +292,3 @@ def _describe(exc: BaseException) -> str:
         return type(exc).__name__
     first = str(cause).splitlines()[0][:200] if str(cause) else ""
     return f"{type(cause).__name__}: {first}"
-
-
-def _is_older(state: protocol.DeviceState, stored: dict[str, Any]) -> bool:
-    """True when a redelivered state is older than the stored one by both seq and time."""
-    try:
-        stored_seq = int(stored.get("seq", -1))
-        stored_ts = to_utc(datetime.fromisoformat(str(stored["ts"])))
-    except (KeyError, TypeError, ValueError):
-        return False
-    return state.seq < stored_seq and to_utc(state.ts) < stored_ts
