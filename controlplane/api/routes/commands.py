@@ -11,12 +11,15 @@ from controlplane.api.deps import OperatorDep, SessionDep, ViewerDep
 from controlplane.command_models import DeviceCommandCreate, DeviceCommandPublic
 from controlplane.commands import CommandRefused, send_command
 from controlplane.crud.commands import command_to_public, get_command, list_commands
-from controlplane.errors import ApiError
+from controlplane.errors import UNAVAILABLE, ApiError
 
 router = APIRouter(tags=["commands"])
 
 
-@router.post("/devices/{device_id}/commands", status_code=201, response_model=DeviceCommandPublic)
+@router.post(
+    "/devices/{device_id}/commands", status_code=201, response_model=DeviceCommandPublic,
+    responses=UNAVAILABLE,
+)
 def create_command(
     device_id: str,
     body: DeviceCommandCreate,
