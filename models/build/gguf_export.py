@@ -26,7 +26,10 @@ _REASON_LINES = 30
 def _failure_reason(lines: deque[str]) -> str:
     """The converter's own error line (an exception's last line), else its last line."""
     text = [line.strip() for line in lines if line.strip()]
-    for line in reversed(text):
+    for i in range(len(text) - 1, -1, -1):
+        line = text[i]
+        if line.endswith("Error") and i > 0:  # a bare `assert`: the failing source line says why
+            return f"{line} at `{text[i - 1]}`"
         if "Error" in line.split(":", 1)[0] or line.startswith("ERROR"):
             return line
     return text[-1] if text else "no output"
