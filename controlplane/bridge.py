@@ -17,6 +17,7 @@ import logging
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -47,6 +48,7 @@ KEEPALIVE_S = 30
 SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we are away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
 DEVICE_ID_MAX_CHARS = 64  # the device.id column
+INVALID_LOG_INTERVAL_S = 60.0  # one warning per device this often about its invalid messages
 PUBLISH_IN_FLIGHT = 1000  # our QoS 1 publishes awaiting PUBACK (paho's default, 20, throttles
 # a wave of desired states to one broker round trip per 20 messages)
 
@@ -93,6 +95,7 @@ class MqttBridge:
         self.host, self.port, self.group = host, port, group
         self.client_id = client_id or f"edgefleet-cp-{secrets.token_hex(8)}"
         self._stats = BridgeStats()
+        self._invalid_logged: dict[str, float] = {}  # device id -> when its last warning went out
         self._handlers: dict[str, list[Handler]] = {}
         self._connect_handlers: list[Callable[[], None]] = []
         self._generation = 0
@@ -247,7 +250,14 @@ class MqttBridge:
 
     def _reject_invalid(self, msg: mqtt.MQTTMessage, why: str, *, device_id: str = "") -> None:
         self._stats.incr("invalid", device_id=device_id)
-        _LOGGER.warning("dropped invalid message on %s: %s", msg.topic[:200], why)
+        # One warning per device a minute: a flood of bad messages must not flood the log too.
+        now, last = time.monotonic(), self._invalid_logged.get(device_id)
+        if last is None or now - last >= INVALID_LOG_INTERVAL_S:
+            self._invalid_logged[device_id] = now
+            _LOGGER.warning("dropped invalid message on %s: %s (more from this device are "
+                            "counted, logged at debug level for a minute)", msg.topic[:200], why)
+        else:
+            _LOGGER.debug("dropped invalid message on %s: %s", msg.topic[:200], why)
         self._ack(msg.mid, msg.qos, self._generation)
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:

@@ -7,6 +7,7 @@ with messages that slipped past validation.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,8 +102,10 @@ def counters(client: TestClient, headers: dict[str, str]) -> dict[tuple[str, str
 
 
 def test_poison_flood_from_one_device_does_not_stop_ingestion(
-    fleet_client: TestClient, publisher: Publisher, admin_headers: dict[str, str]
+    fleet_client: TestClient, publisher: Publisher, admin_headers: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="controlplane.bridge")
     goods = 0
     infos = []
     for i in range(1, FLOOD + 1):
@@ -122,6 +125,8 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
     health = fleet_client.get("/api/v1/health").json()
     assert health["status"] == "ok", health
     assert health["ingest"]["dropped_total"]["invalid"] == FLOOD
+    warned = [r for r in caplog.records if "dropped invalid message" in r.getMessage()]
+    assert len(warned) == 1  # counted, not logged 2,100 times
 
 
 @pytest.mark.parametrize(
