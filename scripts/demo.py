@@ -1,6 +1,6 @@
 """The README demo: a broker, a control plane, one real agent, a rollout and a chat completion.
 
-    python scripts/demo.py [--once] [--state-dir DIR]
+    python scripts/demo.py [--once] [--state-dir DIR] [--all-variants]
 
 Starts Mosquitto (the shipped config on a free port), the control plane on SQLite, turns
 SmolLM2-135M-Instruct (a real model, fetched once into the model cache) into a signed model
@@ -8,7 +8,8 @@ directory with `edgefleet-models build FILE.gguf` (kept under the state dir, so 
 the same --state-dir reuses it), starts an agent, enrolls it, rolls the model out to it, asks
 it a factual question through its OpenAI endpoint and prints the answer, the dashboard
 address and an admin token. Ctrl-C stops everything. With --once (or EDGEFLEET_DEMO_ONCE=1)
-it exits 0 when the answer is right and non-zero with the reason otherwise.
+it exits 0 when the answer is right and non-zero with the reason otherwise. --all-variants
+builds SmolLM2's Hugging Face checkpoint into every variant the pipeline can make instead.
 """
 
 from __future__ import annotations
@@ -149,26 +150,35 @@ class Demo:
         }  # fmt: skip
 
 
-def build_demo_model(state: Path) -> Path:
-    """SmolLM2-135M-Instruct as a signed model directory, built once per state dir."""
-    out = state / "models" / DEMO_MODEL
+def build_demo_model(state: Path, *, all_variants: bool) -> Path:
+    """SmolLM2-135M-Instruct as a signed model directory, built once per state dir.
+
+    By default its GGUF is signed as it is (seconds); with `all_variants` its Hugging Face
+    checkpoint is built into every variant the pipeline can make (minutes).
+    """
+    out = state / "models" / (f"{DEMO_MODEL}-all" if all_variants else DEMO_MODEL)
     if (out / "manifest.json").is_file() and (out / "manifest.sig").is_file():
         return out
-    from models.real_models import SMOLLM2, RealModelError, fetch_gguf
+    from models.real_models import SMOLLM2, RealModelError, fetch_gguf, hf_checkpoint
 
     try:
-        gguf = fetch_gguf(SMOLLM2)
+        src = hf_checkpoint(SMOLLM2) if all_variants else fetch_gguf(SMOLLM2)
     except RealModelError as exc:
         raise DemoError(f"cannot fetch {SMOLLM2.filename}: {exc}") from exc
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
-    build = [sys.executable, "-m", "models.cli", "build", str(gguf), "--out", str(staging),
-             "--name", DEMO_MODEL, "--version", DEMO_VERSION,
+    build = [sys.executable, "-m", "models.cli", "build", str(src), "--out", str(staging),
+             "--name", DEMO_MODEL, "--version", DEMO_VERSION + ("-all" if all_variants else ""),
              "--key", str(state / "demo-signing-key.pem")]  # fmt: skip
+    if all_variants:
+        build.append("--keep-going")  # sign what built; the rest is named on stderr
     done = subprocess.run(build, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
-        raise DemoError(f"edgefleet-models build {gguf.name} failed: {done.stderr.strip()[-800:]}")
+        raise DemoError(f"edgefleet-models build {src.name} failed: {done.stderr.strip()[-800:]}")
+    for line in done.stderr.splitlines():
+        if line.startswith("not built:"):
+            print(f"  {line}")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)
     return out
@@ -195,15 +205,16 @@ def run(args: argparse.Namespace) -> int:
         wait_for("the control plane", lambda: http.get("/api/v1/rollouts").status_code == 200, 60)
         print(f"control plane at {url}")
 
-        print(f"building (or reusing) {DEMO_MODEL} from its GGUF ...")
+        source = "checkpoint into every variant" if args.all_variants else "GGUF"
+        print(f"building (or reusing) {DEMO_MODEL} from its {source} ...")
         from models.manifest import Manifest
 
-        model_dir = build_demo_model(state)
+        model_dir = build_demo_model(state, all_variants=args.all_variants)
         manifest = Manifest.load(model_dir)
         resp = http.post("/api/v1/models/import", json={"path": str(model_dir), "resign": True})
         if resp.status_code not in (201, 409):
             raise DemoError(f"model import failed: {resp.text}")
-        print(f"registered {manifest.ref}")
+        print(f"registered {manifest.ref}: {', '.join(v.id for v in manifest.variants)}")
 
         enroll_token = http.post("/api/v1/enrollment-tokens",
                                  json={"labels": {"site": "demo"}}).json()["token"]  # fmt: skip
@@ -277,6 +288,10 @@ def main() -> int:
                         default=os.environ.get("EDGEFLEET_DEMO_ONCE") == "1",
                         help="exit after the chat completion (0 on success)")  # fmt: skip
     parser.add_argument("--state-dir", help="where to keep state and logs (default: a temp dir)")
+    parser.add_argument("--all-variants", action="store_true",
+                        help="build SmolLM2's Hugging Face checkpoint into every variant the "
+                        "pipeline can (GGUF, ONNX, OpenVINO; minutes) instead of signing its "
+                        "GGUF as it is")  # fmt: skip
     return run(parser.parse_args())
 
 
