@@ -68,8 +68,10 @@ def _clip_text(value: object) -> object:
 def check_time_range(value: datetime) -> datetime:
     """`value` when it lies between EARLIEST and LATEST (naive means UTC); else ValueError."""
     try:
-        utc = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(
-            timezone.utc
+        utc = (
+            value.replace(tzinfo=timezone.utc)
+            if value.tzinfo is None
+            else value.astimezone(timezone.utc)
         )
     except OverflowError:
         utc = EARLIEST - (LATEST - EARLIEST)  # out of range either way
