@@ -98,8 +98,8 @@ def measure(engine_name: str, path: Path, args: argparse.Namespace) -> dict[str,
     """Load once, warm up, then the best of `repeats` runs per figure."""
     engine = create_engine(engine_name)
     started = time.perf_counter()
-    engine.load(path, LoadOptions(context_length=args.prompt_tokens + args.tokens + 64,
-                                  threads=args.threads))  # fmt: skip
+    context = max(2048, args.prompt_tokens + args.tokens + 64)  # the agent's default or more
+    engine.load(path, LoadOptions(context_length=context, threads=args.threads))
     load_s = time.perf_counter() - started
     list(engine.generate("Hello", SamplingParams(max_tokens=4, temperature=0.0)))
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0, repeat_penalty=1.0)
