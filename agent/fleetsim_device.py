@@ -67,15 +67,25 @@ class FleetStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Degradation:
+    """How a model serves worse than the device's baseline (injected by rollout tests)."""
+
+    speed: float = 1.0  # decode tok/s and 1/TTFT are multiplied by this
+    error_rate: float = 0.0  # share of requests that fail
+
+
 def synthetic_sample(device: SimulatedDevice) -> TelemetrySample:
-    """Plausible numbers around a per-device baseline."""
-    base = device.baseline_tps
+    """Plausible numbers around a per-device baseline, worse while a degradation is active."""
+    base = device.baseline_tps * device.degradation.speed
+    requests = random.randint(1, 5)
+    failed = sum(random.random() < device.degradation.error_rate for _ in range(requests))
     return TelemetrySample(
         tokens_per_s=round(random.gauss(base, base * 0.05), 2),
-        ttft_ms=round(random.gauss(80.0, 8.0), 2),
-        requests=random.randint(0, 5),
+        ttft_ms=round(random.gauss(80.0, 8.0) / device.degradation.speed, 2),
+        requests=requests,
         queue_depth=random.randint(0, 2),
-        errors=0,
+        errors=failed,
         cpu_percent=round(random.uniform(20.0, 80.0), 1),
         mem_used_bytes=random.randint(800, 1200) * 1024 * 1024,
         temperature_c=round(random.uniform(40.0, 70.0), 1),
@@ -94,6 +104,7 @@ class SimulatedDevice:
         self.state_seq = 0
         self.telemetry_seq = 0
         self.baseline_tps = random.uniform(20.0, 60.0)
+        self.degradation = Degradation()
         self.connected = asyncio.Event()
         self._stopping = False
         self._backoff = RECONNECT_MIN_S

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 
-from agent.fleetsim_device import SimulatedDevice
+from agent.fleetsim_device import Degradation, SimulatedDevice
 from models.protocol import ActiveModel, DesiredState, EventKind, RolloutEvent
 
 DEFAULT_VARIANT = "gguf-q4_0"
@@ -27,9 +28,12 @@ class RolloutBehaviour:
         download_s: tuple[float, float] = (0.2, 1.0),
         *,
         rng: random.Random | None = None,
+        degrade: Mapping[str, Degradation] | None = None,
     ) -> None:
         self.fail_p, self.health_fail_p, self.download_s = fail_p, health_fail_p, download_s
         self._rng = rng or random.Random()
+        # `name:version` -> how that model serves once active (it passes its health check)
+        self.degrade = dict(degrade or {})
 
     async def __call__(self, device: SimulatedDevice, desired: DesiredState) -> None:
         """Carry out `desired` on `device`: events, then the new state (or the old model)."""
@@ -37,6 +41,11 @@ class RolloutBehaviour:
             return
         target = desired.models[0]
         ref = f"{target.name}:{target.version}"
+        current = device.active
+        if current is not None and (current.name, current.version) == (target.name, target.version):
+            device.desired_version = desired.version  # already serving it (a revert, say)
+            device.publish_state()
+            return
 
         def event(kind: EventKind, detail: str = "") -> None:
             device.publish_event(RolloutEvent(
@@ -58,6 +67,7 @@ class RolloutBehaviour:
             event("active")
             active = ActiveModel(name=target.name, version=target.version,
                                  variant=DEFAULT_VARIANT, engine=DEFAULT_ENGINE)  # fmt: skip
+            device.degradation = self.degrade.get(ref, Degradation())
             device.set_active(active, desired_version=desired.version)
             return
         device.desired_version = desired.version

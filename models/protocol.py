@@ -150,6 +150,24 @@ class DeviceState(Message):
     hardware_digest: Ident = ""
     active: ActiveModel | None = None
     desired_version: Count32 = Field(default=0, description="last desired version applied")
+    settings: JsonObject | None = Field(
+        default=None, description="agent settings in effect (AgentSettings fields)"
+    )
+    settings_error: Detail = Field(default="", description="why the last settings were refused")
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+PROBE_MAX_TOKENS: Final = 256
+
+
+class ProbePrompt(BaseModel):
+    """One fixed prompt of a quality probe and the answer it must produce."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=DETAIL_MAX_CHARS)]
+    expect: Annotated[str, Field(max_length=DETAIL_MAX_CHARS)] = Field(
+        description="the answer must contain this text (case and surrounding space ignored)"
+    )
+    max_tokens: int = Field(default=32, ge=1, le=PROBE_MAX_TOKENS)
 
 
 class DesiredModel(BaseModel):
@@ -164,6 +182,35 @@ class DesiredModel(BaseModel):
         "None means the manifest's own directory",
     )
     rollout_id: str | None = None
+    probe: list[ProbePrompt] = Field(
+        default_factory=list, max_length=16,
+        description="quality probe: prompts whose greedy answers must match at the health check",
+    )  # fmt: skip
+
+
+class AgentSettings(BaseModel):
+    """Agent settings the control plane may set remotely; None leaves the local value."""
+
+    model_config = {"extra": "forbid"}
+
+    parallel: int | None = Field(default=None, ge=1, le=64, description="request slots")
+    keep_alive_s: float | None = Field(
+        default=None, ge=-1, le=7 * 86400, description="idle unload after; -1 never, 0 at once"
+    )
+    telemetry_interval_s: float | None = Field(default=None, ge=1, le=3600)
+    log_level: LogLevel | None = None
+    api_key_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="the REST API key, as its SHA-256 (the key itself never crosses MQTT)",
+    )  # fmt: skip
+
+
+class AgentRelease(BaseModel):
+    """An agent version the control plane wants the device to run."""
+
+    version: Ident
+    release_url: str = Field(max_length=2048, description="URL of the signed release.json")
+    rollout_id: str | None = None
 
 
 class DesiredState(Message):
@@ -171,6 +218,8 @@ class DesiredState(Message):
 
     version: int = Field(ge=0)
     models: list[DesiredModel] = Field(default_factory=list)
+    agent: AgentRelease | None = Field(default=None, description="None: keep the running agent")
+    settings: AgentSettings | None = Field(default=None, description="None: local settings")
 
 
 EventKind = Literal[
@@ -226,7 +275,7 @@ class Command(Message):
     """`cmd`: a request the device answers on `cmd/result`."""
 
     request_id: str
-    command: Literal["benchmark", "reprobe", "restart-engine"]
+    command: Literal["benchmark", "reprobe", "restart-engine", "logs"]
     args: dict[str, object] = Field(default_factory=dict)
 
 

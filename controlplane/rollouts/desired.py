@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from controlplane.db_models import utcnow
 from controlplane.rollouts.models import DeviceDesired
-from models.protocol import DesiredModel, DesiredState, device_topic
+from models.protocol import AgentRelease, AgentSettings, DesiredModel, DesiredState, device_topic
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ _BUMP = (
             models=bindparam("b_models", type_=_TABLE.c.models.type),
             updated_at=bindparam("b_at", type_=_TABLE.c.updated_at.type))
 )  # fmt: skip
+_BUMP_FIELD = {
+    name: update(_TABLE)
+    .where(_TABLE.c.device_id == bindparam("b_id"))
+    .values({"version": bindparam("b_version"),
+             name: bindparam("b_value", type_=_TABLE.c[name].type),
+             "updated_at": bindparam("b_at", type_=_TABLE.c.updated_at.type)})
+    for name in ("agent", "settings")
+}  # fmt: skip
 _MARK_PUBLISHED = (
     update(_TABLE)
     .where(_TABLE.c.device_id == bindparam("b_id"))
@@ -100,6 +108,55 @@ def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> 
     return versions
 
 
+def set_agent_many(session: Session, agents: Mapping[str, dict[str, Any] | None]) -> dict[str, int]:
+    """Store the desired agent release per device (None: keep what runs); caller commits."""
+    return _set_field(session, "agent", agents)
+
+
+def set_settings(session: Session, device_id: str, settings: AgentSettings | None) -> int:
+    """Store the desired agent settings of one device; its new desired version."""
+    value = settings.model_dump(mode="json", exclude_none=True) if settings else None
+    return _set_field(session, "settings", {device_id: value})[device_id]
+
+
+def _set_field(
+    session: Session, name: str, values: Mapping[str, dict[str, Any] | None]
+) -> dict[str, int]:
+    now = utcnow()
+    versions: dict[str, int] = {}
+    for part in chunks(list(values)):
+        stored = dict(
+            session.execute(
+                select(_TABLE.c.device_id, _TABLE.c.version).where(_TABLE.c.device_id.in_(part))
+            ).all()
+        )
+        bumps, news = [], []
+        for device_id in part:
+            if device_id in stored:
+                versions[device_id] = stored[device_id] + 1
+                bumps.append({"b_id": device_id, "b_version": versions[device_id],
+                              "b_value": values[device_id], "b_at": now})  # fmt: skip
+            else:
+                versions[device_id] = 1
+                news.append({"device_id": device_id, "version": 1, "models": [],
+                             name: values[device_id], "published_version": 0,
+                             "updated_at": now})  # fmt: skip
+        if bumps:
+            session.execute(_BUMP_FIELD[name], bumps)
+        if news:
+            session.execute(insert(_TABLE), news)
+    return versions
+
+
+def message_of(version: int, models: Any, agent: Any, settings: Any) -> DesiredState:
+    """The desired message from a stored row's columns."""
+    return DesiredState(
+        version=version, models=[DesiredModel.model_validate(m) for m in models or []],
+        agent=AgentRelease.model_validate(agent) if agent else None,
+        settings=AgentSettings.model_validate(settings) if settings else None,
+    )  # fmt: skip
+
+
 class DesiredPublisher:
     """Sends every desired state the broker lacks, never waiting for an acknowledgement.
 
@@ -117,18 +174,23 @@ class DesiredPublisher:
         """Publish pending desired states; returns how many acknowledgements were recorded."""
         acked = self._collect(session)
         rows = session.execute(
-            select(_TABLE.c.device_id, _TABLE.c.version, _TABLE.c.models)
+            select(
+                _TABLE.c.device_id,
+                _TABLE.c.version,
+                _TABLE.c.models,
+                _TABLE.c.agent,
+                _TABLE.c.settings,
+            )
             .where(_TABLE.c.published_version < _TABLE.c.version)
             .limit(limit + len(self._in_flight))
         ).all()
         sent = 0
         now = time.monotonic()
-        for device_id, version, models in rows:
+        for device_id, version, models, agent, settings in rows:
             flying = self._in_flight.get(device_id)
             if (flying is not None and flying[0] == version) or sent >= limit:
                 continue
-            msg = DesiredState(version=version,
-                               models=[DesiredModel.model_validate(m) for m in models])  # fmt: skip
+            msg = message_of(version, models, agent, settings)
             confirm = self._publish(device_topic(device_id, "desired"), msg)
             if confirm is None:
                 break  # the broker is away: the rest waits for a later step
@@ -152,4 +214,3 @@ class DesiredPublisher:
             session.execute(_MARK_PUBLISHED, done)
             session.commit()
         return len(done)
-

@@ -20,8 +20,9 @@ from sqlmodel.sql.expression import SelectOfScalar
 from controlplane.db_models import Device, DeviceLabel, as_utc
 from controlplane.rollouts import desired
 from controlplane.rollouts.desired import chunks
-from controlplane.rollouts.events import apply_events, reconcile_states, set_state
+from controlplane.rollouts.events import SOAKING, apply_events, reconcile_states, set_state
 from controlplane.rollouts.models import Rollout, RolloutDevice
+from controlplane.rollouts.soak import SOAK_FAILED, settle_soaks
 from controlplane.rollouts.strategy import (
     TERMINAL_STATES,
     DeviceRolloutState,
@@ -79,6 +80,8 @@ def _step(session: Session, rollout: Rollout, now: datetime) -> None:
         return
     _join_late(session, rollout, now)
     _dispatch(session, rollout, now)
+    if strategy.soak_s > 0:
+        settle_soaks(session, rollout, now)
     per_wave: dict[int, list[DeviceRolloutState]] = {}
     grouped = session.execute(
         select(_RD.c.wave, _RD.c.state, func.count())
@@ -222,6 +225,7 @@ def _time_out(session: Session, rollout_id: str, now: datetime, timeout_s: float
     session.execute(
         update(_RD)
         .where(_RD.c.rollout_id == rollout_id, _RD.c.state == S.IN_PROGRESS.value,
+               _RD.c.sub_status != SOAKING,  # a soak ends by its own window
                _RD.c.dispatched_at < now - timedelta(seconds=timeout_s))
         .values(state=S.TIMED_OUT.value, detail=f"no result within {timeout_s:g} s",
                 updated_at=now)
@@ -238,8 +242,9 @@ def revert(
 ) -> None:
     """Stop the rollout; queued devices are canceled, the others get their previous model."""
     rollout.status, rollout.reason, rollout.finished_at = status.value, reason, now
+    # A device whose soak failed was reverted then; it is not sent its old model twice.
     back = [r for r in rows if r.state not in (S.QUEUED.value, S.CANCELED.value)
-            and r.desired_version is not None]  # fmt: skip
+            and r.desired_version is not None and r.sub_status != SOAK_FAILED]  # fmt: skip
     models = {
         r.device_id: [DesiredModel.model_validate({**m, "rollout_id": rollout.id})
                       for m in r.previous_models]

@@ -25,6 +25,7 @@ from controlplane.rollouts.strategy import (
 from models.protocol import RolloutEvent
 
 S = DeviceRolloutState
+SOAKING = "soaking"  # active, and its telemetry is watched until the soak window ends
 RECONCILE_AFTER_S = 10.0
 _REVERTED = (RolloutStatus.ABORTED.value, RolloutStatus.ROLLED_BACK.value)
 # A failed device's detail says why it failed; the revert's own steps must not overwrite it.
@@ -67,6 +68,8 @@ def _apply(row: RolloutDevice, rollout: Rollout | None, event: RolloutEvent, now
         if not event_applies(DeviceRolloutState(row.state), event.kind):
             return False
         state, sub = state_for_event(event.kind)
+        if state is S.SUCCEEDED and rollout is not None and _soaks(rollout):
+            state, sub, row.activated_at = S.IN_PROGRESS, SOAKING, now  # the driver judges it
         set_state(row, state, sub, event.detail, now)
         if event.bytes_total:
             row.detail = event.detail or f"{event.bytes_done or 0}/{event.bytes_total} bytes"
@@ -92,6 +95,7 @@ def reconcile_states(
             select(RolloutDevice)
             .where(col(RolloutDevice.device_id).in_(part))
             .where(RolloutDevice.state == S.IN_PROGRESS.value)
+            .where(RolloutDevice.sub_status != SOAKING)
             .execution_options(populate_existing=True)
         ).all()
     rollouts = _rollouts(session, {r.rollout_id for r in rows})
@@ -106,13 +110,22 @@ def reconcile_states(
         active = state.get("active") if isinstance(state.get("active"), dict) else None
         serving = active and (active.get("name"), active.get("version")) == (
             rollout.model_name, rollout.model_version)  # fmt: skip
-        if serving:
+        if rollout.kind == "agent":
+            serving = state.get("agent_version") == rollout.model_version
+        if serving and _soaks(rollout):
+            set_state(row, S.IN_PROGRESS, SOAKING, "settled from the device's state", now)
+            row.activated_at = now
+        elif serving:
             set_state(row, S.SUCCEEDED, "active", "settled from the device's state", now)
         else:
             set_state(row, S.FAILED, "kept_previous", "device applied it but kept its model", now)
         session.add(row)
         settled += 1
     return settled
+
+
+def _soaks(rollout: Rollout) -> bool:
+    return float(rollout.strategy.get("soak_s") or 0) > 0
 
 
 def _rows(

@@ -1,4 +1,4 @@
-"""Rollout tables and API schemas (Alembic revision 0003_rollouts owns the schema)."""
+"""Rollout tables and API schemas (Alembic revisions 0003_rollouts and 0006_fleet_ops)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from controlplane.rollouts.strategy import Selector, Strategy
 
 
 class Rollout(SQLModel, table=True):
-    """One model version going out to the devices a selector matches."""
+    """One model version (or agent release) going out to the devices a selector matches."""
 
     __tablename__ = "rollout"
 
     id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(
+        default="model", sa_type=String(16), sa_column_kwargs={"server_default": "model"}
+    )
     model_name: str = Field(max_length=200, index=True)
     model_version: str = Field(max_length=100)
     manifest_url: str = Field(sa_type=Text)
@@ -58,6 +61,7 @@ class RolloutDevice(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     dispatched_at: datetime | None = optional_time()
+    activated_at: datetime | None = optional_time()  # start of its soak window
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
@@ -71,6 +75,8 @@ class DeviceDesired(SQLModel, table=True):
     models: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    agent: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     published_version: int = 0
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -89,7 +95,10 @@ class ControllerLease(SQLModel, table=True):
 class RolloutCreate(SQLModel):
     """What an operator posts to start a rollout."""
 
-    model: str = Field(description="`name:version` of a model in the registry")
+    model: str = Field(
+        default="", description="`name:version` of a model in the registry (or give `agent`)"
+    )
+    agent: str = Field(default="", description="an agent release version in the registry")
     selector: Selector = Field(default_factory=Selector)
     strategy: Strategy = Field(default_factory=Strategy)
 
@@ -110,6 +119,7 @@ class RolloutPublic(SQLModel):
     """The API view of a rollout."""
 
     id: str
+    kind: str = "model"
     model: str
     manifest_url: str
     selector: dict[str, Any]
@@ -135,6 +145,7 @@ class RolloutDevicePublic(SQLModel):
     detail: str
     desired_version: int | None
     dispatched_at: UtcDateTime | None
+    activated_at: UtcDateTime | None = None
     updated_at: UtcDateTime
 
 

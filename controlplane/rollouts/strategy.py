@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from models.protocol import INT32_MAX, EventKind, check_time_range
+from controlplane.rollouts.health import MAX_SOAK_S, HealthBounds
+from models.protocol import INT32_MAX, EventKind, ProbePrompt, check_time_range
 
 MAX_DEVICE_TIMEOUT_S = 7 * 86400.0  # longest a device may take for one rollout step
 
@@ -138,6 +139,17 @@ class Strategy(BaseModel):
     )
     device_timeout_s: StrictFloat = Field(default=900.0, gt=0, le=MAX_DEVICE_TIMEOUT_S)
     start_at: Annotated[AwareDatetime, AfterValidator(check_time_range)] | None = None
+    soak_s: StrictFloat = Field(
+        default=0.0, ge=0, le=MAX_SOAK_S,
+        description="after a device reports active, watch its telemetry this long (0 = off)",
+    )  # fmt: skip
+    health: HealthBounds = Field(
+        default_factory=HealthBounds, description="regression bounds applied during the soak"
+    )
+    quality_probe: list[ProbePrompt] = Field(
+        default_factory=list, max_length=16,
+        description="fixed prompts the device answers at its health check; answers must match",
+    )  # fmt: skip
 
     @field_validator("waves")
     @classmethod
