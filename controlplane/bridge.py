@@ -36,6 +36,7 @@ from controlplane.broker_sync import (
     control_plane_mqtt_password,
     share_group,
 )
+from controlplane.errors import BridgeError
 from controlplane.ingest_counters import BridgeStats
 from controlplane.telemetry_ingest import Inbound, IngestWriter, WriterStatus
 from models import protocol
@@ -62,10 +63,6 @@ INBOUND_SCHEMAS: dict[str, type[BaseModel]] = {
 }
 
 Handler = Callable[[str, BaseModel], None]
-
-
-class BridgeError(Exception):
-    """The bridge could not do what was asked (e.g. publish while the broker is gone)."""
 
 
 def leaf_of(topic: str) -> str | None:

@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from controlplane.errors import BrokerAuthError
+
 _LOGGER = logging.getLogger(__name__)
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd writes by default
@@ -27,10 +29,6 @@ _SALT_BYTES = 12
 _HASH_BYTES = 64
 _USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 TOPIC_ROOT = "ef/v1"
-
-
-class BrokerAuthError(Exception):
-    """The broker's password/ACL files could not be written or the broker not reloaded."""
 
 
 def hash_password(password: str, *, iterations: int = PBKDF2_ITERATIONS) -> str:

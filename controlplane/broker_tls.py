@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.broker_auth import write_atomic
+from controlplane.errors import BrokerTlsError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ CA_COMMON_NAME = "EdgeFleet MQTT CA"
 CA_CERT_FILE = "ca.crt"
 SERVER_CERT_FILE = "server.crt"
 SERVER_KEY_FILE = "server.key"
-
-
-class BrokerTlsError(Exception):
-    """The CA or the broker certificate could not be loaded, created or written."""
 
 
 @dataclass(frozen=True)

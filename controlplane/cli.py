@@ -15,18 +15,16 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane import crud, db_models
-from controlplane.bridge import BridgeError
-from controlplane.broker_auth import BrokerAuthError
 from controlplane.broker_config import write_broker_config
-from controlplane.broker_tls import BrokerTlsError
 from controlplane.command_link import CommandLink, await_result
 from controlplane.command_models import CommandName, DeviceCommandCreate
-from controlplane.commands import CommandRefused, send_command
+from controlplane.commands import send_command
 from controlplane.core.config import Settings
-from controlplane.core.db import DatabaseUrlError, check_database, migrate, migrated_session
+from controlplane.core.db import check_database, migrate, migrated_session
 from controlplane.crud.commands import command_to_public, record_command_result
 from controlplane.db_models import Role
-from controlplane.registry import ImportRefused, import_model
+from controlplane.errors import CliError, ControlPlaneError
+from controlplane.registry import import_model
 from controlplane.rollouts.cli import add_rollouts_parser
 from controlplane.signing_key import load_signing_identity
 
@@ -35,10 +33,6 @@ SHIPPED_BROKER_CONFIG = (
 )
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
 
 
 def parse_ttl(text: str) -> timedelta:
@@ -129,17 +123,11 @@ def cmd_device_command(settings: Settings, args: argparse.Namespace) -> None:
         spec = DeviceCommandCreate(command=args.name, args=json.loads(args.args))
     except ValueError as exc:
         raise CliError(f"--args: {exc}") from exc
-    try:
-        link = CommandLink(settings, args.device_id)
-    except BridgeError as exc:
-        raise CliError(str(exc)) from exc
+    link = CommandLink(settings, args.device_id)
     try:
         with migrated_session(settings.database_url) as session:
-            try:
-                row = send_command(session, bridge=link, device_id=args.device_id, spec=spec,
-                                   created_by="cli")  # fmt: skip
-            except CommandRefused as exc:
-                raise CliError(exc.message) from exc
+            row = send_command(session, bridge=link, device_id=args.device_id, spec=spec,
+                               created_by="cli")  # fmt: skip
             if not args.wait:
                 print(row.request_id)
                 return
@@ -159,15 +147,10 @@ def cmd_device_command(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_models_import(settings: Settings, args: argparse.Namespace) -> None:
     with migrated_session(settings.database_url) as session:
-        try:
-            manifest, row = import_model(
-                session, settings=settings, signing=load_signing_identity(settings),
-                model_dir=Path(args.dir), resign=args.resign,
-            )
-        except ImportRefused as exc:
-            raise CliError(exc.reason) from exc
-        except crud.ModelVersionExists as exc:
-            raise CliError(f"model {exc} is already registered") from exc
+        manifest, row = import_model(
+            session, settings=settings, signing=load_signing_identity(settings),
+            model_dir=Path(args.dir), resign=args.resign,
+        )
     print(f"imported {manifest.ref} ({row.size_bytes} bytes, signed by key {row.key_id})")
 
 
@@ -258,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
         args.func(settings, args)
-    except (CliError, BrokerAuthError, BrokerTlsError, DatabaseUrlError) as exc:
-        print(f"edgefleet-cp: {exc}", file=sys.stderr)
+    except ControlPlaneError as exc:
+        print(f"edgefleet-cp: {exc.message}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         print(f"edgefleet-cp: invalid EDGEFLEET_CP_* setting: {exc}", file=sys.stderr)

@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import BaseModel, ValidationError
 
-from controlplane.bridge import BridgeError
 from controlplane.broker_sync import control_plane_mqtt_password
 from controlplane.core.config import Settings
+from controlplane.errors import BridgeError
 from models.protocol import CommandResult, device_topic
 
 CONNECT_TIMEOUT_S = 10.0

@@ -18,9 +18,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from controlplane import crud
-from controlplane.bridge import BridgeError, Handler
+from controlplane.bridge import Handler
 from controlplane.command_models import DeviceCommand, DeviceCommandCreate
 from controlplane.crud.commands import create_command, record_command_result
+from controlplane.errors import ApiError, BridgeError
 from models.protocol import Command, CommandResult, device_topic
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,14 +37,6 @@ class CommandPublisher(Protocol):
         ...
 
 
-class CommandRefused(Exception):
-    """A command that cannot be sent: the status, code and message the API answers."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 def send_command(
     session: Session,
     *,
@@ -52,19 +45,19 @@ def send_command(
     spec: DeviceCommandCreate,
     created_by: str,
 ) -> DeviceCommand:
-    """Store the command and publish it to the device; CommandRefused when it cannot go out."""
+    """Store the command and publish it to the device; ApiError when it cannot go out."""
     device = crud.get_device(session, device_id=device_id)
     if device is None:
-        raise CommandRefused(404, "device_not_found", f"no device {device_id!r}")
+        raise ApiError(404, "device_not_found", f"no device {device_id!r}")
     if device.revoked_at is not None:
         why = f"device {device_id} is revoked; it can no longer receive commands"
-        raise CommandRefused(409, "device_revoked", why)
+        raise ApiError(409, "device_revoked", why)
     if bridge is None:
         why = "the MQTT bridge is off (EDGEFLEET_CP_MQTT_ENABLED=false); commands need it"
-        raise CommandRefused(503, "mqtt_disabled", why)
+        raise ApiError(503, "mqtt_disabled", why)
     if not bridge.connected.is_set():
         why = "the control plane is not connected to the MQTT broker; retry shortly"
-        raise CommandRefused(503, "broker_unavailable", why)
+        raise ApiError(503, "broker_unavailable", why)
     row = create_command(session, device_id=device_id, command=spec.command, args=spec.args,
                          created_by=created_by)  # fmt: skip
     message = Command(request_id=row.request_id, command=spec.command, args=spec.args)
@@ -74,7 +67,7 @@ def send_command(
         record_command_result(session, device_id=device_id, result=CommandResult(
             request_id=row.request_id, ok=False, error=f"not sent: {exc}"))  # fmt: skip
         session.commit()
-        raise CommandRefused(503, "broker_unavailable", str(exc)) from exc
+        raise ApiError(503, "broker_unavailable", str(exc)) from exc
     return row
 
 

@@ -13,15 +13,12 @@ from controlplane.broker_sync import sync_broker
 from controlplane.broker_tls import issue_device_certificate, load_ca, read_ca_pem
 from controlplane.core.config import Settings
 from controlplane.db_models import DeviceCreate
+from controlplane.errors import EnrollmentRefused
 from controlplane.security import ARTIFACT_TOKEN_PREFIX, hash_token, new_device_id, new_secret
 from controlplane.signing_key import SigningIdentity
 from models.protocol import TOPIC_PREFIX
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class EnrollmentRefused(Exception):
-    """The enrollment token is unknown, used or expired."""
 
 
 class MqttCredentials(BaseModel):
@@ -78,7 +75,10 @@ def enroll_device(
     token = crud.claim_enrollment_token(session, secret=request.token)
     if token is None:
         session.rollback()
-        raise EnrollmentRefused("enrollment token is unknown, already used or expired")
+        raise EnrollmentRefused(
+            "enrollment token is unknown, already used or expired; "
+            "ask an operator for a new one (edgefleet-cp enroll-token)"
+        )
     device_id = new_device_id()
     mqtt_password = new_secret()
     client_cert_pem = (

@@ -1,136 +1,126 @@
-"""The API's one error shape, `{"error": {"code": ..., "message": ...}}`, for every status."""
+"""The control plane's one exception tree: every error it raises on purpose.
+
+    ControlPlaneError            status, code and message; the API answers them as they are
+    ├── ApiError                 a request refused with its own status and code
+    ├── CliError                 a command-line argument that cannot be used (400)
+    ├── ConfigurationError       a setting cannot be used
+    │   └── DatabaseUrlError     EDGEFLEET_CP_DATABASE_URL malformed or its driver missing
+    ├── DatabaseUnavailable      the database does not answer (503)
+    ├── BrokerError              the broker side (503)
+    │   ├── BridgeError          the bridge could not publish or connect
+    │   ├── BrokerAuthError      password/ACL files not written or the broker not reloaded
+    │   └── BrokerTlsError       the CA or a certificate not loaded, created or written
+    ├── EnrollmentRefused        the enrollment token is unknown, used or expired (401)
+    ├── ImportRefused            a model directory that cannot be imported (400)
+    ├── ModelVersionExists       name:version is already registered (409)
+    ├── TelemetryQueryError      a telemetry query the store cannot answer (422)
+    └── LoginRequired            the dashboard has no valid token cookie (401, a redirect)
+
+Third-party errors (sqlalchemy, paho, cryptography) are translated once, where they are met,
+with `raise ...Error(...) from exc`. The API has one handler for the tree
+(controlplane/api/errors.py) and `edgefleet-cp` one catch (controlplane/cli.py).
+"""
 
 from __future__ import annotations
 
-import logging
-import traceback
-from http import HTTPStatus
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy.exc import DataError, SQLAlchemyError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+class ControlPlaneError(Exception):
+    """Base of the tree: an HTTP status, a stable code and a message that says what to do."""
 
-_LOGGER = logging.getLogger(__name__)
+    status: int = 500
+    code: str = "internal_error"
 
-_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-    416: "range_not_satisfiable", 422: "validation_error", 429: "too_many_requests",
-}
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong: a stable code and a message that says what to do."""
-
-    code: str
-    message: str
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
 
 
-class ErrorBody(BaseModel):
-    """The envelope of every error answer."""
-
-    error: ErrorDetail
-
-
-# Documented on every route (api/main.py): any 4xx answer carries the envelope, 422 included.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorBody, "description": "refused; the body says why and what to do"},
-}
-UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorBody, "description": "a service this needs (MQTT) is not available"},
-}
-
-
-class ApiError(Exception):
-    """An error answered with its status, a stable code and a message that says what to do."""
+class ApiError(ControlPlaneError):
+    """A request refused with its own status and code (routes, rollouts, commands)."""
 
     def __init__(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        super().__init__(message, status=status, code=code, headers=headers)
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    """The error envelope."""
-    return {"error": {"code": code, "message": message}}
+class CliError(ControlPlaneError):
+    """A command-line argument that cannot be used: printed as one line, exit status 2."""
+
+    status, code = 400, "bad_request"
 
 
-def _reply(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+class ConfigurationError(ControlPlaneError):
+    """A setting cannot be used; the message names it."""
+
+    code = "configuration_error"
 
 
-async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return _reply(exc.status, exc.code, exc.message, exc.headers)
+class DatabaseUrlError(ConfigurationError):
+    """EDGEFLEET_CP_DATABASE_URL cannot be used: malformed, or its driver is not installed."""
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _CODES.get(exc.status_code, "error")
-    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    headers = dict(exc.headers or {})
-    if exc.status_code == 405:
-        headers["Allow"] = ", ".join(_allowed_methods(request))
-    return _reply(exc.status_code, code, message, headers or None)
+class DatabaseUnavailable(ControlPlaneError):
+    """The database does not answer; the ingest batch waits instead of being dropped."""
+
+    status, code = 503, "database_unavailable"
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    # Starlette names only the first route that matched the path; a path served by several
-    # routes (GET and POST /tokens) allows the methods of all of them.
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _child = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+class BrokerError(ControlPlaneError):
+    """Something on the MQTT broker's side failed."""
+
+    status, code = 503, "broker_unavailable"
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
-    return _reply(422, "validation_error", "; ".join(parts) or "invalid request")
+class BridgeError(BrokerError):
+    """The bridge could not do what was asked (e.g. publish while the broker is gone)."""
 
 
-async def _data_error(request: Request, exc: Exception) -> JSONResponse:
-    # A value the database cannot store that validation let through; the statement and its
-    # parameters stay out of the log (they may hold credentials).
-    orig = getattr(exc, "orig", None)
-    _LOGGER.warning("database refused a value on %s %s: %s", request.method, request.url.path,
-                    type(orig or exc).__name__)  # fmt: skip
-    return _reply(422, "validation_error",
-                  "a value is out of the range the database can store; check numbers, "
-                  "dates and text")  # fmt: skip
+class BrokerAuthError(BrokerError):
+    """The broker's password/ACL files could not be written or the broker not reloaded."""
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, SQLAlchemyError):
-        # The database's message can quote stored values (a duplicate key's hash): log where
-        # it failed and the error's class, not its text.
-        orig = getattr(exc, "orig", None)
-        _LOGGER.error("database error on %s %s: %s (SQLSTATE %s)\n%s", request.method,
-                      request.url.path, type(orig or exc).__name__,
-                      getattr(orig, "sqlstate", None),
-                      "".join(traceback.format_tb(exc.__traceback__)))  # fmt: skip
-    else:
-        _LOGGER.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _reply(500, "internal_error", "internal error; the control plane log has the details")
+class BrokerTlsError(BrokerError):
+    """The CA or the broker certificate could not be loaded, created or written."""
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error the app can raise through the one envelope."""
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DataError, _data_error)
-    app.add_exception_handler(Exception, _unexpected)
+class EnrollmentRefused(ControlPlaneError):
+    """The enrollment token is unknown, used or expired."""
+
+    status, code = 401, "invalid_enrollment_token"
+
+
+class ImportRefused(ControlPlaneError):
+    """The model directory cannot be imported; the message says why and what to do."""
+
+    status, code = 400, "model_rejected"
+
+
+class ModelVersionExists(ControlPlaneError):
+    """The registry already holds this name:version."""
+
+    status, code = 409, "model_version_exists"
+
+
+class TelemetryQueryError(ControlPlaneError):
+    """A telemetry query the store cannot answer; the message says what to change."""
+
+    status, code = 422, "validation_error"
+
+
+class LoginRequired(ControlPlaneError):
+    """No valid token cookie: the dashboard sends the browser to the login page."""
+
+    status, code = 401, "login_required"

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from controlplane import crud
 from controlplane.core.config import Settings
 from controlplane.db_models import ModelVersion
+from controlplane.errors import ImportRefused, ModelVersionExists
 from controlplane.signing_key import SigningIdentity
 from models.errors import ModelsError
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
@@ -17,14 +18,6 @@ from models.signing import ManifestSignature, key_id, sign_manifest, verify_mani
 from models.store import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class ImportRefused(Exception):
-    """The model directory cannot be imported; `reason` says why and what to do."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:
@@ -65,7 +58,9 @@ def import_model(
         manifest_bytes = (model_dir / MANIFEST_FILE).read_bytes()
         signature_bytes = signature.model_dump_json(indent=2).encode()
         if crud.get_model_version(session, name=manifest.name, version=manifest.version):
-            raise crud.ModelVersionExists(manifest.ref)
+            raise ModelVersionExists(
+                f"model {manifest.ref} is already registered; give the new build another version"
+            )
         store.import_model_dir(model_dir, None)  # copies and checks every file's sha256
         if resign:
             store.add_manifest(manifest_bytes, signature_bytes, signing.trusted)

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError, StatementError
 from sqlmodel import Session, col, select
 
 from controlplane.db_models import Device
+from controlplane.errors import DatabaseUnavailable
 from controlplane.ingest_counters import BridgeStats, save_counts
 from controlplane.telemetry_states import record_states
 from controlplane.telemetry_store import insert_samples, sample_rows, to_utc
@@ -45,10 +46,6 @@ QUEUE_PUT_TIMEOUT_S = 1.0
 COUNTER_SAVE_INTERVAL_S = 1.0  # an idle writer saves new drop counts this often
 RETRY_MIN_S = 0.5  # while the database does not answer, retry a batch after this...
 RETRY_MAX_S = 10.0  # ...doubling up to this
-
-
-class DatabaseUnavailable(Exception):
-    """The database does not answer; the batch waits instead of being dropped."""
 
 
 @dataclass
@@ -165,7 +162,7 @@ class IngestWriter:
             accepted = self.write(items)
         except Exception as exc:
             if not self._database_answers():
-                raise DatabaseUnavailable from exc
+                raise DatabaseUnavailable("the database does not answer; the batch waits") from exc
             if len(items) == 1:
                 self._quarantine(items[0], exc)
                 return

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
+from controlplane.errors import TelemetryQueryError
 from controlplane.telemetry_models import (
     METRICS,
     TelemetryHourly,
@@ -29,10 +30,6 @@ from models import protocol
 HOUR_S = 3600
 _RAW = TelemetrySample.__table__  # type: ignore[attr-defined]
 _HOURLY = TelemetryHourly.__table__  # type: ignore[attr-defined]
-
-
-class TelemetryQueryError(ValueError):
-    """A telemetry query the store cannot answer; the message says what to change."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controlplane.errors import error_body
+from controlplane.api.errors import error_body
 
 # A JSON `\u0000` escape not itself escaped (an even run of backslashes before it).
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from controlplane.api.errors import ERROR_RESPONSES
 from controlplane.api.routes import (
     artifacts,
     commands,
@@ -16,7 +17,6 @@ from controlplane.api.routes import (
     tokens,
     utils,
 )
-from controlplane.errors import ERROR_RESPONSES
 
 api_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 api_router.include_router(utils.router)

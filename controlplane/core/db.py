@@ -16,13 +16,11 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session, create_engine
 
+from controlplane.errors import DatabaseUrlError
+
 _LOGGER = logging.getLogger(__name__)
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
-
-
-class DatabaseUrlError(ValueError):
-    """EDGEFLEET_CP_DATABASE_URL cannot be used: malformed, or its driver is not installed."""
 
 
 def sqlite_path(database_url: str) -> Path | None:

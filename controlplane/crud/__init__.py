@@ -18,7 +18,6 @@ from controlplane.crud.devices import (
     update_device,
 )
 from controlplane.crud.models import (
-    ModelVersionExists,
     create_model_version,
     get_model_version,
     list_models,
@@ -36,7 +35,7 @@ from controlplane.crud.tokens import (
 )
 
 __all__ = [
-    "ModelVersionExists", "StateReport", "mark_device_states",
+    "StateReport", "mark_device_states",
     "broker_credentials", "claim_enrollment_token", "create_api_token", "create_device",
     "create_enrollment_token", "create_model_version", "delete_device",
     "get_api_token_by_secret", "get_device", "get_device_by_artifact_token",

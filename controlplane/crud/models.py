@@ -8,11 +8,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from controlplane.db_models import Model, ModelPublic, ModelVersion, ModelVersionPublic
+from controlplane.errors import ModelVersionExists
 from models.manifest import Manifest
 
 
-class ModelVersionExists(Exception):
-    """The registry already holds this name:version."""
+def _registered(ref: str) -> str:
+    return f"model {ref} is already registered; give the new build another version"
 
 
 def create_model_version(
@@ -37,7 +38,7 @@ def create_model_version(
     ).first()
     if existing is not None:
         session.rollback()
-        raise ModelVersionExists(manifest.ref)
+        raise ModelVersionExists(_registered(manifest.ref))
     size = sum(f.size for f in {f.path: f for v in manifest.variants for f in v.files}.values())
     row = ModelVersion(
         model_id=model.id,
@@ -52,7 +53,7 @@ def create_model_version(
         session.commit()
     except IntegrityError as exc:  # a concurrent import of the same version won
         session.rollback()
-        raise ModelVersionExists(manifest.ref) from exc
+        raise ModelVersionExists(_registered(manifest.ref)) from exc
     session.refresh(row)
     return row
 

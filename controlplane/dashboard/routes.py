@@ -22,7 +22,7 @@ from controlplane.api.deps import SessionDep
 from controlplane.api.routes.devices import parse_selector
 from controlplane.dashboard.hardware import hardware_rows
 from controlplane.db_models import ApiToken
-from controlplane.errors import ApiError
+from controlplane.errors import ApiError, LoginRequired
 from controlplane.telemetry_store import series
 from controlplane.telemetry_summary import fleet_summary
 from models.protocol import utcnow
@@ -39,16 +39,12 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
 
-class LoginRequired(Exception):
-    """No valid token cookie: send the browser to the login page."""
-
-
 def current_viewer(request: Request, session: SessionDep) -> ApiToken:
     """The operator whose token is in the cookie (any role can view)."""
     secret = request.cookies.get(COOKIE, "")
     token = crud.get_api_token_by_secret(session, secret=secret) if secret else None
     if token is None:
-        raise LoginRequired()
+        raise LoginRequired("sign in to see the dashboard")
     return token
 
 

@@ -11,6 +11,7 @@ from controlplane.core.config import Settings
 from controlplane.core.db import migrated_session
 from controlplane.db_models import as_utc, parse_labels
 from controlplane.enrollment import artifacts_url
+from controlplane.errors import CliError
 from controlplane.rollouts import service
 from controlplane.rollouts.models import RolloutCreate
 from controlplane.rollouts.strategy import Selector, Strategy, Wave
@@ -20,7 +21,7 @@ def _labels(text: str) -> dict[str, str]:
     try:
         return parse_labels(text)
     except ValueError as exc:
-        raise SystemExit(f"edgefleet-cp: --labels: {exc}") from exc
+        raise CliError(f"--labels: {exc}") from exc
 
 
 def _list(text: str) -> list[str]:
@@ -37,15 +38,13 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> None:
             start_at=as_utc(datetime.fromisoformat(args.start_at)) if args.start_at else None,
         )  # fmt: skip
     except ValueError as exc:
-        raise SystemExit(f"edgefleet-cp: {exc}") from exc
+        raise CliError(str(exc)) from exc
     selector = Selector(labels=_labels(args.labels), device_classes=_list(args.device_class),
                         device_ids=_list(args.devices))  # fmt: skip
     spec = RolloutCreate(model=args.model, selector=selector, strategy=strategy)
     with migrated_session(settings.database_url) as session:
         url = artifacts_url(settings)
-        rollout = _refusals(
-            lambda: service.create_rollout(session, spec=spec, artifacts_url=url, created_by="cli")
-        )
+        rollout = service.create_rollout(session, spec=spec, artifacts_url=url, created_by="cli")
         print(rollout.id)
 
 
@@ -65,7 +64,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_show(settings: Settings, args: argparse.Namespace) -> None:
     """Show one rollout with per-wave progress and its devices."""
     with migrated_session(settings.database_url) as session:
-        rollout = _refusals(lambda: service.get_rollout(session, args.id))
+        rollout = service.get_rollout(session, args.id)
         public = service.to_public(session, rollout)
         devices = [service.device_to_public(d) for d in service.devices_of(session, args.id)]
     if args.json:
@@ -85,17 +84,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> None:
 def _action(action: str) -> Any:
     def run(settings: Settings, args: argparse.Namespace) -> None:
         with migrated_session(settings.database_url) as session:
-            rollout = _refusals(lambda: service.act(session, args.id, action, args.reason))
+            rollout = service.act(session, args.id, action, args.reason)
         print(f"{rollout.id} {rollout.status}")
 
     return run
-
-
-def _refusals(call: Any) -> Any:
-    try:
-        return call()
-    except service.RolloutRefused as exc:
-        raise SystemExit(f"edgefleet-cp: {exc.message}") from exc
 
 
 def add_rollouts_parser(sub: Any) -> None:

@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from controlplane.api.deps import SessionDep
 from controlplane.dashboard.routes import Viewer, _page
+from controlplane.errors import ApiError
 from controlplane.rollouts import service
 
 router = APIRouter(include_in_schema=False)
@@ -26,7 +27,7 @@ def rollout_page(
     """One rollout: waves and each device's state."""
     try:
         rollout = service.get_rollout(session, rollout_id)
-    except service.RolloutRefused:
+    except ApiError:
         return _page(request, "rollouts.html", viewer, rollouts=[], devices=None)
     devices = [service.device_to_public(d) for d in service.devices_of(session, rollout_id)]
     return _page(request, "rollouts.html", viewer,

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from controlplane.crud.models import get_model_version
 from controlplane.db_models import as_utc, utcnow
+from controlplane.errors import ApiError
 from controlplane.rollouts import driver
 from controlplane.rollouts.models import (
     Rollout,
@@ -22,23 +23,15 @@ from controlplane.rollouts.models import (
 from controlplane.rollouts.strategy import FAILED_STATES, DeviceRolloutState, RolloutStatus
 
 
-class RolloutRefused(Exception):
-    """The request cannot be carried out; `status` and `code` shape the API answer."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 def create_rollout(
     session: Session, *, spec: RolloutCreate, artifacts_url: str, created_by: str
 ) -> Rollout:
     """Record a rollout of a registered model version; the controller starts it."""
     name, sep, version = spec.model.partition(":")
     if not sep or not name or not version:
-        raise RolloutRefused(422, "bad_model", f"model {spec.model!r}: use name:version")
+        raise ApiError(422, "bad_model", f"model {spec.model!r}: use name:version")
     if get_model_version(session, name=name, version=version) is None:
-        raise RolloutRefused(
+        raise ApiError(
             404, "model_not_found", f"model {spec.model} is not in the registry; import it first"
         )
     rollout = Rollout(
@@ -57,7 +50,7 @@ def get_rollout(session: Session, rollout_id: str) -> Rollout:
     """The rollout, or a 404 refusal."""
     rollout = session.get(Rollout, rollout_id)
     if rollout is None:
-        raise RolloutRefused(404, "not_found", f"no rollout {rollout_id}; see `rollouts list`")
+        raise ApiError(404, "not_found", f"no rollout {rollout_id}; see `rollouts list`")
     return rollout
 
 
@@ -97,7 +90,7 @@ def act(session: Session, rollout_id: str, action: str, reason: str = "") -> Rol
     allowed, target = _ACTIONS[action]
     status = RolloutStatus(rollout.status)
     if status not in allowed or target is None:
-        raise RolloutRefused(409, "conflict", f"cannot {action} a rollout that is {status.value}")
+        raise ApiError(409, "conflict", f"cannot {action} a rollout that is {status.value}")
     now = utcnow()
     if action in ("pause", "resume"):
         if action == "resume" and rollout.started_at is None:

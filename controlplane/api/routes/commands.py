@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, Request
 
 from controlplane import crud
 from controlplane.api.deps import OperatorDep, SessionDep, ViewerDep
+from controlplane.api.errors import UNAVAILABLE
 from controlplane.command_models import DeviceCommandCreate, DeviceCommandPublic
-from controlplane.commands import CommandRefused, send_command
+from controlplane.commands import send_command
 from controlplane.crud.commands import command_to_public, get_command, list_commands
-from controlplane.errors import UNAVAILABLE, ApiError
+from controlplane.errors import ApiError
 
 router = APIRouter(tags=["commands"])
 
@@ -28,11 +29,8 @@ def create_command(
     operator: OperatorDep,
 ) -> DeviceCommandPublic:
     """Send a command to the device; its answer fills in the command later."""
-    try:
-        row = send_command(session, bridge=getattr(request.app.state, "bridge", None),
-                           device_id=device_id, spec=body, created_by=operator.name)  # fmt: skip
-    except CommandRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+    row = send_command(session, bridge=getattr(request.app.state, "bridge", None),
+                       device_id=device_id, spec=body, created_by=operator.name)  # fmt: skip
     return command_to_public(row)
 
 

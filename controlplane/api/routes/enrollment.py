@@ -15,7 +15,7 @@ from controlplane.db_models import (
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
 )
-from controlplane.enrollment import EnrollmentRefused, EnrollmentResponse, enroll_device
+from controlplane.enrollment import EnrollmentResponse, enroll_device
 from controlplane.errors import ApiError
 
 router = APIRouter(tags=["enrollment"])
@@ -56,10 +56,4 @@ def enroll(
     body: DeviceCreate, session: SessionDep, settings: SettingsDep, signing: SigningDep
 ) -> EnrollmentResponse:
     """Trade a one-time enrollment token for the device's credentials (docs/controlplane.md)."""
-    try:
-        return enroll_device(session, settings=settings, signing=signing, request=body)
-    except EnrollmentRefused as exc:
-        raise ApiError(
-            401, "invalid_enrollment_token",
-            f"{exc}; ask an operator for a new one (edgefleet-cp enroll-token)",
-        ) from exc
+    return enroll_device(session, settings=settings, signing=signing, request=body)

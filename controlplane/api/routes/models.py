@@ -13,7 +13,7 @@ from controlplane.core.config import Settings
 from controlplane.db_models import ModelImport, ModelPublic, ModelVersionPublic
 from controlplane.enrollment import artifacts_url
 from controlplane.errors import ApiError
-from controlplane.registry import ImportRefused, import_model
+from controlplane.registry import import_model
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -27,18 +27,10 @@ def import_model_dir(
     _op: OperatorDep,
 ) -> ModelVersionPublic:
     """Verify a model directory on this host and add it to the registry (resign: our key)."""
-    try:
-        manifest, _row = import_model(
-            session, settings=settings, signing=signing, model_dir=Path(body.path),
-            resign=body.resign,
-        )
-    except ImportRefused as exc:
-        raise ApiError(400, "model_rejected", exc.reason) from exc
-    except crud.ModelVersionExists as exc:
-        raise ApiError(
-            409, "model_version_exists",
-            f"model {exc} is already registered; give the new build another version",
-        ) from exc
+    manifest, _row = import_model(
+        session, settings=settings, signing=signing, model_dir=Path(body.path),
+        resign=body.resign,
+    )
     return _version(session, settings, manifest.name, manifest.version)
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 from fastapi import APIRouter
 
 from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
 from controlplane.enrollment import artifacts_url
-from controlplane.errors import ApiError
 from controlplane.rollouts import service
 from controlplane.rollouts.models import (
     RolloutAction,
@@ -19,14 +17,6 @@ from controlplane.rollouts.models import (
 )
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
-T = TypeVar("T")
-
-
-def _answer(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except service.RolloutRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from exc
 
 
 @router.post("", status_code=201, response_model=RolloutPublic)
@@ -34,9 +24,9 @@ def create_rollout(
     body: RolloutCreate, session: SessionDep, settings: SettingsDep, operator: OperatorDep
 ) -> RolloutPublic:
     """Start rolling a registered model version out to the devices the selector matches."""
-    rollout = _answer(lambda: service.create_rollout(
+    rollout = service.create_rollout(
         session, spec=body, artifacts_url=artifacts_url(settings), created_by=operator.name
-    ))  # fmt: skip
+    )
     return service.to_public(session, rollout)
 
 
@@ -51,7 +41,7 @@ def list_rollouts(
 @router.get("/{rollout_id}", response_model=RolloutPublic)
 def get_rollout(rollout_id: str, session: SessionDep, _viewer: ViewerDep) -> RolloutPublic:
     """One rollout with per-wave progress."""
-    return service.to_public(session, _answer(lambda: service.get_rollout(session, rollout_id)))
+    return service.to_public(session, service.get_rollout(session, rollout_id))
 
 
 @router.get("/{rollout_id}/devices", response_model=list[RolloutDevicePublic])
@@ -59,7 +49,7 @@ def rollout_devices(
     rollout_id: str, session: SessionDep, _viewer: ViewerDep
 ) -> list[RolloutDevicePublic]:
     """Every device of the rollout with its state, sub-status and last detail."""
-    _answer(lambda: service.get_rollout(session, rollout_id))
+    service.get_rollout(session, rollout_id)
     return [service.device_to_public(r) for r in service.devices_of(session, rollout_id)]
 
 
@@ -68,7 +58,7 @@ def _action(action: str) -> Callable[..., RolloutPublic]:
         rollout_id: str, session: SessionDep, _op: OperatorDep, body: RolloutAction | None = None
     ) -> RolloutPublic:
         reason = body.reason if body else ""
-        rollout = _answer(lambda: service.act(session, rollout_id, action, reason))
+        rollout = service.act(session, rollout_id, action, reason)
         return service.to_public(session, rollout)
 
     handler.__doc__ = f"{action.capitalize()} the rollout."

@@ -17,7 +17,7 @@ from controlplane.api.deps import SessionDep, ViewerDep
 from controlplane.api.routes.devices import parse_selector
 from controlplane.errors import ApiError
 from controlplane.telemetry_models import FleetSummary, TelemetrySeries
-from controlplane.telemetry_store import TelemetryQueryError, series, to_utc
+from controlplane.telemetry_store import series, to_utc
 from controlplane.telemetry_summary import fleet_summary
 from models.protocol import check_time_range, utcnow
 
@@ -97,12 +97,9 @@ def _series(
     session: Session, query: SeriesQuery, *, device_id: str | None, ids: list[str] | None
 ) -> TelemetrySeries:
     begin, finish, width = _window(query)
-    try:
-        points = series(
-            session, metric=query.metric, start=begin, end=finish, bucket_s=width, device_ids=ids
-        )
-    except TelemetryQueryError as exc:
-        raise ApiError(422, "validation_error", str(exc)) from exc
+    points = series(
+        session, metric=query.metric, start=begin, end=finish, bucket_s=width, device_ids=ids
+    )
     return TelemetrySeries(
         device_id=device_id, metric=query.metric, start=begin, end=finish, bucket_s=width,
         points=points,
