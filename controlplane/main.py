@@ -21,6 +21,7 @@ from controlplane.commands import run_command_results
 from controlplane.core.config import Settings
 from controlplane.core.db import make_engine, migrate
 from controlplane.dashboard import install_dashboard
+from controlplane.metrics import install_metrics
 from controlplane.rollouts.controller import run_rollouts
 from controlplane.signing_key import load_signing_identity
 from controlplane.telemetry_retention import run_telemetry_retention
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     install_dashboard(app)
+    install_metrics(app)
     app.add_middleware(CleanInput)
     app.add_middleware(RequestLimit)
     return app
