@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import ssl
 import threading
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from models.protocol import Command, CommandResult, DesiredState, DeviceState, d
 
 _LOGGER = logging.getLogger(__name__)
 
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
+RECONNECT_MIN_S = 1.0  # the first retry waits about this long...
+RECONNECT_MAX_S = 30.0  # ...each failure doubles it up to this, with jitter (see backoff_s)
 ACK_TIMEOUT_S = 10.0
 DRAIN_BATCH = 200
 KEEPALIVE_S = 30
@@ -87,6 +88,16 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     return context
 
 
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before reconnect `attempt` (0-based): exponential, capped, "equal jitter".
+
+    Half the capped delay is fixed and half random, so a fleet that lost its broker at the
+    same moment comes back spread out instead of all at once, and never retries in a spin.
+    """
+    cap = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2.0 ** min(attempt, 32))
+    return cap / 2 + (rng or random).uniform(0, cap / 2)
+
+
 DesiredHandler = Callable[[DesiredState], None]
 CommandHandler = Callable[[Command], None]
 StateProvider = Callable[[], DeviceState]
@@ -113,6 +124,8 @@ class AgentMqtt:
         self._online = threading.Event()  # connected, or stopping: the drainer may run
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
+        self._attempt = 0  # reconnect attempts since the last successful connect
+        self.reconnects = 0  # connection losses and failed attempts, for metrics and tests
         self._client = self._make_client()
 
     @property
@@ -182,11 +195,24 @@ class AgentMqtt:
             client.tls_set_context(tls_context(s))
         will = DeviceState(online=False).model_dump_json().encode()
         client.will_set(device_topic(s.device_id, "state"), will, qos=1, retain=True)
-        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self._next_backoff(client)
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         return client
+
+    def _next_backoff(self, client: paho.Client) -> None:
+        """Set paho's next reconnect wait (it sleeps that long, in 1 s steps, not spinning)."""
+        delay = backoff_s(self._attempt)
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]  # floats work
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        self._attempt += 1
+        self.reconnects += 1
+        self._next_backoff(client)
+        _LOGGER.debug("broker unreachable; next attempt in about %.1f s",
+                      backoff_s(self._attempt))  # fmt: skip
 
     def _publish_state(self, state: DeviceState) -> paho.MQTTMessageInfo | None:
         topic = device_topic(self.settings.device_id, "state")
@@ -205,6 +231,8 @@ class AgentMqtt:
             return
         device = self.settings.device_id
         client.subscribe([(device_topic(device, "desired"), 1), (device_topic(device, "cmd"), 1)])
+        self._attempt = 0
+        self._next_backoff(client)
         self._connected.set()
         self._publish_state(self._state())
         self._online.set()
@@ -215,6 +243,9 @@ class AgentMqtt:
         self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
         self._connected.clear()
+        self._attempt += 1
+        self.reconnects += 1
+        self._next_backoff(client)
         if not self._stop.is_set():
             self._online.clear()
             if self._stop.is_set():  # stop() set it between our check and the clear

@@ -3,6 +3,10 @@
 SQLite in WAL mode with synchronous=FULL: an append that returned survives a power cut. Rows
 leave the outbox only after the broker acknowledged them, so delivery is at-least-once and in
 append order; receivers de-duplicate (docs/protocol.md).
+
+The outbox is bounded by rows and by payload bytes on disk. When an append would pass
+either bound, the oldest droppable rows (telemetry) make room; events and command results
+are never dropped. Dropped rows are counted (kept across restarts) for the agent's metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -24,6 +29,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     droppable INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS outbox_counter (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 )
 """
 
@@ -41,33 +50,68 @@ class OutboxEntry:
 class Outbox:
     """Durable FIFO of MQTT messages; safe to use from several threads."""
 
-    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+    def __init__(
+        self, path: Path, max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
+        self._rows, self._bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
+        ).fetchone()
+        found = self._db.execute(
+            "SELECT value FROM outbox_counter WHERE name = 'dropped'"
+        ).fetchone()
+        self.dropped = int(found[0]) if found else 0  # telemetry rows dropped, ever
 
     def append(self, topic: str, payload: bytes, qos: int = 1, droppable: bool = False) -> int:
         """Store one message; when full, the oldest droppable rows (telemetry) make room."""
         with self._lock:
-            count = self._count()
-            if count >= self.max_rows:
-                dropped = self._db.execute(
-                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE droppable=1"
-                    " ORDER BY seq LIMIT ?)",
-                    (count - self.max_rows + 1,),
-                ).rowcount
-                if dropped:
-                    _LOGGER.warning("outbox full: dropped %d oldest telemetry batches", dropped)
+            self._make_room(len(payload))
             cur = self._db.execute(
                 "INSERT INTO outbox (topic, payload, qos, droppable) VALUES (?, ?, ?, ?)",
                 (topic, payload, qos, int(droppable)),
             )
+            self._rows += 1
+            self._bytes += len(payload)
             return int(cur.lastrowid or 0)
+
+    def _make_room(self, size: int) -> None:
+        dropped = 0
+        while self._rows and (self._rows + 1 > self.max_rows
+                              or self._bytes + size > self.max_bytes):  # fmt: skip
+            oldest = self._db.execute(
+                "SELECT seq, LENGTH(payload) FROM outbox WHERE droppable=1 ORDER BY seq LIMIT 64"
+            ).fetchall()
+            if not oldest:
+                break  # only events and results are left: they are never dropped
+            for seq, length in oldest:
+                if self._rows + 1 <= self.max_rows and self._bytes + size <= self.max_bytes:
+                    break
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                self._rows -= 1
+                self._bytes -= int(length)
+                dropped += 1
+        if dropped:
+            self.dropped += dropped
+            self._db.execute(
+                "INSERT INTO outbox_counter (name, value) VALUES ('dropped', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (self.dropped,),
+            )
+            _LOGGER.warning("outbox full: dropped %d oldest telemetry batches (%d in all)",
+                            dropped, self.dropped)  # fmt: skip
+
+    def stats(self) -> dict[str, int]:
+        """Rows and payload bytes waiting, and telemetry rows dropped so far."""
+        with self._lock:
+            return {"rows": self._rows, "bytes": self._bytes, "dropped": self.dropped}
 
     def peek(self, limit: int = 100) -> list[OutboxEntry]:
         """The oldest `limit` messages, in order, without removing them."""
@@ -82,7 +126,14 @@ class Outbox:
         if not seqs:
             return
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            marks = ",".join("?" * len(seqs))
+            (gone,) = self._db.execute(
+                f"SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE seq IN ({marks})",
+                seqs,
+            ).fetchone()
+            removed = self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", seqs)
+            self._rows -= removed.rowcount
+            self._bytes -= int(gone)
 
     def __len__(self) -> int:
         with self._lock:

@@ -230,3 +230,34 @@ def test_a_message_the_broker_would_refuse_is_not_queued(
     agent.send("events", event(1))
     assert [e.topic.rsplit("/", 1)[-1] for e in agent.outbox.peek(10)] == ["events"]
     agent.outbox.close()
+
+
+def test_reconnect_backoff_doubles_to_its_cap_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    monkeypatch.setattr(agent_mqtt, "RECONNECT_MIN_S", 1.0)
+    monkeypatch.setattr(agent_mqtt, "RECONNECT_MAX_S", 30.0)
+    rng = random.Random(7)
+    for attempt, cap in [(0, 1.0), (1, 2.0), (3, 8.0), (5, 30.0), (60, 30.0)]:
+        delays = {agent_mqtt.backoff_s(attempt, rng) for _ in range(50)}
+        assert all(cap / 2 <= d <= cap for d in delays)
+        assert len(delays) > 1  # jittered: a fleet does not come back in lockstep
+
+
+def test_reconnect_attempts_back_off_while_the_broker_is_down(
+    broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_mqtt, "RECONNECT_MIN_S", 0.2)
+    monkeypatch.setattr(agent_mqtt, "RECONNECT_MAX_S", 5.0)
+    agent = make_agent(broker, tmp_path)
+    agent.start()
+    try:
+        assert agent.wait_connected(5)
+        broker.stop()
+        wait_until(lambda: not agent.connected, 5)
+        time.sleep(1.0)  # a window to count in: a spinning reconnect makes thousands here
+        assert agent.reconnects <= 6  # 0.2 doubling: about three attempts fit in the window
+        broker.start()
+        assert agent.wait_connected(15)
+    finally:
+        agent.stop()

@@ -33,3 +33,21 @@ def test_full_outbox_drops_oldest_telemetry_but_keeps_events(tmp_path: Path) -> 
     box.append("telemetry", b"t2", droppable=True)
     box.append("events", b"e2")
     assert [e.payload for e in box.peek()] == [b"e1", b"t2", b"e2"]
+
+
+def test_byte_bound_drops_oldest_telemetry_and_counts_it_across_reopen(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", max_bytes=30)
+    box.append("events", b"e" * 10)
+    for i in range(3):
+        box.append("telemetry", bytes([48 + i]) * 10, droppable=True)
+    box.append("cmd/result", b"r" * 10)  # 50 bytes wanted, 30 allowed: two telemetry go
+    assert [e.payload[:1] for e in box.peek()] == [b"e", b"2", b"r"]
+    assert box.stats() == {"rows": 3, "bytes": 30, "dropped": 2}
+    box.append("events", b"x" * 10)  # only events and results left to drop: none are
+    assert box.stats()["rows"] == 3 and box.stats()["dropped"] == 3
+    box.append("events", b"y" * 10)
+    assert [e.payload[:1] for e in box.peek()] == [b"e", b"r", b"x", b"y"]
+    box.ack([e.seq for e in box.peek(2)])
+    box.close()
+    again = Outbox(tmp_path / "outbox.db", max_bytes=30)
+    assert again.stats() == {"rows": 2, "bytes": 20, "dropped": 3}
