@@ -15,6 +15,7 @@ from controlplane.api.inputs import CleanInput
 from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
 from controlplane.api.rate_limit import ENROLL_BURST, TokenBucketLimiter
+from controlplane.audit.trail import AuditTrail
 from controlplane.bridge import run_bridge
 from controlplane.broker_sync import sync_broker
 from controlplane.commands import run_command_results
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     install_dashboard(app)
     install_metrics(app)
+    app.add_middleware(AuditTrail, engine=app.state.engine)
     app.add_middleware(CleanInput)
     app.add_middleware(RequestLimit)
     return app

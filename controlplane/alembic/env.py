@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
+import controlplane.audit.models  # noqa: F401  (audit log)
 import controlplane.command_models  # noqa: F401  (device commands)
 import controlplane.db_models  # noqa: F401  (registers the core tables)
 import controlplane.rollouts.models  # noqa: F401  (rollout tables)

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from controlplane import crud
+from controlplane.audit.trail import note_actor
 from controlplane.core.config import Settings
 from controlplane.db_models import ApiToken, Device, Role, as_utc, utcnow
 from controlplane.errors import ApiError
@@ -68,6 +69,7 @@ def get_current_operator(request: Request, session: SessionDep) -> ApiToken:
             "ask an admin for a new one (POST /api/v1/tokens/{id}/rotate)",
             _CHALLENGE,
         )
+    note_actor(request.state, token)
     return token
 
 

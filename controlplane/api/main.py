@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from controlplane.api.errors import ERROR_RESPONSES
 from controlplane.api.routes import (
     artifacts,
+    audit,
     commands,
     devices,
     enrollment,
@@ -29,3 +30,4 @@ api_router.include_router(telemetry.router)
 api_router.include_router(rollouts.router)
 api_router.include_router(commands.router)
 api_router.include_router(ingest.router)
+api_router.include_router(audit.router)
