@@ -177,7 +177,8 @@ class AgentNode:
         sampler = TelemetrySampler(self.serving)
         while not self._stop.wait(self.options.telemetry_interval_s):
             self._telemetry_seq += 1
-            sample = sampler.sample(queue_depth=self.runtime.waiting)
+            runtime = self.runtime
+            sample = sampler.sample(queue_depth=runtime.waiting, batch=runtime.batch_stats())
             batch = Telemetry(seq=self._telemetry_seq, samples=[sample])
             self.mqtt.send("telemetry", batch, qos=1, droppable=True)
 

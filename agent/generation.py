@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from agent.engines.base import Completion, Engine, SamplingParams, TokenChunk
+from agent.engines.batching import BatchRequest, BatchScheduler
 from agent.errors import AgentError, EngineError
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ class GenerationObserver(Protocol):
 
     def on_finish(self, completion: Completion) -> None:
         """A generation ended (any reason)."""
+
+    def on_queued(self, seconds: float) -> None:
+        """Seconds a request waited for a slot (batching engines)."""
+
+    def on_request_done(self, seconds: float) -> None:
+        """Seconds from a request's arrival to its end (any reason)."""
 
 
 class FairQueue:
@@ -239,4 +246,72 @@ def start_worker(
             loop.call_soon_threadsafe(_finish, generation, on_done, error)
 
     threading.Thread(target=run, name="generation", daemon=True).start()
+    return generation
+
+
+class _TimedSink:
+    """The scheduler's per-request callback: observer timings, then the Generation's queue."""
+
+    def __init__(
+        self,
+        generation: Generation,
+        on_done: Callable[[], None],
+        observer: GenerationObserver | None,
+    ) -> None:
+        self._generation = generation
+        self._on_done = on_done
+        self._observer = observer
+        self._last: float | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def __call__(self, item: object) -> None:
+        generation, observer = self._generation, self._observer
+        if isinstance(item, TokenChunk):
+            now = time.perf_counter()
+            if self._last is None:
+                generation.first_token_at = now
+                if observer is not None:
+                    observer.on_first_token(now - generation.started)
+            elif observer is not None:
+                observer.on_token_gap(now - self._last)
+            self._last = now
+            generation.push(item)
+            return
+        error = item if isinstance(item, Exception) else None
+        if isinstance(item, Completion):
+            if observer is not None:
+                observer.on_finish(item)
+            generation.push(item)
+        if observer is not None:
+            observer.on_request_done(time.perf_counter() - generation.started)
+        self._loop.call_soon_threadsafe(_finish, generation, self._on_done, error)
+
+
+def start_batched(
+    scheduler: BatchScheduler,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    *,
+    on_done: Callable[[], None],
+    observer: GenerationObserver | None = None,
+    model: Any = None,
+    started: float | None = None,
+    batch_interval_s: float = STREAM_BATCH_INTERVAL_S,
+) -> Generation:
+    """Queue the prompt on a batching engine's scheduler and return the Generation that reads it."""
+    generation = Generation(
+        model,
+        params,
+        len(prompt_ids),
+        started or time.perf_counter(),
+        batch_interval_s=batch_interval_s,
+    )
+    request = BatchRequest(
+        prompt_ids,
+        params,
+        _TimedSink(generation, on_done, observer),
+        generation.cancel_event,
+        on_admit=observer.on_queued if observer is not None else None,
+    )
+    scheduler.submit(request)
     return generation

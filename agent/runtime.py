@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.engines.base import LoadOptions, SamplingParams
+from agent.engines.batching import BatchingEngine, SchedulerStats, scheduler_of
 from agent.errors import AgentError, ContextOverflow
 from agent.generation import (
     STREAM_BATCH_INTERVAL_S,
     Generation,
     GenerationObserver,
+    start_batched,
     start_worker,
 )
 from agent.keepalive import FOREVER, ExpiryTimer, parse_keep_alive
@@ -116,13 +118,21 @@ class ModelRuntime:
 
     @property
     def waiting(self) -> int:
-        """Requests admitted and not yet generating."""
-        return self._waiting
+        """Requests admitted and not yet generating (a batching engine's queue included)."""
+        batch = self.batch_stats()
+        return self._waiting + (batch.waiting if batch is not None else 0)
 
     @property
     def running(self) -> int:
         """Generations running now."""
-        return self._running
+        batch = self.batch_stats()
+        return self._running + (batch.running if batch is not None else 0)
+
+    def batch_stats(self) -> SchedulerStats | None:
+        """The active model's batch scheduler figures; None for one-at-a-time engines."""
+        active = self._active
+        scheduler = scheduler_of(active.engine) if active is not None else None
+        return scheduler.stats() if scheduler is not None else None
 
     # -- loading and swapping ----------------------------------------------------------------
     async def load_model(
@@ -270,18 +280,31 @@ class ModelRuntime:
         max_tokens_default: Callable[[int, int], int] | None = None,
         started: float | None = None,
     ) -> Generation:
-        """Queue fairly, then start generating; raises QueueFull, ContextOverflow, NoModel."""
-        if self._waiting >= self.max_waiting:
-            raise QueueFull(self._waiting)
+        """Queue fairly, then start generating; raises QueueFull, ContextOverflow, NoModel.
+
+        A batching engine takes the request into its scheduler's queue (arrival order) and
+        runs it next to the others; any other engine runs one generation at a time.
+        """
+        waiting = self.waiting
+        if waiting >= self.max_waiting:
+            raise QueueFull(waiting)
         self._waiting += 1
         leased: LoadedModel | None = None
         admitted = False
+        prompt_ids: list[int] | None = None
         try:
             leased = await self.lease(model)
-            await leased.queue.acquire()
-            admitted = True
+            scheduler = scheduler_of(leased.engine)
+            if scheduler is None:
+                await leased.queue.acquire()
+                admitted = True
             prompt, params = build_prompt(leased)
-            prompt_tokens = await asyncio.to_thread(leased.engine.count_tokens, prompt)
+            engine = leased.engine
+            if scheduler is not None and isinstance(engine, BatchingEngine):
+                ids = await asyncio.to_thread(engine.tokenize, prompt)
+                prompt_ids, prompt_tokens = ids, len(ids)
+            else:
+                prompt_tokens = await asyncio.to_thread(leased.engine.count_tokens, prompt)
             context = leased.engine.context_length
             if max_tokens_default is not None:
                 params = replace(params, max_tokens=max_tokens_default(prompt_tokens, context))
@@ -295,6 +318,22 @@ class ModelRuntime:
                 self.release(leased, keep_alive)
             raise
         self._waiting -= 1
+        if scheduler is not None and prompt_ids is not None:
+            lease = leased
+
+            def done() -> None:
+                self.release(lease, keep_alive)
+
+            return start_batched(
+                scheduler,
+                prompt_ids,
+                params,
+                on_done=done,
+                observer=self.observer,
+                model=leased,
+                started=started,
+                batch_interval_s=self.batch_interval_s,
+            )
         self._running += 1
 
         def finished() -> None:

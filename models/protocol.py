@@ -262,6 +262,12 @@ class TelemetrySample(BaseModel):
     mem_used_bytes: Count64 | None = None
     temperature_c: Metric | None = None
     power_w: Metric | None = None
+    # Continuous batching (vLLM's names); None from agents or engines without it.
+    num_requests_running: Count32 | None = None
+    batch_size: Count32 | None = None  # sequences in the last model step
+    kv_cache_usage: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    prefix_cache_hit_tokens: Count32 | None = None  # in this window
+    queue_time_ms: Metric | None = None  # mean wait for a slot in this window
 
 
 class Telemetry(Message):

@@ -13,6 +13,9 @@ from agent.runtime import ModelRuntime
 PREFIX = "edgefleet_agent"
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# vLLM's request_queue_time_seconds and e2e_request_latency_seconds, at our device's scale
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 
 class Histogram:
@@ -57,6 +60,8 @@ class ServingTotals:
     first_token_seconds: float = 0.0
     requests: int = 0
     server_errors: int = 0
+    queued: int = 0
+    queue_seconds: float = 0.0
 
 
 class ServingMetrics:
@@ -70,6 +75,8 @@ class ServingMetrics:
         self.finish_reasons: dict[str, int] = {}
         self.ttft = Histogram(TTFT_BUCKETS)
         self.itl = Histogram(ITL_BUCKETS)
+        self.queue_time = Histogram(QUEUE_BUCKETS)
+        self.e2e = Histogram(E2E_BUCKETS)
         self.load_seconds = Histogram((0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
         self.last_load_seconds = 0.0
 
@@ -88,6 +95,16 @@ class ServingMetrics:
         """Inter-token latency."""
         with self._lock:
             self.itl.observe(seconds)
+
+    def on_queued(self, seconds: float) -> None:
+        """Seconds a request waited for a slot."""
+        with self._lock:
+            self.queue_time.observe(seconds)
+
+    def on_request_done(self, seconds: float) -> None:
+        """Arrival to end of one request."""
+        with self._lock:
+            self.e2e.observe(seconds)
 
     def on_finish(self, completion: Completion) -> None:
         """Token counts of a finished generation."""
@@ -114,6 +131,8 @@ class ServingMetrics:
                 first_token_seconds=self.ttft.total,
                 requests=sum(self.requests.values()),
                 server_errors=sum(n for (_, code), n in self.requests.items() if code >= "500"),
+                queued=sum(self.queue_time.counts),
+                queue_seconds=self.queue_time.total,
             )
 
     def render(self, runtime: ModelRuntime) -> str:
@@ -146,6 +165,12 @@ class ServingMetrics:
                 f"# HELP {p}_inter_token_latency_seconds Time between consecutive tokens.",
                 f"# TYPE {p}_inter_token_latency_seconds histogram",
                 *self.itl.lines(f"{p}_inter_token_latency_seconds"),
+                f"# HELP {p}_request_queue_time_seconds Time a request waited for a slot.",
+                f"# TYPE {p}_request_queue_time_seconds histogram",
+                *self.queue_time.lines(f"{p}_request_queue_time_seconds"),
+                f"# HELP {p}_e2e_request_latency_seconds Request arrival to its end.",
+                f"# TYPE {p}_e2e_request_latency_seconds histogram",
+                *self.e2e.lines(f"{p}_e2e_request_latency_seconds"),
                 f"# HELP {p}_model_load_seconds Model load durations.",
                 f"# TYPE {p}_model_load_seconds histogram",
                 *self.load_seconds.lines(f"{p}_model_load_seconds"),
@@ -157,6 +182,7 @@ class ServingMetrics:
             f"# HELP {p}_requests_waiting Requests queued for a generation slot.",
             f"# TYPE {p}_requests_waiting gauge",
             f"{p}_requests_waiting {runtime.waiting}",
+            *_batch_lines(runtime),
             f"# HELP {p}_model_loaded The active model (1) with its variant and engine.",
             f"# TYPE {p}_model_loaded gauge",
         ]
@@ -171,3 +197,29 @@ class ServingMetrics:
                 f"{p}_active_model_load_seconds {active.load_seconds:.6f}",
             ]
         return "\n".join(lines) + "\n"
+
+
+def _batch_lines(runtime: ModelRuntime) -> list[str]:
+    """vLLM's scheduler gauges and prefix-cache counters (batching engines; zeros otherwise)."""
+    p = PREFIX
+    batch = runtime.batch_stats()
+    slots = batch.slots if batch is not None else 1
+    samples = (
+        ("num_requests_running", "gauge", "Sequences in a slot now.", runtime.running),
+        ("num_requests_waiting", "gauge", "Requests waiting for a slot.", runtime.waiting),
+        ("num_slots", "gauge", "Sequences the engine runs at once (--parallel).", slots),
+        ("batch_size", "gauge", "Sequences in the last model step.",
+         batch.batch_sequences if batch else 0),
+        ("iteration_tokens", "gauge", "Tokens in the last model step.",
+         batch.batch_tokens if batch else 0),
+        ("kv_cache_usage_perc", "gauge", "Estimated share of KV cache cells in use (0-1).",
+         round(batch.kv_usage, 4) if batch else 0.0),
+        ("prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
+         batch.prompt_tokens if batch else 0),
+        ("prefix_cache_hits_total", "counter", "Prompt tokens taken from the prefix cache.",
+         batch.prefix_hit_tokens if batch else 0),
+    )  # fmt: skip
+    lines: list[str] = []
+    for name, kind, text, value in samples:
+        lines += [f"# HELP {p}_{name} {text}", f"# TYPE {p}_{name} {kind}", f"{p}_{name} {value}"]
+    return lines

@@ -1,0 +1,174 @@
+"""The batch scheduler over the fake backend: slots, chunked prompts, cancellation, prefix cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.batching import BatchRequest, BatchScheduler
+from agent.engines.fake_batching import WORDS, FakeBatchBackend, FakeBatchingEngine, fake_tokens
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0)
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeBatchingEngine]:
+    engine = FakeBatchingEngine(n_slots=4)
+    engine.load(Path("fake"), LoadOptions())
+    yield engine
+    engine.unload()
+
+
+def _run(engine: FakeBatchingEngine, prompt: str, params: SamplingParams = GREEDY,
+         cancel: threading.Event | None = None) -> tuple[str, Completion]:  # fmt: skip
+    text, done = "", None
+    for item in engine.generate(prompt, params, cancel):
+        if isinstance(item, TokenChunk):
+            text += item.text
+        else:
+            done = item
+    assert done is not None
+    return text, done
+
+
+def _together(engine: FakeBatchingEngine, jobs: list[tuple[str, SamplingParams]]) -> list[str]:
+    results: list[str] = [""] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def one(i: int) -> None:
+        start.wait()
+        results[i] = _run(engine, *jobs[i])[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+def test_greedy_output_is_the_same_alone_and_in_a_batch(engine: FakeBatchingEngine) -> None:
+    prompts = [f"question number {i} about {WORDS[i]}" for i in range(6)]
+    alone = [_run(engine, p)[0] for p in prompts]
+    engine.backend.steps.clear()
+    batched = _together(engine, [(p, GREEDY) for p in prompts])
+    assert batched == alone
+    assert max(len(step) for step in engine.backend.steps) > 1  # they really shared steps
+
+
+def test_per_request_stops_seeds_and_max_tokens_stay_independent(
+    engine: FakeBatchingEngine,
+) -> None:
+    sampled = SamplingParams(max_tokens=20, temperature=0.9, seed=7)
+    jobs = [
+        ("a b c", SamplingParams(max_tokens=3, temperature=0.0)),
+        ("a b c", sampled),
+        ("d e f", SamplingParams(max_tokens=30, temperature=0.0, stop=("golf",))),
+    ]
+    alone = [_run(engine, p, s)[0] for p, s in jobs]
+    assert len(alone[0].split()) == 3 and len(alone[1].split()) == 20
+    assert "golf" not in alone[2]
+    assert _together(engine, jobs) == alone
+
+
+def test_a_cancelled_stream_frees_its_slot_at_once() -> None:
+    backend = FakeBatchBackend(step_delay_s=0.002)
+    engine = FakeBatchingEngine(backend, n_slots=1)
+    engine.load(Path("fake"), LoadOptions())
+    try:
+        cancel = threading.Event()
+        stream = engine.generate("long one", SamplingParams(max_tokens=100_000), cancel)
+        assert isinstance(next(stream), TokenChunk)
+        cancel.set()
+        *_, done = stream
+        assert isinstance(done, Completion) and done.finish_reason == "cancelled"
+        assert done.completion_tokens < 100_000
+        assert engine.scheduler is not None and engine.scheduler.stats().running == 0
+        text, after = _run(engine, "next one")  # the only slot is free again
+        assert after.finish_reason == "length" and text
+    finally:
+        engine.unload()
+
+
+def test_a_queued_request_waits_for_a_slot_in_arrival_order() -> None:
+    backend = FakeBatchBackend(step_delay_s=0.001)
+    scheduler = BatchScheduler(backend, n_slots=1)
+    order: list[int] = []
+    finished = threading.Semaphore(0)
+
+    def sink_for(i: int) -> object:
+        def sink(item: object) -> None:
+            if isinstance(item, TokenChunk) and i not in order:
+                order.append(i)
+            if isinstance(item, Completion | BaseException):
+                finished.release()
+
+        return sink
+
+    try:
+        for i in range(4):
+            scheduler.submit(BatchRequest(fake_tokens(f"p{i}"), GREEDY, sink_for(i)))  # type: ignore[arg-type]
+        for _ in range(4):
+            assert finished.acquire(timeout=10)
+        assert order == [0, 1, 2, 3]
+    finally:
+        scheduler.close()
+
+
+def test_a_long_prompt_is_fed_in_chunks_next_to_running_streams() -> None:
+    backend = FakeBatchBackend(n_batch=64, step_delay_s=0.001)
+    engine = FakeBatchingEngine(backend, n_slots=2)
+    engine.load(Path("fake"), LoadOptions())
+    assert engine.scheduler is not None
+    engine.scheduler.prefill_chunk = 16
+    try:
+        long_prompt = " ".join(WORDS[i % 16] for i in range(200))
+        _together(engine, [("short", SamplingParams(max_tokens=300, temperature=0.0)),
+                           (long_prompt, GREEDY)])  # fmt: skip
+        mixed = [s for s in backend.steps if len(s) == 2]
+        assert mixed, "the long prompt never shared a step with the running stream"
+        for step in backend.steps:
+            prompt_tokens = [n for _, n, _ in step if n > 1]
+            decodes = [n for _, n, _ in step if n == 1]
+            if decodes and prompt_tokens:
+                assert sum(prompt_tokens) <= 16
+    finally:
+        engine.unload()
+
+
+def test_a_follow_up_turn_reuses_the_cached_conversation(engine: FakeBatchingEngine) -> None:
+    first = "system you are kind user hello there"
+    reply, _ = _run(engine, first)
+    scheduler = engine.scheduler
+    assert scheduler is not None
+    before = scheduler.stats().prefix_hit_tokens
+    follow_up = f"{first}{reply} user and then"
+    _, done = _run(engine, follow_up)
+    reused = scheduler.stats().prefix_hit_tokens - before
+    # everything but the last generated token (never evaluated) and the new turn
+    assert reused == len(fake_tokens(first)) + len(reply.split()) - 1
+    assert done.prompt_tokens == len(fake_tokens(follow_up))
+    # the same result as computing it from scratch
+    cold = FakeBatchingEngine(prefix_cache=False)
+    cold.load(Path("fake"), LoadOptions())
+    try:
+        assert _run(cold, follow_up)[0] == _run(engine, follow_up)[0]
+    finally:
+        cold.unload()
+
+
+def test_the_prefix_cache_is_lru_bounded() -> None:
+    backend = FakeBatchBackend(n_seq=4)
+    engine = FakeBatchingEngine(backend, n_slots=2)  # 2 sequence ids left for the cache
+    engine.load(Path("fake"), LoadOptions())
+    try:
+        for i in range(5):
+            _run(engine, f"conversation {WORDS[i]} {WORDS[i]} {WORDS[i]} {WORDS[i]} {WORDS[i]}")
+        assert engine.scheduler is not None
+        assert engine.scheduler.stats().cached_prefixes == 2
+    finally:
+        engine.unload()

@@ -1,0 +1,97 @@
+"""llama.cpp slots on the real SmolLM2: batched greedy output, cancellation, prefix cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.llamacpp import LlamaCppEngine
+
+pytest.importorskip("llama_cpp")
+
+GREEDY = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
+QUESTIONS = ("What is the capital of France?", "Name three colors.", "Write a haiku about rain.",
+             "Count from one to five.")  # fmt: skip
+
+
+def _chat(question: str, system: str = "You are a helpful assistant.") -> str:
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+            "<|im_start|>assistant\n")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_gguf: Path) -> Iterator[LlamaCppEngine]:
+    engine = LlamaCppEngine()
+    engine.load(smollm2_gguf, LoadOptions(context_length=512, threads=2, parallel=4))
+    yield engine
+    engine.unload()
+
+
+def _run(engine: LlamaCppEngine, prompt: str, params: SamplingParams = GREEDY,
+         cancel: threading.Event | None = None) -> tuple[str, Completion]:  # fmt: skip
+    text, done = "", None
+    for item in engine.generate(prompt, params, cancel):
+        if isinstance(item, TokenChunk):
+            text += item.text
+        else:
+            done = item
+    assert done is not None
+    return text, done
+
+
+def test_slots_come_from_the_load_options(engine: LlamaCppEngine) -> None:
+    extra = engine.stats().extra
+    assert (extra["parallel"], extra["slot_context"], extra["prefix_cache"]) == ("4", "512", "on")
+    assert engine.context_length == 512
+
+
+def test_greedy_output_is_the_same_alone_and_batched(engine: LlamaCppEngine) -> None:
+    prompts = [_chat(q, system=f"You are assistant number {i}.") for i, q in enumerate(QUESTIONS)]
+    batched: list[str] = [""] * len(prompts)
+    start = threading.Barrier(len(prompts))
+
+    def one(i: int) -> None:
+        start.wait()
+        batched[i] = _run(engine, prompts[i])[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    alone = [_run(engine, p)[0] for p in prompts]  # these continue from cached prefixes
+    assert batched == alone
+    assert "Paris" in alone[0]
+
+
+def test_a_cancelled_stream_frees_its_slot(engine: LlamaCppEngine) -> None:
+    cancel = threading.Event()
+    seen = 0
+    for item in engine.generate(_chat("Tell me a very long story."), GREEDY, cancel):
+        if isinstance(item, TokenChunk):
+            seen += 1
+            cancel.set()
+        else:
+            assert item.finish_reason == "cancelled" and item.completion_tokens == seen == 1
+    stats = engine.batch_stats()
+    assert stats is not None and stats.running == 0
+
+
+def test_a_follow_up_turn_hits_the_prefix_cache(engine: LlamaCppEngine) -> None:
+    first = _chat("What is the capital of France?", system="You answer in one short sentence.")
+    reply, done = _run(engine, first)
+    stats = engine.batch_stats()
+    assert stats is not None
+    before = stats.prefix_hit_tokens
+    follow_up = (
+        f"{first}{reply}<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    _run(engine, follow_up)
+    after = engine.batch_stats()
+    assert after is not None
+    assert after.prefix_hit_tokens - before >= done.prompt_tokens
