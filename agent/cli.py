@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help=helptext("api_key"))
     serve.add_argument("--engine", help=helptext("engine"))
     serve.add_argument("--keep-alive", help=helptext("keep_alive"))
+    serve.add_argument("--parallel", type=int, metavar="N", help=helptext("parallel"))
     serve.add_argument("--control-plane", metavar="URL", help=helptext("control_plane_url"))
     serve.add_argument(
         "--benchmark-engines", action="store_true", default=None, help=helptext("benchmark_engines")
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "bench":
             command.add_argument("--engine", help="prefer this engine or variant id")
         if name == "explain":
+            command.add_argument("--parallel", type=int, metavar="N", help=helptext("parallel"))
             command.add_argument(
                 "--benchmark-engines", action="store_true", default=None,
                 help=helptext("benchmark_engines"),

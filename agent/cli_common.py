@@ -41,6 +41,7 @@ def load_options(settings: AgentSettings) -> LoadOptions:
         context_length=settings.context_length or LoadOptions.context_length,
         threads=settings.threads,
         cache_dir=settings.data_dir / "cache",
+        parallel=settings.parallel,
     )
 
 

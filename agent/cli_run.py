@@ -41,10 +41,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from agent.selection import explain, select_variant
     from models.manifest import MANIFEST_FILE, Manifest
 
-    settings = settings_from(args, benchmark_engines=args.benchmark_engines)
+    settings = settings_from(args, benchmark_engines=args.benchmark_engines,
+                             parallel=args.parallel)  # fmt: skip
     path = resolve_model(args.model, settings, args.engine)
     if not (path / MANIFEST_FILE).is_file():
-        echo(_explain_gguf(path, probe_profile(), load_options(settings).context_length))
+        options = load_options(settings)
+        echo(_explain_gguf(path, probe_profile(), options.context_length))
+        echo(_slots(path, options.context_length, settings.parallel))
         return 0
     manifest, profile = Manifest.load(path), probe_profile()
     selection = select_variant(manifest, profile, installed_engines(), prefer=args.engine)
@@ -60,7 +63,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
             ),
         )  # fmt: skip
     echo(explain(selection))
+    if selection.engine == "llamacpp":
+        from agent.engines.llamacpp import find_gguf
+        from agent.selection import variant_path
+
+        gguf = find_gguf(variant_path(path, manifest.variant(selection.variant_id)))
+        echo(_slots(gguf, manifest.context_length, settings.parallel))
     return 0
+
+
+def _slots(gguf: Path, context_length: int, parallel: int) -> str:
+    """How many sequences llama.cpp would serve at once, each with `context_length` tokens."""
+    from agent.engines.sizing import describe_slots, probed_available_memory
+
+    return describe_slots(gguf, context_length=context_length, requested=parallel,
+                          available_bytes=probed_available_memory())  # fmt: skip
 
 
 def _explain_gguf(path: Path, profile: dict[str, Any], context_length: int) -> str:

@@ -34,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         control_plane_url=args.control_plane,
         keep_alive=args.keep_alive,
         benchmark_engines=args.benchmark_engines,
+        parallel=args.parallel,
     )
     if settings.model_path is None and settings.control_plane_url:
         try:

@@ -63,6 +63,13 @@ class AgentSettings(BaseSettings):
         default="-1", description="unload an idle model after this long ('5m', '1h', 0, -1 = never)"
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads for the engine")
+    parallel: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="sequences a batching engine (llama.cpp) serves at once, each with the full "
+        "context; 0 = as many as free memory allows, up to 8",
+    )
     context_length: int | None = Field(
         default=None, ge=1, description="context tokens for a bare .gguf (default 2048)"
     )

@@ -285,8 +285,9 @@ class ModelRuntime:
         A batching engine takes the request into its scheduler's queue (arrival order) and
         runs it next to the others; any other engine runs one generation at a time.
         """
-        waiting = self.waiting
-        if waiting >= self.max_waiting:
+        waiting, batch = self.waiting, self.batch_stats()
+        free_slots = max(0, batch.slots - batch.running) if batch is not None else 0
+        if waiting >= self.max_waiting + free_slots:  # a request bound for a free slot never waits
             raise QueueFull(waiting)
         self._waiting += 1
         leased: LoadedModel | None = None

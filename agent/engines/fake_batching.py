@@ -34,6 +34,7 @@ class FakeBatchBackend:
     n_cells: int = 4096
     step_delay_s: float = 0.0
     end_after: int | None = None  # emit END once a sequence holds this many tokens
+    gate: threading.Event | None = None  # when set, every step waits for it
     kv: dict[int, list[int]] = field(default_factory=dict)
     steps: list[list[tuple[int, int, bool]]] = field(default_factory=list)  # (seq, n, sample)
     copies: list[tuple[int, int, int]] = field(default_factory=list)
@@ -46,6 +47,8 @@ class FakeBatchBackend:
 
     def step(self, work: Sequence[SequenceWork]) -> list[int]:
         """Append each item's tokens to its sequence's KV; sample where asked."""
+        if self.gate is not None:
+            self.gate.wait()
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
         if sum(len(w.tokens) for w in work) > self.n_batch:

@@ -37,7 +37,7 @@ from agent.engines.offload import (
     model_shape,
     plan_offload,
 )
-from agent.engines.sizing import SlotPlan, plan_slots
+from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
 from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,7 +104,12 @@ def _slot_plan(shape: ModelShape | None, options: LoadOptions, plan: OffloadPlan
     if shape is None:
         parallel = max(options.parallel, 1)
         return SlotPlan(parallel, options.context_length, 0, f"{parallel} slots (shape unknown)")
-    available = options.gpu_memory_bytes if plan.gpu_layers else options.memory_bytes
+    if plan.gpu_layers:
+        available = options.gpu_memory_bytes
+    else:
+        available = options.memory_bytes
+        if available is None and options.parallel <= 0:
+            available = probed_available_memory()
     if available is not None and available < 0:
         available = None
     return plan_slots(shape, slot_context=options.context_length,

@@ -9,6 +9,7 @@ stream on a small device while the model step stays memory-bound).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.engines.offload import ModelShape
 from agent.errors import ModelLoadError
@@ -64,3 +65,27 @@ def plan_slots(
         per_slot,
         f"{parallel} slots x {slot_context} tokens, KV {_mib(per_slot)} each ({why})",
     )
+
+
+def probed_available_memory() -> int | None:
+    """Bytes of memory available now, as hwprobe reads it (cgroup limit included)."""
+    from hwprobe.memory import read_memory
+    from hwprobe.rootfs import RootFS
+
+    return read_memory(RootFS(Path("/")), live=True).available_bytes
+
+
+def describe_slots(
+    gguf: Path, *, context_length: int, requested: int, available_bytes: int | None
+) -> str:
+    """The slot plan llama.cpp would use for this file, as one sentence for `explain`."""
+    from agent.engines.offload import GGUFHeaderError, model_shape
+
+    try:
+        plan = plan_slots(model_shape(gguf), slot_context=context_length,
+                          available_bytes=available_bytes, requested=requested)  # fmt: skip
+    except (GGUFHeaderError, OSError) as exc:
+        return f"slots: unknown ({exc})"
+    except ModelLoadError as exc:
+        return f"slots: {exc}"
+    return f"slots: {plan.reason}"

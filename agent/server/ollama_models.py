@@ -99,7 +99,18 @@ async def ps(runtime: RuntimeDep) -> dict[str, Any]:
         expires_at = datetime.fromtimestamp(expires, timezone.utc).isoformat()
     entry = _summary(active)
     vram = int(entry["size"] * _gpu_share(active))
-    return {"models": [{**entry, "expires_at": expires_at, "size_vram": vram}]}
+    slots = _slots(active)
+    return {"models": [{**entry, "expires_at": expires_at, "size_vram": vram, **slots}]}
+
+
+def _slots(model: LoadedModel) -> dict[str, Any]:
+    """Ollama's context_length (per sequence), and how many sequences run at once (ours)."""
+    extra = model.engine.stats().extra
+    try:
+        parallel = int(extra.get("parallel", "1"))
+    except ValueError:
+        parallel = 1
+    return {"context_length": model.engine.context_length, "parallel": parallel}
 
 
 @router.post("/show")
