@@ -21,7 +21,8 @@ from controlplane import crud
 from controlplane.api.deps import SessionDep
 from controlplane.api.routes.devices import parse_selector
 from controlplane.dashboard.hardware import hardware_rows
-from controlplane.db_models import ApiToken
+from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
+from controlplane.db_models import ApiToken, Role
 from controlplane.errors import ApiError, LoginRequired
 from controlplane.telemetry_store import series
 from controlplane.telemetry_summary import fleet_summary
@@ -51,8 +52,20 @@ def current_viewer(request: Request, session: SessionDep) -> ApiToken:
 Viewer = Annotated[ApiToken, Depends(current_viewer)]
 
 
-def _page(request: Request, name: str, viewer: ApiToken | None, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"viewer": viewer, **context})
+def _page(
+    request: Request, name: str, viewer: ApiToken | None, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    csrf = csrf_token(request)
+    rank = Role(viewer.role).rank if viewer is not None else -1
+    response = templates.TemplateResponse(
+        request, name,
+        {"viewer": viewer, "csrf_token": csrf, "flash": take_flash(request),
+         "can_operate": rank >= Role.operator.rank, "can_admin": rank >= Role.admin.rank,
+         **context},
+        status_code=status_code,
+    )  # fmt: skip
+    keep_session(request, response, csrf)
+    return response
 
 
 @router.get("/login")
@@ -72,6 +85,7 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()]) 
             status_code=401,
         )
     response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(CSRF_COOKIE)  # a new session gets a new CSRF token
     response.set_cookie(
         COOKIE, secret, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict",
         secure=request.url.scheme == "https",
@@ -84,6 +98,7 @@ def logout() -> Response:
     """Forget the token."""
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
+    response.delete_cookie(CSRF_COOKIE)
     return response
 
 
@@ -166,7 +181,9 @@ def install_dashboard(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, _to_login)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(router)
+    from controlplane.dashboard.actions import install_actions
     from controlplane.rollouts.dashboard import router as rollouts_router
 
+    install_actions(app)  # before the rollout pages: /rollouts/new is not a rollout id
     app.include_router(rollouts_router)
 

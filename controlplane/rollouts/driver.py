@@ -162,6 +162,11 @@ def _matching(rollout: Rollout) -> SelectOfScalar[str]:
     return query
 
 
+def matching_query(rollout: Rollout) -> SelectOfScalar[str]:
+    """The ids the rollout's selector matches, as a query to count or page (form previews)."""
+    return _matching(rollout)
+
+
 def matching_devices(session: Session, rollout: Rollout) -> list[str]:
     """Ids of enrolled, not revoked devices the rollout's selector matches."""
     return list(session.exec(_matching(rollout).order_by(col(Device.id))))

@@ -1,0 +1,61 @@
+"""Dashboard roles, as in the API (viewer sees, operator acts, admin manages tokens), and CSRF.
+
+Every dashboard action depends on `Operator` or `Admin`: the cookie's token must hold the
+role, the form must carry the session's CSRF token, and the action is noted for the audit
+log with source `dashboard`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse
+
+from controlplane.audit.trail import note_actor
+from controlplane.dashboard.routes import Viewer, _page
+from controlplane.dashboard.session import csrf_ok
+from controlplane.db_models import ApiToken, Role, as_utc, utcnow
+from controlplane.errors import ControlPlaneError
+
+
+class DashboardRefused(ControlPlaneError):
+    """A dashboard action refused: answered as a page, not as JSON."""
+
+    status, code = 403, "forbidden"
+
+
+def dashboard_role(role: Role) -> Callable[[Request, ApiToken], Awaitable[ApiToken]]:
+    """A dependency: the signed-in token with at least `role`, on a request with CSRF token."""
+
+    async def _check(request: Request, viewer: Viewer) -> ApiToken:
+        if request.method not in ("GET", "HEAD"):
+            note_actor(request.state, viewer, source="dashboard")
+            if not await csrf_ok(request):
+                raise DashboardRefused(
+                    "this form expired or came from another site: reload the page and try "
+                    "again", code="csrf_failed",
+                )  # fmt: skip
+        if viewer.expires_at is not None and as_utc(viewer.expires_at) <= utcnow():
+            raise DashboardRefused("your token expired; sign in with a new one", status=401)
+        if Role(viewer.role).rank < role.rank:
+            raise DashboardRefused(f"this needs the {role.value} role; you are {viewer.role}")
+        return viewer
+
+    return _check
+
+
+Operator = Annotated[ApiToken, Depends(dashboard_role(Role.operator))]
+Admin = Annotated[ApiToken, Depends(dashboard_role(Role.admin))]
+
+
+def install_refusals(app: FastAPI) -> None:
+    """Answer `DashboardRefused` with a page that says why."""
+
+    async def _refused(request: Request, exc: Exception) -> HTMLResponse:
+        assert isinstance(exc, DashboardRefused)
+        return _page(request, "message.html", None, status_code=exc.status,
+                     title="Not allowed", message=exc.message)  # fmt: skip
+
+    app.add_exception_handler(DashboardRefused, _refused)
