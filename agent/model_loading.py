@@ -45,6 +45,7 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     queue: FairQueue = field(default_factory=FairQueue)
+    copies: set[str] = field(default_factory=set)  # names given by Ollama's /api/copy
 
     @property
     def ref(self) -> str:
@@ -54,7 +55,7 @@ class LoadedModel:
     @property
     def aliases(self) -> set[str]:
         """Every name a client may use for this model."""
-        return {self.name, self.ref, f"{self.name}:latest"}
+        return {self.name, self.ref, f"{self.name}:latest", *self.copies}
 
     chat_format: ChatFormat | None = None
 

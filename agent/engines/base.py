@@ -12,6 +12,18 @@ FinishReason = Literal["stop", "length", "cancelled"]
 
 
 @dataclass(frozen=True)
+class OutputConstraint:
+    """The generated text must be JSON: any object, or one matching a JSON schema.
+
+    Engines apply it per sequence while sampling (constrained decoding), so the text parses
+    and validates however hot the temperature; `schema` is the schema as JSON text, None for
+    any JSON object.
+    """
+
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens. temperature 0 means greedy."""
 
@@ -22,6 +34,7 @@ class SamplingParams:
     repeat_penalty: float = 1.1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    constraint: OutputConstraint | None = None  # only engines with constrained_decoding
 
 
 @dataclass(frozen=True)
@@ -69,10 +82,6 @@ class LoadOptions:
     cache_dir: Path | None = None
     # Bytes of GPU memory the engine may fill (hwprobe found a GPU); None: no GPU to use.
     gpu_memory_bytes: int | None = None
-    # Sequences a batching engine serves at once; 0: as many as memory_bytes allows.
-    parallel: int = 0
-    # Bytes of system memory free for weights and KV caches (hwprobe); None: unknown.
-    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,15 @@ class ChatInfoSource(Protocol):
 
     def chat_info(self, candidates: Sequence[str]) -> ModelChatInfo:
         """The model's template, BOS/EOS and end-of-turn texts; which candidates are special."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingSource(Protocol):
+    """An engine that can embed text with the model it loaded."""
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """One pooled, L2-normalised vector per text, and the tokens the texts took."""
         ...
 
 

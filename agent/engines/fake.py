@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,7 @@ from agent.engines.base import (
     SamplingParams,
     TokenChunk,
 )
+from agent.engines.fake_json import constrained_text
 from agent.errors import EngineError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -61,6 +64,8 @@ class FakeEngine:
     """
 
     name = "fake"
+    constrained_decoding = True  # answers a constraint with JSON that matches it
+    EMBEDDING_SIZE = 16
 
     def __init__(self, behaviour: FakeBehaviour | None = None) -> None:
         self.behaviour = behaviour or FakeBehaviour()
@@ -105,6 +110,11 @@ class FakeEngine:
         self.generations += 1
         prompt_tokens = self.count_tokens(prompt)
         seed = sum(prompt.encode()) + (params.seed or 0)
+        if params.constraint is not None:
+            word = _VOCABULARY[seed % len(_VOCABULARY)]
+            text = constrained_text(params.constraint, word)
+            yield from self._replay(text, params, prompt_tokens, cancel)
+            return
         text = ""
         produced = 0
         reason: FinishReason = "length"
@@ -142,6 +152,40 @@ class FakeEngine:
             prompt_eval_ns=1000 * prompt_tokens,
             eval_ns=eval_ns,
         )
+
+    def _replay(
+        self, text: str, params: SamplingParams, prompt_tokens: int, cancel: threading.Event | None
+    ) -> Iterator[TokenChunk | Completion]:
+        """`text` in 4-character tokens, cut at max_tokens like any other generation."""
+        pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+        produced = 0
+        reason: FinishReason = "stop"
+        for piece in pieces:
+            if produced >= params.max_tokens:
+                reason = "length"
+                break
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            produced += 1
+            yield TokenChunk(text=piece, token_id=produced)
+        self._stats.prompt_tokens += prompt_tokens
+        self._stats.completion_tokens += produced
+        yield Completion(reason, prompt_tokens, produced, 1000 * prompt_tokens, 1000 * produced)
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Unit vectors from a hash of each text's words, and the tokens the texts take."""
+        if self.loaded_path is None:
+            raise EngineError("fake engine: embed called before load")
+        vectors = []
+        for text in texts:
+            vector = [0.0] * self.EMBEDDING_SIZE
+            for word in text.lower().split():
+                digest = hashlib.sha256(word.encode()).digest()
+                vector[digest[0] % self.EMBEDDING_SIZE] += 1.0 + digest[1] / 255
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            vectors.append([v / norm for v in vector])
+        return vectors, sum(self.count_tokens(t) for t in texts)
 
     def unload(self) -> None:
         """Forget the model."""

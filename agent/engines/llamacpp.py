@@ -1,21 +1,17 @@
-"""llama.cpp engine for GGUF files: slots and continuous batching over llama.cpp's low-level API.
+"""llama.cpp engine for GGUF files, driven through llama-cpp-python's low-level token loop.
 
-One model, one context with `parallel` sequences (`LlamaBatchBackend`), driven by the shared
-`BatchScheduler` in one worker thread: every step is one `llama_decode` over the decode
-tokens of all running sequences plus prompt chunks of new ones. Detokenizing and stop strings
-are ours and incremental (a token -> bytes table); the high-level `create_completion(stream=
-True)` re-decodes the whole output each token. `Llama` itself is kept only for tokenizing and
-metadata, with a tiny context of its own.
+We call `Llama.generate` (evaluate + sample in C, one token per step) and do detokenizing and
+stop strings ourselves, incrementally: `create_completion(stream=True)` re-decodes and
+re-scans the whole output each token and streams several times slower than the model runs.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +23,16 @@ from agent.engines.base import (
     SamplingParams,
     TokenChunk,
 )
-from agent.engines.batching import BatchRequest, BatchScheduler, SchedulerStats
-from agent.engines.decoding import check_context
-from agent.engines.llamacpp_batch import LlamaBatchBackend
-from agent.engines.offload import (
-    GGUFHeaderError,
-    ModelShape,
-    OffloadPlan,
-    model_shape,
-    plan_offload,
+from agent.engines.decoding import (
+    REPEAT_PENALTY_WINDOW,
+    IncrementalDetokenizer,
+    check_context,
+    stream_tokens,
 )
-from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
-from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
+from agent.engines.llamacpp_embed import LlamaEmbedder
+from agent.engines.llamacpp_grammar import grammar_for
+from agent.engines.offload import GGUFHeaderError, OffloadPlan, model_shape, plan_offload
+from agent.errors import EngineError, EngineUnavailable, ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,85 +57,48 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-# Context of the Llama object kept for tokenizing and metadata; the slots have their own.
-_TOKENIZER_CONTEXT = 64
-
-
-def _shape(gguf: Path) -> ModelShape | None:
-    try:
-        return model_shape(gguf)
-    except (GGUFHeaderError, OSError) as exc:
-        _LOGGER.warning("cannot read the shape of %s (%s): not offloading, 1 slot", gguf, exc)
-        return None
-
-
-def _offload_plan(
-    shape: ModelShape | None, options: LoadOptions, supports_gpu_offload: bool
-) -> OffloadPlan:
+def _offload_plan(gguf: Path, options: LoadOptions, supports_gpu_offload: bool) -> OffloadPlan:
     """Layers to offload for this file: as set in the options, else what fits the GPU budget."""
-    if shape is None:
-        return OffloadPlan(0, 0, "GGUF header unreadable")
+    try:
+        shape = model_shape(gguf)
+    except (GGUFHeaderError, OSError) as exc:
+        _LOGGER.warning("cannot read the layer count of %s (%s): not offloading", gguf, exc)
+        return OffloadPlan(0, 0, f"GGUF header unreadable: {exc}")
     if options.gpu_layers:  # set explicitly (configuration, tests): honoured when possible
         layers = min(options.gpu_layers, shape.n_layers) if supports_gpu_offload else 0
         return OffloadPlan(layers, shape.n_layers, "gpu_layers set in the load options")
     return plan_offload(
         shape,
-        context_length=options.context_length * max(options.parallel, 1),
+        context_length=options.context_length,
         supports_gpu_offload=supports_gpu_offload,
         gpu_memory_bytes=options.gpu_memory_bytes,
     )
-
-
-def _as_seen(done: Completion, seen: int, cancel: threading.Event) -> Completion:
-    """A cancelled Completion counts the tokens the caller saw (the worker may be a step ahead)."""
-    if not cancel.is_set() or done.finish_reason != "cancelled":
-        return done
-    return replace(done, completion_tokens=min(done.completion_tokens, seen))
-
-
-def _slot_plan(shape: ModelShape | None, options: LoadOptions, plan: OffloadPlan) -> SlotPlan:
-    """Slots from --parallel or from memory: the GPU budget when offloaded, else free RAM."""
-    if shape is None:
-        parallel = max(options.parallel, 1)
-        return SlotPlan(parallel, options.context_length, 0, f"{parallel} slots (shape unknown)")
-    if plan.gpu_layers:
-        available = options.gpu_memory_bytes
-    else:
-        available = options.memory_bytes
-        if available is None and options.parallel <= 0:
-            available = probed_available_memory()
-    if available is not None and available < 0:
-        available = None
-    return plan_slots(shape, slot_context=options.context_length,
-                      available_bytes=available, requested=options.parallel)  # fmt: skip
 
 
 class LlamaCppEngine:
     """GGUF models on llama.cpp (CPU, or CUDA/Metal/Vulkan when the build has it)."""
 
     name = "llamacpp"
+    constrained_decoding = True  # OutputConstraint through llama.cpp's grammar sampler
 
     def __init__(self) -> None:
         self._llm: Any = None
         self._lib: Any = None
-        self._backend: LlamaBatchBackend | None = None
-        self.scheduler: BatchScheduler | None = None
-        self.slots: SlotPlan | None = None
         self._pieces: dict[int, bytes] = {}
         self._ends: dict[int, bool] = {}
         self._bos_text: str | None = None
+        self._embedder: LlamaEmbedder | None = None
         self._stats = EngineStats()
+        self._lock = threading.Lock()
 
     def load(self, model_path: Path, options: LoadOptions) -> None:
-        """Open the GGUF with `parallel` slots of the requested context, on the GPU if it fits."""
+        """Open the GGUF with the requested context and threads, on the GPU as far as it fits."""
         lib = _import_llama_cpp()
         self.unload()
         gguf = find_gguf(model_path) if model_path.exists() else model_path
         if not gguf.is_file():
             raise ModelLoadError(f"model file {gguf} does not exist")
-        shape = _shape(gguf)
-        plan = _offload_plan(shape, options, bool(lib.llama_supports_gpu_offload()))
-        slots = _slot_plan(shape, options, plan)
+        plan = _offload_plan(gguf, options, bool(lib.llama_supports_gpu_offload()))
         started = time.perf_counter()
         try:
             llm = self._open(lib, gguf, options, plan.n_gpu_layers)
@@ -152,18 +109,9 @@ class LlamaCppEngine:
             plan = OffloadPlan(0, plan.total_layers, f"GPU load failed: {exc}")
             llm = self._open(lib, gguf, options, 0)
         self._llm, self._lib = llm, lib
+        self._embedder = LlamaEmbedder(gguf, options, dict(getattr(llm, "metadata", None) or {}))
         self._pieces, self._ends = {}, {}
         self._bos_text = self._token_text(llm.token_bos())
-        try:
-            backend = LlamaBatchBackend(
-                lib, llm._model, n_slots=slots.parallel, slot_context=slots.slot_context,
-                n_cached=slots.parallel, threads=options.threads,
-                piece=self._piece, is_end=self._is_end,
-            )  # fmt: skip
-        except AgentError:
-            self.unload()
-            raise
-        self._backend, self.slots = backend, slots
         self._stats = EngineStats(
             load_seconds=time.perf_counter() - started,
             device=plan.device,
@@ -172,27 +120,20 @@ class LlamaCppEngine:
                 "layers": str(plan.total_layers),
                 "offload": plan.reason,
                 "threads": str(llm.n_threads),
-                "parallel": str(slots.parallel),
-                "slot_context": str(slots.slot_context),
-                "slots": slots.reason,
-                "prefix_cache": "on" if backend.shares_prefixes else "off (SWA/recurrent model)",
             },
         )
-        self.scheduler = BatchScheduler(backend, n_slots=slots.parallel, stats=self._stats,
-                                        prefix_cache=backend.shares_prefixes)  # fmt: skip
-        _LOGGER.info("llama.cpp loaded %s on %s: %s; %s", gguf, plan.device, plan.reason,
-                     slots.reason)  # fmt: skip
+        _LOGGER.info("llama.cpp loaded %s on %s: %s", gguf, plan.device, plan.reason)
 
     @staticmethod
     def _open(lib: Any, gguf: Path, options: LoadOptions, n_gpu_layers: int) -> Any:
         try:
             return lib.Llama(
                 model_path=str(gguf),
-                n_ctx=_TOKENIZER_CONTEXT,
-                n_batch=_TOKENIZER_CONTEXT,
+                n_ctx=options.context_length,
                 n_threads=options.threads,
                 n_threads_batch=options.threads,
                 n_gpu_layers=n_gpu_layers,
+                last_n_tokens_size=REPEAT_PENALTY_WINDOW,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -223,49 +164,51 @@ class LlamaCppEngine:
     def generate(
         self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[TokenChunk | Completion]:
-        """Stream tokens for the prompt through the batch scheduler, then one Completion."""
-        prompt_ids = self.tokenize(prompt)
-        check_context(len(prompt_ids), params.max_tokens, self.context_length)
-        items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        request = BatchRequest(prompt_ids, params, items.put, cancel or threading.Event())
-        self._scheduler().submit(request)
-        seen = 0
-        try:
-            while True:
-                item = items.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, Completion):
-                    yield _as_seen(item, seen, request.cancel)
-                    return
-                if not request.cancel.is_set():  # nothing more after the caller cancelled
-                    assert isinstance(item, TokenChunk)
-                    seen += item.token_id >= 0
-                    yield item
-        finally:
-            request.cancel.set()  # a caller that stops reading frees the slot
-
-    def tokenize(self, text: str) -> list[int]:
-        """The prompt's token ids, BOS included when the model adds one (any thread)."""
-        return self._tokenize(text)
-
-    def batch_stats(self) -> SchedulerStats | None:
-        """The scheduler's gauges and counters (None when nothing is loaded)."""
-        return self.scheduler.stats() if self.scheduler is not None else None
+        """Stream tokens for the prompt, then one Completion."""
+        llm = self._loaded()
+        prompt_ids = self._tokenize(prompt)
+        check_context(len(prompt_ids), params.max_tokens, llm.n_ctx())
+        with self._lock:
+            llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+            try:
+                steps = llm.generate(
+                    prompt_ids,
+                    top_k=params.top_k if params.top_k > 0 else llm.n_vocab(),
+                    top_p=params.top_p,
+                    min_p=0.0,
+                    typical_p=1.0,
+                    temp=max(params.temperature, 0.0),
+                    repeat_penalty=params.repeat_penalty,
+                    grammar=grammar_for(params.constraint),
+                )
+                yield from stream_tokens(
+                    steps,
+                    detokenizer=IncrementalDetokenizer(self._piece),
+                    is_end=self._is_end,
+                    params=params,
+                    prompt_tokens=len(prompt_ids),
+                    cancel=cancel,
+                    stats=self._stats,
+                )
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise EngineError(f"llama.cpp generation failed: {exc}") from exc
 
     def unload(self) -> None:
-        """Stop the scheduler, then free the context and the model."""
-        if self.scheduler is not None:
-            self.scheduler.close()
-            self.scheduler = None
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        """Free the model and its context."""
         if self._llm is not None:
             close = getattr(self._llm, "close", None)
             if close is not None:
                 close()
         self._llm = None
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Mean-pooled (or the model's own pooling), normalised embeddings of the texts."""
+        if self._embedder is None:
+            raise EngineError("llamacpp: no model loaded; call load() first")
+        return self._embedder.embed(texts)
 
     def stats(self) -> EngineStats:
         """Counters since load."""
@@ -273,13 +216,8 @@ class LlamaCppEngine:
 
     @property
     def context_length(self) -> int:
-        """Tokens of context one slot holds (0 when nothing is loaded)."""
-        return self.slots.slot_context if self._llm is not None and self.slots else 0
-
-    def _scheduler(self) -> BatchScheduler:
-        if self.scheduler is None:
-            raise EngineError("llamacpp: no model loaded; call load() first")
-        return self.scheduler
+        """The context the model was opened with (0 when nothing is loaded)."""
+        return int(self._llm.n_ctx()) if self._llm is not None else 0
 
     def _loaded(self) -> Any:
         if self._llm is None:

@@ -87,7 +87,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         param = param or where or None
-        problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        if error.get("type") == "extra_forbidden":
+            # Refused, never ignored: the client would believe the field took effect.
+            problems.append(f"{where}: not supported by this agent (see docs/agent.md)")
+        else:
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(problems), param
 
 

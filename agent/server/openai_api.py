@@ -1,112 +1,38 @@
-"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models."""
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import Field
 
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
 from agent.runtime import LoadedModel
+from agent.server.chat_plan import ChatPlan
 from agent.server.deps import (
     LimitsDep,
     RuntimeDep,
     fill_context,
     nonempty_prompt,
-    sampling,
     served_model,
-    stop_tuple,
 )
+from agent.server.embedding import embed_texts
 from agent.server.errors import ApiError, from_agent_error
-from agent.server.limits import MAX_INT_PARAM, RequestBody
+from agent.server.openai_requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
+from agent.tool_calls import ToolCall
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ContentPart(RequestBody):
-    """One part of a multi-part message; only text is supported."""
-
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(RequestBody):
-    """One message of the conversation."""
-
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-
-    def as_template_input(self) -> dict[str, str]:
-        """`{"role", "content"}` with text parts joined; images are rejected."""
-        content = self.content
-        if isinstance(content, list):
-            if any(p.type != "text" for p in content):
-                raise ApiError(400, "only text content parts are supported", param="messages")
-            content = "".join(p.text or "" for p in content)
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content or ""}
-
-
-class StreamOptions(RequestBody):
-    """Options for streamed responses."""
-
-    include_usage: bool = False
-
-
-class SamplingFields(RequestBody):
-    """Fields both endpoints share (OpenAI's, plus llama.cpp's top_k and repeat_penalty)."""
-
-    model: str = ""
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INT_PARAM)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0, le=MAX_INT_PARAM)
-    repeat_penalty: float | None = Field(default=None, gt=0, le=100)
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
-    stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=MAX_INT_PARAM)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None  # accepted, not applied
-    frequency_penalty: float | None = None  # accepted, not applied
-    user: str | None = None
-
-    def params(self, max_tokens: int | None, extra_stops: tuple[str, ...]) -> SamplingParams:
-        """SamplingParams for this request."""
-        return sampling(
-            max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repeat_penalty=self.repeat_penalty,
-            seed=self.seed,
-            stop=stop_tuple(self.stop, extra_stops),
-        )
-
-
-class ChatCompletionRequest(SamplingFields):
-    """POST /v1/chat/completions."""
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INT_PARAM)
-
-
-class CompletionRequest(SamplingFields):
-    """POST /v1/completions."""
-
-    prompt: str | list[str] = Field(description="one non-empty prompt (a list of exactly one)")
-    max_tokens: int | None = Field(default=16, ge=1, le=MAX_INT_PARAM)
-    echo: bool = False
 
 
 def _usage(generation: Generation) -> dict[str, int]:
@@ -175,35 +101,80 @@ async def chat_completions(
     served = served_model(runtime, body.model)
     if body.n != 1:
         raise ApiError(400, "only n=1 is supported", param="n")
+    plan = body.plan()
     messages = [m.as_template_input() for m in body.messages]
     limits.check_prompt((m["content"] for m in messages), "messages")
     max_tokens = body.max_completion_tokens or body.max_tokens
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
-        prompt = model.chat.render(messages)
-        return nonempty_prompt(prompt, "messages"), body.params(max_tokens, model.chat.stop_strings)
+        prompt = nonempty_prompt(plan.render(model, messages), "messages")
+        params = body.params(max_tokens, model.chat.stop_strings)
+        return prompt, replace(params, constraint=plan.constraint)
 
     generation = await runtime.generate(
         build, max_tokens_default=fill_context(max_tokens), started=started
     )
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served.ref}
+    headers = served.chat.as_header()
     if body.stream:
         chunk = {**base, "object": "chat.completion.chunk"}
-        opener = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
         include = bool(body.stream_options and body.stream_options.include_usage)
-        parts = _sse(generation, chunk, _chat_delta, opener, include)
-        headers = {**_SSE_HEADERS, **served.chat.as_header()}
-        return TokenStreamResponse(parts, generation, "text/event-stream", headers)
-    response.headers.update(served.chat.as_header())
+        if plan.reads_calls:
+            parts = _sse_calls(generation, chunk, plan, include)
+        else:
+            opener = {"index": 0, "delta": {"role": "assistant", "content": ""},
+                      "finish_reason": None}  # fmt: skip
+            parts = _sse(generation, chunk, _chat_delta, opener, include)
+        return TokenStreamResponse(parts, generation, "text/event-stream",
+                                   {**_SSE_HEADERS, **headers})  # fmt: skip
+    response.headers.update(headers)
     text = await until_disconnect(request, generation.text(), generation.cancel)
-    message = {"role": "assistant", "content": text}
+    content, calls = plan.read(text)
     choice = {
         "index": 0,
-        "message": message,
+        "message": _message(content, calls),
         "logprobs": None,
-        "finish_reason": _finish(generation),
+        "finish_reason": "tool_calls" if calls else _finish(generation),
     }
     return {**base, "object": "chat.completion", "choices": [choice], "usage": _usage(generation)}
+
+
+def _message(content: str | None, calls: list[ToolCall]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = [c.as_openai() for c in calls]
+    return message
+
+
+async def _sse_calls(
+    generation: Generation, base: dict[str, Any], plan: ChatPlan, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """SSE for a chat that may call tools: read whole, then the content or the calls."""
+
+    def event(choice: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
+
+    try:
+        text = await generation.text()
+        content, calls = plan.read(text)
+    except AgentError as exc:
+        err = from_agent_error(exc)
+        body = {"message": err.message, "type": "server_error", "param": None, "code": err.code}
+        yield f"data: {json.dumps({'error': body})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+        return
+    yield event({"index": 0, "delta": {"role": "assistant", "content": content},
+                 "logprobs": None, "finish_reason": None})  # fmt: skip
+    if calls:
+        deltas = [{"index": i, **c.as_openai()} for i, c in enumerate(calls)]
+        yield event({"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None,
+                     "finish_reason": None})  # fmt: skip
+    reason = "tool_calls" if calls else _finish(generation)
+    yield event({"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason})
+    if include_usage:
+        usage = {**base, "choices": [], "usage": _usage(generation)}
+        yield f"data: {json.dumps(usage)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 def _chat_delta(text: Any) -> dict[str, Any]:
@@ -221,6 +192,10 @@ async def completions(
     """Plain text completion (no chat template), streamed as SSE or in one JSON response."""
     started = time.perf_counter()
     served = served_model(runtime, body.model)
+    body.refuse_unsupported()
+    if body.suffix:
+        raise ApiError(400, "suffix (fill-in-the-middle) is not supported by this agent",
+                       param="suffix")  # fmt: skip
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1 or body.n != 1:
         raise ApiError(400, "exactly one prompt and n=1 are supported", param="prompt")
@@ -244,6 +219,28 @@ async def completions(
     choice = _text_choice((prompt if body.echo else "") + text)
     choice["finish_reason"] = _finish(generation)
     return {**base, "object": "text_completion", "choices": [choice], "usage": _usage(generation)}
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    """Pooled, L2-normalised embeddings of one text or a batch, from the served model."""
+    served = served_model(runtime, body.model)
+    if body.dimensions is not None:
+        raise ApiError(400, "dimensions: the model's embedding size is fixed", param="dimensions")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    vectors, tokens = await embed_texts(runtime, texts, "input")
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encoded(v, body.encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": served.ref, "usage": usage}
+
+
+def _encoded(vector: list[float], encoding: str) -> Any:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 @router.get("/models")

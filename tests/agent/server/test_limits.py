@@ -86,8 +86,8 @@ def test_prompt_over_the_cap_is_refused_before_tokenizing(
     assert "120 characters" in error["message"] and "limit of 100" in error["message"]
     resp = httpx.post(small.url + "/api/generate", json={**GENERATE, "prompt": "z" * 101})
     assert "max_prompt_chars" in ollama_error(resp, 400)
-    resp = httpx.post(small.url + "/api/chat", json={**GENERATE, "prompt": None,
-                                                     **long_chat})  # fmt: skip
+    ollama_chat = {"model": "fake", "stream": False, "messages": long_chat["messages"]}
+    resp = httpx.post(small.url + "/api/chat", json=ollama_chat)
     assert "max_prompt_chars" in ollama_error(resp, 400)
     assert counted == []
 

@@ -1,0 +1,140 @@
+"""Structured output, tool calls and refusals on the fake engine (API shapes, both APIs)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from agent.server.serve import RunningServer
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}  # fmt: skip
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_json_schema_answer_matches_the_schema(client: openai.OpenAI) -> None:
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}
+    reply = client.chat.completions.create(model="fake", messages=USER, response_format=fmt)
+    person = json.loads(reply.choices[0].message.content or "")
+    assert set(person) == {"name", "age"} and len(person["name"]) <= 8
+
+
+def test_json_object_answer_parses(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="fake", messages=USER, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+
+
+def test_schema_keyword_the_grammar_cannot_enforce_is_refused(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}}
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="fake", messages=USER, response_format=fmt)
+    assert "minimum" in str(caught.value) and caught.value.body["param"] == "response_format"
+
+
+def test_required_tool_call_is_forced_and_valid(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="fake", messages=USER, tools=[WEATHER], tool_choice="required"
+    )  # type: ignore[list-item]
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = choice.message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert "city" in json.loads(call.function.arguments)  # type: ignore[union-attr]
+
+
+def test_streamed_tool_call_accumulates_in_the_sdk(client: openai.OpenAI) -> None:
+    choice: Any = {"type": "function", "function": {"name": "get_weather"}}
+    stream = client.chat.completions.create(
+        model="fake", messages=USER, tools=[WEATHER], tool_choice=choice, stream=True
+    )  # type: ignore[list-item]
+    args, reasons = "", []
+    for chunk in stream:
+        for c in chunk.choices:
+            for call in c.delta.tool_calls or []:
+                args += (call.function and call.function.arguments) or ""
+            reasons.append(c.finish_reason)
+    assert json.loads(args)["city"] and reasons[-1] == "tool_calls"
+
+
+def test_tool_results_are_fed_back(client: openai.OpenAI) -> None:
+    messages: Any = [
+        *USER,
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]  # fmt: skip
+    reply = client.chat.completions.create(model="fake", messages=messages, tools=[WEATHER])
+    assert reply.choices[0].finish_reason in ("stop", "length")  # type: ignore[list-item]
+
+
+def test_unknown_tool_choice_and_unsupported_fields_are_refused(server: RunningServer) -> None:
+    url = f"{server.url}/v1/chat/completions"
+    cases = [
+        ({"tools": [WEATHER], "tool_choice": {"type": "function",
+                                               "function": {"name": "nope"}}}, "tool_choice"),
+        ({"logprobs": True}, "logprobs"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"audio": {"voice": "x"}}, "audio"),
+    ]  # fmt: skip
+    for extra, param in cases:
+        reply = httpx.post(url, json={"model": "fake", "messages": USER, **extra})
+        assert reply.status_code == 400, extra
+        assert reply.json()["error"]["param"] == param
+
+
+def test_ollama_format_schema_and_json(server: RunningServer) -> None:
+    for fmt in ("json", PERSON):
+        body = {"model": "fake", "messages": USER, "format": fmt, "stream": False}
+        reply = httpx.post(f"{server.url}/api/chat", json=body)
+        assert reply.status_code == 200, reply.text
+        assert isinstance(json.loads(reply.json()["message"]["content"]), dict)
+
+
+def test_ollama_images_think_and_unknown_options_are_refused(server: RunningServer) -> None:
+    cases = [
+        ({"messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}, "images"),
+        ({"messages": USER, "think": True}, "think"),
+        ({"messages": USER, "options": {"mirostat": 1}}, "mirostat"),
+        ({"messages": USER, "options": {"num_ctx": 10**6}}, "num_ctx"),
+    ]
+    for extra, word in cases:
+        reply = httpx.post(f"{server.url}/api/chat", json={"model": "fake", "stream": False,
+                                                           **extra})  # fmt: skip
+        assert reply.status_code == 400, extra
+        assert word in reply.json()["error"]
+
+
+def test_ollama_tools_in_the_prompt_and_calls_parsed(server: RunningServer) -> None:
+    body = {"model": "fake", "messages": USER, "tools": [WEATHER], "stream": True}
+    lines = httpx.post(f"{server.url}/api/chat", json=body).text.splitlines()
+    assert json.loads(lines[-1])["done"] is True
+
+
+def test_ollama_root_answers_running(server: RunningServer) -> None:
+    assert httpx.get(server.url + "/").text == "Ollama is running"
+    assert httpx.head(server.url + "/").status_code == 200
