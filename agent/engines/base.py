@@ -82,6 +82,10 @@ class LoadOptions:
     cache_dir: Path | None = None
     # Bytes of GPU memory the engine may fill (hwprobe found a GPU); None: no GPU to use.
     gpu_memory_bytes: int | None = None
+    # Sequences a batching engine serves at once; 0: as many as memory_bytes allows.
+    parallel: int = 0
+    # Bytes of system memory free for weights and KV caches (hwprobe); None: unknown.
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)

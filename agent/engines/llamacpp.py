@@ -1,17 +1,21 @@
-"""llama.cpp engine for GGUF files, driven through llama-cpp-python's low-level token loop.
+"""llama.cpp engine for GGUF files: slots and continuous batching over llama.cpp's low-level API.
 
-We call `Llama.generate` (evaluate + sample in C, one token per step) and do detokenizing and
-stop strings ourselves, incrementally: `create_completion(stream=True)` re-decodes and
-re-scans the whole output each token and streams several times slower than the model runs.
+One model, one context with `parallel` sequences (`LlamaBatchBackend`), driven by the shared
+`BatchScheduler` in one worker thread: every step is one `llama_decode` over the decode
+tokens of all running sequences plus prompt chunks of new ones. Detokenizing and stop strings
+are ours and incremental (a token -> bytes table); the high-level `create_completion(stream=
+True)` re-decodes the whole output each token. `Llama` itself is kept only for tokenizing and
+metadata, with a tiny context of its own.
 """
 
 from __future__ import annotations
 
 import logging
-import random
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +27,19 @@ from agent.engines.base import (
     SamplingParams,
     TokenChunk,
 )
-from agent.engines.decoding import (
-    REPEAT_PENALTY_WINDOW,
-    IncrementalDetokenizer,
-    check_context,
-    stream_tokens,
-)
+from agent.engines.batching import BatchRequest, BatchScheduler, SchedulerStats
+from agent.engines.decoding import check_context
+from agent.engines.llamacpp_batch import LlamaBatchBackend
 from agent.engines.llamacpp_embed import LlamaEmbedder
-from agent.engines.llamacpp_grammar import grammar_for
-from agent.engines.offload import GGUFHeaderError, OffloadPlan, model_shape, plan_offload
-from agent.errors import EngineError, EngineUnavailable, ModelLoadError
+from agent.engines.offload import (
+    GGUFHeaderError,
+    ModelShape,
+    OffloadPlan,
+    model_shape,
+    plan_offload,
+)
+from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
+from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,22 +64,57 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _offload_plan(gguf: Path, options: LoadOptions, supports_gpu_offload: bool) -> OffloadPlan:
-    """Layers to offload for this file: as set in the options, else what fits the GPU budget."""
+# Context of the Llama object kept for tokenizing and metadata; the slots have their own.
+_TOKENIZER_CONTEXT = 64
+
+
+def _shape(gguf: Path) -> ModelShape | None:
     try:
-        shape = model_shape(gguf)
+        return model_shape(gguf)
     except (GGUFHeaderError, OSError) as exc:
-        _LOGGER.warning("cannot read the layer count of %s (%s): not offloading", gguf, exc)
-        return OffloadPlan(0, 0, f"GGUF header unreadable: {exc}")
+        _LOGGER.warning("cannot read the shape of %s (%s): not offloading, 1 slot", gguf, exc)
+        return None
+
+
+def _offload_plan(
+    shape: ModelShape | None, options: LoadOptions, supports_gpu_offload: bool
+) -> OffloadPlan:
+    """Layers to offload for this file: as set in the options, else what fits the GPU budget."""
+    if shape is None:
+        return OffloadPlan(0, 0, "GGUF header unreadable")
     if options.gpu_layers:  # set explicitly (configuration, tests): honoured when possible
         layers = min(options.gpu_layers, shape.n_layers) if supports_gpu_offload else 0
         return OffloadPlan(layers, shape.n_layers, "gpu_layers set in the load options")
     return plan_offload(
         shape,
-        context_length=options.context_length,
+        context_length=options.context_length * max(options.parallel, 1),
         supports_gpu_offload=supports_gpu_offload,
         gpu_memory_bytes=options.gpu_memory_bytes,
     )
+
+
+def _as_seen(done: Completion, seen: int, cancel: threading.Event) -> Completion:
+    """A cancelled Completion counts the tokens the caller saw (the worker may be a step ahead)."""
+    if not cancel.is_set() or done.finish_reason != "cancelled":
+        return done
+    return replace(done, completion_tokens=min(done.completion_tokens, seen))
+
+
+def _slot_plan(shape: ModelShape | None, options: LoadOptions, plan: OffloadPlan) -> SlotPlan:
+    """Slots from --parallel or from memory: the GPU budget when offloaded, else free RAM."""
+    if shape is None:
+        parallel = max(options.parallel, 1)
+        return SlotPlan(parallel, options.context_length, 0, f"{parallel} slots (shape unknown)")
+    if plan.gpu_layers:
+        available = options.gpu_memory_bytes
+    else:
+        available = options.memory_bytes
+        if available is None and options.parallel <= 0:
+            available = probed_available_memory()
+    if available is not None and available < 0:
+        available = None
+    return plan_slots(shape, slot_context=options.context_length,
+                      available_bytes=available, requested=options.parallel)  # fmt: skip
 
 
 class LlamaCppEngine:
@@ -84,21 +126,25 @@ class LlamaCppEngine:
     def __init__(self) -> None:
         self._llm: Any = None
         self._lib: Any = None
+        self._backend: LlamaBatchBackend | None = None
+        self.scheduler: BatchScheduler | None = None
+        self.slots: SlotPlan | None = None
         self._pieces: dict[int, bytes] = {}
         self._ends: dict[int, bool] = {}
         self._bos_text: str | None = None
         self._embedder: LlamaEmbedder | None = None
         self._stats = EngineStats()
-        self._lock = threading.Lock()
 
     def load(self, model_path: Path, options: LoadOptions) -> None:
-        """Open the GGUF with the requested context and threads, on the GPU as far as it fits."""
+        """Open the GGUF with `parallel` slots of the requested context, on the GPU if it fits."""
         lib = _import_llama_cpp()
         self.unload()
         gguf = find_gguf(model_path) if model_path.exists() else model_path
         if not gguf.is_file():
             raise ModelLoadError(f"model file {gguf} does not exist")
-        plan = _offload_plan(gguf, options, bool(lib.llama_supports_gpu_offload()))
+        shape = _shape(gguf)
+        plan = _offload_plan(shape, options, bool(lib.llama_supports_gpu_offload()))
+        slots = _slot_plan(shape, options, plan)
         started = time.perf_counter()
         try:
             llm = self._open(lib, gguf, options, plan.n_gpu_layers)
@@ -112,6 +158,16 @@ class LlamaCppEngine:
         self._embedder = LlamaEmbedder(gguf, options, dict(getattr(llm, "metadata", None) or {}))
         self._pieces, self._ends = {}, {}
         self._bos_text = self._token_text(llm.token_bos())
+        try:
+            backend = LlamaBatchBackend(
+                lib, llm._model, n_slots=slots.parallel, slot_context=slots.slot_context,
+                n_cached=slots.parallel, threads=options.threads,
+                piece=self._piece, is_end=self._is_end,
+            )  # fmt: skip
+        except AgentError:
+            self.unload()
+            raise
+        self._backend, self.slots = backend, slots
         self._stats = EngineStats(
             load_seconds=time.perf_counter() - started,
             device=plan.device,
@@ -120,20 +176,27 @@ class LlamaCppEngine:
                 "layers": str(plan.total_layers),
                 "offload": plan.reason,
                 "threads": str(llm.n_threads),
+                "parallel": str(slots.parallel),
+                "slot_context": str(slots.slot_context),
+                "slots": slots.reason,
+                "prefix_cache": "on" if backend.shares_prefixes else "off (SWA/recurrent model)",
             },
         )
-        _LOGGER.info("llama.cpp loaded %s on %s: %s", gguf, plan.device, plan.reason)
+        self.scheduler = BatchScheduler(backend, n_slots=slots.parallel, stats=self._stats,
+                                        prefix_cache=backend.shares_prefixes)  # fmt: skip
+        _LOGGER.info("llama.cpp loaded %s on %s: %s; %s", gguf, plan.device, plan.reason,
+                     slots.reason)  # fmt: skip
 
     @staticmethod
     def _open(lib: Any, gguf: Path, options: LoadOptions, n_gpu_layers: int) -> Any:
         try:
             return lib.Llama(
                 model_path=str(gguf),
-                n_ctx=options.context_length,
+                n_ctx=_TOKENIZER_CONTEXT,
+                n_batch=_TOKENIZER_CONTEXT,
                 n_threads=options.threads,
                 n_threads_batch=options.threads,
                 n_gpu_layers=n_gpu_layers,
-                last_n_tokens_size=REPEAT_PENALTY_WINDOW,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -164,37 +227,44 @@ class LlamaCppEngine:
     def generate(
         self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[TokenChunk | Completion]:
-        """Stream tokens for the prompt, then one Completion."""
-        llm = self._loaded()
-        prompt_ids = self._tokenize(prompt)
-        check_context(len(prompt_ids), params.max_tokens, llm.n_ctx())
-        with self._lock:
-            llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
-            try:
-                steps = llm.generate(
-                    prompt_ids,
-                    top_k=params.top_k if params.top_k > 0 else llm.n_vocab(),
-                    top_p=params.top_p,
-                    min_p=0.0,
-                    typical_p=1.0,
-                    temp=max(params.temperature, 0.0),
-                    repeat_penalty=params.repeat_penalty,
-                    grammar=grammar_for(params.constraint),
-                )
-                yield from stream_tokens(
-                    steps,
-                    detokenizer=IncrementalDetokenizer(self._piece),
-                    is_end=self._is_end,
-                    params=params,
-                    prompt_tokens=len(prompt_ids),
-                    cancel=cancel,
-                    stats=self._stats,
-                )
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise EngineError(f"llama.cpp generation failed: {exc}") from exc
+        """Stream tokens for the prompt through the batch scheduler, then one Completion."""
+        prompt_ids = self.tokenize(prompt)
+        check_context(len(prompt_ids), params.max_tokens, self.context_length)
+        items: queue.SimpleQueue[object] = queue.SimpleQueue()
+        request = BatchRequest(prompt_ids, params, items.put, cancel or threading.Event())
+        self._scheduler().submit(request)
+        seen = 0
+        try:
+            while True:
+                item = items.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Completion):
+                    yield _as_seen(item, seen, request.cancel)
+                    return
+                if not request.cancel.is_set():  # nothing more after the caller cancelled
+                    assert isinstance(item, TokenChunk)
+                    seen += item.token_id >= 0
+                    yield item
+        finally:
+            request.cancel.set()  # a caller that stops reading frees the slot
+
+    def tokenize(self, text: str) -> list[int]:
+        """The prompt's token ids, BOS included when the model adds one (any thread)."""
+        return self._tokenize(text)
+
+    def batch_stats(self) -> SchedulerStats | None:
+        """The scheduler's gauges and counters (None when nothing is loaded)."""
+        return self.scheduler.stats() if self.scheduler is not None else None
 
     def unload(self) -> None:
-        """Free the model and its context."""
+        """Stop the scheduler, then free the context and the model."""
+        if self.scheduler is not None:
+            self.scheduler.close()
+            self.scheduler = None
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
         if self._llm is not None:
             close = getattr(self._llm, "close", None)
             if close is not None:
@@ -216,8 +286,13 @@ class LlamaCppEngine:
 
     @property
     def context_length(self) -> int:
-        """The context the model was opened with (0 when nothing is loaded)."""
-        return int(self._llm.n_ctx()) if self._llm is not None else 0
+        """Tokens of context one slot holds (0 when nothing is loaded)."""
+        return self.slots.slot_context if self._llm is not None and self.slots else 0
+
+    def _scheduler(self) -> BatchScheduler:
+        if self.scheduler is None:
+            raise EngineError("llamacpp: no model loaded; call load() first")
+        return self.scheduler
 
     def _loaded(self) -> Any:
         if self._llm is None:
