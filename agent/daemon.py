@@ -8,7 +8,10 @@ with any engine factory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from agent import __version__
 from agent.commands import (
     CommandRunner,
     benchmark_action,
@@ -26,22 +30,28 @@ from agent.commands import (
 )
 from agent.engine_benchmark import hardware_digest
 from agent.enroll import Enrollment, ensure_enrolled
+from agent.install_layout import AgentInstall
+from agent.keepalive import FOREVER
+from agent.log_buffer import LogBuffer, logs_action
 from agent.model_loading import probe_profile
 from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
 from agent.mqtt_identity import client_certificate_files
 from agent.outbox import Outbox
+from agent.remote_settings import RemoteSettings, Setting, SettingRefused, log_level_setting
 from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
 from agent.runtime import EngineFactory, ModelRuntime
 from agent.server.metrics import ServingMetrics
 from agent.slots import SlotStore
+from agent.supervisor import RESTART_EXIT, ROOT_ENV
 from agent.telemetry import TelemetrySampler
-from models.protocol import ActiveModel, DeviceState, Telemetry
+from agent.update import AgentUpdater
+from models.protocol import ActiveModel, AgentSettings, DeviceState, Telemetry
 from models.store import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 
 TELEMETRY_INTERVAL_S = 10.0
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = __version__  # a release build writes its version into agent/__init__.py
 
 
 @dataclass
@@ -60,6 +70,11 @@ class NodeOptions:
     telemetry_interval_s: float = TELEMETRY_INTERVAL_S
     check_memory: bool = True
     probe: Callable[[], dict[str, Any]] = probe_profile  # what `reprobe` runs
+    parallel: int | None = None  # request slots the engine was started with (restart to change)
+    set_api_key_sha256: Callable[[str], None] | None = None  # the REST API's key, if it has one
+    api_key_sha256: str = ""
+    agent_root: Path | None = None  # versioned installs (agent/install_layout.py); None: none
+    request_restart: Callable[[], None] | None = None  # exit for the supervisor to restart us
 
 
 class AgentNode:
@@ -84,6 +99,13 @@ class AgentNode:
         self._hardware_digest = hardware_digest(options.hardware)
         mem = (lambda: int(psutil.virtual_memory().available)) if options.check_memory else None
         slots = SlotStore(data / "slots")
+        self.log_buffer = LogBuffer()
+        logging.getLogger("agent").addHandler(self.log_buffer)
+        self._telemetry_interval_s = options.telemetry_interval_s
+        self.remote = RemoteSettings(data, self._settings())
+        self.remote.apply(self.remote.restore())  # what the fleet set last time, before any run
+        self.updater = self._updater()
+        update = self.updater
         self.executor = RolloutExecutor(ExecutorDeps(
             slots=slots, store=ArtifactStore(data / "store"),
             runtime=runtime, select=options.select, engine_factory=options.engine_factory,
@@ -91,6 +113,8 @@ class AgentNode:
             trusted_keys=enrollment.trusted_keys(), data_dir=data,
             artifact_headers=enrollment.artifact_headers(), memory_available=mem,
             on_change=lambda: self.mqtt.publish_state(),
+            apply_settings=self._apply_settings,
+            apply_agent=update.apply if update is not None else None,
         ))  # fmt: skip
         self.commands = self._command_runner(slots)
         access = enrollment.mqtt
@@ -119,8 +143,67 @@ class AgentNode:
                 self.runtime, slots, factory, busy=busy, on_change=lambda: self.mqtt.publish_state()
             ),
             "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
+            "logs": logs_action(self.log_buffer),
         }
         return CommandRunner(actions, lambda result: self.mqtt.send("cmd/result", result))
+
+    def _updater(self) -> AgentUpdater | None:
+        options = self.options
+        if options.agent_root is None or options.request_restart is None:
+            return None
+        return AgentUpdater(
+            AgentInstall(options.agent_root), running_version=options.agent_version,
+            trusted_keys=self.enrollment.trusted_keys(),
+            emit=lambda event: self.mqtt.send("events", event),
+            request_restart=options.request_restart,
+            headers=self.enrollment.artifact_headers(),
+        )  # fmt: skip
+
+    def _healthy(self, timeout_s: float) -> bool:
+        """Connected to the broker, and serving the committed model if there is one."""
+        if not self.mqtt.wait_connected(timeout_s):
+            return False
+        return not self.executor.deps.slots.has_active() or self.runtime.active is not None
+
+    def _settings(self) -> dict[str, Setting]:
+        """The settings the control plane may change on this agent, and how."""
+        runtime, options = self.runtime, self.options
+
+        def keep_alive() -> float:
+            value = runtime.default_keep_alive
+            return -1.0 if value == FOREVER else value
+
+        def set_keep_alive(value: float) -> None:
+            runtime.default_keep_alive = FOREVER if value < 0 else value
+
+        def set_interval(value: float) -> None:
+            self._telemetry_interval_s = value
+
+        def set_key(value: str) -> None:
+            if options.set_api_key_sha256 is None:
+                raise SettingRefused("api_key_sha256: this agent serves no REST API to key")
+            options.set_api_key_sha256(value)
+            options.api_key_sha256 = value
+
+        def check_key(value: str) -> None:
+            if options.set_api_key_sha256 is None:
+                raise SettingRefused("api_key_sha256: this agent serves no REST API to key")
+
+        return {
+            "parallel": Setting(current=lambda: options.parallel),
+            "keep_alive_s": Setting(current=keep_alive, apply=set_keep_alive),
+            "telemetry_interval_s": Setting(
+                current=lambda: self._telemetry_interval_s, apply=set_interval
+            ),
+            "log_level": log_level_setting(),
+            "api_key_sha256": Setting(current=lambda: options.api_key_sha256[:12],
+                                      apply=set_key, check=check_key),
+        }  # fmt: skip
+
+    def _apply_settings(self, settings: AgentSettings | None) -> bool:
+        applied = self.remote.apply(settings)
+        self.mqtt.publish_state()
+        return applied
 
     def _apply_hardware(self, profile: dict[str, Any]) -> str:
         """Adopt a fresh hardware profile and republish the retained state; the new digest."""
@@ -149,6 +232,7 @@ class AgentNode:
             device_class=self.device_class, hardware=self.hardware,
             hardware_digest=self._hardware_digest, active=active,
             desired_version=self.executor.applied_version,
+            settings=self.remote.effective(), settings_error=self.remote.error,
         )  # fmt: skip
 
     def start(self) -> None:
@@ -158,7 +242,9 @@ class AgentNode:
         self.executor.start()
         self.commands.start()
         self.mqtt.start()
-        if self.options.telemetry_interval_s > 0:
+        if self.updater is not None:
+            self.updater.on_start(self._healthy)
+        if self._telemetry_interval_s > 0:
             self._telemetry = threading.Thread(target=self._telemetry_loop, daemon=True,
                                                name="telemetry")  # fmt: skip
             self._telemetry.start()
@@ -172,10 +258,11 @@ class AgentNode:
         if self._telemetry is not None:
             self._telemetry.join(timeout=5)
         self.outbox.close()
+        logging.getLogger("agent").removeHandler(self.log_buffer)
 
     def _telemetry_loop(self) -> None:
         sampler = TelemetrySampler(self.serving)
-        while not self._stop.wait(self.options.telemetry_interval_s):
+        while not self._stop.wait(self._telemetry_interval_s):
             self._telemetry_seq += 1
             runtime = self.runtime
             sample = sampler.sample(queue_depth=runtime.waiting, batch=runtime.batch_stats())
@@ -207,21 +294,35 @@ def run(settings: Any) -> None:
         # The variant is chosen before its files are downloaded, so there is nothing to time.
         _LOGGER.warning("benchmark_engines is ignored in fleet mode: rollouts keep the static "
                         "choice (see docs/agent.md)")  # fmt: skip
+    app = create_app(runtime, api_key=settings.api_key, metrics=metrics,
+                     limits=RequestLimits.of(settings))  # fmt: skip
+    restart = threading.Event()
+
+    def request_restart() -> None:  # a new agent version is current: exit for the supervisor
+        restart.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    root = os.environ.get(ROOT_ENV)
     options = NodeOptions(
         data_dir=data_dir, engine_factory=create_engine,
         select=lambda manifest: select_variant(manifest, profile, installed),
         hardware=profile, device_class=str(profile.get("device_class", "")),
         mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
+        parallel=getattr(settings, "parallel", None),
+        set_api_key_sha256=lambda digest: setattr(app.state, "api_key_sha256", digest),
+        api_key_sha256=hashlib.sha256(settings.api_key.encode()).hexdigest()
+        if settings.api_key else "",
+        agent_root=Path(root) if root else None, request_restart=request_restart,
     )  # fmt: skip
     node = AgentNode(enrollment, runtime, options, serving=metrics)
     node.start()
     try:
-        app = create_app(runtime, api_key=settings.api_key, metrics=metrics,
-                         limits=RequestLimits.of(settings))  # fmt: skip
         asyncio.run(serve(app, runtime, host=settings.host, port=settings.port,
                           log_level=settings.log_level))  # fmt: skip
     finally:
         node.stop()
+    if restart.is_set():
+        raise SystemExit(RESTART_EXIT)
 
 
 def _mqtt_override(url: str | None) -> tuple[str | None, int | None, bool | None]:

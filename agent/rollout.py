@@ -27,7 +27,7 @@ from agent.runtime import EngineFactory, LoadedModel, ModelRuntime
 from agent.slots import Slot, SlotStore, load_slot
 from agent.staging import Fetcher, Selection, Selector, Stager, free_disk_bytes
 from models.errors import ModelsError
-from models.protocol import DesiredModel, DesiredState, RolloutEvent
+from models.protocol import AgentSettings, DesiredModel, DesiredState, RolloutEvent
 from models.signing import atomic_write_bytes
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class ExecutorDeps:
     memory_available: Callable[[], int] | None = None
     disk_free: Callable[[Path], int] | None = free_disk_bytes
     on_change: Callable[[], None] | None = None
+    apply_settings: Callable[[AgentSettings | None], bool] | None = None
+    apply_agent: Callable[[DesiredState], None] | None = None  # self-update (agent/update.py)
 
 
 class RolloutExecutor:
@@ -129,7 +131,16 @@ class RolloutExecutor:
                 self.busy = False
 
     def apply(self, desired: DesiredState) -> bool:
-        """Carry out one desired state (blocking); True when the device now serves what it names."""
+        """Carry out one desired state (blocking): settings, models, then the agent itself."""
+        if self.deps.apply_settings is not None:
+            self.deps.apply_settings(desired.settings)  # refused as a whole, or applied
+        served = self._apply_models(desired)
+        if self.deps.apply_agent is not None:
+            self.deps.apply_agent(desired)  # last: a new agent version restarts the process
+        return served
+
+    def _apply_models(self, desired: DesiredState) -> bool:
+        """The models part; True when the device now serves what the desired state names."""
         if not desired.models:
             self._serve_nothing(desired.version)
             return True

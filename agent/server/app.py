@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Any
 
@@ -30,6 +31,17 @@ class AccessMiddleware:
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.metrics = metrics
 
+    def _allowed(self, scope: Scope) -> bool:
+        """The request carries the key: the control plane's rotated one if set, else ours."""
+        given: bytes = dict(scope["headers"]).get(b"authorization", b"")
+        state = getattr(scope.get("app"), "state", None)
+        rotated: str | None = getattr(state, "api_key_sha256", None)
+        if rotated:  # remote settings: only the digest travels, never the key
+            token = given.removeprefix(b"Bearer ")
+            digest = hashlib.sha256(token).hexdigest().encode()
+            return given.startswith(b"Bearer ") and hmac.compare_digest(digest, rotated.encode())
+        return self.expected is None or hmac.compare_digest(given, self.expected)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
         if scope["type"] != "http":
@@ -37,9 +49,8 @@ class AccessMiddleware:
             return
         path: str = scope["path"]
         api = "ollama" if is_ollama(path) else "openai" if path.startswith("/v1/") else "agent"
-        if self.expected is not None and path not in _OPEN_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+        if path not in _OPEN_PATHS:
+            if not self._allowed(scope):
                 err = ApiError(
                     401,
                     "missing or wrong API key: send 'Authorization: Bearer <key>'",

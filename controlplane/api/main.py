@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from controlplane.api.errors import ERROR_RESPONSES
 from controlplane.api.routes import (
+    agent_releases,
     artifacts,
     audit,
     commands,
@@ -26,6 +27,7 @@ api_router.include_router(enrollment.router)
 api_router.include_router(devices.router)
 api_router.include_router(models.router)
 api_router.include_router(artifacts.router)
+api_router.include_router(agent_releases.router)
 api_router.include_router(telemetry.router)
 api_router.include_router(rollouts.router)
 api_router.include_router(commands.router)

@@ -35,16 +35,21 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> None:
             waves=[Wave.parse(w) for w in _list(args.waves)],
             success_threshold=args.success_threshold, failure_threshold=args.failure_threshold,
             require_approval=args.require_approval, device_timeout_s=args.device_timeout,
+            soak_s=args.soak,
             start_at=as_utc(datetime.fromisoformat(args.start_at)) if args.start_at else None,
         )  # fmt: skip
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     selector = Selector(labels=_labels(args.labels), device_classes=_list(args.device_class),
                         device_ids=_list(args.devices))  # fmt: skip
-    spec = RolloutCreate(model=args.model, selector=selector, strategy=strategy)
+    if bool(args.model) == bool(args.agent):
+        raise CliError("give a model (name:version) or --agent VERSION")
+    spec = RolloutCreate(model=args.model or "", agent=args.agent, selector=selector,
+                         strategy=strategy)  # fmt: skip
     with migrated_session(settings.database_url) as session:
         url = artifacts_url(settings)
-        rollout = service.create_rollout(session, spec=spec, artifacts_url=url, created_by="cli")
+        rollout = service.create_rollout(session, spec=spec, artifacts_url=url, created_by="cli",
+                                         settings=settings)  # fmt: skip
         print(rollout.id)
 
 
@@ -95,7 +100,12 @@ def add_rollouts_parser(sub: Any) -> None:
     p = sub.add_parser("rollouts", help="model rollouts in waves with health gates")
     rsub = p.add_subparsers(dest="rollouts_command", required=True, metavar="COMMAND")
     c = rsub.add_parser("create", help="roll a registered model version out")
-    c.add_argument("model", help="name:version from `edgefleet-cp models`")
+    c.add_argument("model", nargs="?", default="",
+                   help="name:version from `edgefleet-cp models`")  # fmt: skip
+    c.add_argument("--agent", default="", metavar="VERSION",
+                   help="roll this agent release out instead of a model")  # fmt: skip
+    c.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                   help="judge each device's telemetry this long after its switch")  # fmt: skip
     c.add_argument("--waves", default="100%", help="cumulative waves, e.g. 1%%,10%%,50%%,100%% "
                    "or a canary count: 5,100%%")  # fmt: skip
     c.add_argument("--labels", default="", help="only devices with these labels: k=v,k2=v2")

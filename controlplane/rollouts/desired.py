@@ -76,6 +76,19 @@ def models_by_device(
     return out
 
 
+def agents_by_device(
+    session: Session, device_ids: Sequence[str]
+) -> dict[str, dict[str, Any] | None]:
+    """Stored desired agent release of each device that has a desired state."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for part in chunks(device_ids):
+        rows = session.execute(
+            select(_TABLE.c.device_id, _TABLE.c.agent).where(_TABLE.c.device_id.in_(part))
+        )
+        out.update((d, a or None) for d, a in rows)
+    return out
+
+
 def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> dict[str, int]:
     """Store a new desired state per device with its next version (caller commits).
 

@@ -31,7 +31,7 @@ from controlplane.rollouts.strategy import (
     assign_waves,
     decide,
 )
-from models.protocol import DesiredModel
+from models.protocol import AgentRelease, DesiredModel
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -180,6 +180,9 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
             col(RolloutDevice.wave) <= rollout.current_wave,
         )
     ))  # fmt: skip
+    if rollout.kind == "agent":
+        _dispatch_agent(session, rollout, queued, now)
+        return
     target = DesiredModel(
         name=rollout.model_name, version=rollout.model_version,
         manifest_url=rollout.manifest_url, files_url=_files_url(rollout.manifest_url),
@@ -189,7 +192,8 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
         session.execute(
             update(_RD)
             .where(_RD.c.device_id.in_(part), _RD.c.rollout_id != rollout.id,
-                   _RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]))
+                   _RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+                   _RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "model")))
             .values(state=S.CANCELED.value, sub_status="superseded",
                     detail=f"superseded by rollout {rollout.id}", updated_at=now)
         )  # fmt: skip
@@ -206,6 +210,31 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
         ])  # fmt: skip
     if queued:
         _LOGGER.info("rollout %s: %d devices dispatched", rollout.id, len(queued))
+
+
+def _dispatch_agent(session: Session, rollout: Rollout, queued: list[str], now: datetime) -> None:
+    """Send the rollout's agent release; each device keeps its models."""
+    target = AgentRelease(version=rollout.model_version, release_url=rollout.manifest_url,
+                          rollout_id=rollout.id).model_dump(mode="json")  # fmt: skip
+    for part in chunks(queued):
+        session.execute(
+            update(_RD)
+            .where(_RD.c.device_id.in_(part), _RD.c.rollout_id != rollout.id,
+                   _RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+                   _RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "agent")))
+            .values(state=S.CANCELED.value, sub_status="superseded",
+                    detail=f"superseded by rollout {rollout.id}", updated_at=now)
+        )  # fmt: skip
+        previous = desired.agents_by_device(session, part)
+        versions = desired.set_agent_many(session, dict.fromkeys(part, target))
+        session.execute(_DISPATCHED, [
+            {"b_rollout": rollout.id, "b_device": d, "b_version": versions[d], "b_at": now,
+             "b_previous": [previous[d]] if previous.get(d) else []}
+            for d in part
+        ])  # fmt: skip
+    if queued:
+        _LOGGER.info("rollout %s: agent %s sent to %d devices", rollout.id,
+                     rollout.model_version, len(queued))  # fmt: skip
 
 
 def _reported_model(rollout: Rollout, active: str | None) -> list[dict[str, Any]]:
@@ -250,12 +279,16 @@ def revert(
     # A device whose soak failed was reverted then; it is not sent its old model twice.
     back = [r for r in rows if r.state not in (S.QUEUED.value, S.CANCELED.value)
             and r.desired_version is not None and r.sub_status != SOAK_FAILED]  # fmt: skip
-    models = {
-        r.device_id: [DesiredModel.model_validate({**m, "rollout_id": rollout.id})
-                      for m in r.previous_models]
-        for r in back
-    }  # fmt: skip
-    versions = desired.set_many(session, models)
+    if rollout.kind == "agent":
+        previous = {r.device_id: r.previous_models[0] if r.previous_models else None
+                    for r in back}  # fmt: skip
+        versions = desired.set_agent_many(session, previous)
+    else:
+        versions = desired.set_many(session, {
+            r.device_id: [DesiredModel.model_validate({**m, "rollout_id": rollout.id})
+                          for m in r.previous_models]
+            for r in back
+        })  # fmt: skip
     for row in rows:
         if row.state == S.QUEUED.value:
             set_state(row, S.CANCELED, "", reason, now)

@@ -8,6 +8,8 @@ from collections import Counter, defaultdict
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from controlplane import agent_releases
+from controlplane.core.config import Settings
 from controlplane.crud.models import get_model_version
 from controlplane.db_models import as_utc, utcnow
 from controlplane.errors import ApiError
@@ -21,12 +23,16 @@ from controlplane.rollouts.models import (
     WaveProgress,
 )
 from controlplane.rollouts.strategy import FAILED_STATES, DeviceRolloutState, RolloutStatus
+from models.agent_release import RELEASE_NAME
 
 
 def create_rollout(
-    session: Session, *, spec: RolloutCreate, artifacts_url: str, created_by: str
-) -> Rollout:
-    """Record a rollout of a registered model version; the controller starts it."""
+    session: Session, *, spec: RolloutCreate, artifacts_url: str, created_by: str,
+    settings: Settings | None = None,
+) -> Rollout:  # fmt: skip
+    """Record a rollout of a registered model version or agent release; the controller runs it."""
+    if spec.agent:
+        return _create_agent_rollout(session, spec=spec, created_by=created_by, settings=settings)
     name, sep, version = spec.model.partition(":")
     if not sep or not name or not version:
         raise ApiError(422, "bad_model", f"model {spec.model!r}: use name:version")
@@ -37,6 +43,26 @@ def create_rollout(
     rollout = Rollout(
         id=f"ro-{uuid.uuid4().hex[:12]}", model_name=name, model_version=version,
         manifest_url=f"{artifacts_url}/{name}/{version}/manifest.json",
+        selector=spec.selector.model_dump(mode="json"),
+        strategy=spec.strategy.model_dump(mode="json"), created_by=created_by,
+    )  # fmt: skip
+    session.add(rollout)
+    session.commit()
+    session.refresh(rollout)
+    return rollout
+
+
+def _create_agent_rollout(
+    session: Session, *, spec: RolloutCreate, created_by: str, settings: Settings | None
+) -> Rollout:
+    if spec.model:
+        raise ApiError(422, "bad_rollout", "give either a model or an agent release, not both")
+    if settings is None or agent_releases.get_release(settings, spec.agent) is None:
+        raise ApiError(404, "release_not_found", f"agent release {spec.agent} is not in the "
+                       "registry; `edgefleet-cp agent-releases import DIR` first")  # fmt: skip
+    rollout = Rollout(
+        id=f"ro-{uuid.uuid4().hex[:12]}", kind="agent", model_name=RELEASE_NAME,
+        model_version=spec.agent, manifest_url=agent_releases.release_url(settings, spec.agent),
         selector=spec.selector.model_dump(mode="json"),
         strategy=spec.strategy.model_dump(mode="json"), created_by=created_by,
     )  # fmt: skip
@@ -132,7 +158,7 @@ def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
             succeeded=c[DeviceRolloutState.SUCCEEDED.value], failed=failed,
         ))  # fmt: skip
     return RolloutPublic(
-        id=rollout.id, model=f"{rollout.model_name}:{rollout.model_version}",
+        id=rollout.id, kind=rollout.kind, model=f"{rollout.model_name}:{rollout.model_version}",
         manifest_url=rollout.manifest_url, selector=rollout.selector,
         strategy=rollout.strategy, status=rollout.status, current_wave=rollout.current_wave,
         reason=rollout.reason, created_by=rollout.created_by,

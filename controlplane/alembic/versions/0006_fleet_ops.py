@@ -25,9 +25,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Add the soak, agent release and settings columns (existing rows: model, none)."""
     with op.batch_alter_table("rollout") as batch:
-        batch.add_column(
-            sa.Column("kind", sa.String(16), nullable=False, server_default="model")
-        )
+        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="model"))
     with op.batch_alter_table("rollout_device") as batch:
         batch.add_column(sa.Column("activated_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("device_desired") as batch:
