@@ -15,6 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # 2 cores), a cap of 8 gave 169 req/s and p99 about 320 ms; 32 gave 124 req/s and p99 920 ms,
 # the worker threads mostly fighting over the GIL.
 MAX_REQUESTS_IN_FLIGHT = 8
+# Server-sent event streams stay open for minutes and hold no database connection while they
+# wait (their poller reads once for every subscriber): they take no slot.
+LONG_LIVED_PREFIXES = ("/live/",)
 
 
 class RequestLimit:
@@ -27,7 +30,7 @@ class RequestLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(LONG_LIVED_PREFIXES):
             await self.app(scope, receive, send)
             return
         if self._slots is None:  # created on the server's own event loop
