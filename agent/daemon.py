@@ -196,7 +196,7 @@ class AgentNode:
                 current=lambda: self._telemetry_interval_s, apply=set_interval
             ),
             "log_level": log_level_setting(),
-            "api_key_sha256": Setting(current=lambda: options.api_key_sha256[:12],
+            "api_key_sha256": Setting(current=lambda: options.api_key_sha256,
                                       apply=set_key, check=check_key),
         }  # fmt: skip
 

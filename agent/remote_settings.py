@@ -27,6 +27,7 @@ from models.signing import atomic_write_bytes
 _LOGGER = logging.getLogger(__name__)
 
 SETTINGS_FILE = "remote-settings.json"
+SECRET_FIELDS = frozenset({"api_key_sha256"})
 
 
 class SettingRefused(AgentError):
@@ -52,6 +53,7 @@ class RemoteSettings:
         self.error = ""
         self.restart_required: list[str] = []
         self._applied: dict[str, Any] = {}
+        self._local = {k: s.current() for k, s in self._settings.items()}  # before any remote
 
     def restore(self) -> AgentSettings | None:
         """The settings saved by the last apply (read at start, before anything runs)."""
@@ -64,9 +66,13 @@ class RemoteSettings:
         """Check then apply every field given; on any refusal nothing changes. True if applied."""
         values = wanted.model_dump(exclude_none=True) if wanted else {}
         with self._lock:
+            # Fields the fleet set before and leaves out now go back to the local value.
+            target = {k: self._local[k] for k in self._applied
+                      if k not in values and self._settings[k].apply is not None}  # fmt: skip
+            target.update(values)
             try:
                 self._check(values)
-                self._apply_all(values)
+                self._apply_all(target)
             except SettingRefused as exc:
                 self.error = str(exc)
                 _LOGGER.warning("refused remote settings: %s", exc)
@@ -85,6 +91,8 @@ class RemoteSettings:
     def effective(self) -> dict[str, object]:
         """What is in effect now, per field, plus the fields waiting for a restart."""
         out: dict[str, object] = {k: s.current() for k, s in self._settings.items()}
+        for key in SECRET_FIELDS & out.keys():  # a prefix says which key, never the whole digest
+            out[key] = str(out[key] or "")[:12]
         out["remote"] = sorted(self._applied)
         if self.restart_required:
             out["restart_required"] = list(self.restart_required)

@@ -24,6 +24,7 @@ from controlplane.core.db import check_database, migrate, migrated_session
 from controlplane.crud.commands import command_to_public, record_command_result
 from controlplane.db_models import Role
 from controlplane.errors import CliError, ControlPlaneError
+from controlplane.fleet.cli import add_device_parsers, add_release_parsers
 from controlplane.registry import import_model
 from controlplane.rollouts.cli import add_rollouts_parser
 from controlplane.signing_key import load_signing_identity
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_devices)
     dsub = p.add_subparsers(dest="devices_command", metavar="COMMAND")
+    add_device_parsers(dsub)
     p = dsub.add_parser("command", help="send a device a command and print its request id")
     p.add_argument("device_id", help="the device, e.g. dev-5c1e0a9b2f4d")
     p.add_argument("name", choices=get_args(CommandName), help="what the device should do")
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "enrollment (devices enrolled before have none: enroll them again)")
     p.set_defaults(func=cmd_broker_config)
     add_rollouts_parser(sub)
+    add_release_parsers(sub)
     return parser
 
 

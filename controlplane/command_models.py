@@ -14,7 +14,7 @@ from sqlmodel import Field, SQLModel
 
 from controlplane.db_models import UtcDateTime, optional_time, utcnow
 
-CommandName = Literal["benchmark", "reprobe", "restart-engine"]
+CommandName = Literal["benchmark", "reprobe", "restart-engine", "logs"]
 
 
 class DeviceCommandCreate(SQLModel):

@@ -10,6 +10,7 @@ from controlplane.api.routes import (
     artifacts,
     audit,
     commands,
+    device_settings,
     devices,
     enrollment,
     ingest,
@@ -25,6 +26,7 @@ api_router.include_router(utils.router)
 api_router.include_router(tokens.router)
 api_router.include_router(enrollment.router)
 api_router.include_router(devices.router)
+api_router.include_router(device_settings.router)
 api_router.include_router(models.router)
 api_router.include_router(artifacts.router)
 api_router.include_router(agent_releases.router)

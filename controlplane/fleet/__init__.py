@@ -1,0 +1,1 @@
+"""Fleet operations past the model: agent releases, remote agent settings and logs."""
