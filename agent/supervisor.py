@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from agent import systemd
 from agent.install_layout import AgentInstall, Outcome, Trial
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Supervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ, **{ROOT_ENV: str(self.install.root)})
+        env.pop("WATCHDOG_PID", None)  # systemd's watchdog is ours; the agent pings it for us
         first = self.install.python_path()
         if first is not None:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH")) if p)
@@ -82,6 +84,8 @@ class Supervisor:
                                       + trial.deadline_s):  # fmt: skip
                 self._roll_back(trial, child, code)
                 return None
+            if code is None and trial is None:
+                code = child.wait()  # nothing to judge: sleep until it exits (signals still work)
             if code is not None:
                 self._last_exit = time.time()
                 if self.stopping:
@@ -92,6 +96,8 @@ class Supervisor:
                     return None
                 _LOGGER.error("agent exited with code %s; leaving it to systemd", code)
                 return code
+            if trial is not None:  # the new version may take a while to load: the trial's
+                systemd.notify("WATCHDOG=1")  # deadline, not the watchdog, judges it
             time.sleep(POLL_S)
 
     def _passed(self, trial: Trial) -> None:
