@@ -12,6 +12,10 @@ if [ -x "$binary" ]; then
   echo "$binary"
   exit 0
 fi
+if [ "${EDGEFLEET_BUILD_ONLY_IF_CACHED:-0}" = 1 ]; then
+  echo "llama-server is not built yet: run $0" >&2
+  exit 1
+fi
 mkdir -p "$cache"
 if [ ! -d "$cache/src" ]; then
   tmp=$(mktemp -d "$cache/.fetch-XXXXXX")

@@ -1,0 +1,299 @@
+"""Many streaming clients at once: the agent, llama-cpp-python's server, llama.cpp's llama-server.
+
+One run, the same GGUF, threads, slots and context for each server, started one after the
+other (never two at once, they would share the cores): 1, 2, 4, 8, 16 concurrent streaming
+chat completions of `--tokens` tokens, greedy; aggregate tok/s, per-stream decode tok/s, TTFT
+p50/p99; then a multi-turn chat whose first turn is about 1,000 tokens, with another
+client's request between the turns, to show what the second turn's TTFT gains from a prefix
+cache. llama-server comes from scripts/build_llama_server.sh (llama.cpp from the installed
+llama-cpp-python's own source). Prints a table; not a pass/fail test.
+
+    .venv/bin/python bench/concurrency.py [--servers agent,llama-cpp-python,llama-server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.serving_processes import wait_ready  # noqa: E402
+
+SYSTEM = "You are a helpful assistant."
+QUESTIONS = (
+    "Write a long story about a dragon who learns to bake bread.",
+    "Explain in detail how a bicycle works, part by part.",
+    "Describe a day in the life of a lighthouse keeper.",
+    "Write a long letter from a sailor to his family.",
+    "Explain how plants turn sunlight into food, step by step.",
+    "Tell a long tale about a clockmaker and a talking cat.",
+    "Describe the history of a small mountain village.",
+    "Write a detailed guide to planting a vegetable garden.",
+)
+# About 1,000 tokens of context for the multi-turn chat.
+DOCUMENT = " ".join(
+    f"Note {i}: the warehouse in district {i % 7} stores {i * 13 % 97} crates of item "
+    f"{i * 31 % 211}, checked on day {i % 28 + 1} by inspector number {i * 17 % 53}."
+    for i in range(30)
+)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One streamed completion as a client saw it."""
+
+    tokens: int
+    ttft_s: float
+    decode_s: float  # first to last token
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to start one server and what its requests need."""
+
+    name: str
+    start: Callable[[int], subprocess.Popen[bytes]]
+    needs_model: bool = True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]  # fmt: skip
+
+
+async def _stream(
+    client: httpx.AsyncClient, url: str, messages: list[dict[str, str]], tokens: int, model: str
+) -> tuple[Stream, str]:
+    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": tokens,
+                            "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "stream": True,
+                            "stream_options": {"include_usage": True}}  # fmt: skip
+    started = time.perf_counter()
+    first = last = 0.0
+    events = usage = 0
+    text: list[str] = []
+    try:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
+            if reply.status_code != 200:
+                await reply.aread()
+                return Stream(0, 0.0, 0.0, False), ""
+            async for line in reply.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                event = json.loads(line[6:])
+                if event.get("usage"):
+                    usage = int(event["usage"].get("completion_tokens") or 0)
+                choices = event.get("choices") or []
+                delta = (choices[0].get("delta") or {}).get("content") if choices else None
+                if delta:
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    events += 1
+                    text.append(delta)
+    except httpx.HTTPError:
+        return Stream(0, 0.0, 0.0, False), ""
+    count = usage or events  # servers that send no usage send one event per token
+    return Stream(count, first - started if first else 0.0, last - first, first > 0), "".join(text)
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
+async def _round(url: str, clients: int, tokens: int, model: str) -> dict[str, float]:
+    async with httpx.AsyncClient(timeout=600) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(_stream(client, url, _messages(i), tokens, model) for i in range(clients))
+        )
+        wall = time.perf_counter() - started
+    streams = [s for s, _ in results if s.ok]
+    per_stream = [(s.tokens - 1) / s.decode_s for s in streams if s.tokens > 1 and s.decode_s > 0]
+    ttfts = [s.ttft_s for s in streams]
+    return {
+        "clients": clients,
+        "failed": clients - len(streams),
+        "aggregate": sum(s.tokens for s in streams) / wall,
+        "per_stream": statistics.mean(per_stream) if per_stream else 0.0,
+        "ttft_p50": _pct(ttfts, 0.5),
+        "ttft_p99": _pct(ttfts, 0.99),
+    }
+
+
+async def _multi_turn(url: str, model: str) -> tuple[float, float]:
+    """TTFT of a ~1,000-token first turn and of its follow-up, another request in between."""
+    async with httpx.AsyncClient(timeout=600) as client:
+        question = f"{DOCUMENT}\n\nWhich district stores item 62?"
+        turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+        first, reply = await _stream(client, url, turn, 32, model)
+        await _stream(client, url, _messages(3), 16, model)  # someone else in between
+        turn += [{"role": "assistant", "content": reply},
+                 {"role": "user", "content": "And who checked it?"}]  # fmt: skip
+        second, _ = await _stream(client, url, turn, 32, model)
+    return first.ttft_s, second.ttft_s
+
+
+def _model_id(url: str) -> str:
+    return str(httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"])
+
+
+def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the server, warm it up, run every concurrency level and the multi-turn chat."""
+    port = _free_port()
+    process = server.start(port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        model = _model_id(url)
+        asyncio.run(_round(url, 1, 8, model))  # warm-up
+        rounds = [asyncio.run(_round(url, n, args.tokens, model)) for n in args.clients]
+        turns = asyncio.run(_multi_turn(url, model))
+        return {"server": server.name, "rounds": rounds, "turns": turns}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _agent(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]:
+    def start(port: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(REPO),
+               "EDGEFLEET_AGENT_THREADS": str(args.threads),
+               "EDGEFLEET_AGENT_CONTEXT_LENGTH": str(args.context),
+               "EDGEFLEET_AGENT_QUEUE_DEPTH": "64",
+               "EDGEFLEET_AGENT_DATA_DIR": tempfile.mkdtemp(prefix="ef-bench-")}  # fmt: skip
+        cmd = [sys.executable, "-m", "agent.cli", "serve", "--model", str(args.model), "--port",
+               str(port), "--engine", "llamacpp", "--parallel", str(args.parallel)]  # fmt: skip
+        process = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+        return wait_ready(process, f"http://127.0.0.1:{port}/readyz", "the agent")
+
+    return start
+
+
+def _llama_cpp_python(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]:
+    def start(port: int) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(args.model),
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(args.context),
+               "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+               "--verbose", "False"]  # fmt: skip
+        log = tempfile.TemporaryFile()
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        return wait_ready(process, f"http://127.0.0.1:{port}/v1/models", "llama_cpp.server", log)
+
+    return start
+
+
+def _llama_server(
+    args: argparse.Namespace, binary: Path
+) -> Callable[[int], subprocess.Popen[bytes]]:
+    def start(port: int) -> subprocess.Popen[bytes]:
+        # -c is the whole KV cache, split over -np slots: the same per-slot context as ours
+        cmd = [str(binary), "-m", str(args.model), "--host", "127.0.0.1", "--port", str(port),
+               "-t", str(args.threads), "-tb", str(args.threads), "-np", str(args.parallel),
+               "-c", str(args.context * args.parallel), "--no-webui"]  # fmt: skip
+        log = tempfile.TemporaryFile()
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        return wait_ready(process, f"http://127.0.0.1:{port}/health", "llama-server", log)
+
+    return start
+
+
+def _find_llama_server(path: str | None) -> Path | None:
+    if path:
+        return Path(path)
+    env = {**os.environ, "EDGEFLEET_BUILD_ONLY_IF_CACHED": "1"}
+    script = str(REPO / "scripts" / "build_llama_server.sh")
+    done = subprocess.run([script], capture_output=True, text=True, env=env)
+    found = Path(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
+    return found if found is not None and found.is_file() else None
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    lines = ["| server | clients | aggregate tok/s | per-stream tok/s | TTFT p50 s | TTFT p99 s "
+             "| failed |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for result in results:
+        for r in result["rounds"]:
+            lines.append(
+                f"| {result['server']} | {r['clients']} | {r['aggregate']:.1f} | "
+                f"{r['per_stream']:.1f} | {r['ttft_p50']:.2f} | {r['ttft_p99']:.2f} | "
+                f"{r['failed']} |"
+            )
+    lines += ["", "| server | turn 1 TTFT s (~1,000 tokens) | turn 2 TTFT s | turn 2 / turn 1 |",
+              "|---|---|---|---|"]  # fmt: skip
+    for result in results:
+        one, two = result["turns"]
+        ratio = f"{two / one:.0%}" if one > 0 else "-"
+        lines.append(f"| {result['server']} | {one:.2f} | {two:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse the options, run each server in turn, print the table (and JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="GGUF (default: SmolLM2-135M-Instruct Q4_1)")
+    parser.add_argument("--servers", default="agent,llama-cpp-python,llama-server")
+    parser.add_argument("--clients", default="1,2,4,8,16")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=8, help="slots (agent, llama-server)")
+    parser.add_argument("--context", type=int, default=2048, help="context per slot")
+    parser.add_argument("--llama-server", help="llama-server binary (default: the cached build)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",")]
+    if args.model is None:
+        from models.real_models import SMOLLM2, fetch_gguf
+
+        args.model = fetch_gguf(SMOLLM2)
+    servers: list[Server] = []
+    for name in args.servers.split(","):
+        if name == "agent":
+            servers.append(Server(name, _agent(args)))
+        elif name == "llama-cpp-python":
+            servers.append(Server(name, _llama_cpp_python(args)))
+        elif name == "llama-server":
+            binary = _find_llama_server(args.llama_server)
+            if binary is None:
+                print("llama-server: not built; run scripts/build_llama_server.sh (about 10 min)")
+                continue
+            servers.append(Server(name, _llama_server(args, binary)))
+    results = []
+    for server in servers:
+        print(f"running {server.name} ...", file=sys.stderr, flush=True)
+        results.append(run_server(server, args))
+    print(
+        f"{args.model.name}, {args.threads} threads, {args.parallel} slots x {args.context} "
+        f"tokens, {args.tokens} tokens a stream, greedy\n"
+    )
+    print(_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
