@@ -75,6 +75,26 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}{why}")
 
 
+STOP_TIMEOUT_S = 10.0
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the demo like Ctrl-C: through `finally`, which stops the children."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
 class Demo:
     def __init__(self, state: Path) -> None:
         self.state = state
@@ -84,20 +104,25 @@ class Demo:
         self, name: str, argv: list[str], env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         log = (self.state / f"{name}.log").open("ab")
+        # Its own process group: Ctrl-C reaches only the demo, which then stops every group in
+        # order, grandchildren (llama-server, say) included.
         proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
         self.procs.append((name, proc))
         return proc
 
     def stop(self) -> None:
+        """SIGTERM every process group the demo started (newest first), SIGKILL after 10 s."""
         for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            _signal_group(proc, signal.SIGTERM)
         for _name, proc in reversed(self.procs):
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            _signal_group(proc, signal.SIGKILL)  # what is left of its group
+        self.procs.clear()
 
     def check_alive(self) -> None:
         for name, proc in self.procs:
@@ -188,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state_dir or tempfile.mkdtemp(prefix="edgefleet-demo-"))
     state.mkdir(parents=True, exist_ok=True)
     demo = Demo(state)
+    _stop_on_signals()
     try:
         print(f"state and logs in {state}")
         mqtt_port, tls_port, broker_pid = demo.start_broker()
@@ -279,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         demo.stop()
 
 
