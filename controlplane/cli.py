@@ -3,35 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import get_args
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane import crud, db_models
 from controlplane.broker_config import write_broker_config
-from controlplane.command_link import CommandLink, await_result
-from controlplane.command_models import CommandName, DeviceCommandCreate
-from controlplane.commands import send_command
+from controlplane.console import add_console_parsers
 from controlplane.core.config import Settings
 from controlplane.core.db import check_database, migrate, migrated_session
-from controlplane.crud.commands import command_to_public, record_command_result
 from controlplane.db_models import Role
 from controlplane.errors import CliError, ControlPlaneError
 from controlplane.fleet.cli import add_device_parsers, add_release_parsers
-from controlplane.registry import import_model
-from controlplane.rollouts.cli import add_rollouts_parser
-from controlplane.signing_key import load_signing_identity
 
 SHIPPED_BROKER_CONFIG = (
     Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "edgefleet.conf"
 )
+SHUTDOWN_GRACE_S = 5
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -60,7 +53,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     check_database(settings.database_url)  # one line now, not a traceback from the lifespan
     host, port = args.host or settings.host, args.port or settings.port
     settings = settings.model_copy(update={"host": host, "port": port})
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # Live pages keep streams open; shutdown cancels what is left after this many seconds.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -92,69 +87,6 @@ def cmd_create_admin_token(settings: Settings, args: argparse.Namespace) -> None
           file=sys.stderr)
 
 
-def cmd_enroll_token(settings: Settings, args: argparse.Namespace) -> None:
-    ttl = parse_ttl(args.ttl)
-    if ttl > settings.enrollment_ttl_max:
-        raise CliError(f"--ttl {args.ttl} is longer than {settings.enrollment_ttl_max}")
-    with migrated_session(settings.database_url) as session:
-        token, secret = crud.create_enrollment_token(
-            session, labels=parse_labels(args.labels), ttl=ttl, created_by="cli"
-        )
-    print(secret)
-    print(f"one-time enrollment token, expires {token.expires_at:%Y-%m-%d %H:%M} UTC",
-          file=sys.stderr)
-
-
-def cmd_devices(settings: Settings, args: argparse.Namespace) -> None:
-    with migrated_session(settings.database_url) as session:
-        public = crud.list_public_devices(session)
-    if args.json:
-        print(json.dumps([d.model_dump(mode="json") for d in public], indent=2))
-        return
-    print(f"{'ID':<18} {'NAME':<20} {'CLASS':<14} {'ONLINE':<7} {'MODEL':<24} LABELS")
-    for d in public:
-        state = "revoked" if d.revoked else ("yes" if d.online else "no")
-        tags = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items()))
-        print(f"{d.id:<18} {d.name[:20]:<20} {d.device_class[:14]:<14} {state:<7} "
-              f"{(d.active_model or '-')[:24]:<24} {tags}")
-
-
-def cmd_device_command(settings: Settings, args: argparse.Namespace) -> None:
-    try:
-        spec = DeviceCommandCreate(command=args.name, args=json.loads(args.args))
-    except ValueError as exc:
-        raise CliError(f"--args: {exc}") from exc
-    link = CommandLink(settings, args.device_id)
-    try:
-        with migrated_session(settings.database_url) as session:
-            row = send_command(session, bridge=link, device_id=args.device_id, spec=spec,
-                               created_by="cli")  # fmt: skip
-            if not args.wait:
-                print(row.request_id)
-                return
-            result = await_result(link, row.request_id, args.timeout)
-            if result is None:
-                raise CliError(f"no answer to {row.request_id} within {args.timeout:g}s; is the "
-                               "device online? GET /api/v1/commands/ID shows it later")  # fmt: skip
-            record_command_result(session, device_id=args.device_id, result=result)
-            session.commit()
-            session.refresh(row)
-            print(command_to_public(row).model_dump_json(indent=2))
-    finally:
-        link.close()
-    if not result.ok:
-        raise SystemExit(1)
-
-
-def cmd_models_import(settings: Settings, args: argparse.Namespace) -> None:
-    with migrated_session(settings.database_url) as session:
-        manifest, row = import_model(
-            session, settings=settings, signing=load_signing_identity(settings),
-            model_dir=Path(args.dir), resign=args.resign,
-        )
-    print(f"imported {manifest.ref} ({row.size_bytes} bytes, signed by key {row.key_id})")
-
-
 def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
     out = Path(args.out).resolve()
     template = Path(args.template) if args.template else SHIPPED_BROKER_CONFIG
@@ -179,10 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every subcommand with its help)."""
     parser = argparse.ArgumentParser(
         prog="edgefleet-cp",
-        description="EdgeFleet control plane. Configure with EDGEFLEET_CP_* environment "
-        "variables (e.g. EDGEFLEET_CP_DATABASE_URL, EDGEFLEET_CP_DATA_DIR); "
-        "see docs/controlplane.md.",
+        description="EdgeFleet control plane. On the control plane host, serve, migrate, "
+        "create-admin-token and broker-config use the EDGEFLEET_CP_* settings (e.g. "
+        "EDGEFLEET_CP_DATABASE_URL, EDGEFLEET_CP_DATA_DIR). From anywhere, `login URL --token "
+        "TOKEN` saves a context, and devices, rollouts, models, enroll-token, tokens and audit "
+        "are clients of that control plane's API. See docs/controlplane.md.",
     )
+    parser.add_argument("--context", help="the saved context to use (default: the current)")
     parser.add_argument("--data-dir", help="override EDGEFLEET_CP_DATA_DIR")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -199,29 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lifetime: 12h, 90d, or never "
                    f"(default {db_models.DEFAULT_TOKEN_DAYS}d)")
     p.set_defaults(func=cmd_create_admin_token)
-    p = sub.add_parser("enroll-token", help="create a one-time device enrollment token")
-    p.add_argument("--labels", default="", help="labels the device gets, e.g. site=lab,rack=3")
-    p.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 7d (default 1h)")
-    p.set_defaults(func=cmd_enroll_token)
-    p = sub.add_parser("devices", help="list enrolled devices, or send one a command")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_devices)
-    dsub = p.add_subparsers(dest="devices_command", metavar="COMMAND")
-    add_device_parsers(dsub)
-    p = dsub.add_parser("command", help="send a device a command and print its request id")
-    p.add_argument("device_id", help="the device, e.g. dev-5c1e0a9b2f4d")
-    p.add_argument("name", choices=get_args(CommandName), help="what the device should do")
-    p.add_argument("--args", default="{}", help='JSON arguments, e.g. \'{"tokens": 64}\'')
-    p.add_argument("--wait", action="store_true", help="wait for the answer and print it")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
-    p.set_defaults(func=cmd_device_command)
-    p = sub.add_parser("models", help="model registry")
-    msub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
-    p = msub.add_parser("import", help="import a signed model directory")
-    p.add_argument("dir", help="model directory with manifest.json and manifest.sig")
-    p.add_argument("--resign", action="store_true",
-                   help="sign the verified manifest with the control plane's key")
-    p.set_defaults(func=cmd_models_import)
     p = sub.add_parser("broker-config", help="write Mosquitto config, password and ACL files")
     p.add_argument("--out", required=True, help="directory to write edgefleet.conf, passwd, acl")
     p.add_argument("--template", help="config to start from (default: the shipped one)")
@@ -232,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="devices must also present the TLS client certificate they got at "
                    "enrollment (devices enrolled before have none: enroll them again)")
     p.set_defaults(func=cmd_broker_config)
-    add_rollouts_parser(sub)
+    console = add_console_parsers(sub)  # operator commands: HTTP clients of the API
+    add_device_parsers(console["devices"])  # devices logs|settings (fleet ops, still local)
     add_release_parsers(sub)
     return parser
 

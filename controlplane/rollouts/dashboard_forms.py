@@ -123,7 +123,7 @@ async def create_rollout(
         return _form_page(request, session, operator, form, errors, status=422)
     try:
         rollout = service.create_rollout(session, spec=spec, artifacts_url=artifacts_url(settings),
-                                         created_by=operator.name)  # fmt: skip
+                                         created_by=operator.name, settings=settings)  # fmt: skip
     except ControlPlaneError as exc:
         return _form_page(request, session, operator, form, {"form": exc.message}, status=422)
     note_target(request.state, f"rollout_id={rollout.id}")

@@ -12,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controlplane import cli
-from controlplane.core.config import Settings
+from controlplane.console import devices as console_devices
+from controlplane.console.client import ApiClient
+from controlplane.console.context import Context
 from controlplane.db_models import Role
 from models import protocol
 from tests.controlplane.helpers import bearer, enroll
@@ -135,16 +137,19 @@ def test_mqtt_disabled_is_503(cp_client: TestClient, admin_headers: dict[str, st
 
 
 def test_cli_sends_and_waits_for_the_answer(
-    broker_settings: Settings, agent: Agent, capsys: pytest.CaptureFixture[str]
-) -> None:
+    fleet_client: TestClient, agent: Agent, admin_token: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     def answer() -> None:
         agent.answer(agent.next_command(), ok=True, result={"device_class": "cpu-x86"})
 
     responder = threading.Thread(target=answer)
     responder.start()
     argv = ["devices", "command", agent.id, "reprobe", "--wait", "--timeout", str(WAIT_S)]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "Settings", lambda **_: broker_settings)
+    with pytest.MonkeyPatch.context() as patch:  # the console, through the app's own client
+        context = Context("test", "http://testserver", admin_token)
+        patch.setattr(console_devices, "client",
+                      lambda _args: ApiClient(context, http=fleet_client))  # fmt: skip
         assert cli.main(argv) == 0
     responder.join()
     printed = json.loads(capsys.readouterr().out)

@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 
 import controlplane
 from controlplane.cli import main
-from controlplane.core.config import Settings
+from controlplane.console import rollouts as console_rollouts
+from controlplane.console.client import ApiClient
+from controlplane.console.context import Context
 from controlplane.errors import ApiError, ControlPlaneError, ModelVersionExists
 
 
@@ -49,11 +51,13 @@ def test_the_api_answers_a_refusal_in_the_envelope(
 
 
 def test_the_cli_prints_a_refusal_as_one_line(
-    cp_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("EDGEFLEET_CP_DATABASE_URL", cp_settings.database_url)
-    monkeypatch.setenv("EDGEFLEET_CP_DATA_DIR", str(cp_settings.data_dir))
+    cp_client: TestClient, admin_token: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    context = Context("test", "http://testserver", admin_token)  # the console over the app
+    monkeypatch.setattr(console_rollouts, "client", lambda _a: ApiClient(context, http=cp_client))
     assert main(["rollouts", "show", "ro-missing"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("edgefleet-cp: no rollout ro-missing") and err.count("\n") == 1
+    assert err.startswith("edgefleet-cp: HTTP 404 not_found: no rollout ro-missing")
+    assert err.count("\n") == 1
     assert main(["rollouts", "create", "tiny:1", "--labels", "oops"]) == 2

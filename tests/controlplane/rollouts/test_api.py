@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -74,18 +72,3 @@ def test_dashboard_page_shows_waves(
     assert page.status_code == 200 and rid in page.text and "10%" in page.text
     detail = cp_client.get(f"/rollouts/{rid}")
     assert detail.status_code == 200 and "tiny:2.0" in detail.text
-
-
-def test_cli_create_and_list(
-    cp_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    from controlplane.cli import main
-
-    seed(cp_settings)
-    monkeypatch.setenv("EDGEFLEET_CP_DATABASE_URL", cp_settings.database_url)
-    assert main(["--data-dir", str(tmp_path / "d"), "rollouts", "create", "tiny:2.0",
-                 "--waves", "1,100%", "--labels", "site=a"]) == 0  # fmt: skip
-    assert main(["--data-dir", str(tmp_path / "d"), "rollouts", "list"]) == 0
-    out = capsys.readouterr().out
-    assert "ro-" in out and "tiny:2.0" in out and "scheduled" in out
