@@ -117,6 +117,8 @@ class AgentNode:
             apply_agent=update.apply if update is not None else None,
         ))  # fmt: skip
         self.commands = self._command_runner(slots)
+        if serving is not None:
+            serving.extra = self._fleet_metrics
         access = enrollment.mqtt
         cert, key = client_certificate_files(data) or (None, None)
         self.mqtt = AgentMqtt(
@@ -146,6 +148,21 @@ class AgentNode:
             "logs": logs_action(self.log_buffer),
         }
         return CommandRunner(actions, lambda result: self.mqtt.send("cmd/result", result))
+
+    def _fleet_metrics(self) -> list[tuple[str, str, str, float]]:
+        """The outbox and MQTT samples on the agent's /metrics."""
+        box = self.outbox.stats()
+        return [
+            ("outbox_messages", "gauge", "Messages waiting for the broker.", box["rows"]),
+            ("outbox_bytes", "gauge", "Payload bytes waiting for the broker.", box["bytes"]),
+            ("outbox_dropped_total", "counter",
+             "Telemetry batches dropped because the outbox was full (never events).",
+             box["dropped"]),
+            ("mqtt_connected", "gauge", "1 while connected to the broker.",
+             int(self.mqtt.connected)),
+            ("mqtt_reconnects_total", "counter", "Connection losses and failed attempts.",
+             self.mqtt.reconnects),
+        ]  # fmt: skip
 
     def _updater(self) -> AgentUpdater | None:
         options = self.options

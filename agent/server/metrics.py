@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.engines.base import Completion
@@ -78,6 +78,8 @@ class ServingMetrics:
         self.queue_time = Histogram(QUEUE_BUCKETS)
         self.e2e = Histogram(E2E_BUCKETS)
         self.load_seconds = Histogram((0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        # Fleet mode adds its own samples (outbox, MQTT): (name, type, help, value) each.
+        self.extra: Callable[[], list[tuple[str, str, str, float]]] | None = None
         self.last_load_seconds = 0.0
 
     def on_load(self, seconds: float) -> None:
@@ -196,6 +198,9 @@ class ServingMetrics:
                 f"# TYPE {p}_active_model_load_seconds gauge",
                 f"{p}_active_model_load_seconds {active.load_seconds:.6f}",
             ]
+        for name, kind, text, value in self.extra() if self.extra is not None else []:
+            lines += [f"# HELP {p}_{name} {text}", f"# TYPE {p}_{name} {kind}",
+                      f"{p}_{name} {value}"]  # fmt: skip
         return "\n".join(lines) + "\n"
 
 
