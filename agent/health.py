@@ -1,14 +1,18 @@
-"""The rollout health check: a greedy smoke generation held to the manifest's budget."""
+"""The rollout health check: a greedy smoke generation held to the manifest's budget, and
+the rollout's quality probe (fixed prompts whose greedy answers must contain an expected text).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.engines.base import Completion, SamplingParams
+from agent.engines.base import Completion, SamplingParams, TokenChunk
 from agent.errors import AgentError
 from agent.runtime import LoadedModel
 from models.manifest import HealthBudget
+from models.protocol import ProbePrompt
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,18 @@ def smoke_test(loaded: LoadedModel) -> HealthReport:
     if tps < budget.min_tokens_per_s:
         problems.append(f"{tps:.1f} tokens/s < {budget.min_tokens_per_s:.1f}")
     return HealthReport(not problems, "; ".join(problems), ttft_ms, tps, tokens)
+
+
+def quality_probe(loaded: LoadedModel, prompts: Sequence[ProbePrompt]) -> str | None:
+    """Why the model failed the probe (the first prompt answered wrongly), or None."""
+    for probe in prompts:
+        params = SamplingParams(max_tokens=probe.max_tokens, temperature=0.0, seed=0)
+        try:
+            answer = "".join(item.text for item in loaded.engine.generate(probe.prompt, params)
+                             if isinstance(item, TokenChunk))  # fmt: skip
+        except AgentError as exc:
+            return f"quality probe: generation failed: {exc}"
+        if probe.expect.strip().lower() not in answer.lower():
+            return (f"quality probe: {probe.prompt[:60]!r} answered {answer.strip()[:80]!r}, "
+                    f"expected {probe.expect.strip()[:60]!r}")  # fmt: skip
+    return None

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
-from agent.health import HealthReport, smoke_test
+from agent.health import HealthReport, quality_probe, smoke_test
 from agent.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.runtime import EngineFactory, LoadedModel, ModelRuntime
 from agent.slots import Slot, SlotStore, load_slot
@@ -205,6 +205,11 @@ class RolloutExecutor:
                 f"{current.name + ':' + current.version if current else 'no model'}",
                 kind="rolled_back",
             )
+        wrong = quality_probe(loaded, target.probe)
+        if wrong is not None:
+            loaded.engine.unload()
+            kept = f"{current.name}:{current.version}" if current else "no model"
+            raise RolloutFailed(f"{wrong}; kept {kept}", kind="rolled_back")
         self._activate(slot, loaded)
         slots.activate(slot)
         slots.prune()

@@ -186,7 +186,7 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
     target = DesiredModel(
         name=rollout.model_name, version=rollout.model_version,
         manifest_url=rollout.manifest_url, files_url=_files_url(rollout.manifest_url),
-        rollout_id=rollout.id,
+        rollout_id=rollout.id, probe=rollout.parsed_strategy().quality_probe,
     )  # fmt: skip
     for part in chunks(queued):
         session.execute(

@@ -217,3 +217,23 @@ def test_empty_desired_on_a_fresh_device_changes_nothing(rig: Rig) -> None:
     assert rig.executor.apply(DesiredState(version=1, models=[]))
     assert rig.events == [] and rig.serving() is None
     assert rig.executor.applied_version == 1
+
+
+def test_quality_probe_must_match_or_the_previous_model_stays(rig: Rig) -> None:
+    from agent.engines.base import SamplingParams, TokenChunk
+    from models.protocol import ProbePrompt
+
+    assert rig.apply(1, rig.publish("1.0"))
+    loaded = rig.runtime.active
+    assert loaded is not None
+    params = SamplingParams(max_tokens=8, temperature=0.0, seed=0)
+    answer = "".join(i.text for i in loaded.engine.generate("capital of France?", params)
+                     if isinstance(i, TokenChunk))  # fmt: skip
+    good = ProbePrompt(prompt="capital of France?", expect=answer.split()[0], max_tokens=8)
+    model = rig.publish("2.0").model_copy(update={"probe": [good]})
+    assert rig.apply(2, model) and rig.serving() == "tiny:2.0"
+    bad = ProbePrompt(prompt="capital of France?", expect="Paris-not-here", max_tokens=8)
+    assert not rig.apply(3, rig.publish("3.0").model_copy(update={"probe": [good, bad]}))
+    last = rig.events[-1]
+    assert last.kind == "rolled_back" and "quality probe" in last.detail
+    assert "kept tiny:2.0" in last.detail and rig.serving() == "tiny:2.0"

@@ -9,6 +9,7 @@ from sqlmodel import Session
 from controlplane.rollouts import service
 from controlplane.rollouts.health import HealthBounds, HealthWindow, p95, regression
 from controlplane.telemetry_models import TelemetrySample
+from models.protocol import ProbePrompt
 from tests.controlplane.rollouts.test_driver import Broker, fleet, make, now_plus, report, step
 
 BOUNDS = HealthBounds(min_samples=3)
@@ -109,3 +110,12 @@ def test_wave_advances_only_after_its_soak(session: Session) -> None:
     assert rows[other].dispatched_at.replace(tzinfo=None) >= (
         activated.replace(tzinfo=None) + timedelta(seconds=30)
     )
+
+
+def test_quality_probe_travels_with_the_desired_model(session: Session) -> None:
+    (device,) = fleet(session, 1)
+    make(session, ["100%"], quality_probe=[ProbePrompt(prompt="2+2=", expect="4")])
+    broker = Broker()
+    step(session, broker)
+    (model,) = broker.desired(device).models
+    assert [(p.prompt, p.expect) for p in model.probe] == [("2+2=", "4")]
