@@ -13,7 +13,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.runtime import ModelRuntime, Readiness
-from agent.server import ollama_api, ollama_manage, ollama_models, openai_api
+from agent.server import (
+    ollama_api,
+    ollama_manage,
+    ollama_models,
+    openai_api,
+    responses_api,
+)
 from agent.server.deps import MetricsDep, RuntimeDep
 from agent.server.errors import ApiError, error_response, install_error_handlers, is_ollama
 from agent.server.limits import RequestGuard, RequestLimits
@@ -91,6 +97,7 @@ def create_app(
     app.include_router(ollama_models.router)
     app.include_router(ollama_manage.router)
     app.include_router(ollama_manage.root_router)
+    app.include_router(responses_api.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

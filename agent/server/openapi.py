@@ -55,6 +55,7 @@ _NDJSON = {"type": "string", "description": "one JSON object a line; the last ha
 _STREAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "/v1/chat/completions": ("text/event-stream", _SSE_EVENT),
     "/v1/completions": ("text/event-stream", _SSE_EVENT),
+    "/v1/responses": ("text/event-stream", _SSE_EVENT),
     "/api/generate": ("application/x-ndjson", _NDJSON),
     "/api/chat": ("application/x-ndjson", _NDJSON),
 }

@@ -1,0 +1,138 @@
+"""The Responses API over HTTP and WebSocket with the real `openai` SDK, on the fake engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from agent.server.serve import RunningServer
+
+pytest.importorskip("websockets")
+
+WEATHER: Any = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]},
+}  # fmt: skip
+
+
+@pytest.fixture
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_text_input_with_instructions(client: openai.OpenAI) -> None:
+    reply = client.responses.create(
+        model="fake", input="hello", instructions="Be brief.", max_output_tokens=5
+    )
+    assert reply.status == "incomplete" and reply.output_text
+    assert reply.usage is not None and reply.usage.output_tokens == 5
+
+
+def test_message_input_and_previous_response_id(client: openai.OpenAI) -> None:
+    first = client.responses.create(
+        model="fake", input=[{"role": "user", "content": "hi"}], max_output_tokens=3
+    )
+    second = client.responses.create(
+        model="fake", input="and then?", previous_response_id=first.id, max_output_tokens=3
+    )
+    assert second.previous_response_id == first.id
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens
+
+
+def test_unknown_previous_response_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="fake", input="x", previous_response_id="resp_nope")
+    assert caught.value.body["param"] == "previous_response_id"
+
+
+def test_text_format_json_schema(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    reply = client.responses.create(
+        model="fake", input="count", text={"format": {"type": "json_schema", "name": "c",
+                                                      "schema": schema}},
+    )  # fmt: skip
+    assert json.loads(reply.output_text) == {"n": 1}
+
+
+def test_required_tool_call_and_its_output_fed_back(client: openai.OpenAI) -> None:
+    first = client.responses.create(
+        model="fake", input="weather in Oslo?", tools=[WEATHER], tool_choice="required"
+    )
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    follow = client.responses.create(
+        model="fake", previous_response_id=first.id, max_output_tokens=4,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+    )  # fmt: skip
+    assert follow.output_text
+
+
+def test_streaming_events_as_the_sdk_expects(client: openai.OpenAI) -> None:
+    kinds, text = [], ""
+    fmt: Any = {"format": {"type": "json_object"}}
+    with client.responses.stream(model="fake", input="stream", text=fmt) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.done" in kinds and final.output_text == text
+
+
+def test_a_truncated_stream_ends_incomplete(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="fake", input="x", max_output_tokens=2,
+                                          stream=True))  # fmt: skip
+    assert events[-1].type == "response.incomplete"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_websocket_mode_several_turns_on_one_socket(client: openai.OpenAI) -> None:
+    with client.responses.connect() as connection:
+        ids = []
+        for prompt in ("one", "two"):
+            connection.response.create(
+                model="fake", input=prompt, max_output_tokens=3,
+                previous_response_id=ids[-1] if ids else None,
+            )  # type: ignore[arg-type]
+            for event in connection:
+                if event.type in ("response.completed", "response.incomplete"):
+                    ids.append(event.response.id)
+                    assert event.response.output_text
+                    break
+                assert event.type != "error", event
+    assert len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_websocket_error_event_keeps_the_socket(client: openai.OpenAI) -> None:
+    with client.responses.connect() as connection:
+        connection.response.create(model="fake", input="x", previous_response_id="resp_nope")
+        error = next(iter(connection))
+        assert error.type == "error"
+        connection.response.create(model="fake", input="x", max_output_tokens=2)
+        kinds = [e.type for e in _until_done(connection)]
+        assert kinds[-1] == "response.incomplete"
+
+
+def _until_done(connection: Any) -> list[Any]:
+    events = []
+    for event in connection:
+        events.append(event)
+        if event.type in ("response.completed", "response.incomplete", "error"):
+            return events
+    return events
+
+
+def test_unsupported_fields_are_refused(server: RunningServer) -> None:
+    for extra, param in (({"reasoning": {"effort": "low"}}, "reasoning"),
+                         ({"truncation": "auto"}, "truncation")):  # fmt: skip
+        reply = httpx.post(f"{server.url}/v1/responses", json={"input": "x", **extra})
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == param
