@@ -1,10 +1,11 @@
-"""The control plane's one MQTT connection: consume device topics, persist, dispatch, publish.
+"""The control plane's one MQTT connection: consume device topics, persist, publish.
 
 Device topics come in through MQTT v5 shared subscriptions (`$share/<group>/...`) so replicas
 split them; the group name is derived from the control plane's secret, because Mosquitto 2.0
 lets any client join a group it can name (broker_sync.share_group). Every payload is
-validated against models.protocol; a bad one is counted and dropped, and no handler
-exception reaches paho's loop. Messages are acknowledged to the
+validated against models.protocol; a bad one is counted and dropped, and no exception
+reaches paho's loop. Other components store what they read (rollout events, command results)
+through recorders that run inside the writer's transaction; messages are acknowledged to the
 broker only after their batch is committed (manual acks), so a crash loses nothing that the
 broker has not already been told is safe; the writes are idempotent, so redeliveries are
 harmless.
@@ -18,7 +19,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ from controlplane.broker_sync import (
 )
 from controlplane.errors import BridgeError
 from controlplane.ingest_counters import BridgeStats
-from controlplane.telemetry_ingest import Inbound, IngestWriter, WriterStatus
+from controlplane.telemetry_ingest import Inbound, IngestWriter, Recorder, WriterStatus
 from models import protocol
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,9 +62,6 @@ INBOUND_SCHEMAS: dict[str, type[BaseModel]] = {
     "events": protocol.RolloutEvent,
     "cmd/result": protocol.CommandResult,
 }
-
-Handler = Callable[[str, BaseModel], None]
-
 
 def leaf_of(topic: str) -> str | None:
     """`cmd/result` for `ef/v1/devices/{id}/cmd/result`; None for other topics."""
@@ -93,14 +91,11 @@ class MqttBridge:
         self.client_id = client_id or f"edgefleet-cp-{secrets.token_hex(8)}"
         self._stats = BridgeStats()
         self._invalid_logged: dict[str, float] = {}  # device id -> when its last warning went out
-        self._handlers: dict[str, list[Handler]] = {}
         self._connect_handlers: list[Callable[[], None]] = []
         self._generation = 0
         self._stopping = False
         self.connected = threading.Event()
-        self._writer = IngestWriter(
-            engine, stats=self._stats, keep_raw=keep_raw, dispatch=self._dispatch
-        )
+        self._writer = IngestWriter(engine, stats=self._stats, keep_raw=keep_raw)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -129,11 +124,13 @@ class MqttBridge:
         """How far behind the database writer is (for /health)."""
         return self._writer.status()
 
-    def add_handler(self, leaf: str, callback: Handler) -> None:
-        """Call `callback(device_id, message)` for every persisted message on `leaf`."""
-        if leaf not in INBOUND_SCHEMAS:
-            raise ValueError(f"no device topic {leaf!r}; use one of {', '.join(INBOUND_SCHEMAS)}")
-        self._handlers.setdefault(leaf, []).append(callback)
+    def add_recorder(self, leaves: Collection[str], recorder: Recorder) -> None:
+        """Store every message on `leaves` with `recorder`, inside the batch's transaction."""
+        unknown = sorted(set(leaves) - set(INBOUND_SCHEMAS))
+        if unknown:
+            raise ValueError(f"no device topic {unknown[0]!r}; use one of "
+                             f"{', '.join(INBOUND_SCHEMAS)}")  # fmt: skip
+        self._writer.add_recorder(frozenset(leaves), recorder)
 
     def add_connect_handler(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every (re)connect, e.g. to republish what may be missing."""
@@ -261,14 +258,6 @@ class MqttBridge:
         # A packet id from an earlier connection may now name another message.
         if qos > 0 and generation == self._generation:
             self._client.ack(mid, qos)
-
-    def _dispatch(self, item: Inbound) -> None:
-        for callback in self._handlers.get(item.leaf, ()):
-            try:
-                callback(item.device_id, item.message)
-            except Exception:
-                _LOGGER.exception("%s handler failed for device %s", item.leaf, item.device_id)
-                self._stats.incr("handler_errors")
 
 
 @asynccontextmanager

@@ -1,8 +1,8 @@
 """Sending commands to devices over MQTT (`cmd`) and recording their answers (`cmd/result`).
 
 `send_command` stores the command, then publishes it (QoS 1, not retained) through the bridge;
-`run_command_results` is the lifespan service that records every `cmd/result` the bridge
-persists, from its writer thread, before the message is acknowledged to the broker.
+`run_command_results` is the lifespan service that records every `cmd/result` inside the
+bridge writer's transaction, before the message is acknowledged to the broker.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from controlplane import crud
-from controlplane.bridge import Handler
 from controlplane.command_models import DeviceCommand, DeviceCommandCreate
 from controlplane.crud.commands import create_command, record_command_result
 from controlplane.errors import ApiError, BridgeError
+from controlplane.telemetry_ingest import Inbound
 from models.protocol import Command, CommandResult, device_topic
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,20 +70,14 @@ def send_command(
     return row
 
 
-def command_result_recorder(engine: Engine) -> Handler:
-    """A bridge handler for `cmd/result` that stores each answer in its own transaction."""
-
-    def record(device_id: str, message: BaseModel) -> None:
-        if not isinstance(message, CommandResult):
-            return
-        with Session(engine) as session:
-            stored = record_command_result(session, device_id=device_id, result=message)
-            session.commit()
-        if not stored:
+def record_command_results(session: Session, items: list[Inbound]) -> None:
+    """Bridge recorder for `cmd/result`: store each answer in the batch's transaction."""
+    for item in items:
+        if not isinstance(item.message, CommandResult):
+            continue
+        if not record_command_result(session, device_id=item.device_id, result=item.message):
             _LOGGER.info("ignored result %s from %s: unknown, answered or not its command",
-                         message.request_id, device_id)  # fmt: skip
-
-    return record
+                         item.message.request_id, item.device_id)  # fmt: skip
 
 
 @asynccontextmanager
@@ -92,5 +85,5 @@ async def run_command_results(app: Any) -> AsyncIterator[None]:
     """Lifespan service: record `cmd/result` messages while the bridge runs."""
     bridge = getattr(app.state, "bridge", None)
     if bridge is not None:
-        bridge.add_handler("cmd/result", command_result_recorder(app.state.engine))
+        bridge.add_recorder(["cmd/result"], record_command_results)
     yield

@@ -2,8 +2,10 @@
 
 Messages wait in a bounded queue (a full queue blocks the MQTT thread, which holds back
 acknowledgements and so slows the broker down instead of dropping anything). Each batch
-checks its device ids once, stores telemetry idempotently, records state, commits, and only
-then runs the handlers and acknowledges the messages to the broker.
+checks its device ids once, stores telemetry idempotently, records state, runs the recorders
+other components added (rollout events, command results) in the same transaction, commits,
+and only then acknowledges the messages to the broker: nothing is acknowledged before it is
+stored.
 
 A batch the database refuses while it still answers is split until the message it refuses
 is alone; that message is counted against its device, dropped and acknowledged, so one bad
@@ -70,25 +72,28 @@ class WriterStatus:
     last_write_at: datetime | None
 
 
-Dispatch = Callable[[Inbound], None]
+Recorder = Callable[[Session, list[Inbound]], None]
+"""Stores its messages in the batch's session; the writer commits (and then acknowledges)."""
 
 
 class IngestWriter:
     """Batches inbound messages into transactions on a background thread."""
 
-    def __init__(
-        self, engine: Engine, *, stats: BridgeStats, keep_raw: timedelta, dispatch: Dispatch
-    ) -> None:
+    def __init__(self, engine: Engine, *, stats: BridgeStats, keep_raw: timedelta) -> None:
         self._engine = engine
         self._stats = stats
         self._keep_raw = keep_raw
-        self._dispatch = dispatch
+        self._recorders: list[tuple[frozenset[str], Recorder]] = []
         self._queue: queue.Queue[Inbound | None] = queue.Queue(maxsize=QUEUE_MAX)  # None: wake
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._busy_since: datetime | None = None  # oldest message of the batch being written
         self._database_ok = True
         self._last_write_at: datetime | None = None
+
+    def add_recorder(self, leaves: frozenset[str], recorder: Recorder) -> None:
+        """Store messages on `leaves` with `recorder` inside each batch's transaction."""
+        self._recorders.append((leaves, recorder))
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -159,7 +164,7 @@ class IngestWriter:
 
     def _write_isolating(self, items: list[Inbound]) -> None:
         try:
-            accepted = self.write(items)
+            self.write(items)
         except Exception as exc:
             if not self._database_answers():
                 raise DatabaseUnavailable("the database does not answer; the batch waits") from exc
@@ -172,8 +177,6 @@ class IngestWriter:
             self._write_isolating(items[half:])
             return
         self._last_write_at = protocol.utcnow()
-        for item in accepted:
-            self._dispatch(item)
         for item in items:
             self._acknowledge(item)
 
@@ -275,6 +278,10 @@ class IngestWriter:
                 (item.device_id, item.message, item.received_at) for item in states.values()
                 if isinstance(item.message, protocol.DeviceState)
             ])  # fmt: skip
+            for leaves, recorder in self._recorders:
+                mine = [item for item in accepted if item.leaf in leaves]
+                if mine:
+                    recorder(session, mine)
             session.commit()
         counts["persisted"] += len(accepted)
         for key, amount in counts.items():

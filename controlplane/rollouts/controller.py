@@ -1,19 +1,21 @@
-"""The rollout controller service: elected driver loop, desired publishing, event intake."""
+"""The rollout controller service: elected driver loop, desired publishing, event intake.
+
+Device events and states are stored by `record_device_reports`, which the bridge runs inside
+its writer's transaction: an event is in the database before the broker hears it was
+received, so a crash at any moment loses none.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import socket
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from paho.mqtt.enums import MQTTErrorCode
-from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -21,12 +23,12 @@ from controlplane.db_models import utcnow
 from controlplane.rollouts import driver
 from controlplane.rollouts.desired import Confirm, DesiredPublisher, PublishDesired
 from controlplane.rollouts.leader import Leadership
+from controlplane.telemetry_ingest import Inbound
 from models.protocol import DesiredState, DeviceState, RolloutEvent
 
 _LOGGER = logging.getLogger(__name__)
 
 TICK_S = 1.0
-WRITE_BATCH = 500
 
 
 class RolloutController:
@@ -48,9 +50,6 @@ class RolloutController:
             engine, holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         )
         self._stop = asyncio.Event()
-        self._inbox: queue.Queue[tuple[str, BaseModel] | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
 
     def step(self) -> bool:
         """One tick (blocking): drive rollouts and publish pending desired states if leading."""
@@ -78,59 +77,17 @@ class RolloutController:
         """Ask run() to end after the current tick."""
         self._stop.set()
 
-    def on_event(self, device_id: str, message: BaseModel) -> None:
-        """Bridge handler for `events` (queued; written in batches)."""
-        if isinstance(message, RolloutEvent):
-            self._inbox.put((device_id, message))
-            self._start_writer()
 
-    def on_state(self, device_id: str, message: BaseModel) -> None:
-        """Bridge handler for `state`: settles rows whose events went missing."""
-        if isinstance(message, DeviceState) and message.online and message.desired_version:
-            self._inbox.put((device_id, message))
-            self._start_writer()
-
-    def _start_writer(self) -> None:
-        with self._writer_lock:
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_loop, daemon=True,
-                                                name="rollout-events")  # fmt: skip
-                self._writer.start()
-
-    def _write_loop(self) -> None:
-        # One transaction per batch: thousands of devices report at once during a wave.
-        while True:
-            first = self._inbox.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < WRITE_BATCH:
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._inbox.put(None)
-                    break
-                batch.append(item)
-            events = [(d, m) for d, m in batch if isinstance(m, RolloutEvent)]
-            states = [(d, m.model_dump(mode="json")) for d, m in batch
-                      if isinstance(m, DeviceState)]  # fmt: skip
-            try:
-                with Session(self.engine, expire_on_commit=False) as session:
-                    now = utcnow()
-                    # Events before states: a state only settles what its events did not.
-                    driver.apply_events(session, events, now)
-                    driver.reconcile_states(session, states, now)
-                    session.commit()
-            except Exception:
-                _LOGGER.exception("recording %d rollout events failed", len(batch))
-
-    def close(self) -> None:
-        """Write what is queued and stop the writer thread."""
-        if self._writer is not None and self._writer.is_alive():
-            self._inbox.put(None)
-            self._writer.join(timeout=30)
+def record_device_reports(session: Session, items: list[Inbound]) -> None:
+    """Bridge recorder for `events` and `state`: fold them into rollout rows (caller commits)."""
+    now = utcnow()
+    events = [(i.device_id, i.message) for i in items if isinstance(i.message, RolloutEvent)]
+    states = [(i.device_id, i.message.model_dump(mode="json")) for i in items
+              if isinstance(i.message, DeviceState) and i.message.online
+              and i.message.desired_version]  # fmt: skip
+    # Events before states: a state only settles what its events did not.
+    driver.apply_events(session, events, now)
+    driver.reconcile_states(session, states, now)
 
 
 def bridge_publisher(bridge: Any) -> PublishDesired:
@@ -160,8 +117,7 @@ async def run_rollouts(app: Any) -> AsyncIterator[RolloutController]:
         app.state.engine, bridge_publisher(bridge) if bridge is not None else None
     )
     if bridge is not None:
-        bridge.add_handler("events", controller.on_event)
-        bridge.add_handler("state", controller.on_state)
+        bridge.add_recorder(["events", "state"], record_device_reports)
     app.state.rollouts = controller
     task = asyncio.create_task(controller.run(), name="rollouts")
     try:
@@ -169,5 +125,4 @@ async def run_rollouts(app: Any) -> AsyncIterator[RolloutController]:
     finally:
         controller.stop()
         await task
-        await asyncio.to_thread(controller.close)
         await asyncio.to_thread(controller.leadership.release)

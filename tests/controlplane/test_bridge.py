@@ -13,8 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import BaseModel
+from sqlmodel import Session
 
 from controlplane.core.config import Settings
+from controlplane.telemetry_ingest import Inbound
 from models import protocol
 from tests.controlplane.helpers import enroll
 from tests.support.mosquitto import MosquittoBroker
@@ -178,19 +180,20 @@ def test_invalid_messages_are_counted_and_the_loop_goes_on(
     device = make_device()
     failures: list[str] = []
 
-    def broken_handler(device_id: str, _message: BaseModel) -> None:
-        failures.append(device_id)
-        raise RuntimeError("handler bug")
+    def broken_recorder(_session: Session, items: list[Inbound]) -> None:
+        failures.extend(item.device_id for item in items)
+        raise RuntimeError("recorder bug")
 
-    fleet_client.app.state.bridge.add_handler("telemetry", broken_handler)  # type: ignore[attr-defined]
+    fleet_client.app.state.bridge.add_recorder(["events"], broken_recorder)  # type: ignore[attr-defined]
     device.send("telemetry", b"{not json")
     device.send("telemetry", b'{"v": 1, "seq": -1, "samples": []}')
     device.send("state", b'{"online": "maybe"}')
+    device.send("events", protocol.RolloutEvent(desired_version=1, model="t", kind="accepted"))
     device.send("telemetry", telemetry(7))
     wait_for(lambda: series(fleet_client, admin_headers, device.id), "good message after bad")
-    counts = wait_for(lambda: (s := stats(fleet_client)).get("handler_errors") and s, "stats")
-    assert counts["invalid"] == 3 and counts["handler_errors"] == 1
-    assert failures == [device.id]
+    counts = wait_for(lambda: (s := stats(fleet_client)).get("quarantined") and s, "stats")
+    assert counts["invalid"] == 3 and counts["quarantined"] == 1  # the recorder's batch refused
+    assert set(failures) == {device.id}
 
 
 def test_unknown_and_revoked_devices_are_rejected(
@@ -210,17 +213,22 @@ def test_unknown_and_revoked_devices_are_rejected(
     assert series(fleet_client, admin_headers, device.id)[0]["count"] == 1
 
 
-def test_events_reach_handlers_added_by_other_components(
+def test_events_reach_recorders_added_by_other_components(
     fleet_client: TestClient, make_device: Callable[[], Device]
 ) -> None:
     device = make_device()
-    seen: list[tuple[str, BaseModel]] = []
-    fleet_client.app.state.bridge.add_handler("events", lambda d, m: seen.append((d, m)))  # type: ignore[attr-defined]
+    seen: list[tuple[str, BaseModel, bool]] = []
+
+    def record(session: Session, items: list[Inbound]) -> None:
+        seen.extend((i.device_id, i.message, session.in_transaction()) for i in items)
+
+    fleet_client.app.state.bridge.add_recorder(["events"], record)  # type: ignore[attr-defined]
     event = protocol.RolloutEvent(desired_version=3, model="tiny", kind="downloading")
     device.send("events", event)
-    wait_for(lambda: seen, "event handler called")
-    assert seen[0][0] == device.id
-    assert isinstance(seen[0][1], protocol.RolloutEvent) and seen[0][1].kind == "downloading"
+    wait_for(lambda: seen, "event recorder called")
+    device_id, message, in_transaction = seen[0]
+    assert device_id == device.id and in_transaction  # stored before the commit and the ack
+    assert isinstance(message, protocol.RolloutEvent) and message.kind == "downloading"
 
 
 def test_bridge_reconnects_after_broker_restart(

@@ -188,7 +188,7 @@ def _inbound(device_id: str, seq: int, acked: list[int], *, requests: int = 1) -
 
 
 def _writer(engine: Any, stats: BridgeStats) -> IngestWriter:
-    return IngestWriter(engine, stats=stats, keep_raw=timedelta(hours=1), dispatch=lambda _i: None)
+    return IngestWriter(engine, stats=stats, keep_raw=timedelta(hours=1))
 
 
 def test_a_message_the_database_refuses_is_isolated_counted_and_acked(engine: Any) -> None:
