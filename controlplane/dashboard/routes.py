@@ -182,8 +182,10 @@ def install_dashboard(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(router)
     from controlplane.dashboard.actions import install_actions
+    from controlplane.fleet.dashboard import router as fleet_router
     from controlplane.rollouts.dashboard import router as rollouts_router
 
     install_actions(app)  # before the rollout pages: /rollouts/new is not a rollout id
+    app.include_router(fleet_router)
     app.include_router(rollouts_router)
 

@@ -31,10 +31,18 @@ def test_settings_apply_whole_or_not_at_all_and_are_reported(fleet: Fleet) -> No
     assert state.settings is not None and state.settings["telemetry_interval_s"] == 5
     assert state.settings["log_level"] == "debug" and state.settings_error == ""
     assert state.settings["restart_required"] == ["parallel"]  # saved for the next start
+
+    def reported() -> dict[str, Any]:
+        data: dict[str, Any] = fleet.http.get(f"/api/v1/devices/{device}/settings").json()
+        return data
+
+    wait_for(lambda: (reported().get("reported") or {}).get("keep_alive_s") == 30, 30,
+             "the control plane shows what the device runs")  # fmt: skip
     # This agent serves no REST API, so a key cannot be set: the whole config is refused.
     put_settings(fleet, device, {"keep_alive_s": 60, "api_key_sha256": "ab" * 32})
     wait_for(lambda: "api_key_sha256" in node.state().settings_error, 30, "refusal reported")
     assert node.runtime.default_keep_alive == 30  # never half applied
+    wait_for(lambda: "api_key_sha256" in reported()["reported_error"], 30, "refusal shown")
     bad = fleet.http.put(f"/api/v1/devices/{device}/settings", json={"parallel": 1000})
     assert bad.status_code == 422  # out of bounds never leaves the control plane
     resp = fleet.http.delete(f"/api/v1/devices/{device}/settings")

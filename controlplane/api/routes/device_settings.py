@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from sqlmodel import SQLModel
 
@@ -15,11 +17,13 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 
 
 class DeviceSettingsPublic(SQLModel):
-    """The settings sent to the device (None: its own), and the desired version carrying them."""
+    """The settings sent to the device (None: its own) and what the device last reported."""
 
     device_id: str
     settings: AgentSettings | None
     desired_version: int
+    reported: dict[str, Any] | None = None  # in effect on the device, from its state
+    reported_error: str = ""  # why the device refused the last settings
 
 
 def _device_or_404(session: SessionDep, device_id: str) -> None:
@@ -30,8 +34,12 @@ def _device_or_404(session: SessionDep, device_id: str) -> None:
 def _public(session: SessionDep, device_id: str) -> DeviceSettingsPublic:
     row = desired.current(session, device_id)
     wanted = AgentSettings.model_validate(row.settings) if row and row.settings else None
+    device = crud.get_device(session, device_id=device_id)
+    state = device.state if device is not None else {}
+    reported = state.get("settings") if isinstance(state.get("settings"), dict) else None
     return DeviceSettingsPublic(device_id=device_id, settings=wanted,
-                                desired_version=row.version if row else 0)  # fmt: skip
+                                desired_version=row.version if row else 0, reported=reported,
+                                reported_error=str(state.get("settings_error") or ""))  # fmt: skip
 
 
 @router.get("/{device_id}/settings", response_model=DeviceSettingsPublic)
