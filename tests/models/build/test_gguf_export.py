@@ -21,9 +21,10 @@ def _info(hidden: int, intermediate: int) -> CheckpointInfo:
     return CheckpointInfo(Path("."), config, {}, {}, "{{ messages }}")
 
 
-def test_q4_type_is_k_quant_only_when_rows_fill_super_blocks() -> None:
+def test_q4_type_is_k_quant_when_some_rows_fill_super_blocks() -> None:
     assert choose_q4_type(_info(64, 192)) == "q4_0"
-    assert choose_q4_type(_info(512, 1408)) == "q4_0"
+    assert choose_q4_type(_info(576, 1536)) == "q4_k_m"  # SmolLM2-135M
+    assert choose_q4_type(_info(640, 2048)) == "q4_k_m"  # Gemma 3 270M
     assert choose_q4_type(_info(512, 1536)) == "q4_k_m"
 
 
