@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from agent.engines.base import Completion, Engine, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest, BatchScheduler
+from agent.engines.batching import BatchRequest, RequestScheduler
 from agent.errors import AgentError, EngineError
 
 _LOGGER = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class _TimedSink:
 
 
 def start_batched(
-    scheduler: BatchScheduler,
+    scheduler: RequestScheduler,
     prompt_ids: list[int],
     params: SamplingParams,
     *,

@@ -24,7 +24,7 @@ from agent.engines.base import (
     SamplingParams,
     TokenChunk,
 )
-from agent.engines.decoding import IncrementalDetokenizer, StopMatcher
+from agent.engines.decoding import Detokenizer, IncrementalDetokenizer, StopMatcher
 from agent.engines.prefix_cache import PrefixCache
 from agent.errors import AgentError, EngineError
 
@@ -89,18 +89,34 @@ class BatchBackend(Protocol):
         ...
 
 
+class RequestScheduler(Protocol):
+    """Runs many requests together: BatchScheduler, or an engine's own (OpenVINO's CB)."""
+
+    def submit(self, request: BatchRequest) -> None:
+        """Queue a request; its sink gets chunks, then a Completion or an error."""
+        ...
+
+    def stats(self) -> SchedulerStats:
+        """Gauges and counters for /metrics and telemetry."""
+        ...
+
+    def close(self) -> None:
+        """Stop; queued and running requests end with an error."""
+        ...
+
+
 @runtime_checkable
 class BatchingEngine(Protocol):
-    """An engine whose generations go through a BatchScheduler (None until loaded)."""
+    """An engine whose generations go through a RequestScheduler (None until loaded)."""
 
-    scheduler: BatchScheduler | None
+    scheduler: RequestScheduler | None
 
     def tokenize(self, text: str) -> list[int]:
         """The prompt's token ids, as the scheduler takes them."""
         ...
 
 
-def scheduler_of(engine: object) -> BatchScheduler | None:
+def scheduler_of(engine: object) -> RequestScheduler | None:
     """The engine's scheduler when it batches and is loaded, else None."""
     return engine.scheduler if isinstance(engine, BatchingEngine) else None
 
@@ -133,13 +149,15 @@ class SchedulerStats:
     steps: int
 
 
-class _Text:
+class SequenceText:
     """Detokenizing, stop strings and max_tokens of one sequence (O(new text) per token)."""
 
-    def __init__(self, backend: BatchBackend, params: SamplingParams) -> None:
-        self._detok = IncrementalDetokenizer(backend.piece)
+    def __init__(
+        self, detokenizer: Detokenizer, is_end: Callable[[int], bool], params: SamplingParams
+    ) -> None:
+        self._detok = detokenizer
         self._stops = StopMatcher(params.stop)
-        self._is_end = backend.is_end
+        self._is_end = is_end
         self._max = params.max_tokens
         self.produced = 0
 
@@ -174,7 +192,8 @@ class _Running:
         self.kv: list[int] = request.prompt[:reused]
         self.pending: list[int] = request.prompt[reused:]
         self.reused = reused
-        self.text = _Text(backend, request.params)
+        detokenizer = IncrementalDetokenizer(backend.piece)
+        self.text = SequenceText(detokenizer, backend.is_end, request.params)
         self.admitted_ns = time.perf_counter_ns()
         self.first_token_ns = 0
         self.next_token = -1  # sampled, not yet in the KV: fed at the next step

@@ -1,22 +1,27 @@
-"""OpenVINO engine: openvino-genai's LLMPipeline on CPU, GPU or NPU, streamed token by token.
+"""OpenVINO engine: continuous batching on CPU and GPU, openvino-genai's LLMPipeline on NPU.
 
-The pipeline's blocking `generate` runs in a thread; a StreamerBase subclass passes each
-token id through a queue to the caller's iterator and answers STOP once the caller is done
-(stop string, cancel, or iterator closed).
+On CPU/GPU the engine opens a `ContinuousBatchingPipeline` (paged attention, prefix cache)
+driven by `OpenVinoBatchDriver` in one thread, and the runtime sends every request through it.
+Elsewhere, or when the pipeline cannot be built for the model, `LLMPipeline.generate` runs in
+a thread; a StreamerBase subclass passes each token id through a queue to the caller's
+iterator and answers STOP once the caller is done (stop string, cancel, or iterator closed).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.batching import BatchRequest
 from agent.engines.decoding import (
     Detokenizer,
     IncrementalDetokenizer,
@@ -25,11 +30,14 @@ from agent.engines.decoding import (
     stream_tokens,
 )
 from agent.engines.hftok import HFTokenizer, find_tokenizer
+from agent.engines.openvino_batch import OpenVinoBatchDriver, scheduler_config
+from agent.engines.sizing import MAX_DEFAULT_PARALLEL
 from agent.errors import EngineError, EngineUnavailable, ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
 _DONE = object()
 JOIN_SECONDS = 30.0  # how long closing a stream waits for the pipeline thread to return
+BATCHING_DEVICES = ("CPU", "GPU")  # where ContinuousBatchingPipeline runs
 
 
 def _import_genai() -> Any:
@@ -75,6 +83,7 @@ class OpenVinoEngine:
         self._context = 0
         self._stats = EngineStats()
         self._lock = threading.Lock()
+        self.scheduler: OpenVinoBatchDriver | None = None
 
     def load(self, model_path: Path, options: LoadOptions) -> None:
         """Compile the model for the device the probe chose."""
@@ -89,8 +98,10 @@ class OpenVinoEngine:
         if options.cache_dir is not None and options.device.upper() != "CPU":
             properties["CACHE_DIR"] = str(options.cache_dir)
         started = time.perf_counter()
+        slots = options.parallel if options.parallel > 0 else MAX_DEFAULT_PARALLEL
+        batching = _batching_pipeline(genai, folder, options, slots, properties)
         try:
-            pipe = genai.LLMPipeline(str(folder), options.device.upper(), **properties)
+            pipe = batching or genai.LLMPipeline(str(folder), options.device.upper(), **properties)
         except RuntimeError as exc:
             raise ModelLoadError(
                 f"OpenVINO cannot load {folder} on {options.device}: {exc}"
@@ -100,23 +111,41 @@ class OpenVinoEngine:
             self._hf = HFTokenizer(find_tokenizer(folder))
         except (ModelLoadError, EngineUnavailable):
             self._hf = None  # fall back to decoding short windows with the OpenVINO tokenizer
-        eos = pipe.get_generation_config().eos_token_id
+        defaults = batching.get_config() if batching else pipe.get_generation_config()
+        eos = defaults.eos_token_id
         self._eos = frozenset({int(eos)} if eos is not None and int(eos) >= 0 else set())
         self._context = options.context_length
         self._stats = EngineStats(
-            load_seconds=time.perf_counter() - started, device=options.device.upper()
-        )
-        _LOGGER.info("OpenVINO loaded %s on %s", folder, options.device)
+            load_seconds=time.perf_counter() - started,
+            device=options.device.upper(),
+            extra={"parallel": str(slots if batching else 1),
+                   "pipeline": "continuous batching" if batching else "LLMPipeline"},
+        )  # fmt: skip
+        if batching is not None:
+            self.scheduler = OpenVinoBatchDriver(
+                batching, n_slots=slots, tensor=_ids_tensor, stats=self._stats,
+                config=functools.partial(_batched_config, genai, eos),
+                detokenizer=self._detokenizer, is_end=self._eos.__contains__,
+            )  # fmt: skip
+        _LOGGER.info("OpenVINO loaded %s on %s (%s)", folder, options.device,
+                     self._stats.extra["pipeline"])  # fmt: skip
 
     def count_tokens(self, text: str) -> int:
         """Tokens the prompt takes with the pipeline's own tokenizer."""
         return int(self._encode(text).input_ids.get_shape()[1])
+
+    def tokenize(self, text: str) -> list[int]:
+        """The prompt's token ids with the pipeline's own tokenizer."""
+        return [int(t) for t in self._encode(text).input_ids.data[0]]
 
     def generate(
         self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[TokenChunk | Completion]:
         """Stream tokens for the prompt, then one Completion."""
         pipe = self._loaded()
+        if self.scheduler is not None:
+            yield from self._generate_batched(prompt, params, cancel)
+            return
         inputs = self._encode(prompt)
         prompt_tokens = int(inputs.input_ids.get_shape()[1])
         check_context(prompt_tokens, params.max_tokens, self._context)
@@ -132,8 +161,39 @@ class OpenVinoEngine:
                 stats=self._stats,
             )
 
+    def _generate_batched(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event | None
+    ) -> Iterator[TokenChunk | Completion]:
+        """Through the continuous-batching driver; a cancelled caller sees no more tokens."""
+        assert self.scheduler is not None
+        ids = self.tokenize(prompt)
+        check_context(len(ids), params.max_tokens, self._context)
+        items: queue.SimpleQueue[object] = queue.SimpleQueue()
+        request = BatchRequest(ids, params, items.put, cancel or threading.Event())
+        self.scheduler.submit(request)
+        seen = 0
+        try:
+            while True:
+                item = items.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Completion):
+                    if request.cancel.is_set() and item.finish_reason == "cancelled":
+                        item = replace(item, completion_tokens=min(item.completion_tokens, seen))
+                    yield item
+                    return
+                if not request.cancel.is_set():
+                    assert isinstance(item, TokenChunk)
+                    seen += item.token_id >= 0
+                    yield item
+        finally:
+            request.cancel.set()
+
     def unload(self) -> None:
-        """Drop the pipeline."""
+        """Stop the batching driver and drop the pipeline."""
+        if self.scheduler is not None:
+            self.scheduler.close()
+            self.scheduler = None
         self._pipe = self._tokenizer = self._hf = None
 
     def stats(self) -> EngineStats:
@@ -197,3 +257,36 @@ class OpenVinoEngine:
         if self._pipe is None:
             raise EngineError("openvino: no model loaded; call load() first")
         return self._pipe
+
+
+def _ids_tensor(ids: list[int]) -> Any:
+    import numpy as np
+    import openvino
+
+    return openvino.Tensor(np.asarray([ids], dtype=np.int64))
+
+
+def _batching_pipeline(
+    genai: Any, folder: Path, options: LoadOptions, slots: int, properties: dict[str, Any]
+) -> Any:
+    """A ContinuousBatchingPipeline, or None where it does not run (NPU, parallel 1, failure)."""
+    if options.device.upper() not in BATCHING_DEVICES or options.parallel == 1:
+        return None
+    if not hasattr(genai, "ContinuousBatchingPipeline"):
+        return None
+    try:
+        return genai.ContinuousBatchingPipeline(
+            str(folder), scheduler_config(genai, slots), options.device.upper(), properties
+        )
+    except RuntimeError as exc:
+        _LOGGER.warning("OpenVINO continuous batching unavailable for %s (%s); one at a time",
+                        folder, exc)  # fmt: skip
+        return None
+
+
+def _batched_config(genai: Any, eos: int | None, params: SamplingParams) -> Any:
+    """generation_config plus the model's EOS, which a batched request does not inherit."""
+    config = generation_config(genai, params)
+    if eos is not None and int(eos) >= 0:
+        config.eos_token_id = int(eos)
+    return config
