@@ -144,6 +144,7 @@ def import_model_dir(
 def install_actions(app: FastAPI) -> None:
     """Add the action routes, the admin pages and the refusal page to `app`."""
     from controlplane.dashboard.admin import router as admin_router
+    from controlplane.dashboard.fleet import router as fleet_router
     from controlplane.dashboard.live import router as live_router
     from controlplane.rollouts.dashboard_forms import router as rollout_forms
 
@@ -152,3 +153,4 @@ def install_actions(app: FastAPI) -> None:
     app.include_router(admin_router)
     app.include_router(rollout_forms)
     app.include_router(live_router)
+    app.include_router(fleet_router)

@@ -21,6 +21,7 @@ from controlplane import crud
 from controlplane.api.deps import SessionDep
 from controlplane.api.routes.devices import parse_selector
 from controlplane.dashboard.hardware import hardware_rows
+from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
 from controlplane.db_models import ApiToken, Role
 from controlplane.errors import ApiError, LoginRequired
@@ -155,7 +156,8 @@ def device_detail(
     active = public.state.get("active") if isinstance(public.state.get("active"), dict) else None
     return _page(request, "device.html", viewer, device=public, active=active, charts=charts,
                  ranges=list(RANGES), current_range=window,
-                 hardware=hardware_rows(public.hardware))
+                 hardware=hardware_rows(public.hardware),
+                 history=model_history(session, device_id))
 
 
 @router.get("/models")
