@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.engines.base import LoadOptions
-from agent.errors import EngineError, ModelLoadError
+from agent.errors import ContextOverflow, EngineError, ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
 # Tokens of context per text: enough for retrieval chunks, small enough to stay light.
@@ -35,14 +35,13 @@ class LlamaEmbedder:
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-        """One vector per text and the tokens they took; texts longer than the context 400."""
+        """One vector per text and the tokens they took; ContextOverflow for a text too long."""
         with self._lock:
             llm = self._llm = self._llm or self._open()
-            for index, text in enumerate(texts):
+            for text in texts:
                 tokens = len(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
-                if tokens > self._context:
-                    raise EngineError(f"input[{index}] takes {tokens} tokens, more than the "
-                                      f"{self._context} one embedding can hold")  # fmt: skip
+                if tokens > self._context:  # refused (400), never silently truncated
+                    raise ContextOverflow(tokens, 0, self._context)
             try:
                 vectors, count = llm.embed(list(texts), normalize=True, return_count=True)
             except (RuntimeError, ValueError) as exc:

@@ -11,7 +11,7 @@ from agent.server.errors import ApiError
 
 
 async def embed_texts(
-    runtime: ModelRuntime, texts: Sequence[str], param: str
+    runtime: ModelRuntime, texts: Sequence[str], param: str, keep_alive: float | None = None
 ) -> tuple[list[list[float]], int]:
     """Pooled, normalised vectors for `texts` and their token count; 400 if the engine can't."""
     if not texts or any(not t for t in texts):
@@ -25,4 +25,4 @@ async def embed_texts(
                            code="unsupported_on_engine", param=param)  # fmt: skip
         return await asyncio.to_thread(engine.embed, list(texts))
     finally:
-        runtime.release(leased)
+        runtime.release(leased, keep_alive)

@@ -169,7 +169,7 @@ class Message(OllamaBody):
     images: list[str] | None = Field(default=None, description="refused unless empty")
     tool_calls: list[ToolCallItem] | None = None
     tool_name: str | None = None
-    thinking: str | None = None
+    thinking: str | None = Field(default=None, description="refused unless empty")
 
     def as_template_input(self) -> dict[str, Any]:
         """The message as chat templates read it (tool calls with JSON-text arguments)."""
@@ -210,6 +210,13 @@ class ChatRequest(_Request):
         self.refuse_unsupported()
         for index, message in enumerate(self.messages):
             _refuse_images(message.images, f"messages[{index}].images")
+            if message.thinking:
+                raise ApiError(
+                    400,
+                    f"messages[{index}].thinking: this agent's models do not "
+                    "think separately; send no thinking",
+                    param="thinking",
+                )
         tools = [Tool(t.function.name, t.function.description, t.function.parameters)
                  for t in self.tools or []]  # fmt: skip
         return ChatPlan.of(tools=tools, schema=self.output_schema(), schema_field="format")

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from agent.engines.base import LoadOptions
 from agent.errors import AgentError
-from agent.server.deps import RuntimeDep, served_model
+from agent.server.deps import RuntimeDep, keep_alive_seconds, served_model
 from agent.server.embedding import embed_texts
 from agent.server.errors import ApiError
 from agent.server.ollama_api import OllamaBody, Options
@@ -44,7 +44,7 @@ class EmbedRequest(OllamaBody):
 
     model: str
     input: str | list[str]
-    truncate: bool = Field(default=True, description="false: 400 when an input is too long")
+    truncate: bool = Field(default=True, description="inputs over the context answer 400")
     options: Options | None = None
     keep_alive: str | float | None = None
     dimensions: int | None = Field(default=None, description="refused unless null")
@@ -66,8 +66,10 @@ async def embed(body: EmbedRequest, runtime: RuntimeDep) -> dict[str, Any]:
     served = served_model(runtime, body.model)
     if body.dimensions is not None:
         raise ApiError(400, "dimensions: the model's embedding size is fixed", param="dimensions")
+    _refuse_options(body.options)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens = await embed_texts(runtime, texts, "input")
+    keep = keep_alive_seconds(body.keep_alive)
+    vectors, tokens = await embed_texts(runtime, texts, "input", keep)
     return {
         "model": served.ref,
         "embeddings": vectors,
@@ -81,8 +83,15 @@ async def embed(body: EmbedRequest, runtime: RuntimeDep) -> dict[str, Any]:
 async def embeddings(body: LegacyEmbeddingsRequest, runtime: RuntimeDep) -> dict[str, Any]:
     """The older endpoint: one prompt, one embedding."""
     served_model(runtime, body.model)
-    vectors, _ = await embed_texts(runtime, [body.prompt], "prompt")
+    _refuse_options(body.options)
+    keep = keep_alive_seconds(body.keep_alive)
+    vectors, _ = await embed_texts(runtime, [body.prompt], "prompt", keep)
     return {"embedding": vectors[0]}
+
+
+def _refuse_options(options: Options | None) -> None:
+    if options is not None and options.model_dump(exclude_none=True):
+        raise ApiError(400, "options do not apply to embeddings; send none", param="options")
 
 
 class CopyRequest(OllamaBody):
