@@ -50,6 +50,10 @@ class AccessMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
+        if scope["type"] == "websocket":  # the Responses API's WebSocket mode needs the key too
+            if scope["path"] not in _OPEN_PATHS and not self._allowed(scope):
+                await send({"type": "websocket.close", "code": 1008, "reason": "wrong API key"})
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

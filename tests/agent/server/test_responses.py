@@ -9,9 +9,12 @@ import httpx
 import openai
 import pytest
 
-from agent.server.serve import RunningServer
+from agent.runtime import ModelRuntime
+from agent.server.app import create_app
+from agent.server.serve import RunningServer, serve_in_thread
 
 pytest.importorskip("websockets")
+from websockets.exceptions import InvalidStatus  # noqa: E402
 
 WEATHER: Any = {
     "type": "function",
@@ -100,7 +103,9 @@ def test_websocket_mode_several_turns_on_one_socket(client: openai.OpenAI) -> No
         ids = []
         for prompt in ("one", "two"):
             connection.response.create(
-                model="fake", input=prompt, max_output_tokens=3,
+                model="fake",
+                input=prompt,
+                max_output_tokens=3,
                 previous_response_id=ids[-1] if ids else None,
             )  # type: ignore[arg-type]
             for event in connection:
@@ -136,3 +141,15 @@ def test_unsupported_fields_are_refused(server: RunningServer) -> None:
                          ({"truncation": "auto"}, "truncation")):  # fmt: skip
         reply = httpx.post(f"{server.url}/v1/responses", json={"input": "x", **extra})
         assert reply.status_code == 400 and reply.json()["error"]["param"] == param
+
+
+def test_websocket_mode_needs_the_api_key(runtime: ModelRuntime) -> None:
+    with serve_in_thread(create_app(runtime, api_key="sesame")) as running:
+        wrong = openai.OpenAI(base_url=f"{running.url}/v1", api_key="nope", max_retries=0)
+        with pytest.raises(InvalidStatus), wrong.responses.connect(max_retries=0) as connection:
+            connection.response.create(model="fake", input="x", max_output_tokens=2)
+            next(iter(connection))
+        right = openai.OpenAI(base_url=f"{running.url}/v1", api_key="sesame", max_retries=0)
+        with right.responses.connect() as connection:
+            connection.response.create(model="fake", input="x", max_output_tokens=2)
+            assert _until_done(connection)[-1].type == "response.incomplete"
