@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "enrollment (devices enrolled before have none: enroll them again)")
     p.set_defaults(func=cmd_broker_config)
     console = add_console_parsers(sub)  # operator commands: HTTP clients of the API
-    add_device_parsers(console["devices"])  # devices logs|settings (fleet ops, still local)
+    add_device_parsers(console["devices"])  # devices logs|settings
     add_release_parsers(sub)
     return parser
 

@@ -1,4 +1,8 @@
-"""`edgefleet-cp devices logs|settings` and `edgefleet-cp agent-releases import|list`."""
+"""`edgefleet-cp devices logs|settings` and `edgefleet-cp agent-releases build|import|list`.
+
+All but `build` are clients of the API (the login context); `build` signs with the control
+plane's own key, so it runs where that key is, like `create-admin-token`.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,20 @@ import argparse
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from controlplane.agent_releases import import_release, list_releases
-from controlplane.command_link import CommandLink, await_result
-from controlplane.command_models import DeviceCommandCreate
-from controlplane.commands import send_command
+from controlplane.console.output import add_output, client, columns, emit
 from controlplane.core.config import Settings
-from controlplane.core.db import migrated_session
-from controlplane.crud.commands import record_command_result
 from controlplane.errors import CliError
-from controlplane.rollouts import desired
 from controlplane.signing_key import load_signing_identity
+from models.agent_release import build_release
 from models.protocol import AgentSettings
 
+POLL_S = 0.5
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -35,65 +36,82 @@ def parse_since(text: str) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
-def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
-    """Ask a device for its recent log lines and print them."""
-    spec = DeviceCommandCreate(command="logs", args={
-        "since_s": parse_since(args.since), "level": args.level, "max_bytes": args.max_bytes,
-    })  # fmt: skip
-    link = CommandLink(settings, args.device_id)
-    try:
-        with migrated_session(settings.database_url) as session:
-            row = send_command(session, bridge=link, device_id=args.device_id, spec=spec,
-                               created_by="cli")  # fmt: skip
-            result = await_result(link, row.request_id, args.timeout)
-            if result is None:
-                later = f"GET /api/v1/commands/{row.request_id} shows it later"
+def cmd_logs(_settings: Any, args: argparse.Namespace) -> None:
+    """Ask a device for its recent log lines (the `logs` command) and print them."""
+    body = {"command": "logs", "args": {"since_s": parse_since(args.since), "level": args.level,
+                                        "max_bytes": args.max_bytes}}  # fmt: skip
+    with client(args) as api:
+        sent = api.call("POST", f"/devices/{args.device_id}/commands", json=body)
+        deadline = time.monotonic() + args.timeout
+        while (shown := api.call("GET", f"/commands/{sent['request_id']}"))["status"] == "pending":
+            if time.monotonic() > deadline:
                 raise CliError(f"no answer from {args.device_id} within {args.timeout:g}s; is "
-                               f"it online? {later}")  # fmt: skip
-            record_command_result(session, device_id=args.device_id, result=result)
-            session.commit()
-    finally:
-        link.close()
-    if not result.ok:
-        raise CliError(f"{args.device_id}: {result.error}")
-    lines = result.result.get("lines")
-    for line in lines if isinstance(lines, list) else []:
+                               f"it online? `edgefleet-cp devices command-status "
+                               f"{sent['request_id']}` shows it later")  # fmt: skip
+            time.sleep(POLL_S)
+    if shown["status"] != "succeeded":
+        raise CliError(f"{args.device_id}: {shown.get('error') or shown['status']}")
+    result = shown.get("result") or {}
+    for line in result.get("lines") or []:
         print(line)
-    if result.result.get("truncated"):
+    if result.get("truncated"):
         print(f"(older lines left out: at most {args.max_bytes} bytes; use --since or --level)")
 
 
-def cmd_settings(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_settings(_settings: Any, args: argparse.Namespace) -> None:
     """Set (or with --clear, drop) the agent settings a device should run with."""
+    digest = hashlib.sha256(args.api_key.encode()).hexdigest() if args.api_key else None
     values: dict[str, Any] = {
         "parallel": args.parallel, "keep_alive_s": args.keep_alive,
         "telemetry_interval_s": args.telemetry_interval, "log_level": args.log_level,
-        "api_key_sha256": hashlib.sha256(args.api_key.encode()).hexdigest()
-        if args.api_key else None,
+        "api_key_sha256": digest,
     }  # fmt: skip
-    try:
-        wanted = None if args.clear else AgentSettings(**values)
-    except ValidationError as exc:
-        raise CliError(str(exc)) from exc
-    with migrated_session(settings.database_url) as session:
-        version = desired.set_settings(session, args.device_id, wanted)
-        session.commit()
-    shown = wanted.model_dump(exclude_none=True) if wanted else "local settings"
-    print(f"{args.device_id}: desired v{version}: {json.dumps(shown)}")
+    with client(args) as api:
+        if args.clear:
+            shown = api.call("DELETE", f"/devices/{args.device_id}/settings")
+        elif all(v is None for v in values.values()):
+            shown = api.call("GET", f"/devices/{args.device_id}/settings")
+        else:
+            try:
+                wanted = AgentSettings(**values).model_dump(exclude_none=True)
+            except ValidationError as exc:
+                raise CliError(str(exc)) from exc
+            shown = api.call("PUT", f"/devices/{args.device_id}/settings", json=wanted)
+    emit(args, shown, lambda s: [
+        f"{s['device_id']}: desired v{s['desired_version']}: {json.dumps(s['settings'])}",
+        f"reported: {json.dumps(s.get('reported'))}",
+        *([f"refused: {s['reported_error']}"] if s.get("reported_error") else []),
+    ])  # fmt: skip
 
 
-def cmd_release_import(settings: Settings, args: argparse.Namespace) -> None:
-    """Import a signed agent release directory."""
-    version = import_release(settings, load_signing_identity(settings), Path(args.dir))
-    print(f"imported agent release {version}; roll it out: edgefleet-cp rollouts create "
-          f"--agent {version}")  # fmt: skip
+def cmd_release_build(settings: Settings, args: argparse.Namespace) -> None:
+    """Build a release of an agent source tree, signed with the control plane's key."""
+    source = Path(args.source)
+    if not (source / "agent" / "__init__.py").is_file():
+        raise CliError(f"{source} has no agent/ package: give the repository root with --source")
+    key = load_signing_identity(settings).private_key
+    release = build_release(source, Path(args.out), args.version, key)
+    print(f"built agent release {release.version} in {args.out} ({release.files[0].path}); "
+          f"import it: edgefleet-cp agent-releases import {args.out}")  # fmt: skip
 
 
-def cmd_release_list(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_release_import(_settings: Any, args: argparse.Namespace) -> None:
+    """Import a signed release directory that is on the control plane's host."""
+    with client(args) as api:
+        release = api.call("POST", "/agent-releases/import",
+                           json={"path": str(Path(args.dir).resolve())})  # fmt: skip
+    emit(args, release, lambda r: [
+        f"imported agent release {r['version']}; roll it out: edgefleet-cp rollouts create "
+        f"--agent {r['version']}"])  # fmt: skip
+
+
+def cmd_release_list(_settings: Any, args: argparse.Namespace) -> None:
     """List imported agent releases."""
-    for release in list_releases(settings):
-        size = sum(f.size for f in release.files)
-        print(f"{release.version:<20} {len(release.files)} files  {size} bytes")
+    with client(args) as api:
+        rows = api.call("GET", "/agent-releases")
+    emit(args, rows, lambda rs: columns(
+        [(r["version"], len(r["files"]), sum(f["size"] for f in r["files"])) for r in rs],
+        ("VERSION", "FILES", "BYTES")))  # fmt: skip
 
 
 def add_device_parsers(dsub: Any) -> None:
@@ -105,7 +123,8 @@ def add_device_parsers(dsub: Any) -> None:
     p.add_argument("--max-bytes", type=int, default=48 * 1024, help="at most this much text")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_logs)
-    p = dsub.add_parser("settings", help="agent settings the device applies without a restart")
+    p = add_output(dsub.add_parser("settings", help="agent settings the device should run with "
+                                   "(no options: show them)"))  # fmt: skip
     p.add_argument("device_id")
     p.add_argument("--parallel", type=int, help="request slots (takes effect at restart)")
     p.add_argument("--keep-alive", type=float, help="seconds idle before unload; -1 never")
@@ -117,11 +136,17 @@ def add_device_parsers(dsub: Any) -> None:
 
 
 def add_release_parsers(sub: Any) -> None:
-    """`agent-releases import DIR` and `agent-releases list`."""
+    """`agent-releases build|import|list`."""
     p = sub.add_parser("agent-releases", help="signed agent releases for self-update rollouts")
     rsub = p.add_subparsers(dest="releases_command", required=True, metavar="COMMAND")
-    p = rsub.add_parser("import", help="import a release directory (release.json, .sig, wheels)")
+    p = rsub.add_parser("build", help="build and sign a release of an agent source tree (local)")
+    p.add_argument("version", help="the release's version, e.g. 1.2.0")
+    p.add_argument("--out", required=True, help="directory to write the release into")
+    p.add_argument("--source", default=".", help="repository root with agent/, models/, hwprobe/")
+    p.set_defaults(func=cmd_release_build)
+    p = add_output(rsub.add_parser("import", help="import a release directory that is on the "
+                                   "control plane's host"))  # fmt: skip
     p.add_argument("dir")
     p.set_defaults(func=cmd_release_import)
-    p = rsub.add_parser("list", help="imported releases")
+    p = add_output(rsub.add_parser("list", help="imported releases"))
     p.set_defaults(func=cmd_release_list)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from pathlib import Path
 
-from controlplane.agent_releases import list_releases, release_path
-from controlplane.api.deps import CurrentDevice, SettingsDep, ViewerDep
+from fastapi import APIRouter, Request, Response
+from sqlmodel import Field, SQLModel
+
+from controlplane.agent_releases import get_release, import_release, list_releases, release_path
+from controlplane.api.deps import CurrentDevice, OperatorDep, SettingsDep, SigningDep, ViewerDep
 from controlplane.api.ranges import ranged_file
 from models.agent_release import AgentReleaseManifest
 
@@ -16,6 +19,23 @@ router = APIRouter(prefix="/agent-releases", tags=["agent releases"])
 def agent_releases(settings: SettingsDep, _viewer: ViewerDep) -> list[AgentReleaseManifest]:
     """Imported agent releases (`edgefleet-cp agent-releases import DIR`)."""
     return list_releases(settings)
+
+
+class AgentReleaseImport(SQLModel):
+    """A release directory on the control plane host (release.json, release.sig, wheels)."""
+
+    path: str = Field(min_length=1, max_length=4096)
+
+
+@router.post("/import", status_code=201, response_model=AgentReleaseManifest)
+def import_agent_release(
+    body: AgentReleaseImport, settings: SettingsDep, signing: SigningDep, _op: OperatorDep
+) -> AgentReleaseManifest:
+    """Verify a signed release directory and add it to the registry."""
+    version = import_release(settings, signing, Path(body.path))
+    release = get_release(settings, version)
+    assert release is not None
+    return release
 
 
 @router.get("/{version}/{name:path}")
