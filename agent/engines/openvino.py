@@ -66,6 +66,9 @@ def generation_config(genai: Any, params: SamplingParams) -> Any:
         config.stop_strings = set(params.stop)
         config.include_stop_str_in_output = True
     config.apply_chat_template = False  # prompts arrive already templated
+    if params.constraint is not None:  # genai's structured output: a grammar mask per sequence
+        schema = params.constraint.schema or '{"type": "object"}'
+        config.structured_output_config = genai.StructuredOutputConfig(json_schema=schema)
     return config
 
 
@@ -73,6 +76,7 @@ class OpenVinoEngine:
     """OpenVINO IR models (INT8/INT4/FP16) through openvino-genai."""
 
     name = "openvino"
+    constrained_decoding = True  # OutputConstraint through genai's StructuredOutputConfig
 
     def __init__(self) -> None:
         self._genai: Any = None
