@@ -129,11 +129,7 @@ def build_targets(
     keep_going: bool = False,
     verbose: bool = False,
 ) -> BuildResult:
-    """Convert `hf_dir` into every target under `out_dir` and write the signed manifest last.
-
-    A failing target stops the build with its reason (BuildError), unless `keep_going`: then
-    the targets that built are signed and the failed ones named in the result.
-    """
+    """Build each target into `out_dir`, then sign what built; failures raise unless keep_going."""
     from tqdm import tqdm
 
     from models.signing import write_signed_manifest
