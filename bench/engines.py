@@ -99,7 +99,8 @@ def measure(engine_name: str, path: Path, args: argparse.Namespace) -> dict[str,
     engine = create_engine(engine_name)
     started = time.perf_counter()
     context = max(2048, args.prompt_tokens + args.tokens + 64)  # the agent's default or more
-    engine.load(path, LoadOptions(context_length=context, threads=args.threads))
+    # One sequence: a single stream's speed (batching engines would size slots for many).
+    engine.load(path, LoadOptions(context_length=context, threads=args.threads, parallel=1))
     load_s = time.perf_counter() - started
     list(engine.generate("Hello", SamplingParams(max_tokens=4, temperature=0.0)))
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0, repeat_penalty=1.0)
