@@ -109,10 +109,10 @@ class AgentNode:
         self.executor = RolloutExecutor(ExecutorDeps(
             slots=slots, store=ArtifactStore(data / "store"),
             runtime=runtime, select=options.select, engine_factory=options.engine_factory,
-            emit=lambda event: self.mqtt.send("events", event),
+            emit=self.outbox.sink(enrollment.device_id, "events"),
             trusted_keys=enrollment.trusted_keys(), data_dir=data,
             artifact_headers=enrollment.artifact_headers(), memory_available=mem,
-            on_change=lambda: self.mqtt.publish_state(),
+            on_change=self._publish_state,
             apply_settings=self._apply_settings,
             apply_agent=update.apply if update is not None else None,
         ))  # fmt: skip
@@ -142,12 +142,17 @@ class AgentNode:
         actions = {
             "reprobe": reprobe_action(self.options.probe, self._apply_hardware),
             "restart-engine": restart_engine_action(
-                self.runtime, slots, factory, busy=busy, on_change=lambda: self.mqtt.publish_state()
+                self.runtime, slots, factory, busy=busy, on_change=self._publish_state
             ),
             "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
             "logs": logs_action(self.log_buffer),
         }
-        return CommandRunner(actions, lambda result: self.mqtt.send("cmd/result", result))
+        return CommandRunner(actions, self.outbox.sink(self.enrollment.device_id, "cmd/result"))
+
+    def _publish_state(self) -> None:
+        # Called by the executor and commands, which exist before self.mqtt; they only run
+        # once start() has started the MQTT client.
+        self.mqtt.publish_state()
 
     def _fleet_metrics(self) -> list[tuple[str, str, str, float]]:
         """The outbox and MQTT samples on the agent's /metrics."""
@@ -171,7 +176,7 @@ class AgentNode:
         return AgentUpdater(
             AgentInstall(options.agent_root), running_version=options.agent_version,
             trusted_keys=self.enrollment.trusted_keys(),
-            emit=lambda event: self.mqtt.send("events", event),
+            emit=self.outbox.sink(self.enrollment.device_id, "events"),
             request_restart=options.request_restart,
             headers=self.enrollment.artifact_headers(),
         )  # fmt: skip

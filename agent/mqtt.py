@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import AgentError
-from agent.outbox import Outbox
+from agent.outbox import MAX_PAYLOAD_BYTES, Outbox
 from models.protocol import Command, CommandResult, DesiredState, DeviceState, device_topic
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ KEEPALIVE_S = 30
 IDLE_WAKE_S = 1.0  # while connected the drainer looks at the outbox at least this often;
 # while disconnected it sleeps until the broker is back (no polling, whatever this says)
 RESEND_PAUSE_S = 1.0  # after a batch the broker did not acknowledge in full
-MAX_PAYLOAD_BYTES = 1_000_000  # the shipped broker hangs up on packets over 1 MiB (max_packet_size)
 MQTT_PORT = 1883
 MQTTS_PORT = 8883
 
@@ -120,7 +119,7 @@ class AgentMqtt:
         self._on_desired = on_desired
         self._on_command = on_command
         self._connected = threading.Event()
-        self._wake = threading.Event()  # the outbox may have something to send
+        self._wake = outbox.appended  # set by every append to the outbox, whoever made it
         self._online = threading.Event()  # connected, or stopping: the drainer may run
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
@@ -169,14 +168,7 @@ class AgentMqtt:
 
     def send(self, leaf: str, message: BaseModel, qos: int = 1, droppable: bool = False) -> None:
         """Queue a message for `ef/v1/devices/{id}/{leaf}`; it survives broker outages."""
-        topic = device_topic(self.settings.device_id, leaf)
-        payload = message.model_dump_json().encode()
-        if len(payload) > MAX_PAYLOAD_BYTES:  # it could never leave the outbox
-            _LOGGER.error("dropped a %s message of %s bytes: the broker takes at most %s",
-                          leaf, len(payload), MAX_PAYLOAD_BYTES)  # fmt: skip
-            return
-        self.outbox.append(topic, payload, qos, droppable)
-        self._wake.set()
+        self.outbox.put(self.settings.device_id, leaf, message, qos=qos, droppable=droppable)
 
     def publish_state(self) -> None:
         """Publish the current retained state now if connected (it is also sent on connect)."""

@@ -14,13 +14,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel
+
+from models.protocol import device_topic
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_PAYLOAD_BYTES = 1_000_000  # the shipped broker hangs up on packets over 1 MiB (max_packet_size)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -58,6 +64,7 @@ class Outbox:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self.appended = threading.Event()  # set by every append; the MQTT drainer waits on it
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -80,7 +87,29 @@ class Outbox:
             )
             self._rows += 1
             self._bytes += len(payload)
-            return int(cur.lastrowid or 0)
+            seq = int(cur.lastrowid or 0)
+        self.appended.set()
+        return seq
+
+    def put(
+        self, device_id: str, leaf: str, message: BaseModel, *, qos: int = 1,
+        droppable: bool = False,
+    ) -> None:
+        """Store a message for `ef/v1/devices/{id}/{leaf}`; it leaves once the broker is there."""
+        payload = message.model_dump_json().encode()
+        if len(payload) > MAX_PAYLOAD_BYTES:  # it could never leave the outbox
+            _LOGGER.error("dropped a %s message of %s bytes: the broker takes at most %s",
+                          leaf, len(payload), MAX_PAYLOAD_BYTES)  # fmt: skip
+            return
+        self.append(device_topic(device_id, leaf), payload, qos, droppable)
+
+    def sink(self, device_id: str, leaf: str) -> Callable[[BaseModel], None]:
+        """A callable that puts each message it gets for `leaf` into the outbox."""
+
+        def put(message: BaseModel) -> None:
+            self.put(device_id, leaf, message)
+
+        return put
 
     def _make_room(self, size: int) -> None:
         dropped = 0

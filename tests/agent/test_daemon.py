@@ -11,7 +11,7 @@ from agent.enroll import ArtifactAccess, Enrollment, MqttAccess
 from agent.mqtt_identity import new_client_request, save_client_certificate
 from agent.runtime import ModelRuntime
 from controlplane.broker_tls import create_ca, issue_device_certificate
-from models.protocol import DesiredModel, DesiredState
+from models.protocol import DesiredModel, DesiredState, RolloutEvent
 from models.signing import public_key_b64
 from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
 
@@ -72,3 +72,19 @@ def test_mqtts_url_and_the_enrolled_tls_identity_reach_the_connection(tmp_path: 
     settings = built.mqtt.settings
     assert (settings.host, settings.port, settings.tls) == ("broker.lan", 8883, True)
     assert settings.ca_pem == ca.pem() and settings.client_cert_file and settings.client_key_file
+
+
+def test_rollout_events_are_in_the_outbox_before_any_connection(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    built = node(tmp_path, key)
+    built.mqtt.publish_state = lambda: None  # type: ignore[method-assign]  # no broker here
+    model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
+    desired = DesiredState(version=3, models=[DesiredModel(
+        name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri())])
+    assert built.executor.apply(desired)  # the MQTT client was never started
+    entries = built.outbox.peek(1000)
+    events = [RolloutEvent.model_validate_json(e.payload) for e in entries]
+    assert {e.topic for e in entries} == {"ef/v1/devices/dev-1/events"}
+    assert [e.kind for e in events][0] == "accepted" and events[-1].kind == "active"
+    assert all(e.qos == 1 for e in entries) and built.outbox.appended.is_set()
+    built.outbox.close()
