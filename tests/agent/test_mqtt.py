@@ -149,6 +149,7 @@ def test_outbox_filled_while_broker_away_replays_in_order(
         assert agent.wait_connected(5)
         agent.send("events", event(0))
         assert RolloutEvent.model_validate_json(observer.next("events")).desired_version == 0
+        wait_until(lambda: len(agent.outbox) == 0, 5)  # its PUBACK is in: not sent again
         broker.stop()
         wait_until(lambda: not agent.connected, 5)
         for i in range(1, 51):
