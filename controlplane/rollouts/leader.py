@@ -45,7 +45,7 @@ class Leadership:
     def release(self) -> None:
         """Give leadership up (on shutdown) so another replica takes over at once."""
         if self._pg:
-            self._drop_connection()
+            self._unlock()
         elif self.is_leader:
             with Session(self.engine) as session:
                 row = session.get(ControllerLease, LEASE_NAME)
@@ -66,6 +66,23 @@ class Leadership:
         ).scalar()
         self._conn.commit()
         return bool(got)
+
+    def _unlock(self) -> None:
+        # Unlock in the lock's own session: when this returns, another replica can take it.
+        # Dropping the connection instead frees it only once the server has ended that
+        # session, which may be after another replica's next try.
+        if self._conn is None:
+            return
+        try:
+            if self.is_leader:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                self._conn.commit()
+            self._conn.close()
+            self._conn = None
+        except SQLAlchemyError as exc:
+            _LOGGER.warning("could not unlock rollout leadership (%s); dropping the connection",
+                            exc)  # fmt: skip
+            self._drop_connection()
 
     def _drop_connection(self) -> None:
         # invalidate(), not close(): close() would hand the connection back to the pool with
