@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from models.build.checkpoint import read_checkpoint
 from models.build.errors import BuildError
-from models.build.pipeline import build_model, kv_cache_bytes
+from models.build.pipeline import build_model, build_targets, kv_cache_bytes
+from models.build.targets import TARGETS
 from models.manifest import Manifest
 from models.signing import generate_key, verify_model_dir
 
@@ -70,3 +71,41 @@ def test_non_llama_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(BuildError, match="only LlamaForCausalLM"):
         build_model(tmp_path, tmp_path / "out", ["onnx"], generate_key(), progress=False)
+
+
+def _failing_onnx(ctx: object) -> list[object]:
+    (Path(ctx.out_dir) / "onnx").mkdir()  # type: ignore[attr-defined]  # half-written output
+    raise BuildError("optimum could not trace the model")
+
+
+def test_a_failing_target_stops_the_build_unsigned(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(TARGETS, "onnx", _failing_onnx)
+    out = tmp_path / "out"
+    with pytest.raises(BuildError, match="target onnx failed: optimum could not trace"):
+        build_targets(
+            tiny_model_dir / "hf", out, ["onnx", "gguf-f32"], generate_key(), progress=False
+        )
+    assert not (out / "manifest.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json"]  # no scratch, no onnx/
+
+
+def test_keep_going_signs_what_built_and_names_what_did_not(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(TARGETS, "onnx", _failing_onnx)
+    key, out = generate_key(), tmp_path / "out"
+    result = build_targets(
+        tiny_model_dir / "hf", out, ["onnx", "gguf-f32"], key, progress=False, keep_going=True
+    )
+    assert result.failed == {"onnx": "optimum could not trace the model"}
+    assert [v.id for v in result.manifest.variants] == ["gguf-f32"]
+    assert set(result.seconds) == {"onnx", "gguf-f32"}
+    assert verify_model_dir(out, trusted=[key.public_key()]) == result.manifest
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gguf",
+        "manifest.json",
+        "manifest.sig",
+        "tokenizer.json",
+    ]
