@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, exists, func, insert, update
+from sqlalchemy import exists, func, insert, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from controlplane.db_models import Device, DeviceLabel, as_utc
 from controlplane.rollouts import desired
 from controlplane.rollouts.desired import chunks
+from controlplane.rollouts.dispatch import DISPATCHED, RD, dispatch_agent
 from controlplane.rollouts.events import SOAKING, apply_events, reconcile_states, set_state
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.rollouts.soak import SOAK_FAILED, settle_soaks
@@ -31,23 +32,13 @@ from controlplane.rollouts.strategy import (
     assign_waves,
     decide,
 )
-from models.protocol import AgentRelease, DesiredModel
+from models.protocol import DesiredModel
 
 _LOGGER = logging.getLogger(__name__)
 
 S = DeviceRolloutState
 DRIVEN = (RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
           RolloutStatus.WAITING_APPROVAL)  # fmt: skip
-_RD: Table = RolloutDevice.__table__  # type: ignore[attr-defined]
-_DISPATCHED = (
-    update(_RD)
-    .where(_RD.c.rollout_id == bindparam("b_rollout"), _RD.c.device_id == bindparam("b_device"))
-    .values(previous_models=bindparam("b_previous", type_=_RD.c.previous_models.type),
-            desired_version=bindparam("b_version"),
-            dispatched_at=bindparam("b_at", type_=_RD.c.dispatched_at.type),
-            updated_at=bindparam("b_at", type_=_RD.c.updated_at.type),
-            state=S.IN_PROGRESS.value, sub_status="dispatched", detail="")
-)  # fmt: skip
 
 
 def tick(session: Session, now: datetime) -> None:
@@ -84,9 +75,9 @@ def _step(session: Session, rollout: Rollout, now: datetime) -> None:
         settle_soaks(session, rollout, now)
     per_wave: dict[int, list[DeviceRolloutState]] = {}
     grouped = session.execute(
-        select(_RD.c.wave, _RD.c.state, func.count())
-        .where(_RD.c.rollout_id == rollout.id)
-        .group_by(_RD.c.wave, _RD.c.state)
+        select(RD.c.wave, RD.c.state, func.count())
+        .where(RD.c.rollout_id == rollout.id)
+        .group_by(RD.c.wave, RD.c.state)
     )
     for wave, state, n in grouped:
         per_wave.setdefault(wave, []).extend([DeviceRolloutState(state)] * n)
@@ -126,7 +117,7 @@ def _add_devices(session: Session, rollout_id: str, waves: dict[str, int], now: 
              "sub_status": "", "detail": "", "previous_models": [], "updated_at": now}
             for d, w in waves.items()]  # fmt: skip
     for part in chunks(rows):
-        session.execute(insert(_RD), list(part))
+        session.execute(insert(RD), list(part))
 
 
 def _start(session: Session, rollout: Rollout, now: datetime) -> None:
@@ -139,7 +130,7 @@ def _start(session: Session, rollout: Rollout, now: datetime) -> None:
 
 
 def _join_late(session: Session, rollout: Rollout, now: datetime) -> None:
-    known = exists().where(_RD.c.rollout_id == rollout.id, _RD.c.device_id == Device.id)
+    known = exists().where(RD.c.rollout_id == rollout.id, RD.c.device_id == Device.id)
     joined = list(session.exec(_matching(rollout).where(~known)))
     if joined:
         _add_devices(session, rollout.id, dict.fromkeys(joined, rollout.current_wave), now)
@@ -181,7 +172,7 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
         )
     ))  # fmt: skip
     if rollout.kind == "agent":
-        _dispatch_agent(session, rollout, queued, now)
+        dispatch_agent(session, rollout, queued, now)
         return
     target = DesiredModel(
         name=rollout.model_name, version=rollout.model_version,
@@ -190,10 +181,10 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
     )  # fmt: skip
     for part in chunks(queued):
         session.execute(
-            update(_RD)
-            .where(_RD.c.device_id.in_(part), _RD.c.rollout_id != rollout.id,
-                   _RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
-                   _RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "model")))
+            update(RD)
+            .where(RD.c.device_id.in_(part), RD.c.rollout_id != rollout.id,
+                   RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+                   RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "model")))
             .values(state=S.CANCELED.value, sub_status="superseded",
                     detail=f"superseded by rollout {rollout.id}", updated_at=now)
         )  # fmt: skip
@@ -203,38 +194,13 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
                 col(Device.id).in_([d for d in part if not previous.get(d)]))
         ).all())  # fmt: skip
         versions = desired.set_many(session, dict.fromkeys(part, [target]))
-        session.execute(_DISPATCHED, [
+        session.execute(DISPATCHED, [
             {"b_rollout": rollout.id, "b_device": d, "b_version": versions[d], "b_at": now,
              "b_previous": previous.get(d) or _reported_model(rollout, reported.get(d))}
             for d in part
         ])  # fmt: skip
     if queued:
         _LOGGER.info("rollout %s: %d devices dispatched", rollout.id, len(queued))
-
-
-def _dispatch_agent(session: Session, rollout: Rollout, queued: list[str], now: datetime) -> None:
-    """Send the rollout's agent release; each device keeps its models."""
-    target = AgentRelease(version=rollout.model_version, release_url=rollout.manifest_url,
-                          rollout_id=rollout.id).model_dump(mode="json")  # fmt: skip
-    for part in chunks(queued):
-        session.execute(
-            update(_RD)
-            .where(_RD.c.device_id.in_(part), _RD.c.rollout_id != rollout.id,
-                   _RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
-                   _RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "agent")))
-            .values(state=S.CANCELED.value, sub_status="superseded",
-                    detail=f"superseded by rollout {rollout.id}", updated_at=now)
-        )  # fmt: skip
-        previous = desired.agents_by_device(session, part)
-        versions = desired.set_agent_many(session, dict.fromkeys(part, target))
-        session.execute(_DISPATCHED, [
-            {"b_rollout": rollout.id, "b_device": d, "b_version": versions[d], "b_at": now,
-             "b_previous": [previous[d]] if previous.get(d) else []}
-            for d in part
-        ])  # fmt: skip
-    if queued:
-        _LOGGER.info("rollout %s: agent %s sent to %d devices", rollout.id,
-                     rollout.model_version, len(queued))  # fmt: skip
 
 
 def _reported_model(rollout: Rollout, active: str | None) -> list[dict[str, Any]]:
@@ -257,10 +223,10 @@ def _files_url(manifest_url: str) -> str:
 
 def _time_out(session: Session, rollout_id: str, now: datetime, timeout_s: float) -> None:
     session.execute(
-        update(_RD)
-        .where(_RD.c.rollout_id == rollout_id, _RD.c.state == S.IN_PROGRESS.value,
-               _RD.c.sub_status != SOAKING,  # a soak ends by its own window
-               _RD.c.dispatched_at < now - timedelta(seconds=timeout_s))
+        update(RD)
+        .where(RD.c.rollout_id == rollout_id, RD.c.state == S.IN_PROGRESS.value,
+               RD.c.sub_status != SOAKING,  # a soak ends by its own window
+               RD.c.dispatched_at < now - timedelta(seconds=timeout_s))
         .values(state=S.TIMED_OUT.value, detail=f"no result within {timeout_s:g} s",
                 updated_at=now)
     )  # fmt: skip

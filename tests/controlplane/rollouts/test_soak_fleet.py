@@ -73,7 +73,9 @@ def test_model_degrading_after_activation_is_reverted_by_the_soak(
             and r,
             "the soak fails the canary and the rollout aborts", WAIT_S,
         )  # fmt: skip
-        (canary,) = [d for d in done["devices"] if d["state"] != "canceled"]
+        dispatched = [d for d in done["devices"] if d["state"] != "canceled"]
+        assert len(dispatched) == 1, done
+        (canary,) = dispatched
         device = sim.devices[canary["device_id"]]
         await asyncio.to_thread(
             wait_for, lambda: device.active == OLD, "the canary serves its old model again"
