@@ -1,12 +1,33 @@
-"""Root fixtures: the tiny reference model, built once per cache and copied per session."""
+"""Root fixtures: a clean environment, and the tiny reference model built once per cache."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+# Knobs of the test run itself (caches, the PostgreSQL switch), not product settings.
+KEPT_ENV = (
+    "EDGEFLEET_TEST_",
+    "EDGEFLEET_CACHE",
+    "EDGEFLEET_MODEL_CACHE",
+    "EDGEFLEET_LLAMACPP_SRC",
+    "EDGEFLEET_BUILD_ONLY_IF_CACHED",
+    "EDGEFLEET_FUZZ_",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_edgefleet_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No EDGEFLEET_* setting from the shell reaches a test (e.g. EDGEFLEET_CP_AUTO_MIGRATE=0)."""
+    for name in list(os.environ):
+        if name.startswith("EDGEFLEET_") and not name.startswith(KEPT_ENV):
+            monkeypatch.delenv(name)
+    yield
 
 
 @pytest.fixture(scope="session")
