@@ -1,14 +1,13 @@
 """GBNF grammars for llama.cpp's grammar sampler, from an OutputConstraint.
 
-A grammar is compiled once per schema text and kept; each generation gets its own
-`LlamaGrammar`, which llama.cpp turns into a per-sequence grammar sampler
-(`llama_sampler_init_grammar`), so one sequence's parse state never leaks into another.
+The GBNF text is built once per schema and kept; each sequence gets its own grammar sampler
+(`llama_sampler_init_grammar`, agent/engines/llamacpp_batch.py) at the head of its sampler
+chain, so one sequence's parse state never leaks into another.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from agent.engines.base import OutputConstraint
 from agent.errors import EngineError
@@ -37,12 +36,3 @@ def constraint_gbnf(constraint: OutputConstraint) -> str:
         return str(json_schema_to_gbnf(constraint.schema))
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise EngineError(f"llama.cpp cannot turn the JSON schema into a grammar: {exc}") from exc
-
-
-def grammar_for(constraint: OutputConstraint | None) -> Any:
-    """A fresh `LlamaGrammar` for one generation, or None when unconstrained."""
-    if constraint is None:
-        return None
-    from llama_cpp.llama_grammar import LlamaGrammar
-
-    return LlamaGrammar.from_string(constraint_gbnf(constraint), verbose=False)

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from agent import __version__
+from agent.engines.base import EmbeddingSource
 from agent.runtime import FOREVER, LoadedModel
 from agent.server.deps import RuntimeDep, served_model
 
@@ -129,7 +130,7 @@ async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
             "general.architecture": details["family"],
             "general.parameter_count": model.manifest.parameters if model.manifest else 0,
         },
-        "capabilities": ["completion"],
+        "capabilities": _capabilities(model),
         "modified_at": _modified_at(model),
         "edgefleet": {
             "variant": model.variant_id,
@@ -149,6 +150,14 @@ async def show(body: ShowRequest, runtime: RuntimeDep) -> dict[str, Any]:
             "candidates": [_jsonable(c) for c in candidates],
         },
     }
+
+
+def _capabilities(model: LoadedModel) -> list[str]:
+    """What Ollama clients may ask of this model (the CLI checks `tools` before sending them)."""
+    found = ["completion", "tools"]
+    if isinstance(model.engine, EmbeddingSource):
+        found.append("embedding")
+    return found
 
 
 def _jsonable(candidate: Any) -> Any:

@@ -11,10 +11,13 @@ import pytest
 
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
+from agent.server.limits import RequestLimits
 from agent.server.serve import RunningServer, serve_in_thread
 
 pytest.importorskip("websockets")
 from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+from websockets.typing import Origin  # noqa: E402
 
 WEATHER: Any = {
     "type": "function",
@@ -153,3 +156,18 @@ def test_websocket_mode_needs_the_api_key(runtime: ModelRuntime) -> None:
         with right.responses.connect() as connection:
             connection.response.create(model="fake", input="x", max_output_tokens=2)
             assert _until_done(connection)[-1].type == "response.incomplete"
+
+
+def test_browser_origins_follow_cors_origins(runtime: ModelRuntime) -> None:
+    limits = RequestLimits(cors_origins=("http://app.example",))
+    with serve_in_thread(create_app(runtime, limits=limits)) as running:
+        preflight = httpx.options(f"{running.url}/v1/responses", headers={
+            "Origin": "http://app.example", "Access-Control-Request-Method": "POST"})  # fmt: skip
+        assert preflight.headers["access-control-allow-origin"] == "http://app.example"
+        blocked = httpx.post(f"{running.url}/v1/embeddings", json={"input": "x"},
+                             headers={"Origin": "http://evil.example"})  # fmt: skip
+        assert blocked.status_code == 403
+        socket_url = running.url.replace("http", "ws") + "/v1/responses"
+        with pytest.raises(InvalidStatus):
+            connect(socket_url, origin=Origin("http://evil.example")).close()
+        connect(socket_url, origin=Origin("http://app.example")).close()
