@@ -35,6 +35,7 @@ RESTART_EXIT = 75  # EX_TEMPFAIL: the agent asks to be started again (a new vers
 POLL_S = 0.2  # how often the supervisor looks at its child and the trial files
 STOP_TIMEOUT_S = 20.0  # SIGTERM, then SIGKILL after this long
 ROOT_ENV = "EDGEFLEET_AGENT_ROOT"
+PREVIOUS_EXIT_ENV = "EDGEFLEET_PREVIOUS_EXIT_AT"  # when the agent before this one exited
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -65,6 +66,8 @@ class Supervisor:
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ, **{ROOT_ENV: str(self.install.root)})
         env.pop("WATCHDOG_PID", None)  # systemd's watchdog is ours; the agent pings it for us
+        if self._last_exit is not None:  # the agent reports its serving gap from this
+            env[PREVIOUS_EXIT_ENV] = f"{self._last_exit:.3f}"
         first = self.install.python_path()
         if first is not None:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH")) if p)

@@ -13,6 +13,7 @@ another one.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import AgentError
 from agent.install_layout import AgentInstall, Trial
 from agent.rollout_events import EventSink
+from agent.supervisor import PREVIOUS_EXIT_ENV
 from models.agent_release import (
     RELEASE_FILE,
     RELEASE_NAME,
@@ -177,13 +179,19 @@ class AgentUpdater:
                           trial.version, trial.previous)  # fmt: skip
             return
         self.install.confirm()
-        took = time.time() - trial.started_at
+        now = time.time()
+        took = now - trial.started_at
+        health = {"switch_s": round(took, 3)}
+        previous_exit = os.environ.get(PREVIOUS_EXIT_ENV)
+        if previous_exit:  # from the old process's exit until this one serves and is connected
+            health["serving_gap_s"] = round(now - float(previous_exit), 3)
         self.emit(RolloutEvent(
             desired_version=trial.desired_version, rollout_id=trial.rollout_id,
             model=f"{RELEASE_NAME}:{trial.version}", kind="active",
             detail=f"agent {trial.version} running and healthy {took:.1f} s after the switch "
-                   f"(from {trial.previous})",
-            health={"switch_s": round(took, 3)},
+                   f"(from {trial.previous})" + (f"; serving gap {health['serving_gap_s']:.1f} s"
+                                                  if "serving_gap_s" in health else ""),
+            health=health,
         ))  # fmt: skip
         self._prune(keep={trial.version, trial.previous})
         _LOGGER.info("agent %s confirmed after %.1f s", trial.version, took)
