@@ -146,6 +146,7 @@ def restart_engine_action(
     *,
     busy: Callable[[], bool],
     on_change: Callable[[], None],
+    parallel: Callable[[], int] = lambda: 0,
 ) -> Action:
     """`restart-engine`: unload the active model, then load its slot again in a new engine."""
 
@@ -153,7 +154,9 @@ def restart_engine_action(
         slot = _serving_slot(runtime, slots, busy)
         runtime.unload()
         try:
-            loaded = runtime.load_with(lambda: load_slot(slot, engine_factory))
+            loaded = runtime.load_with(
+                lambda: load_slot(slot, engine_factory, parallel=parallel())
+            )
         except AgentError as exc:
             raise CommandFailed(f"reloading {slot.key} failed: {exc}") from exc
         finally:

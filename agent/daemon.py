@@ -70,7 +70,7 @@ class NodeOptions:
     telemetry_interval_s: float = TELEMETRY_INTERVAL_S
     check_memory: bool = True
     probe: Callable[[], dict[str, Any]] = probe_profile  # what `reprobe` runs
-    parallel: int | None = None  # request slots the engine was started with (restart to change)
+    parallel: int | None = None  # request slots a batching engine loads with (None/0: auto)
     set_api_key_sha256: Callable[[str], None] | None = None  # the REST API's key, if it has one
     api_key_sha256: str = ""
     agent_root: Path | None = None  # versioned installs (agent/install_layout.py); None: none
@@ -102,6 +102,7 @@ class AgentNode:
         self.log_buffer = LogBuffer()
         logging.getLogger("agent").addHandler(self.log_buffer)
         self._telemetry_interval_s = options.telemetry_interval_s
+        self._parallel = options.parallel or 0  # request slots of the next model load (0: auto)
         self.remote = RemoteSettings(data, self._settings())
         self.remote.apply(self.remote.restore())  # what the fleet set last time, before any run
         self.updater = self._updater()
@@ -115,6 +116,7 @@ class AgentNode:
             on_change=self._publish_state,
             apply_settings=self._apply_settings,
             apply_agent=update.apply if update is not None else None,
+            parallel=lambda: self._parallel,
         ))  # fmt: skip
         self.commands = self._command_runner(slots)
         if serving is not None:
@@ -142,7 +144,8 @@ class AgentNode:
         actions = {
             "reprobe": reprobe_action(self.options.probe, self._apply_hardware),
             "restart-engine": restart_engine_action(
-                self.runtime, slots, factory, busy=busy, on_change=self._publish_state
+                self.runtime, slots, factory, busy=busy, on_change=self._publish_state,
+                parallel=lambda: self._parallel,
             ),
             "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
             "logs": logs_action(self.log_buffer),
@@ -198,6 +201,9 @@ class AgentNode:
         def set_keep_alive(value: float) -> None:
             runtime.default_keep_alive = FOREVER if value < 0 else value
 
+        def set_parallel(value: int) -> None:  # at the next load (rollout, restart-engine)
+            self._parallel = value
+
         def set_interval(value: float) -> None:
             self._telemetry_interval_s = value
 
@@ -212,7 +218,7 @@ class AgentNode:
                 raise SettingRefused("api_key_sha256: this agent serves no REST API to key")
 
         return {
-            "parallel": Setting(current=lambda: options.parallel),
+            "parallel": Setting(current=lambda: self._parallel, apply=set_parallel),
             "keep_alive_s": Setting(current=keep_alive, apply=set_keep_alive),
             "telemetry_interval_s": Setting(
                 current=lambda: self._telemetry_interval_s, apply=set_interval

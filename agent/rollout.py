@@ -58,6 +58,7 @@ class ExecutorDeps:
     on_change: Callable[[], None] | None = None
     apply_settings: Callable[[AgentSettings | None], bool] | None = None
     apply_agent: Callable[[DesiredState], None] | None = None  # self-update (agent/update.py)
+    parallel: Callable[[], int] | None = None  # request slots for the next load (0: auto)
 
 
 class RolloutExecutor:
@@ -225,7 +226,8 @@ class RolloutExecutor:
         return stager.stage(target, report)
 
     def _load(self, slot: Slot) -> LoadedModel:
-        return load_slot(slot, self.deps.engine_factory)
+        parallel = self.deps.parallel() if self.deps.parallel is not None else 0
+        return load_slot(slot, self.deps.engine_factory, parallel=parallel)
 
     def _activate(self, slot: Slot, loaded: LoadedModel) -> None:
         first = [loaded]

@@ -188,8 +188,11 @@ class SlotStore:
         )
 
 
-def load_slot(slot: Slot, engine_factory: EngineFactory) -> LoadedModel:
-    """Load a slot's variant into a new engine (blocking); the caller decides when it serves."""
+def load_slot(slot: Slot, engine_factory: EngineFactory, *, parallel: int = 0) -> LoadedModel:
+    """Load a slot's variant into a new engine (blocking); the caller decides when it serves.
+
+    `parallel`: sequences a batching engine serves at once (0: as many as memory allows).
+    """
     started = time.perf_counter()
     try:
         manifest = Manifest.load(slot.path)
@@ -201,7 +204,7 @@ def load_slot(slot: Slot, engine_factory: EngineFactory) -> LoadedModel:
     if slot.device.startswith("GPU"):  # how much of the GPU is free is a fact of now, not staging
         budget = gpu_memory_budget(slot.engine, slot.device, probe_profile())
     options = LoadOptions(context_length=manifest.context_length, device=slot.device,
-                          gpu_memory_bytes=budget)  # fmt: skip
+                          gpu_memory_bytes=budget, parallel=parallel)  # fmt: skip
     engine.load(variant_path(slot.path, variant), options)
     device = engine.stats().device or slot.device
     offload = engine.stats().extra.get("offload")

@@ -237,3 +237,26 @@ def test_quality_probe_must_match_or_the_previous_model_stays(rig: Rig) -> None:
     last = rig.events[-1]
     assert last.kind == "rolled_back" and "quality probe" in last.detail
     assert "kept tiny:2.0" in last.detail and rig.serving() == "tiny:2.0"
+
+
+def test_loads_use_the_parallel_setting_of_now(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    seen: list[int] = []
+    engines = fake_engines()
+
+    def recording(name: str) -> object:
+        engine = engines(name)
+        load = engine.load
+
+        def load_and_record(path: Path, options: object) -> None:
+            seen.append(options.parallel)  # type: ignore[attr-defined]
+            load(path, options)  # type: ignore[arg-type]
+
+        engine.load = load_and_record  # type: ignore[method-assign,assignment]
+        return engine
+
+    parallel = [3]
+    rig = Rig(tmp_path, key, engines=recording, parallel=lambda: parallel[0])
+    assert rig.apply(1, rig.publish("1.0"))
+    parallel[0] = 6  # a remote setting changed: the next load takes it
+    assert rig.apply(2, rig.publish("2.0"))
+    assert seen == [3, 6]
