@@ -94,6 +94,8 @@ def test_agent_updates_twice_then_a_crashing_release_rolls_back_by_itself(
             wait_for(lambda v=version: device_json(fleet, device).get("agent_version") == v,
                      WAIT_S, f"the device reports {version}")  # fmt: skip
             assert install.current() == version
+            (row,) = fleet.devices(rid).values()
+            assert "serving gap" in row["detail"], row  # reported to the control plane
             wait_for(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
                      WAIT_S, "the model serves again after the switch")  # fmt: skip
             outcome = install.outcome()

@@ -30,7 +30,7 @@ def test_settings_apply_whole_or_not_at_all_and_are_reported(fleet: Fleet) -> No
     state = node.state()
     assert state.settings is not None and state.settings["telemetry_interval_s"] == 5
     assert state.settings["log_level"] == "debug" and state.settings_error == ""
-    assert state.settings["restart_required"] == ["parallel"]  # saved for the next start
+    assert state.settings["parallel"] == 4 and "restart_required" not in state.settings
 
     def reported() -> dict[str, Any]:
         data: dict[str, Any] = fleet.http.get(f"/api/v1/devices/{device}/settings").json()
