@@ -105,7 +105,8 @@ class _Session:
         generation = turn.generation
         assert generation is not None
         watcher = asyncio.create_task(self.closed.wait())
-        watcher.add_done_callback(lambda _: generation.cancel())
+        # The client closed: stop the engine now, not at the next event it would have sent.
+        watcher.add_done_callback(lambda task: task.cancelled() or generation.cancel())
         try:
             async for event in turn.events():
                 if self.closed.is_set():

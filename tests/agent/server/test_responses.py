@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from agent.engines.fake import FakeBehaviour
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.limits import RequestLimits
@@ -171,3 +173,18 @@ def test_browser_origins_follow_cors_origins(runtime: ModelRuntime) -> None:
         with pytest.raises(InvalidStatus):
             connect(socket_url, origin=Origin("http://evil.example")).close()
         connect(socket_url, origin=Origin("http://app.example")).close()
+
+
+def test_closing_the_socket_cancels_the_generation(
+    client: openai.OpenAI, runtime: ModelRuntime, behaviour: FakeBehaviour
+) -> None:
+    behaviour.token_delay_s = 0.05  # 1000 tokens would take 50 s
+    with client.responses.connect() as connection:
+        connection.response.create(model="fake", input="long", max_output_tokens=1000)
+        for event in connection:
+            if event.type == "response.output_text.delta":
+                break
+    deadline = time.monotonic() + 10
+    while runtime.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.running == 0
