@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from controlplane.audit.trail import note_actor
 from controlplane.dashboard.routes import Viewer, _page
 from controlplane.dashboard.session import csrf_ok
-from controlplane.db_models import ApiToken, Role, as_utc, utcnow
+from controlplane.db_models import ApiToken, Role
 from controlplane.errors import ControlPlaneError
 
 
@@ -37,8 +37,6 @@ def dashboard_role(role: Role) -> Callable[[Request, ApiToken], Awaitable[ApiTok
                     "this form expired or came from another site: reload the page and try "
                     "again", code="csrf_failed",
                 )  # fmt: skip
-        if viewer.expires_at is not None and as_utc(viewer.expires_at) <= utcnow():
-            raise DashboardRefused("your token expired; sign in with a new one", status=401)
         if Role(viewer.role).rank < role.rank:
             raise DashboardRefused(f"this needs the {role.value} role; you are {viewer.role}")
         return viewer

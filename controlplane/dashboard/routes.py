@@ -23,7 +23,7 @@ from controlplane.api.routes.devices import parse_selector
 from controlplane.dashboard.hardware import hardware_rows
 from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
-from controlplane.db_models import ApiToken, Role
+from controlplane.db_models import ApiToken, Role, as_utc
 from controlplane.errors import ApiError, LoginRequired
 from controlplane.telemetry_store import series
 from controlplane.telemetry_summary import fleet_summary
@@ -47,6 +47,8 @@ def current_viewer(request: Request, session: SessionDep) -> ApiToken:
     token = crud.get_api_token_by_secret(session, secret=secret) if secret else None
     if token is None:
         raise LoginRequired("sign in to see the dashboard")
+    if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
+        raise LoginRequired("your token expired; sign in with a new one")
     return token
 
 
