@@ -14,7 +14,7 @@ import pytest
 from agent.cli import build_parser, main
 from agent.config import ConfigError, load_settings
 from agent.server.serve import free_port
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import agent.mqtt as agent_mqtt
-from agent.mqtt import MAX_PAYLOAD_BYTES, AgentMqtt, MqttError, MqttSettings, parse_broker_url
-from agent.outbox import Outbox
+from agent.mqtt import AgentMqtt, MqttError, MqttSettings, parse_broker_url
+from agent.outbox import MAX_PAYLOAD_BYTES, Outbox
 from models.protocol import CommandResult, DesiredState, DeviceState, RolloutEvent, device_topic
-from tests.agent.server.helpers import wait_until
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
+from tests.support.polling import wait_until
 
 DEVICE = "dev-1"
 
@@ -132,7 +132,7 @@ def test_desired_is_delivered_and_malformed_is_ignored(
         observer.client.publish(
             device_topic(DEVICE, "desired"), desired.model_dump_json(), qos=1, retain=True
         )
-        wait_until(lambda: bool(received), 5)
+        wait_until(lambda: bool(received), timeout=5)
         assert [d.version for d in received] == [3]
     finally:
         agent.stop()
@@ -149,9 +149,9 @@ def test_outbox_filled_while_broker_away_replays_in_order(
         assert agent.wait_connected(5)
         agent.send("events", event(0))
         assert RolloutEvent.model_validate_json(observer.next("events")).desired_version == 0
-        wait_until(lambda: len(agent.outbox) == 0, 5)  # its PUBACK is in: not sent again
+        wait_until(lambda: len(agent.outbox) == 0, timeout=5)  # its PUBACK is in: not sent again
         broker.stop()
-        wait_until(lambda: not agent.connected, 5)
+        wait_until(lambda: not agent.connected, timeout=5)
         for i in range(1, 51):
             agent.send("events", event(i))
         assert len(agent.outbox) == 50
@@ -161,7 +161,7 @@ def test_outbox_filled_while_broker_away_replays_in_order(
             for _ in range(50)
         ]
         assert got == list(range(1, 51))
-        wait_until(lambda: len(agent.outbox) == 0, 5)
+        wait_until(lambda: len(agent.outbox) == 0, timeout=5)
         assert len(agent.outbox) == 0
     finally:
         agent.stop()
@@ -200,14 +200,15 @@ def test_drainer_sleeps_while_the_broker_is_down(broker: MosquittoBroker, tmp_pa
     try:
         assert agent.wait_connected(5)
         broker.stop()
-        wait_until(lambda: not agent.connected, 5)
+        wait_until(lambda: not agent.connected, timeout=5)
         before = wake.waits + online.waits
         for i in range(20):
             agent.send("events", event(i))  # each send sets _wake: it must not start a spin
         time.sleep(0.5)  # a window to count in; a spinning loop makes ~10^4 iterations here
         assert wake.waits + online.waits - before <= 2
         broker.start()
-        wait_until(lambda: len(agent.outbox) == 0, 15)  # connect wakes it, the outbox drains
+        wait_until(lambda: len(agent.outbox) == 0,
+                   timeout=15)  # connect wakes it, the outbox drains
     finally:
         agent.stop()
 
@@ -255,7 +256,7 @@ def test_reconnect_attempts_back_off_while_the_broker_is_down(
     try:
         assert agent.wait_connected(5)
         broker.stop()
-        wait_until(lambda: not agent.connected, 5)
+        wait_until(lambda: not agent.connected, timeout=5)
         time.sleep(1.0)  # a window to count in: a spinning reconnect makes thousands here
         assert agent.reconnects <= 6  # 0.2 doubling: about three attempts fit in the window
         broker.start()

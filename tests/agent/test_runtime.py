@@ -22,7 +22,7 @@ from agent.runtime import (
     open_model,
     parse_keep_alive,
 )
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 
 @pytest.mark.parametrize(

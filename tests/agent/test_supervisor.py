@@ -13,7 +13,7 @@ import pytest
 import agent.supervisor as supervisor_module
 from agent.install_layout import AgentInstall, Trial
 from agent.supervisor import Supervisor
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 CONFIRM = ("import os, time; from pathlib import Path; from agent.install_layout import "
            "AgentInstall; AgentInstall(Path(os.environ['EDGEFLEET_AGENT_ROOT'])).confirm(); "
@@ -41,7 +41,7 @@ def run_until(sup: Supervisor, done: Callable[[], bool]) -> None:
     thread = threading.Thread(target=sup.run, daemon=True)
     thread.start()
     try:
-        wait_until(done, 20)
+        wait_until(done, timeout=20)
     finally:
         sup.stop()
         thread.join(timeout=20)
@@ -72,7 +72,7 @@ def test_a_crash_on_start_rolls_back_at_once(tmp_path: Path) -> None:
     sup = Supervisor(install, [sys.executable, "-c", "raise SystemExit(3)"])
     thread = threading.Thread(target=sup.run, daemon=True)
     thread.start()
-    wait_until(lambda: install.outcome() is not None, 20)
+    wait_until(lambda: install.outcome() is not None, timeout=20)
     outcome = install.outcome()
     assert outcome is not None and "exited with code 3" in outcome.detail
     assert install.current() == "1.0"

@@ -16,7 +16,7 @@ import pytest
 
 from agent import systemd
 from agent.server.serve import free_port
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

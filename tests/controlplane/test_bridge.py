@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from controlplane.telemetry_ingest import Inbound
 from models import protocol
 from tests.controlplane.helpers import enroll
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
 
 WAIT_S = 15.0
 
@@ -27,15 +27,6 @@ WAIT_S = 15.0
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Device:
@@ -53,7 +44,7 @@ class Device:
         self.client.on_connect = lambda *a: connected.append(not a[3].is_failure)
         self.client.connect(broker.host, broker.port, keepalive=5)
         self.client.loop_start()
-        wait_for(lambda: connected, "device connect")
+        wait_until(lambda: connected, "device connect")
         assert connected == [True]
 
     def topic(self, leaf: str) -> str:
@@ -138,7 +129,7 @@ def test_state_marks_device_online_and_last_will_offline(
     device = make_device()
     assert device_json(fleet_client, admin_headers, device.id)["online"] is False
     device.send("state", online_state(), retain=True)
-    shown = wait_for(
+    shown = wait_until(
         lambda: (d := device_json(fleet_client, admin_headers, device.id))["online"] and d,
         "device online",
     )
@@ -146,7 +137,7 @@ def test_state_marks_device_online_and_last_will_offline(
     assert shown["last_seen"] is not None
 
     device.cut()
-    wait_for(
+    wait_until(
         lambda: not device_json(fleet_client, admin_headers, device.id)["online"],
         "Last Will marks device offline",
     )
@@ -158,7 +149,7 @@ def test_telemetry_reaches_the_api_and_duplicates_are_ignored(
     device = make_device()
     device.send("telemetry", telemetry(1, 40.0))
     device.send("telemetry", telemetry(2, 44.0))
-    points = wait_for(
+    points = wait_until(
         lambda: (p := series(fleet_client, admin_headers, device.id)) and p[0]["count"] == 2 and p,
         "telemetry in the API",
     )
@@ -169,7 +160,7 @@ def test_telemetry_reaches_the_api_and_duplicates_are_ignored(
     duplicate = protocol.Telemetry.model_validate_json(resent.model_dump_json())
     device.send("telemetry", resent)
     device.send("telemetry", duplicate)  # exactly the same batch again: ignored
-    wait_for(lambda: stats(fleet_client)["persisted"] >= before + 2, "both batches handled")
+    wait_until(lambda: stats(fleet_client)["persisted"] >= before + 2, "both batches handled")
     assert series(fleet_client, admin_headers, device.id)[0]["count"] == 3
     assert stats(fleet_client)["duplicate_samples"] == 1
 
@@ -190,8 +181,8 @@ def test_invalid_messages_are_counted_and_the_loop_goes_on(
     device.send("state", b'{"online": "maybe"}')
     device.send("events", protocol.RolloutEvent(desired_version=1, model="t", kind="accepted"))
     device.send("telemetry", telemetry(7))
-    wait_for(lambda: series(fleet_client, admin_headers, device.id), "good message after bad")
-    counts = wait_for(lambda: (s := stats(fleet_client)).get("quarantined") and s, "stats")
+    wait_until(lambda: series(fleet_client, admin_headers, device.id), "good message after bad")
+    counts = wait_until(lambda: (s := stats(fleet_client)).get("quarantined") and s, "stats")
     assert counts["invalid"] == 3 and counts["quarantined"] == 1  # the recorder's batch refused
     assert set(failures) == {device.id}
 
@@ -201,15 +192,15 @@ def test_unknown_and_revoked_devices_are_rejected(
 ) -> None:
     device = make_device()
     device.send("telemetry", telemetry(1))
-    wait_for(lambda: series(fleet_client, admin_headers, device.id), "first telemetry")
+    wait_until(lambda: series(fleet_client, admin_headers, device.id), "first telemetry")
     bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
     # The control plane's own user may publish anywhere under ef/v1: use it to fake a stranger.
     bridge.publish(protocol.device_topic("dev-nobody", "telemetry"), telemetry(1))
-    wait_for(lambda: stats(fleet_client).get("rejected") == 1, "unknown device rejected")
+    wait_until(lambda: stats(fleet_client).get("rejected") == 1, "unknown device rejected")
     resp = fleet_client.post(f"/api/v1/devices/{device.id}/revoke", headers=admin_headers)
     assert resp.status_code == 200, resp.text
     bridge.publish(device.topic("telemetry"), telemetry(2))
-    wait_for(lambda: stats(fleet_client).get("rejected") == 2, "revoked device rejected")
+    wait_until(lambda: stats(fleet_client).get("rejected") == 2, "revoked device rejected")
     assert series(fleet_client, admin_headers, device.id)[0]["count"] == 1
 
 
@@ -225,7 +216,7 @@ def test_events_reach_recorders_added_by_other_components(
     fleet_client.app.state.bridge.add_recorder(["events"], record)  # type: ignore[attr-defined]
     event = protocol.RolloutEvent(desired_version=3, model="tiny", kind="downloading")
     device.send("events", event)
-    wait_for(lambda: seen, "event recorder called")
+    wait_until(lambda: seen, "event recorder called")
     device_id, message, in_transaction = seen[0]
     assert device_id == device.id and in_transaction  # stored before the commit and the ack
     assert isinstance(message, protocol.RolloutEvent) and message.kind == "downloading"
@@ -239,15 +230,15 @@ def test_bridge_reconnects_after_broker_restart(
 ) -> None:
     device = make_device()
     device.send("telemetry", telemetry(1))
-    wait_for(lambda: series(fleet_client, admin_headers, device.id), "telemetry before restart")
+    wait_until(lambda: series(fleet_client, admin_headers, device.id), "telemetry before restart")
     bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
     broker.restart()
-    wait_for(lambda: not bridge.connected.is_set() or stats(fleet_client).get("reconnects"),
-             "bridge notices the restart")
+    wait_until(lambda: not bridge.connected.is_set() or stats(fleet_client).get("reconnects"),
+               "bridge notices the restart")
     assert bridge.wait_connected(WAIT_S)
-    wait_for(lambda: device.client.is_connected(), "device reconnects")  # paho retries itself
+    wait_until(lambda: device.client.is_connected(), "device reconnects")  # paho retries itself
     device.send("telemetry", telemetry(2))
-    wait_for(
+    wait_until(
         lambda: series(fleet_client, admin_headers, device.id)[0]["count"] == 2,
         "telemetry after restart",
     )
@@ -284,20 +275,20 @@ def test_fleet_simulator_devices_report_through_the_bridge(
         await sim.run_telemetry(interval_s=0.05, batches=3)
         bridge.publish(protocol.device_topic(specs[0].device_id, "desired"),
                        protocol.DesiredState(version=4), retain=True)
-        await asyncio.to_thread(wait_for, lambda: desired_seen, "desired reaches the device")
+        await asyncio.to_thread(wait_until, lambda: desired_seen, "desired reaches the device")
         await asyncio.to_thread(
-            wait_for, lambda: all(device_json(fleet_client, admin_headers, s.device_id)["online"]
+            wait_until, lambda: all(device_json(fleet_client, admin_headers, s.device_id)["online"]
                                   for s in specs), "simulated devices online")
         await sim.stop()
 
     asyncio.run(run())
     assert desired_seen == [(specs[0].device_id, 4)]
-    fleet = wait_for(
+    fleet = wait_until(
         lambda: (r := fleet_client.get("/api/v1/telemetry", headers=admin_headers,
                                        params={"bucket": 3600}).json())["points"]
         and sum(p["count"] for p in r["points"]) == 15 and r,
         "15 telemetry samples",
     )
     assert fleet["points"]
-    wait_for(lambda: not any(device_json(fleet_client, admin_headers, s.device_id)["online"]
+    wait_until(lambda: not any(device_json(fleet_client, admin_headers, s.device_id)["online"]
                              for s in specs), "clean disconnect reports offline")

@@ -22,10 +22,10 @@ from paho.mqtt.properties import Properties
 
 from controlplane.bridge import MqttBridge
 from models import protocol
-from tests.agent.server.helpers import wait_until
 from tests.controlplane.conftest import CP_MQTT_PASSWORD
 from tests.controlplane.helpers import enroll
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
+from tests.support.polling import wait_until
 
 WAIT_S = 10.0
 MIB = 1024 * 1024

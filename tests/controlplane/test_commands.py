@@ -18,8 +18,9 @@ from controlplane.console.context import Context
 from controlplane.db_models import Role
 from models import protocol
 from tests.controlplane.helpers import bearer, enroll
-from tests.controlplane.test_bridge import Device, wait_for
+from tests.controlplane.test_bridge import Device
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
 
 WAIT_S = 15.0
 
@@ -69,7 +70,7 @@ def answered(client: TestClient, headers: dict[str, str], request_id: str) -> di
         found = command_json(client, headers, request_id)
         return found if found["status"] != "pending" else None
 
-    result: dict[str, Any] = wait_for(check, f"the answer to {request_id}")
+    result: dict[str, Any] = wait_until(check, f"the answer to {request_id}")
     return result
 
 

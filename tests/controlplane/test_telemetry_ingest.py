@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +30,7 @@ from controlplane.telemetry_models import IngestCounter, TelemetrySample
 from models import protocol
 from tests.controlplane.helpers import enroll
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
 
 WAIT_S = 30.0
 POISON = b'{"v":1,"seq":%d,"samples":[{"requests":1000000000000000000000000000000}]}'
@@ -39,15 +39,6 @@ FLOOD = 2100  # more than the bridge's receive maximum (2000): the broker stops 
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `check` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Publisher:

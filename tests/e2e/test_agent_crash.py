@@ -10,7 +10,8 @@ from pathlib import Path
 
 from agent.enroll import enroll
 from agent.slots import SlotStore
-from tests.e2e.harness import HARDWARE, Fleet, wait_for
+from tests.e2e.harness import HARDWARE, Fleet
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,17 +36,18 @@ def test_kill_9_while_loading_keeps_the_committed_model(fleet: Fleet, tmp_path: 
     proc = spawn(data_dir, load_delay_s=3.0)
     try:
         first = fleet.rollout("tiny:1.0", ["100%"])
-        wait_for(lambda: fleet.show(first)["status"] == "succeeded", 60, "first rollout")
+        wait_until(lambda: fleet.show(first)["status"] == "succeeded", "first rollout", timeout=60)
         second = fleet.rollout("tiny:2.0", ["100%"])
-        wait_for(lambda: fleet.devices(second).get(device, {}).get("sub_status") == "loading",
-                 30, "the agent to start loading 2.0")  # fmt: skip
+        wait_until(lambda: fleet.devices(second).get(device, {}).get("sub_status") == "loading",
+                   timeout=30, what="the agent to start loading 2.0")  # fmt: skip
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         slot = SlotStore(data_dir / "slots").active()
         assert slot is not None and slot.version == "1.0"  # 2.0 was never committed
         proc = spawn(data_dir, load_delay_s=0.0)
-        wait_for(lambda: fleet.show(second)["status"] == "succeeded", 60, "rollout after restart")
-        wait_for(lambda: active_model(fleet, device) == "tiny:2.0", 30, "state shows 2.0")
+        wait_until(lambda: fleet.show(second)["status"] == "succeeded", "rollout after restart",
+                   timeout=60)
+        wait_until(lambda: active_model(fleet, device) == "tiny:2.0", "state shows 2.0")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -25,8 +25,9 @@ from controlplane.signing_key import load_signing_identity
 from models.agent_release import build_release
 from models.signing import load_or_create_key
 from tests.e2e.fakes import publish_fake_model
-from tests.e2e.harness import HARDWARE, Fleet, admin_token, cp_settings, run_control_plane, wait_for
+from tests.e2e.harness import HARDWARE, Fleet, admin_token, cp_settings, run_control_plane
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CRASH = '__version__ = "1.3.0"\nraise SystemExit("1.3.0 crashes on start")\n'
@@ -86,36 +87,38 @@ def test_agent_updates_twice_then_a_crashing_release_rolls_back_by_itself(
     figures: list[str] = []
     try:
         model = fleet.rollout("tiny:1.0", ["100%"])
-        wait_for(lambda: fleet.show(model)["status"] == "succeeded", WAIT_S, "model rollout")
+        wait_until(lambda: fleet.show(model)["status"] == "succeeded", "model rollout",
+                   timeout=WAIT_S)
         for version in ("1.1.0", "1.2.0"):
             rid = agent_rollout(fleet, version)
-            wait_for(lambda rid=rid: fleet.show(rid)["status"] == "succeeded", WAIT_S,
-                     f"agent rollout to {version}")  # fmt: skip
-            wait_for(lambda v=version: device_json(fleet, device).get("agent_version") == v,
-                     WAIT_S, f"the device reports {version}")  # fmt: skip
+            wait_until(lambda rid=rid: fleet.show(rid)["status"] == "succeeded", timeout=WAIT_S,
+                       what=f"agent rollout to {version}")  # fmt: skip
+            wait_until(lambda v=version: device_json(fleet, device).get("agent_version") == v,
+                       timeout=WAIT_S, what=f"the device reports {version}")  # fmt: skip
             assert install.current() == version
             (row,) = fleet.devices(rid).values()
             assert "serving gap" in row["detail"], row  # reported to the control plane
-            wait_for(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
-                     WAIT_S, "the model serves again after the switch")  # fmt: skip
+            wait_until(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
+                       timeout=WAIT_S, what="the model serves again after the switch")  # fmt: skip
             outcome = install.outcome()
             assert outcome is not None and outcome.outcome == "active"
             figures.append(f"{version}: switch {outcome.switch_s} s, serving gap "
                            f"{outcome.serving_gap_s} s")  # fmt: skip
         assert sorted(p.name for p in install.versions.iterdir()) == ["1.1.0", "1.2.0"]
         bad = agent_rollout(fleet, "1.3.0")
-        wait_for(lambda: fleet.show(bad)["status"] == "aborted", WAIT_S,
-                 "the crashing release is rolled back and the rollout aborts")  # fmt: skip
+        wait_until(lambda: fleet.show(bad)["status"] == "aborted", timeout=WAIT_S,
+                   what="the crashing release is rolled back and the rollout aborts")  # fmt: skip
         (row,) = fleet.devices(bad).values()
         assert row["state"] == "rolled_back" and "exited with code" in row["detail"], row
         assert install.current() == "1.2.0"
         outcome = install.outcome()
         assert outcome is not None and outcome.outcome == "rolled_back"
         figures.append(f"1.3.0: rolled back after {outcome.switch_s} s")
-        wait_for(lambda: device_json(fleet, device).get("agent_version") == "1.2.0", WAIT_S,
-                 "the device reports 1.2.0 again")  # fmt: skip
-        wait_for(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
-                 WAIT_S, "the model serves after the rollback")  # fmt: skip
+        wait_until(lambda: device_json(fleet, device).get("agent_version") == "1.2.0",
+                   timeout=WAIT_S,
+                   what="the device reports 1.2.0 again")  # fmt: skip
+        wait_until(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
+                   timeout=WAIT_S, what="the model serves after the rollback")  # fmt: skip
         assert supervisor.poll() is None  # never bricked: the supervisor still runs it
     finally:
         supervisor.terminate()

@@ -23,8 +23,9 @@ from controlplane.core.config import Settings
 from controlplane.main import create_app
 from models.protocol import RolloutEvent
 from tests.e2e.fakes import publish_fake_model
-from tests.e2e.harness import Fleet, admin_token, cp_settings, wait_for
+from tests.e2e.harness import Fleet, admin_token, cp_settings
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
 
 OUTAGE_S = 1.0
 
@@ -124,8 +125,8 @@ def test_rollout_completes_across_a_control_plane_restart(
         gate.go_on.set()  # the device carries on while the control plane is down
         time.sleep(OUTAGE_S)
         control_plane.start()
-        wait_for(lambda: fleet.show(rid)["status"] not in ("scheduled", "running"), timeout=60,
-                 what=f"rollout after a restart while {step}")  # fmt: skip
+        wait_until(lambda: fleet.show(rid)["status"] not in ("scheduled", "running"), timeout=60,
+                   what=f"rollout after a restart while {step}")  # fmt: skip
         shown = fleet.show(rid)
         assert shown["status"] == "succeeded", (shown, fleet.devices(rid))
         assert fleet.serving(device) == "tiny:1.0"

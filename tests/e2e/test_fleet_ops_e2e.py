@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Fleet, wait_for
+from tests.e2e.harness import Fleet
+from tests.support.polling import wait_until
 
 
 def put_settings(fleet: Fleet, device: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def test_settings_apply_whole_or_not_at_all_and_are_reported(fleet: Fleet) -> No
     local = node.runtime.default_keep_alive
     put_settings(fleet, device, {"keep_alive_s": 30, "telemetry_interval_s": 5,
                                  "log_level": "debug", "parallel": 4})  # fmt: skip
-    wait_for(lambda: node.runtime.default_keep_alive == 30, 30, "keep_alive applied")
+    wait_until(lambda: node.runtime.default_keep_alive == 30, "keep_alive applied")
     state = node.state()
     assert state.settings is not None and state.settings["telemetry_interval_s"] == 5
     assert state.settings["log_level"] == "debug" and state.settings_error == ""
@@ -36,19 +37,19 @@ def test_settings_apply_whole_or_not_at_all_and_are_reported(fleet: Fleet) -> No
         data: dict[str, Any] = fleet.http.get(f"/api/v1/devices/{device}/settings").json()
         return data
 
-    wait_for(lambda: (reported().get("reported") or {}).get("keep_alive_s") == 30, 30,
-             "the control plane shows what the device runs")  # fmt: skip
+    wait_until(lambda: (reported().get("reported") or {}).get("keep_alive_s") == 30, timeout=30,
+               what="the control plane shows what the device runs")  # fmt: skip
     # This agent serves no REST API, so a key cannot be set: the whole config is refused.
     put_settings(fleet, device, {"keep_alive_s": 60, "api_key_sha256": "ab" * 32})
-    wait_for(lambda: "api_key_sha256" in node.state().settings_error, 30, "refusal reported")
+    wait_until(lambda: "api_key_sha256" in node.state().settings_error, "refusal reported")
     assert node.runtime.default_keep_alive == 30  # never half applied
-    wait_for(lambda: "api_key_sha256" in reported()["reported_error"], 30, "refusal shown")
+    wait_until(lambda: "api_key_sha256" in reported()["reported_error"], "refusal shown")
     bad = fleet.http.put(f"/api/v1/devices/{device}/settings", json={"parallel": 1000})
     assert bad.status_code == 422  # out of bounds never leaves the control plane
     resp = fleet.http.delete(f"/api/v1/devices/{device}/settings")
     assert resp.status_code == 200 and resp.json()["settings"] is None
-    wait_for(lambda: node.state().settings_error == "", 30, "the fleet's settings dropped")
-    wait_for(lambda: node.runtime.default_keep_alive == local, 30, "local keep_alive back")
+    wait_until(lambda: node.state().settings_error == "", "the fleet's settings dropped")
+    wait_until(lambda: node.runtime.default_keep_alive == local, "local keep_alive back")
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_logs_command_returns_recent_lines(fleet: Fleet, info_logs: None) -> Non
         answer.update(fleet.http.get(f"/api/v1/commands/{request_id}").json())
         return answer.get("status") != "pending"
 
-    wait_for(answered, 30, "the logs answer")
+    wait_until(answered, "the logs answer")
     assert answer["status"] == "succeeded", answer
     lines = answer["result"]["lines"]
     assert lines and any("connected to" in line for line in lines)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tests.e2e.harness import Fleet, wait_for
+from tests.e2e.harness import Fleet
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
 
 
 def start(fleet: Fleet, n: int) -> list[str]:
@@ -25,7 +26,7 @@ def finished(fleet: Fleet, rollout_id: str) -> bool:
 def test_rollout_reaches_every_device_in_waves(fleet: Fleet) -> None:
     ids = start(fleet, 3)
     rid = fleet.rollout("tiny:1.0", ["1", "100%"])
-    wait_for(lambda: finished(fleet, rid), what="rollout to finish")
+    wait_until(lambda: finished(fleet, rid), what="rollout to finish")
     shown = fleet.show(rid)
     assert shown["status"] == "succeeded", shown
     assert [w["devices"] for w in shown["waves"]] == [1, 2]
@@ -35,9 +36,9 @@ def test_rollout_reaches_every_device_in_waves(fleet: Fleet) -> None:
 def test_failing_canary_aborts_and_fleet_keeps_serving(fleet: Fleet) -> None:
     ids = start(fleet, 3)
     first = fleet.rollout("tiny:1.0", ["100%"])
-    wait_for(lambda: finished(fleet, first), what="first rollout")
+    wait_until(lambda: finished(fleet, first), what="first rollout")
     rid = fleet.rollout("tiny:3.0-bad", ["1", "100%"], failure_threshold=0.1)
-    wait_for(lambda: fleet.show(rid)["status"] == "aborted", what="abort")
+    wait_until(lambda: fleet.show(rid)["status"] == "aborted", what="abort")
     devices = fleet.devices(rid)
     (canary,) = [d for d, row in devices.items() if row["wave"] == 0]
     assert devices[canary]["state"] == "rolled_back"
@@ -50,10 +51,10 @@ def test_offline_device_catches_up_when_it_returns(fleet: Fleet) -> None:
     online = start(fleet, 1)
     offline = fleet.enroll({"site": "lab"})  # enrolled, never connected yet
     rid = fleet.rollout("tiny:1.0", ["100%"], device_timeout_s=600)
-    wait_for(lambda: state_of(fleet, rid, online[0]) == "succeeded", what="online device")
+    wait_until(lambda: state_of(fleet, rid, online[0]) == "succeeded", what="online device")
     assert state_of(fleet, rid, offline) == "in_progress"
     fleet.nodes[offline].start()
-    wait_for(lambda: finished(fleet, rid), what="offline device to catch up")
+    wait_until(lambda: finished(fleet, rid), what="offline device to catch up")
     assert fleet.show(rid)["status"] == "succeeded"
     assert fleet.serving(offline) == "tiny:1.0"
 
@@ -63,10 +64,10 @@ def test_broker_restart_mid_rollout_loses_nothing(fleet: Fleet, broker: Mosquitt
     for d in ids:
         fleet.behaviours[d].load_delay_s = 1.5  # keep the rollout in flight across the restart
     rid = fleet.rollout("tiny:1.0", ["100%"])
-    wait_for(lambda: all(r["state"] == "in_progress" for r in fleet.devices(rid).values())
-             and len(fleet.devices(rid)) == 2, what="dispatch")  # fmt: skip
+    wait_until(lambda: all(r["state"] == "in_progress" for r in fleet.devices(rid).values())
+               and len(fleet.devices(rid)) == 2, what="dispatch")  # fmt: skip
     broker.restart()
-    wait_for(lambda: finished(fleet, rid), timeout=60, what="rollout after broker restart")
+    wait_until(lambda: finished(fleet, rid), "rollout after broker restart", timeout=60)
     assert fleet.show(rid)["status"] == "succeeded"
     assert all(fleet.serving(d) == "tiny:1.0" for d in ids)
 
@@ -77,18 +78,18 @@ def test_late_joiner_enters_running_rollout(fleet: Fleet) -> None:
     fleet.http.post(f"/api/v1/rollouts/{rid}/pause")
     late = start(fleet, 1)[0]
     fleet.http.post(f"/api/v1/rollouts/{rid}/resume")
-    wait_for(lambda: late in fleet.devices(rid) and finished(fleet, rid), what="late joiner")
+    wait_until(lambda: late in fleet.devices(rid) and finished(fleet, rid), what="late joiner")
     assert fleet.serving(late) == "tiny:1.0"
 
 
 def test_operator_rollback_returns_devices_to_previous_model(fleet: Fleet) -> None:
     ids = start(fleet, 2)
     first = fleet.rollout("tiny:1.0", ["100%"])
-    wait_for(lambda: finished(fleet, first), what="first rollout")
+    wait_until(lambda: finished(fleet, first), what="first rollout")
     second = fleet.rollout("tiny:2.0", ["100%"])
-    wait_for(lambda: finished(fleet, second), what="second rollout")
+    wait_until(lambda: finished(fleet, second), what="second rollout")
     assert all(fleet.serving(d) == "tiny:2.0" for d in ids)
     resp = fleet.http.post(f"/api/v1/rollouts/{second}/rollback", json={"reason": "regression"})
     assert resp.status_code == 200, resp.text
-    wait_for(lambda: all(fleet.serving(d) == "tiny:1.0" for d in ids), what="rollback")
+    wait_until(lambda: all(fleet.serving(d) == "tiny:1.0" for d in ids), what="rollback")
     assert fleet.show(second)["status"] == "rolled_back"

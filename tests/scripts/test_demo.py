@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,12 +47,12 @@ def test_demo_stops_its_whole_process_tree(tmp_path: Path, signum: int) -> None:
     proc = subprocess.Popen([sys.executable, "-c", DEMO, str(tmp_path)], cwd=REPO)
     try:
         wait_until(lambda: (tmp_path / "ready").exists() and (tmp_path / "grandchild").exists()
-                   and (tmp_path / "grandchild").read_text().strip() != "", 30)  # fmt: skip
+                   and (tmp_path / "grandchild").read_text().strip() != "", timeout=30)  # fmt: skip
         grandchild = int((tmp_path / "grandchild").read_text())
         assert alive(grandchild)
         proc.send_signal(signum)
         assert proc.wait(timeout=30) == 0
-        wait_until(lambda: not alive(grandchild), 15)  # reaped by init once killed
+        wait_until(lambda: not alive(grandchild), timeout=15)  # reaped by init once killed
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,7 +11,7 @@ from agent.engines.fake import FakeBehaviour, FakeEngine, fake_model
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 
 def test_readyz_follows_empty_loading_ready(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.limits import RequestLimits
 from agent.server.serve import RunningServer, serve_in_thread
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 GENERATE = {"model": "fake", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}

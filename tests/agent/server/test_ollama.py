@@ -9,7 +9,7 @@ import pytest
 from agent.engines.fake import FakeEngine
 from agent.runtime import ModelRuntime
 from agent.server.serve import RunningServer
-from tests.agent.server.helpers import wait_until
+from tests.support.polling import wait_until
 
 
 def client(server: RunningServer) -> ollama.Client:

@@ -20,7 +20,7 @@ from controlplane.rollouts import controller
 from models.protocol import ActiveModel
 from tests.controlplane.helpers import enroll
 from tests.controlplane.rollouts.conftest import add_model
-from tests.controlplane.test_bridge import wait_for
+from tests.support.polling import wait_until
 
 WAIT_S = 60.0
 OLD = ActiveModel(name="tiny", version="1.0", variant="gguf-q4_0", engine="fake")
@@ -68,7 +68,7 @@ def test_model_degrading_after_activation_is_reverted_by_the_soak(
         assert resp.status_code == 201, resp.text
         rid = resp.json()["id"]
         done = await asyncio.to_thread(
-            wait_for,
+            wait_until,
             lambda: (r := rollout_json(fleet_client, admin_headers, rid))["status"] == "aborted"
             and r,
             "the soak fails the canary and the rollout aborts", WAIT_S,
@@ -78,7 +78,7 @@ def test_model_degrading_after_activation_is_reverted_by_the_soak(
         (canary,) = dispatched
         device = sim.devices[canary["device_id"]]
         await asyncio.to_thread(
-            wait_for, lambda: device.active == OLD, "the canary serves its old model again"
+            wait_until, lambda: device.active == OLD, "the canary serves its old model again"
         )
         telemetry.cancel()
         await sim.stop()
