@@ -7,11 +7,7 @@ with any engine factory.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -29,20 +25,19 @@ from agent.commands import (
     restart_engine_action,
 )
 from agent.engine_benchmark import hardware_digest
-from agent.enroll import Enrollment, ensure_enrolled
+from agent.enroll import Enrollment
 from agent.install_layout import AgentInstall
-from agent.keepalive import FOREVER
 from agent.log_buffer import LogBuffer, logs_action
 from agent.model_loading import probe_profile
 from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
 from agent.mqtt_identity import client_certificate_files
+from agent.node_settings import NodeKnobs, node_settings
 from agent.outbox import Outbox
-from agent.remote_settings import RemoteSettings, Setting, SettingRefused, log_level_setting
+from agent.remote_settings import RemoteSettings
 from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
 from agent.runtime import EngineFactory, ModelRuntime
 from agent.server.metrics import ServingMetrics
 from agent.slots import SlotStore
-from agent.supervisor import RESTART_EXIT, ROOT_ENV
 from agent.telemetry import TelemetrySampler
 from agent.update import AgentUpdater
 from models.protocol import ActiveModel, AgentSettings, DeviceState, Telemetry
@@ -101,9 +96,11 @@ class AgentNode:
         slots = SlotStore(data / "slots")
         self.log_buffer = LogBuffer()
         logging.getLogger("agent").addHandler(self.log_buffer)
-        self._telemetry_interval_s = options.telemetry_interval_s
-        self._parallel = options.parallel or 0  # request slots of the next model load (0: auto)
-        self.remote = RemoteSettings(data, self._settings())
+        self.knobs = NodeKnobs(options.telemetry_interval_s, options.parallel or 0,
+                               options.api_key_sha256)  # fmt: skip
+        self.remote = RemoteSettings(
+            data, node_settings(runtime, self.knobs, options.set_api_key_sha256)
+        )
         self.remote.apply(self.remote.restore())  # what the fleet set last time, before any run
         self.updater = self._updater()
         update = self.updater
@@ -116,7 +113,7 @@ class AgentNode:
             on_change=self._publish_state,
             apply_settings=self._apply_settings,
             apply_agent=update.apply if update is not None else None,
-            parallel=lambda: self._parallel,
+            parallel=lambda: self.knobs.parallel,
         ))  # fmt: skip
         self.commands = self._command_runner(slots)
         if serving is not None:
@@ -145,7 +142,7 @@ class AgentNode:
             "reprobe": reprobe_action(self.options.probe, self._apply_hardware),
             "restart-engine": restart_engine_action(
                 self.runtime, slots, factory, busy=busy, on_change=self._publish_state,
-                parallel=lambda: self._parallel,
+                parallel=lambda: self.knobs.parallel,
             ),
             "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
             "logs": logs_action(self.log_buffer),
@@ -189,44 +186,6 @@ class AgentNode:
         if not self.mqtt.wait_connected(timeout_s):
             return False
         return not self.executor.deps.slots.has_active() or self.runtime.active is not None
-
-    def _settings(self) -> dict[str, Setting]:
-        """The settings the control plane may change on this agent, and how."""
-        runtime, options = self.runtime, self.options
-
-        def keep_alive() -> float:
-            value = runtime.default_keep_alive
-            return -1.0 if value == FOREVER else value
-
-        def set_keep_alive(value: float) -> None:
-            runtime.default_keep_alive = FOREVER if value < 0 else value
-
-        def set_parallel(value: int) -> None:  # at the next load (rollout, restart-engine)
-            self._parallel = value
-
-        def set_interval(value: float) -> None:
-            self._telemetry_interval_s = value
-
-        def set_key(value: str) -> None:
-            if options.set_api_key_sha256 is None:
-                raise SettingRefused("api_key_sha256: this agent serves no REST API to key")
-            options.set_api_key_sha256(value)
-            options.api_key_sha256 = value
-
-        def check_key(value: str) -> None:
-            if options.set_api_key_sha256 is None:
-                raise SettingRefused("api_key_sha256: this agent serves no REST API to key")
-
-        return {
-            "parallel": Setting(current=lambda: self._parallel, apply=set_parallel),
-            "keep_alive_s": Setting(current=keep_alive, apply=set_keep_alive),
-            "telemetry_interval_s": Setting(
-                current=lambda: self._telemetry_interval_s, apply=set_interval
-            ),
-            "log_level": log_level_setting(),
-            "api_key_sha256": Setting(current=lambda: options.api_key_sha256,
-                                      apply=set_key, check=check_key),
-        }  # fmt: skip
 
     def _apply_settings(self, settings: AgentSettings | None) -> bool:
         applied = self.remote.apply(settings)
@@ -272,7 +231,7 @@ class AgentNode:
         self.mqtt.start()
         if self.updater is not None:
             self.updater.on_start(self._healthy)
-        if self._telemetry_interval_s > 0:
+        if self.knobs.telemetry_interval_s > 0:
             self._telemetry = threading.Thread(target=self._telemetry_loop, daemon=True,
                                                name="telemetry")  # fmt: skip
             self._telemetry.start()
@@ -290,7 +249,7 @@ class AgentNode:
 
     def _telemetry_loop(self) -> None:
         sampler = TelemetrySampler(self.serving)
-        while not self._stop.wait(self._telemetry_interval_s):
+        while not self._stop.wait(self.knobs.telemetry_interval_s):
             self._telemetry_seq += 1
             runtime = self.runtime
             sample = sampler.sample(queue_depth=runtime.waiting, batch=runtime.batch_stats())
@@ -300,57 +259,9 @@ class AgentNode:
 
 def run(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
-    from agent.engines.registry import create_engine, installed_engines
-    from agent.runtime import parse_keep_alive
-    from agent.selection import select_variant
-    from agent.server.app import create_app
-    from agent.server.limits import RequestLimits
-    from agent.server.serve import serve
+    from agent.fleet_mode import run_fleet
 
-    data_dir = Path(settings.data_dir)
-    profile = probe_profile()
-    enrollment = ensure_enrolled(
-        settings.control_plane_url, settings.enrollment_token, data_dir,
-        hardware=profile, agent_version=AGENT_VERSION,
-    )  # fmt: skip
-    installed = installed_engines()
-    metrics = ServingMetrics()
-    runtime = ModelRuntime(max_waiting=settings.queue_depth, observer=metrics,
-                           keep_alive=parse_keep_alive(settings.keep_alive))  # fmt: skip
-    host, port, tls = _mqtt_override(settings.mqtt_url)
-    if getattr(settings, "benchmark_engines", False):
-        # The variant is chosen before its files are downloaded, so there is nothing to time.
-        _LOGGER.warning("benchmark_engines is ignored in fleet mode: rollouts keep the static "
-                        "choice (see docs/agent.md)")  # fmt: skip
-    app = create_app(runtime, api_key=settings.api_key, metrics=metrics,
-                     limits=RequestLimits.of(settings))  # fmt: skip
-    restart = threading.Event()
-
-    def request_restart() -> None:  # a new agent version is current: exit for the supervisor
-        restart.set()
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    root = os.environ.get(ROOT_ENV)
-    options = NodeOptions(
-        data_dir=data_dir, engine_factory=create_engine,
-        select=lambda manifest: select_variant(manifest, profile, installed),
-        hardware=profile, device_class=str(profile.get("device_class", "")),
-        mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
-        parallel=getattr(settings, "parallel", None),
-        set_api_key_sha256=lambda digest: setattr(app.state, "api_key_sha256", digest),
-        api_key_sha256=hashlib.sha256(settings.api_key.encode()).hexdigest()
-        if settings.api_key else "",
-        agent_root=Path(root) if root else None, request_restart=request_restart,
-    )  # fmt: skip
-    node = AgentNode(enrollment, runtime, options, serving=metrics)
-    node.start()
-    try:
-        asyncio.run(serve(app, runtime, host=settings.host, port=settings.port,
-                          log_level=settings.log_level))  # fmt: skip
-    finally:
-        node.stop()
-    if restart.is_set():
-        raise SystemExit(RESTART_EXIT)
+    run_fleet(settings)
 
 
 def _mqtt_override(url: str | None) -> tuple[str | None, int | None, bool | None]:
