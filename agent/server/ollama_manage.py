@@ -20,7 +20,7 @@ from agent.errors import AgentError
 from agent.server.deps import RuntimeDep, keep_alive_seconds, served_model
 from agent.server.embedding import embed_texts
 from agent.server.errors import ApiError
-from agent.server.ollama_api import OllamaBody, Options
+from agent.server.ollama_requests import OllamaBody, Options
 
 root_router = APIRouter(tags=["ollama"])
 router = APIRouter(prefix="/api", tags=["ollama"])

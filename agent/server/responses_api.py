@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from agent.errors import AgentError
+from agent.generation import Generation
 from agent.runtime import ModelRuntime
 from agent.server.deps import LimitsDep, RuntimeDep
 from agent.server.errors import ApiError, from_agent_error
@@ -105,8 +106,7 @@ class _Session:
         generation = turn.generation
         assert generation is not None
         watcher = asyncio.create_task(self.closed.wait())
-        # The client closed: stop the engine now, not at the next event it would have sent.
-        watcher.add_done_callback(lambda task: task.cancelled() or generation.cancel())
+        watcher.add_done_callback(lambda task: _cancel_unless(task, generation))
         try:
             async for event in turn.events():
                 if self.closed.is_set():
@@ -144,6 +144,12 @@ async def _start_turn(
     except AgentError as exc:
         raise from_agent_error(exc) from exc
     return turn
+
+
+def _cancel_unless(watcher: asyncio.Task[bool], generation: Generation) -> None:
+    """The client closed: stop the engine now, not at the next event it would have sent."""
+    if not watcher.cancelled():
+        generation.cancel()
 
 
 def _ws_error(err: ApiError) -> dict[str, Any]:
