@@ -30,7 +30,7 @@ class RequestLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
-        if scope["type"] != "http" or scope["path"].startswith(LONG_LIVED_PREFIXES):
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(LONG_LIVED_PREFIXES):
             await self.app(scope, receive, send)
             return
         if self._slots is None:  # created on the server's own event loop
