@@ -32,9 +32,10 @@ def fast_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def rollout_json(client: TestClient, headers: dict[str, str], rid: str) -> dict[str, Any]:
+    # The status first: once it is final, the devices read after it are final too.
+    body = client.get(f"/api/v1/rollouts/{rid}", headers=headers).json()
     resp = client.get(f"/api/v1/rollouts/{rid}/devices", headers=headers)
     assert resp.status_code == 200, resp.text
-    body = client.get(f"/api/v1/rollouts/{rid}", headers=headers).json()
     body["devices"] = resp.json()
     return dict(body)
 
