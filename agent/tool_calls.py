@@ -186,3 +186,53 @@ def _with_object_args(call: Mapping[str, Any]) -> dict[str, Any]:
     function = dict(call.get("function", {}))
     function["arguments"] = _loaded(function.get("arguments", {}))
     return {**call, "function": function}
+
+
+# What a tool call may start with: content before it can be streamed, the call cannot.
+_CALL_MARKERS = ("<tool_call>", _MISTRAL, _PYTHON_TAG)
+_CALL_STARTS = (*_CALL_MARKERS, "{", "[")
+
+
+class CallScanner:
+    """Streams the text that cannot be part of a tool call; the rest waits for `finish`.
+
+    An answer that starts like a call (a marker, or JSON for Llama 3.1's bare format) is held
+    whole; prose is released as it comes, up to a marker that appears later (and a tail that
+    may be the start of one).
+    """
+
+    def __init__(self, tools: Sequence[Tool]) -> None:
+        self._tools = tools
+        self._text = ""
+        self._sent = 0  # characters released as content
+        self._holding = False  # a call may have begun at _sent: release nothing more
+
+    def push(self, piece: str) -> str:
+        """Content safe to send now (may be empty)."""
+        self._text += piece
+        if self._holding:
+            return ""
+        if self._sent == 0:
+            head = self._text.lstrip()
+            if not head or any(m.startswith(head) for m in _CALL_STARTS):
+                return ""  # nothing yet, or maybe a call's first characters
+            if head.startswith(_CALL_STARTS):
+                self._holding = True
+                return ""
+        found = [i for m in _CALL_MARKERS if (i := self._text.find(m, self._sent)) >= 0]
+        if found:
+            return self._release(min(found), holding=True)
+        keep = next((n for n in range(min(len(self._text), 16), 0, -1)
+                     if any(m.startswith(self._text[-n:]) for m in _CALL_MARKERS)), 0)  # fmt: skip
+        return self._release(len(self._text) - keep, holding=False)
+
+    def _release(self, end: int, *, holding: bool) -> str:
+        out = self._text[self._sent : end]
+        self._sent, self._holding = max(self._sent, end), holding
+        return out
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """The content not yet sent and the calls, once the answer is complete."""
+        rest = self._text[self._sent :]
+        content, calls = parse_tool_calls(rest, self._tools)
+        return (content, calls) if calls else (rest, [])

@@ -16,6 +16,7 @@ from agent.runtime import LoadedModel
 from agent.server.errors import ApiError
 from agent.structured import SchemaNotEnforceable, applies_constraints, json_constraint
 from agent.tool_calls import (
+    CallScanner,
     Tool,
     ToolCall,
     forced_call,
@@ -97,6 +98,14 @@ class ChatPlan:
         shaped = template_messages(messages, self.tools, model.chat.template)
         return model.chat.render(shaped, tools=[t.as_openai() for t in self.tools])
 
+    def scanner(self) -> CallScanner | None:
+        """A stream reader for an answer that may call tools; None when it is one forced call."""
+        return None if self.forced else CallScanner(self.tools)
+
+    def trim(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """One call only when the request turned parallel tool calls off."""
+        return calls if self.parallel_calls else calls[:1]
+
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The answer's content (None when it is only calls) and its tool calls."""
         if self.forced:
@@ -104,8 +113,7 @@ class ChatPlan:
         if not self.tools:
             return text, []
         content, calls = parse_tool_calls(text, self.tools)
-        if calls and not self.parallel_calls:
-            calls = calls[:1]
+        calls = self.trim(calls)
         return (content or None) if calls else text, calls
 
 

@@ -114,16 +114,32 @@ def _message(text: str, plan: ChatPlan | None) -> dict[str, Any]:
 async def _ndjson_calls(
     generation: Generation, head: dict[str, Any], plan: ChatPlan, started_ns: int, wall: float
 ) -> AsyncIterator[bytes]:
-    """A chat that may call tools: read whole, then one line with the message, then done."""
+    """A chat that may call tools: prose streams line by line, the calls come whole at the end."""
+
+    def line(message: dict[str, Any], **extra: Any) -> bytes:
+        return (json.dumps({**head, "message": message, **extra}) + "\n").encode()
+
+    scanner = plan.scanner()
     try:
-        text = await generation.text()
+        if scanner is None:
+            content, calls = plan.read(await generation.text())
+        else:
+            async for chunks in generation:
+                text = scanner.push("".join(c.text for c in chunks))
+                if text:
+                    yield line({"role": "assistant", "content": text}, done=False)
+            content, found = scanner.finish()
+            calls = plan.trim(found)
     except AgentError as exc:
         yield (json.dumps({"error": from_agent_error(exc).message}) + "\n").encode()
         return
-    yield (json.dumps({**head, "message": _message(text, plan), "done": False}) + "\n").encode()
-    final = {**head, "created_at": _now(), "message": {"role": "assistant", "content": ""},
-             "done": True, **_timings(generation, started_ns, wall)}  # fmt: skip
-    yield (json.dumps(final) + "\n").encode()
+    if content or calls:
+        message: dict[str, Any] = {"role": "assistant", "content": content or ""}
+        if calls:
+            message["tool_calls"] = [c.as_ollama() for c in calls]
+        yield line(message, done=False)
+    timings = _timings(generation, started_ns, wall)
+    yield line({"role": "assistant", "content": ""}, created_at=_now(), done=True, **timings)
 
 
 async def _load_or_unload(runtime: ModelRuntime, body: OllamaRequest, key: str) -> dict[str, Any]:

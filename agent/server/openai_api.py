@@ -149,28 +149,35 @@ def _message(content: str | None, calls: list[ToolCall]) -> dict[str, Any]:
 async def _sse_calls(
     generation: Generation, base: dict[str, Any], plan: ChatPlan, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """SSE for a chat that may call tools: read whole, then the content or the calls."""
+    """SSE for a chat that may call tools: prose streams, calls come whole at the end."""
 
-    def event(choice: dict[str, Any]) -> bytes:
+    def event(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
         return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
 
+    yield event({"role": "assistant", "content": ""})
+    scanner = plan.scanner()
     try:
-        text = await generation.text()
-        content, calls = plan.read(text)
+        if scanner is None:  # one forced call: its JSON is the whole answer
+            content, calls = plan.read(await generation.text())
+        else:
+            async for chunks in generation:
+                text = scanner.push("".join(c.text for c in chunks))
+                if text:
+                    yield event({"content": text})
+            content, found = scanner.finish()
+            calls = plan.trim(found)
     except AgentError as exc:
         err = from_agent_error(exc)
         body = {"message": err.message, "type": "server_error", "param": None, "code": err.code}
         yield f"data: {json.dumps({'error': body})}\n\n".encode()
         yield b"data: [DONE]\n\n"
         return
-    yield event({"index": 0, "delta": {"role": "assistant", "content": content},
-                 "logprobs": None, "finish_reason": None})  # fmt: skip
+    if content:
+        yield event({"content": content})
     if calls:
-        deltas = [{"index": i, **c.as_openai()} for i, c in enumerate(calls)]
-        yield event({"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None,
-                     "finish_reason": None})  # fmt: skip
-    reason = "tool_calls" if calls else _finish(generation)
-    yield event({"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason})
+        yield event({"tool_calls": [{"index": i, **c.as_openai()} for i, c in enumerate(calls)]})
+    yield event({}, "tool_calls" if calls else _finish(generation))
     if include_usage:
         usage = {**base, "choices": [], "usage": _usage(generation)}
         yield f"data: {json.dumps(usage)}\n\n".encode()

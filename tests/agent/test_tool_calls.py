@@ -8,6 +8,7 @@ import pytest
 
 from agent.structured import SchemaNotEnforceable, check_schema, json_constraint
 from agent.tool_calls import (
+    CallScanner,
     Tool,
     forced_call,
     forced_call_schema,
@@ -27,8 +28,12 @@ TIME = Tool("get_time", "The time.", {"type": "object", "properties": {}})
         '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
         '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Oslo"}}',
         '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Oslo"}}]',
-        json.dumps({"type": "function", "function": {"name": "get_weather",
-                                                     "arguments": '{"city": "Oslo"}'}}),
+        json.dumps(
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+            }
+        ),
     ],
     ids=["hermes", "llama31", "llama31-python-tag", "mistral", "openai-shaped"],
 )
@@ -87,3 +92,30 @@ def test_schema_keywords_the_grammar_cannot_enforce_are_named() -> None:
             json_constraint(schema)
         assert caught.value.keyword == keyword
     assert json_constraint(None).schema is None
+
+
+def _scan(pieces: list[str]) -> tuple[list[str], str, list[str]]:
+    scanner = CallScanner([WEATHER])
+    sent = [out for p in pieces if (out := scanner.push(p))]
+    rest, calls = scanner.finish()
+    return sent, rest, [c.name for c in calls]
+
+
+def test_scanner_streams_prose_and_keeps_a_later_call() -> None:
+    call = '<tool_call>{"name": "get_weather", "arguments": {"city": "A"}}</tool_call>'
+    sent, rest, calls = _scan(["Let me ", "check. <tool", "_call>", call[11:]])
+    assert "".join(sent) == "Let me check. " and rest == "" and calls == ["get_weather"]
+
+
+def test_scanner_holds_an_answer_that_starts_like_a_call() -> None:
+    for pieces in (['{"name": "get_weather", ', '"parameters": {"city": "A"}}'],
+                   ["[TOOL", '_CALLS] [{"name": "get_weather", "arguments": {}}]']):  # fmt: skip
+        sent, _, calls = _scan(pieces)
+        assert sent == [] and calls == ["get_weather"]
+
+
+def test_scanner_gives_back_prose_it_held() -> None:
+    sent, rest, calls = _scan(["[1] first", " point"])
+    assert sent == [] and rest == "[1] first point" and calls == []
+    sent, rest, calls = _scan(["plain ", "answer <", "b>"])
+    assert "".join(sent) + rest == "plain answer <b>" and calls == []

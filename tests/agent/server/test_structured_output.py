@@ -138,3 +138,23 @@ def test_ollama_tools_in_the_prompt_and_calls_parsed(server: RunningServer) -> N
 def test_ollama_root_answers_running(server: RunningServer) -> None:
     assert httpx.get(server.url + "/").text == "Ollama is running"
     assert httpx.head(server.url + "/").status_code == 200
+
+
+def test_prose_streams_when_tools_are_offered(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="fake", messages=USER, tools=[WEATHER], stream=True, max_tokens=6
+    )  # type: ignore[list-item]
+    text, reasons, calls = "", [], 0
+    for chunk in stream:
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            calls += len(c.delta.tool_calls or [])
+            reasons.append(c.finish_reason)
+    assert len(text.split()) == 6 and calls == 0 and reasons[-1] == "length"
+
+
+def test_ollama_stream_with_tools_sends_prose_lines(server: RunningServer) -> None:
+    body = {"model": "fake", "messages": USER, "tools": [WEATHER], "options": {"num_predict": 4}}
+    reply = httpx.post(f"{server.url}/api/chat", json=body)
+    lines = [json.loads(x) for x in reply.text.splitlines()]
+    assert "".join(x["message"]["content"] for x in lines).split() and lines[-1]["done"]
