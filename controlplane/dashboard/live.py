@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +29,8 @@ from controlplane.dashboard.routes import current_viewer
 from controlplane.db_models import Device
 from controlplane.errors import ApiError
 from controlplane.rollouts import service
-from controlplane.telemetry_summary import fleet_summary
+from controlplane.telemetry_models import TelemetrySample
+from controlplane.telemetry_summary import ERROR_WINDOW, STALE_AFTER
 from models.protocol import utcnow
 
 _LOGGER = logging.getLogger(__name__)
@@ -154,8 +155,26 @@ def _computer(key: str) -> tuple[Callable[[Session, Snapshot | None], Snapshot |
 
 
 def _fleet(session: Session, _last: Snapshot | None) -> Snapshot:
-    summary = fleet_summary(session, now=utcnow())
-    return {"total": summary.total, "online": summary.online, "by_health": summary.by_health}
+    """The overview's counts in one grouped query (fleet_summary reads every device's state:
+    90 ms at 10,000 devices, too much to repeat every two seconds)."""
+    now = utcnow()
+    table: Any = Device.__table__  # type: ignore[attr-defined]
+    samples: Any = TelemetrySample.__table__  # type: ignore[attr-defined]
+    erring = select(samples.c.device_id).where(samples.c.ts >= now - ERROR_WINDOW,
+                                               samples.c.errors > 0)  # fmt: skip
+    fresh = table.c.last_seen >= now - STALE_AFTER
+    has_errors = table.c.id.in_(erring)
+    query = (select(table.c.online, fresh, has_errors, func.count())
+             .where(table.c.revoked_at.is_(None)).group_by(table.c.online, fresh, has_errors))
+    by_health: dict[str, int] = {}
+    total = online = 0
+    for is_online, is_fresh, errors, n in session.execute(query):
+        health = ("offline" if not is_online else "stale" if not is_fresh
+                  else "errors" if errors else "ok")  # fmt: skip
+        by_health[health] = by_health.get(health, 0) + int(n)
+        total += int(n)
+        online += int(n) if is_online else 0
+    return {"total": total, "online": online, "by_health": by_health}
 
 
 def _device_states(session: Session) -> dict[str, list[Any]]:

@@ -36,6 +36,7 @@ CHART_METRICS = ("tokens_per_s", "ttft_ms", "cpu_percent", "temperature_c")
 RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
           "7d": timedelta(days=7)}
 CHART_POINTS = 120
+DEVICES_PAGE = 200  # rows per device list page: a 10,000-device fleet is not one HTML page
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -121,8 +122,9 @@ def overview(request: Request, session: SessionDep, viewer: Viewer) -> HTMLRespo
 def devices(
     request: Request, session: SessionDep, viewer: Viewer,
     labels: str = "", device_class: str = "", online: str = "", model: str = "",
+    page: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> HTMLResponse:
-    """Devices with filters (labels k=v,..., class, online, model)."""
+    """Devices with filters (labels k=v,..., class, online, model), a page at a time."""
     error = ""
     try:
         selector = parse_selector(labels) if labels else None
@@ -131,10 +133,11 @@ def devices(
     items = crud.list_public_devices(
         session, labels=selector, device_class=device_class or None,
         online={"yes": True, "no": False}.get(online), model=model or None,
-        include_revoked=False,
-    )
+        include_revoked=False, limit=DEVICES_PAGE + 1, offset=page * DEVICES_PAGE,
+    )  # one more than shown: whether there is a next page
     filters = {"labels": labels, "device_class": device_class, "online": online, "model": model}
-    return _page(request, "devices.html", viewer, devices=items, filters=filters, error=error)
+    return _page(request, "devices.html", viewer, devices=items[:DEVICES_PAGE], filters=filters,
+                 error=error, page=page, more=len(items) > DEVICES_PAGE)  # fmt: skip
 
 
 @router.get("/devices/{device_id}")

@@ -6,12 +6,14 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.core.config import Settings
 from controlplane.core.db import make_engine
+from controlplane.dashboard import routes
 from controlplane.dashboard.routes import COOKIE
 from controlplane.dashboard.session import CSRF_COOKIE
 from controlplane.db_models import Role
@@ -144,3 +146,17 @@ def test_an_expired_token_goes_back_to_the_login_page(
     for path in ("/", "/rollouts/new", "/tokens"):
         page = cp_client.get(path, follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"] == "/login"
+
+
+def test_the_device_list_comes_in_pages(
+    cp_client: TestClient, cp_settings: Settings, admin_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    seed(cp_settings)
+    monkeypatch.setattr(routes, "DEVICES_PAGE", 2)
+    cp_client.cookies.set(COOKIE, admin_token)
+    first = cp_client.get("/devices").text
+    assert first.count("data-device-id=") == 2 and 'id="next-page"' in first
+    second = cp_client.get("/devices?page=1").text
+    assert second.count("data-device-id=") == 1 and 'id="prev-page"' in second
+    assert 'id="next-page"' not in second

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
+from controlplane.core.db import make_engine
 from controlplane.dashboard import live
 from controlplane.dashboard.routes import COOKIE
-from tests.controlplane.helpers import enroll
+from controlplane.telemetry_store import insert_samples, sample_rows
+from controlplane.telemetry_summary import fleet_summary
+from models import protocol
+from tests.controlplane.helpers import enroll, mark_device_state
+from tests.controlplane.rollouts.conftest import add_device
 
 
 def _events(client: TestClient, path: str) -> list[dict[str, object]]:
@@ -61,3 +69,23 @@ def test_a_slow_reader_gets_only_the_newest_snapshot() -> None:
         return await sub.take(0.01), await sub.take(0.01)
 
     assert asyncio.run(scenario()) == ({"total": 2}, None)
+
+
+def test_fleet_counts_match_the_summary(cp_client: TestClient, cp_settings: Any) -> None:
+    now = protocol.utcnow()
+    engine = make_engine(cp_settings.database_url)
+    with Session(engine) as session:
+        for device_id, online, seen in (("a", True, now), ("b", True, now - timedelta(hours=1)),
+                                        ("c", False, now), ("d", True, now)):  # fmt: skip
+            add_device(session, device_id)
+            mark_device_state(session, device_id=device_id, online=online, state={},
+                              seen_at=seen)  # fmt: skip
+        sample = protocol.TelemetrySample(ts=now, errors=2, requests=5)
+        insert_samples(session, sample_rows("d", protocol.Telemetry(seq=1, samples=[sample])))
+        session.commit()
+        summary = fleet_summary(session, now=protocol.utcnow())
+        counts = live._fleet(session, None)
+    engine.dispose()
+    assert counts == {"total": summary.total, "online": summary.online,
+                      "by_health": summary.by_health}  # fmt: skip
+    assert counts["by_health"] == {"ok": 1, "stale": 1, "offline": 1, "errors": 1}
