@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from controlplane.core.db import make_engine, migrate
+from controlplane.core.db import make_engine
 from controlplane.db_models import Device, DeviceLabel, Model, ModelVersion
 from tests.controlplane.conftest import _wipe as wipe
+from tests.controlplane.conftest import sqlite_copy
 
 ARTIFACTS = "http://cp.test/api/v1/artifacts"
 
@@ -23,9 +24,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("postgres_url")
         wipe(url)
         return url
-    url = f"sqlite:///{tmp_path / 'cp.db'}"
-    migrate(url)
-    return url
+    return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path / "cp.db")
 
 
 @pytest.fixture
