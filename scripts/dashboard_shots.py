@@ -114,7 +114,7 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     with Session(app.state.engine) as session:
-        _t, token = crud.create_api_token(session, name="ada", role=Role.operator)
+        _t, token = crud.create_api_token(session, name="ada", role=Role.admin)
         device_id = seed(session)
     url = f"http://127.0.0.1:{port}"
     with sync_playwright() as pw:
@@ -127,11 +127,20 @@ def main() -> None:
         for name, path in (("overview", "/"), ("fleet", "/fleet?range=6h"),
                            ("fleet-class", "/fleet?by=class&range=6h"),
                            ("rollout", "/rollouts/ro-5f2c0a1e9b7d"),
-                           ("device", f"/devices/{device_id}")):  # fmt: skip
+                           ("device", f"/devices/{device_id}"), ("new-rollout", "/rollouts/new"),
+                           ("enroll", "/enroll"), ("tokens", "/tokens")):  # fmt: skip
             page.goto(f"{url}{path}")
+            if name == "new-rollout":
+                page.fill("#labels", "site=shop1")
+                page.fill("#waves", "5,ten")
+                page.click("#create-rollout")  # refused: shows the field messages
+                page.fill("#labels", "site=shop1")
             page.wait_for_timeout(600)
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print(out / f"{name}.png")
+        page.goto(f"{url}/audit")
+        page.screenshot(path=str(out / "audit.png"), full_page=True)
+        print(out / "audit.png")
         browser.close()
     server.should_exit = True
 

@@ -28,6 +28,13 @@
 
   var form = document.getElementById("rollout-form");
   if (!form) { return; }
+  var kind = document.getElementById("kind");
+  function showKind() {  // a model version or an agent release: only its own field shows
+    if (!kind) { return; }
+    document.getElementById("model").closest("label").hidden = kind.value !== "model";
+    document.getElementById("agent").closest("label").hidden = kind.value !== "agent";
+  }
+  if (kind) { kind.addEventListener("change", showKind); showKind(); }
   var count = document.getElementById("preview-count");
   var list = document.getElementById("preview-devices");
   var timer = null, asked = 0;
