@@ -11,13 +11,14 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, case, cast, delete, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
+from controlplane.db_models import Device
 from controlplane.errors import TelemetryQueryError
 from controlplane.telemetry_models import (
     METRICS,
@@ -30,6 +31,7 @@ from models import protocol
 HOUR_S = 3600
 _RAW = TelemetrySample.__table__  # type: ignore[attr-defined]
 _HOURLY = TelemetryHourly.__table__  # type: ignore[attr-defined]
+_DEVICE = Device.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -152,6 +154,41 @@ def series(
         for bucket, count, total, low, high in session.execute(query):
             _merge(acc, int(bucket), int(count), float(total), float(low), float(high))
     return [_point(bucket, values) for bucket, values in sorted(acc.items())]
+
+
+def grouped_series(
+    session: Session, *, metric: str, start: datetime, end: datetime, bucket_s: int,
+    group_by: Literal["active_model", "device_class"],
+) -> dict[str, list[TelemetryPoint]]:
+    """`series` for every value of a device column at once (the device's current one): two
+    queries however many groups, instead of two per group over an id list."""
+    if metric not in METRICS:
+        raise TelemetryQueryError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    dialect = _dialect(session)
+    start, end = to_utc(start), to_utc(end)
+    group = _DEVICE.c[group_by]
+    value = _RAW.c[metric]
+    raw_bucket = _bucket(_RAW.c.ts, dialect, bucket_s).label("b")
+    raw_q = (select(group, raw_bucket, func.count(value), func.sum(value), func.min(value),
+                    func.max(value))
+             .join(_DEVICE, _DEVICE.c.id == _RAW.c.device_id)
+             .where(_RAW.c.ts >= start, _RAW.c.ts < end, value.is_not(None))
+             .group_by(group, raw_bucket))  # fmt: skip
+    hour_bucket = _bucket(_HOURLY.c.hour, dialect, bucket_s).label("b")
+    hourly_q = (select(group, hour_bucket, func.sum(_HOURLY.c["count"]),
+                       func.sum(_HOURLY.c["sum"]), func.min(_HOURLY.c["min"]),
+                       func.max(_HOURLY.c["max"]))
+                .join(_DEVICE, _DEVICE.c.id == _HOURLY.c.device_id)
+                .where(_HOURLY.c.metric == metric, _HOURLY.c.hour >= floor_hour(start),
+                       _HOURLY.c.hour < end)
+                .group_by(group, hour_bucket))  # fmt: skip
+    acc: dict[str, dict[int, list[float]]] = {}
+    for query in (raw_q, hourly_q):
+        for name, bucket, count, total, low, high in session.execute(query):
+            _merge(acc.setdefault(str(name or ""), {}), int(bucket), int(count), float(total),
+                   float(low), float(high))  # fmt: skip
+    return {name: [_point(b, v) for b, v in sorted(points.items())]
+            for name, points in acc.items()}  # fmt: skip
 
 
 def _merge(acc: dict[int, list[float]], bucket: int, *values: float) -> None:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import func, select
 from sqlmodel import Session
 
-from controlplane import crud
 from controlplane.api.deps import SessionDep
 from controlplane.dashboard.routes import RANGES, Viewer, _page
-from controlplane.telemetry_store import series
-from controlplane.telemetry_summary import NONE, fleet_summary
+from controlplane.db_models import Device
+from controlplane.telemetry_models import TelemetryPoint
+from controlplane.telemetry_store import grouped_series
 from models.protocol import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -25,35 +26,43 @@ CHARTS = (("tokens_per_s", "tokens/s (avg per device)"), ("ttft_ms", "TTFT ms (a
           ("error_rate", "errors per request"))  # fmt: skip
 
 
-def _points(session: Session, metric: str, ids: list[str], start: datetime, end: datetime,
-            bucket_s: int) -> list[dict[str, Any]]:  # fmt: skip
-    if metric != "error_rate":
-        return [{"t": p.t.isoformat(), "avg": p.avg} for p in series(
-            session, metric=metric, start=start, end=end, bucket_s=bucket_s, device_ids=ids)]
-    requests = {p.t: p.sum for p in series(session, metric="requests", start=start, end=end,
-                                           bucket_s=bucket_s, device_ids=ids)}  # fmt: skip
-    errors = {p.t: p.sum for p in series(session, metric="errors", start=start, end=end,
-                                         bucket_s=bucket_s, device_ids=ids)}  # fmt: skip
-    return [{"t": t.isoformat(), "avg": (errors.get(t) or 0.0) / n}
-            for t, n in sorted(requests.items()) if n]  # fmt: skip
+def _line(points: list[TelemetryPoint]) -> list[dict[str, Any]]:
+    return [{"t": p.t.isoformat(), "avg": p.avg} for p in points]
+
+
+def _error_rate(requests: list[TelemetryPoint], errors: list[TelemetryPoint]
+                ) -> list[dict[str, Any]]:  # fmt: skip
+    failed = {p.t: p.sum or 0.0 for p in errors}
+    return [{"t": p.t.isoformat(), "avg": failed.get(p.t, 0.0) / p.sum} for p in requests
+            if p.sum]  # fmt: skip
+
+
+def group_counts(session: Session, column: str) -> dict[str, int]:
+    """Devices (not revoked) per value of `column`, in one grouped query."""
+    table: Any = Device.__table__  # type: ignore[attr-defined]
+    rows = session.execute(select(table.c[column], func.count())
+                           .where(table.c.revoked_at.is_(None)).group_by(table.c[column]))
+    return {str(name): int(n) for name, n in rows if name}
 
 
 def group_charts(session: Session, *, by: str, span: timedelta, now: datetime) -> list[str]:
-    """One JSON chart per metric, with a series per group (model or device class)."""
-    summary = fleet_summary(session, now=now)
-    counts = summary.by_model if by == "model" else summary.by_class
+    """One JSON chart per metric, with a series per group (model or device class): eight
+    grouped queries however many groups and devices."""
+    column: Literal["active_model", "device_class"] = (
+        "active_model" if by == "model" else "device_class")
+    counts = group_counts(session, column)
     groups = sorted(counts, key=lambda g: (-counts[g], g))[:MAX_GROUPS]
     bucket_s = max(60, int(span.total_seconds() // POINTS))
-    members = {
-        g: crud.matching_device_ids(session, model=g if by == "model" else None,
-                                    device_class=g if by == "class" else None)
-        for g in groups if g != NONE
-    }
+    data = {metric: grouped_series(session, metric=metric, start=now - span, end=now,
+                                   bucket_s=bucket_s, group_by=column)
+            for metric in ("tokens_per_s", "ttft_ms", "requests", "errors")}  # fmt: skip
     charts = []
     for metric, title in CHARTS:
-        lines = [{"name": f"{g} ({counts[g]})",
-                  "points": _points(session, metric, ids, now - span, now, bucket_s)}
-                 for g, ids in members.items()]  # fmt: skip
+        lines = []
+        for g in groups:
+            points = (_error_rate(data["requests"].get(g, []), data["errors"].get(g, []))
+                      if metric == "error_rate" else _line(data[metric].get(g, [])))  # fmt: skip
+            lines.append({"name": f"{g} ({counts[g]})", "points": points})
         charts.append(json.dumps({"metric": title, "series": lines}).replace("</", "<\\/"))
     return charts
 
