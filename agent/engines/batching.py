@@ -248,7 +248,7 @@ class BatchScheduler:
                 waiting=len(self._queue),
                 batch_tokens=self._last_tokens,
                 batch_sequences=self._last_seqs,
-                kv_usage=self.cache.usage(),
+                kv_usage=self.cache.usage(self._running_kv()),
                 prompt_tokens=self._prompt_tokens,
                 prefix_hit_tokens=self.cache.hit_tokens,
                 cached_prefixes=len(self.cache),

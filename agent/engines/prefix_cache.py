@@ -66,7 +66,6 @@ class PrefixCache:
         self.cells = cells  # KV cells of the backend, for usage(); 0: unknown
         self._free: list[int] = list(range(store.n_seq))
         self._entries: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
-        self._running: Mapping[int, Sequence[int]] = {}
         self.hit_tokens = 0
         self.queries = 0
 
@@ -77,7 +76,6 @@ class PrefixCache:
         self, prompt: Sequence[int], running: Mapping[int, Sequence[int]]
     ) -> tuple[int, int]:
         """A sequence id for `prompt` and how many of its tokens already sit in its KV."""
-        self._running = running
         self.queries += 1
         best, length = self._longest(prompt, running)
         length = min(length, len(prompt) - 1)  # the last token is evaluated for its logits
@@ -122,11 +120,11 @@ class PrefixCache:
         self._drop(seq)
         return True
 
-    def usage(self) -> float:
+    def usage(self, running: Mapping[int, Sequence[int]]) -> float:
         """Estimated share of KV cells in use (shared prefixes counted once), 0..1."""
         if self.cells <= 0:
             return 0.0
-        held = [list(t) for t in self._running.values()] + [list(t) for t in self._entries.values()]
+        held = [list(t) for t in running.values()] + [list(t) for t in self._entries.values()]
         return min(1.0, distinct_cells(held) / self.cells)
 
     def _longest(

@@ -172,3 +172,23 @@ def test_the_prefix_cache_is_lru_bounded() -> None:
         assert engine.scheduler.stats().cached_prefixes == 2
     finally:
         engine.unload()
+
+
+def test_kv_usage_counts_running_and_cached_sequences_with_shared_prefixes_once() -> None:
+    backend = FakeBatchBackend(n_cells=1000, gate=threading.Event())
+    engine = FakeBatchingEngine(backend, n_slots=2)
+    engine.load(Path("fake"), LoadOptions())
+    assert engine.scheduler is not None
+    try:
+        cancel = threading.Event()
+        stream = engine.generate("a b c d e f g h", SamplingParams(max_tokens=1000), cancel)
+        backend.gate.set()  # type: ignore[union-attr]
+        next(stream)
+        assert engine.scheduler.stats().kv_usage > 0  # the running sequence holds cells
+        cancel.set()
+        for _ in stream:
+            pass
+        cached = engine.scheduler.stats()
+        assert cached.running == 0 and cached.cached_prefixes == 1 and cached.kv_usage > 0
+    finally:
+        engine.unload()
