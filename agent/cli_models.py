@@ -22,7 +22,7 @@ def _store(settings: AgentSettings) -> Any:
 
 
 def _trusted(args: argparse.Namespace) -> Any:
-    from models.signing import load_public_keys
+    from models.keys import load_public_keys
 
     if args.trust:
         return load_public_keys(args.trust)

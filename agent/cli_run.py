@@ -21,8 +21,7 @@ from agent.cli_common import (
 from agent.config import AgentSettings
 from agent.engines.base import Completion, SamplingParams, TokenChunk
 from agent.errors import AgentError
-from agent.model_loading import probe_profile
-from agent.runtime import LoadedModel, open_model
+from agent.model_loading import LoadedModel, open_model, probe_profile
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from agent.cli_common import (
     settings_from,
 )
 from agent.config import AgentSettings
-from agent.model_loading import installed_engines, open_model, probe_profile
-from agent.runtime import LoadedModel, ModelRuntime, parse_keep_alive
+from agent.keepalive import parse_keep_alive
+from agent.model_loading import LoadedModel, installed_engines, open_model, probe_profile
+from agent.runtime import ModelRuntime
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from typing import Any
 from agent.engine_benchmark import BENCH_TOKENS, BenchmarkRun, measure_tokens_per_s
 from agent.engines.base import LoadOptions
 from agent.errors import AgentError
-from agent.runtime import EngineFactory, ModelRuntime
+from agent.model_loading import EngineFactory
+from agent.runtime import ModelRuntime
 from agent.selection import variant_path
 from agent.slots import Slot, SlotStore, load_slot
 from models.errors import ModelsError

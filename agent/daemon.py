@@ -28,16 +28,17 @@ from agent.engine_benchmark import hardware_digest
 from agent.enroll import Enrollment
 from agent.install_layout import AgentInstall
 from agent.log_buffer import LogBuffer, logs_action
-from agent.model_loading import probe_profile
+from agent.model_loading import EngineFactory, probe_profile
 from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
 from agent.mqtt_identity import client_certificate_files
 from agent.node_settings import NodeKnobs, node_settings
 from agent.outbox import Outbox
 from agent.remote_settings import RemoteSettings
-from agent.rollout import ExecutorDeps, RolloutExecutor, Selector
-from agent.runtime import EngineFactory, ModelRuntime
+from agent.rollout import ExecutorDeps, RolloutExecutor
+from agent.runtime import ModelRuntime
 from agent.server.metrics import ServingMetrics
 from agent.slots import SlotStore
+from agent.staging import Selector
 from agent.telemetry import TelemetrySampler
 from agent.update import AgentUpdater
 from models.protocol import ActiveModel, AgentSettings, DeviceState, Telemetry

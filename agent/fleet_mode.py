@@ -28,7 +28,7 @@ _LOGGER = logging.getLogger(__name__)
 def run_fleet(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
     from agent.engines.registry import create_engine, installed_engines
-    from agent.runtime import parse_keep_alive
+    from agent.keepalive import parse_keep_alive
     from agent.selection import select_variant
     from agent.server.app import create_app
     from agent.server.limits import RequestLimits

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from agent.engines.base import Completion, SamplingParams, TokenChunk
 from agent.errors import AgentError
-from agent.runtime import LoadedModel
+from agent.model_loading import LoadedModel
 from models.manifest import HealthBudget
 from models.protocol import ProbePrompt
 

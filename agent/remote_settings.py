@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.errors import AgentError
+from models.files import atomic_write_bytes
 from models.protocol import AgentSettings
-from models.signing import atomic_write_bytes
 
 _LOGGER = logging.getLogger(__name__)
 

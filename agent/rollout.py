@@ -21,23 +21,19 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
-from agent.health import HealthReport, quality_probe, smoke_test
+from agent.health import quality_probe, smoke_test
+from agent.model_loading import EngineFactory, LoadedModel
 from agent.rollout_events import EventSink, RolloutFailed, RolloutReporter
-from agent.runtime import EngineFactory, LoadedModel, ModelRuntime
+from agent.runtime import ModelRuntime
 from agent.slots import Slot, SlotStore, load_slot
-from agent.staging import Fetcher, Selection, Selector, Stager, free_disk_bytes
+from agent.staging import Fetcher, Selector, Stager, free_disk_bytes
 from models.errors import ModelsError
+from models.files import atomic_write_bytes
 from models.protocol import AgentSettings, DesiredModel, DesiredState, RolloutEvent
-from models.signing import atomic_write_bytes
 
 _LOGGER = logging.getLogger(__name__)
 
 STATE_FILE = "rollout-state.json"
-
-__all__ = [
-    "STATE_FILE", "EventSink", "ExecutorDeps", "Fetcher", "HealthReport", "RolloutExecutor",
-    "RolloutFailed", "Selection", "Selector", "smoke_test",
-]  # fmt: skip
 
 
 @dataclass

@@ -22,7 +22,7 @@ from agent.generation import (
     start_batched,
     start_worker,
 )
-from agent.keepalive import FOREVER, ExpiryTimer, parse_keep_alive
+from agent.keepalive import FOREVER, ExpiryTimer
 from agent.model_loading import (
     EngineFactory,
     LoadedModel,
@@ -32,18 +32,6 @@ from agent.model_loading import (
 )
 
 _LOGGER = logging.getLogger(__name__)
-
-__all__ = [
-    "FOREVER",
-    "EngineFactory",
-    "LoadedModel",
-    "ModelRuntime",
-    "NoModel",
-    "QueueFull",
-    "Readiness",
-    "open_model",
-    "parse_keep_alive",
-]
 
 
 class Readiness(str, enum.Enum):

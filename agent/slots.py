@@ -20,8 +20,7 @@ from pathlib import Path
 
 from agent.engines.base import LoadOptions
 from agent.errors import ModelLoadError
-from agent.model_loading import probe_profile
-from agent.runtime import EngineFactory, LoadedModel
+from agent.model_loading import EngineFactory, LoadedModel, probe_profile
 from agent.selection import gpu_memory_budget, variant_path
 from models.manifest import Manifest
 

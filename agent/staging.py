@@ -25,9 +25,10 @@ from agent.rollout_events import RolloutFailed, RolloutReporter
 from agent.slots import Slot, SlotStore
 from models.download import TRANSIENT_STATUSES
 from models.errors import ModelsError
+from models.files import safe_relative_path
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest, Variant
 from models.protocol import DesiredModel
-from models.signing import safe_relative_path, verify_manifest, verify_model_dir
+from models.signing import verify_manifest, verify_model_dir
 
 HTTP_TIMEOUT_S = 30.0
 # Left free after a download: a full disk would also stop the outbox and the logs.

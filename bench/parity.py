@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.build.parity import QUESTIONS, EngineParity, measure, wrong_answers  # noqa: E402
 from models.build.pipeline import build_targets  # noqa: E402
+from models.keys import generate_key
 from models.manifest import MANIFEST_FILE, Manifest  # noqa: E402
 from models.real_models import REAL_MODELS, hf_checkpoint  # noqa: E402
-from models.signing import generate_key  # noqa: E402
 
 TARGETS = ("gguf-q4", "gguf-q8", "openvino-int8", "onnx")
 TEXT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "text" / "english.txt"

@@ -13,8 +13,9 @@ from controlplane.db_models import ModelVersion
 from controlplane.errors import ImportRefused, ModelVersionExists
 from controlplane.signing_key import SigningIdentity
 from models.errors import ModelsError
+from models.keys import key_id
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
-from models.signing import ManifestSignature, key_id, sign_manifest, verify_manifest
+from models.signing import ManifestSignature, sign_manifest, verify_manifest
 from models.store import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)

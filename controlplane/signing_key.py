@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from controlplane.core.config import Settings
-from models.signing import key_id, load_or_create_key, load_public_keys, public_key_b64
+from models.keys import key_id, load_or_create_key, load_public_keys, public_key_b64
 
 
 @dataclass(frozen=True)

@@ -14,46 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ValidationError
 
 from models.errors import VerificationError
-from models.files import HASH_CHUNK, atomic_write_bytes, fsync_dir, hash_file, safe_relative_path
+from models.files import atomic_write_bytes, hash_file, safe_relative_path
 from models.keys import (
-    default_key_path,
-    edgefleet_home,
-    generate_key,
     key_id,
-    load_or_create_key,
-    load_private_key,
-    load_public_keys,
     public_key_b64,
-    public_key_bytes,
-    save_private_key,
 )
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, FileEntry, Manifest
-
-# Key and file helpers live in models.keys and models.files; they stay importable from here.
-__all__ = [
-    "HASH_CHUNK",
-    "ManifestSignature",
-    "atomic_write_bytes",
-    "default_key_path",
-    "edgefleet_home",
-    "file_entry",
-    "fsync_dir",
-    "generate_key",
-    "hash_file",
-    "key_id",
-    "load_or_create_key",
-    "load_private_key",
-    "load_public_keys",
-    "public_key_b64",
-    "public_key_bytes",
-    "safe_relative_path",
-    "save_private_key",
-    "sign_manifest",
-    "verify_files",
-    "verify_manifest",
-    "verify_model_dir",
-    "write_signed_manifest",
-]
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,22 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel
 
 from models.blobs import PARTIAL_MAX_AGE_S, BlobStore
-from models.download import HTTP_TIMEOUT_S, Progress
 from models.errors import StoreError, VerificationError
 from models.files import atomic_write_bytes, fsync_dir, safe_relative_path
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 from models.signing import verify_manifest
-
-# Blob and download names live in models.blobs and models.download; they stay importable here.
-__all__ = [
-    "HTTP_TIMEOUT_S",
-    "PARTIAL_MAX_AGE_S",
-    "STAGING_MAX_AGE_S",
-    "ArtifactStore",
-    "BlobStore",
-    "ModelRef",
-    "Progress",
-]
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from agent.engines.fake_json import constrained_text
 from agent.errors import EngineError, ModelLoadError
 
 if TYPE_CHECKING:
-    from agent.runtime import LoadedModel
+    from agent.model_loading import LoadedModel
 
 _VOCABULARY = (
     "alpha",
@@ -206,7 +206,7 @@ def fake_model(
     path: Path, behaviour: FakeBehaviour | None = None, *, name: str = "fake"
 ) -> LoadedModel:
     """A LoadedModel over a loaded FakeEngine (ChatML template), for tests of the runtime."""
-    from agent.runtime import LoadedModel
+    from agent.model_loading import LoadedModel
 
     engine = FakeEngine(behaviour)
     engine.load(path, LoadOptions())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.engines.base import OutputConstraint
-from agent.runtime import LoadedModel
+from agent.model_loading import LoadedModel
 from agent.server.errors import ApiError
 from agent.structured import SchemaNotEnforceable, applies_constraints, json_constraint
 from agent.tool_calls import (

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from agent.engines.base import SamplingParams
-from agent.runtime import LoadedModel, ModelRuntime, NoModel, parse_keep_alive
+from agent.keepalive import parse_keep_alive
+from agent.model_loading import LoadedModel
+from agent.runtime import ModelRuntime, NoModel
 from agent.server.errors import ApiError, ModelNotFound
 from agent.server.limits import RequestLimits
 from agent.server.metrics import ServingMetrics

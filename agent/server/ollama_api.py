@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
-from agent.runtime import LoadedModel, ModelRuntime
+from agent.model_loading import LoadedModel
+from agent.runtime import ModelRuntime
 from agent.server.chat_plan import ChatPlan
 from agent.server.deps import (
     LimitsDep,

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from agent import __version__
 from agent.engines.base import EmbeddingSource
-from agent.runtime import FOREVER, LoadedModel
+from agent.keepalive import FOREVER
+from agent.model_loading import LoadedModel
 from agent.server.deps import RuntimeDep, served_model
 
 router = APIRouter(prefix="/api", tags=["ollama"])

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from agent.engines.base import SamplingParams
-from agent.runtime import LoadedModel
+from agent.model_loading import LoadedModel
 from agent.server.chat_plan import JSON_ANY, ChatPlan
 from agent.server.deps import fill_context, sampling, stop_tuple
 from agent.server.errors import ApiError

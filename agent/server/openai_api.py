@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from agent.engines.base import SamplingParams
 from agent.errors import AgentError
 from agent.generation import Generation
-from agent.runtime import LoadedModel
+from agent.model_loading import LoadedModel
 from agent.server.chat_plan import ChatPlan
 from agent.server.deps import (
     LimitsDep,

@@ -11,8 +11,8 @@ from agent.enroll import ArtifactAccess, Enrollment, MqttAccess
 from agent.mqtt_identity import new_client_request, save_client_certificate
 from agent.runtime import ModelRuntime
 from controlplane.broker_tls import create_ca, issue_device_certificate
+from models.keys import public_key_b64
 from models.protocol import DesiredModel, DesiredState, RolloutEvent
-from models.signing import public_key_b64
 from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
 
 

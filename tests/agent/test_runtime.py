@@ -13,15 +13,9 @@ from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChu
 from agent.engines.fake import FakeBehaviour, FakeEngine, fake_model
 from agent.errors import ContextOverflow, ModelLoadError
 from agent.generation import start_worker
-from agent.runtime import (
-    FOREVER,
-    LoadedModel,
-    ModelRuntime,
-    QueueFull,
-    Readiness,
-    open_model,
-    parse_keep_alive,
-)
+from agent.keepalive import FOREVER, parse_keep_alive
+from agent.model_loading import LoadedModel, open_model
+from agent.runtime import ModelRuntime, QueueFull, Readiness
 from tests.support.polling import wait_until
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from models.signing import load_public_keys
+from models.keys import load_public_keys
 from models.store import ArtifactStore
 from tests.controlplane.helpers import bearer, make_model_dir
 

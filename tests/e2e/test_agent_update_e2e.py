@@ -23,7 +23,7 @@ from agent.install_layout import AgentInstall
 from controlplane.agent_releases import import_release
 from controlplane.signing_key import load_signing_identity
 from models.agent_release import build_release
-from models.signing import load_or_create_key
+from models.keys import load_or_create_key
 from tests.e2e.fakes import publish_fake_model
 from tests.e2e.harness import HARDWARE, Fleet, admin_token, cp_settings, run_control_plane
 from tests.support.mosquitto import MosquittoBroker

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from models.keys import generate_key
 from models.manifest import Manifest, Variant
-from models.signing import file_entry, generate_key, write_signed_manifest
+from models.signing import file_entry, write_signed_manifest
 
 # Two variants sharing the tokenizer, like a real build output.
 VARIANT_FILES = {

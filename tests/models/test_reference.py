@@ -9,8 +9,9 @@ import pytest
 
 from models.build.errors import BuildError
 from models.errors import VerificationError
+from models.keys import generate_key, key_id
 from models.reference import GENERATOR_VERSION, build_reference, cached_reference, reference_key
-from models.signing import generate_key, key_id, verify_model_dir
+from models.signing import verify_model_dir
 
 
 def test_reference_key_is_the_pinned_public_test_key() -> None:

@@ -12,10 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from models.errors import KeyFileError, VerificationError
-from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
-from models.signing import (
+from models.keys import (
     default_key_path,
-    file_entry,
     generate_key,
     key_id,
     load_or_create_key,
@@ -24,6 +22,10 @@ from models.signing import (
     public_key_b64,
     public_key_bytes,
     save_private_key,
+)
+from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
+from models.signing import (
+    file_entry,
     sign_manifest,
     verify_manifest,
     verify_model_dir,

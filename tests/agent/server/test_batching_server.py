@@ -12,7 +12,8 @@ import pytest
 
 from agent.engines.base import LoadOptions
 from agent.engines.fake_batching import FakeBatchBackend, FakeBatchingEngine
-from agent.runtime import LoadedModel, ModelRuntime
+from agent.model_loading import LoadedModel
+from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
 

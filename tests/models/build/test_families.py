@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from models.build.pipeline import BuildResult, build_targets
+from models.keys import generate_key
 from models.manifest import Manifest
 from models.reference.families import FAMILIES, write_family_checkpoint
-from models.signing import generate_key
 
 pytest.importorskip("transformers")
 TARGETS = ("gguf-f32", "openvino-int8", "onnx")

@@ -12,8 +12,9 @@ from models.build.checkpoint import read_checkpoint
 from models.build.errors import BuildError
 from models.build.pipeline import build_model, build_targets, kv_cache_bytes
 from models.build.targets import TARGETS
+from models.keys import generate_key
 from models.manifest import Manifest
-from models.signing import generate_key, verify_model_dir
+from models.signing import verify_model_dir
 
 
 def test_tiny_manifest_has_every_variant_signed(
