@@ -8,9 +8,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -70,15 +69,6 @@ class RolloutStatus(str, Enum):
     ROLLED_BACK = "rolled_back"
 
 
-ACTIVE_STATUSES = frozenset(
-    {
-        RolloutStatus.SCHEDULED,
-        RolloutStatus.RUNNING,
-        RolloutStatus.PAUSED,
-        RolloutStatus.WAITING_APPROVAL,
-    }
-)
-
 _WAVE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
 
@@ -115,13 +105,6 @@ class Selector(BaseModel):
     device_classes: list[str] = Field(default_factory=list)
     device_ids: list[str] = Field(default_factory=list)
 
-    def matches(self, device_id: str, labels: Mapping[str, str], device_class: str) -> bool:
-        """True when the device satisfies every condition given."""
-        if self.device_ids and device_id not in self.device_ids:
-            return False
-        if self.device_classes and device_class not in self.device_classes:
-            return False
-        return all(labels.get(k) == v for k, v in self.labels.items())
 
 
 class Strategy(BaseModel):
@@ -271,7 +254,3 @@ def event_applies(current: DeviceRolloutState, kind: EventKind) -> bool:
         return True
     return kind == "rolled_back" and current is DeviceRolloutState.SUCCEEDED
 
-
-def is_timed_out(dispatched_at: datetime | None, now: datetime, timeout_s: float) -> bool:
-    """True once a dispatched device has had longer than the per-device timeout."""
-    return dispatched_at is not None and now - dispatched_at > timedelta(seconds=timeout_s)

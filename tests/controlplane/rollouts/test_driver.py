@@ -205,3 +205,37 @@ def test_state_survives_a_restart(engine: Engine, db_url: str) -> None:
         assert set(states(s, rid).values()) == {"in_progress"}
         assert desired.current(s, "dev-0") is not None
     other.dispose()
+
+
+def test_the_selector_query_requires_every_condition(session: Session) -> None:
+    add_model(session, version="2.0")
+    add_device(session, "d1", labels={"site": "a", "x": "y"}, device_class="jetson")
+    add_device(session, "d2", labels={"site": "b"}, device_class="jetson")
+    add_device(session, "d3", labels={"site": "a"}, device_class="cpu-x86")
+    add_device(session, "d4", labels={"site": "a", "x": "z"}, device_class="jetson")
+
+    def matched(selector: Selector) -> list[str]:
+        spec = RolloutCreate(model="tiny:2.0", selector=selector, strategy=Strategy())
+        rollout = service.create_rollout(session, spec=spec, artifacts_url=ARTIFACTS,
+                                         created_by="t")  # fmt: skip
+        return driver.matching_devices(session, rollout)
+
+    assert matched(Selector(labels={"site": "a"}, device_classes=["jetson"])) == ["d1", "d4"]
+    assert matched(Selector(labels={"site": "a", "x": "y"})) == ["d1"]
+    assert matched(Selector(device_classes=["cpu-x86"])) == ["d3"]
+    assert matched(Selector()) == ["d1", "d2", "d3", "d4"]
+    assert matched(Selector(device_ids=["d2", "d3"], labels={"site": "b"})) == ["d2"]
+    assert matched(Selector(device_ids=["nobody"])) == []
+
+
+def test_a_device_times_out_only_after_its_timeout(session: Session) -> None:
+    fleet(session, 1)
+    rid = make(session, ["100%"], device_timeout_s=10, failure_threshold=1.0,
+               success_threshold=0.0)  # fmt: skip
+    broker = Broker()
+    step(session, broker)
+    assert states(session, rid) == {"dev-0": "in_progress"}
+    step(session, broker, seconds=5)
+    assert states(session, rid) == {"dev-0": "in_progress"}
+    step(session, broker, seconds=11)
+    assert states(session, rid) == {"dev-0": "timed_out"}

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
 from controlplane.rollouts.strategy import (
     DeviceRolloutState as S,
 )
 from controlplane.rollouts.strategy import (
-    Selector,
     Strategy,
     Wave,
     WaveCounts,
     assign_waves,
     decide,
     event_applies,
-    is_timed_out,
     state_for_event,
     wave_targets,
 )
@@ -60,15 +56,6 @@ def test_assign_waves_covers_everyone_once_and_is_stable() -> None:
     canaries_r2 = {d for d, w in assign_waves("r2", ids, waves("1%", "100%")).items() if w == 0}
     canaries_r1 = {d for d, w in first.items() if w == 0}
     assert canaries_r1 != canaries_r2
-
-
-def test_selector_conditions_all_hold() -> None:
-    sel = Selector(labels={"site": "a"}, device_classes=["jetson"])
-    assert sel.matches("d1", {"site": "a", "x": "y"}, "jetson")
-    assert not sel.matches("d1", {"site": "b"}, "jetson")
-    assert not sel.matches("d1", {"site": "a"}, "cpu")
-    assert Selector().matches("any", {}, "")
-    assert not Selector(device_ids=["d2"]).matches("d1", {}, "")
 
 
 def counts(*states: S) -> WaveCounts:
@@ -118,9 +105,3 @@ def test_events_map_to_device_states() -> None:
     assert not event_applies(S.TIMED_OUT, "downloading")
     assert event_applies(S.SUCCEEDED, "rolled_back")
 
-
-def test_timeouts() -> None:
-    now = datetime.now(timezone.utc)
-    assert is_timed_out(now - timedelta(seconds=11), now, 10)
-    assert not is_timed_out(now - timedelta(seconds=5), now, 10)
-    assert not is_timed_out(None, now, 10)
