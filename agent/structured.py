@@ -55,6 +55,13 @@ def check_schema(schema: Any, where: str = "schema") -> None:
                 f"supported keywords: {', '.join(sorted(ENFORCED_KEYWORDS))}",
                 key,
             )
+        if key == "$ref" and not str(value).startswith("#"):
+            # A remote $ref would make the agent fetch a URL the client chose.
+            raise SchemaNotEnforceable(
+                f"{where} has $ref {value!r}: only references inside the schema ('#/...') "
+                "are followed",
+                key,
+            )
         if key == "format" and value not in ENFORCED_FORMATS:
             raise SchemaNotEnforceable(
                 f"{where} uses format '{value}', which constrained decoding cannot enforce; "

@@ -87,6 +87,7 @@ def test_schema_keywords_the_grammar_cannot_enforce_are_named() -> None:
         ({"type": "object", "properties": {"a": {"not": {}}}}, "not"),
         ({"type": "string", "format": "email"}, "format"),
         ({"type": "array", "items": {"uniqueItems": True}}, "uniqueItems"),
+        ({"$ref": "https://example.com/schema.json"}, "$ref"),
     ):
         with pytest.raises(SchemaNotEnforceable) as caught:
             json_constraint(schema)
