@@ -88,6 +88,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         mqtt_enabled=True, mqtt_host=broker.host, mqtt_port=broker.port,
         broker_password_file=broker.password_file, broker_acl_file=broker.acl_file,
         broker_pid=broker.pid, mqtt_cp_password="cp-bench",
+        database_url=fresh_postgres(args.postgres) if args.postgres else "",
     )  # fmt: skip
     settings.data_dir.mkdir(parents=True)
     migrate(settings.database_url)
@@ -101,7 +102,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
            "EDGEFLEET_CP_MQTT_CP_PASSWORD": "cp-bench",
            "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(broker.password_file),
            "EDGEFLEET_CP_BROKER_ACL_FILE": str(broker.acl_file),
-           "EDGEFLEET_CP_BROKER_PID": str(broker.pid)}  # fmt: skip
+           "EDGEFLEET_CP_BROKER_PID": str(broker.pid),
+           "EDGEFLEET_CP_DATABASE_URL": settings.database_url}  # fmt: skip
     log = (work / "cp.log").open("ab")
     cp = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], cwd=REPO,
                           env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
@@ -181,7 +183,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         tel_s = time.perf_counter() - tel_started + rollout_s
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 2 else 0.0
         cpu = {name: round(_cpu_s(p) - cpu_before[name], 1) for name, p in procs.items()}
-        return {"devices": args.devices, "initial_states_seconds": round(states_s, 1),
+        return {"devices": args.devices, "database": engine.dialect.name,
+                "initial_states_seconds": round(states_s, 1),
                 "rollout_seconds": round(rollout_s, 1),
                 "rollout_status": status,
                 "telemetry_msgs_per_s": round(persisted / max(tel_s, 1e-9), 1),
@@ -195,6 +198,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         cp.wait(timeout=30)
         broker.stop()
         engine.dispose()
+        if args.postgres:
+            import psycopg
+
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{engine.url.database}" WITH (FORCE)')
+
+
+def fresh_postgres(dsn: str) -> str:
+    """A new, empty database on the server `dsn` points at; its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"fleet_scale_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
 
 
 def _cpu_s(proc: psutil.Process) -> float:
@@ -211,6 +231,9 @@ def main() -> None:
                         help="per-device health-check failure chance")  # fmt: skip
     parser.add_argument("--telemetry-interval", type=float, default=5.0)
     parser.add_argument("--batches", type=int, default=6, help="telemetry batches per device")
+    parser.add_argument("--postgres", metavar="DSN", default="",
+                        help="run on a fresh PostgreSQL database made through this server, e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/postgres (default: SQLite)")
     parser.add_argument("-v", "--verbose", action="store_true")
     result = asyncio.run(main_async(parser.parse_args()))
     print(json.dumps(result))
