@@ -23,6 +23,9 @@ ENFORCED_KEYWORDS = frozenset({
 })  # fmt: skip
 # String formats the grammar writes out; any other `format` would be ignored, so it is refused.
 ENFORCED_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
+# Length and count bounds, capped: the grammar writes one nested rule per allowed character.
+_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems")
+MAX_BOUND = 1000  # llama.cpp fails to parse the grammar of 2048 (measured)
 # Keywords whose values are schemas (or maps/lists of them), walked for nested keywords.
 _NESTED_MAPS = ("properties", "$defs", "definitions")
 _NESTED_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -53,6 +56,12 @@ def check_schema(schema: Any, where: str = "schema") -> None:
             raise SchemaNotEnforceable(
                 f"{where} uses '{key}', which constrained decoding cannot enforce; "
                 f"supported keywords: {', '.join(sorted(ENFORCED_KEYWORDS))}",
+                key,
+            )
+        if key in _BOUNDS and not (isinstance(value, int) and 0 <= value <= MAX_BOUND):
+            # The grammar spells a bound out (one nested rule per character or item).
+            raise SchemaNotEnforceable(
+                f"{where}.{key} must be an integer from 0 to {MAX_BOUND} for constrained decoding",
                 key,
             )
         if key == "$ref" and not str(value).startswith("#"):

@@ -88,6 +88,7 @@ def test_schema_keywords_the_grammar_cannot_enforce_are_named() -> None:
         ({"type": "string", "format": "email"}, "format"),
         ({"type": "array", "items": {"uniqueItems": True}}, "uniqueItems"),
         ({"$ref": "https://example.com/schema.json"}, "$ref"),
+        ({"type": "string", "maxLength": 10**6}, "maxLength"),
     ):
         with pytest.raises(SchemaNotEnforceable) as caught:
             json_constraint(schema)
