@@ -83,9 +83,13 @@ def _gpu_share(model: LoadedModel) -> float:
 
 @router.get("/tags")
 async def tags(runtime: RuntimeDep) -> dict[str, Any]:
-    """The models this agent can serve."""
+    """The models this agent can serve: the model, and each name /api/copy gave it."""
     known = runtime.known
-    return {"models": [_summary(known)] if known is not None else []}
+    if known is None:
+        return {"models": []}
+    summary = _summary(known)
+    copies = [{**summary, "name": name, "model": name} for name in sorted(known.copies)]
+    return {"models": [summary, *copies]}
 
 
 @router.get("/ps")

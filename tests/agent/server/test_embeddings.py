@@ -46,6 +46,7 @@ def test_ollama_embed_and_legacy_embeddings(server: RunningServer) -> None:
 def test_ollama_copy_then_delete_the_copy(server: RunningServer) -> None:
     client = ollama.Client(host=server.url)
     client.copy("fake", "mine")
+    assert {m.model for m in client.list().models} == {"fake", "mine"}
     assert client.chat(model="mine", messages=[{"role": "user", "content": "hi"}],
                        options={"num_predict": 2}).message.content  # fmt: skip
     client.delete("mine")
