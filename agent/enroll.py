@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from agent.errors import AgentError
 from agent.mqtt_identity import new_client_request, save_client_certificate
+from models.protocol import EnrollmentResponse
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -29,38 +30,8 @@ class EnrollmentError(AgentError):
     """Enrollment failed; the message says what to do."""
 
 
-class MqttAccess(BaseModel):
-    """How and as whom the device connects to the broker."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str
-    password: str
-    client_id: str
-    topic_prefix: str = ""
-    ca_pem: str | None = None  # the CA that signs the broker's TLS certificate (fleet-private)
-    client_cert_pem: str | None = None  # ours, for the key in mqtt-client.key
-
-
-class ArtifactAccess(BaseModel):
-    """Where the device downloads models, and its bearer token."""
-
-    base_url: str
-    token: str
-
-
-class Enrollment(BaseModel):
-    """The control plane's answer to /enroll, as stored on the device."""
-
-    device_id: str
-    name: str = ""
-    labels: dict[str, str] = {}
-    mqtt: MqttAccess
-    artifacts: ArtifactAccess
-    signing_public_key: str
-    signing_key_id: str = ""
-    trusted_public_keys: list[str] = []
+class Enrollment(EnrollmentResponse):
+    """The control plane's answer to /enroll (models.protocol), as stored on the device."""
 
     def trusted_keys(self) -> list[Ed25519PublicKey]:
         """The keys whose manifest signatures this device accepts (control plane's first)."""

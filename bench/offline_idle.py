@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.enroll import ArtifactAccess, Enrollment, MqttAccess, save_enrollment  # noqa: E402
+from agent.enroll import Enrollment, save_enrollment  # noqa: E402
+from models.protocol import ArtifactAccess, MqttAccess  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 DEVICE = "bench-offline"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from controlplane import crud
@@ -16,51 +15,9 @@ from controlplane.db_models import DeviceCreate
 from controlplane.errors import EnrollmentRefused
 from controlplane.security import ARTIFACT_TOKEN_PREFIX, hash_token, new_device_id, new_secret
 from controlplane.signing_key import SigningIdentity
-from models.protocol import TOPIC_PREFIX
+from models.protocol import TOPIC_PREFIX, ArtifactAccess, EnrollmentResponse, MqttAccess
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class MqttCredentials(BaseModel):
-    """How and as whom the device connects to the broker."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str
-    password: str
-    client_id: str
-    topic_prefix: str
-    ca_pem: str | None = Field(
-        default=None,
-        description="PEM CA certificate that signs the broker's TLS certificate; null when "
-        "TLS is off or the broker's certificate is publicly trusted",
-    )
-    client_cert_pem: str | None = Field(
-        default=None,
-        description="the device's TLS client certificate (PEM, subject = device id), issued "
-        "from the request it sent; null when it sent none or the control plane has no CA",
-    )
-
-
-class ArtifactAccess(BaseModel):
-    """Where the device downloads manifests and files, and its bearer token."""
-
-    base_url: str
-    token: str
-
-
-class EnrollmentResponse(BaseModel):
-    """Everything a device gets once, at enrollment (docs/controlplane.md)."""
-
-    device_id: str
-    name: str
-    labels: dict[str, str]
-    mqtt: MqttCredentials
-    artifacts: ArtifactAccess
-    signing_public_key: str
-    signing_key_id: str
-    trusted_public_keys: list[str]
 
 
 def enroll_device(
@@ -107,7 +64,7 @@ def enroll_device(
         device_id=device_id,
         name=request.name or device_id,
         labels=dict(token.labels),
-        mqtt=MqttCredentials(
+        mqtt=MqttAccess(
             host=settings.mqtt_host,
             port=settings.mqtt_port,
             tls=settings.mqtt_tls,

@@ -292,3 +292,49 @@ class CommandResult(Message):
     ok: bool
     result: JsonObject = Field(default_factory=dict)
     error: Detail = ""
+
+
+# Enrollment (HTTP, `POST /api/v1/enroll`): the answer the control plane gives once and the
+# agent keeps in its data dir. The defaults let an agent read what older versions stored.
+
+
+class MqttAccess(BaseModel):
+    """How and as whom the device connects to the broker."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str
+    password: str
+    client_id: str
+    topic_prefix: str = ""
+    ca_pem: str | None = Field(
+        default=None,
+        description="PEM CA certificate that signs the broker's TLS certificate; null when "
+        "TLS is off or the broker's certificate is publicly trusted",
+    )
+    client_cert_pem: str | None = Field(
+        default=None,
+        description="the device's TLS client certificate (PEM, subject = device id), issued "
+        "from the request it sent; null when it sent none or the control plane has no CA",
+    )
+
+
+class ArtifactAccess(BaseModel):
+    """Where the device downloads manifests and files, and its bearer token."""
+
+    base_url: str
+    token: str
+
+
+class EnrollmentResponse(BaseModel):
+    """Everything a device gets once, at enrollment (docs/controlplane.md)."""
+
+    device_id: str
+    name: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    mqtt: MqttAccess
+    artifacts: ArtifactAccess
+    signing_public_key: str
+    signing_key_id: str = ""
+    trusted_public_keys: list[str] = Field(default_factory=list)

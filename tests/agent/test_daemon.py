@@ -7,12 +7,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.daemon import AgentNode, NodeOptions, _mqtt_override
-from agent.enroll import ArtifactAccess, Enrollment, MqttAccess
+from agent.enroll import Enrollment
 from agent.mqtt_identity import new_client_request, save_client_certificate
 from agent.runtime import ModelRuntime
 from controlplane.broker_tls import create_ca, issue_device_certificate
 from models.keys import public_key_b64
-from models.protocol import DesiredModel, DesiredState, RolloutEvent
+from models.protocol import ArtifactAccess, DesiredModel, DesiredState, MqttAccess, RolloutEvent
 from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
 
 

@@ -15,8 +15,9 @@ from controlplane.db_models import (
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
 )
-from controlplane.enrollment import EnrollmentResponse, enroll_device
+from controlplane.enrollment import enroll_device
 from controlplane.errors import ApiError
+from models.protocol import EnrollmentResponse
 
 router = APIRouter(tags=["enrollment"])
 
