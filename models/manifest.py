@@ -8,6 +8,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
+from hwprobe.profile import EngineName  # the one list of engine names
+
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 SCHEMA_VERSION: Final = 1
@@ -21,7 +23,6 @@ Precision = Literal[
     "q5_k_m", "q6_k", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs",
     "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4",
 ]  # fmt: skip
-EngineName = Literal["llamacpp", "openvino", "onnxruntime", "tensorrt"]
 
 
 class FileEntry(BaseModel):

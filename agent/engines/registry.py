@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable
+from typing import get_args
 
 from agent.engines.base import Engine
 from agent.errors import EngineUnavailable
+from hwprobe.profile import EngineName
 
-ENGINE_NAMES = ("tensorrt", "openvino", "llamacpp", "onnxruntime")
+ENGINE_NAMES: tuple[EngineName, ...] = get_args(EngineName)  # hwprobe.profile spells them
 
 # engine -> (module that must be importable, distributions whose version we report)
 _REQUIREMENTS: dict[str, tuple[str, tuple[str, ...]]] = {

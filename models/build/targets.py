@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hwprobe.profile import EngineName
 from models.build.checkpoint import CheckpointInfo
 from models.build.errors import BuildError
-from models.manifest import EngineName, Format, Precision
+from models.manifest import Format, Precision
 
 
 @dataclass(frozen=True)
