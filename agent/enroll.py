@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from pydantic import ValidationError
 
 from agent.errors import AgentError
 from agent.mqtt_identity import new_client_request, save_client_certificate
+from models.files import atomic_write_bytes
 from models.protocol import EnrollmentResponse
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,19 +63,8 @@ def load_enrollment(data_dir: Path) -> Enrollment | None:
 
 def save_enrollment(data_dir: Path, enrollment: Enrollment) -> Path:
     """Write the credentials readable by this user only (0600), atomically."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / CREDENTIALS_FILE
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{CREDENTIALS_FILE}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(enrollment.model_dump_json(indent=2).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, enrollment.model_dump_json(indent=2).encode(), mode=0o600)
     return path
 
 

@@ -3,8 +3,6 @@ a certificate request sent at enrollment, and the certificate the control plane 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -12,24 +10,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from models.files import atomic_write_bytes
+
 CLIENT_KEY_FILE = "mqtt-client.key"
 CLIENT_CERT_FILE = "mqtt-client.crt"
 REQUEST_NAME = "edgefleet-device"  # the control plane names the certificate after the device
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, mode=mode)
 
 
 def new_client_request(data_dir: Path) -> str:

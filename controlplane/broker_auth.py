@@ -16,11 +16,11 @@ import os
 import re
 import secrets
 import signal
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from controlplane.errors import BrokerAuthError
+from models.files import atomic_write_bytes
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,17 +78,9 @@ def render_acl(control_plane_user: str) -> str:
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o640) -> None:
     """Replace `path` with `text` so a reader sees the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode(), mode=mode)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise BrokerAuthError(
             f"cannot write {path}: {exc}; check the directory's permissions"
         ) from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.errors import CliError
+from models.files import atomic_write_bytes
 
 FILE_ENV = "EDGEFLEET_CP_CONTEXT_FILE"
 URL_ENV = "EDGEFLEET_CP_API_URL"
@@ -102,9 +103,4 @@ def current_context(name: str | None = None) -> Context:
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    os.chmod(tmp, 0o600)  # an existing file keeps its mode through O_CREAT
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode(), mode=0o600)
