@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from controlplane import __version__
 from controlplane.api.errors import install_error_handlers
 from controlplane.api.inputs import CleanInput
 from controlplane.api.limits import RequestLimit
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="EdgeFleet control plane",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
