@@ -119,7 +119,7 @@ def enroll_devices(url: str, token: str, count: int) -> list[dict[str, object]]:
             body = {
                 "token": created.json()["token"],
                 "agent_version": "0.1.0",
-                "hardware": {"device_class": "x86-cpu"},
+                "hardware": {"device_class": "cpu-x86"},
                 "name": f"bench-{i}",
             }
             resp = http.post("/api/v1/enroll", json=body)

@@ -55,7 +55,7 @@ def seed_devices(settings: Settings, n: int) -> dict[str, str]:
     with Session(engine) as session:
         for i, device_id in enumerate(passwords):
             crud.create_device(
-                session, device_id=device_id, name=device_id, device_class="x86-cpu",
+                session, device_id=device_id, name=device_id, device_class="cpu-x86",
                 agent_version="fleetsim", hardware={}, labels={"fleet": "bench"},
                 mqtt_password_hash=shared_hash, artifact_token_hash=hash_token(f"t-{i}"),
             )  # fmt: skip

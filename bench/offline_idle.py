@@ -42,7 +42,7 @@ from tests.e2e.fakes import fake_engines, pick_first
 logging.basicConfig(level=logging.WARNING)
 data = Path(sys.argv[1])
 options = NodeOptions(data_dir=data, engine_factory=fake_engines(), select=pick_first,
-                      hardware={"device_class": "x86-cpu"}, device_class="x86-cpu",
+                      hardware={"device_class": "cpu-x86"}, device_class="cpu-x86",
                       telemetry_interval_s=float(sys.argv[2]), check_memory=False)
 node = AgentNode(load_enrollment(data), ModelRuntime(), options)
 node.start()

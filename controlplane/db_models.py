@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     AfterValidator,
@@ -14,11 +14,13 @@ from pydantic import (
     StrictBool,
     StrictInt,
     field_validator,
+    model_validator,
 )
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.broker_tls import check_csr
+from hwprobe.profile import DeviceClass
 from models.protocol import check_json_object
 from models.protocol import utcnow as utcnow  # one clock for the whole control plane
 
@@ -155,6 +157,9 @@ class EnrollmentTokenCreated(EnrollmentTokenPublic):
 
 
 # --- devices ---------------------------------------------------------------------------
+DEVICE_CLASSES: tuple[str, ...] = get_args(DeviceClass)
+
+
 class DeviceBase(SQLModel):
     name: str = Field(default="", max_length=200)
     device_class: str = Field(default="", max_length=100, index=True)
@@ -179,6 +184,16 @@ class DeviceCreate(DeviceBase):
     @classmethod
     def _csr(cls, value: str | None) -> str | None:
         return None if value is None else check_csr(value)
+
+    @model_validator(mode="after")
+    def _known_device_class(self) -> DeviceCreate:
+        # The classes hwprobe emits are what rollout selectors match on; a typo here would
+        # leave the device out of every rollout by class without a word.
+        for value in (self.device_class, self.hardware.get("device_class")):
+            if value and value not in DEVICE_CLASSES:
+                raise ValueError(f"device_class {value!r} is not one hwprobe reports; use one "
+                                 f"of {', '.join(DEVICE_CLASSES)}")  # fmt: skip
+        return self
 
 
 class DeviceUpdate(SQLModel):

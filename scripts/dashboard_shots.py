@@ -30,7 +30,7 @@ from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
 
 CHROMIUM = "/usr/bin/chromium"
-CLASSES = {"jetson-orin": (42.0, 90.0), "intel-igpu": (24.0, 160.0), "x86-cpu": (11.0, 320.0)}
+CLASSES = {"jetson": (42.0, 90.0), "intel-igpu": (24.0, 160.0), "cpu-x86": (11.0, 320.0)}
 MODELS = ("llama-3.2-1b:1.1", "qwen2.5-0.5b:2.0")
 
 
@@ -64,7 +64,7 @@ def seed(session: Session) -> str:
             samples.append(protocol.TelemetrySample(
                 ts=now - timedelta(minutes=m), tokens_per_s=tps * wave * rng.uniform(0.9, 1.1),
                 ttft_ms=ttft / wave * rng.uniform(0.9, 1.1), requests=20,
-                errors=1 if (klass == "x86-cpu" and 60 < m < 120) else 0,
+                errors=1 if (klass == "cpu-x86" and 60 < m < 120) else 0,
                 cpu_percent=50.0, temperature_c=55.0,
             ))  # fmt: skip
         insert_samples(session, sample_rows(device_id, protocol.Telemetry(seq=1, samples=samples)))

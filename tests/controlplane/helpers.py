@@ -15,7 +15,7 @@ from controlplane.db_models import Device
 from models.manifest import Manifest, Variant
 from models.signing import file_entry, write_signed_manifest
 
-HARDWARE = {"device_class": "x86-cpu", "cpu": {"arch": "x86_64", "cores": 2}}
+HARDWARE = {"device_class": "cpu-x86", "cpu": {"arch": "x86_64", "cores": 2}}
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -94,7 +94,7 @@ def online_state(seq: int = 1) -> protocol.DeviceState:
         online=True,
         seq=seq,
         agent_version="0.2.0",
-        device_class="x86-cpu",
+        device_class="cpu-x86",
         active=protocol.ActiveModel(
             name="tiny", version="1.0.0", variant="gguf-q4_0", engine="llamacpp"
         ),

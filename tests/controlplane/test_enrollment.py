@@ -32,7 +32,7 @@ def test_enroll_returns_credentials_and_labels(
         device = session.exec(select(Device)).one()
     assert verify_password(mqtt["password"], device.mqtt_password_hash)
     assert mqtt["password"] not in device.mqtt_password_hash
-    assert device.device_class == "x86-cpu" and device.hardware == HARDWARE
+    assert device.device_class == "cpu-x86" and device.hardware == HARDWARE
     passwd = cp_client.app.state.settings.password_file.read_text()  # type: ignore[attr-defined]
     assert f"{device_id}:$7$" in passwd and "edgefleet-cp:$7$" in passwd
 
@@ -135,3 +135,13 @@ def test_devices_list_filters_patch_revoke_delete(
     assert_error(
         cp_client.get("/api/v1/devices", headers=bearer(b["artifacts"]["token"])), 401
     )
+
+
+def test_a_device_class_hwprobe_never_reports_is_refused(
+    cp_client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    for body in ({"device_class": "x86-cpu"}, {"hardware": {"device_class": "jetson-orin"}}):
+        token = enrollment_token(cp_client, admin_headers)
+        resp = cp_client.post("/api/v1/enroll", json={"token": token, **body})
+        assert resp.status_code == 422, resp.text
+        assert "is not one hwprobe reports" in resp.json()["error"]["message"]

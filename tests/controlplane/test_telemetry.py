@@ -146,7 +146,7 @@ def test_fleet_summary(
 ) -> None:
     offline = str(enroll(cp_client, admin_headers)["device_id"])
     state = protocol.DeviceState(
-        online=True, device_class="jetson-orin", agent_version="0.2.0",
+        online=True, device_class="jetson", agent_version="0.2.0",
         active=protocol.ActiveModel(name="tiny", version="1.0.0", variant="trt-fp16",
                                     engine="tensorrt"),
     )
@@ -157,6 +157,6 @@ def test_fleet_summary(
     assert summary["total"] == 2 and summary["online"] == 1
     assert summary["by_engine"] == {"tensorrt": 1, "none": 1}
     assert summary["by_model"] == {"tiny:1.0.0": 1, "none": 1}
-    assert summary["by_class"]["jetson-orin"] == 1
+    assert summary["by_class"]["jetson"] == 1
     assert summary["by_health"] == {"ok": 1, "offline": 1}
     assert offline

@@ -160,7 +160,7 @@ def engine(db_url: str) -> Iterator[Any]:
 def _device(engine: Any, device_id: str) -> None:
     with Session(engine) as session:
         crud.create_device(
-            session, device_id=device_id, name="", device_class="x86-cpu", agent_version="0",
+            session, device_id=device_id, name="", device_class="cpu-x86", agent_version="0",
             hardware={}, labels={}, mqtt_password_hash="x", artifact_token_hash=device_id,
         )
         session.commit()

@@ -27,7 +27,7 @@ def main() -> int:
     assert enrollment is not None
     options = NodeOptions(
         data_dir=data_dir, engine_factory=fake_engines(FakeBehaviour(load_delay_s=delay)),
-        select=pick_first, hardware=HARDWARE, device_class="x86-cpu",
+        select=pick_first, hardware=HARDWARE, device_class="cpu-x86",
         telemetry_interval_s=0, check_memory=False,
     )  # fmt: skip
     node = AgentNode(enrollment, ModelRuntime(), options)

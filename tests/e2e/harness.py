@@ -29,7 +29,7 @@ from controlplane.main import create_app
 from tests.e2e.fakes import fake_engines, pick_first
 from tests.support.mosquitto import MosquittoBroker, free_port
 
-HARDWARE = {"device_class": "x86-cpu", "cpu": {"arch": "x86_64", "cores": 2}}
+HARDWARE = {"device_class": "cpu-x86", "cpu": {"arch": "x86_64", "cores": 2}}
 
 
 @contextmanager
@@ -107,7 +107,7 @@ class Fleet:
         assert enrollment is not None
         options = NodeOptions(
             data_dir=data_dir, engine_factory=fake_engines(self.behaviours[device_id]),
-            select=pick_first, hardware=HARDWARE, device_class="x86-cpu",
+            select=pick_first, hardware=HARDWARE, device_class="cpu-x86",
             telemetry_interval_s=0, check_memory=False,
         )  # fmt: skip
         return AgentNode(enrollment, ModelRuntime(), options)

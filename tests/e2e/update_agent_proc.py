@@ -35,7 +35,7 @@ def main() -> int:
 
     options = NodeOptions(
         data_dir=data_dir, engine_factory=fake_engines(), select=pick_first, hardware=HARDWARE,
-        device_class="x86-cpu", telemetry_interval_s=0, check_memory=False,
+        device_class="cpu-x86", telemetry_interval_s=0, check_memory=False,
         agent_root=Path(os.environ[ROOT_ENV]), request_restart=request_restart,
     )  # fmt: skip
     node = AgentNode(enrollment, ModelRuntime(), options)

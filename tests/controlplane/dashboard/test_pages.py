@@ -78,7 +78,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
             device_id = created["device_id"]
         now = protocol.utcnow()
         state = protocol.DeviceState(
-            online=True, agent_version="0.3.0", device_class="x86-cpu", hardware=HARDWARE,
+            online=True, agent_version="0.3.0", device_class="cpu-x86", hardware=HARDWARE,
             active=protocol.ActiveModel(name="tiny", version="1.0.0", variant="gguf-q4_0",
                                         engine="llamacpp"),
         )
