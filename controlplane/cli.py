@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="EdgeFleet control plane. On the control plane host, serve, migrate, "
         "create-admin-token and broker-config use the EDGEFLEET_CP_* settings (e.g. "
         "EDGEFLEET_CP_DATABASE_URL, EDGEFLEET_CP_DATA_DIR). From anywhere, `login URL --token "
-        "TOKEN` saves a context, and devices, rollouts, models, enroll-token, tokens and audit "
-        "are clients of that control plane's API. See docs/controlplane.md.",
+        "TOKEN` saves a context, and the operator commands (devices, rollouts, models, "
+        "agent-releases import|list, enroll-token, tokens, audit) are clients of that control "
+        "plane's API. See docs/controlplane.md.",
     )
     parser.add_argument("--context", help="the saved context to use (default: the current)")
     parser.add_argument("--data-dir", help="override EDGEFLEET_CP_DATA_DIR")
