@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agent.cli_common import (
     benchmark_results,
@@ -22,6 +21,7 @@ from agent.config import AgentSettings
 from agent.engines.base import Completion, SamplingParams, TokenChunk
 from agent.errors import AgentError
 from agent.model_loading import LoadedModel, open_model, probe_profile
+from hwprobe.profile import HardwareProfile
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -79,19 +79,20 @@ def _slots(gguf: Path, context_length: int, parallel: int) -> str:
                           available_bytes=probed_available_memory())  # fmt: skip
 
 
-def _explain_gguf(path: Path, profile: dict[str, Any], context_length: int) -> str:
+def _explain_gguf(path: Path, profile: HardwareProfile, context_length: int) -> str:
     """Where llama.cpp would run a bare .gguf and which chat template it would use."""
     from agent.engines.offload import GGUFHeaderError, model_shape, plan_offload, read_metadata
-    from agent.selection import engine_device, gpu_memory_budget
+    from agent.selection import engine_device, engine_runtime, gpu_memory_budget
 
     device = engine_device("llamacpp", profile)
-    runtime = (profile.get("runtime") or {}).get("engines", {}).get("llamacpp") or {}
+    runtime = engine_runtime("llamacpp", profile)
+    gpu_devices = [d.lower() for d in (runtime.devices if runtime and runtime.devices else [])]
     try:
         template = read_metadata(path).get("tokenizer.chat_template")
         plan = plan_offload(
             model_shape(path),
             context_length=context_length,
-            supports_gpu_offload="gpu" in [str(d).lower() for d in runtime.get("devices") or []],
+            supports_gpu_offload="gpu" in gpu_devices,
             gpu_memory_bytes=gpu_memory_budget("llamacpp", device, profile),
         )
     except (GGUFHeaderError, OSError) as exc:

@@ -65,7 +65,8 @@ class NodeOptions:
     mqtt_tls: bool | None = None  # None: what enrollment said
     telemetry_interval_s: float = TELEMETRY_INTERVAL_S
     check_memory: bool = True
-    probe: Callable[[], dict[str, Any]] = probe_profile  # what `reprobe` runs
+    probe: Callable[[], dict[str, Any]] = lambda: probe_profile().model_dump(mode="json")
+    # ^ what `reprobe` runs: the profile as the control plane stores it
     parallel: int | None = None  # request slots a batching engine loads with (None/0: auto)
     set_api_key_sha256: Callable[[str], None] | None = None  # the REST API's key, if it has one
     api_key_sha256: str = ""

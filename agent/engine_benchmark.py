@@ -109,7 +109,7 @@ def benchmark_model(
     model_dir: Path,
     manifest: Manifest,
     *,
-    profile: Mapping[str, Any],
+    profile: HardwareProfile,
     results: Path,
     options: LoadOptions,
     engine_factory: Callable[[str], Engine],
@@ -132,7 +132,7 @@ def benchmark_model(
 
     return benchmark_candidates(
         selection,
-        hardware_digest=hardware_digest(profile),
+        hardware_digest=profile.digest(),
         results_file=results,
         measure=logged,
     )

@@ -36,9 +36,10 @@ def run_fleet(settings: Any) -> None:
 
     data_dir = Path(settings.data_dir)
     profile = probe_profile()
+    hardware = profile.model_dump(mode="json")  # what the control plane stores and shows
     enrollment = ensure_enrolled(
         settings.control_plane_url, settings.enrollment_token, data_dir,
-        hardware=profile, agent_version=AGENT_VERSION,
+        hardware=hardware, agent_version=AGENT_VERSION,
     )  # fmt: skip
     installed = installed_engines()
     metrics = ServingMetrics()
@@ -61,7 +62,7 @@ def run_fleet(settings: Any) -> None:
     options = NodeOptions(
         data_dir=data_dir, engine_factory=create_engine,
         select=lambda manifest: select_variant(manifest, profile, installed),
-        hardware=profile, device_class=str(profile.get("device_class", "")),
+        hardware=hardware, device_class=profile.device_class,
         mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
         parallel=getattr(settings, "parallel", None),
         set_api_key_sha256=lambda digest: setattr(app.state, "api_key_sha256", digest),

@@ -20,6 +20,7 @@ from agent.selection import (
     select_variant,
     variant_path,
 )
+from hwprobe.profile import HardwareProfile
 from models.manifest import MANIFEST_FILE, Manifest
 
 _LOGGER = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def check_model_files(path: Path) -> None:
 def open_model(
     path: Path,
     *,
-    profile: dict[str, Any],
+    profile: HardwareProfile | None,
     installed: dict[str, str],
     prefer: str | None = None,
     options: LoadOptions | None = None,
@@ -181,7 +182,8 @@ def open_model(
     if path.is_file():
         engine_name = prefer or "llamacpp"
         device = engine_device(engine_name, profile) if profile else base.device
-        opts = replace(base, gpu_memory_bytes=gpu_memory_budget(engine_name, device, profile))
+        budget = gpu_memory_budget(engine_name, device, profile) if profile else None
+        opts = replace(base, gpu_memory_bytes=budget)
         engine = factory(engine_name)
         engine.load(path, opts)
         loaded = LoadedModel(
@@ -199,6 +201,7 @@ def open_model(
         )
         return loaded
     manifest = Manifest.load(path)
+    profile = profile or probe_profile()
     selection = select_variant(manifest, profile, installed, prefer=prefer)
     if benchmark_results is not None and prefer is None:
         from agent.engine_benchmark import benchmark_model
@@ -237,12 +240,11 @@ def _offload_note(engine: Engine) -> str:
     return f" ({why})" if why else ""
 
 
-def probe_profile() -> dict[str, Any]:
-    """This device's hardware profile as the JSON dict selection reads."""
+def probe_profile() -> HardwareProfile:
+    """This device's hardware profile, as selection reads it."""
     from hwprobe.probe import probe
 
-    profile: dict[str, Any] = probe().model_dump(mode="json")
-    return profile
+    return probe()
 
 
 def installed_engines() -> dict[str, str]:

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from agent.engines.base import LoadOptions, SamplingParams
 from agent.engines.batching import BatchingEngine, SchedulerStats, scheduler_of
@@ -30,6 +29,7 @@ from agent.model_loading import (
     open_model,
     probe_profile,
 )
+from hwprobe.profile import HardwareProfile
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ModelRuntime:
         self,
         path: Path,
         *,
-        profile: dict[str, Any] | None = None,
+        profile: HardwareProfile | None = None,
         installed: dict[str, str] | None = None,
         prefer: str | None = None,
         options: LoadOptions | None = None,

@@ -1,8 +1,8 @@
 """Pick the variant and engine a model should run with on this device, and say why.
 
-Every (variant, engine) pair of the manifest is judged against the hardware profile (the JSON
-form of hwprobe's HardwareProfile) and the installed engines: rejected with a reason, or
-accepted and ranked by hwprobe's static engine preference. Memory is checked against the
+Every (variant, engine) pair of the manifest is judged against hwprobe's HardwareProfile (the
+typed model: a renamed field is a type error here) and the installed engines: rejected with a
+reason, or accepted and ranked by hwprobe's static engine preference. Memory is checked against the
 manifest's `memory_bytes`, so nothing is downloaded that cannot run.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import SelectionError
+from hwprobe.profile import EngineRuntime, HardwareProfile
 from models.manifest import Manifest, Variant
 
 GIB = 1 << 30
@@ -72,13 +73,22 @@ def required_bytes(variant: Variant, engine: str) -> int:
     return int(variant.memory_bytes * factor) + RUNTIME_OVERHEAD_BYTES
 
 
-def engine_device(engine: str, profile: Mapping[str, Any]) -> str:
+def engine_runtime(engine: str, profile: HardwareProfile) -> EngineRuntime | None:
+    """What hwprobe found about one engine on the live system (None on a fake root)."""
+    return profile.runtime.engines.get(engine) if profile.runtime is not None else None
+
+
+def _kinds(profile: HardwareProfile) -> set[str]:
+    return {a.kind for a in profile.accelerators}
+
+
+def engine_device(engine: str, profile: HardwareProfile) -> str:
     """The device an engine would run on here: CPU, GPU or NPU."""
-    klass = profile.get("device_class", "")
-    kinds = {a.get("kind") for a in profile.get("accelerators", [])}
-    runtime = (profile.get("runtime") or {}).get("engines", {}).get(engine) or {}
-    devices = {str(d).upper() for d in runtime.get("devices") or []}
-    providers = set(runtime.get("providers") or [])
+    klass = profile.device_class
+    kinds = _kinds(profile)
+    runtime = engine_runtime(engine, profile)
+    devices = {d.upper() for d in (runtime.devices if runtime and runtime.devices else [])}
+    providers = set(runtime.providers if runtime and runtime.providers else [])
     if engine == "tensorrt":
         return "GPU"
     if engine == "openvino":
@@ -93,48 +103,43 @@ def engine_device(engine: str, profile: Mapping[str, Any]) -> str:
     return "GPU" if kinds & set(_NVIDIA) and providers & gpu_providers else "CPU"
 
 
-def _available(engine: str, device: str, profile: Mapping[str, Any]) -> int | None:
+def _gpu_sizes(profile: HardwareProfile, kinds: tuple[str, ...]) -> list[int]:
+    return [a.memory_bytes for a in profile.accelerators if a.kind in kinds and a.memory_bytes]
+
+
+def _available(engine: str, device: str, profile: HardwareProfile) -> int | None:
     """Bytes free where the weights go: a discrete NVIDIA GPU's memory, else system memory."""
-    if device == "GPU" and profile.get("device_class") == "nvidia-gpu":
-        sizes = [
-            a.get("memory_bytes")
-            for a in profile.get("accelerators", [])
-            if a.get("kind") == "nvidia-gpu" and a.get("memory_bytes")
-        ]
+    if device == "GPU" and profile.device_class == "nvidia-gpu":
+        sizes = _gpu_sizes(profile, ("nvidia-gpu",))
         if sizes:
-            return int(max(sizes))
-    value = (profile.get("memory") or {}).get("available_bytes")
-    return int(value) if value is not None else None
+            return max(sizes)
+    return profile.memory.available_bytes
 
 
-def gpu_memory_budget(engine: str, device: str, profile: Mapping[str, Any]) -> int | None:
+def gpu_memory_budget(engine: str, device: str, profile: HardwareProfile) -> int | None:
     """GPU bytes an engine may fill here; None when it runs on no GPU, -1 when size unknown."""
     if engine != "llamacpp" or not device.startswith("GPU"):
         return None
-    if profile.get("device_class") == "jetson":  # the GPU shares system memory
-        value = (profile.get("memory") or {}).get("available_bytes")
-        return int(value) if value is not None else -1
-    sizes = [
-        int(a["memory_bytes"])
-        for a in profile.get("accelerators", [])
-        if a.get("kind") in _NVIDIA and a.get("memory_bytes")
-    ]
+    if profile.device_class == "jetson":  # the GPU shares system memory
+        value = profile.memory.available_bytes
+        return value if value is not None else -1
+    sizes = _gpu_sizes(profile, _NVIDIA)
     return max(sizes) if sizes else -1
 
 
 def _judge(
-    variant: Variant, engine: str, profile: Mapping[str, Any], installed: Mapping[str, str]
+    variant: Variant, engine: str, profile: HardwareProfile, installed: Mapping[str, str]
 ) -> Candidate:
-    klass = profile.get("device_class", "unknown")
+    klass = profile.device_class
     device = engine_device(engine, profile)
-    kinds = {a.get("kind") for a in profile.get("accelerators", [])}
+    kinds = _kinds(profile)
 
     def reject(reason: str, need: int = 0) -> Candidate:
         return Candidate(variant.id, engine, device, False, reason, need)
 
     if engine == "tensorrt" and not kinds & set(_NVIDIA) and klass not in ("jetson", "nvidia-gpu"):
         return reject("no NVIDIA GPU")
-    if engine not in profile.get("engines", []):
+    if engine not in profile.engines:
         return reject(f"engine {engine} is not suited to {klass} (hwprobe)")
     if engine not in installed:
         return reject(f"engine {engine} not installed")
@@ -160,13 +165,13 @@ def _rank_key(c: Candidate, order: list[str], variants: Mapping[str, Variant]) -
 
 def select_variant(
     manifest: Manifest,
-    profile: Mapping[str, Any],
+    profile: HardwareProfile,
     installed: Mapping[str, str],
     *,
     prefer: str | None = None,
 ) -> Selection:
     """Best (variant, engine, device) for this hardware; SelectionError listing every reason."""
-    order = [str(e) for e in profile.get("engines", [])]
+    order: list[str] = list(profile.engines)
     variants = {v.id: v for v in manifest.variants}
     judged = [_judge(v, e, profile, installed) for v in manifest.variants for e in v.engines]
     accepted = sorted(
@@ -177,12 +182,12 @@ def select_variant(
     if not accepted:
         reasons = "; ".join(f"{c.variant_id}/{c.engine}: {c.reason}" for c in judged)
         raise SelectionError(
-            f"no variant of {manifest.ref} can run on this {profile.get('device_class')} "
+            f"no variant of {manifest.ref} can run on this {profile.device_class} "
             f"device: {reasons or 'the manifest lists no variants'}. Install an engine it "
             "lists or free memory."
         )
     static = " > ".join(order)
-    klass = profile.get("device_class")
+    klass = profile.device_class
     ranked = []
     for i, c in enumerate(accepted, start=1):
         why = f"static preference for {klass} is {static}"

@@ -69,7 +69,7 @@ class CountingProbe:
 
     def __call__(self) -> dict[str, Any]:
         self.calls += 1
-        return probe_profile()
+        return probe_profile().model_dump(mode="json")
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_reprobe_updates_hardware_and_state(
     cp.send(Command(request_id="r1", command="reprobe").model_dump_json())
     result = cp.result()
     assert result.request_id == "r1" and result.ok, result.error
-    assert result.result["device_class"] == probe_profile()["device_class"] != "before"
+    assert result.result["device_class"] == probe_profile().device_class != "before"
     assert result.result["hardware_digest"] == node.state().hardware_digest
     assert probe.calls == 1
     assert node.state().device_class == result.result["device_class"]

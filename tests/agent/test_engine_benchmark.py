@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent.engine_benchmark import BenchmarkRun, benchmark_model, hardware_digest
+from agent.engine_benchmark import BenchmarkRun, benchmark_model
 from agent.engines.base import Engine, LoadOptions
 from agent.engines.registry import create_engine, installed_engines
 from agent.errors import ModelLoadError
@@ -17,25 +16,26 @@ from agent.model_loading import open_model
 from agent.runtime import ModelRuntime
 from agent.selection import Selection, select_variant, variant_path
 from agent.server.ollama_models import ShowRequest, show
+from hwprobe.profile import HardwareProfile
 from models.manifest import Manifest
 
 GIB = 1 << 30
 CPU_ENGINES = ("llamacpp", "openvino", "onnxruntime")
 
 
-def cpu_profile() -> dict[str, Any]:
+def cpu_profile() -> HardwareProfile:
     """A fixed x86 CPU profile listing the CPU engines installed here, best first."""
     installed = installed_engines()
     engines = [e for e in CPU_ENGINES if e in installed]
     if not engines:
         pytest.skip("no CPU engine installed")
-    return {
+    return HardwareProfile.model_validate({
         "cpu": {"arch": "x86_64"},
         "memory": {"total_bytes": 16 * GIB, "available_bytes": 16 * GIB},
         "device_class": "cpu-x86",
         "engines": engines,
         "accelerators": [],
-    }
+    })
 
 
 class CountingFactory:
@@ -78,7 +78,7 @@ def test_benchmark_picks_an_accepted_candidate_and_reuses_the_cache(
     assert 1 <= measured <= 3
     cached = json.loads(results.read_text())
     [key] = cached
-    assert key == f"edgefleet-ref-tiny:2|{hardware_digest(cpu_profile())}"
+    assert key == f"edgefleet-ref-tiny:2|{cpu_profile().digest()}"
     assert cached[key]["tokens_per_s"] == chosen.tokens_per_s
     assert all(rate > 0 for rate in chosen.tokens_per_s.values())
 
@@ -131,7 +131,7 @@ def test_a_forced_engine_is_not_benchmarked(tiny_model_dir: Path, tmp_path: Path
     results = tmp_path / "engine-benchmarks.json"
     loaded = open_model(
         tiny_model_dir, profile=profile, installed=installed_engines(),
-        prefer=profile["engines"][-1], benchmark_results=results,
+        prefer=profile.engines[-1], benchmark_results=results,
     )  # fmt: skip
     loaded.engine.unload()
     assert loaded.selection.decided_by == "configuration" and not results.exists()

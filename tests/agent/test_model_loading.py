@@ -12,6 +12,7 @@ import pytest
 from agent.engines.base import LoadOptions, ModelChatInfo
 from agent.engines.fake import FakeEngine
 from agent.model_loading import open_model
+from hwprobe.profile import HardwareProfile
 from models.manifest import Manifest
 
 GIB = 1 << 30
@@ -22,6 +23,7 @@ GPU_PROFILE: dict[str, Any] = {
     "accelerators": [{"kind": "nvidia-gpu", "name": "RTX", "memory_bytes": 8 * GIB}],
     "runtime": {"engines": {"llamacpp": {"installed": True, "devices": ["cpu", "gpu"]}}},
 }
+GPU = HardwareProfile.model_validate(GPU_PROFILE)
 
 
 class OffloadingEngine(FakeEngine):
@@ -55,7 +57,7 @@ def gguf_file(tmp_path: Path) -> Path:
 
 def test_a_bare_gguf_gets_the_gpu_budget_and_reports_the_real_device(tmp_path: Path) -> None:
     engine = OffloadingEngine()
-    loaded = open_model(gguf_file(tmp_path), profile=GPU_PROFILE, installed={"llamacpp": "0.3"},
+    loaded = open_model(gguf_file(tmp_path), profile=GPU, installed={"llamacpp": "0.3"},
                         engine_factory=lambda name: engine)  # fmt: skip
     assert engine.options is not None and engine.options.gpu_memory_bytes == 8 * GIB
     assert loaded.device == "GPU (3/30 layers)"
@@ -64,7 +66,8 @@ def test_a_bare_gguf_gets_the_gpu_budget_and_reports_the_real_device(tmp_path: P
 
 def test_no_gpu_means_no_budget_and_cpu(tmp_path: Path) -> None:
     engine = OffloadingEngine()
-    cpu = {**GPU_PROFILE, "device_class": "cpu-x86", "accelerators": []}
+    cpu = HardwareProfile.model_validate({**GPU_PROFILE, "device_class": "cpu-x86",
+                                          "accelerators": []})  # fmt: skip
     loaded = open_model(gguf_file(tmp_path), profile=cpu, installed={"llamacpp": "0.3"},
                         engine_factory=lambda name: engine)  # fmt: skip
     assert engine.options is not None and engine.options.gpu_memory_bytes is None
@@ -84,7 +87,7 @@ def test_a_model_directory_reports_the_device_the_engine_chose(tmp_path: Path) -
         eos_token="<eos>", specials=frozenset({"<start_of_turn>", "<end_of_turn>"})
     )
     engine = OffloadingEngine(info)
-    loaded = open_model(folder, profile=GPU_PROFILE, installed={"llamacpp": "0.3"},
+    loaded = open_model(folder, profile=GPU, installed={"llamacpp": "0.3"},
                         engine_factory=lambda name: engine)  # fmt: skip
     assert loaded.selection.device == "GPU" and loaded.device == "GPU (3/30 layers)"
     assert "llamacpp runs on GPU (3/30 layers)" in loaded.explanation
@@ -97,7 +100,7 @@ def test_a_gguf_without_a_template_falls_back_by_name_and_says_so(
     info = ModelChatInfo(bos_token="<bos>", eos_token="<eos>", end_of_turn=("<end_of_turn>",),
                          specials=frozenset({"<start_of_turn>", "<end_of_turn>"}))  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="agent.model_loading"):
-        loaded = open_model(gguf_file(tmp_path), profile={}, installed={},
+        loaded = open_model(gguf_file(tmp_path), profile=None, installed={},
                             engine_factory=lambda name: OffloadingEngine(info))  # fmt: skip
     assert loaded.chat.name == "gemma" and loaded.bos_token == "<bos>"
     assert "fallback template 'gemma'" in caplog.text and "base-model" in caplog.text
@@ -107,7 +110,7 @@ def test_a_gguf_without_a_template_falls_back_by_name_and_says_so(
 def test_the_gguf_template_wins_over_the_fallback(tmp_path: Path) -> None:
     own = "{% for m in messages %}<|user|>{{ m.content }}<|end|>{% endfor %}<|assistant|>"
     info = ModelChatInfo(template=own, eos_token="<|endoftext|>", end_of_turn=("<|end|>",))
-    loaded = open_model(gguf_file(tmp_path), profile={}, installed={},
+    loaded = open_model(gguf_file(tmp_path), profile=None, installed={},
                         engine_factory=lambda name: OffloadingEngine(info))  # fmt: skip
     assert (loaded.chat.source, loaded.chat_template) == ("gguf", own)
     assert loaded.chat.stop_strings == ("<|end|>", "<|endoftext|>")

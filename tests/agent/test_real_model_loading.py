@@ -8,12 +8,13 @@ import pytest
 
 from agent.engines.base import LoadOptions
 from agent.model_loading import LoadedModel, open_model
+from hwprobe.profile import HardwareProfile
 from models.keys import generate_key
 
 pytest.importorskip("llama_cpp")
 gguf_import = pytest.importorskip("models.build.gguf_import")
 
-CPU_ONLY = {"device_class": "cpu-x86", "engines": ["llamacpp"], "accelerators": []}
+CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 
 
 def _open_built(gguf: Path, out: Path) -> LoadedModel:

@@ -16,6 +16,7 @@ from agent.generation import start_worker
 from agent.keepalive import FOREVER, parse_keep_alive
 from agent.model_loading import LoadedModel, open_model
 from agent.runtime import ModelRuntime, QueueFull, Readiness
+from hwprobe.profile import HardwareProfile
 from tests.support.polling import wait_until
 
 
@@ -135,7 +136,7 @@ def test_open_model_selects_a_variant_from_the_manifest(tiny_model_dir: Path) ->
     }
     loaded = open_model(
         tiny_model_dir,
-        profile=profile,
+        profile=HardwareProfile.model_validate(profile),
         installed={"openvino": "1", "llamacpp": "1"},
         engine_factory=factory,
     )
@@ -149,7 +150,7 @@ def test_open_model_serves_a_bare_gguf_with_chatml(tmp_path: Path) -> None:
     gguf.write_bytes(b"GGUF")
     loaded = open_model(
         gguf,
-        profile={},
+        profile=None,
         installed={},
         engine_factory=lambda name: FakeEngine(),
         options=LoadOptions(context_length=64),
@@ -160,7 +161,7 @@ def test_open_model_serves_a_bare_gguf_with_chatml(tmp_path: Path) -> None:
 
 def test_open_model_refuses_anything_else(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="neither a model directory"):
-        open_model(tmp_path, profile={}, installed={}, engine_factory=lambda n: FakeEngine())
+        open_model(tmp_path, profile=None, installed={}, engine_factory=lambda n: FakeEngine())
 
 
 class GatedEngine(FakeEngine):

@@ -19,6 +19,7 @@ from agent.selection import (
     select_variant,
     variant_path,
 )
+from hwprobe.profile import Accelerator, HardwareProfile
 from models.manifest import Manifest, Variant
 
 ALL = {"tensorrt": "10.3", "openvino": "2026.4", "llamacpp": "0.3.36", "onnxruntime": "1.32"}
@@ -57,21 +58,23 @@ def manifest(scale: float = 1.0) -> Manifest:
     )
 
 
-def profile(klass: str, engines: list[str], *, mem_gib: float = 16, **extra: Any) -> dict[str, Any]:
+def profile(
+    klass: str, engines: list[str], *, mem_gib: float = 16, **extra: Any
+) -> HardwareProfile:
     accelerators = {
         "jetson": [{"kind": "nvidia-jetson", "name": "Orin", "memory_bytes": None}],
         "nvidia-gpu": [{"kind": "nvidia-gpu", "name": "RTX", "memory_bytes": 8 * GIB}],
         "intel-igpu": [{"kind": "intel-igpu", "name": "UHD 620", "memory_bytes": None}],
         "intel-npu": [{"kind": "intel-npu", "name": "NPU", "memory_bytes": None}],
     }.get(klass, [])
-    return {
+    return HardwareProfile.model_validate({
         "cpu": {"arch": "aarch64" if klass in ("jetson", "cpu-arm") else "x86_64"},
         "memory": {"total_bytes": int(mem_gib * GIB), "available_bytes": int(mem_gib * GIB)},
         "device_class": klass,
         "engines": engines,
         "accelerators": accelerators,
         **extra,
-    }
+    })
 
 
 JETSON = profile("jetson", ["tensorrt", "llamacpp", "onnxruntime"])
@@ -200,7 +203,7 @@ def test_explain_lists_rejections() -> None:
 def test_gpu_budget_for_llamacpp_comes_from_the_gpu_hwprobe_found() -> None:
     gpu = profile("nvidia-gpu", ["llamacpp"])
     assert gpu_memory_budget("llamacpp", "GPU", gpu) == 8 * GIB
-    unknown = {**gpu, "accelerators": [{"kind": "nvidia-gpu", "memory_bytes": None}]}
+    unknown = gpu.model_copy(update={"accelerators": [Accelerator(kind="nvidia-gpu", name="?")]})
     assert gpu_memory_budget("llamacpp", "GPU", unknown) == -1
     assert gpu_memory_budget("llamacpp", "GPU", JETSON) == 16 * GIB  # shared system memory
     assert gpu_memory_budget("llamacpp", "CPU", gpu) is None

@@ -36,7 +36,7 @@ def test_all_layers_go_to_the_gpu_hwprobe_found(smollm2_gguf: Path) -> None:
     from agent.model_loading import probe_profile
 
     profile = probe_profile()
-    kinds = {a.get("kind") for a in profile.get("accelerators", [])}
+    kinds = {a.kind for a in profile.accelerators}
     if not kinds & {"nvidia-gpu", "nvidia-jetson"}:
         pytest.skip("hwprobe found no NVIDIA GPU")
     runtime = ModelRuntime()

@@ -17,11 +17,12 @@ from agent.engines.base import LoadOptions
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
+from hwprobe.profile import HardwareProfile
 
 pytest.importorskip("llama_cpp")
 
 GREEDY = {"temperature": 0, "seed": 1}
-CPU_ONLY = {"device_class": "cpu-x86", "engines": ["llamacpp"], "accelerators": []}
+CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 
 
 def _serve(gguf: Path) -> Iterator[RunningServer]:

@@ -15,6 +15,7 @@ from agent.engines.base import LoadOptions
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
+from hwprobe.profile import HardwareProfile
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("websockets")
@@ -22,7 +23,7 @@ openai = pytest.importorskip("openai")
 ollama = pytest.importorskip("ollama")
 
 MODEL = "smollm2-135m-instruct.q4_1"
-CPU_ONLY = {"device_class": "cpu-x86", "engines": ["llamacpp"], "accelerators": []}
+CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 COLOR = {
     "type": "object",
     "properties": {"color": {"enum": ["red", "green", "blue"]}, "count": {"type": "integer"}},

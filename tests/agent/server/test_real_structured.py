@@ -16,12 +16,13 @@ from agent.engines.base import LoadOptions
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
+from hwprobe.profile import HardwareProfile
 
 pytest.importorskip("llama_cpp")
 openai = pytest.importorskip("openai")
 
 MODEL = "smollm2-135m-instruct.q4_1"  # a bare .gguf is served under its file stem
-CPU_ONLY = {"device_class": "cpu-x86", "engines": ["llamacpp"], "accelerators": []}
+CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 PERSON = {
     "type": "object",
     "properties": {"name": {"type": "string", "maxLength": 10}, "age": {"type": "integer"}},
