@@ -89,6 +89,12 @@ def agents_by_device(
     return out
 
 
+def _versions(session: Session, device_ids: Sequence[str]) -> dict[str, int]:
+    """The stored desired version of each of these devices that has one."""
+    query = select(_TABLE.c.device_id, _TABLE.c.version).where(_TABLE.c.device_id.in_(device_ids))
+    return {row.device_id: row.version for row in session.execute(query)}
+
+
 def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> dict[str, int]:
     """Store a new desired state per device with its next version (caller commits).
 
@@ -97,11 +103,7 @@ def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> 
     now = utcnow()
     versions: dict[str, int] = {}
     for part in chunks(list(models)):
-        stored = dict(
-            session.execute(
-                select(_TABLE.c.device_id, _TABLE.c.version).where(_TABLE.c.device_id.in_(part))
-            ).all()
-        )
+        stored = _versions(session, part)
         bumps, news = [], []
         for device_id in part:
             dumped = [m.model_dump(mode="json") for m in models[device_id]]
@@ -138,11 +140,7 @@ def _set_field(
     now = utcnow()
     versions: dict[str, int] = {}
     for part in chunks(list(values)):
-        stored = dict(
-            session.execute(
-                select(_TABLE.c.device_id, _TABLE.c.version).where(_TABLE.c.device_id.in_(part))
-            ).all()
-        )
+        stored = _versions(session, part)
         bumps, news = [], []
         for device_id in part:
             if device_id in stored:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -40,16 +41,8 @@ def create_rollout(
         raise ApiError(
             404, "model_not_found", f"model {spec.model} is not in the registry; import it first"
         )
-    rollout = Rollout(
-        id=f"ro-{uuid.uuid4().hex[:12]}", model_name=name, model_version=version,
-        manifest_url=f"{artifacts_url}/{name}/{version}/manifest.json",
-        selector=spec.selector.model_dump(mode="json"),
-        strategy=spec.strategy.model_dump(mode="json"), created_by=created_by,
-    )  # fmt: skip
-    session.add(rollout)
-    session.commit()
-    session.refresh(rollout)
-    return rollout
+    return _save(session, spec, created_by, model_name=name, model_version=version,
+                 manifest_url=f"{artifacts_url}/{name}/{version}/manifest.json")  # fmt: skip
 
 
 def _create_agent_rollout(
@@ -60,11 +53,15 @@ def _create_agent_rollout(
     if settings is None or agent_releases.get_release(settings, spec.agent) is None:
         raise ApiError(404, "release_not_found", f"agent release {spec.agent} is not in the "
                        "registry; `edgefleet-cp agent-releases import DIR` first")  # fmt: skip
+    return _save(session, spec, created_by, kind="agent", model_name=RELEASE_NAME,
+                 model_version=spec.agent,
+                 manifest_url=agent_releases.release_url(settings, spec.agent))  # fmt: skip
+
+
+def _save(session: Session, spec: RolloutCreate, created_by: str, **fields: Any) -> Rollout:
     rollout = Rollout(
-        id=f"ro-{uuid.uuid4().hex[:12]}", kind="agent", model_name=RELEASE_NAME,
-        model_version=spec.agent, manifest_url=agent_releases.release_url(settings, spec.agent),
-        selector=spec.selector.model_dump(mode="json"),
-        strategy=spec.strategy.model_dump(mode="json"), created_by=created_by,
+        id=f"ro-{uuid.uuid4().hex[:12]}", selector=spec.selector.model_dump(mode="json"),
+        strategy=spec.strategy.model_dump(mode="json"), created_by=created_by, **fields,
     )  # fmt: skip
     session.add(rollout)
     session.commit()
