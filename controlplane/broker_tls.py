@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.broker_auth import write_atomic
@@ -147,24 +148,9 @@ def issue_server_certificate(
     if not names:
         raise BrokerTlsError("the broker certificate needs at least one host name or address")
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + SERVER_VALIDITY, ca.certificate.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
+    certificate = _issue(
+        ca, hostnames[0], key.public_key(), SERVER_VALIDITY, ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.SubjectAlternativeName(names),
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
 
@@ -192,24 +178,40 @@ def issue_device_certificate(ca: CertificateAuthority, csr_pem: str, device_id: 
     assigned, whatever the request asked for.
     """
     csr = x509.load_pem_x509_csr(check_csr(csr_pem).encode())
+    certificate = _issue(
+        ca, device_id, csr.public_key(), DEVICE_VALIDITY, ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _issue(
+    ca: CertificateAuthority,
+    common_name: str,
+    public_key: CertificatePublicKeyTypes,
+    validity: timedelta,
+    usage: x509.ObjectIdentifier,
+    *extensions: x509.ExtensionType,
+) -> x509.Certificate:
+    """A leaf certificate signed by `ca`: one name, one key usage, never outliving the CA."""
     now = _now()
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.certificate.subject)
-        .public_key(csr.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + DEVICE_VALIDITY, ca.certificate.not_valid_after_utc))
+        .not_valid_after(min(now + validity, ca.certificate.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,
         )
-        .sign(ca.key, hashes.SHA256())
     )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(ca.key, hashes.SHA256())
 
 
 def write_broker_tls(
