@@ -53,7 +53,8 @@ def smollm2_server(smollm2_gguf: Path) -> Iterator[RunningServer]:
                                    prefer="llamacpp", options=options))  # fmt: skip
     with serve_in_thread(create_app(runtime)) as running:
         yield running
-    runtime.unload()
+    assert runtime.known is not None
+    runtime.known.engine.unload()  # here, not in a background thread the exit could cut
 
 
 @pytest.fixture(scope="module")
