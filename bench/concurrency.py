@@ -169,7 +169,11 @@ def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     try:
         model = _model_id(url)
         asyncio.run(_round(url, 1, 8, model))  # warm-up
-        rounds = [asyncio.run(_round(url, n, args.tokens, model)) for n in args.clients]
+        rounds = []
+        for n in args.clients:
+            rounds.append(asyncio.run(_round(url, n, args.tokens, model)))
+            print(f"  {server.name} {n} clients: {rounds[-1]['aggregate']:.1f} tok/s aggregate",
+                  file=sys.stderr, flush=True)  # fmt: skip
         turns = asyncio.run(_multi_turn(url, model))
         return {"server": server.name, "rounds": rounds, "turns": turns}
     finally:
