@@ -78,7 +78,8 @@ def test_benchmark_picks_an_accepted_candidate_and_reuses_the_cache(
     assert 1 <= measured <= 3
     cached = json.loads(results.read_text())
     [key] = cached
-    assert key == f"edgefleet-ref-tiny:2|{cpu_profile().digest()}"
+    version = json.loads((tiny_model_dir / "manifest.json").read_text())["version"]
+    assert key == f"edgefleet-ref-tiny:{version}|{cpu_profile().digest()}"
     assert cached[key]["tokens_per_s"] == chosen.tokens_per_s
     assert all(rate > 0 for rate in chosen.tokens_per_s.values())
 
