@@ -69,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "explain":
             command.add_argument("--parallel", type=int, metavar="N", help=helptext("parallel"))
             command.add_argument(
-                "--benchmark-engines", action="store_true", default=None,
+                "--benchmark-engines",
+                action="store_true",
+                default=None,
                 help=helptext("benchmark_engines"),
-            )  # fmt: skip
+            )
         if name == "run":
             command.add_argument("prompt", metavar="PROMPT")
             command.add_argument("--max-tokens", type=int, default=256)

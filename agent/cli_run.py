@@ -40,8 +40,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from agent.selection import explain, select_variant
     from models.manifest import MANIFEST_FILE, Manifest
 
-    settings = settings_from(args, benchmark_engines=args.benchmark_engines,
-                             parallel=args.parallel)  # fmt: skip
+    settings = settings_from(args, benchmark_engines=args.benchmark_engines, parallel=args.parallel)
     path = resolve_model(args.model, settings, args.engine)
     if not (path / MANIFEST_FILE).is_file():
         options = load_options(settings)
@@ -57,10 +56,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         selection = with_progress(
             f"benchmarking the candidates of {manifest.ref}",
             lambda: benchmark_model(
-                selection, path, manifest, profile=profile, results=results,
-                options=load_options(settings), engine_factory=create_engine,
+                selection,
+                path,
+                manifest,
+                profile=profile,
+                results=results,
+                options=load_options(settings),
+                engine_factory=create_engine,
             ),
-        )  # fmt: skip
+        )
     echo(explain(selection))
     if selection.engine == "llamacpp":
         from agent.engines.llamacpp import find_gguf
@@ -75,8 +79,12 @@ def _slots(gguf: Path, context_length: int, parallel: int) -> str:
     """How many sequences llama.cpp would serve at once, each with `context_length` tokens."""
     from agent.engines.sizing import describe_slots, probed_available_memory
 
-    return describe_slots(gguf, context_length=context_length, requested=parallel,
-                          available_bytes=probed_available_memory())  # fmt: skip
+    return describe_slots(
+        gguf,
+        context_length=context_length,
+        requested=parallel,
+        available_bytes=probed_available_memory(),
+    )
 
 
 def _explain_gguf(path: Path, profile: HardwareProfile, context_length: int) -> str:

@@ -88,9 +88,13 @@ def _loader(
 
     def open_here() -> LoadedModel:
         return open_model(
-            path, profile=probe_profile(), installed=installed_engines(),
-            prefer=settings.engine, options=load_options(settings), benchmark_results=results,
-        )  # fmt: skip
+            path,
+            profile=probe_profile(),
+            installed=installed_engines(),
+            prefer=settings.engine,
+            options=load_options(settings),
+            benchmark_results=results,
+        )
 
     async def load() -> LoadedModel:
         # load_with keeps open_here for idle reloads; those find the benchmark cached.

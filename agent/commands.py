@@ -86,9 +86,11 @@ class CommandRunner:
         action = self.actions.get(command.command)
         if action is None:
             known = ", ".join(sorted(self.actions))
-            return CommandResult(request_id=command.request_id, ok=False,
-                                 error=f"unknown command {command.command!r}; "
-                                       f"this agent runs: {known}")  # fmt: skip
+            return CommandResult(
+                request_id=command.request_id,
+                ok=False,
+                error=f"unknown command {command.command!r}; this agent runs: {known}",
+            )
         try:
             result = action(command.args)
         except (AgentError, ModelsError, ValueError) as exc:
@@ -155,9 +157,7 @@ def restart_engine_action(
         slot = _serving_slot(runtime, slots, busy)
         runtime.unload()
         try:
-            loaded = runtime.load_with(
-                lambda: load_slot(slot, engine_factory, parallel=parallel())
-            )
+            loaded = runtime.load_with(lambda: load_slot(slot, engine_factory, parallel=parallel()))
         except AgentError as exc:
             raise CommandFailed(f"reloading {slot.key} failed: {exc}") from exc
         finally:
@@ -189,9 +189,18 @@ def benchmark_action(
         manifest = Manifest.load(slot.path)
         variant = manifest.variant(slot.variant)
         options = LoadOptions(context_length=manifest.context_length, device=slot.device)
-        rate = measure_tokens_per_s(engine_factory(slot.engine), variant_path(slot.path, variant),
-                                    options, BenchmarkRun(tokens=tokens))  # fmt: skip
-        return {"model": manifest.ref, "variant": variant.id, "engine": slot.engine,
-                "tokens": tokens, "tokens_per_s": round(rate, 2)}  # fmt: skip
+        rate = measure_tokens_per_s(
+            engine_factory(slot.engine),
+            variant_path(slot.path, variant),
+            options,
+            BenchmarkRun(tokens=tokens),
+        )
+        return {
+            "model": manifest.ref,
+            "variant": variant.id,
+            "engine": slot.engine,
+            "tokens": tokens,
+            "tokens_per_s": round(rate, 2),
+        }
 
     return benchmark

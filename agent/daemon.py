@@ -98,25 +98,33 @@ class AgentNode:
         slots = SlotStore(data / "slots")
         self.log_buffer = LogBuffer()
         logging.getLogger("agent").addHandler(self.log_buffer)
-        self.knobs = NodeKnobs(options.telemetry_interval_s, options.parallel or 0,
-                               options.api_key_sha256)  # fmt: skip
+        self.knobs = NodeKnobs(
+            options.telemetry_interval_s, options.parallel or 0, options.api_key_sha256
+        )
         self.remote = RemoteSettings(
             data, node_settings(runtime, self.knobs, options.set_api_key_sha256)
         )
         self.remote.apply(self.remote.restore())  # what the fleet set last time, before any run
         self.updater = self._updater()
         update = self.updater
-        self.executor = RolloutExecutor(ExecutorDeps(
-            slots=slots, store=ArtifactStore(data / "store"),
-            runtime=runtime, select=options.select, engine_factory=options.engine_factory,
-            emit=self.outbox.sink(enrollment.device_id, "events"),
-            trusted_keys=enrollment.trusted_keys(), data_dir=data,
-            artifact_headers=enrollment.artifact_headers(), memory_available=mem,
-            on_change=self._publish_state,
-            apply_settings=self._apply_settings,
-            apply_agent=update.apply if update is not None else None,
-            parallel=lambda: self.knobs.parallel,
-        ))  # fmt: skip
+        self.executor = RolloutExecutor(
+            ExecutorDeps(
+                slots=slots,
+                store=ArtifactStore(data / "store"),
+                runtime=runtime,
+                select=options.select,
+                engine_factory=options.engine_factory,
+                emit=self.outbox.sink(enrollment.device_id, "events"),
+                trusted_keys=enrollment.trusted_keys(),
+                data_dir=data,
+                artifact_headers=enrollment.artifact_headers(),
+                memory_available=mem,
+                on_change=self._publish_state,
+                apply_settings=self._apply_settings,
+                apply_agent=update.apply if update is not None else None,
+                parallel=lambda: self.knobs.parallel,
+            )
+        )
         self.commands = self._command_runner(slots)
         if serving is not None:
             serving.extra = self._fleet_metrics
@@ -124,15 +132,21 @@ class AgentNode:
         cert, key = client_certificate_files(data) or (None, None)
         self.mqtt = AgentMqtt(
             MqttSettings(
-                host=options.mqtt_host or access.host, port=options.mqtt_port or access.port,
-                device_id=enrollment.device_id, username=access.username,
+                host=options.mqtt_host or access.host,
+                port=options.mqtt_port or access.port,
+                device_id=enrollment.device_id,
+                username=access.username,
                 password=access.password,
                 tls=access.tls if options.mqtt_tls is None else options.mqtt_tls,
-                ca_pem=access.ca_pem, client_cert_file=cert, client_key_file=key,
+                ca_pem=access.ca_pem,
+                client_cert_file=cert,
+                client_key_file=key,
             ),
-            self.outbox, state=self.state, on_desired=self.executor.submit,
+            self.outbox,
+            state=self.state,
+            on_desired=self.executor.submit,
             on_command=self.commands.submit,
-        )  # fmt: skip
+        )
 
     def _command_runner(self, slots: SlotStore) -> CommandRunner:
         factory = self.options.engine_factory
@@ -143,7 +157,11 @@ class AgentNode:
         actions = {
             "reprobe": reprobe_action(self.options.probe, self._apply_hardware),
             "restart-engine": restart_engine_action(
-                self.runtime, slots, factory, busy=busy, on_change=self._publish_state,
+                self.runtime,
+                slots,
+                factory,
+                busy=busy,
+                on_change=self._publish_state,
                 parallel=lambda: self.knobs.parallel,
             ),
             "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
@@ -162,26 +180,38 @@ class AgentNode:
         return [
             ("outbox_messages", "gauge", "Messages waiting for the broker.", box["rows"]),
             ("outbox_bytes", "gauge", "Payload bytes waiting for the broker.", box["bytes"]),
-            ("outbox_dropped_total", "counter",
-             "Telemetry batches dropped because the outbox was full (never events).",
-             box["dropped"]),
-            ("mqtt_connected", "gauge", "1 while connected to the broker.",
-             int(self.mqtt.connected)),
-            ("mqtt_reconnects_total", "counter", "Connection losses and failed attempts.",
-             self.mqtt.reconnects),
-        ]  # fmt: skip
+            (
+                "outbox_dropped_total",
+                "counter",
+                "Telemetry batches dropped because the outbox was full (never events).",
+                box["dropped"],
+            ),
+            (
+                "mqtt_connected",
+                "gauge",
+                "1 while connected to the broker.",
+                int(self.mqtt.connected),
+            ),
+            (
+                "mqtt_reconnects_total",
+                "counter",
+                "Connection losses and failed attempts.",
+                self.mqtt.reconnects,
+            ),
+        ]
 
     def _updater(self) -> AgentUpdater | None:
         options = self.options
         if options.agent_root is None or options.request_restart is None:
             return None
         return AgentUpdater(
-            AgentInstall(options.agent_root), running_version=options.agent_version,
+            AgentInstall(options.agent_root),
+            running_version=options.agent_version,
             trusted_keys=self.enrollment.trusted_keys(),
             emit=self.outbox.sink(self.enrollment.device_id, "events"),
             request_restart=options.request_restart,
             headers=self.enrollment.artifact_headers(),
-        )  # fmt: skip
+        )
 
     def _healthy(self, timeout_s: float) -> bool:
         """Connected to the broker, and serving the committed model if there is one."""
@@ -214,15 +244,24 @@ class AgentNode:
         active = None
         if loaded is not None:
             version = loaded.manifest.version if loaded.manifest else ""
-            active = ActiveModel(name=loaded.name, version=version, variant=loaded.variant_id,
-                                 engine=loaded.engine_name)  # fmt: skip
+            active = ActiveModel(
+                name=loaded.name,
+                version=version,
+                variant=loaded.variant_id,
+                engine=loaded.engine_name,
+            )
         return DeviceState(
-            online=True, seq=self._seq, agent_version=self.options.agent_version,
-            device_class=self.device_class, hardware=self.hardware,
-            hardware_digest=self._hardware_digest, active=active,
+            online=True,
+            seq=self._seq,
+            agent_version=self.options.agent_version,
+            device_class=self.device_class,
+            hardware=self.hardware,
+            hardware_digest=self._hardware_digest,
+            active=active,
             desired_version=self.executor.applied_version,
-            settings=self.remote.effective(), settings_error=self.remote.error,
-        )  # fmt: skip
+            settings=self.remote.effective(),
+            settings_error=self.remote.error,
+        )
 
     def start(self) -> None:
         """Load the committed model, then connect and start working (returns at once)."""
@@ -234,8 +273,9 @@ class AgentNode:
         if self.updater is not None:
             self.updater.on_start(self._healthy)
         if self.knobs.telemetry_interval_s > 0:
-            self._telemetry = threading.Thread(target=self._telemetry_loop, daemon=True,
-                                               name="telemetry")  # fmt: skip
+            self._telemetry = threading.Thread(
+                target=self._telemetry_loop, daemon=True, name="telemetry"
+            )
             self._telemetry.start()
 
     def stop(self) -> None:

@@ -81,8 +81,12 @@ def enroll(
     """POST /api/v1/enroll with the one-time token and store what comes back."""
     import httpx
 
-    body: dict[str, Any] = {"token": token, "hardware": hardware, "agent_version": agent_version,
-                            "csr": new_client_request(data_dir)}  # fmt: skip
+    body: dict[str, Any] = {
+        "token": token,
+        "hardware": hardware,
+        "agent_version": agent_version,
+        "csr": new_client_request(data_dir),
+    }
     if name:
         body["name"] = name
     if device_class:
@@ -127,5 +131,6 @@ def ensure_enrolled(
             "this agent is not enrolled: pass --control-plane URL and an enrollment token "
             "(EDGEFLEET_AGENT_ENROLLMENT_TOKEN)"
         )
-    return enroll(control_plane_url, token, data_dir, hardware=hardware,
-                  agent_version=agent_version)  # fmt: skip
+    return enroll(
+        control_plane_url, token, data_dir, hardware=hardware, agent_version=agent_version
+    )

@@ -64,7 +64,8 @@ class RetryWindow:
                     f"{what}: gave up after {attempt} attempts in {self.window_s:g} s: {reason}"
                 )
             wait = min(delay, left)
-            _LOGGER.warning("%s failed (attempt %d): %s; retrying in %.1f s",
-                            what, attempt, reason, wait)  # fmt: skip
+            _LOGGER.warning(
+                "%s failed (attempt %d): %s; retrying in %.1f s", what, attempt, reason, wait
+            )
             self.sleep(wait)
             attempt, delay = attempt + 1, min(delay * 2, self.backoff_max_s)

@@ -38,20 +38,29 @@ def run_fleet(settings: Any) -> None:
     profile = probe_profile()
     hardware = profile.model_dump(mode="json")  # what the control plane stores and shows
     enrollment = ensure_enrolled(
-        settings.control_plane_url, settings.enrollment_token, data_dir,
-        hardware=hardware, agent_version=AGENT_VERSION,
-    )  # fmt: skip
+        settings.control_plane_url,
+        settings.enrollment_token,
+        data_dir,
+        hardware=hardware,
+        agent_version=AGENT_VERSION,
+    )
     installed = installed_engines()
     metrics = ServingMetrics()
-    runtime = ModelRuntime(max_waiting=settings.queue_depth, observer=metrics,
-                           keep_alive=parse_keep_alive(settings.keep_alive))  # fmt: skip
+    runtime = ModelRuntime(
+        max_waiting=settings.queue_depth,
+        observer=metrics,
+        keep_alive=parse_keep_alive(settings.keep_alive),
+    )
     host, port, tls = _mqtt_override(settings.mqtt_url)
     if getattr(settings, "benchmark_engines", False):
         # The variant is chosen before its files are downloaded, so there is nothing to time.
-        _LOGGER.warning("benchmark_engines is ignored in fleet mode: rollouts keep the static "
-                        "choice (see docs/agent.md)")  # fmt: skip
-    app = create_app(runtime, api_key=settings.api_key, metrics=metrics,
-                     limits=RequestLimits.of(settings))  # fmt: skip
+        _LOGGER.warning(
+            "benchmark_engines is ignored in fleet mode: rollouts keep the static "
+            "choice (see docs/agent.md)"
+        )
+    app = create_app(
+        runtime, api_key=settings.api_key, metrics=metrics, limits=RequestLimits.of(settings)
+    )
     restart = threading.Event()
 
     def request_restart() -> None:  # a new agent version is current: exit for the supervisor
@@ -60,21 +69,30 @@ def run_fleet(settings: Any) -> None:
 
     root = os.environ.get(ROOT_ENV)
     options = NodeOptions(
-        data_dir=data_dir, engine_factory=create_engine,
+        data_dir=data_dir,
+        engine_factory=create_engine,
         select=lambda manifest: select_variant(manifest, profile, installed),
-        hardware=hardware, device_class=profile.device_class,
-        mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
+        hardware=hardware,
+        device_class=profile.device_class,
+        mqtt_host=host,
+        mqtt_port=port,
+        mqtt_tls=tls,
         parallel=getattr(settings, "parallel", None),
         set_api_key_sha256=lambda digest: setattr(app.state, "api_key_sha256", digest),
         api_key_sha256=hashlib.sha256(settings.api_key.encode()).hexdigest()
-        if settings.api_key else "",
-        agent_root=Path(root) if root else None, request_restart=request_restart,
-    )  # fmt: skip
+        if settings.api_key
+        else "",
+        agent_root=Path(root) if root else None,
+        request_restart=request_restart,
+    )
     node = AgentNode(enrollment, runtime, options, serving=metrics)
     node.start()
     try:
-        asyncio.run(serve(app, runtime, host=settings.host, port=settings.port,
-                          log_level=settings.log_level))  # fmt: skip
+        asyncio.run(
+            serve(
+                app, runtime, host=settings.host, port=settings.port, log_level=settings.log_level
+            )
+        )
     finally:
         node.stop()
     if restart.is_set():

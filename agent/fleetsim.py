@@ -40,9 +40,16 @@ MISC_INTERVAL_S = 1.0  # paho's keepalive bookkeeping for every client
 CONNECTS_IN_FLIGHT = 200  # CONNECTs awaiting CONNACK at once; more only queues in the broker
 
 __all__ = [
-    "CommandHook", "DesiredHook", "DeviceSpec", "FleetSimulator", "FleetStats",
-    "RolloutBehaviour", "SampleFactory", "SimulatedDevice", "synthetic_sample",
-]  # fmt: skip
+    "CommandHook",
+    "DesiredHook",
+    "DeviceSpec",
+    "FleetSimulator",
+    "FleetStats",
+    "RolloutBehaviour",
+    "SampleFactory",
+    "SimulatedDevice",
+    "synthetic_sample",
+]
 
 
 class FleetSimulator:
@@ -117,9 +124,7 @@ class FleetSimulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def run_hook(
-        self, hook: Callable[..., Any] | None, device: SimulatedDevice, msg: Any
-    ) -> None:
+    def run_hook(self, hook: Callable[..., Any] | None, device: SimulatedDevice, msg: Any) -> None:
         """Run a device hook; an awaitable result finishes as a task, a CommandResult is sent."""
         if hook is None:
             return

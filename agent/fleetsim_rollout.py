@@ -48,10 +48,15 @@ class RolloutBehaviour:
             return
 
         def event(kind: EventKind, detail: str = "") -> None:
-            device.publish_event(RolloutEvent(
-                desired_version=desired.version, rollout_id=target.rollout_id, model=ref,
-                kind=kind, detail=detail,
-            ))  # fmt: skip
+            device.publish_event(
+                RolloutEvent(
+                    desired_version=desired.version,
+                    rollout_id=target.rollout_id,
+                    model=ref,
+                    kind=kind,
+                    detail=detail,
+                )
+            )
 
         event("accepted")
         event("downloading")
@@ -65,8 +70,12 @@ class RolloutBehaviour:
             event("rolled_back", "health check failed: injected")
         else:
             event("active")
-            active = ActiveModel(name=target.name, version=target.version,
-                                 variant=DEFAULT_VARIANT, engine=DEFAULT_ENGINE)  # fmt: skip
+            active = ActiveModel(
+                name=target.name,
+                version=target.version,
+                variant=DEFAULT_VARIANT,
+                engine=DEFAULT_ENGINE,
+            )
             device.degradation = self.degrade.get(ref, Degradation())
             device.set_active(active, desired_version=desired.version)
             return

@@ -68,11 +68,16 @@ def quality_probe(loaded: LoadedModel, prompts: Sequence[ProbePrompt]) -> str | 
     for probe in prompts:
         params = SamplingParams(max_tokens=probe.max_tokens, temperature=0.0, seed=0)
         try:
-            answer = "".join(item.text for item in loaded.engine.generate(probe.prompt, params)
-                             if isinstance(item, TokenChunk))  # fmt: skip
+            answer = "".join(
+                item.text
+                for item in loaded.engine.generate(probe.prompt, params)
+                if isinstance(item, TokenChunk)
+            )
         except AgentError as exc:
             return f"quality probe: generation failed: {exc}"
         if probe.expect.strip().lower() not in answer.lower():
-            return (f"quality probe: {probe.prompt[:60]!r} answered {answer.strip()[:80]!r}, "
-                    f"expected {probe.expect.strip()[:60]!r}")  # fmt: skip
+            return (
+                f"quality probe: {probe.prompt[:60]!r} answered {answer.strip()[:80]!r}, "
+                f"expected {probe.expect.strip()[:60]!r}"
+            )
     return None

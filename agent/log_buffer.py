@@ -21,8 +21,12 @@ MAX_RECORDS = 5000
 MAX_BUFFER_BYTES = 2 * 1024 * 1024
 MAX_RESULT_BYTES = 48 * 1024  # a command result is at most 64 KiB of JSON
 MAX_LINE_CHARS = 2000
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}  # fmt: skip
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -89,8 +93,7 @@ def logs_action(buffer: LogBuffer) -> Action:
             raise CommandFailed(f"level must be one of {', '.join(LEVELS)}")
         if not isinstance(max_bytes, int) or not 1 <= max_bytes <= MAX_RESULT_BYTES:
             raise CommandFailed(f"max_bytes must be an integer from 1 to {MAX_RESULT_BYTES}")
-        lines, truncated = buffer.since(time.time() - float(since_s), LEVELS[str(level)],
-                                        max_bytes)  # fmt: skip
+        lines, truncated = buffer.since(time.time() - float(since_s), LEVELS[str(level)], max_bytes)
         return {"lines": lines, "count": len(lines), "truncated": truncated}
 
     return logs

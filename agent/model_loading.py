@@ -207,14 +207,23 @@ def open_model(
         from agent.engine_benchmark import benchmark_model
 
         selection = benchmark_model(
-            selection, path, manifest, profile=profile, results=benchmark_results,
-            options=base, engine_factory=factory,
-        )  # fmt: skip
+            selection,
+            path,
+            manifest,
+            profile=profile,
+            results=benchmark_results,
+            options=base,
+            engine_factory=factory,
+        )
     variant = manifest.variant(selection.variant_id)
     engine = factory(selection.engine)
     budget = gpu_memory_budget(selection.engine, selection.device, profile)
-    opts = replace(base, context_length=manifest.context_length, device=selection.device,
-                   gpu_memory_bytes=budget)  # fmt: skip
+    opts = replace(
+        base,
+        context_length=manifest.context_length,
+        device=selection.device,
+        gpu_memory_bytes=budget,
+    )
     engine.load(variant_path(path, variant), opts)
     device = engine.stats().device or selection.device
     explanation = explain(selection)

@@ -203,15 +203,18 @@ class AgentMqtt:
         self._attempt += 1
         self.reconnects += 1
         self._next_backoff(client)
-        _LOGGER.debug("broker unreachable; next attempt in about %.1f s",
-                      backoff_s(self._attempt))  # fmt: skip
+        _LOGGER.debug("broker unreachable; next attempt in about %.1f s", backoff_s(self._attempt))
 
     def _publish_state(self, state: DeviceState) -> paho.MQTTMessageInfo | None:
         topic = device_topic(self.settings.device_id, "state")
         payload = state.model_dump_json().encode()
         if len(payload) > MAX_PAYLOAD_BYTES:  # the broker would hang up, on every reconnect
-            _LOGGER.error("state is %s bytes, over the broker's %s; publishing it without "
-                          "the hardware profile", len(payload), MAX_PAYLOAD_BYTES)  # fmt: skip
+            _LOGGER.error(
+                "state is %s bytes, over the broker's %s; publishing it without "
+                "the hardware profile",
+                len(payload),
+                MAX_PAYLOAD_BYTES,
+            )
             payload = state.model_copy(update={"hardware": {}}).model_dump_json().encode()
         return self._client.publish(topic, payload, qos=1, retain=True)
 

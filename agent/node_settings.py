@@ -50,9 +50,11 @@ def node_settings(
     return {
         "parallel": Setting(current=lambda: knobs.parallel, apply=set_parallel),
         "keep_alive_s": Setting(current=keep_alive, apply=set_keep_alive),
-        "telemetry_interval_s": Setting(current=lambda: knobs.telemetry_interval_s,
-                                        apply=set_interval),
+        "telemetry_interval_s": Setting(
+            current=lambda: knobs.telemetry_interval_s, apply=set_interval
+        ),
         "log_level": log_level_setting(),
-        "api_key_sha256": Setting(current=lambda: knobs.api_key_sha256, apply=set_key,
-                                  check=check_key),
-    }  # fmt: skip
+        "api_key_sha256": Setting(
+            current=lambda: knobs.api_key_sha256, apply=set_key, check=check_key
+        ),
+    }

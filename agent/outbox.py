@@ -92,14 +92,23 @@ class Outbox:
         return seq
 
     def put(
-        self, device_id: str, leaf: str, message: BaseModel, *, qos: int = 1,
+        self,
+        device_id: str,
+        leaf: str,
+        message: BaseModel,
+        *,
+        qos: int = 1,
         droppable: bool = False,
     ) -> None:
         """Store a message for `ef/v1/devices/{id}/{leaf}`; it leaves once the broker is there."""
         payload = message.model_dump_json().encode()
         if len(payload) > MAX_PAYLOAD_BYTES:  # it could never leave the outbox
-            _LOGGER.error("dropped a %s message of %s bytes: the broker takes at most %s",
-                          leaf, len(payload), MAX_PAYLOAD_BYTES)  # fmt: skip
+            _LOGGER.error(
+                "dropped a %s message of %s bytes: the broker takes at most %s",
+                leaf,
+                len(payload),
+                MAX_PAYLOAD_BYTES,
+            )
             return
         self.append(device_topic(device_id, leaf), payload, qos, droppable)
 
@@ -113,8 +122,9 @@ class Outbox:
 
     def _make_room(self, size: int) -> None:
         dropped = 0
-        while self._rows and (self._rows + 1 > self.max_rows
-                              or self._bytes + size > self.max_bytes):  # fmt: skip
+        while self._rows and (
+            self._rows + 1 > self.max_rows or self._bytes + size > self.max_bytes
+        ):
             oldest = self._db.execute(
                 "SELECT seq, LENGTH(payload) FROM outbox WHERE droppable=1 ORDER BY seq LIMIT 64"
             ).fetchall()
@@ -134,8 +144,11 @@ class Outbox:
                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 (self.dropped,),
             )
-            _LOGGER.warning("outbox full: dropped %d oldest telemetry batches (%d in all)",
-                            dropped, self.dropped)  # fmt: skip
+            _LOGGER.warning(
+                "outbox full: dropped %d oldest telemetry batches (%d in all)",
+                dropped,
+                self.dropped,
+            )
 
     def stats(self) -> dict[str, int]:
         """Rows and payload bytes waiting, and telemetry rows dropped so far."""

@@ -67,8 +67,11 @@ class RemoteSettings:
         values = wanted.model_dump(exclude_none=True) if wanted else {}
         with self._lock:
             # Fields the fleet set before and leaves out now go back to the local value.
-            target = {k: self._local[k] for k in self._applied
-                      if k not in values and self._settings[k].apply is not None}  # fmt: skip
+            target = {
+                k: self._local[k]
+                for k in self._applied
+                if k not in values and self._settings[k].apply is not None
+            }
             target.update(values)
             try:
                 self._check(values)
@@ -80,9 +83,10 @@ class RemoteSettings:
             self.error = ""
             self._applied = values
             self.restart_required = sorted(
-                k for k, v in values.items() if self._settings[k].apply is None
-                and v != self._settings[k].current()
-            )  # fmt: skip
+                k
+                for k, v in values.items()
+                if self._settings[k].apply is None and v != self._settings[k].current()
+            )
             atomic_write_bytes(self._path, json.dumps(values).encode())
         if values:
             _LOGGER.info("remote settings in effect: %s", ", ".join(sorted(values)))

@@ -175,11 +175,15 @@ class RolloutExecutor:
         last, self.last_target = self.last_target, None
         if last is not None:  # tell the rollout that put the model here that it is gone
             what = f"unloaded {unloaded}" if unloaded else "nothing was loaded"
-            self.deps.emit(RolloutEvent(
-                desired_version=version, rollout_id=last["rollout_id"],
-                model=unloaded or str(last["model"]), kind="rolled_back",
-                detail=f"no model desired: {what}; serving no model",
-            ))  # fmt: skip
+            self.deps.emit(
+                RolloutEvent(
+                    desired_version=version,
+                    rollout_id=last["rollout_id"],
+                    model=unloaded or str(last["model"]),
+                    kind="rolled_back",
+                    detail=f"no model desired: {what}; serving no model",
+                )
+            )
         self._record(version)
 
     def _install_and_switch(
@@ -215,10 +219,14 @@ class RolloutExecutor:
     def _download(self, target: DesiredModel, report: RolloutReporter) -> Slot:
         deps = self.deps
         stager = Stager(
-            slots=deps.slots, store=deps.store, select=deps.select,
-            trusted_keys=deps.trusted_keys, headers=deps.artifact_headers,
-            memory_available=deps.memory_available, disk_free=deps.disk_free,
-        )  # fmt: skip
+            slots=deps.slots,
+            store=deps.store,
+            select=deps.select,
+            trusted_keys=deps.trusted_keys,
+            headers=deps.artifact_headers,
+            memory_available=deps.memory_available,
+            disk_free=deps.disk_free,
+        )
         return stager.stage(target, report)
 
     def _load(self, slot: Slot) -> LoadedModel:

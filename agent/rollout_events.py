@@ -30,9 +30,13 @@ class RolloutReporter:
 
     def __call__(self, kind: EventKind, detail: str = "", **extra: Any) -> None:
         event = RolloutEvent(
-            desired_version=self._version, rollout_id=self._target.rollout_id,
-            model=f"{self._target.name}:{self._target.version}", kind=kind, detail=detail, **extra,
-        )  # fmt: skip
+            desired_version=self._version,
+            rollout_id=self._target.rollout_id,
+            model=f"{self._target.name}:{self._target.version}",
+            kind=kind,
+            detail=detail,
+            **extra,
+        )
         self._emit(event)
 
     def progress(self, done: int, total: int) -> None:

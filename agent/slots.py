@@ -80,7 +80,11 @@ class SlotStore:
     ) -> Slot:
         """Move a staged directory into its slot (replacing an uncommitted one of that name)."""
         meta = {
-            "name": name, "version": version, "variant": variant, "engine": engine, "device": device
+            "name": name,
+            "version": version,
+            "variant": variant,
+            "engine": engine,
+            "device": device,
         }
         (staging / SLOT_FILE).write_text(json.dumps(meta), encoding="utf-8")
         target = self.root / slot_key(name, version, variant)
@@ -202,15 +206,24 @@ def load_slot(slot: Slot, engine_factory: EngineFactory, *, parallel: int = 0) -
     budget = None
     if slot.device.startswith("GPU"):  # how much of the GPU is free is a fact of now, not staging
         budget = gpu_memory_budget(slot.engine, slot.device, probe_profile())
-    options = LoadOptions(context_length=manifest.context_length, device=slot.device,
-                          gpu_memory_bytes=budget, parallel=parallel)  # fmt: skip
+    options = LoadOptions(
+        context_length=manifest.context_length,
+        device=slot.device,
+        gpu_memory_bytes=budget,
+        parallel=parallel,
+    )
     engine.load(variant_path(slot.path, variant), options)
     device = engine.stats().device or slot.device
     offload = engine.stats().extra.get("offload")
     return LoadedModel(
-        name=manifest.name, path=slot.path, variant_id=variant.id, engine_name=slot.engine,
-        engine=engine, manifest=manifest, device=device,
+        name=manifest.name,
+        path=slot.path,
+        variant_id=variant.id,
+        engine_name=slot.engine,
+        engine=engine,
+        manifest=manifest,
+        device=device,
         load_seconds=time.perf_counter() - started,
         explanation=f"slot {slot.key}: {variant.id} on {slot.engine} ({device})"
         + (f": {offload}" if offload else ""),
-    )  # fmt: skip
+    )

@@ -166,19 +166,33 @@ class Stager:
                 report.progress(base + done, total)
 
             url = file_url(target, entry.path)
-            fetch = functools.partial(self.store.fetch, url, entry.sha256, entry.size,
-                                      headers=self.headers, progress=progress)  # fmt: skip
+            fetch = functools.partial(
+                self.store.fetch,
+                url,
+                entry.sha256,
+                entry.size,
+                headers=self.headers,
+                progress=progress,
+            )
             blob = self.retries.run(f"download {url}", fetch)
             dest = staging_root / safe_relative_path(entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(blob, dest)
             done_before += entry.size
-        report("verifying", detail="sha256 of every file checked as it arrived",
-               bytes_done=total, bytes_total=total)  # fmt: skip
+        report(
+            "verifying",
+            detail="sha256 of every file checked as it arrived",
+            bytes_done=total,
+            bytes_total=total,
+        )
         return self.slots.install(
-            staging_root, manifest.name, manifest.version, variant.id, selection.engine,
+            staging_root,
+            manifest.name,
+            manifest.version,
+            variant.id,
+            selection.engine,
             selection.device,
-        )  # fmt: skip
+        )
 
     def _check_memory(self, needed: int, ref: str) -> None:
         if self.memory_available is None or not needed:

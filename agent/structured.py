@@ -15,12 +15,38 @@ from agent.engines.base import OutputConstraint
 from agent.errors import AgentError
 
 # Enforced by the grammar (or only describing the schema).
-ENFORCED_KEYWORDS = frozenset({
-    "type", "properties", "required", "additionalProperties", "items", "prefixItems",
-    "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
-    "definitions", "minLength", "maxLength", "pattern", "format",
-    "title", "description", "default", "examples", "$schema", "$id", "$comment", "strict",
-})  # fmt: skip
+ENFORCED_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "definitions",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$schema",
+        "$id",
+        "$comment",
+        "strict",
+    }
+)
 # String formats the grammar writes out; any other `format` would be ignored, so it is refused.
 ENFORCED_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
 # Length and count bounds, capped: the grammar writes one nested rule per allowed character.

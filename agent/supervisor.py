@@ -83,8 +83,9 @@ class Supervisor:
             if trial is not None and self.install.confirmed():
                 self._passed(trial)
                 trial = None
-            if trial is not None and (code is not None or time.time() > trial.started_at
-                                      + trial.deadline_s):  # fmt: skip
+            if trial is not None and (
+                code is not None or time.time() > trial.started_at + trial.deadline_s
+            ):
                 self._roll_back(trial, child, code)
                 return None
             if code is None and trial is None:
@@ -94,8 +95,10 @@ class Supervisor:
                 if self.stopping:
                     return 0
                 if code == RESTART_EXIT:
-                    _LOGGER.info("agent asked to be restarted (version %s is current)",
-                                 self.install.current())  # fmt: skip
+                    _LOGGER.info(
+                        "agent asked to be restarted (version %s is current)",
+                        self.install.current(),
+                    )
                     return None
                 _LOGGER.error("agent exited with code %s; leaving it to systemd", code)
                 return code
@@ -106,12 +109,18 @@ class Supervisor:
     def _passed(self, trial: Trial) -> None:
         now = time.time()
         gap = now - self._last_exit if self._last_exit is not None else None
-        self.install.finish(Outcome(
-            version=trial.version, outcome="active", detail=f"{trial.version} is healthy",
-            desired_version=trial.desired_version, rollout_id=trial.rollout_id,
-            switch_s=round(now - trial.started_at, 3),
-            serving_gap_s=round(gap, 3) if gap is not None else None, reported=True,
-        ))  # fmt: skip
+        self.install.finish(
+            Outcome(
+                version=trial.version,
+                outcome="active",
+                detail=f"{trial.version} is healthy",
+                desired_version=trial.desired_version,
+                rollout_id=trial.rollout_id,
+                switch_s=round(now - trial.started_at, 3),
+                serving_gap_s=round(gap, 3) if gap is not None else None,
+                reported=True,
+            )
+        )
         _LOGGER.info("agent %s passed its trial in %.1f s", trial.version, now - trial.started_at)
 
     def _roll_back(self, trial: Trial, child: subprocess.Popen[bytes], code: int | None) -> None:
@@ -122,11 +131,17 @@ class Supervisor:
             why = f"{trial.version} exited with code {code} before it was healthy"
         self._last_exit = time.time()
         _LOGGER.error("agent trial failed (%s); going back to %s", why, trial.previous)
-        self.install.finish(Outcome(
-            version=trial.version, outcome="rolled_back", detail=why,
-            desired_version=trial.desired_version, rollout_id=trial.rollout_id,
-            switch_s=round(time.time() - trial.started_at, 3),
-        ), back_to=trial.previous)  # fmt: skip
+        self.install.finish(
+            Outcome(
+                version=trial.version,
+                outcome="rolled_back",
+                detail=why,
+                desired_version=trial.desired_version,
+                rollout_id=trial.rollout_id,
+                switch_s=round(time.time() - trial.started_at, 3),
+            ),
+            back_to=trial.previous,
+        )
 
 
 def _terminate(child: subprocess.Popen[bytes]) -> None:

@@ -75,12 +75,14 @@ def forced_call_schema(tools: Sequence[Tool], name: str | None = None) -> dict[s
     options = []
     for tool in chosen:
         check_schema(tool.parameters, f"tools[{tool.name}].function.parameters")
-        options.append({
-            "type": "object",
-            "properties": {"name": {"const": tool.name}, "arguments": dict(tool.parameters)},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        })  # fmt: skip
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": tool.name}, "arguments": dict(tool.parameters)},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
@@ -151,10 +153,16 @@ def template_messages(
         calls = item.get("tool_calls")
         if calls and not knows_calls:
             text = "".join(
-                "<tool_call>" + json.dumps({"name": c["function"]["name"],
-                                            "arguments": _loaded(c["function"]["arguments"])})
-                + "</tool_call>" for c in calls
-            )  # fmt: skip
+                "<tool_call>"
+                + json.dumps(
+                    {
+                        "name": c["function"]["name"],
+                        "arguments": _loaded(c["function"]["arguments"]),
+                    }
+                )
+                + "</tool_call>"
+                for c in calls
+            )
             item["content"] = ((item.get("content") or "") + text).strip()
             item.pop("tool_calls")
         elif calls:
@@ -222,8 +230,14 @@ class CallScanner:
         found = [i for m in _CALL_MARKERS if (i := self._text.find(m, self._sent)) >= 0]
         if found:
             return self._release(min(found), holding=True)
-        keep = next((n for n in range(min(len(self._text), 16), 0, -1)
-                     if any(m.startswith(self._text[-n:]) for m in _CALL_MARKERS)), 0)  # fmt: skip
+        keep = next(
+            (
+                n
+                for n in range(min(len(self._text), 16), 0, -1)
+                if any(m.startswith(self._text[-n:]) for m in _CALL_MARKERS)
+            ),
+            0,
+        )
         return self._release(len(self._text) - keep, holding=False)
 
     def _release(self, end: int, *, holding: bool) -> str:

@@ -59,8 +59,9 @@ def fetch_url(url: str, headers: Mapping[str, str]) -> bytes:
     try:
         if parts.scheme == "file":
             return Path(parts.path).read_bytes()
-        response = httpx.get(url, headers=dict(headers), timeout=DOWNLOAD_TIMEOUT_S,
-                             follow_redirects=True)  # fmt: skip
+        response = httpx.get(
+            url, headers=dict(headers), timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True
+        )
         response.raise_for_status()
         return response.content
     except (OSError, httpx.HTTPError) as exc:
@@ -100,15 +101,23 @@ class AgentUpdater:
             return
         last = self.install.outcome()
         if last is not None and last.version == target.version and last.outcome == "rolled_back":
-            _LOGGER.warning("agent %s was rolled back here (%s); not trying it again",
-                            target.version, last.detail)  # fmt: skip
+            _LOGGER.warning(
+                "agent %s was rolled back here (%s); not trying it again",
+                target.version,
+                last.detail,
+            )
             return
 
         def report(kind: EventKind, detail: str = "") -> None:
-            self.emit(RolloutEvent(
-                desired_version=desired.version, rollout_id=target.rollout_id,
-                model=f"{RELEASE_NAME}:{target.version}", kind=kind, detail=detail,
-            ))  # fmt: skip
+            self.emit(
+                RolloutEvent(
+                    desired_version=desired.version,
+                    rollout_id=target.rollout_id,
+                    model=f"{RELEASE_NAME}:{target.version}",
+                    kind=kind,
+                    detail=detail,
+                )
+            )
 
         report("accepted", f"running {self.running_version}")
         try:
@@ -119,11 +128,16 @@ class AgentUpdater:
             return
         back = f"healthy within {self.deadline_s:g} s or {self.running_version} comes back"
         report("health_check", f"restarting into {target.version}; {back}")
-        self.install.start_trial(Trial(
-            version=target.version, previous=self.install.current(),
-            deadline_s=self.deadline_s, started_at=time.time(),
-            desired_version=desired.version, rollout_id=target.rollout_id,
-        ))  # fmt: skip
+        self.install.start_trial(
+            Trial(
+                version=target.version,
+                previous=self.install.current(),
+                deadline_s=self.deadline_s,
+                started_at=time.time(),
+                desired_version=desired.version,
+                rollout_id=target.rollout_id,
+            )
+        )
         _LOGGER.warning("switching to agent %s: restarting", target.version)
         self.request_restart()
 
@@ -141,8 +155,9 @@ class AgentUpdater:
         atomic_write_bytes(staging / RELEASE_FILE, release)
         atomic_write_bytes(staging / RELEASE_SIGNATURE_FILE, signature)
         for entry in manifest.files:
-            atomic_write_bytes(staging / entry.path,
-                               self.fetch(f"{base}/files/{entry.path}", self.headers))  # fmt: skip
+            atomic_write_bytes(
+                staging / entry.path, self.fetch(f"{base}/files/{entry.path}", self.headers)
+            )
         report("verifying")
         verify_release_dir(staging, self.trusted_keys)
         report("loading", f"installing into versions/{target.version}")
@@ -159,24 +174,32 @@ class AgentUpdater:
         """Report a rollback that brought this version back; confirm this version's trial."""
         last = self.install.outcome()
         if last is not None and not last.reported and last.outcome == "rolled_back":
-            self.emit(RolloutEvent(
-                desired_version=last.desired_version, rollout_id=last.rollout_id,
-                model=f"{RELEASE_NAME}:{last.version}", kind="rolled_back",
-                detail=f"{last.detail}; {self.running_version} is back",
-            ))  # fmt: skip
+            self.emit(
+                RolloutEvent(
+                    desired_version=last.desired_version,
+                    rollout_id=last.rollout_id,
+                    model=f"{RELEASE_NAME}:{last.version}",
+                    kind="rolled_back",
+                    detail=f"{last.detail}; {self.running_version} is back",
+                )
+            )
             self.install.mark_reported(last)
         trial = self.install.trial()
         if trial is None or trial.version != self.running_version:
             return
-        self._watch = threading.Thread(target=self._confirm, args=(trial, healthy),
-                                       name="agent-trial", daemon=True)  # fmt: skip
+        self._watch = threading.Thread(
+            target=self._confirm, args=(trial, healthy), name="agent-trial", daemon=True
+        )
         self._watch.start()
 
     def _confirm(self, trial: Trial, healthy: Callable[[float], bool]) -> None:
         left = trial.started_at + trial.deadline_s - time.time()
         if left <= 0 or not healthy(left):
-            _LOGGER.error("agent %s is not healthy; the supervisor will put %s back",
-                          trial.version, trial.previous)  # fmt: skip
+            _LOGGER.error(
+                "agent %s is not healthy; the supervisor will put %s back",
+                trial.version,
+                trial.previous,
+            )
             return
         self.install.confirm()
         now = time.time()
@@ -185,14 +208,22 @@ class AgentUpdater:
         previous_exit = os.environ.get(PREVIOUS_EXIT_ENV)
         if previous_exit:  # from the old process's exit until this one serves and is connected
             health["serving_gap_s"] = round(now - float(previous_exit), 3)
-        self.emit(RolloutEvent(
-            desired_version=trial.desired_version, rollout_id=trial.rollout_id,
-            model=f"{RELEASE_NAME}:{trial.version}", kind="active",
-            detail=f"agent {trial.version} running and healthy {took:.1f} s after the switch "
-                   f"(from {trial.previous})" + (f"; serving gap {health['serving_gap_s']:.1f} s"
-                                                  if "serving_gap_s" in health else ""),
-            health=health,
-        ))  # fmt: skip
+        self.emit(
+            RolloutEvent(
+                desired_version=trial.desired_version,
+                rollout_id=trial.rollout_id,
+                model=f"{RELEASE_NAME}:{trial.version}",
+                kind="active",
+                detail=f"agent {trial.version} running and healthy {took:.1f} s after the switch "
+                f"(from {trial.previous})"
+                + (
+                    f"; serving gap {health['serving_gap_s']:.1f} s"
+                    if "serving_gap_s" in health
+                    else ""
+                ),
+                health=health,
+            )
+        )
         self._prune(keep={trial.version, trial.previous})
         _LOGGER.info("agent %s confirmed after %.1f s", trial.version, took)
 

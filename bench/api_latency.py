@@ -54,9 +54,7 @@ def own_cpu_s() -> float:
 
 
 @contextmanager
-def control_plane(
-    data_dir: Path, database_url: str, **env: str
-) -> Iterator[tuple[str, str, int]]:
+def control_plane(data_dir: Path, database_url: str, **env: str) -> Iterator[tuple[str, str, int]]:
     """Migrate, create an admin token, run uvicorn in a subprocess; yields (url, token, pid)."""
     migrate(database_url)
     engine = make_engine(database_url)
@@ -194,8 +192,19 @@ def start_py_spy(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
     py_spy = Path(sys.executable).with_name("py-spy")
     fmt = "flamegraph" if out.endswith(".svg") else "raw"
     return subprocess.Popen(
-        [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-         "--output", out, "--format", fmt, "--nonblocking"],
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--output",
+            out,
+            "--format",
+            fmt,
+            "--nonblocking",
+        ],
         stdout=subprocess.DEVNULL,
     )
 

@@ -80,16 +80,25 @@ def _free_port() -> int:
 
 
 def _messages(i: int) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]  # fmt: skip
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]},
+    ]
 
 
 async def _stream(
     client: httpx.AsyncClient, url: str, messages: list[dict[str, str]], tokens: int, model: str
 ) -> tuple[Stream, str]:
-    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": tokens,
-                            "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "stream": True,
-                            "stream_options": {"include_usage": True}}  # fmt: skip
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "top_k": 1,
+        "repeat_penalty": 1.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     first = last = 0.0
     events = usage = 0
@@ -151,8 +160,10 @@ async def _multi_turn(url: str, model: str) -> tuple[float, float]:
         turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
         first, reply = await _stream(client, url, turn, 32, model)
         await _stream(client, url, _messages(3), 16, model)  # someone else in between
-        turn += [{"role": "assistant", "content": reply},
-                 {"role": "user", "content": "And who checked it?"}]  # fmt: skip
+        turn += [
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "And who checked it?"},
+        ]
         second, _ = await _stream(client, url, turn, 32, model)
     return first.ttft_s, second.ttft_s
 
@@ -172,8 +183,11 @@ def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         rounds = []
         for n in args.clients:
             rounds.append(asyncio.run(_round(url, n, args.tokens, model)))
-            print(f"  {server.name} {n} clients: {rounds[-1]['aggregate']:.1f} tok/s aggregate",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"  {server.name} {n} clients: {rounds[-1]['aggregate']:.1f} tok/s aggregate",
+                file=sys.stderr,
+                flush=True,
+            )
         turns = asyncio.run(_multi_turn(url, model))
         return {"server": server.name, "rounds": rounds, "turns": turns}
     finally:
@@ -186,13 +200,28 @@ def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 
 def _agent(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]:
     def start(port: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(REPO),
-               "EDGEFLEET_AGENT_THREADS": str(args.threads),
-               "EDGEFLEET_AGENT_CONTEXT_LENGTH": str(args.context),
-               "EDGEFLEET_AGENT_QUEUE_DEPTH": "64",
-               "EDGEFLEET_AGENT_DATA_DIR": tempfile.mkdtemp(prefix="ef-bench-")}  # fmt: skip
-        cmd = [sys.executable, "-m", "agent.cli", "serve", "--model", str(args.model), "--port",
-               str(port), "--engine", "llamacpp", "--parallel", str(args.parallel)]  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "EDGEFLEET_AGENT_THREADS": str(args.threads),
+            "EDGEFLEET_AGENT_CONTEXT_LENGTH": str(args.context),
+            "EDGEFLEET_AGENT_QUEUE_DEPTH": "64",
+            "EDGEFLEET_AGENT_DATA_DIR": tempfile.mkdtemp(prefix="ef-bench-"),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "serve",
+            "--model",
+            str(args.model),
+            "--port",
+            str(port),
+            "--engine",
+            "llamacpp",
+            "--parallel",
+            str(args.parallel),
+        ]
         process = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
         return wait_ready(process, f"http://127.0.0.1:{port}/readyz", "the agent")
 
@@ -201,10 +230,25 @@ def _agent(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]
 
 def _llama_cpp_python(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]:
     def start(port: int) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(args.model),
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(args.context),
-               "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-               "--verbose", "False"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(args.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(args.context),
+            "--n_threads",
+            str(args.threads),
+            "--n_threads_batch",
+            str(args.threads),
+            "--verbose",
+            "False",
+        ]
         log = tempfile.TemporaryFile()
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         return wait_ready(process, f"http://127.0.0.1:{port}/v1/models", "llama_cpp.server", log)
@@ -217,9 +261,24 @@ def _llama_server(
 ) -> Callable[[int], subprocess.Popen[bytes]]:
     def start(port: int) -> subprocess.Popen[bytes]:
         # -c is the whole KV cache, split over -np slots: the same per-slot context as ours
-        cmd = [str(binary), "-m", str(args.model), "--host", "127.0.0.1", "--port", str(port),
-               "-t", str(args.threads), "-tb", str(args.threads), "-np", str(args.parallel),
-               "-c", str(args.context * args.parallel), "--no-webui"]  # fmt: skip
+        cmd = [
+            str(binary),
+            "-m",
+            str(args.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-t",
+            str(args.threads),
+            "-tb",
+            str(args.threads),
+            "-np",
+            str(args.parallel),
+            "-c",
+            str(args.context * args.parallel),
+            "--no-webui",
+        ]
         log = tempfile.TemporaryFile()
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         return wait_ready(process, f"http://127.0.0.1:{port}/health", "llama-server", log)
@@ -238,8 +297,11 @@ def _find_llama_server(path: str | None) -> Path | None:
 
 
 def _table(results: list[dict[str, Any]]) -> str:
-    lines = ["| server | clients | aggregate tok/s | per-stream tok/s | TTFT p50 s | TTFT p99 s "
-             "| failed |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| server | clients | aggregate tok/s | per-stream tok/s | TTFT p50 s | TTFT p99 s "
+        "| failed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         for r in result["rounds"]:
             lines.append(
@@ -247,8 +309,11 @@ def _table(results: list[dict[str, Any]]) -> str:
                 f"{r['per_stream']:.1f} | {r['ttft_p50']:.2f} | {r['ttft_p99']:.2f} | "
                 f"{r['failed']} |"
             )
-    lines += ["", "| server | turn 1 TTFT s (~1,000 tokens) | turn 2 TTFT s | turn 2 / turn 1 |",
-              "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| server | turn 1 TTFT s (~1,000 tokens) | turn 2 TTFT s | turn 2 / turn 1 |",
+        "|---|---|---|---|",
+    ]
     for result in results:
         one, two = result["turns"]
         ratio = f"{two / one:.0%}" if one > 0 else "-"

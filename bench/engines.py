@@ -126,11 +126,23 @@ def plan(target: Path) -> tuple[str, list[dict[str, Any]], str]:
     installed = installed_engines()
     profile = probe_profile()
     if target.is_file():
-        rows: list[dict[str, Any]] = [{"variant": "gguf", "engine": "llamacpp", "path": target,
-                                       "bytes": target.stat().st_size}]  # fmt: skip
+        rows: list[dict[str, Any]] = [
+            {
+                "variant": "gguf",
+                "engine": "llamacpp",
+                "path": target,
+                "bytes": target.stat().st_size,
+            }
+        ]
         for engine, fmt in BUILT_ONLY.items():
-            rows.append({"variant": "-", "engine": engine, "error": f"not measured: needs a "
-                         f"built model dir with an {fmt} variant (--model DIR)"})  # fmt: skip
+            rows.append(
+                {
+                    "variant": "-",
+                    "engine": engine,
+                    "error": f"not measured: needs a "
+                    f"built model dir with an {fmt} variant (--model DIR)",
+                }
+            )
         device = engine_device("llamacpp", profile)
         pick = f"a bare .gguf always runs on llamacpp (planned device: {device})"
         return target.name, rows, pick
@@ -138,8 +150,11 @@ def plan(target: Path) -> tuple[str, list[dict[str, Any]], str]:
     rows = []
     for variant in manifest.variants:
         for engine in variant.engines:
-            row: dict[str, Any] = {"variant": variant.id, "engine": engine,
-                                   "bytes": variant.size_bytes}  # fmt: skip
+            row: dict[str, Any] = {
+                "variant": variant.id,
+                "engine": engine,
+                "bytes": variant.size_bytes,
+            }
             if engine not in installed:
                 row["error"] = "not installed"
             else:
@@ -148,8 +163,13 @@ def plan(target: Path) -> tuple[str, list[dict[str, Any]], str]:
     formats = {v.format for v in manifest.variants}
     for engine, fmt in BUILT_ONLY.items():
         if fmt not in formats:
-            rows.append({"variant": "-", "engine": engine,
-                         "error": f"not measured: the model has no {fmt} variant"})  # fmt: skip
+            rows.append(
+                {
+                    "variant": "-",
+                    "engine": engine,
+                    "error": f"not measured: the model has no {fmt} variant",
+                }
+            )
     try:
         pick = explain(select_variant(manifest, profile, installed))
     except AgentError as exc:
@@ -187,29 +207,54 @@ def main() -> None:
         row["limit_tok_s"] = round(limit, 1)
         row["of_limit"] = f"{row['decode_tok_s'] / limit:.0%}"
 
-    print(f"model {name}, {platform.machine()}, {args.threads} threads, prompt "
-          f"{args.prompt_tokens} tokens, {args.tokens} tokens greedy, streamed, best of "
-          f"{args.repeats}; memory bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy)")  # fmt: skip
-    head = ("variant", "engine", "device", "MB", "decode tok/s", "limit", "of limit",
-            "prompt tok/s", "TTFT ms", "load s")  # fmt: skip
-    print(f"{head[0]:<14} {head[1]:<12} {head[2]:<6} {head[3]:>6} {head[4]:>12} {head[5]:>7} "
-          f"{head[6]:>8} {head[7]:>12} {head[8]:>8} {head[9]:>6}")  # fmt: skip
+    print(
+        f"model {name}, {platform.machine()}, {args.threads} threads, prompt "
+        f"{args.prompt_tokens} tokens, {args.tokens} tokens greedy, streamed, best of "
+        f"{args.repeats}; memory bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy)"
+    )
+    head = (
+        "variant",
+        "engine",
+        "device",
+        "MB",
+        "decode tok/s",
+        "limit",
+        "of limit",
+        "prompt tok/s",
+        "TTFT ms",
+        "load s",
+    )
+    print(
+        f"{head[0]:<14} {head[1]:<12} {head[2]:<6} {head[3]:>6} {head[4]:>12} {head[5]:>7} "
+        f"{head[6]:>8} {head[7]:>12} {head[8]:>8} {head[9]:>6}"
+    )
     for row in rows:
         if "error" in row:
             print(f"{row['variant']:<14} {row['engine']:<12} {row['error']}")
             continue
-        print(f"{row['variant']:<14} {row['engine']:<12} {row['device']:<6} "
-              f"{row['bytes'] / 1e6:>6.0f} {row['decode_tok_s']:>12} {row['limit_tok_s']:>7} "
-              f"{row['of_limit']:>8} {row['prompt_tok_s']:>12} {row['ttft_ms']:>8} "
-              f"{row['load_s']:>6}")  # fmt: skip
+        print(
+            f"{row['variant']:<14} {row['engine']:<12} {row['device']:<6} "
+            f"{row['bytes'] / 1e6:>6.0f} {row['decode_tok_s']:>12} {row['limit_tok_s']:>7} "
+            f"{row['of_limit']:>8} {row['prompt_tok_s']:>12} {row['ttft_ms']:>8} "
+            f"{row['load_s']:>6}"
+        )
     print(f"\nauto-selection: {pick}")
     if args.json:
         for row in rows:
             row.pop("path", None)
-        print(json.dumps({"model": name, "threads": args.threads, "tokens": args.tokens,
-                          "prompt_tokens": args.prompt_tokens,
-                          "bandwidth_gb_s": round(bandwidth / 1e9, 2), "results": rows,
-                          "selected": pick}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "threads": args.threads,
+                    "tokens": args.tokens,
+                    "prompt_tokens": args.prompt_tokens,
+                    "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+                    "results": rows,
+                    "selected": pick,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -55,10 +55,16 @@ def seed_devices(settings: Settings, n: int) -> dict[str, str]:
     with Session(engine) as session:
         for i, device_id in enumerate(passwords):
             crud.create_device(
-                session, device_id=device_id, name=device_id, device_class="cpu-x86",
-                agent_version="fleetsim", hardware={}, labels={"fleet": "bench"},
-                mqtt_password_hash=shared_hash, artifact_token_hash=hash_token(f"t-{i}"),
-            )  # fmt: skip
+                session,
+                device_id=device_id,
+                name=device_id,
+                device_class="cpu-x86",
+                agent_version="fleetsim",
+                hardware={},
+                labels={"fleet": "bench"},
+                mqtt_password_hash=shared_hash,
+                artifact_token_hash=hash_token(f"t-{i}"),
+            )
         session.commit()
         sync_broker(session, settings)
     engine.dispose()
@@ -84,35 +90,55 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     broker.start()
     port = free_port()
     settings = Settings(
-        data_dir=work / "cp", port=port, public_url=f"http://127.0.0.1:{port}",
-        mqtt_enabled=True, mqtt_host=broker.host, mqtt_port=broker.port,
-        broker_password_file=broker.password_file, broker_acl_file=broker.acl_file,
-        broker_pid=broker.pid, mqtt_cp_password="cp-bench",
+        data_dir=work / "cp",
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        mqtt_enabled=True,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        broker_password_file=broker.password_file,
+        broker_acl_file=broker.acl_file,
+        broker_pid=broker.pid,
+        mqtt_cp_password="cp-bench",
         database_url=fresh_postgres(args.postgres) if args.postgres else "",
-    )  # fmt: skip
+    )
     settings.data_dir.mkdir(parents=True)
     migrate(settings.database_url)
     passwords = seed_devices(settings, args.devices)
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
         _row, token = crud.create_api_token(session, name="bench", role=Role.admin)
-    env = {**os.environ, "EDGEFLEET_CP_DATA_DIR": str(settings.data_dir),
-           "EDGEFLEET_CP_PORT": str(port), "EDGEFLEET_CP_MQTT_ENABLED": "true",
-           "EDGEFLEET_CP_MQTT_HOST": broker.host, "EDGEFLEET_CP_MQTT_PORT": str(broker.port),
-           "EDGEFLEET_CP_MQTT_CP_PASSWORD": "cp-bench",
-           "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(broker.password_file),
-           "EDGEFLEET_CP_BROKER_ACL_FILE": str(broker.acl_file),
-           "EDGEFLEET_CP_BROKER_PID": str(broker.pid),
-           "EDGEFLEET_CP_DATABASE_URL": settings.database_url}  # fmt: skip
+    env = {
+        **os.environ,
+        "EDGEFLEET_CP_DATA_DIR": str(settings.data_dir),
+        "EDGEFLEET_CP_PORT": str(port),
+        "EDGEFLEET_CP_MQTT_ENABLED": "true",
+        "EDGEFLEET_CP_MQTT_HOST": broker.host,
+        "EDGEFLEET_CP_MQTT_PORT": str(broker.port),
+        "EDGEFLEET_CP_MQTT_CP_PASSWORD": "cp-bench",
+        "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(broker.password_file),
+        "EDGEFLEET_CP_BROKER_ACL_FILE": str(broker.acl_file),
+        "EDGEFLEET_CP_BROKER_PID": str(broker.pid),
+        "EDGEFLEET_CP_DATABASE_URL": settings.database_url,
+    }
     log = (work / "cp.log").open("ab")
-    cp = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], cwd=REPO,
-                          env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    cp = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     assert broker.pid is not None, "mosquitto did not start"
-    procs = {"controlplane": psutil.Process(cp.pid), "mosquitto": psutil.Process(broker.pid),
-             "simulator": psutil.Process()}  # fmt: skip
+    procs = {
+        "controlplane": psutil.Process(cp.pid),
+        "mosquitto": psutil.Process(broker.pid),
+        "simulator": psutil.Process(),
+    }
     cpu_before = {name: _cpu_s(p) for name, p in procs.items()}
-    http = httpx.Client(base_url=settings.public_url, timeout=60,
-                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    http = httpx.Client(
+        base_url=settings.public_url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+    )
     fleet: FleetSimulator | None = None
     try:
         for _ in range(300):
@@ -127,35 +153,52 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         assert imported.status_code == 201, imported.text
         specs = [DeviceSpec(device_id=d, password=p) for d, p in passwords.items()]
         behaviour = RolloutBehaviour(args.fail_p, args.health_fail_p)
-        fleet = FleetSimulator(specs, host=broker.host, port=broker.port, telemetry_qos=1,
-                               on_desired=behaviour)  # fmt: skip
+        fleet = FleetSimulator(
+            specs, host=broker.host, port=broker.port, telemetry_qos=1, on_desired=behaviour
+        )
         started = time.perf_counter()
         await fleet.start(timeout_s=600)
-        print(f"{args.devices} devices connected in {time.perf_counter() - started:.1f} s",
-              flush=True)  # fmt: skip
+        print(
+            f"{args.devices} devices connected in {time.perf_counter() - started:.1f} s", flush=True
+        )
         online = 0
         while online < args.devices and time.perf_counter() - started < 600:
             with engine.connect() as conn:
-                online = int(conn.execute(text("SELECT COUNT(*) FROM device WHERE online")).scalar()
-                             or 0)  # fmt: skip
+                online = int(
+                    conn.execute(text("SELECT COUNT(*) FROM device WHERE online")).scalar() or 0
+                )
             await asyncio.sleep(0.2)
         states_s = time.perf_counter() - started
-        print(f"{online} initial states recorded {states_s:.1f} s after the first connect",
-              flush=True)  # fmt: skip
+        print(
+            f"{online} initial states recorded {states_s:.1f} s after the first connect", flush=True
+        )
         telemetry = asyncio.ensure_future(
             fleet.run_telemetry(interval_s=args.telemetry_interval, batches=args.batches)
         )
-        body = {"model": "tiny:1.0", "selector": {"labels": {"fleet": "bench"}},
-                "strategy": {"waves": [{"percent": 1}, {"percent": 10}, {"percent": 50},
-                                       {"percent": 100}], "success_threshold": 0.9,
-                             "failure_threshold": 0.2, "device_timeout_s": 600}}  # fmt: skip
+        body = {
+            "model": "tiny:1.0",
+            "selector": {"labels": {"fleet": "bench"}},
+            "strategy": {
+                "waves": [{"percent": 1}, {"percent": 10}, {"percent": 50}, {"percent": 100}],
+                "success_threshold": 0.9,
+                "failure_threshold": 0.2,
+                "device_timeout_s": 600,
+            },
+        }
         rollout_started = time.perf_counter()
         rollout = http.post("/api/v1/rollouts", json=body).json()
         latencies: list[float] = []
         stop = threading.Event()
-        probe = threading.Thread(target=api_probe, args=(httpx.Client(
-            base_url=settings.public_url, timeout=60, headers=http.headers), rollout["id"], stop,
-            latencies), daemon=True)  # fmt: skip
+        probe = threading.Thread(
+            target=api_probe,
+            args=(
+                httpx.Client(base_url=settings.public_url, timeout=60, headers=http.headers),
+                rollout["id"],
+                stop,
+                latencies,
+            ),
+            daemon=True,
+        )
         probe.start()
         status = "running"
         while status in ("scheduled", "running"):
@@ -163,8 +206,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             shown = await asyncio.to_thread(http.get, f"/api/v1/rollouts/{rollout['id']}")
             status = shown.json()["status"]
             if args.verbose:
-                print(status, [(w["succeeded"], w["devices"]) for w in shown.json()["waves"]],
-                      flush=True)  # fmt: skip
+                print(
+                    status,
+                    [(w["succeeded"], w["devices"]) for w in shown.json()["waves"]],
+                    flush=True,
+                )
         rollout_s = time.perf_counter() - rollout_started
         stop.set()
         print(f"rollout {status} after {rollout_s:.1f} s", flush=True)
@@ -183,14 +229,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         tel_s = time.perf_counter() - tel_started + rollout_s
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 2 else 0.0
         cpu = {name: round(_cpu_s(p) - cpu_before[name], 1) for name, p in procs.items()}
-        return {"devices": args.devices, "database": engine.dialect.name,
-                "initial_states_seconds": round(states_s, 1),
-                "rollout_seconds": round(rollout_s, 1),
-                "rollout_status": status,
-                "telemetry_msgs_per_s": round(persisted / max(tel_s, 1e-9), 1),
-                "telemetry_lost": max(sent - persisted, 0),
-                "api_p99_ms": round(p99, 1), "cpu_seconds": cpu,
-                "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+        return {
+            "devices": args.devices,
+            "database": engine.dialect.name,
+            "initial_states_seconds": round(states_s, 1),
+            "rollout_seconds": round(rollout_s, 1),
+            "rollout_status": status,
+            "telemetry_msgs_per_s": round(persisted / max(tel_s, 1e-9), 1),
+            "telemetry_lost": max(sent - persisted, 0),
+            "api_p99_ms": round(p99, 1),
+            "cpu_seconds": cpu,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
     finally:
         if fleet is not None:
             await fleet.stop()
@@ -227,13 +277,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--fail-p", type=float, default=0.01, help="per-device failure chance")
-    parser.add_argument("--health-fail-p", type=float, default=0.01,
-                        help="per-device health-check failure chance")  # fmt: skip
+    parser.add_argument(
+        "--health-fail-p", type=float, default=0.01, help="per-device health-check failure chance"
+    )
     parser.add_argument("--telemetry-interval", type=float, default=5.0)
     parser.add_argument("--batches", type=int, default=6, help="telemetry batches per device")
-    parser.add_argument("--postgres", metavar="DSN", default="",
-                        help="run on a fresh PostgreSQL database made through this server, e.g. "
-                        "postgresql://postgres@127.0.0.1:5432/postgres (default: SQLite)")
+    parser.add_argument(
+        "--postgres",
+        metavar="DSN",
+        default="",
+        help="run on a fresh PostgreSQL database made through this server, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/postgres (default: SQLite)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     result = asyncio.run(main_async(parser.parse_args()))
     print(json.dumps(result))

@@ -76,15 +76,24 @@ def main() -> None:
         broker.start()
         key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         data = work / "agent"
-        save_enrollment(data, Enrollment(
-            device_id=DEVICE,
-            mqtt=MqttAccess(host=broker.host, port=broker.device_port, username=DEVICE,
-                            password=PASSWORD, client_id=DEVICE),
-            artifacts=ArtifactAccess(base_url="http://127.0.0.1:9/none", token="x"),
-            signing_public_key=base64.b64encode(key).decode(),
-        ))  # fmt: skip
-        agent = subprocess.Popen([sys.executable, "-c", AGENT, str(data),
-                                  str(args.telemetry_interval)], cwd=ROOT)  # fmt: skip
+        save_enrollment(
+            data,
+            Enrollment(
+                device_id=DEVICE,
+                mqtt=MqttAccess(
+                    host=broker.host,
+                    port=broker.device_port,
+                    username=DEVICE,
+                    password=PASSWORD,
+                    client_id=DEVICE,
+                ),
+                artifacts=ArtifactAccess(base_url="http://127.0.0.1:9/none", token="x"),
+                signing_public_key=base64.b64encode(key).decode(),
+            ),
+        )
+        agent = subprocess.Popen(
+            [sys.executable, "-c", AGENT, str(data), str(args.telemetry_interval)], cwd=ROOT
+        )
         try:
             process = psutil.Process(agent.pid)
             time.sleep(3.0)  # imports, start, connect

@@ -63,6 +63,7 @@ INBOUND_SCHEMAS: dict[str, type[BaseModel]] = {
     "cmd/result": protocol.CommandResult,
 }
 
+
 def leaf_of(topic: str) -> str | None:
     """`cmd/result` for `ef/v1/devices/{id}/cmd/result`; None for other topics."""
     if protocol.device_id_from_topic(topic) is None:
@@ -128,8 +129,9 @@ class MqttBridge:
         """Store every message on `leaves` with `recorder`, inside the batch's transaction."""
         unknown = sorted(set(leaves) - set(INBOUND_SCHEMAS))
         if unknown:
-            raise ValueError(f"no device topic {unknown[0]!r}; use one of "
-                             f"{', '.join(INBOUND_SCHEMAS)}")  # fmt: skip
+            raise ValueError(
+                f"no device topic {unknown[0]!r}; use one of {', '.join(INBOUND_SCHEMAS)}"
+            )
         self._writer.add_recorder(frozenset(leaves), recorder)
 
     def add_connect_handler(self, callback: Callable[[], None]) -> None:
@@ -248,8 +250,12 @@ class MqttBridge:
         now, last = time.monotonic(), self._invalid_logged.get(device_id)
         if last is None or now - last >= INVALID_LOG_INTERVAL_S:
             self._invalid_logged[device_id] = now
-            _LOGGER.warning("dropped invalid message on %s: %s (more from this device are "
-                            "counted, logged at debug level for a minute)", msg.topic[:200], why)
+            _LOGGER.warning(
+                "dropped invalid message on %s: %s (more from this device are "
+                "counted, logged at debug level for a minute)",
+                msg.topic[:200],
+                why,
+            )
         else:
             _LOGGER.debug("dropped invalid message on %s: %s", msg.topic[:200], why)
         self._ack(msg.mid, msg.qos, self._generation)

@@ -88,15 +88,21 @@ def create_ca(common_name: str = CA_COMMON_NAME) -> CertificateAuthority:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     return CertificateAuthority(certificate=certificate, key=key)
 
 
@@ -140,16 +146,18 @@ def _subject_alternative_names(hostnames: Sequence[str]) -> list[x509.GeneralNam
     return names
 
 
-def issue_server_certificate(
-    ca: CertificateAuthority, hostnames: Sequence[str]
-) -> tuple[str, str]:
+def issue_server_certificate(ca: CertificateAuthority, hostnames: Sequence[str]) -> tuple[str, str]:
     """A broker certificate for these DNS names and IP addresses: (certificate PEM, key PEM)."""
     names = _subject_alternative_names(hostnames)
     if not names:
         raise BrokerTlsError("the broker certificate needs at least one host name or address")
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = _issue(
-        ca, hostnames[0], key.public_key(), SERVER_VALIDITY, ExtendedKeyUsageOID.SERVER_AUTH,
+        ca,
+        hostnames[0],
+        key.public_key(),
+        SERVER_VALIDITY,
+        ExtendedKeyUsageOID.SERVER_AUTH,
         x509.SubjectAlternativeName(names),
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)

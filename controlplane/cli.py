@@ -54,8 +54,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     host, port = args.host or settings.host, args.port or settings.port
     settings = settings.model_copy(update={"host": host, "port": port})
     # Live pages keep streams open; shutdown cancels what is left after this many seconds.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -83,8 +88,9 @@ def cmd_create_admin_token(settings: Settings, args: argparse.Namespace) -> None
     until = "never expires"
     if token.expires_at is not None:
         until = f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC"
-    print(f"{args.role} token {args.name!r} created ({until}); it is shown only now",
-          file=sys.stderr)
+    print(
+        f"{args.role} token {args.name!r} created ({until}); it is shown only now", file=sys.stderr
+    )
 
 
 def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
@@ -95,16 +101,22 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
     hostnames = args.hostname or [settings.mqtt_host]
     with migrated_session(settings.database_url) as session:
         files = write_broker_config(
-            session, settings, out=out, template=template, hostnames=hostnames,
+            session,
+            settings,
+            out=out,
+            template=template,
+            hostnames=hostnames,
             client_certs=args.client_certs,
-        )  # fmt: skip
-    print(f"wrote {files.config}, passwd, acl and the TLS listener's certificate for "
-          f"{', '.join(hostnames)} (CA {settings.ca_cert_file}); point the control plane at them "
-          f"with EDGEFLEET_CP_BROKER_PASSWORD_FILE={files.password_file} "
-          f"EDGEFLEET_CP_BROKER_ACL_FILE={files.acl_file} "
-          "EDGEFLEET_CP_BROKER_PID_FILE=<mosquitto's pid_file>, and send devices to the TLS "
-          "listener: EDGEFLEET_CP_MQTT_TLS=1 EDGEFLEET_CP_MQTT_PORT=8883 "
-          "EDGEFLEET_CP_MQTT_CP_URL=mqtt://127.0.0.1:1883")
+        )
+    print(
+        f"wrote {files.config}, passwd, acl and the TLS listener's certificate for "
+        f"{', '.join(hostnames)} (CA {settings.ca_cert_file}); point the control plane at them "
+        f"with EDGEFLEET_CP_BROKER_PASSWORD_FILE={files.password_file} "
+        f"EDGEFLEET_CP_BROKER_ACL_FILE={files.acl_file} "
+        "EDGEFLEET_CP_BROKER_PID_FILE=<mosquitto's pid_file>, and send devices to the TLS "
+        "listener: EDGEFLEET_CP_MQTT_TLS=1 EDGEFLEET_CP_MQTT_PORT=8883 "
+        "EDGEFLEET_CP_MQTT_CP_URL=mqtt://127.0.0.1:1883"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,19 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-admin-token", help="create an operator token (printed once)")
     p.add_argument("--name", default="admin", help="a name to recognise the token by")
     p.add_argument("--role", default="admin", choices=[r.value for r in Role])
-    p.add_argument("--expires", default=f"{db_models.DEFAULT_TOKEN_DAYS}d",
-                   help="lifetime: 12h, 90d, or never "
-                   f"(default {db_models.DEFAULT_TOKEN_DAYS}d)")
+    p.add_argument(
+        "--expires",
+        default=f"{db_models.DEFAULT_TOKEN_DAYS}d",
+        help=f"lifetime: 12h, 90d, or never (default {db_models.DEFAULT_TOKEN_DAYS}d)",
+    )
     p.set_defaults(func=cmd_create_admin_token)
     p = sub.add_parser("broker-config", help="write Mosquitto config, password and ACL files")
     p.add_argument("--out", required=True, help="directory to write edgefleet.conf, passwd, acl")
     p.add_argument("--template", help="config to start from (default: the shipped one)")
-    p.add_argument("--hostname", action="append",
-                   help="a name or address devices dial the broker by, for its TLS certificate "
-                   "(repeatable; default EDGEFLEET_CP_MQTT_HOST)")
-    p.add_argument("--client-certs", action="store_true",
-                   help="devices must also present the TLS client certificate they got at "
-                   "enrollment (devices enrolled before have none: enroll them again)")
+    p.add_argument(
+        "--hostname",
+        action="append",
+        help="a name or address devices dial the broker by, for its TLS certificate "
+        "(repeatable; default EDGEFLEET_CP_MQTT_HOST)",
+    )
+    p.add_argument(
+        "--client-certs",
+        action="store_true",
+        help="devices must also present the TLS client certificate they got at "
+        "enrollment (devices enrolled before have none: enroll them again)",
+    )
     p.set_defaults(func=cmd_broker_config)
     console = add_console_parsers(sub)  # operator commands: HTTP clients of the API
     add_device_parsers(console["devices"])  # devices logs|settings

@@ -31,11 +31,14 @@ class CommandLink:
     def __init__(self, settings: Settings, device_id: str) -> None:
         self.connected = threading.Event()
         self.results: queue.Queue[CommandResult] = queue.Queue()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=f"edgefleet-cp-cli-{os.getpid()}",
-                                   protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
-        self._client.username_pw_set(settings.mqtt_cp_username,
-                                     control_plane_mqtt_password(settings))  # fmt: skip
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edgefleet-cp-cli-{os.getpid()}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self._client.username_pw_set(
+            settings.mqtt_cp_username, control_plane_mqtt_password(settings)
+        )
         self._subscribed = threading.Event()
         self._client.on_subscribe = lambda *_a: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -43,8 +46,9 @@ class CommandLink:
         try:
             self._client.connect(settings.mqtt_host, settings.mqtt_port)
         except OSError as exc:
-            raise BridgeError(f"cannot reach the MQTT broker at {settings.mqtt_host}:"
-                              f"{settings.mqtt_port}: {exc}") from exc  # fmt: skip
+            raise BridgeError(
+                f"cannot reach the MQTT broker at {settings.mqtt_host}:{settings.mqtt_port}: {exc}"
+            ) from exc
         self._client.subscribe(self._result_topic, qos=1)
         self._client.loop_start()
         if self._subscribed.wait(CONNECT_TIMEOUT_S):

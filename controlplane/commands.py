@@ -57,14 +57,18 @@ def send_command(
     if not bridge.connected.is_set():
         why = "the control plane is not connected to the MQTT broker; retry shortly"
         raise ApiError(503, "broker_unavailable", why)
-    row = create_command(session, device_id=device_id, command=spec.command, args=spec.args,
-                         created_by=created_by)  # fmt: skip
+    row = create_command(
+        session, device_id=device_id, command=spec.command, args=spec.args, created_by=created_by
+    )
     message = Command(request_id=row.request_id, command=spec.command, args=spec.args)
     try:
         bridge.publish(device_topic(device_id, "cmd"), message, qos=1)
     except BridgeError as exc:
-        record_command_result(session, device_id=device_id, result=CommandResult(
-            request_id=row.request_id, ok=False, error=f"not sent: {exc}"))  # fmt: skip
+        record_command_result(
+            session,
+            device_id=device_id,
+            result=CommandResult(request_id=row.request_id, ok=False, error=f"not sent: {exc}"),
+        )
         session.commit()
         raise ApiError(503, "broker_unavailable", str(exc)) from exc
     return row
@@ -76,8 +80,11 @@ def record_command_results(session: Session, items: list[Inbound]) -> None:
         if not isinstance(item.message, CommandResult):
             continue
         if not record_command_result(session, device_id=item.device_id, result=item.message):
-            _LOGGER.info("ignored result %s from %s: unknown, answered or not its command",
-                         item.message.request_id, item.device_id)  # fmt: skip
+            _LOGGER.info(
+                "ignored result %s from %s: unknown, answered or not its command",
+                item.message.request_id,
+                item.device_id,
+            )
 
 
 @asynccontextmanager

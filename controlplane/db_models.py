@@ -91,7 +91,9 @@ class ApiTokenBase(SQLModel):
 
 class ApiTokenCreate(ApiTokenBase):
     expires_in_days: StrictInt | None = Field(
-        default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS,
+        default=DEFAULT_TOKEN_DAYS,
+        ge=1,
+        le=MAX_TOKEN_DAYS,
         description="days until the token stops working; null: never",
     )
 
@@ -175,7 +177,8 @@ class DeviceCreate(DeviceBase):
     )
     device_class: str | None = Field(default=None, max_length=100)  # type: ignore[assignment]
     csr: str | None = Field(
-        default=None, max_length=8192,
+        default=None,
+        max_length=8192,
         description="PEM certificate signing request for the device's MQTT client "
         "certificate (the private key stays on the device)",
     )
@@ -191,8 +194,10 @@ class DeviceCreate(DeviceBase):
         # leave the device out of every rollout by class without a word.
         for value in (self.device_class, self.hardware.get("device_class")):
             if value and value not in DEVICE_CLASSES:
-                raise ValueError(f"device_class {value!r} is not one hwprobe reports; use one "
-                                 f"of {', '.join(DEVICE_CLASSES)}")  # fmt: skip
+                raise ValueError(
+                    f"device_class {value!r} is not one hwprobe reports; use one "
+                    f"of {', '.join(DEVICE_CLASSES)}"
+                )
         return self
 
 

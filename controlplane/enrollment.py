@@ -27,8 +27,10 @@ def enroll_device(
     ca_pem = read_ca_pem(settings.ca_cert_file) if settings.mqtt_tls else None  # before claiming
     ca = load_ca(settings.ca_cert_file, settings.ca_key_file) if request.csr else None
     if request.csr and ca is None:
-        _LOGGER.warning("no MQTT CA (run `edgefleet-cp broker-config`): enrolling a device "
-                        "without the client certificate it asked for")  # fmt: skip
+        _LOGGER.warning(
+            "no MQTT CA (run `edgefleet-cp broker-config`): enrolling a device "
+            "without the client certificate it asked for"
+        )
     token = crud.claim_enrollment_token(session, secret=request.token)
     if token is None:
         session.rollback()

@@ -74,9 +74,11 @@ def save_counts(engine: Engine, counts: Counter[CounterKey]) -> None:
     ins: Any = postgresql.insert(_TABLE) if dialect == "postgresql" else sqlite.insert(_TABLE)
     stmt = ins.on_conflict_do_update(
         index_elements=["device_id", "counter"],
-        set_={"count": _TABLE.c["count"] + ins.excluded["count"],
-              "last_at": ins.excluded["last_at"]},
-    )  # fmt: skip
+        set_={
+            "count": _TABLE.c["count"] + ins.excluded["count"],
+            "last_at": ins.excluded["last_at"],
+        },
+    )
     with Session(engine) as session:
         session.execute(stmt, rows)
         session.commit()

@@ -44,9 +44,7 @@ def import_model(
     store = artifact_store(settings)
     try:
         manifest = verify_manifest(model_dir, None)  # integrity; the signer is checked below
-        signature = ManifestSignature.model_validate_json(
-            (model_dir / SIGNATURE_FILE).read_bytes()
-        )
+        signature = ManifestSignature.model_validate_json((model_dir / SIGNATURE_FILE).read_bytes())
         trusted_ids = {key_id(k) for k in signing.trusted}
         if not resign and signature.key_id not in trusted_ids:
             raise ImportRefused(

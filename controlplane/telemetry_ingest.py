@@ -127,8 +127,12 @@ class IngestWriter:
             queued = len(self._queue.queue)
         waiting = [t for t in (self._busy_since, head.received_at if head else None) if t]
         lag = (protocol.utcnow() - min(waiting)).total_seconds() if waiting else 0.0
-        return WriterStatus(queued=queued, lag_s=max(0.0, lag), database_ok=self._database_ok,
-                            last_write_at=self._last_write_at)  # fmt: skip
+        return WriterStatus(
+            queued=queued,
+            lag_s=max(0.0, lag),
+            database_ok=self._database_ok,
+            last_write_at=self._last_write_at,
+        )
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
@@ -154,8 +158,12 @@ class IngestWriter:
                 self._database_ok = False
                 self._stats.incr("write_errors")
                 pending = [item for item in pending if not item.handled]
-                _LOGGER.warning("database unavailable (%s); %s messages wait, retry in %ss",
-                                _describe(exc.__cause__ or exc), len(pending), delay)  # fmt: skip
+                _LOGGER.warning(
+                    "database unavailable (%s); %s messages wait, retry in %ss",
+                    _describe(exc.__cause__ or exc),
+                    len(pending),
+                    delay,
+                )
             if self._stopping.wait(delay):
                 # Unacknowledged messages come back from the broker; the writes are idempotent.
                 _LOGGER.warning("stopping with %s messages unwritten", len(pending))
@@ -182,8 +190,12 @@ class IngestWriter:
 
     def _quarantine(self, item: Inbound, exc: Exception) -> None:
         self._stats.incr("quarantined", device_id=item.device_id)
-        _LOGGER.warning("dropped %s from device %s: the database refused it (%s)",
-                        item.leaf, item.device_id, _describe(exc))  # fmt: skip
+        _LOGGER.warning(
+            "dropped %s from device %s: the database refused it (%s)",
+            item.leaf,
+            item.device_id,
+            _describe(exc),
+        )
         self._acknowledge(item)
 
     @staticmethod
@@ -222,8 +234,11 @@ class IngestWriter:
         while len(batch) < BATCH_MAX:
             remaining = deadline - time.monotonic()
             try:
-                item = (self._queue.get(timeout=remaining) if remaining > 0
-                        else self._queue.get_nowait())  # fmt: skip
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if item is None:
@@ -251,17 +266,20 @@ class IngestWriter:
             for item in batch:
                 if item.device_id not in allowed:
                     self._stats.incr("rejected", device_id=item.device_id)
-                    _LOGGER.warning("dropped %s from unknown or revoked device %s",
-                                    item.leaf, item.device_id)
+                    _LOGGER.warning(
+                        "dropped %s from unknown or revoked device %s", item.leaf, item.device_id
+                    )
                     continue
                 accepted.append(item)
                 if isinstance(item.message, protocol.Telemetry):
-                    fresh = [r for r in sample_rows(item.device_id, item.message)
-                             if r["ts"] >= oldest]
+                    fresh = [
+                        r for r in sample_rows(item.device_id, item.message) if r["ts"] >= oldest
+                    ]
                     counts["stale_samples"] += len(item.message.samples) - len(fresh)
                     rows += fresh
-                    seen[item.device_id] = max(seen.get(item.device_id, item.received_at),
-                                               item.received_at)
+                    seen[item.device_id] = max(
+                        seen.get(item.device_id, item.received_at), item.received_at
+                    )
                 elif isinstance(item.message, protocol.DeviceState):
                     states[item.device_id] = item  # the last state in a batch wins
             counts["duplicate_samples"] += len(rows) - insert_samples(session, rows)
@@ -274,10 +292,14 @@ class IngestWriter:
                     .where(or_(col(Device.last_seen).is_(None), col(Device.last_seen) < when))
                     .values(last_seen=when)
                 )
-            counts["stale_states"] += record_states(session, [
-                (item.device_id, item.message, item.received_at) for item in states.values()
-                if isinstance(item.message, protocol.DeviceState)
-            ])  # fmt: skip
+            counts["stale_states"] += record_states(
+                session,
+                [
+                    (item.device_id, item.message, item.received_at)
+                    for item in states.values()
+                    if isinstance(item.message, protocol.DeviceState)
+                ],
+            )
             for leaves, recorder in self._recorders:
                 mine = [item for item in accepted if item.leaf in leaves]
                 if mine:

@@ -29,7 +29,9 @@ def run_retention(engine: Engine, *, keep: timedelta, now: datetime | None = Non
     if result.raw_deleted:
         _LOGGER.info(
             "telemetry rollup: %s raw samples before %s folded into %s hourly rows",
-            result.raw_deleted, result.cutoff.isoformat(), result.hourly_rows,
+            result.raw_deleted,
+            result.cutoff.isoformat(),
+            result.hourly_rows,
         )
     return result
 

@@ -36,10 +36,14 @@ def record_states(session: Session, states: list[ReportedState]) -> int:
         # An offline state (the Last Will) was written at connect time: it must not move
         # last_seen forward.
         seen_at = received_at if state.online else min(received_at, to_utc(state.ts))
-        reports.append(crud.StateReport(
-            device_id=device_id, online=state.online,
-            state=state.model_dump(mode="json"), seen_at=seen_at,
-        ))  # fmt: skip
+        reports.append(
+            crud.StateReport(
+                device_id=device_id,
+                online=state.online,
+                state=state.model_dump(mode="json"),
+                seen_at=seen_at,
+            )
+        )
     crud.mark_device_states(session, reports=reports)
     return stale
 

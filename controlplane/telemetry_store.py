@@ -157,7 +157,12 @@ def series(
 
 
 def grouped_series(
-    session: Session, *, metric: str, start: datetime, end: datetime, bucket_s: int,
+    session: Session,
+    *,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
     group_by: Literal["active_model", "device_class"],
 ) -> dict[str, list[TelemetryPoint]]:
     """`series` for every value of a device column at once (the device's current one): two
@@ -169,26 +174,42 @@ def grouped_series(
     group = _DEVICE.c[group_by]
     value = _RAW.c[metric]
     raw_bucket = _bucket(_RAW.c.ts, dialect, bucket_s).label("b")
-    raw_q = (select(group, raw_bucket, func.count(value), func.sum(value), func.min(value),
-                    func.max(value))
-             .join(_DEVICE, _DEVICE.c.id == _RAW.c.device_id)
-             .where(_RAW.c.ts >= start, _RAW.c.ts < end, value.is_not(None))
-             .group_by(group, raw_bucket))  # fmt: skip
+    raw_q = (
+        select(
+            group, raw_bucket, func.count(value), func.sum(value), func.min(value), func.max(value)
+        )
+        .join(_DEVICE, _DEVICE.c.id == _RAW.c.device_id)
+        .where(_RAW.c.ts >= start, _RAW.c.ts < end, value.is_not(None))
+        .group_by(group, raw_bucket)
+    )
     hour_bucket = _bucket(_HOURLY.c.hour, dialect, bucket_s).label("b")
-    hourly_q = (select(group, hour_bucket, func.sum(_HOURLY.c["count"]),
-                       func.sum(_HOURLY.c["sum"]), func.min(_HOURLY.c["min"]),
-                       func.max(_HOURLY.c["max"]))
-                .join(_DEVICE, _DEVICE.c.id == _HOURLY.c.device_id)
-                .where(_HOURLY.c.metric == metric, _HOURLY.c.hour >= floor_hour(start),
-                       _HOURLY.c.hour < end)
-                .group_by(group, hour_bucket))  # fmt: skip
+    hourly_q = (
+        select(
+            group,
+            hour_bucket,
+            func.sum(_HOURLY.c["count"]),
+            func.sum(_HOURLY.c["sum"]),
+            func.min(_HOURLY.c["min"]),
+            func.max(_HOURLY.c["max"]),
+        )
+        .join(_DEVICE, _DEVICE.c.id == _HOURLY.c.device_id)
+        .where(
+            _HOURLY.c.metric == metric, _HOURLY.c.hour >= floor_hour(start), _HOURLY.c.hour < end
+        )
+        .group_by(group, hour_bucket)
+    )
     acc: dict[str, dict[int, list[float]]] = {}
     for query in (raw_q, hourly_q):
         for name, bucket, count, total, low, high in session.execute(query):
-            _merge(acc.setdefault(str(name or ""), {}), int(bucket), int(count), float(total),
-                   float(low), float(high))  # fmt: skip
-    return {name: [_point(b, v) for b, v in sorted(points.items())]
-            for name, points in acc.items()}  # fmt: skip
+            _merge(
+                acc.setdefault(str(name or ""), {}),
+                int(bucket),
+                int(count),
+                float(total),
+                float(low),
+                float(high),
+            )
+    return {name: [_point(b, v) for b, v in sorted(points.items())] for name, points in acc.items()}
 
 
 def _merge(acc: dict[int, list[float]], bucket: int, *values: float) -> None:
@@ -232,9 +253,15 @@ def roll_up(session: Session, *, now: datetime, keep: timedelta) -> RollupResult
             count, total, low, high = record[2 + 4 * i : 6 + 4 * i]
             if count:
                 rows.append(
-                    {"device_id": record[0], "metric": metric, "hour": hour_start,
-                     "count": int(count), "sum": float(total), "min": float(low),
-                     "max": float(high)}
+                    {
+                        "device_id": record[0],
+                        "metric": metric,
+                        "hour": hour_start,
+                        "count": int(count),
+                        "sum": float(total),
+                        "min": float(low),
+                        "max": float(high),
+                    }
                 )
     if rows:
         ins = _insert(dialect, _HOURLY)

@@ -53,8 +53,13 @@ def fleet_summary(session: Session, *, now: datetime) -> FleetSummary:
     erring = devices_with_errors(session, now=now)
     table = Device.__table__  # type: ignore[attr-defined]
     query = sa_select(
-        table.c.id, table.c.device_class, table.c.online, table.c.last_seen,
-        table.c.active_model, table.c.agent_version, table.c.state,
+        table.c.id,
+        table.c.device_class,
+        table.c.online,
+        table.c.last_seen,
+        table.c.active_model,
+        table.c.agent_version,
+        table.c.state,
     ).where(table.c.revoked_at.is_(None))
     by_class: Counter[str] = Counter()
     by_engine: Counter[str] = Counter()

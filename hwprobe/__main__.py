@@ -29,12 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
     parser.add_argument(
-        "--root", type=Path, default=Path("/"), metavar="DIR",
+        "--root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
         help="read proc/, sys/, dev/ and etc/ under DIR instead of / (a saved or fake root); "
         "no runtime library is imported then",
     )
     parser.add_argument(
-        "--no-runtime", action="store_true",
+        "--no-runtime",
+        action="store_true",
         help="do not import engine libraries even when probing /",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -59,11 +63,15 @@ def summary(profile: HardwareProfile) -> str:
     ]
     if profile.jetson is not None:
         j = profile.jetson
-        lines.append(f"jetson       : {j.model or 'unknown model'}, soc {j.soc or '?'}, "
-                     f"L4T {j.l4t or '?'}, JetPack {j.jetpack or '?'}")
+        lines.append(
+            f"jetson       : {j.model or 'unknown model'}, soc {j.soc or '?'}, "
+            f"L4T {j.l4t or '?'}, JetPack {j.jetpack or '?'}"
+        )
     for accelerator in profile.accelerators or []:
-        lines.append(f"accelerator  : {accelerator.kind}: {accelerator.name}"
-                     f" ({_gib(accelerator.memory_bytes)})")
+        lines.append(
+            f"accelerator  : {accelerator.kind}: {accelerator.name}"
+            f" ({_gib(accelerator.memory_bytes)})"
+        )
     if not profile.accelerators:
         lines.append("accelerator  : none")
     if profile.runtime is not None:

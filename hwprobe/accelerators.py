@@ -14,8 +14,10 @@ _INTEL_GPU_DRIVERS = ("i915", "xe")
 _CARD = re.compile(r"card\d+$")
 _ACCEL = re.compile(r"accel\d+$")
 _NPU_NAMES = {
-    0x7D1D: "Intel NPU (Meteor Lake)", 0xAD1D: "Intel NPU (Arrow Lake)",
-    0x643E: "Intel NPU (Lunar Lake)", 0xB03E: "Intel NPU (Panther Lake)",
+    0x7D1D: "Intel NPU (Meteor Lake)",
+    0xAD1D: "Intel NPU (Arrow Lake)",
+    0x643E: "Intel NPU (Lunar Lake)",
+    0xB03E: "Intel NPU (Panther Lake)",
 }
 
 
@@ -67,8 +69,11 @@ def _display(fs: RootFS, folder: str, *, class_required: bool) -> PciDisplay | N
     if pci_class is not None and pci_class >> 16 != _DISPLAY_CLASS:
         return None
     return PciDisplay(
-        address=_address(fs, folder), vendor=vendor, device=fs.read_hex(f"{folder}/device"),
-        driver=_driver(fs, folder), folder=folder,
+        address=_address(fs, folder),
+        vendor=vendor,
+        device=fs.read_hex(f"{folder}/device"),
+        driver=_driver(fs, folder),
+        folder=folder,
     )
 
 
@@ -102,10 +107,16 @@ def _hex(value: int | None) -> str:
     return "unknown id" if value is None else f"0x{value:04x}"
 
 
-def _gpu(kind: AcceleratorKind, name: str, display: PciDisplay,
-         memory: int | None = None) -> Accelerator:
-    return Accelerator(kind=kind, name=name, memory_bytes=memory, driver=display.driver,
-                       pci_address=display.address)
+def _gpu(
+    kind: AcceleratorKind, name: str, display: PciDisplay, memory: int | None = None
+) -> Accelerator:
+    return Accelerator(
+        kind=kind,
+        name=name,
+        memory_bytes=memory,
+        driver=display.driver,
+        pci_address=display.address,
+    )
 
 
 def _classify(fs: RootFS, display: PciDisplay, shared_bytes: int | None) -> Accelerator | None:
@@ -142,11 +153,15 @@ def find_npus(fs: RootFS) -> list[Accelerator]:
         address = _address(fs, folder)
         if driver == "intel_vpu":
             name = _NPU_NAMES.get(device or -1, f"Intel NPU ({_hex(device)})")
-            found.append(Accelerator(kind="intel-npu", name=name, driver=driver,
-                                     pci_address=address))
+            found.append(
+                Accelerator(kind="intel-npu", name=name, driver=driver, pci_address=address)
+            )
         else:
-            found.append(Accelerator(kind="other", name=f"accelerator {node}", driver=driver,
-                                     pci_address=address))
+            found.append(
+                Accelerator(
+                    kind="other", name=f"accelerator {node}", driver=driver, pci_address=address
+                )
+            )
     return found
 
 

@@ -42,8 +42,13 @@ def is_raspberry_pi(tree: DeviceTree, cpu_board_model: str | None) -> bool:
 def _dmi(fs: RootFS, name: str) -> str | None:
     value = fs.read_value(f"sys/class/dmi/id/{name}")
     # Firmware placeholders say nothing about the board.
-    if value is None or value.lower() in ("", "default string", "to be filled by o.e.m.",
-                                          "system product name", "system manufacturer"):
+    if value is None or value.lower() in (
+        "",
+        "default string",
+        "to be filled by o.e.m.",
+        "system product name",
+        "system manufacturer",
+    ):
         return None
     return value
 

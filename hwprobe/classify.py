@@ -17,8 +17,11 @@ _ENGINES: dict[DeviceClass, list[EngineName]] = {
 
 
 def device_class(
-    arch: str | None, jetson: JetsonInfo | None, accelerators: list[Accelerator],
-    *, arm_hint: bool = False,
+    arch: str | None,
+    jetson: JetsonInfo | None,
+    accelerators: list[Accelerator],
+    *,
+    arm_hint: bool = False,
 ) -> DeviceClass:
     """Pick the class that decides engines: Jetson, NVIDIA GPU, Intel GPU, Intel NPU, then CPU.
 

@@ -11,8 +11,14 @@ from hwprobe.profile import CpuInfo
 from hwprobe.rootfs import RootFS
 
 _MACHINE_ARCH = {
-    "x86_64": "x86_64", "amd64": "x86_64", "i386": "i686", "i686": "i686",
-    "aarch64": "aarch64", "arm64": "aarch64", "armv8l": "armv7l", "armv7l": "armv7l",
+    "x86_64": "x86_64",
+    "amd64": "x86_64",
+    "i386": "i686",
+    "i686": "i686",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "armv8l": "armv7l",
+    "armv7l": "armv7l",
     "armv6l": "armv6l",
 }
 

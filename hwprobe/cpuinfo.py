@@ -6,15 +6,47 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 # Flags that matter for choosing an inference engine or a kernel; the rest are noise.
-X86_FEATURES = frozenset({
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-    "avx512cd", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx512vbmi", "avx_vnni",
-    "avx_vnni_int8", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
-})
-ARM64_FEATURES = frozenset({
-    "fp", "asimd", "asimdhp", "asimddp", "asimdfhm", "fphp", "i8mm", "bf16", "sve", "sve2",
-    "sme", "sme2", "atomics",
-})
+X86_FEATURES = frozenset(
+    {
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+        "avx512cd",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx512vbmi",
+        "avx_vnni",
+        "avx_vnni_int8",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+        "amx_fp16",
+    }
+)
+ARM64_FEATURES = frozenset(
+    {
+        "fp",
+        "asimd",
+        "asimdhp",
+        "asimddp",
+        "asimdfhm",
+        "fphp",
+        "i8mm",
+        "bf16",
+        "sve",
+        "sve2",
+        "sme",
+        "sme2",
+        "atomics",
+    }
+)
 ARM32_FEATURES = frozenset({"neon", "vfpv3", "vfpv4", "vfpd32", "idiva"})
 # Hardware capabilities only an AArch64 kernel reports (a 32-bit view shows vfp/neon instead).
 _AARCH64_ONLY = frozenset({"asimd", "fp", "cpuid", "atomics"})
@@ -22,16 +54,36 @@ _AARCH32_ONLY = frozenset({"vfp", "neon", "half", "thumb", "vfpv3", "vfpv4", "ed
 
 # (implementer, part) -> core name, from the Linux arm64 cputype.h table.
 ARM_CORES: dict[tuple[int, int], str] = {
-    (0x41, 0xB76): "ARM1176", (0x41, 0xC07): "Cortex-A7", (0x41, 0xC08): "Cortex-A8",
-    (0x41, 0xC09): "Cortex-A9", (0x41, 0xC0F): "Cortex-A15", (0x41, 0xD03): "Cortex-A53",
-    (0x41, 0xD04): "Cortex-A35", (0x41, 0xD05): "Cortex-A55", (0x41, 0xD07): "Cortex-A57",
-    (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73", (0x41, 0xD0A): "Cortex-A75",
-    (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1", (0x41, 0xD0D): "Cortex-A77",
-    (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD41): "Cortex-A78", (0x41, 0xD42): "Cortex-A78AE",
-    (0x41, 0xD44): "Cortex-X1", (0x41, 0xD46): "Cortex-A510", (0x41, 0xD47): "Cortex-A710",
-    (0x41, 0xD48): "Cortex-X2", (0x41, 0xD49): "Neoverse-N2", (0x41, 0xD4B): "Cortex-A78C",
-    (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD81): "Cortex-A720", (0x41, 0xD83): "Neoverse-V3AE",
-    (0x41, 0xD84): "Neoverse-V3", (0x4E, 0x003): "NVIDIA Denver 2", (0x4E, 0x004): "NVIDIA Carmel",
+    (0x41, 0xB76): "ARM1176",
+    (0x41, 0xC07): "Cortex-A7",
+    (0x41, 0xC08): "Cortex-A8",
+    (0x41, 0xC09): "Cortex-A9",
+    (0x41, 0xC0F): "Cortex-A15",
+    (0x41, 0xD03): "Cortex-A53",
+    (0x41, 0xD04): "Cortex-A35",
+    (0x41, 0xD05): "Cortex-A55",
+    (0x41, 0xD07): "Cortex-A57",
+    (0x41, 0xD08): "Cortex-A72",
+    (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD0A): "Cortex-A75",
+    (0x41, 0xD0B): "Cortex-A76",
+    (0x41, 0xD0C): "Neoverse-N1",
+    (0x41, 0xD0D): "Cortex-A77",
+    (0x41, 0xD40): "Neoverse-V1",
+    (0x41, 0xD41): "Cortex-A78",
+    (0x41, 0xD42): "Cortex-A78AE",
+    (0x41, 0xD44): "Cortex-X1",
+    (0x41, 0xD46): "Cortex-A510",
+    (0x41, 0xD47): "Cortex-A710",
+    (0x41, 0xD48): "Cortex-X2",
+    (0x41, 0xD49): "Neoverse-N2",
+    (0x41, 0xD4B): "Cortex-A78C",
+    (0x41, 0xD4F): "Neoverse-V2",
+    (0x41, 0xD81): "Cortex-A720",
+    (0x41, 0xD83): "Neoverse-V3AE",
+    (0x41, 0xD84): "Neoverse-V3",
+    (0x4E, 0x003): "NVIDIA Denver 2",
+    (0x4E, 0x004): "NVIDIA Carmel",
 }
 # Cores that are 64-bit capable even when a 32-bit kernel reports "CPU architecture: 7".
 _ARMV8_PARTS = frozenset(key for key in ARM_CORES if key[0] == 0x4E or key[1] >= 0xD00)
@@ -107,9 +159,7 @@ def _parse_x86(facts: CpuFacts, processors: list[dict[str, str]]) -> None:
 
 def _parse_arm(facts: CpuFacts, processors: list[dict[str, str]], merged: dict[str, str]) -> None:
     flags = _common_features(processors, "Features")
-    parts = [
-        (_int(p.get("CPU implementer")), _int(p.get("CPU part"))) for p in processors
-    ]
+    parts = [(_int(p.get("CPU implementer")), _int(p.get("CPU part"))) for p in processors]
     known = [(i, p) for i, p in parts if i is not None and p is not None]
     names = [ARM_CORES[key] for key in known if key in ARM_CORES]
     facts.core_names = [name for name, _ in Counter(names).most_common()]

@@ -60,7 +60,13 @@ def probe(root: Path = Path("/"), runtime: bool | None = None) -> HardwareProfil
         runtime_info = probe_runtime(fs, accelerators)
     _LOGGER.debug("probed %s: %s with %d warnings", root, klass, len(fs.warnings))
     return HardwareProfile(
-        cpu=cpu_info(facts), memory=memory, board=board, jetson=jetson,
-        accelerators=accelerators, device_class=klass, engines=engines_for(klass, facts.arch),
-        warnings=fs.warnings, runtime=runtime_info,
+        cpu=cpu_info(facts),
+        memory=memory,
+        board=board,
+        jetson=jetson,
+        accelerators=accelerators,
+        device_class=klass,
+        engines=engines_for(klass, facts.arch),
+        warnings=fs.warnings,
+        runtime=runtime_info,
     )

@@ -46,8 +46,9 @@ class AgentReleaseManifest(BaseModel):
 
     def canonical_bytes(self) -> bytes:
         """What the signature covers: sorted-key compact JSON."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                          separators=(",", ":")).encode()  # fmt: skip
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        ).encode()
 
 
 def wheel_name(version: str) -> str:
@@ -91,27 +92,34 @@ def build_release(
                 put(name, data)
         for name, text in sorted(replaced.items()):
             put(name, text.encode())
-        put(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: edgefleet-agent\n"
-                                f"Version: {version}\n".encode())  # fmt: skip
-        put(f"{dist}/WHEEL", b"Wheel-Version: 1.0\nGenerator: edgefleet\nRoot-Is-Purelib: true\n"
-                             b"Tag: py3-none-any\n")  # fmt: skip
+        put(
+            f"{dist}/METADATA",
+            f"Metadata-Version: 2.1\nName: edgefleet-agent\nVersion: {version}\n".encode(),
+        )
+        put(
+            f"{dist}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: edgefleet\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         zf.writestr(f"{dist}/RECORD", "\n".join([*records, f"{dist}/RECORD,,"]) + "\n")
     sha, size = hash_file(wheel)
     manifest = AgentReleaseManifest(
         version=version, files=[FileEntry(path=wheel.name, sha256=sha, size=size)]
     )
     signature = ManifestSignature(
-        key_id=key_id(key), public_key=public_key_b64(key),
+        key_id=key_id(key),
+        public_key=public_key_b64(key),
         signature=base64.b64encode(key.sign(manifest.canonical_bytes())).decode(),
-    )  # fmt: skip
+    )
     atomic_write_bytes(out_dir / RELEASE_FILE, manifest.model_dump_json(indent=2).encode())
     atomic_write_bytes(out_dir / RELEASE_SIGNATURE_FILE, signature.model_dump_json().encode())
     return manifest
 
 
 def _with_version(text: str, version: str) -> str:
-    lines = [f'__version__ = "{version}"' if ln.startswith("__version__") else ln
-             for ln in text.splitlines()]  # fmt: skip
+    lines = [
+        f'__version__ = "{version}"' if ln.startswith("__version__") else ln
+        for ln in text.splitlines()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -143,9 +151,11 @@ def verify_release_dir(
     release_dir: Path, trusted: Sequence[Ed25519PublicKey]
 ) -> AgentReleaseManifest:
     """Check a release directory's signature and every file's size and sha256."""
-    manifest = verify_release((release_dir / RELEASE_FILE).read_bytes(),
-                              (release_dir / RELEASE_SIGNATURE_FILE).read_bytes(),
-                              trusted)  # fmt: skip
+    manifest = verify_release(
+        (release_dir / RELEASE_FILE).read_bytes(),
+        (release_dir / RELEASE_SIGNATURE_FILE).read_bytes(),
+        trusted,
+    )
     for entry in manifest.files:
         sha, size = hash_file(release_dir / entry.path)
         if (sha, size) != (entry.sha256, entry.size):

@@ -17,12 +17,43 @@ _ADDED_TOKENIZER_FIELDS: Final = ("stop_tokens", "stop_token_ids")
 
 Format = Literal["gguf", "openvino", "onnx"]
 Precision = Literal[
-    "f32", "f16", "q8_0", "q4_0", "q4_k_m", "int8", "fp16", "fp32",
+    "f32",
+    "f16",
+    "q8_0",
+    "q4_0",
+    "q4_k_m",
+    "int8",
+    "fp16",
+    "fp32",
     # what else an imported GGUF may carry (llama.cpp file types)
-    "bf16", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q5_k_s",
-    "q5_k_m", "q6_k", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs",
-    "iq3_xs", "iq3_s", "iq3_m", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4",
-]  # fmt: skip
+    "bf16",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q2_k",
+    "q3_k_s",
+    "q3_k_m",
+    "q3_k_l",
+    "q4_k_s",
+    "q5_k_s",
+    "q5_k_m",
+    "q6_k",
+    "iq1_s",
+    "iq1_m",
+    "iq2_xxs",
+    "iq2_xs",
+    "iq2_s",
+    "iq2_m",
+    "iq3_xxs",
+    "iq3_xs",
+    "iq3_s",
+    "iq3_m",
+    "iq4_nl",
+    "iq4_xs",
+    "tq1_0",
+    "tq2_0",
+    "mxfp4",
+]
 
 
 class FileEntry(BaseModel):

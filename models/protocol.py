@@ -183,9 +183,10 @@ class DesiredModel(BaseModel):
     )
     rollout_id: str | None = None
     probe: list[ProbePrompt] = Field(
-        default_factory=list, max_length=16,
+        default_factory=list,
+        max_length=16,
         description="quality probe: prompts whose greedy answers must match at the health check",
-    )  # fmt: skip
+    )
 
 
 class AgentSettings(BaseModel):
@@ -200,9 +201,10 @@ class AgentSettings(BaseModel):
     telemetry_interval_s: float | None = Field(default=None, ge=1, le=3600)
     log_level: LogLevel | None = None
     api_key_sha256: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{64}$",
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
         description="the REST API key, as its SHA-256 (the key itself never crosses MQTT)",
-    )  # fmt: skip
+    )
 
 
 class AgentRelease(BaseModel):

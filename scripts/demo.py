@@ -37,8 +37,17 @@ from controlplane.broker_config import relocate_listeners  # noqa: E402
 from controlplane.broker_tls import load_or_create_ca, write_broker_tls  # noqa: E402
 
 SHIPPED_BROKER_CONFIG = REPO / "deploy" / "mosquitto" / "edgefleet.conf"
-_OVERRIDDEN = {"listener", "port", "password_file", "acl_file", "persistence_location",
-               "pid_file", "log_dest", "log_type", "user"}  # fmt: skip
+_OVERRIDDEN = {
+    "listener",
+    "port",
+    "password_file",
+    "acl_file",
+    "persistence_location",
+    "pid_file",
+    "log_dest",
+    "log_type",
+    "user",
+}
 
 
 DEMO_MODEL = "smollm2-135m-instruct"
@@ -106,9 +115,14 @@ class Demo:
         log = (self.state / f"{name}.log").open("ab")
         # Its own process group: Ctrl-C reaches only the demo, which then stops every group in
         # order, grandchildren (llama-server, say) included.
-        proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append((name, proc))
         return proc
 
@@ -140,19 +154,31 @@ class Demo:
         # The control plane's CA (in its data dir: enrollment hands it to the agent) signs the
         # device listener's certificate; the plaintext listener is the control plane's.
         tls_dir = self.state / "cp" / "mqtt-tls"
-        tls = write_broker_tls(load_or_create_ca(tls_dir / "ca.crt", tls_dir / "ca.key"),
-                               mqtt_dir, ["127.0.0.1", "localhost"])  # fmt: skip
+        tls = write_broker_tls(
+            load_or_create_ca(tls_dir / "ca.crt", tls_dir / "ca.key"),
+            mqtt_dir,
+            ["127.0.0.1", "localhost"],
+        )
         replace: dict[str, str | None] = dict.fromkeys(_OVERRIDDEN | {"allow_anonymous"})
-        replace.update(cafile=str(tls.ca_file), certfile=str(tls.cert_file),
-                       keyfile=str(tls.key_file))  # fmt: skip
-        extra = ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}",
-                 f"persistence_location {mqtt_dir}/persistence/",
-                 f"log_dest file {mqtt_dir}/log"]  # fmt: skip
+        replace.update(
+            cafile=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file)
+        )
+        extra = [
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"acl_file {acl}",
+            f"persistence_location {mqtt_dir}/persistence/",
+            f"log_dest file {mqtt_dir}/log",
+        ]
         if os.geteuid() == 0:
             extra.append("user root")
-        config = relocate_listeners(SHIPPED_BROKER_CONFIG.read_text(), host="127.0.0.1",
-                                    ports={1883: port, 8883: tls_port}, replace=replace,
-                                    extra=extra)  # fmt: skip
+        config = relocate_listeners(
+            SHIPPED_BROKER_CONFIG.read_text(),
+            host="127.0.0.1",
+            ports={1883: port, 8883: tls_port},
+            replace=replace,
+            extra=extra,
+        )
         (mqtt_dir / "mosquitto.conf").write_text(config)
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
@@ -164,15 +190,18 @@ class Demo:
     def cp_env(self, port: int, mqtt_port: int, tls_port: int, broker_pid: int) -> dict[str, str]:
         mqtt_dir = self.state / "mosquitto"
         return {
-            "EDGEFLEET_CP_DATA_DIR": str(self.state / "cp"), "EDGEFLEET_CP_HOST": "127.0.0.1",
-            "EDGEFLEET_CP_PORT": str(port), "EDGEFLEET_CP_MQTT_ENABLED": "true",
-            "EDGEFLEET_CP_MQTT_HOST": "127.0.0.1", "EDGEFLEET_CP_MQTT_PORT": str(tls_port),
+            "EDGEFLEET_CP_DATA_DIR": str(self.state / "cp"),
+            "EDGEFLEET_CP_HOST": "127.0.0.1",
+            "EDGEFLEET_CP_PORT": str(port),
+            "EDGEFLEET_CP_MQTT_ENABLED": "true",
+            "EDGEFLEET_CP_MQTT_HOST": "127.0.0.1",
+            "EDGEFLEET_CP_MQTT_PORT": str(tls_port),
             "EDGEFLEET_CP_MQTT_TLS": "true",
             "EDGEFLEET_CP_MQTT_CP_URL": f"mqtt://127.0.0.1:{mqtt_port}",
             "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(mqtt_dir / "passwd"),
             "EDGEFLEET_CP_BROKER_ACL_FILE": str(mqtt_dir / "acl"),
             "EDGEFLEET_CP_BROKER_PID": str(broker_pid),
-        }  # fmt: skip
+        }
 
 
 def build_demo_model(state: Path, *, all_variants: bool) -> Path:
@@ -193,9 +222,21 @@ def build_demo_model(state: Path, *, all_variants: bool) -> Path:
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
-    build = [sys.executable, "-m", "models.cli", "build", str(src), "--out", str(staging),
-             "--name", DEMO_MODEL, "--version", DEMO_VERSION + ("-all" if all_variants else ""),
-             "--key", str(state / "demo-signing-key.pem")]  # fmt: skip
+    build = [
+        sys.executable,
+        "-m",
+        "models.cli",
+        "build",
+        str(src),
+        "--out",
+        str(staging),
+        "--name",
+        DEMO_MODEL,
+        "--version",
+        DEMO_VERSION + ("-all" if all_variants else ""),
+        "--key",
+        str(state / "demo-signing-key.pem"),
+    ]
     if all_variants:
         build.append("--keep-going")  # sign what built; the rest is named on stderr
     done = subprocess.run(build, cwd=REPO, capture_output=True, text=True)
@@ -217,14 +258,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"state and logs in {state}")
         mqtt_port, tls_port, broker_pid = demo.start_broker()
-        print(f"mosquitto: devices on mqtts://127.0.0.1:{tls_port}, "
-              f"the control plane on mqtt://127.0.0.1:{mqtt_port}")
+        print(
+            f"mosquitto: devices on mqtts://127.0.0.1:{tls_port}, "
+            f"the control plane on mqtt://127.0.0.1:{mqtt_port}"
+        )
         cp_port = free_port()
         env = demo.cp_env(cp_port, mqtt_port, tls_port, broker_pid)
         cp = [sys.executable, "-m", "controlplane.cli"]
-        token = subprocess.run([*cp, "create-admin-token", "--name", "demo"], cwd=REPO,
-                               env={**os.environ, **env}, check=True, capture_output=True,
-                               text=True).stdout.split()[0]  # fmt: skip
+        token = subprocess.run(
+            [*cp, "create-admin-token", "--name", "demo"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[0]
         demo.spawn("controlplane", [*cp, "serve"], env)
         url = f"http://127.0.0.1:{cp_port}"
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -242,14 +290,28 @@ def run(args: argparse.Namespace) -> int:
             raise DemoError(f"model import failed: {resp.text}")
         print(f"registered {manifest.ref}: {', '.join(v.id for v in manifest.variants)}")
 
-        enroll_token = http.post("/api/v1/enrollment-tokens",
-                                 json={"labels": {"site": "demo"}}).json()["token"]  # fmt: skip
+        enroll_token = http.post(
+            "/api/v1/enrollment-tokens", json={"labels": {"site": "demo"}}
+        ).json()["token"]
         agent_port = free_port()
-        demo.spawn("agent", [sys.executable, "-m", "agent.cli", "serve", "--control-plane", url,
-                             "--port", str(agent_port)],
-                   {"EDGEFLEET_AGENT_DATA_DIR": str(state / "agent"),
-                    "EDGEFLEET_AGENT_ENROLLMENT_TOKEN": enroll_token,
-                    "EDGEFLEET_AGENT_MQTT_URL": f"mqtts://127.0.0.1:{tls_port}"})  # fmt: skip
+        demo.spawn(
+            "agent",
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "serve",
+                "--control-plane",
+                url,
+                "--port",
+                str(agent_port),
+            ],
+            {
+                "EDGEFLEET_AGENT_DATA_DIR": str(state / "agent"),
+                "EDGEFLEET_AGENT_ENROLLMENT_TOKEN": enroll_token,
+                "EDGEFLEET_AGENT_MQTT_URL": f"mqtts://127.0.0.1:{tls_port}",
+            },
+        )
 
         def device_online() -> str | None:
             demo.check_alive()
@@ -258,8 +320,11 @@ def run(args: argparse.Namespace) -> int:
 
         device = wait_for("the agent to enroll and connect", device_online, 120)
         print(f"agent {device} enrolled and online; its API is http://127.0.0.1:{agent_port}")
-        body = {"model": manifest.ref, "selector": {"device_ids": [device]},
-                "strategy": {"waves": [{"percent": 100}], "device_timeout_s": 300}}  # fmt: skip
+        body = {
+            "model": manifest.ref,
+            "selector": {"device_ids": [device]},
+            "strategy": {"waves": [{"percent": 100}], "device_timeout_s": 300},
+        }
         rollout = http.post("/api/v1/rollouts", json=body).json()
         print(f"rollout {rollout['id']} of {manifest.ref} started")
 
@@ -276,9 +341,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"rollout succeeded: {device} serves {manifest.ref}")
 
         agent = f"http://127.0.0.1:{agent_port}"
-        chat = {"model": manifest.name, "max_tokens": 48, "temperature": 0,
-                "messages": [{"role": "system", "content": SYSTEM},
-                             {"role": "user", "content": QUESTION}]}  # fmt: skip
+        chat = {
+            "model": manifest.name,
+            "max_tokens": 48,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": QUESTION},
+            ],
+        }
         answer = httpx.post(f"{agent}/v1/chat/completions", json=chat, timeout=120)
         if answer.status_code != 200:
             raise DemoError(f"chat failed: HTTP {answer.status_code} {answer.text[:300]}")
@@ -312,14 +383,20 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true",
-                        default=os.environ.get("EDGEFLEET_DEMO_ONCE") == "1",
-                        help="exit after the chat completion (0 on success)")  # fmt: skip
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        default=os.environ.get("EDGEFLEET_DEMO_ONCE") == "1",
+        help="exit after the chat completion (0 on success)",
+    )
     parser.add_argument("--state-dir", help="where to keep state and logs (default: a temp dir)")
-    parser.add_argument("--all-variants", action="store_true",
-                        help="build SmolLM2's Hugging Face checkpoint into every variant the "
-                        "pipeline can (GGUF, ONNX, OpenVINO; minutes) instead of signing its "
-                        "GGUF as it is")  # fmt: skip
+    parser.add_argument(
+        "--all-variants",
+        action="store_true",
+        help="build SmolLM2's Hugging Face checkpoint into every variant the "
+        "pipeline can (GGUF, ONNX, OpenVINO; minutes) instead of signing its "
+        "GGUF as it is",
+    )
     return run(parser.parse_args())
 
 

@@ -21,6 +21,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy (strict on the packages)"
 .venv/bin/mypy
 echo "== pytest"

@@ -19,8 +19,24 @@ from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingPar
 from agent.engines.batching import BatchRequest, BatchScheduler, SequenceWork
 from agent.errors import EngineError
 
-WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-         "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")  # fmt: skip
+WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+)
 END = len(WORDS)  # the end-of-sequence token
 BOS = END + 1
 
@@ -107,8 +123,14 @@ class FakeBatchingEngine:
 
     name = "fake-batching"
 
-    def __init__(self, backend: FakeBatchBackend | None = None, *, n_slots: int = 4,
-                 context_length: int = 2048, prefix_cache: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backend: FakeBatchBackend | None = None,
+        *,
+        n_slots: int = 4,
+        context_length: int = 2048,
+        prefix_cache: bool = True,
+    ) -> None:
         self.backend = backend or FakeBatchBackend()
         self.n_slots = n_slots
         self.prefix_cache = prefix_cache
@@ -120,8 +142,9 @@ class FakeBatchingEngine:
         """Start the scheduler."""
         self.unload()
         self._stats = EngineStats(extra={"parallel": str(self.n_slots)})
-        self.scheduler = BatchScheduler(self.backend, n_slots=self.n_slots, stats=self._stats,
-                                        prefix_cache=self.prefix_cache)  # fmt: skip
+        self.scheduler = BatchScheduler(
+            self.backend, n_slots=self.n_slots, stats=self._stats, prefix_cache=self.prefix_cache
+        )
 
     def tokenize(self, text: str) -> list[int]:
         """Fake token ids."""

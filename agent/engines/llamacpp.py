@@ -122,8 +122,12 @@ def _slot_plan(shape: ModelShape | None, options: LoadOptions, plan: OffloadPlan
             available = probed_available_memory()
     if available is not None and available < 0:
         available = None
-    return plan_slots(shape, slot_context=options.context_length,
-                      available_bytes=available, requested=options.parallel)  # fmt: skip
+    return plan_slots(
+        shape,
+        slot_context=options.context_length,
+        available_bytes=available,
+        requested=options.parallel,
+    )
 
 
 class LlamaCppEngine:
@@ -169,10 +173,15 @@ class LlamaCppEngine:
         self._bos_text = self._token_text(llm.token_bos())
         try:
             backend = LlamaBatchBackend(
-                lib, llm._model, n_slots=slots.parallel, slot_context=slots.slot_context,
-                n_cached=slots.parallel, threads=options.threads,
-                piece=self._piece, is_end=self._is_end,
-            )  # fmt: skip
+                lib,
+                llm._model,
+                n_slots=slots.parallel,
+                slot_context=slots.slot_context,
+                n_cached=slots.parallel,
+                threads=options.threads,
+                piece=self._piece,
+                is_end=self._is_end,
+            )
         except AgentError:
             self.unload()
             raise
@@ -191,10 +200,12 @@ class LlamaCppEngine:
                 "prefix_cache": "on" if backend.shares_prefixes else "off (SWA/recurrent model)",
             },
         )
-        self.scheduler = BatchScheduler(backend, n_slots=slots.parallel, stats=self._stats,
-                                        prefix_cache=backend.shares_prefixes)  # fmt: skip
-        _LOGGER.info("llama.cpp loaded %s on %s: %s; %s", gguf, plan.device, plan.reason,
-                     slots.reason)  # fmt: skip
+        self.scheduler = BatchScheduler(
+            backend, n_slots=slots.parallel, stats=self._stats, prefix_cache=backend.shares_prefixes
+        )
+        _LOGGER.info(
+            "llama.cpp loaded %s on %s: %s; %s", gguf, plan.device, plan.reason, slots.reason
+        )
 
     @staticmethod
     def _open(lib: Any, gguf: Path, options: LoadOptions, n_gpu_layers: int) -> Any:

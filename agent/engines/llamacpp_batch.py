@@ -89,8 +89,12 @@ class LlamaBatchBackend:
         if constraint is not None:  # a per-sequence grammar masks the logits first
             add(chain, self._grammar(constraint, chain))
         if params.repeat_penalty != 1.0:
-            add(chain, lib.llama_sampler_init_penalties(
-                self._n_vocab, REPEAT_PENALTY_WINDOW, params.repeat_penalty, 0.0, 0.0))  # fmt: skip
+            add(
+                chain,
+                lib.llama_sampler_init_penalties(
+                    self._n_vocab, REPEAT_PENALTY_WINDOW, params.repeat_penalty, 0.0, 0.0
+                ),
+            )
         if params.temperature <= 0.0:
             add(chain, lib.llama_sampler_init_greedy())
             return chain
@@ -121,8 +125,12 @@ class LlamaBatchBackend:
         """One llama_decode over every sequence's tokens; then each sequence samples its own."""
         batch = self._batch
         token, pos, n_seq_id, seq_id, logits = (
-            batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
-        )  # fmt: skip
+            batch.token,
+            batch.pos,
+            batch.n_seq_id,
+            batch.seq_id,
+            batch.logits,
+        )
         outputs: list[tuple[int, int]] = []
         n = 0
         for item in work:

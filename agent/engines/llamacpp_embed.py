@@ -58,10 +58,16 @@ class LlamaEmbedder:
         )
         try:
             llm = llama_cpp.Llama(
-                model_path=str(self._gguf), embedding=True, n_ctx=self._context,
-                n_batch=self._context, n_ubatch=self._context, n_threads=self._threads,
-                n_threads_batch=self._threads, verbose=False, pooling_type=pooling,
-            )  # fmt: skip
+                model_path=str(self._gguf),
+                embedding=True,
+                n_ctx=self._context,
+                n_batch=self._context,
+                n_ubatch=self._context,
+                n_threads=self._threads,
+                n_threads_batch=self._threads,
+                verbose=False,
+                pooling_type=pooling,
+            )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(
                 f"llama.cpp cannot open {self._gguf} for embeddings: {exc}"

@@ -20,8 +20,19 @@ KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is f16
 # LoadOptions.gpu_memory_bytes when hwprobe found a usable GPU but not its memory size.
 GPU_MEMORY_UNKNOWN = -1
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}  # fmt: skip
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 # Far above any real header (a 262k vocabulary, a chat template): beyond this the file is corrupt.
 _MAX_STRING, _MAX_ARRAY = 64 << 20, 1 << 28
@@ -137,8 +148,9 @@ def model_shape(path: Path) -> ModelShape:
     heads = number("attention.head_count")
     head_dim = number("embedding_length") // max(heads, 1)
     kv_heads = number("attention.head_count_kv", heads)
-    width = kv_heads * (number("attention.key_length", head_dim) +
-                        number("attention.value_length", head_dim))  # fmt: skip
+    width = kv_heads * (
+        number("attention.key_length", head_dim) + number("attention.value_length", head_dim)
+    )
     return ModelShape(arch, number("block_count"), width, path.stat().st_size)
 
 

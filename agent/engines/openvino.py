@@ -122,17 +122,24 @@ class OpenVinoEngine:
         self._stats = EngineStats(
             load_seconds=time.perf_counter() - started,
             device=options.device.upper(),
-            extra={"parallel": str(slots if batching else 1),
-                   "pipeline": "continuous batching" if batching else "LLMPipeline"},
-        )  # fmt: skip
+            extra={
+                "parallel": str(slots if batching else 1),
+                "pipeline": "continuous batching" if batching else "LLMPipeline",
+            },
+        )
         if batching is not None:
             self.scheduler = OpenVinoBatchDriver(
-                batching, n_slots=slots, tensor=_ids_tensor, stats=self._stats,
+                batching,
+                n_slots=slots,
+                tensor=_ids_tensor,
+                stats=self._stats,
                 config=functools.partial(_batched_config, genai, eos),
-                detokenizer=self._detokenizer, is_end=self._eos.__contains__,
-            )  # fmt: skip
-        _LOGGER.info("OpenVINO loaded %s on %s (%s)", folder, options.device,
-                     self._stats.extra["pipeline"])  # fmt: skip
+                detokenizer=self._detokenizer,
+                is_end=self._eos.__contains__,
+            )
+        _LOGGER.info(
+            "OpenVINO loaded %s on %s (%s)", folder, options.device, self._stats.extra["pipeline"]
+        )
 
     def count_tokens(self, text: str) -> int:
         """Tokens the prompt takes with the pipeline's own tokenizer."""
@@ -283,8 +290,9 @@ def _batching_pipeline(
             str(folder), scheduler_config(genai, slots), options.device.upper(), properties
         )
     except RuntimeError as exc:
-        _LOGGER.warning("OpenVINO continuous batching unavailable for %s (%s); one at a time",
-                        folder, exc)  # fmt: skip
+        _LOGGER.warning(
+            "OpenVINO continuous batching unavailable for %s (%s); one at a time", folder, exc
+        )
         return None
 
 

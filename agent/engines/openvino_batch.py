@@ -91,11 +91,18 @@ class OpenVinoBatchDriver:
             usage = 0.0
         with self._cond:
             running = len(self._running)
-            return SchedulerStats(slots=self.n_slots, running=running, waiting=len(self._queue),
-                                  batch_tokens=running, batch_sequences=running,
-                                  kv_usage=min(1.0, max(0.0, usage)),
-                                  prompt_tokens=self._prompt_tokens, prefix_hit_tokens=0,
-                                  cached_prefixes=0, steps=self._steps)  # fmt: skip
+            return SchedulerStats(
+                slots=self.n_slots,
+                running=running,
+                waiting=len(self._queue),
+                batch_tokens=running,
+                batch_sequences=running,
+                kv_usage=min(1.0, max(0.0, usage)),
+                prompt_tokens=self._prompt_tokens,
+                prefix_hit_tokens=0,
+                cached_prefixes=0,
+                steps=self._steps,
+            )
 
     def close(self) -> None:
         """Stop the worker; queued and running requests end with an error."""
@@ -208,9 +215,15 @@ class OpenVinoBatchDriver:
         if self._engine_stats is not None:
             self._engine_stats.prompt_tokens += len(request.prompt)
             self._engine_stats.completion_tokens += running.text.produced
-        request.sink(Completion(reason, len(request.prompt), running.text.produced,
-                                prompt_eval_ns=first - running.admitted_ns,
-                                eval_ns=now - first))  # fmt: skip
+        request.sink(
+            Completion(
+                reason,
+                len(request.prompt),
+                running.text.produced,
+                prompt_eval_ns=first - running.admitted_ns,
+                eval_ns=now - first,
+            )
+        )
 
 
 def _cancel(handle: Any) -> None:

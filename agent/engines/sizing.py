@@ -82,8 +82,12 @@ def describe_slots(
     from agent.engines.offload import GGUFHeaderError, model_shape
 
     try:
-        plan = plan_slots(model_shape(gguf), slot_context=context_length,
-                          available_bytes=available_bytes, requested=requested)  # fmt: skip
+        plan = plan_slots(
+            model_shape(gguf),
+            slot_context=context_length,
+            available_bytes=available_bytes,
+            requested=requested,
+        )
     except (GGUFHeaderError, OSError) as exc:
         return f"slots: unknown ({exc})"
     except ModelLoadError as exc:

@@ -135,6 +135,10 @@ def create_app(
     app.add_middleware(RequestGuard, limits=limits)
     app.add_middleware(AccessMiddleware, api_key=api_key, metrics=metrics)
     if limits.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins),
-                           allow_methods=["*"], allow_headers=["*"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(limits.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     return app

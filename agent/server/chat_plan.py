@@ -56,16 +56,22 @@ class ChatPlan:
         if tool_choice not in ("auto", "none", "required") and tool_choice not in {
             t.name for t in tools
         }:
-            raise ApiError(400, f"tool_choice names {tool_choice!r}, which is not in tools",
-                           param="tool_choice")  # fmt: skip
+            raise ApiError(
+                400,
+                f"tool_choice names {tool_choice!r}, which is not in tools",
+                param="tool_choice",
+            )
         if tool_choice == "required" and not tools:
             raise ApiError(400, "tool_choice 'required' needs tools", param="tool_choice")
         if not tools or tool_choice == "none":
             return cls(constraint=_constraint(schema, schema_field), constraint_field=schema_field)
         if tool_choice == "auto":
-            return cls(tuple(tools), parallel_calls=parallel_calls,
-                       constraint=_constraint(schema, schema_field),
-                       constraint_field=schema_field)  # fmt: skip
+            return cls(
+                tuple(tools),
+                parallel_calls=parallel_calls,
+                constraint=_constraint(schema, schema_field),
+                constraint_field=schema_field,
+            )
         name = None if tool_choice == "required" else tool_choice
         try:
             call_schema = forced_call_schema(tools, name)

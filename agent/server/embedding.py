@@ -20,9 +20,13 @@ async def embed_texts(
     try:
         engine = leased.engine
         if not isinstance(engine, EmbeddingSource):
-            raise ApiError(400, f"{param}: the {leased.engine_name} engine serving this model "
-                                "cannot embed text; serve a GGUF variant on llama.cpp",
-                           code="unsupported_on_engine", param=param)  # fmt: skip
+            raise ApiError(
+                400,
+                f"{param}: the {leased.engine_name} engine serving this model "
+                "cannot embed text; serve a GGUF variant on llama.cpp",
+                code="unsupported_on_engine",
+                param=param,
+            )
         return await asyncio.to_thread(engine.embed, list(texts))
     finally:
         runtime.release(leased, keep_alive)

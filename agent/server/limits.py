@@ -128,8 +128,11 @@ class RequestGuard:
 
     def _too_large(self) -> ApiError:
         limit = self.limits.max_body_bytes
-        return ApiError(413, f"request body is over this agent's limit of {limit} bytes "
-                             "(max_body_bytes)", code="request_too_large")  # fmt: skip
+        return ApiError(
+            413,
+            f"request body is over this agent's limit of {limit} bytes (max_body_bytes)",
+            code="request_too_large",
+        )
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the cap."""

@@ -199,8 +199,11 @@ class ServingMetrics:
                 f"{p}_active_model_load_seconds {active.load_seconds:.6f}",
             ]
         for name, kind, text, value in self.extra() if self.extra is not None else []:
-            lines += [f"# HELP {p}_{name} {text}", f"# TYPE {p}_{name} {kind}",
-                      f"{p}_{name} {value}"]  # fmt: skip
+            lines += [
+                f"# HELP {p}_{name} {text}",
+                f"# TYPE {p}_{name} {kind}",
+                f"{p}_{name} {value}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -213,17 +216,37 @@ def _batch_lines(runtime: ModelRuntime) -> list[str]:
         ("num_requests_running", "gauge", "Sequences in a slot now.", runtime.running),
         ("num_requests_waiting", "gauge", "Requests waiting for a slot.", runtime.waiting),
         ("num_slots", "gauge", "Sequences the engine runs at once (--parallel).", slots),
-        ("batch_size", "gauge", "Sequences in the last model step.",
-         batch.batch_sequences if batch else 0),
-        ("iteration_tokens", "gauge", "Tokens in the last model step.",
-         batch.batch_tokens if batch else 0),
-        ("kv_cache_usage_perc", "gauge", "Estimated share of KV cache cells in use (0-1).",
-         round(batch.kv_usage, 4) if batch else 0.0),
-        ("prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
-         batch.prompt_tokens if batch else 0),
-        ("prefix_cache_hits_total", "counter", "Prompt tokens taken from the prefix cache.",
-         batch.prefix_hit_tokens if batch else 0),
-    )  # fmt: skip
+        (
+            "batch_size",
+            "gauge",
+            "Sequences in the last model step.",
+            batch.batch_sequences if batch else 0,
+        ),
+        (
+            "iteration_tokens",
+            "gauge",
+            "Tokens in the last model step.",
+            batch.batch_tokens if batch else 0,
+        ),
+        (
+            "kv_cache_usage_perc",
+            "gauge",
+            "Estimated share of KV cache cells in use (0-1).",
+            round(batch.kv_usage, 4) if batch else 0.0,
+        ),
+        (
+            "prefix_cache_queries_total",
+            "counter",
+            "Prompt tokens looked up in the prefix cache.",
+            batch.prompt_tokens if batch else 0,
+        ),
+        (
+            "prefix_cache_hits_total",
+            "counter",
+            "Prompt tokens taken from the prefix cache.",
+            batch.prefix_hit_tokens if batch else 0,
+        ),
+    )
     lines: list[str] = []
     for name, kind, text, value in samples:
         lines += [f"# HELP {p}_{name} {text}", f"# TYPE {p}_{name} {kind}", f"{p}_{name} {value}"]

@@ -49,8 +49,9 @@ class OllamaRequest(OllamaBody):
     def refuse_unsupported(self) -> None:
         """400 naming a field set to something the agent cannot honour."""
         if self.think:
-            raise ApiError(400, "think: this agent's models do not produce separate thinking",
-                           param="think")  # fmt: skip
+            raise ApiError(
+                400, "think: this agent's models do not produce separate thinking", param="think"
+            )
 
     def output_schema(self) -> dict[str, Any] | str | None:
         """The JSON schema `format` asks for, JSON_ANY for "json", None for free text."""
@@ -116,8 +117,9 @@ class GenerateRequest(OllamaRequest):
         super().refuse_unsupported()
         _refuse_images(self.images, "images")
         if self.suffix:
-            raise ApiError(400, "suffix: fill-in-the-middle is not supported by this agent",
-                           param="suffix")  # fmt: skip
+            raise ApiError(
+                400, "suffix: fill-in-the-middle is not supported by this agent", param="suffix"
+            )
         if self.template:
             raise ApiError(
                 400,
@@ -126,8 +128,11 @@ class GenerateRequest(OllamaRequest):
                 param="template",
             )
         if self.context:
-            raise ApiError(400, "context (deprecated) is not supported; send the conversation "
-                                "to /api/chat instead", param="context")  # fmt: skip
+            raise ApiError(
+                400,
+                "context (deprecated) is not supported; send the conversation to /api/chat instead",
+                param="context",
+            )
 
 
 class FunctionCall(OllamaBody):
@@ -159,9 +164,16 @@ class Message(OllamaBody):
         item: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             item["tool_calls"] = [
-                {"id": "", "type": "function", "function": {"name": c.function.name,
-                 "arguments": json.dumps(c.function.arguments)}} for c in self.tool_calls
-            ]  # fmt: skip
+                {
+                    "id": "",
+                    "type": "function",
+                    "function": {
+                        "name": c.function.name,
+                        "arguments": json.dumps(c.function.arguments),
+                    },
+                }
+                for c in self.tool_calls
+            ]
         if self.tool_name:
             item["name"] = self.tool_name
         return item
@@ -200,12 +212,13 @@ class ChatRequest(OllamaRequest):
                     "think separately; send no thinking",
                     param="thinking",
                 )
-        tools = [Tool(t.function.name, t.function.description, t.function.parameters)
-                 for t in self.tools or []]  # fmt: skip
+        tools = [
+            Tool(t.function.name, t.function.description, t.function.parameters)
+            for t in self.tools or []
+        ]
         return ChatPlan.of(tools=tools, schema=self.output_schema(), schema_field="format")
 
 
 def _refuse_images(images: list[str] | None, param: str) -> None:
     if images:
-        raise ApiError(400, f"{param}: this model reads text only; send no images",
-                       param=param)  # fmt: skip
+        raise ApiError(400, f"{param}: this model reads text only; send no images", param=param)

@@ -122,11 +122,15 @@ async def chat_completions(
         if plan.reads_calls:
             parts = _sse_calls(generation, chunk, plan, include)
         else:
-            opener = {"index": 0, "delta": {"role": "assistant", "content": ""},
-                      "finish_reason": None}  # fmt: skip
+            opener = {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "finish_reason": None,
+            }
             parts = _sse(generation, chunk, _chat_delta, opener, include)
-        return TokenStreamResponse(parts, generation, "text/event-stream",
-                                   {**_SSE_HEADERS, **headers})  # fmt: skip
+        return TokenStreamResponse(
+            parts, generation, "text/event-stream", {**_SSE_HEADERS, **headers}
+        )
     response.headers.update(headers)
     text = await until_disconnect(request, generation.text(), generation.cancel)
     content, calls = plan.read(text)
@@ -201,8 +205,9 @@ async def completions(
     served = served_model(runtime, body.model)
     body.refuse_unsupported()
     if body.suffix:
-        raise ApiError(400, "suffix (fill-in-the-middle) is not supported by this agent",
-                       param="suffix")  # fmt: skip
+        raise ApiError(
+            400, "suffix (fill-in-the-middle) is not supported by this agent", param="suffix"
+        )
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1 or body.n != 1:
         raise ApiError(400, "exactly one prompt and n=1 are supported", param="prompt")

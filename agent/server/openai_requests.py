@@ -56,8 +56,11 @@ class ChatMessage(OpenAIBody):
         content = self.content
         if isinstance(content, list):
             if any(p.type not in ("text", "input_text", "output_text") for p in content):
-                raise ApiError(400, "this model reads text only: messages[].content parts "
-                                    "must be of type 'text'", param="messages")  # fmt: skip
+                raise ApiError(
+                    400,
+                    "this model reads text only: messages[].content parts must be of type 'text'",
+                    param="messages",
+                )
             content = "".join(p.text or "" for p in content)
         role = "system" if self.role == "developer" else self.role
         item: dict[str, Any] = {"role": role, "content": content or ""}
@@ -126,8 +129,11 @@ class ResponseFormat(OpenAIBody):
         if self.type == "json_object":
             return JSON_ANY
         if self.json_schema is None:
-            raise ApiError(400, "response_format of type json_schema needs json_schema",
-                           param="response_format.json_schema")  # fmt: skip
+            raise ApiError(
+                400,
+                "response_format of type json_schema needs json_schema",
+                param="response_format.json_schema",
+            )
         return self.json_schema.schema_ or JSON_ANY
 
 
@@ -161,13 +167,17 @@ class SamplingFields(OpenAIBody):
         """400 naming the first field set to something the agent cannot honour."""
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name):
-                raise ApiError(400, f"{name} is not supported by this agent's engines; "
-                                    "leave it out or send 0", param=name)  # fmt: skip
+                raise ApiError(
+                    400,
+                    f"{name} is not supported by this agent's engines; leave it out or send 0",
+                    param=name,
+                )
         if self.logit_bias:
             raise ApiError(400, "logit_bias is not supported by this agent", param="logit_bias")
         if self.logprobs:
-            raise ApiError(400, "logprobs are not exposed by this agent's engines yet",
-                           param="logprobs")  # fmt: skip
+            raise ApiError(
+                400, "logprobs are not exposed by this agent's engines yet", param="logprobs"
+            )
 
     def params(self, max_tokens: int | None, extra_stops: tuple[str, ...]) -> SamplingParams:
         """SamplingParams for this request."""
@@ -198,8 +208,11 @@ class ChatCompletionRequest(SamplingFields):
         """The output plan for tools, tool_choice and response_format."""
         self.refuse_unsupported()
         if self.top_logprobs is not None:
-            raise ApiError(400, "top_logprobs are not exposed by this agent's engines yet",
-                           param="top_logprobs")  # fmt: skip
+            raise ApiError(
+                400,
+                "top_logprobs are not exposed by this agent's engines yet",
+                param="top_logprobs",
+            )
         choice = self.tool_choice or "auto"
         named = choice.function.name if isinstance(choice, NamedToolChoice) else choice
         return ChatPlan.of(

@@ -85,12 +85,17 @@ def _corrected(schema: dict[str, Any], *, api_key: bool) -> dict[str, Any]:
             responses: dict[str, Any] = operation.setdefault("responses", {})
             responses.pop("422", None)
             for status in _error_statuses(operation, path, api_key=api_key):
-                responses.setdefault(str(status), {
-                    "description": _DESCRIPTIONS[status],
-                    "content": {"application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{shape}"}
-                    }},
-                })  # fmt: skip
+                responses.setdefault(
+                    str(status),
+                    {
+                        "description": _DESCRIPTIONS[status],
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{shape}"}
+                            }
+                        },
+                    },
+                )
             if path in _STREAMS and "200" in responses:
                 media_type, item = _STREAMS[path]
                 responses["200"].setdefault("content", {})[media_type] = {"schema": item}

@@ -136,8 +136,9 @@ async def _start_turn(
     except ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem.get("loc", ()))
-        raise ApiError(400, f"invalid response.create: {where}: {problem.get('msg')}",
-                       param=where) from exc  # fmt: skip
+        raise ApiError(
+            400, f"invalid response.create: {where}: {problem.get('msg')}", param=where
+        ) from exc
     try:
         turn = ResponseTurn(body, store)
         await turn.start(runtime, limits)
@@ -153,6 +154,10 @@ def _cancel_unless(watcher: asyncio.Task[bool], generation: Generation) -> None:
 
 
 def _ws_error(err: ApiError) -> dict[str, Any]:
-    detail = {"type": "invalid_request_error" if err.status < 500 else "server_error",
-              "code": err.code, "message": err.message, "param": err.param}  # fmt: skip
+    detail = {
+        "type": "invalid_request_error" if err.status < 500 else "server_error",
+        "code": err.code,
+        "message": err.message,
+        "param": err.param,
+    }
     return {"type": "error", "status": err.status, "error": detail}

@@ -113,17 +113,22 @@ def _append_item(turn: list[dict[str, Any]], item: dict[str, Any], where: str) -
     if kind == "message":
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
-            raise ApiError(400, f"{where}.role must be user, assistant, system or developer",
-                           param=f"{where}.role")  # fmt: skip
+            raise ApiError(
+                400,
+                f"{where}.role must be user, assistant, system or developer",
+                param=f"{where}.role",
+            )
         text = _text(item.get("content", ""), f"{where}.content")
         turn.append({"role": "system" if role == "developer" else role, "content": text})
     elif kind == "function_call":
         call = {
             "id": str(item.get("call_id", "")),
             "type": "function",
-            "function": {"name": str(item.get("name", "")),
-                         "arguments": str(item.get("arguments", "{}"))},
-        }  # fmt: skip
+            "function": {
+                "name": str(item.get("name", "")),
+                "arguments": str(item.get("arguments", "{}")),
+            },
+        }
         last = turn[-1] if turn else None
         if last is not None and last["role"] == "assistant" and "tool_calls" in last:
             last["tool_calls"].append(call)
@@ -132,12 +137,14 @@ def _append_item(turn: list[dict[str, Any]], item: dict[str, Any], where: str) -
     elif kind == "function_call_output":
         output = item.get("output", "")
         text = output if isinstance(output, str) else json.dumps(output)
-        turn.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")),
-                     "content": text})  # fmt: skip
+        turn.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": text})
     else:
-        raise ApiError(400, f"{where}: input items of type {kind!r} are not supported by this "
-                            "agent (message, function_call and function_call_output are)",
-                       param=f"{where}.type")  # fmt: skip
+        raise ApiError(
+            400,
+            f"{where}: input items of type {kind!r} are not supported by this "
+            "agent (message, function_call and function_call_output are)",
+            param=f"{where}.type",
+        )
 
 
 def _text(content: Any, where: str) -> str:
@@ -148,7 +155,8 @@ def _text(content: Any, where: str) -> str:
     parts = []
     for part in content:
         if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS:
-            raise ApiError(400, f"{where}: this model reads text only (input_text parts)",
-                           param=where)  # fmt: skip
+            raise ApiError(
+                400, f"{where}: this model reads text only (input_text parts)", param=where
+            )
         parts.append(str(part.get("text", "")))
     return "".join(parts)

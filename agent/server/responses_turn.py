@@ -38,9 +38,12 @@ class ResponseStore:
         """The messages up to and including that response; 400 when unknown."""
         found = self._items.get(response_id)
         if found is None:
-            raise ApiError(400, f"previous response {response_id!r} not found (the agent keeps "
-                                f"the last {self.capacity} in memory)",
-                           param="previous_response_id")  # fmt: skip
+            raise ApiError(
+                400,
+                f"previous response {response_id!r} not found (the agent keeps "
+                f"the last {self.capacity} in memory)",
+                param="previous_response_id",
+            )
         return list(found)
 
     def put(self, response_id: str, messages: list[dict[str, Any]]) -> None:
@@ -85,10 +88,14 @@ class ResponseTurn:
         def build(model: LoadedModel) -> tuple[str, SamplingParams]:
             prompt = nonempty_prompt(plan.render(model, self.messages), "input")
             params = sampling(
-                max_tokens=body.max_output_tokens, temperature=body.temperature,
-                top_p=body.top_p, top_k=None, repeat_penalty=None, seed=None,
+                max_tokens=body.max_output_tokens,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                top_k=None,
+                repeat_penalty=None,
+                seed=None,
                 stop=model.chat.stop_strings,
-            )  # fmt: skip
+            )
             return prompt, replace(params, constraint=plan.constraint)
 
         self.generation = await runtime.generate(
@@ -106,29 +113,48 @@ class ResponseTurn:
         done = gen.completion if gen else None
         prompt = done.prompt_tokens if done else (gen.prompt_tokens if gen else 0)
         produced = done.completion_tokens if done else 0
-        choice: Any = body.tool_choice.model_dump() if body.tool_choice and not isinstance(
-            body.tool_choice, str) else (body.tool_choice or "auto")  # fmt: skip
-        fmt = body.text.format.model_dump(by_alias=True, exclude_none=True) if (
-            body.text and body.text.format) else {"type": "text"}  # fmt: skip
+        choice: Any = (
+            body.tool_choice.model_dump()
+            if body.tool_choice and not isinstance(body.tool_choice, str)
+            else (body.tool_choice or "auto")
+        )
+        fmt = (
+            body.text.format.model_dump(by_alias=True, exclude_none=True)
+            if (body.text and body.text.format)
+            else {"type": "text"}
+        )
         return {
-            "id": self.id, "object": "response", "created_at": self.created, "status": status,
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
             "error": None,
             "incomplete_details": {"reason": "max_output_tokens"}
-            if status == "incomplete" else None,
-            "instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
-            "model": self.model, "output": output,
+            if status == "incomplete"
+            else None,
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "model": self.model,
+            "output": output,
             "parallel_tool_calls": body.parallel_tool_calls is not False,
             "previous_response_id": body.previous_response_id,
-            "temperature": body.temperature, "top_p": body.top_p, "tool_choice": choice,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "tool_choice": choice,
             "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
-            "text": {"format": fmt}, "truncation": "disabled", "metadata": body.metadata or {},
-            "store": body.store, "user": body.user,
+            "text": {"format": fmt},
+            "truncation": "disabled",
+            "metadata": body.metadata or {},
+            "store": body.store,
+            "user": body.user,
             "usage": {
-                "input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": produced, "output_tokens_details": {"reasoning_tokens": 0},
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": produced,
+                "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": prompt + produced,
             },
-        }  # fmt: skip
+        }
 
     def finish(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         """Status and output items for the generated text; the conversation is stored."""
@@ -137,9 +163,16 @@ class ResponseTurn:
         if content is not None and (content or not calls):
             output.append(_message_item(f"msg_{uuid.uuid4().hex}", content, "completed"))
         for call in calls:
-            output.append({"type": "function_call", "id": f"fc_{uuid.uuid4().hex}",
-                           "call_id": call.id, "name": call.name, "arguments": call.arguments,
-                           "status": "completed"})  # fmt: skip
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{uuid.uuid4().hex}",
+                    "call_id": call.id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                    "status": "completed",
+                }
+            )
         assistant: dict[str, Any] = {"role": "assistant", "content": content or ""}
         if calls:
             assistant["tool_calls"] = [c.as_openai() for c in calls]
@@ -182,8 +215,11 @@ class ResponseTurn:
     async def _stream_text(self, gen: Generation) -> AsyncIterator[dict[str, Any] | str]:
         """Deltas of the one message item as tokens arrive; the full text last."""
         self._message_id = item_id = f"msg_{uuid.uuid4().hex}"
-        yield self.event("response.output_item.added", output_index=0,
-                         item=_message_item(item_id, None, "in_progress"))  # fmt: skip
+        yield self.event(
+            "response.output_item.added",
+            output_index=0,
+            item=_message_item(item_id, None, "in_progress"),
+        )
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         at = {"item_id": item_id, "output_index": 0, "content_index": 0}
         yield self.event("response.content_part.added", **at, part=part)
@@ -196,8 +232,11 @@ class ResponseTurn:
         text = "".join(pieces)
         yield self.event("response.output_text.done", **at, text=text, logprobs=[])
         yield self.event("response.content_part.done", **at, part={**part, "text": text})
-        yield self.event("response.output_item.done", output_index=0,
-                         item=_message_item(item_id, text, "completed"))  # fmt: skip
+        yield self.event(
+            "response.output_item.done",
+            output_index=0,
+            item=_message_item(item_id, text, "completed"),
+        )
         yield text
 
     def _item_events(self, index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -206,28 +245,45 @@ class ResponseTurn:
             at = {"item_id": item["id"], "output_index": index, "content_index": 0}
             part = item["content"][0]
             return [
-                self.event("response.output_item.added", output_index=index,
-                           item=_message_item(item["id"], None, "in_progress")),
+                self.event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item=_message_item(item["id"], None, "in_progress"),
+                ),
                 self.event("response.content_part.added", **at, part={**part, "text": ""}),
                 self.event("response.output_text.delta", **at, delta=text, logprobs=[]),
                 self.event("response.output_text.done", **at, text=text, logprobs=[]),
                 self.event("response.content_part.done", **at, part=part),
                 self.event("response.output_item.done", output_index=index, item=item),
-            ]  # fmt: skip
+            ]
         at = {"item_id": item["id"], "output_index": index}
         return [
-            self.event("response.output_item.added", output_index=index,
-                       item={**item, "arguments": "", "status": "in_progress"}),
+            self.event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            ),
             self.event("response.function_call_arguments.delta", **at, delta=item["arguments"]),
-            self.event("response.function_call_arguments.done", **at, name=item["name"],
-                       arguments=item["arguments"]),
+            self.event(
+                "response.function_call_arguments.done",
+                **at,
+                name=item["name"],
+                arguments=item["arguments"],
+            ),
             self.event("response.output_item.done", output_index=index, item=item),
-        ]  # fmt: skip
+        ]
 
 
 def _message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [
-        {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    ]  # fmt: skip
-    return {"type": "message", "id": item_id, "role": "assistant", "status": status,
-            "content": content}  # fmt: skip
+    content = (
+        []
+        if text is None
+        else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    )
+    return {
+        "type": "message",
+        "id": item_id,
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }

@@ -48,7 +48,9 @@ def bearer_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(
-            401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <token>'",
+            401,
+            "unauthorized",
+            "missing bearer token: send 'Authorization: Bearer <token>'",
             _CHALLENGE,
         )
     return token.strip()
@@ -59,12 +61,15 @@ def get_current_operator(request: Request, session: SessionDep) -> ApiToken:
     token = crud.get_api_token_by_secret(session, secret=bearer_token(request))
     if token is None:
         raise ApiError(
-            401, "invalid_token", "API token is unknown or revoked; ask an admin for a new one",
+            401,
+            "invalid_token",
+            "API token is unknown or revoked; ask an admin for a new one",
             _CHALLENGE,
         )
     if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
         raise ApiError(
-            401, "token_expired",
+            401,
+            "token_expired",
             f"API token {token.name!r} expired at {as_utc(token.expires_at):%Y-%m-%d %H:%M} UTC; "
             "ask an admin for a new one (POST /api/v1/tokens/{id}/rotate)",
             _CHALLENGE,
@@ -83,7 +88,8 @@ def require_role(role: Role) -> Callable[[ApiToken], Awaitable[ApiToken]]:
     async def _check(operator: CurrentOperator) -> ApiToken:
         if Role(operator.role).rank < role.rank:
             raise ApiError(
-                403, "forbidden",
+                403,
+                "forbidden",
                 f"this needs the {role.value} role; your token has {operator.role}",
             )
         return operator
@@ -101,7 +107,8 @@ def get_current_device(request: Request, session: SessionDep) -> Device:
     device = crud.get_device_by_artifact_token(session, token=bearer_token(request))
     if device is None:
         raise ApiError(
-            401, "invalid_device_token",
+            401,
+            "invalid_device_token",
             "artifact token is unknown or the device was revoked; enroll the device again",
             _CHALLENGE,
         )

@@ -20,9 +20,17 @@ from controlplane.errors import ControlPlaneError
 _LOGGER = logging.getLogger(__name__)
 
 _CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-    416: "range_not_satisfiable", 422: "validation_error", 429: "too_many_requests",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "validation_error",
+    429: "too_many_requests",
 }
 
 
@@ -98,11 +106,17 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     # A value the database cannot store that validation let through; the statement and its
     # parameters stay out of the log (they may hold credentials).
     orig = getattr(exc, "orig", None)
-    _LOGGER.warning("database refused a value on %s %s: %s", request.method, request.url.path,
-                    type(orig or exc).__name__)  # fmt: skip
-    return _reply(422, "validation_error",
-                  "a value is out of the range the database can store; check numbers, "
-                  "dates and text")  # fmt: skip
+    _LOGGER.warning(
+        "database refused a value on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(orig or exc).__name__,
+    )
+    return _reply(
+        422,
+        "validation_error",
+        "a value is out of the range the database can store; check numbers, dates and text",
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -110,10 +124,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The database's message can quote stored values (a duplicate key's hash): log where
         # it failed and the error's class, not its text.
         orig = getattr(exc, "orig", None)
-        _LOGGER.error("database error on %s %s: %s (SQLSTATE %s)\n%s", request.method,
-                      request.url.path, type(orig or exc).__name__,
-                      getattr(orig, "sqlstate", None),
-                      "".join(traceback.format_tb(exc.__traceback__)))  # fmt: skip
+        _LOGGER.error(
+            "database error on %s %s: %s (SQLSTATE %s)\n%s",
+            request.method,
+            request.url.path,
+            type(orig or exc).__name__,
+            getattr(orig, "sqlstate", None),
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
     else:
         _LOGGER.exception("unhandled error on %s %s", request.method, request.url.path)
     return _reply(500, "internal_error", "internal error; the control plane log has the details")

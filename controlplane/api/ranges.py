@@ -43,7 +43,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 def _unsatisfiable(header: str, size: int) -> ApiError:
     return ApiError(
-        416, "range_not_satisfiable",
+        416,
+        "range_not_satisfiable",
         f"range {header!r} does not fit a file of {size} bytes",
         {"Content-Range": f"bytes */{size}"},
     )
@@ -80,6 +81,8 @@ def ranged_file(
     headers["Content-Length"] = str(last - first + 1)
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     return StreamingResponse(
-        _read(path, first, last - first + 1), status_code=206, media_type=media_type,
+        _read(path, first, last - first + 1),
+        status_code=206,
+        media_type=media_type,
         headers=headers,
     )

@@ -53,8 +53,9 @@ class TokenBucketLimiter:
             return (1.0 - bucket.tokens) / rate
 
     def _forget_idle(self, now: float, rate: float) -> None:
-        full = [k for k, b in self._buckets.items()
-                if b.tokens + (now - b.updated) * rate >= self.burst]  # fmt: skip
+        full = [
+            k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * rate >= self.burst
+        ]
         for key in full or list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[key]
 
@@ -67,7 +68,8 @@ async def limit_enrollment(request: Request) -> None:
     if wait > 0:
         seconds = max(1, math.ceil(wait))
         raise ApiError(
-            429, "too_many_requests",
+            429,
+            "too_many_requests",
             f"too many enrollments from {client}; retry in {seconds} s",
             {"Retry-After": str(seconds)},
         )

@@ -12,16 +12,21 @@ from controlplane.db_models import UtcDateTime, utcnow
 
 class AuditEntryBase(SQLModel):
     at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
-    actor: str = Field(default="", max_length=100, index=True,
-                       description="the operator token's name")  # fmt: skip
+    actor: str = Field(
+        default="", max_length=100, index=True, description="the operator token's name"
+    )
     actor_token_id: int | None = Field(default=None, description="the operator token's id")
     role: str = Field(default="", sa_type=String(16))
     source: str = Field(default="api", sa_type=String(16), description="api or dashboard")
     action: str = Field(max_length=100, index=True, description="e.g. pause_rollout")
     method: str = Field(sa_type=String(8))
     route: str = Field(max_length=300, description="the route template")
-    target: str = Field(default="", max_length=300, index=True,
-                        description="what was acted on, e.g. rollout_id=ro-1a2b")  # fmt: skip
+    target: str = Field(
+        default="",
+        max_length=300,
+        index=True,
+        description="what was acted on, e.g. rollout_id=ro-1a2b",
+    )
     status: int = Field(description="the HTTP status answered")
     outcome: str = Field(sa_type=String(16), description="ok, refused or error")
     detail: str = Field(default="", max_length=300, description="the error code when refused")

@@ -72,20 +72,27 @@ class AuditTrail:
             _LOGGER.exception("audit entry %s by %s not written", entry.action, entry.actor)
 
 
-def _entry(scope: Scope, state: dict[str, Any], actor: ApiToken, status: int,
-           body: bytes) -> AuditEntry:  # fmt: skip
+def _entry(
+    scope: Scope, state: dict[str, Any], actor: ApiToken, status: int, body: bytes
+) -> AuditEntry:
     route = scope.get("route")
     params = scope.get("path_params") or {}
     target = state.get(TARGET_KEY) or ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     client = scope.get("client")
     return AuditEntry(
-        actor=actor.name, actor_token_id=actor.id, role=Role(actor.role).value,
+        actor=actor.name,
+        actor_token_id=actor.id,
+        role=Role(actor.role).value,
         source=str(state.get(SOURCE_KEY, "api")),
         action=str(getattr(route, "name", "") or "unknown"),
-        method=scope["method"], route=route_template(scope)[:300], target=str(target)[:300],
-        status=status, outcome="ok" if status < 400 else "refused" if status < 500 else "error",
-        detail=_error_code(body), client=str(client[0]) if client else "",
-    )  # fmt: skip
+        method=scope["method"],
+        route=route_template(scope)[:300],
+        target=str(target)[:300],
+        status=status,
+        outcome="ok" if status < 400 else "refused" if status < 500 else "error",
+        detail=_error_code(body),
+        client=str(client[0]) if client else "",
+    )
 
 
 def _error_code(body: bytes) -> str:
@@ -101,8 +108,13 @@ def _error_code(body: bytes) -> str:
 
 
 def list_entries(
-    session: Session, *, limit: int, before: int | None = None, actor: str | None = None,
-    action: str | None = None, target: str | None = None,
+    session: Session,
+    *,
+    limit: int,
+    before: int | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
 ) -> AuditPage:
     """Entries newest first, `limit` per page, keyset-paged on the id."""
     query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit + 1)

@@ -26,8 +26,10 @@ class ApiClient:
         self.context = context
         self._owned = http is None
         self._http = http or httpx.Client(base_url=context.url, timeout=TIMEOUT_S)
-        self._headers = {"Authorization": f"Bearer {context.token}",
-                         "User-Agent": "edgefleet-cp console"}  # fmt: skip
+        self._headers = {
+            "Authorization": f"Bearer {context.token}",
+            "User-Agent": "edgefleet-cp console",
+        }
 
     def __enter__(self) -> ApiClient:
         return self
@@ -36,12 +38,14 @@ class ApiClient:
         if self._owned:
             self._http.close()
 
-    def call(self, method: str, path: str, *, json: Any = None,
-             params: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    def call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         """The decoded answer; CliError with the API's message and a hint when refused."""
         try:
-            response = self._http.request(method, f"/api/v1{path}", json=json, params=params,
-                                          headers=self._headers)  # fmt: skip
+            response = self._http.request(
+                method, f"/api/v1{path}", json=json, params=params, headers=self._headers
+            )
         except httpx.HTTPError as exc:  # a TestClient's own errors are not caught: tests see them
             raise CliError(
                 f"cannot reach the control plane at {self.context.url} ({type(exc).__name__}: "

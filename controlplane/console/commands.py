@@ -30,8 +30,10 @@ def cmd_login(_settings: Any, args: argparse.Namespace) -> None:
     with ApiClient(context) as api:
         me = api.call("GET", "/me")
     path = save_context(context)
-    print(f"logged in to {url} as {me['name']} ({me['role']}); context {context.name!r} "
-          f"saved in {path}")  # fmt: skip
+    print(
+        f"logged in to {url} as {me['name']} ({me['role']}); context {context.name!r} "
+        f"saved in {path}"
+    )
 
 
 def cmd_logout(_settings: Any, args: argparse.Namespace) -> None:
@@ -45,8 +47,10 @@ def cmd_contexts(_settings: Any, args: argparse.Namespace) -> None:
     if args.use:
         use_context(args.use)
     data = read_contexts()
-    rows = [("*" if n == data.get("current") else "", n, c["url"])
-            for n, c in sorted(data["contexts"].items())]  # fmt: skip
+    rows = [
+        ("*" if n == data.get("current") else "", n, c["url"])
+        for n, c in sorted(data["contexts"].items())
+    ]
     for line in columns(rows, ("", "NAME", "URL")):
         print(line)
     print(f"({context_file()})")
@@ -54,8 +58,10 @@ def cmd_contexts(_settings: Any, args: argparse.Namespace) -> None:
 
 def add_console_parsers(sub: Any) -> dict[str, Any]:
     """Every console command on the top-level subparsers; the command groups' subparsers."""
-    p = sub.add_parser("login", help="check a token against a control plane and save it as "
-                       "a context (file mode 0600)")  # fmt: skip
+    p = sub.add_parser(
+        "login",
+        help="check a token against a control plane and save it as a context (file mode 0600)",
+    )
     p.add_argument("url", help="the control plane, e.g. https://cp.example.com:8080")
     p.add_argument("--token", default="", help="operator token (asked for when not given)")
     p.add_argument("--name", default="", help="context name (default: default)")

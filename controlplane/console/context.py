@@ -96,7 +96,8 @@ def current_context(name: str | None = None) -> Context:
     if not isinstance(entry, dict):
         raise CliError(
             f"no context {chosen!r}: run `edgefleet-cp login URL --token TOKEN` first"
-            if chosen else "not logged in: run `edgefleet-cp login URL --token TOKEN` first"
+            if chosen
+            else "not logged in: run `edgefleet-cp login URL --token TOKEN` first"
         )
     return Context(chosen, str(entry["url"]).rstrip("/"), str(entry["token"]))
 

@@ -25,11 +25,20 @@ def _labels(text: str, option: str) -> dict[str, str]:
 
 
 def _rows(devices: list[dict[str, Any]]) -> list[str]:
-    return columns([
-        (d["id"], d["name"], d["device_class"],
-         "revoked" if d["revoked"] else "yes" if d["online"] else "no",
-         d["active_model"], labels_text(d["labels"])) for d in devices
-    ], ("ID", "NAME", "CLASS", "ONLINE", "MODEL", "LABELS"))  # fmt: skip
+    return columns(
+        [
+            (
+                d["id"],
+                d["name"],
+                d["device_class"],
+                "revoked" if d["revoked"] else "yes" if d["online"] else "no",
+                d["active_model"],
+                labels_text(d["labels"]),
+            )
+            for d in devices
+        ],
+        ("ID", "NAME", "CLASS", "ONLINE", "MODEL", "LABELS"),
+    )
 
 
 def all_devices(api: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,8 +52,15 @@ def all_devices(api: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_list(_settings: Any, args: argparse.Namespace) -> None:
-    params = {k: v for k, v in (("labels", args.labels), ("device_class", args.device_class),
-                                ("model", args.model)) if v}  # fmt: skip
+    params = {
+        k: v
+        for k, v in (
+            ("labels", args.labels),
+            ("device_class", args.device_class),
+            ("model", args.model),
+        )
+        if v
+    }
     with client(args) as api:
         emit(args, all_devices(api, params), _rows)
 
@@ -65,8 +81,11 @@ def cmd_label(_settings: Any, args: argparse.Namespace) -> None:
         raise CliError("give one device id, or --selector k=v for every device it matches")
     changed = []
     with client(args) as api:
-        targets = ([api.call("GET", f"/devices/{args.device_id}")] if args.device_id
-                   else all_devices(api, {"labels": args.selector}))  # fmt: skip
+        targets = (
+            [api.call("GET", f"/devices/{args.device_id}")]
+            if args.device_id
+            else all_devices(api, {"labels": args.selector})
+        )
         for device in targets:
             labels = {k: v for k, v in device["labels"].items() if k not in remove} | add
             changed.append(api.call("PATCH", f"/devices/{device['id']}", json={"labels": labels}))
@@ -75,8 +94,11 @@ def cmd_label(_settings: Any, args: argparse.Namespace) -> None:
 
 def cmd_revoke(_settings: Any, args: argparse.Namespace) -> None:
     with client(args) as api:
-        emit(args, api.call("POST", f"/devices/{args.device_id}/revoke"),
-             lambda d: [f"{d['id']} revoked"])  # fmt: skip
+        emit(
+            args,
+            api.call("POST", f"/devices/{args.device_id}/revoke"),
+            lambda d: [f"{d['id']} revoked"],
+        )
 
 
 def cmd_command(_settings: Any, args: argparse.Namespace) -> None:
@@ -92,8 +114,10 @@ def cmd_command(_settings: Any, args: argparse.Namespace) -> None:
         deadline = time.monotonic() + args.timeout
         while (shown := api.call("GET", f"/commands/{sent['request_id']}"))["status"] == "pending":
             if time.monotonic() > deadline:
-                raise CliError(f"no answer to {sent['request_id']} within {args.timeout:g}s; is "
-                               "the device online? `edgefleet-cp devices command-status ID`")
+                raise CliError(
+                    f"no answer to {sent['request_id']} within {args.timeout:g}s; is "
+                    "the device online? `edgefleet-cp devices command-status ID`"
+                )
             time.sleep(POLL_S)
     print(json.dumps(shown, indent=2))
     if shown["status"] != "succeeded":
@@ -127,7 +151,7 @@ def add_devices_parser(sub: Any) -> Any:
     s = dsub.add_parser("command", help="send a device a command and print its request id")
     s.add_argument("device_id", help="the device, e.g. dev-5c1e0a9b2f4d")
     s.add_argument("name", choices=get_args(CommandName), help="what the device should do")
-    s.add_argument("--args", default="{}", help='JSON arguments, e.g. \'{"tokens": 64}\'')
+    s.add_argument("--args", default="{}", help="JSON arguments, e.g. '{\"tokens\": 64}'")
     s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
     s.set_defaults(func=cmd_command)

@@ -13,10 +13,16 @@ from controlplane.console.context import current_context
 
 def add_output(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`-o/--output table|json` (and the older `--json`) on a command."""
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table",
-                        help="table (default) or json, the API's answer as is")  # fmt: skip
-    parser.add_argument("--json", dest="output", action="store_const", const="json",
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or json, the API's answer as is",
+    )
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -36,8 +42,10 @@ def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], Sequence[st
 
 def columns(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
     """Rows as aligned columns under a header."""
-    cells = [[str(c) for c in header], *[[("-" if c in (None, "") else str(c)) for c in r]
-                                        for r in rows]]  # fmt: skip
+    cells = [
+        [str(c) for c in header],
+        *[[("-" if c in (None, "") else str(c)) for c in r] for r in rows],
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
 

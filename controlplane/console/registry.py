@@ -27,18 +27,31 @@ def seconds(text: str, option: str) -> int:
 def cmd_models_list(_settings: Any, args: argparse.Namespace) -> None:
     with client(args) as api:
         models = api.call("GET", "/models")
-    emit(args, models, lambda ms: columns(
-        [(m["name"], " ".join(m["versions"]), m["created_at"][:10]) for m in ms],
-        ("NAME", "VERSIONS", "REGISTERED")))  # fmt: skip
+    emit(
+        args,
+        models,
+        lambda ms: columns(
+            [(m["name"], " ".join(m["versions"]), m["created_at"][:10]) for m in ms],
+            ("NAME", "VERSIONS", "REGISTERED"),
+        ),
+    )
 
 
 def cmd_models_import(_settings: Any, args: argparse.Namespace) -> None:
-    body = {"path": str(Path(args.dir).resolve()) if args.local_path else args.dir,
-            "resign": args.resign}  # fmt: skip
+    body = {
+        "path": str(Path(args.dir).resolve()) if args.local_path else args.dir,
+        "resign": args.resign,
+    }
     with client(args) as api:
         row = api.call("POST", "/models/import", json=body)
-    emit(args, row, lambda r: [f"imported {r['name']}:{r['version']} ({r['size_bytes']} bytes, "
-                               f"signed by key {r['key_id']})"])  # fmt: skip
+    emit(
+        args,
+        row,
+        lambda r: [
+            f"imported {r['name']}:{r['version']} ({r['size_bytes']} bytes, "
+            f"signed by key {r['key_id']})"
+        ],
+    )
 
 
 def cmd_enroll_token(_settings: Any, args: argparse.Namespace) -> None:
@@ -51,18 +64,29 @@ def cmd_enroll_token(_settings: Any, args: argparse.Namespace) -> None:
         token = api.call("POST", "/enrollment-tokens", json=body)
     emit(args, token, lambda t: [t["token"]])
     if args.output == "table":
-        print(f"one-time enrollment token, expires {token['expires_at'][:16]} UTC; on the device: "
-              f"EDGEFLEET_AGENT_CONTROL_PLANE_URL={api.context.url} "
-              f"EDGEFLEET_AGENT_ENROLLMENT_TOKEN={token['token']} edgefleet-agent serve",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"one-time enrollment token, expires {token['expires_at'][:16]} UTC; on the device: "
+            f"EDGEFLEET_AGENT_CONTROL_PLANE_URL={api.context.url} "
+            f"EDGEFLEET_AGENT_ENROLLMENT_TOKEN={token['token']} edgefleet-agent serve",
+            file=sys.stderr,
+        )
 
 
 def _tokens(rows: list[dict[str, Any]]) -> list[str]:
-    return columns([
-        (t["id"], t["name"], t["role"], t["created_at"][:10],
-         (t.get("expires_at") or "never")[:10], "revoked" if t.get("revoked_at") else "active")
-        for t in rows
-    ], ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"))  # fmt: skip
+    return columns(
+        [
+            (
+                t["id"],
+                t["name"],
+                t["role"],
+                t["created_at"][:10],
+                (t.get("expires_at") or "never")[:10],
+                "revoked" if t.get("revoked_at") else "active",
+            )
+            for t in rows
+        ],
+        ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"),
+    )
 
 
 def cmd_tokens(_settings: Any, args: argparse.Namespace) -> None:
@@ -73,8 +97,9 @@ def cmd_tokens(_settings: Any, args: argparse.Namespace) -> None:
 def cmd_tokens_create(_settings: Any, args: argparse.Namespace) -> None:
     days = None if args.days == 0 else args.days
     with client(args) as api:
-        made = api.call("POST", "/tokens", json={"name": args.name, "role": args.role,
-                                                 "expires_in_days": days})  # fmt: skip
+        made = api.call(
+            "POST", "/tokens", json={"name": args.name, "role": args.role, "expires_in_days": days}
+        )
     emit(args, made, lambda t: [t["token"]])
 
 
@@ -84,15 +109,40 @@ def cmd_tokens_revoke(_settings: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_audit(_settings: Any, args: argparse.Namespace) -> None:
-    params = {k: v for k, v in (("limit", args.limit), ("before", args.before),
-                                ("actor", args.actor), ("action", args.action)) if v}  # fmt: skip
+    params = {
+        k: v
+        for k, v in (
+            ("limit", args.limit),
+            ("before", args.before),
+            ("actor", args.actor),
+            ("action", args.action),
+        )
+        if v
+    }
     with client(args) as api:
         page = api.call("GET", "/audit", params=params)
-    emit(args, page, lambda p: columns([
-        (e["at"][:19], e["actor"], e["source"], e["action"], e["target"],
-         f"{e['outcome']} {e['status']} {e['detail']}".strip(), e["client"]) for e in p["items"]
-    ], ("WHEN", "WHO", "VIA", "ACTION", "TARGET", "RESULT", "FROM")) + (
-        [f"older: --before {p['next_before']}"] if p["next_before"] else []))  # fmt: skip
+    emit(
+        args,
+        page,
+        lambda p: (
+            columns(
+                [
+                    (
+                        e["at"][:19],
+                        e["actor"],
+                        e["source"],
+                        e["action"],
+                        e["target"],
+                        f"{e['outcome']} {e['status']} {e['detail']}".strip(),
+                        e["client"],
+                    )
+                    for e in p["items"]
+                ],
+                ("WHEN", "WHO", "VIA", "ACTION", "TARGET", "RESULT", "FROM"),
+            )
+            + ([f"older: --before {p['next_before']}"] if p["next_before"] else [])
+        ),
+    )
 
 
 def add_registry_parsers(sub: Any) -> None:
@@ -100,14 +150,25 @@ def add_registry_parsers(sub: Any) -> None:
     p = sub.add_parser("models", help="model registry")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
     add_output(msub.add_parser("list", help="models and their versions")).set_defaults(
-        func=cmd_models_list)
-    s = add_output(msub.add_parser("import", help="import a signed model directory that is on "
-                                   "the control plane host"))  # fmt: skip
+        func=cmd_models_list
+    )
+    s = add_output(
+        msub.add_parser(
+            "import", help="import a signed model directory that is on the control plane host"
+        )
+    )
     s.add_argument("dir", help="model directory with manifest.json and manifest.sig")
-    s.add_argument("--resign", action="store_true",
-                   help="sign the verified manifest with the control plane's key")
-    s.add_argument("--no-resolve", dest="local_path", action="store_false",
-                   help="send DIR as given (a path on the server) instead of made absolute here")
+    s.add_argument(
+        "--resign",
+        action="store_true",
+        help="sign the verified manifest with the control plane's key",
+    )
+    s.add_argument(
+        "--no-resolve",
+        dest="local_path",
+        action="store_false",
+        help="send DIR as given (a path on the server) instead of made absolute here",
+    )
     s.set_defaults(func=cmd_models_import)
     p = add_output(sub.add_parser("enroll-token", help="create a one-time device enrollment token"))
     p.add_argument("--labels", default="", help="labels the device gets, e.g. site=lab,rack=3")
@@ -117,12 +178,17 @@ def add_registry_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_tokens)
     tsub = p.add_subparsers(dest="tokens_command", metavar="COMMAND")
     add_output(tsub.add_parser("list", help="every token (the default)")).set_defaults(
-        func=cmd_tokens)
+        func=cmd_tokens
+    )
     s = add_output(tsub.add_parser("create", help="a new token, printed once"))
     s.add_argument("name")
     s.add_argument("--role", default="viewer", choices=[r.value for r in Role])
-    s.add_argument("--days", type=int, default=DEFAULT_TOKEN_DAYS,
-                   help=f"days until it expires, 0 = never (default {DEFAULT_TOKEN_DAYS})")
+    s.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_TOKEN_DAYS,
+        help=f"days until it expires, 0 = never (default {DEFAULT_TOKEN_DAYS})",
+    )
     s.set_defaults(func=cmd_tokens_create)
     s = add_output(tsub.add_parser("revoke", help="revoke a token at once"))
     s.add_argument("id", type=int)

@@ -116,7 +116,8 @@ class Settings(BaseSettings):
         default=timedelta(days=30), description="longest lifetime of an enrollment token"
     )
     enroll_rate_per_minute: float = Field(
-        default=30.0, ge=0,
+        default=30.0,
+        ge=0,
         description="enrollments one client address may make a minute, after a burst of 20 "
         "(api/rate_limit.py); 0 turns the limit off",
     )

@@ -80,8 +80,10 @@ def make_engine(database_url: str) -> Engine:
         if sqlite_path(database_url) is not None:  # in-memory databases use one connection
             pool = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
         engine = create_engine(
-            database_url, connect_args={"check_same_thread": False, "timeout": 30},
-            hide_parameters=True, **pool,
+            database_url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+            **pool,
         )
 
         @event.listens_for(engine, "connect")
@@ -96,7 +98,10 @@ def make_engine(database_url: str) -> Engine:
 
         return engine
     return create_engine(
-        database_url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW,
+        database_url,
+        pool_pre_ping=True,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
         hide_parameters=True,  # error messages and logs never show values (password hashes)
     )
 

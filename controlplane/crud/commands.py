@@ -18,8 +18,13 @@ def create_command(
     session: Session, *, device_id: str, command: str, args: dict[str, Any], created_by: str
 ) -> DeviceCommand:
     """Store a new command (not yet answered) and commit it."""
-    row = DeviceCommand(request_id=f"cmd-{secrets.token_hex(8)}", device_id=device_id,
-                        command=command, args=args, created_by=created_by)  # fmt: skip
+    row = DeviceCommand(
+        request_id=f"cmd-{secrets.token_hex(8)}",
+        device_id=device_id,
+        command=command,
+        args=args,
+        created_by=created_by,
+    )
     session.add(row)
     session.commit()
     session.refresh(row)
@@ -40,7 +45,7 @@ def record_command_result(
             ok=result.ok,
             result=result.result,
             error=result.error,
-        )  # fmt: skip
+        )
     )
     return bool(getattr(outcome, "rowcount", 0))
 
@@ -65,8 +70,15 @@ def command_to_public(row: DeviceCommand) -> DeviceCommandPublic:
     """The API view of a command."""
     status = "pending" if row.answered_at is None else ("succeeded" if row.ok else "failed")
     return DeviceCommandPublic(
-        request_id=row.request_id, device_id=row.device_id, command=row.command, args=row.args,
-        created_by=row.created_by, created_at=as_utc(row.created_at), status=status,
-        answered_at=as_utc(row.answered_at) if row.answered_at else None, ok=row.ok,
-        result=row.result, error=row.error,
-    )  # fmt: skip
+        request_id=row.request_id,
+        device_id=row.device_id,
+        command=row.command,
+        args=row.args,
+        created_by=row.created_by,
+        created_at=as_utc(row.created_at),
+        status=status,
+        answered_at=as_utc(row.answered_at) if row.answered_at else None,
+        ok=row.ok,
+        result=row.result,
+        error=row.error,
+    )

@@ -19,10 +19,18 @@ from controlplane.db_models import Device, DeviceLabel, DevicePublic, as_utc
 _DEVICE: Table = Device.__table__  # type: ignore[attr-defined]
 _LABEL: Table = DeviceLabel.__table__  # type: ignore[attr-defined]
 _PUBLIC_COLUMNS = (
-    _DEVICE.c.id, _DEVICE.c.name, _DEVICE.c.device_class, _DEVICE.c.agent_version,
-    _DEVICE.c.hardware, _DEVICE.c.state, _DEVICE.c.online, _DEVICE.c.last_seen,
-    _DEVICE.c.active_model, _DEVICE.c.enrolled_at, _DEVICE.c.revoked_at,
-)  # fmt: skip
+    _DEVICE.c.id,
+    _DEVICE.c.name,
+    _DEVICE.c.device_class,
+    _DEVICE.c.agent_version,
+    _DEVICE.c.hardware,
+    _DEVICE.c.state,
+    _DEVICE.c.online,
+    _DEVICE.c.last_seen,
+    _DEVICE.c.active_model,
+    _DEVICE.c.enrolled_at,
+    _DEVICE.c.revoked_at,
+)
 _Query = TypeVar("_Query", bound=Select[Any])
 
 
@@ -81,9 +89,12 @@ def list_public_devices(
     """The API view of the devices matching every filter, oldest enrollment first."""
     query = filter_devices(
         select_columns(*_PUBLIC_COLUMNS).order_by(_DEVICE.c.enrolled_at, _DEVICE.c.id),
-        labels=labels, device_class=device_class, online=online, model=model,
+        labels=labels,
+        device_class=device_class,
+        online=online,
+        model=model,
         include_revoked=include_revoked,
-    )  # fmt: skip
+    )
     query = query.limit(limit).offset(offset) if limit is not None else query.offset(offset)
     rows = session.execute(query).all()
     all_labels = device_labels(session, device_ids=[row.id for row in rows])
@@ -106,9 +117,7 @@ def matching_device_ids(
 
 def get_public_device(session: Session, *, device_id: str) -> DevicePublic | None:
     """The API view of one device, revoked or not; None when there is no such device."""
-    row = session.execute(
-        select_columns(*_PUBLIC_COLUMNS).where(_DEVICE.c.id == device_id)
-    ).first()
+    row = session.execute(select_columns(*_PUBLIC_COLUMNS).where(_DEVICE.c.id == device_id)).first()
     if row is None:
         return None
     return _public(row, device_labels(session, device_ids=[device_id])[device_id])

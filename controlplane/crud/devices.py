@@ -132,11 +132,15 @@ def mark_device_states(session: Session, *, reports: Sequence[StateReport]) -> i
     stored = {
         row.id: row
         for row in session.execute(
-            select_columns(_DEVICE.c.id, _DEVICE.c.last_seen, _DEVICE.c.agent_version,
-                   _DEVICE.c.device_class, _DEVICE.c.active_model)
-            .where(_DEVICE.c.id.in_(list(latest)))
+            select_columns(
+                _DEVICE.c.id,
+                _DEVICE.c.last_seen,
+                _DEVICE.c.agent_version,
+                _DEVICE.c.device_class,
+                _DEVICE.c.active_model,
+            ).where(_DEVICE.c.id.in_(list(latest)))
         )
-    }  # fmt: skip
+    }
     params = []
     for device_id, report in latest.items():
         row = stored.get(device_id)
@@ -151,12 +155,17 @@ def mark_device_states(session: Session, *, reports: Sequence[StateReport]) -> i
             active = state["active"]
             named = isinstance(active, dict)
             active_model = f"{active.get('name')}:{active.get('version')}" if named else None
-        params.append({
-            "b_id": device_id, "b_online": report.online, "b_state": state,
-            "b_last_seen": last_seen, "b_active_model": active_model,
-            "b_agent_version": _text(state.get("agent_version"), row.agent_version),
-            "b_device_class": _text(state.get("device_class"), row.device_class),
-        })  # fmt: skip
+        params.append(
+            {
+                "b_id": device_id,
+                "b_online": report.online,
+                "b_state": state,
+                "b_last_seen": last_seen,
+                "b_active_model": active_model,
+                "b_agent_version": _text(state.get("agent_version"), row.agent_version),
+                "b_device_class": _text(state.get("device_class"), row.device_class),
+            }
+        )
     if params:
         session.execute(_UPDATE_STATE, params)
     return len(params)

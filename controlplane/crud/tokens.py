@@ -38,7 +38,9 @@ def rotate_api_token(
     secret = new_secret(API_TOKEN_PREFIX)
     now = utcnow()
     fresh = ApiToken(
-        name=token.name, role=token.role, token_hash=hash_token(secret),
+        name=token.name,
+        role=token.role,
+        token_hash=hash_token(secret),
         expires_at=now + expires_in if expires_in is not None else None,
     )
     token.revoked_at = now

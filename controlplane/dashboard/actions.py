@@ -52,9 +52,11 @@ def revoke_device(
 
 @router.post("/devices/{device_id}/labels")
 def label_device(
-    device_id: str, session: SessionDep, operator: Operator,
+    device_id: str,
+    session: SessionDep,
+    operator: Operator,
     labels: Annotated[str, Form(max_length=2000)] = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """Replace one device's labels (`k=v,k2=v2`)."""
     device = crud.get_device(session, device_id=device_id)
     if device is None:
@@ -69,12 +71,14 @@ def label_device(
 
 @router.post("/devices/labels")
 def label_devices(
-    request: Request, session: SessionDep, operator: Operator,
+    request: Request,
+    session: SessionDep,
+    operator: Operator,
     device_ids: Annotated[list[str], Form(max_length=1000)],
     add: Annotated[str, Form(max_length=2000)] = "",
     remove: Annotated[str, Form(max_length=2000)] = "",
     back: Annotated[str, Form(max_length=2000)] = "/devices",
-) -> Response:  # fmt: skip
+) -> Response:
     """Add and/or remove labels on every selected device."""
     back = back if back.startswith("/devices") else "/devices"
     changed = 0
@@ -101,40 +105,69 @@ def enroll_form(request: Request, operator: Operator) -> HTMLResponse:
 
 @router.post("/enroll")
 def create_enrollment_token(
-    request: Request, session: SessionDep, settings: SettingsDep, operator: Operator,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    operator: Operator,
     labels: Annotated[str, Form(max_length=2000)] = "",
     ttl: Annotated[str, Form(max_length=8)] = "1h",
-) -> HTMLResponse:  # fmt: skip
+) -> HTMLResponse:
     """Make a token and show it once, with the line to paste on the device."""
     try:
         parsed = parse_labels(labels)
     except ValueError as exc:
-        return _page(request, "enroll.html", operator, status_code=422, created=None,
-                     ttls=list(ENROLL_TTLS), error=str(exc), labels=labels)  # fmt: skip
+        return _page(
+            request,
+            "enroll.html",
+            operator,
+            status_code=422,
+            created=None,
+            ttls=list(ENROLL_TTLS),
+            error=str(exc),
+            labels=labels,
+        )
     token, secret = crud.create_enrollment_token(
-        session, labels=parsed, ttl=ENROLL_TTLS.get(ttl, ENROLL_TTLS["1h"]),
+        session,
+        labels=parsed,
+        ttl=ENROLL_TTLS.get(ttl, ENROLL_TTLS["1h"]),
         created_by=operator.name,
-    )  # fmt: skip
+    )
     note_target(request.state, f"enrollment_token={token.id}")
-    command = (f"sudo EDGEFLEET_AGENT_CONTROL_PLANE_URL={settings.public_url} "
-               f"EDGEFLEET_AGENT_ENROLLMENT_TOKEN={secret} edgefleet-agent serve")  # fmt: skip
-    response = _page(request, "enroll.html", operator, ttls=list(ENROLL_TTLS),
-                     created={"token": secret, "expires_at": token.expires_at,
-                              "labels": parsed, "command": command})  # fmt: skip
+    command = (
+        f"sudo EDGEFLEET_AGENT_CONTROL_PLANE_URL={settings.public_url} "
+        f"EDGEFLEET_AGENT_ENROLLMENT_TOKEN={secret} edgefleet-agent serve"
+    )
+    response = _page(
+        request,
+        "enroll.html",
+        operator,
+        ttls=list(ENROLL_TTLS),
+        created={
+            "token": secret,
+            "expires_at": token.expires_at,
+            "labels": parsed,
+            "command": command,
+        },
+    )
     response.headers["Cache-Control"] = "no-store"  # the secret must not stay in a cache
     return response
 
 
 @router.post("/models/import")
 def import_model_dir(
-    request: Request, session: SessionDep, settings: SettingsDep, signing: SigningDep,
-    operator: Operator, path: Annotated[str, Form(min_length=1, max_length=4096)],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    signing: SigningDep,
+    operator: Operator,
+    path: Annotated[str, Form(min_length=1, max_length=4096)],
     resign: Annotated[bool, Form()] = False,
-) -> Response:  # fmt: skip
+) -> Response:
     """Verify a model directory on the control plane host and register it."""
     try:
-        manifest, _row = import_model(session, settings=settings, signing=signing,
-                                      model_dir=Path(path.strip()), resign=resign)  # fmt: skip
+        manifest, _row = import_model(
+            session, settings=settings, signing=signing, model_dir=Path(path.strip()), resign=resign
+        )
     except ControlPlaneError as exc:
         return _back("/models", f"not imported: {exc.message}", kind="error")
     note_target(request.state, f"model={manifest.name}:{manifest.version}")

@@ -34,9 +34,9 @@ def dashboard_role(role: Role) -> Callable[[Request, ApiToken], Awaitable[ApiTok
             note_actor(request.state, viewer, source="dashboard")
             if not await csrf_ok(request):
                 raise DashboardRefused(
-                    "this form expired or came from another site: reload the page and try "
-                    "again", code="csrf_failed",
-                )  # fmt: skip
+                    "this form expired or came from another site: reload the page and try again",
+                    code="csrf_failed",
+                )
         if Role(viewer.role).rank < role.rank:
             raise DashboardRefused(f"this needs the {role.value} role; you are {viewer.role}")
         return viewer
@@ -53,7 +53,13 @@ def install_refusals(app: FastAPI) -> None:
 
     async def _refused(request: Request, exc: Exception) -> HTMLResponse:
         assert isinstance(exc, DashboardRefused)
-        return _page(request, "message.html", None, status_code=exc.status,
-                     title="Not allowed", message=exc.message)  # fmt: skip
+        return _page(
+            request,
+            "message.html",
+            None,
+            status_code=exc.status,
+            title="Not allowed",
+            message=exc.message,
+        )
 
     app.add_exception_handler(DashboardRefused, _refused)

@@ -36,9 +36,12 @@ def hardware_rows(profile: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         rows.append(("Board", " ".join(board_names)))
     jetson = _dict(profile.get("jetson"))
     if jetson:
-        parts = [jetson.get("model") or "Jetson", jetson.get("soc"),
-                 jetson.get("l4t") and f"L4T {jetson['l4t']}",
-                 jetson.get("jetpack") and f"JetPack {jetson['jetpack']}"]
+        parts = [
+            jetson.get("model") or "Jetson",
+            jetson.get("soc"),
+            jetson.get("l4t") and f"L4T {jetson['l4t']}",
+            jetson.get("jetpack") and f"JetPack {jetson['jetpack']}",
+        ]
         rows.append(("Jetson", ", ".join(str(p) for p in parts if p)))
     accelerators = [_dict(a) for a in profile.get("accelerators") or []]
     rows.append(("Accelerators", "; ".join(_accelerator(a) for a in accelerators if a) or "none"))

@@ -18,15 +18,29 @@ def model_history(session: Session, device_id: str) -> str:
     ro: Any = Rollout.__table__  # type: ignore[attr-defined]
     rd: Any = RolloutDevice.__table__  # type: ignore[attr-defined]
     rows = session.execute(
-        sa_select(ro.c.id, ro.c.model_name, ro.c.model_version, ro.c.kind, rd.c.state,
-                  rd.c.dispatched_at, rd.c.updated_at)
-        .join(ro, ro.c.id == rd.c.rollout_id).where(rd.c.device_id == device_id)
-    ).all()  # fmt: skip
+        sa_select(
+            ro.c.id,
+            ro.c.model_name,
+            ro.c.model_version,
+            ro.c.kind,
+            rd.c.state,
+            rd.c.dispatched_at,
+            rd.c.updated_at,
+        )
+        .join(ro, ro.c.id == rd.c.rollout_id)
+        .where(rd.c.device_id == device_id)
+    ).all()
     items = []
     for rid, name, version, kind, state, dispatched, updated in rows:
         began = dispatched or updated
-        items.append({"rollout": rid, "model": f"{'agent ' if kind == 'agent' else ''}{name}:"
-                      f"{version}", "state": state, "from": as_utc(began).isoformat(),
-                      "to": as_utc(updated).isoformat()})  # fmt: skip
+        items.append(
+            {
+                "rollout": rid,
+                "model": f"{'agent ' if kind == 'agent' else ''}{name}:{version}",
+                "state": state,
+                "from": as_utc(began).isoformat(),
+                "to": as_utc(updated).isoformat(),
+            }
+        )
     items.sort(key=lambda i: i["from"])
     return json.dumps({"now": utcnow().isoformat(), "items": items}).replace("</", "<\\/")

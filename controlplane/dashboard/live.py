@@ -57,8 +57,9 @@ class Subscriber:
         if self.merge and self.pending is not None:
             self.pending["changed"].update(payload["changed"])
         else:
-            self.pending = {**payload, "changed": dict(payload["changed"])} if self.merge \
-                else payload  # fmt: skip
+            self.pending = (
+                {**payload, "changed": dict(payload["changed"])} if self.merge else payload
+            )
         self.ready.set()
 
     async def take(self, timeout: float) -> Snapshot | None:
@@ -160,17 +161,28 @@ def _fleet(session: Session, _last: Snapshot | None) -> Snapshot:
     now = utcnow()
     table: Any = Device.__table__  # type: ignore[attr-defined]
     samples: Any = TelemetrySample.__table__  # type: ignore[attr-defined]
-    erring = select(samples.c.device_id).where(samples.c.ts >= now - ERROR_WINDOW,
-                                               samples.c.errors > 0)  # fmt: skip
+    erring = select(samples.c.device_id).where(
+        samples.c.ts >= now - ERROR_WINDOW, samples.c.errors > 0
+    )
     fresh = table.c.last_seen >= now - STALE_AFTER
     has_errors = table.c.id.in_(erring)
-    query = (select(table.c.online, fresh, has_errors, func.count())
-             .where(table.c.revoked_at.is_(None)).group_by(table.c.online, fresh, has_errors))
+    query = (
+        select(table.c.online, fresh, has_errors, func.count())
+        .where(table.c.revoked_at.is_(None))
+        .group_by(table.c.online, fresh, has_errors)
+    )
     by_health: dict[str, int] = {}
     total = online = 0
     for is_online, is_fresh, errors, n in session.execute(query):
-        health = ("offline" if not is_online else "stale" if not is_fresh
-                  else "errors" if errors else "ok")  # fmt: skip
+        health = (
+            "offline"
+            if not is_online
+            else "stale"
+            if not is_fresh
+            else "errors"
+            if errors
+            else "ok"
+        )
         by_health[health] = by_health.get(health, 0) + int(n)
         total += int(n)
         online += int(n) if is_online else 0
@@ -179,8 +191,9 @@ def _fleet(session: Session, _last: Snapshot | None) -> Snapshot:
 
 def _device_states(session: Session) -> dict[str, list[Any]]:
     table: Any = Device.__table__  # type: ignore[attr-defined]
-    rows = session.execute(select(table.c.id, table.c.online, table.c.active_model)
-                           .where(table.c.revoked_at.is_(None)))  # fmt: skip
+    rows = session.execute(
+        select(table.c.id, table.c.online, table.c.active_model).where(table.c.revoked_at.is_(None))
+    )
     return {device_id: [bool(online), model] for device_id, online, model in rows}
 
 
@@ -190,8 +203,9 @@ def _rollout(session: Session, rollout_id: str) -> Snapshot:
     except ApiError:
         return {"missing": True}
     public = service.to_public(session, rollout)
-    data: Snapshot = public.model_dump(mode="json", include={"id", "status", "current_wave",
-                                                             "reason", "waves", "counts"})
+    data: Snapshot = public.model_dump(
+        mode="json", include={"id", "status", "current_wave", "reason", "waves", "counts"}
+    )
     if sum(public.counts.values()) <= ROLLOUT_DEVICE_ROWS:
         data["devices"] = [
             {"id": d.device_id, "state": d.state, "sub_status": d.sub_status, "detail": d.detail}
@@ -205,13 +219,15 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/live/{kind}")
 async def live(
-    request: Request, kind: str,
+    request: Request,
+    kind: str,
     rollout_id: Annotated[str, Query(alias="id", max_length=64)] = "",
-) -> StreamingResponse:  # fmt: skip
+) -> StreamingResponse:
     """`text/event-stream` of one stream: fleet, devices or rollout (with `id`)."""
     if kind not in INTERVAL_S or (kind == "rollout") != bool(rollout_id):
-        raise ApiError(404, "not_found", "live streams: /live/fleet, /live/devices, "
-                       "/live/rollout?id=ID")  # fmt: skip
+        raise ApiError(
+            404, "not_found", "live streams: /live/fleet, /live/devices, /live/rollout?id=ID"
+        )
     hub = _hub(request)
     # The token is checked in a session closed at once: a stream must not hold a pooled
     # connection for its whole life (SessionDep would, until the response ends).

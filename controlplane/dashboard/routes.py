@@ -33,8 +33,12 @@ HERE = Path(__file__).resolve().parent
 COOKIE = "edgefleet_token"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
 CHART_METRICS = ("tokens_per_s", "ttft_ms", "cpu_percent", "temperature_c")
-RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
-          "7d": timedelta(days=7)}
+RANGES = {
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
 CHART_POINTS = 120
 DEVICES_PAGE = 200  # rows per device list page: a 10,000-device fleet is not one HTML page
 
@@ -62,12 +66,18 @@ def _page(
     csrf = csrf_token(request)
     rank = Role(viewer.role).rank if viewer is not None else -1
     response = templates.TemplateResponse(
-        request, name,
-        {"viewer": viewer, "csrf_token": csrf, "flash": take_flash(request),
-         "can_operate": rank >= Role.operator.rank, "can_admin": rank >= Role.admin.rank,
-         **context},
+        request,
+        name,
+        {
+            "viewer": viewer,
+            "csrf_token": csrf,
+            "flash": take_flash(request),
+            "can_operate": rank >= Role.operator.rank,
+            "can_admin": rank >= Role.admin.rank,
+            **context,
+        },
         status_code=status_code,
-    )  # fmt: skip
+    )
     keep_session(request, response, csrf)
     return response
 
@@ -84,14 +94,19 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()]) 
     secret = token.strip()
     if not secret or crud.get_api_token_by_secret(session, secret=secret) is None:
         return templates.TemplateResponse(
-            request, "login.html",
+            request,
+            "login.html",
             {"viewer": None, "error": "That token is unknown or revoked; ask an admin for one."},
             status_code=401,
         )
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(CSRF_COOKIE)  # a new session gets a new CSRF token
     response.set_cookie(
-        COOKIE, secret, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict",
+        COOKIE,
+        secret,
+        max_age=COOKIE_MAX_AGE_S,
+        httponly=True,
+        samesite="strict",
         secure=request.url.scheme == "https",
     )
     return response
@@ -111,17 +126,32 @@ def overview(request: Request, session: SessionDep, viewer: Viewer) -> HTMLRespo
     """Fleet counts and the fleet-wide tokens/s chart."""
     now = utcnow()
     start = now - RANGES["6h"]
-    points = series(session, metric="tokens_per_s", start=start, end=now,
-                    bucket_s=int(RANGES["6h"].total_seconds() // CHART_POINTS))
+    points = series(
+        session,
+        metric="tokens_per_s",
+        start=start,
+        end=now,
+        bucket_s=int(RANGES["6h"].total_seconds() // CHART_POINTS),
+    )
     fleet_chart = _chart_json("tokens_per_s", points)
-    return _page(request, "overview.html", viewer, summary=fleet_summary(session, now=now),
-                 fleet_chart=fleet_chart)
+    return _page(
+        request,
+        "overview.html",
+        viewer,
+        summary=fleet_summary(session, now=now),
+        fleet_chart=fleet_chart,
+    )
 
 
 @router.get("/devices")
 def devices(
-    request: Request, session: SessionDep, viewer: Viewer,
-    labels: str = "", device_class: str = "", online: str = "", model: str = "",
+    request: Request,
+    session: SessionDep,
+    viewer: Viewer,
+    labels: str = "",
+    device_class: str = "",
+    online: str = "",
+    model: str = "",
     page: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> HTMLResponse:
     """Devices with filters (labels k=v,..., class, online, model), a page at a time."""
@@ -131,18 +161,34 @@ def devices(
     except ApiError as exc:
         selector, error = None, exc.message
     items = crud.list_public_devices(
-        session, labels=selector, device_class=device_class or None,
-        online={"yes": True, "no": False}.get(online), model=model or None,
-        include_revoked=False, limit=DEVICES_PAGE + 1, offset=page * DEVICES_PAGE,
+        session,
+        labels=selector,
+        device_class=device_class or None,
+        online={"yes": True, "no": False}.get(online),
+        model=model or None,
+        include_revoked=False,
+        limit=DEVICES_PAGE + 1,
+        offset=page * DEVICES_PAGE,
     )  # one more than shown: whether there is a next page
     filters = {"labels": labels, "device_class": device_class, "online": online, "model": model}
-    return _page(request, "devices.html", viewer, devices=items[:DEVICES_PAGE], filters=filters,
-                 error=error, page=page, more=len(items) > DEVICES_PAGE)  # fmt: skip
+    return _page(
+        request,
+        "devices.html",
+        viewer,
+        devices=items[:DEVICES_PAGE],
+        filters=filters,
+        error=error,
+        page=page,
+        more=len(items) > DEVICES_PAGE,
+    )
 
 
 @router.get("/devices/{device_id}")
 def device_detail(
-    request: Request, session: SessionDep, viewer: Viewer, device_id: str,
+    request: Request,
+    session: SessionDep,
+    viewer: Viewer,
+    device_id: str,
     window: Annotated[str, Query(alias="range")] = "1h",
 ) -> HTMLResponse:
     """Hardware, active model and engine, and telemetry charts."""
@@ -153,24 +199,41 @@ def device_detail(
     span = RANGES[window]
     now = utcnow()
     charts = [
-        _chart_json(metric, series(session, metric=metric, start=now - span, end=now,
-                                   bucket_s=max(1, int(span.total_seconds() // CHART_POINTS)),
-                                   device_ids=[device_id]))
+        _chart_json(
+            metric,
+            series(
+                session,
+                metric=metric,
+                start=now - span,
+                end=now,
+                bucket_s=max(1, int(span.total_seconds() // CHART_POINTS)),
+                device_ids=[device_id],
+            ),
+        )
         for metric in CHART_METRICS
     ]
     active = public.state.get("active") if isinstance(public.state.get("active"), dict) else None
-    return _page(request, "device.html", viewer, device=public, active=active, charts=charts,
-                 ranges=list(RANGES), current_range=window,
-                 hardware=hardware_rows(public.hardware),
-                 history=model_history(session, device_id))
+    return _page(
+        request,
+        "device.html",
+        viewer,
+        device=public,
+        active=active,
+        charts=charts,
+        ranges=list(RANGES),
+        current_range=window,
+        hardware=hardware_rows(public.hardware),
+        history=model_history(session, device_id),
+    )
 
 
 @router.get("/models")
 def models_page(request: Request, session: SessionDep, viewer: Viewer) -> HTMLResponse:
     """Registered models, their versions and how many devices run each."""
     summary = fleet_summary(session, now=utcnow())
-    return _page(request, "models.html", viewer, models=crud.list_models(session),
-                 running=summary.by_model)
+    return _page(
+        request, "models.html", viewer, models=crud.list_models(session), running=summary.by_model
+    )
 
 
 def _chart_json(metric: str, points: list[Any]) -> str:
@@ -195,4 +258,3 @@ def install_dashboard(app: FastAPI) -> None:
     install_actions(app)  # before the rollout pages: /rollouts/new is not a rollout id
     app.include_router(fleet_router)
     app.include_router(rollouts_router)
-

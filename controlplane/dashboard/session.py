@@ -31,8 +31,13 @@ def csrf_token(request: Request) -> str:
 def keep_session(request: Request, response: Response, token: str) -> None:
     """Store the CSRF token (when new) and drop a flash that was just shown."""
     if request.cookies.get(CSRF_COOKIE) != token:
-        response.set_cookie(CSRF_COOKIE, token, max_age=SESSION_MAX_AGE_S, samesite="strict",
-                            secure=request.url.scheme == "https")  # fmt: skip
+        response.set_cookie(
+            CSRF_COOKIE,
+            token,
+            max_age=SESSION_MAX_AGE_S,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
     if FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE)
 

@@ -38,16 +38,24 @@ def parse_since(text: str) -> float:
 
 def cmd_logs(_settings: Any, args: argparse.Namespace) -> None:
     """Ask a device for its recent log lines (the `logs` command) and print them."""
-    body = {"command": "logs", "args": {"since_s": parse_since(args.since), "level": args.level,
-                                        "max_bytes": args.max_bytes}}  # fmt: skip
+    body = {
+        "command": "logs",
+        "args": {
+            "since_s": parse_since(args.since),
+            "level": args.level,
+            "max_bytes": args.max_bytes,
+        },
+    }
     with client(args) as api:
         sent = api.call("POST", f"/devices/{args.device_id}/commands", json=body)
         deadline = time.monotonic() + args.timeout
         while (shown := api.call("GET", f"/commands/{sent['request_id']}"))["status"] == "pending":
             if time.monotonic() > deadline:
-                raise CliError(f"no answer from {args.device_id} within {args.timeout:g}s; is "
-                               f"it online? `edgefleet-cp devices command-status "
-                               f"{sent['request_id']}` shows it later")  # fmt: skip
+                raise CliError(
+                    f"no answer from {args.device_id} within {args.timeout:g}s; is "
+                    f"it online? `edgefleet-cp devices command-status "
+                    f"{sent['request_id']}` shows it later"
+                )
             time.sleep(POLL_S)
     if shown["status"] != "succeeded":
         raise CliError(f"{args.device_id}: {shown.get('error') or shown['status']}")
@@ -62,10 +70,12 @@ def cmd_settings(_settings: Any, args: argparse.Namespace) -> None:
     """Set (or with --clear, drop) the agent settings a device should run with."""
     digest = hashlib.sha256(args.api_key.encode()).hexdigest() if args.api_key else None
     values: dict[str, Any] = {
-        "parallel": args.parallel, "keep_alive_s": args.keep_alive,
-        "telemetry_interval_s": args.telemetry_interval, "log_level": args.log_level,
+        "parallel": args.parallel,
+        "keep_alive_s": args.keep_alive,
+        "telemetry_interval_s": args.telemetry_interval,
+        "log_level": args.log_level,
         "api_key_sha256": digest,
-    }  # fmt: skip
+    }
     with client(args) as api:
         if args.clear:
             shown = api.call("DELETE", f"/devices/{args.device_id}/settings")
@@ -77,11 +87,15 @@ def cmd_settings(_settings: Any, args: argparse.Namespace) -> None:
             except ValidationError as exc:
                 raise CliError(str(exc)) from exc
             shown = api.call("PUT", f"/devices/{args.device_id}/settings", json=wanted)
-    emit(args, shown, lambda s: [
-        f"{s['device_id']}: desired v{s['desired_version']}: {json.dumps(s['settings'])}",
-        f"reported: {json.dumps(s.get('reported'))}",
-        *([f"refused: {s['reported_error']}"] if s.get("reported_error") else []),
-    ])  # fmt: skip
+    emit(
+        args,
+        shown,
+        lambda s: [
+            f"{s['device_id']}: desired v{s['desired_version']}: {json.dumps(s['settings'])}",
+            f"reported: {json.dumps(s.get('reported'))}",
+            *([f"refused: {s['reported_error']}"] if s.get("reported_error") else []),
+        ],
+    )
 
 
 def cmd_release_build(settings: Settings, args: argparse.Namespace) -> None:
@@ -91,27 +105,40 @@ def cmd_release_build(settings: Settings, args: argparse.Namespace) -> None:
         raise CliError(f"{source} has no agent/ package: give the repository root with --source")
     key = load_signing_identity(settings).private_key
     release = build_release(source, Path(args.out), args.version, key)
-    print(f"built agent release {release.version} in {args.out} ({release.files[0].path}); "
-          f"import it: edgefleet-cp agent-releases import {args.out}")  # fmt: skip
+    print(
+        f"built agent release {release.version} in {args.out} ({release.files[0].path}); "
+        f"import it: edgefleet-cp agent-releases import {args.out}"
+    )
 
 
 def cmd_release_import(_settings: Any, args: argparse.Namespace) -> None:
     """Import a signed release directory that is on the control plane's host."""
     with client(args) as api:
-        release = api.call("POST", "/agent-releases/import",
-                           json={"path": str(Path(args.dir).resolve())})  # fmt: skip
-    emit(args, release, lambda r: [
-        f"imported agent release {r['version']}; roll it out: edgefleet-cp rollouts create "
-        f"--agent {r['version']}"])  # fmt: skip
+        release = api.call(
+            "POST", "/agent-releases/import", json={"path": str(Path(args.dir).resolve())}
+        )
+    emit(
+        args,
+        release,
+        lambda r: [
+            f"imported agent release {r['version']}; roll it out: edgefleet-cp rollouts create "
+            f"--agent {r['version']}"
+        ],
+    )
 
 
 def cmd_release_list(_settings: Any, args: argparse.Namespace) -> None:
     """List imported agent releases."""
     with client(args) as api:
         rows = api.call("GET", "/agent-releases")
-    emit(args, rows, lambda rs: columns(
-        [(r["version"], len(r["files"]), sum(f["size"] for f in r["files"])) for r in rs],
-        ("VERSION", "FILES", "BYTES")))  # fmt: skip
+    emit(
+        args,
+        rows,
+        lambda rs: columns(
+            [(r["version"], len(r["files"]), sum(f["size"] for f in r["files"])) for r in rs],
+            ("VERSION", "FILES", "BYTES"),
+        ),
+    )
 
 
 def add_device_parsers(dsub: Any) -> None:
@@ -123,8 +150,11 @@ def add_device_parsers(dsub: Any) -> None:
     p.add_argument("--max-bytes", type=int, default=48 * 1024, help="at most this much text")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_logs)
-    p = add_output(dsub.add_parser("settings", help="agent settings the device should run with "
-                                   "(no options: show them)"))  # fmt: skip
+    p = add_output(
+        dsub.add_parser(
+            "settings", help="agent settings the device should run with (no options: show them)"
+        )
+    )
     p.add_argument("device_id")
     p.add_argument("--parallel", type=int, help="request slots (takes effect at restart)")
     p.add_argument("--keep-alive", type=float, help="seconds idle before unload; -1 never")
@@ -144,8 +174,11 @@ def add_release_parsers(sub: Any) -> None:
     p.add_argument("--out", required=True, help="directory to write the release into")
     p.add_argument("--source", default=".", help="repository root with agent/, models/, hwprobe/")
     p.set_defaults(func=cmd_release_build)
-    p = add_output(rsub.add_parser("import", help="import a release directory that is on the "
-                                   "control plane's host"))  # fmt: skip
+    p = add_output(
+        rsub.add_parser(
+            "import", help="import a release directory that is on the control plane's host"
+        )
+    )
     p.add_argument("dir")
     p.set_defaults(func=cmd_release_import)
     p = add_output(rsub.add_parser("list", help="imported releases"))

@@ -32,8 +32,15 @@ def device_logs(
     latest = asked[0] if asked else None
     result: dict[str, Any] = (latest.result or {}) if latest is not None else {}
     lines = result.get("lines") or []
-    return _page(request, "device_logs.html", viewer, device_id=device_id, command=latest,
-                 lines=lines, truncated=bool(result.get("truncated")))  # fmt: skip
+    return _page(
+        request,
+        "device_logs.html",
+        viewer,
+        device_id=device_id,
+        command=latest,
+        lines=lines,
+        truncated=bool(result.get("truncated")),
+    )
 
 
 @router.post("/devices/{device_id}/logs")
@@ -44,8 +51,13 @@ def request_logs(
     spec = DeviceCommandCreate(command="logs", args={"since_s": LOG_WINDOW_S, "level": "info"})
     to = RedirectResponse(f"/devices/{device_id}/logs", status_code=303)
     try:
-        row = send_command(session, bridge=getattr(request.app.state, "bridge", None),
-                           device_id=device_id, spec=spec, created_by=operator.name)  # fmt: skip
+        row = send_command(
+            session,
+            bridge=getattr(request.app.state, "bridge", None),
+            device_id=device_id,
+            spec=spec,
+            created_by=operator.name,
+        )
     except ControlPlaneError as exc:
         return flash(to, f"logs not requested: {exc.message}", kind="error")
     return flash(to, f"asked {device_id} for its logs ({row.request_id}); reload for the answer")

@@ -21,8 +21,12 @@ from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.rollouts.strategy import RolloutStatus
 
 _LOGGER = logging.getLogger(__name__)
-_ACTIVE = (RolloutStatus.SCHEDULED.value, RolloutStatus.RUNNING.value,
-           RolloutStatus.PAUSED.value, RolloutStatus.WAITING_APPROVAL.value)  # fmt: skip
+_ACTIVE = (
+    RolloutStatus.SCHEDULED.value,
+    RolloutStatus.RUNNING.value,
+    RolloutStatus.PAUSED.value,
+    RolloutStatus.WAITING_APPROVAL.value,
+)
 
 
 class FleetCollector(Collector):
@@ -54,8 +58,7 @@ class FleetCollector(Collector):
 
 def _fleet(session: Session) -> Iterator[Any]:
     table: Any = Device.__table__  # type: ignore[attr-defined]
-    state = GaugeMetricFamily("edgefleet_cp_devices", "Enrolled devices by state",
-                              labels=["state"])  # fmt: skip
+    state = GaugeMetricFamily("edgefleet_cp_devices", "Enrolled devices by state", labels=["state"])
     counts = {"online": 0, "offline": 0, "revoked": 0}
     query = select(table.c.online, table.c.revoked_at.is_(None), func.count()).group_by(
         table.c.online, table.c.revoked_at.is_(None)
@@ -66,16 +69,22 @@ def _fleet(session: Session) -> Iterator[Any]:
         state.add_metric([name], n)
     yield state
     live = table.c.revoked_at.is_(None)
-    model = GaugeMetricFamily("edgefleet_cp_devices_by_model",
-                              "Devices (not revoked) by active model", labels=["model"])
-    for name, n in session.execute(select(table.c.active_model, func.count()).where(live)
-                                   .group_by(table.c.active_model)):  # fmt: skip
+    model = GaugeMetricFamily(
+        "edgefleet_cp_devices_by_model", "Devices (not revoked) by active model", labels=["model"]
+    )
+    for name, n in session.execute(
+        select(table.c.active_model, func.count()).where(live).group_by(table.c.active_model)
+    ):
         model.add_metric([name or "none"], int(n))
     yield model
-    klass = GaugeMetricFamily("edgefleet_cp_devices_by_class",
-                              "Devices (not revoked) by hardware class", labels=["device_class"])
-    for name, n in session.execute(select(table.c.device_class, func.count()).where(live)
-                                   .group_by(table.c.device_class)):  # fmt: skip
+    klass = GaugeMetricFamily(
+        "edgefleet_cp_devices_by_class",
+        "Devices (not revoked) by hardware class",
+        labels=["device_class"],
+    )
+    for name, n in session.execute(
+        select(table.c.device_class, func.count()).where(live).group_by(table.c.device_class)
+    ):
         klass.add_metric([name or "none"], int(n))
     yield klass
 
@@ -83,14 +92,16 @@ def _fleet(session: Session) -> Iterator[Any]:
 def _rollouts(session: Session) -> Iterator[Any]:
     rollouts = GaugeMetricFamily("edgefleet_cp_rollouts", "Rollouts by status", labels=["status"])
     counts = {s.value: 0 for s in RolloutStatus}
-    for status, n in session.execute(select(Rollout.status, func.count())  # type: ignore[call-overload]
-                                     .group_by(Rollout.status)):  # fmt: skip
+    for status, n in session.execute(
+        select(Rollout.status, func.count()).group_by(Rollout.status)  # type: ignore[call-overload]
+    ):
         counts[str(status)] = int(n)
     for status, n in counts.items():
         rollouts.add_metric([status], n)
     yield rollouts
     devices = GaugeMetricFamily(
-        "edgefleet_cp_rollout_devices", "Devices of unfinished rollouts by device state",
+        "edgefleet_cp_rollout_devices",
+        "Devices of unfinished rollouts by device state",
         labels=["state"],
     )
     query = (
@@ -105,12 +116,14 @@ def _rollouts(session: Session) -> Iterator[Any]:
 
 
 def _ingest(bridge: Any, dropped: dict[str, int]) -> Iterator[Any]:
-    connected = GaugeMetricFamily("edgefleet_cp_mqtt_connected",
-                                  "1 while the MQTT bridge is connected to the broker")
+    connected = GaugeMetricFamily(
+        "edgefleet_cp_mqtt_connected", "1 while the MQTT bridge is connected to the broker"
+    )
     connected.add_metric([], int(bridge is not None and bridge.connected.is_set()))
     yield connected
     persisted = CounterMetricFamily(
-        "edgefleet_cp_ingest_dropped", "Device messages dropped since the database was created",
+        "edgefleet_cp_ingest_dropped",
+        "Device messages dropped since the database was created",
         labels=["reason"],
     )
     for reason, n in sorted(dropped.items()):
@@ -119,19 +132,29 @@ def _ingest(bridge: Any, dropped: dict[str, int]) -> Iterator[Any]:
     if bridge is None:
         return
     messages = CounterMetricFamily(
-        "edgefleet_cp_mqtt_messages", "MQTT ingest events since this process started",
+        "edgefleet_cp_mqtt_messages",
+        "MQTT ingest events since this process started",
         labels=["outcome"],
     )
     for outcome, n in sorted(bridge.stats.items()):
         messages.add_metric([outcome], n)
     yield messages
     writer = bridge.writer_status()
-    yield GaugeMetricFamily("edgefleet_cp_ingest_queue_depth",
-                            "Messages received and not yet written", value=writer.queued)
-    yield GaugeMetricFamily("edgefleet_cp_ingest_lag_seconds",
-                            "Age of the oldest message not yet written", value=writer.lag_s)
-    yield GaugeMetricFamily("edgefleet_cp_ingest_database_ok",
-                            "0 while ingest writes fail", value=int(writer.database_ok))
+    yield GaugeMetricFamily(
+        "edgefleet_cp_ingest_queue_depth",
+        "Messages received and not yet written",
+        value=writer.queued,
+    )
+    yield GaugeMetricFamily(
+        "edgefleet_cp_ingest_lag_seconds",
+        "Age of the oldest message not yet written",
+        value=writer.lag_s,
+    )
+    yield GaugeMetricFamily(
+        "edgefleet_cp_ingest_database_ok",
+        "0 while ingest writes fail",
+        value=int(writer.database_ok),
+    )
 
 
 def install_metrics(app: FastAPI) -> ControlPlaneMetrics:

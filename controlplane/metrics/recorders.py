@@ -26,12 +26,16 @@ class ControlPlaneMetrics:
         self.request_seconds = Histogram(
             "edgefleet_cp_http_request_duration_seconds",
             "API and dashboard request latency by route template",
-            ["method", "route", "status"], buckets=REQUEST_BUCKETS, registry=self.registry,
+            ["method", "route", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
         )
         self.db_write_seconds = Histogram(
             "edgefleet_cp_db_write_duration_seconds",
             "Time the database took to run one INSERT, UPDATE or DELETE",
-            ["statement"], buckets=WRITE_BUCKETS, registry=self.registry,
+            ["statement"],
+            buckets=WRITE_BUCKETS,
+            registry=self.registry,
         )
 
     def watch_engine(self, engine: Engine) -> None:

@@ -82,9 +82,11 @@ def record_device_reports(session: Session, items: list[Inbound]) -> None:
     """Bridge recorder for `events` and `state`: fold them into rollout rows (caller commits)."""
     now = utcnow()
     events = [(i.device_id, i.message) for i in items if isinstance(i.message, RolloutEvent)]
-    states = [(i.device_id, i.message.model_dump(mode="json")) for i in items
-              if isinstance(i.message, DeviceState) and i.message.online
-              and i.message.desired_version]  # fmt: skip
+    states = [
+        (i.device_id, i.message.model_dump(mode="json"))
+        for i in items
+        if isinstance(i.message, DeviceState) and i.message.online and i.message.desired_version
+    ]
     # Events before states: a state only settles what its events did not.
     driver.apply_events(session, events, now)
     driver.reconcile_states(session, states, now)

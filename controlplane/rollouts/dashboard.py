@@ -30,5 +30,10 @@ def rollout_page(
     except ApiError:
         return _page(request, "rollouts.html", viewer, rollouts=[], devices=None)
     devices = [service.device_to_public(d) for d in service.devices_of(session, rollout_id)]
-    return _page(request, "rollouts.html", viewer,
-                 rollouts=[service.to_public(session, rollout)], devices=devices)  # fmt: skip
+    return _page(
+        request,
+        "rollouts.html",
+        viewer,
+        rollouts=[service.to_public(session, rollout)],
+        devices=devices,
+    )

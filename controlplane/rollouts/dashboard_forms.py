@@ -26,13 +26,27 @@ from controlplane.rollouts.strategy import RolloutStatus, Selector, Strategy, Wa
 
 router = APIRouter(include_in_schema=False)
 # The dashboard's verbs and the service action each one is; "approve" starts the next wave.
-ACTIONS = {"approve": "resume", "pause": "pause", "resume": "resume", "abort": "abort",
-           "rollback": "rollback"}  # fmt: skip
+ACTIONS = {
+    "approve": "resume",
+    "pause": "pause",
+    "resume": "resume",
+    "abort": "abort",
+    "rollback": "rollback",
+}
 FORM_DEFAULTS = {
-    "kind": "model", "model": "", "agent": "", "labels": "", "device_classes": "",
-    "device_ids": "", "waves": "1%,10%,50%,100%", "success_threshold": "1.0",
-    "failure_threshold": "0.2", "require_approval": "", "device_timeout_s": "900",
-    "soak_s": "0", "start_at": "",
+    "kind": "model",
+    "model": "",
+    "agent": "",
+    "labels": "",
+    "device_classes": "",
+    "device_ids": "",
+    "waves": "1%,10%,50%,100%",
+    "success_threshold": "1.0",
+    "failure_threshold": "0.2",
+    "require_approval": "",
+    "device_timeout_s": "900",
+    "soak_s": "0",
+    "start_at": "",
 }
 
 
@@ -41,8 +55,11 @@ def _split(text: str) -> list[str]:
 
 
 def _selector(labels: str, device_classes: str, device_ids: str) -> Selector:
-    return Selector(labels=parse_labels(labels), device_classes=_split(device_classes),
-                    device_ids=_split(device_ids))  # fmt: skip
+    return Selector(
+        labels=parse_labels(labels),
+        device_classes=_split(device_classes),
+        device_ids=_split(device_ids),
+    )
 
 
 def parse_form(form: dict[str, str]) -> tuple[RolloutCreate | None, dict[str, str]]:
@@ -86,11 +103,25 @@ def parse_form(form: dict[str, str]) -> tuple[RolloutCreate | None, dict[str, st
     return RolloutCreate(**spec, selector=selector, strategy=strategy), {}
 
 
-def _form_page(request: Request, session: SessionDep, operator: Operator, form: dict[str, str],
-               errors: dict[str, str], status: int = 200) -> HTMLResponse:  # fmt: skip
+def _form_page(
+    request: Request,
+    session: SessionDep,
+    operator: Operator,
+    form: dict[str, str],
+    errors: dict[str, str],
+    status: int = 200,
+) -> HTMLResponse:
     models = [f"{m.name}:{v}" for m in crud.list_models(session) for v in m.versions]
-    return _page(request, "rollout_new.html", operator, status_code=status, form=form,
-                 errors=errors, models=models, agent_rollouts="agent" in RolloutCreate.model_fields)
+    return _page(
+        request,
+        "rollout_new.html",
+        operator,
+        status_code=status,
+        form=form,
+        errors=errors,
+        models=models,
+        agent_rollouts="agent" in RolloutCreate.model_fields,
+    )
 
 
 @router.get("/rollouts/new")
@@ -101,9 +132,12 @@ def new_rollout_form(request: Request, session: SessionDep, operator: Operator) 
 
 @router.get("/rollouts/preview", response_model=SelectorPreview)
 def preview_selector(
-    session: SessionDep, _viewer: Viewer, labels: str = "", device_classes: str = "",
+    session: SessionDep,
+    _viewer: Viewer,
+    labels: str = "",
+    device_classes: str = "",
     device_ids: str = "",
-) -> SelectorPreview:  # fmt: skip
+) -> SelectorPreview:
     """How many devices (and which first) the form's selector matches now."""
     try:
         return preview(session, _selector(labels, device_classes, device_ids))
@@ -122,18 +156,30 @@ async def create_rollout(
     if spec is None:
         return _form_page(request, session, operator, form, errors, status=422)
     try:
-        rollout = service.create_rollout(session, spec=spec, artifacts_url=artifacts_url(settings),
-                                         created_by=operator.name, settings=settings)  # fmt: skip
+        rollout = service.create_rollout(
+            session,
+            spec=spec,
+            artifacts_url=artifacts_url(settings),
+            created_by=operator.name,
+            settings=settings,
+        )
     except ControlPlaneError as exc:
         return _form_page(request, session, operator, form, {"form": exc.message}, status=422)
     note_target(request.state, f"rollout_id={rollout.id}")
-    return flash(RedirectResponse(f"/rollouts/{rollout.id}", status_code=303),
-                 f"rollout {rollout.id} created")  # fmt: skip
+    return flash(
+        RedirectResponse(f"/rollouts/{rollout.id}", status_code=303),
+        f"rollout {rollout.id} created",
+    )
 
 
 @router.post("/rollouts/{rollout_id}/{verb}")
-def act(rollout_id: str, verb: str, session: SessionDep, operator: Operator,
-        reason: Annotated[str, Form(max_length=500)] = "") -> Response:  # fmt: skip
+def act(
+    rollout_id: str,
+    verb: str,
+    session: SessionDep,
+    operator: Operator,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
     """Approve the next wave, pause, resume, abort or roll back."""
     back = RedirectResponse(f"/rollouts/{rollout_id}", status_code=303)
     action = ACTIONS.get(verb)

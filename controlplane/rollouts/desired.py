@@ -30,18 +30,24 @@ _TABLE: Table = DeviceDesired.__table__  # type: ignore[attr-defined]
 _BUMP = (
     update(_TABLE)
     .where(_TABLE.c.device_id == bindparam("b_id"))
-    .values(version=bindparam("b_version"),
-            models=bindparam("b_models", type_=_TABLE.c.models.type),
-            updated_at=bindparam("b_at", type_=_TABLE.c.updated_at.type))
-)  # fmt: skip
+    .values(
+        version=bindparam("b_version"),
+        models=bindparam("b_models", type_=_TABLE.c.models.type),
+        updated_at=bindparam("b_at", type_=_TABLE.c.updated_at.type),
+    )
+)
 _BUMP_FIELD = {
     name: update(_TABLE)
     .where(_TABLE.c.device_id == bindparam("b_id"))
-    .values({"version": bindparam("b_version"),
-             name: bindparam("b_value", type_=_TABLE.c[name].type),
-             "updated_at": bindparam("b_at", type_=_TABLE.c.updated_at.type)})
+    .values(
+        {
+            "version": bindparam("b_version"),
+            name: bindparam("b_value", type_=_TABLE.c[name].type),
+            "updated_at": bindparam("b_at", type_=_TABLE.c.updated_at.type),
+        }
+    )
     for name in ("agent", "settings")
-}  # fmt: skip
+}
 _MARK_PUBLISHED = (
     update(_TABLE)
     .where(_TABLE.c.device_id == bindparam("b_id"))
@@ -109,12 +115,20 @@ def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> 
             dumped = [m.model_dump(mode="json") for m in models[device_id]]
             if device_id in stored:
                 version = stored[device_id] + 1
-                bumps.append({"b_id": device_id, "b_version": version, "b_models": dumped,
-                              "b_at": now})  # fmt: skip
+                bumps.append(
+                    {"b_id": device_id, "b_version": version, "b_models": dumped, "b_at": now}
+                )
             else:
                 version = 1
-                news.append({"device_id": device_id, "version": 1, "models": dumped,
-                             "published_version": 0, "updated_at": now})  # fmt: skip
+                news.append(
+                    {
+                        "device_id": device_id,
+                        "version": 1,
+                        "models": dumped,
+                        "published_version": 0,
+                        "updated_at": now,
+                    }
+                )
             versions[device_id] = version
         if bumps:
             session.execute(_BUMP, bumps)
@@ -145,13 +159,26 @@ def _set_field(
         for device_id in part:
             if device_id in stored:
                 versions[device_id] = stored[device_id] + 1
-                bumps.append({"b_id": device_id, "b_version": versions[device_id],
-                              "b_value": values[device_id], "b_at": now})  # fmt: skip
+                bumps.append(
+                    {
+                        "b_id": device_id,
+                        "b_version": versions[device_id],
+                        "b_value": values[device_id],
+                        "b_at": now,
+                    }
+                )
             else:
                 versions[device_id] = 1
-                news.append({"device_id": device_id, "version": 1, "models": [],
-                             name: values[device_id], "published_version": 0,
-                             "updated_at": now})  # fmt: skip
+                news.append(
+                    {
+                        "device_id": device_id,
+                        "version": 1,
+                        "models": [],
+                        name: values[device_id],
+                        "published_version": 0,
+                        "updated_at": now,
+                    }
+                )
         if bumps:
             session.execute(_BUMP_FIELD[name], bumps)
         if news:
@@ -162,10 +189,11 @@ def _set_field(
 def message_of(version: int, models: Any, agent: Any, settings: Any) -> DesiredState:
     """The desired message from a stored row's columns."""
     return DesiredState(
-        version=version, models=[DesiredModel.model_validate(m) for m in models or []],
+        version=version,
+        models=[DesiredModel.model_validate(m) for m in models or []],
         agent=AgentRelease.model_validate(agent) if agent else None,
         settings=AgentSettings.model_validate(settings) if settings else None,
-    )  # fmt: skip
+    )
 
 
 class DesiredPublisher:

@@ -21,34 +21,58 @@ RD: Table = RolloutDevice.__table__  # type: ignore[attr-defined]
 DISPATCHED = (
     update(RD)
     .where(RD.c.rollout_id == bindparam("b_rollout"), RD.c.device_id == bindparam("b_device"))
-    .values(previous_models=bindparam("b_previous", type_=RD.c.previous_models.type),
-            desired_version=bindparam("b_version"),
-            dispatched_at=bindparam("b_at", type_=RD.c.dispatched_at.type),
-            updated_at=bindparam("b_at", type_=RD.c.updated_at.type),
-            state=S.IN_PROGRESS.value, sub_status="dispatched", detail="")
-)  # fmt: skip
+    .values(
+        previous_models=bindparam("b_previous", type_=RD.c.previous_models.type),
+        desired_version=bindparam("b_version"),
+        dispatched_at=bindparam("b_at", type_=RD.c.dispatched_at.type),
+        updated_at=bindparam("b_at", type_=RD.c.updated_at.type),
+        state=S.IN_PROGRESS.value,
+        sub_status="dispatched",
+        detail="",
+    )
+)
 
 
 def dispatch_agent(session: Session, rollout: Rollout, queued: list[str], now: datetime) -> None:
     """Send the rollout's agent release; each device keeps its models."""
-    target = AgentRelease(version=rollout.model_version, release_url=rollout.manifest_url,
-                          rollout_id=rollout.id).model_dump(mode="json")  # fmt: skip
+    target = AgentRelease(
+        version=rollout.model_version, release_url=rollout.manifest_url, rollout_id=rollout.id
+    ).model_dump(mode="json")
     for part in chunks(queued):
         session.execute(
             update(RD)
-            .where(RD.c.device_id.in_(part), RD.c.rollout_id != rollout.id,
-                   RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
-                   RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "agent")))
-            .values(state=S.CANCELED.value, sub_status="superseded",
-                    detail=f"superseded by rollout {rollout.id}", updated_at=now)
-        )  # fmt: skip
+            .where(
+                RD.c.device_id.in_(part),
+                RD.c.rollout_id != rollout.id,
+                RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+                RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "agent")),
+            )
+            .values(
+                state=S.CANCELED.value,
+                sub_status="superseded",
+                detail=f"superseded by rollout {rollout.id}",
+                updated_at=now,
+            )
+        )
         previous = desired.agents_by_device(session, part)
         versions = desired.set_agent_many(session, dict.fromkeys(part, target))
-        session.execute(DISPATCHED, [
-            {"b_rollout": rollout.id, "b_device": d, "b_version": versions[d], "b_at": now,
-             "b_previous": [previous[d]] if previous.get(d) else []}
-            for d in part
-        ])  # fmt: skip
+        session.execute(
+            DISPATCHED,
+            [
+                {
+                    "b_rollout": rollout.id,
+                    "b_device": d,
+                    "b_version": versions[d],
+                    "b_at": now,
+                    "b_previous": [previous[d]] if previous.get(d) else [],
+                }
+                for d in part
+            ],
+        )
     if queued:
-        _LOGGER.info("rollout %s: agent %s sent to %d devices", rollout.id,
-                     rollout.model_version, len(queued))  # fmt: skip
+        _LOGGER.info(
+            "rollout %s: agent %s sent to %d devices",
+            rollout.id,
+            rollout.model_version,
+            len(queued),
+        )

@@ -37,8 +37,12 @@ from models.protocol import DesiredModel
 _LOGGER = logging.getLogger(__name__)
 
 S = DeviceRolloutState
-DRIVEN = (RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
-          RolloutStatus.WAITING_APPROVAL)  # fmt: skip
+DRIVEN = (
+    RolloutStatus.SCHEDULED,
+    RolloutStatus.RUNNING,
+    RolloutStatus.PAUSED,
+    RolloutStatus.WAITING_APPROVAL,
+)
 
 
 def tick(session: Session, now: datetime) -> None:
@@ -113,9 +117,19 @@ def _step(session: Session, rollout: Rollout, now: datetime) -> None:
 
 
 def _add_devices(session: Session, rollout_id: str, waves: dict[str, int], now: datetime) -> None:
-    rows = [{"rollout_id": rollout_id, "device_id": d, "wave": w, "state": S.QUEUED.value,
-             "sub_status": "", "detail": "", "previous_models": [], "updated_at": now}
-            for d, w in waves.items()]  # fmt: skip
+    rows = [
+        {
+            "rollout_id": rollout_id,
+            "device_id": d,
+            "wave": w,
+            "state": S.QUEUED.value,
+            "sub_status": "",
+            "detail": "",
+            "previous_models": [],
+            "updated_at": now,
+        }
+        for d, w in waves.items()
+    ]
     for part in chunks(rows):
         session.execute(insert(RD), list(part))
 
@@ -165,40 +179,64 @@ def matching_devices(session: Session, rollout: Rollout) -> list[str]:
 
 def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
     """Send the rollout's model to the queued devices of the waves started so far, in bulk."""
-    queued = list(session.exec(
-        select(RolloutDevice.device_id).where(
-            RolloutDevice.rollout_id == rollout.id, RolloutDevice.state == S.QUEUED.value,
-            col(RolloutDevice.wave) <= rollout.current_wave,
+    queued = list(
+        session.exec(
+            select(RolloutDevice.device_id).where(
+                RolloutDevice.rollout_id == rollout.id,
+                RolloutDevice.state == S.QUEUED.value,
+                col(RolloutDevice.wave) <= rollout.current_wave,
+            )
         )
-    ))  # fmt: skip
+    )
     if rollout.kind == "agent":
         dispatch_agent(session, rollout, queued, now)
         return
     target = DesiredModel(
-        name=rollout.model_name, version=rollout.model_version,
-        manifest_url=rollout.manifest_url, files_url=_files_url(rollout.manifest_url),
-        rollout_id=rollout.id, probe=rollout.parsed_strategy().quality_probe,
-    )  # fmt: skip
+        name=rollout.model_name,
+        version=rollout.model_version,
+        manifest_url=rollout.manifest_url,
+        files_url=_files_url(rollout.manifest_url),
+        rollout_id=rollout.id,
+        probe=rollout.parsed_strategy().quality_probe,
+    )
     for part in chunks(queued):
         session.execute(
             update(RD)
-            .where(RD.c.device_id.in_(part), RD.c.rollout_id != rollout.id,
-                   RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
-                   RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "model")))
-            .values(state=S.CANCELED.value, sub_status="superseded",
-                    detail=f"superseded by rollout {rollout.id}", updated_at=now)
-        )  # fmt: skip
+            .where(
+                RD.c.device_id.in_(part),
+                RD.c.rollout_id != rollout.id,
+                RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+                RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "model")),
+            )
+            .values(
+                state=S.CANCELED.value,
+                sub_status="superseded",
+                detail=f"superseded by rollout {rollout.id}",
+                updated_at=now,
+            )
+        )
         previous = desired.models_by_device(session, part)
-        reported = dict(session.execute(
-            select(Device.id, Device.active_model).where(
-                col(Device.id).in_([d for d in part if not previous.get(d)]))
-        ).all())  # fmt: skip
+        reported = dict(
+            session.execute(
+                select(Device.id, Device.active_model).where(
+                    col(Device.id).in_([d for d in part if not previous.get(d)])
+                )
+            ).all()
+        )
         versions = desired.set_many(session, dict.fromkeys(part, [target]))
-        session.execute(DISPATCHED, [
-            {"b_rollout": rollout.id, "b_device": d, "b_version": versions[d], "b_at": now,
-             "b_previous": previous.get(d) or _reported_model(rollout, reported.get(d))}
-            for d in part
-        ])  # fmt: skip
+        session.execute(
+            DISPATCHED,
+            [
+                {
+                    "b_rollout": rollout.id,
+                    "b_device": d,
+                    "b_version": versions[d],
+                    "b_at": now,
+                    "b_previous": previous.get(d) or _reported_model(rollout, reported.get(d)),
+                }
+                for d in part
+            ],
+        )
     if queued:
         _LOGGER.info("rollout %s: %d devices dispatched", rollout.id, len(queued))
 
@@ -224,12 +262,14 @@ def _files_url(manifest_url: str) -> str:
 def _time_out(session: Session, rollout_id: str, now: datetime, timeout_s: float) -> None:
     session.execute(
         update(RD)
-        .where(RD.c.rollout_id == rollout_id, RD.c.state == S.IN_PROGRESS.value,
-               RD.c.sub_status != SOAKING,  # a soak ends by its own window
-               RD.c.dispatched_at < now - timedelta(seconds=timeout_s))
-        .values(state=S.TIMED_OUT.value, detail=f"no result within {timeout_s:g} s",
-                updated_at=now)
-    )  # fmt: skip
+        .where(
+            RD.c.rollout_id == rollout_id,
+            RD.c.state == S.IN_PROGRESS.value,
+            RD.c.sub_status != SOAKING,  # a soak ends by its own window
+            RD.c.dispatched_at < now - timedelta(seconds=timeout_s),
+        )
+        .values(state=S.TIMED_OUT.value, detail=f"no result within {timeout_s:g} s", updated_at=now)
+    )
 
 
 def revert(
@@ -243,18 +283,27 @@ def revert(
     """Stop the rollout; queued devices are canceled, the others get their previous model."""
     rollout.status, rollout.reason, rollout.finished_at = status.value, reason, now
     # A device whose soak failed was reverted then; it is not sent its old model twice.
-    back = [r for r in rows if r.state not in (S.QUEUED.value, S.CANCELED.value)
-            and r.desired_version is not None and r.sub_status != SOAK_FAILED]  # fmt: skip
+    back = [
+        r
+        for r in rows
+        if r.state not in (S.QUEUED.value, S.CANCELED.value)
+        and r.desired_version is not None
+        and r.sub_status != SOAK_FAILED
+    ]
     if rollout.kind == "agent":
-        previous = {r.device_id: r.previous_models[0] if r.previous_models else None
-                    for r in back}  # fmt: skip
+        previous = {r.device_id: r.previous_models[0] if r.previous_models else None for r in back}
         versions = desired.set_agent_many(session, previous)
     else:
-        versions = desired.set_many(session, {
-            r.device_id: [DesiredModel.model_validate({**m, "rollout_id": rollout.id})
-                          for m in r.previous_models]
-            for r in back
-        })  # fmt: skip
+        versions = desired.set_many(
+            session,
+            {
+                r.device_id: [
+                    DesiredModel.model_validate({**m, "rollout_id": rollout.id})
+                    for m in r.previous_models
+                ]
+                for r in back
+            },
+        )
     for row in rows:
         if row.state == S.QUEUED.value:
             set_state(row, S.CANCELED, "", reason, now)
@@ -266,10 +315,16 @@ def revert(
                 set_state(row, S.ROLLED_BACK, "reverting", reason, now)
         session.add(row)
     session.add(rollout)
-    _LOGGER.warning("rollout %s %s (%s): %d devices reverted", rollout.id, status.value,
-                    reason, len(back))  # fmt: skip
+    _LOGGER.warning(
+        "rollout %s %s (%s): %d devices reverted", rollout.id, status.value, reason, len(back)
+    )
 
 
 __all__ = [
-    "TERMINAL_STATES", "apply_events", "matching_devices", "reconcile_states", "revert", "tick",
-]  # fmt: skip
+    "TERMINAL_STATES",
+    "apply_events",
+    "matching_devices",
+    "reconcile_states",
+    "revert",
+    "tick",
+]

@@ -109,7 +109,9 @@ def reconcile_states(
             continue  # its own events are probably still on the way
         active = state.get("active") if isinstance(state.get("active"), dict) else None
         serving = active and (active.get("name"), active.get("version")) == (
-            rollout.model_name, rollout.model_version)  # fmt: skip
+            rollout.model_name,
+            rollout.model_version,
+        )
         if rollout.kind == "agent":
             serving = state.get("agent_version") == rollout.model_version
         if serving and _soaks(rollout):
@@ -128,9 +130,7 @@ def _soaks(rollout: Rollout) -> bool:
     return float(rollout.strategy.get("soak_s") or 0) > 0
 
 
-def _rows(
-    session: Session, keys: set[tuple[str, str]]
-) -> dict[tuple[str, str], RolloutDevice]:
+def _rows(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], RolloutDevice]:
     out: dict[tuple[str, str], RolloutDevice] = {}
     rollout_ids = list({r for r, _ in keys})
     for part in chunks(sorted({d for _, d in keys})):

@@ -34,9 +34,11 @@ class HealthBounds(BaseModel):
         default=3, ge=1, le=10_000, description="samples with a value needed to judge a metric"
     )
     baseline_s: StrictFloat = Field(
-        default=DEFAULT_BASELINE_S, gt=0, le=MAX_SOAK_S,
+        default=DEFAULT_BASELINE_S,
+        gt=0,
+        le=MAX_SOAK_S,
         description="how far before the dispatch the baseline reaches",
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,14 @@ class HealthWindow:
             requests += n_requests
             errors += n_errors
         return cls(
-            samples=samples, tps_samples=len(tps),
+            samples=samples,
+            tps_samples=len(tps),
             tokens_per_s=sum(tps) / len(tps) if tps else None,
-            ttft_samples=len(ttft), ttft_p95_ms=p95(ttft), requests=requests,
+            ttft_samples=len(ttft),
+            ttft_p95_ms=p95(ttft),
+            requests=requests,
             error_rate=min(1.0, errors / requests) if requests else None,
-        )  # fmt: skip
+        )
 
     def describe(self) -> str:
         """`tok/s 41.2, TTFT p95 80 ms, errors 0%` (what is known)."""
@@ -99,23 +104,36 @@ def regression(baseline: HealthWindow, after: HealthWindow, bounds: HealthBounds
     them too, except the error rate, which without a baseline is judged against zero.
     """
     enough = bounds.min_samples
-    if (after.tps_samples >= enough and baseline.tps_samples >= enough
-            and baseline.tokens_per_s and after.tokens_per_s is not None):  # fmt: skip
+    if (
+        after.tps_samples >= enough
+        and baseline.tps_samples >= enough
+        and baseline.tokens_per_s
+        and after.tokens_per_s is not None
+    ):
         floor = baseline.tokens_per_s * (1 - bounds.max_tps_drop)
         if after.tokens_per_s < floor:
-            return (f"decode {after.tokens_per_s:.1f} tok/s after the switch, "
-                    f"{baseline.tokens_per_s:.1f} before (more than "
-                    f"{bounds.max_tps_drop:.0%} slower)")  # fmt: skip
-    if (after.ttft_samples >= enough and baseline.ttft_samples >= enough
-            and baseline.ttft_p95_ms and after.ttft_p95_ms is not None):  # fmt: skip
+            return (
+                f"decode {after.tokens_per_s:.1f} tok/s after the switch, "
+                f"{baseline.tokens_per_s:.1f} before (more than "
+                f"{bounds.max_tps_drop:.0%} slower)"
+            )
+    if (
+        after.ttft_samples >= enough
+        and baseline.ttft_samples >= enough
+        and baseline.ttft_p95_ms
+        and after.ttft_p95_ms is not None
+    ):
         ceiling = baseline.ttft_p95_ms * (1 + bounds.max_ttft_rise)
         if after.ttft_p95_ms > ceiling:
-            return (f"TTFT p95 {after.ttft_p95_ms:.0f} ms after the switch, "
-                    f"{baseline.ttft_p95_ms:.0f} ms before (more than "
-                    f"+{bounds.max_ttft_rise:.0%})")  # fmt: skip
+            return (
+                f"TTFT p95 {after.ttft_p95_ms:.0f} ms after the switch, "
+                f"{baseline.ttft_p95_ms:.0f} ms before (more than "
+                f"+{bounds.max_ttft_rise:.0%})"
+            )
     if after.error_rate is not None and after.samples >= enough:
         before = baseline.error_rate or 0.0
         if after.error_rate > before + bounds.max_error_rate_rise:
-            return (f"{after.error_rate:.0%} of requests failed after the switch, "
-                    f"{before:.0%} before")  # fmt: skip
+            return (
+                f"{after.error_rate:.0%} of requests failed after the switch, {before:.0%} before"
+            )
     return None

@@ -80,8 +80,9 @@ class Leadership:
             self._conn.close()
             self._conn = None
         except SQLAlchemyError as exc:
-            _LOGGER.warning("could not unlock rollout leadership (%s); dropping the connection",
-                            exc)  # fmt: skip
+            _LOGGER.warning(
+                "could not unlock rollout leadership (%s); dropping the connection", exc
+            )
             self._drop_connection()
 
     def _drop_connection(self) -> None:

@@ -39,8 +39,13 @@ def preview(
     session: Session, selector: Selector, *, limit: int = PREVIEW_DEVICES
 ) -> SelectorPreview:
     """Count the enrolled, not revoked devices `selector` matches (as a rollout would)."""
-    probe = Rollout(id="preview", model_name="", model_version="", manifest_url="",
-                    selector=selector.model_dump(mode="json"))  # fmt: skip
+    probe = Rollout(
+        id="preview",
+        model_name="",
+        model_version="",
+        manifest_url="",
+        selector=selector.model_dump(mode="json"),
+    )
     matched = col(Device.id).in_(driver.matching_query(probe))
     count = session.exec(select(func.count()).select_from(Device).where(matched)).one()
     online = session.exec(
@@ -48,11 +53,18 @@ def preview(
     ).one()
     table: Any = Device.__table__  # type: ignore[attr-defined]
     rows = session.execute(
-        sa_select(table.c.id, table.c.name, table.c.device_class, table.c.online,
-                  table.c.active_model).where(matched).order_by(table.c.id).limit(limit)
-    ).all()  # fmt: skip
+        sa_select(
+            table.c.id, table.c.name, table.c.device_class, table.c.online, table.c.active_model
+        )
+        .where(matched)
+        .order_by(table.c.id)
+        .limit(limit)
+    ).all()
     return SelectorPreview(
-        count=count, online=online,
-        devices=[DevicePreview(id=r[0], name=r[1], device_class=r[2], online=r[3],
-                               active_model=r[4]) for r in rows],
-    )  # fmt: skip
+        count=count,
+        online=online,
+        devices=[
+            DevicePreview(id=r[0], name=r[1], device_class=r[2], online=r[3], active_model=r[4])
+            for r in rows
+        ],
+    )

@@ -28,9 +28,13 @@ from models.agent_release import RELEASE_NAME
 
 
 def create_rollout(
-    session: Session, *, spec: RolloutCreate, artifacts_url: str, created_by: str,
+    session: Session,
+    *,
+    spec: RolloutCreate,
+    artifacts_url: str,
+    created_by: str,
     settings: Settings | None = None,
-) -> Rollout:  # fmt: skip
+) -> Rollout:
     """Record a rollout of a registered model version or agent release; the controller runs it."""
     if spec.agent:
         return _create_agent_rollout(session, spec=spec, created_by=created_by, settings=settings)
@@ -41,8 +45,14 @@ def create_rollout(
         raise ApiError(
             404, "model_not_found", f"model {spec.model} is not in the registry; import it first"
         )
-    return _save(session, spec, created_by, model_name=name, model_version=version,
-                 manifest_url=f"{artifacts_url}/{name}/{version}/manifest.json")  # fmt: skip
+    return _save(
+        session,
+        spec,
+        created_by,
+        model_name=name,
+        model_version=version,
+        manifest_url=f"{artifacts_url}/{name}/{version}/manifest.json",
+    )
 
 
 def _create_agent_rollout(
@@ -51,18 +61,31 @@ def _create_agent_rollout(
     if spec.model:
         raise ApiError(422, "bad_rollout", "give either a model or an agent release, not both")
     if settings is None or agent_releases.get_release(settings, spec.agent) is None:
-        raise ApiError(404, "release_not_found", f"agent release {spec.agent} is not in the "
-                       "registry; `edgefleet-cp agent-releases import DIR` first")  # fmt: skip
-    return _save(session, spec, created_by, kind="agent", model_name=RELEASE_NAME,
-                 model_version=spec.agent,
-                 manifest_url=agent_releases.release_url(settings, spec.agent))  # fmt: skip
+        raise ApiError(
+            404,
+            "release_not_found",
+            f"agent release {spec.agent} is not in the "
+            "registry; `edgefleet-cp agent-releases import DIR` first",
+        )
+    return _save(
+        session,
+        spec,
+        created_by,
+        kind="agent",
+        model_name=RELEASE_NAME,
+        model_version=spec.agent,
+        manifest_url=agent_releases.release_url(settings, spec.agent),
+    )
 
 
 def _save(session: Session, spec: RolloutCreate, created_by: str, **fields: Any) -> Rollout:
     rollout = Rollout(
-        id=f"ro-{uuid.uuid4().hex[:12]}", selector=spec.selector.model_dump(mode="json"),
-        strategy=spec.strategy.model_dump(mode="json"), created_by=created_by, **fields,
-    )  # fmt: skip
+        id=f"ro-{uuid.uuid4().hex[:12]}",
+        selector=spec.selector.model_dump(mode="json"),
+        strategy=spec.strategy.model_dump(mode="json"),
+        created_by=created_by,
+        **fields,
+    )
     session.add(rollout)
     session.commit()
     session.refresh(rollout)
@@ -99,11 +122,26 @@ def devices_of(session: Session, rollout_id: str) -> list[RolloutDevice]:
 _ACTIONS: dict[str, tuple[set[RolloutStatus], RolloutStatus | None]] = {
     "pause": ({RolloutStatus.SCHEDULED, RolloutStatus.RUNNING}, RolloutStatus.PAUSED),
     "resume": ({RolloutStatus.PAUSED, RolloutStatus.WAITING_APPROVAL}, RolloutStatus.RUNNING),
-    "abort": ({RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
-               RolloutStatus.WAITING_APPROVAL}, RolloutStatus.ABORTED),  # fmt: skip
-    "rollback": ({RolloutStatus.SCHEDULED, RolloutStatus.RUNNING, RolloutStatus.PAUSED,
-                  RolloutStatus.WAITING_APPROVAL, RolloutStatus.SUCCEEDED,
-                  RolloutStatus.ABORTED}, RolloutStatus.ROLLED_BACK),  # fmt: skip
+    "abort": (
+        {
+            RolloutStatus.SCHEDULED,
+            RolloutStatus.RUNNING,
+            RolloutStatus.PAUSED,
+            RolloutStatus.WAITING_APPROVAL,
+        },
+        RolloutStatus.ABORTED,
+    ),
+    "rollback": (
+        {
+            RolloutStatus.SCHEDULED,
+            RolloutStatus.RUNNING,
+            RolloutStatus.PAUSED,
+            RolloutStatus.WAITING_APPROVAL,
+            RolloutStatus.SUCCEEDED,
+            RolloutStatus.ABORTED,
+        },
+        RolloutStatus.ROLLED_BACK,
+    ),
 }
 
 
@@ -148,29 +186,45 @@ def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
     for index, wave in enumerate(strategy.waves):
         c = per_wave[index]
         failed = sum(c[s.value] for s in FAILED_STATES)
-        waves.append(WaveProgress(
-            index=index, target=str(wave), devices=sum(c.values()),
-            queued=c[DeviceRolloutState.QUEUED.value],
-            in_progress=c[DeviceRolloutState.IN_PROGRESS.value],
-            succeeded=c[DeviceRolloutState.SUCCEEDED.value], failed=failed,
-        ))  # fmt: skip
+        waves.append(
+            WaveProgress(
+                index=index,
+                target=str(wave),
+                devices=sum(c.values()),
+                queued=c[DeviceRolloutState.QUEUED.value],
+                in_progress=c[DeviceRolloutState.IN_PROGRESS.value],
+                succeeded=c[DeviceRolloutState.SUCCEEDED.value],
+                failed=failed,
+            )
+        )
     return RolloutPublic(
-        id=rollout.id, kind=rollout.kind, model=f"{rollout.model_name}:{rollout.model_version}",
-        manifest_url=rollout.manifest_url, selector=rollout.selector,
-        strategy=rollout.strategy, status=rollout.status, current_wave=rollout.current_wave,
-        reason=rollout.reason, created_by=rollout.created_by,
+        id=rollout.id,
+        kind=rollout.kind,
+        model=f"{rollout.model_name}:{rollout.model_version}",
+        manifest_url=rollout.manifest_url,
+        selector=rollout.selector,
+        strategy=rollout.strategy,
+        status=rollout.status,
+        current_wave=rollout.current_wave,
+        reason=rollout.reason,
+        created_by=rollout.created_by,
         created_at=as_utc(rollout.created_at),
         started_at=as_utc(rollout.started_at) if rollout.started_at else None,
         finished_at=as_utc(rollout.finished_at) if rollout.finished_at else None,
-        waves=waves, counts=dict(counts),
-    )  # fmt: skip
+        waves=waves,
+        counts=dict(counts),
+    )
 
 
 def device_to_public(row: RolloutDevice) -> RolloutDevicePublic:
     """The API view of one device in a rollout."""
     return RolloutDevicePublic(
-        device_id=row.device_id, wave=row.wave, state=row.state, sub_status=row.sub_status,
-        detail=row.detail, desired_version=row.desired_version,
+        device_id=row.device_id,
+        wave=row.wave,
+        state=row.state,
+        sub_status=row.sub_status,
+        detail=row.detail,
+        desired_version=row.desired_version,
         dispatched_at=as_utc(row.dispatched_at) if row.dispatched_at else None,
         updated_at=as_utc(row.updated_at),
-    )  # fmt: skip
+    )

@@ -38,12 +38,17 @@ _Row = tuple[float | None, float | None, int, int]
 def settle_soaks(session: Session, rollout: Rollout, now: datetime) -> int:
     """Fail regressed soaking devices (reverting them), pass those whose window is over."""
     strategy = rollout.parsed_strategy()
-    rows = list(session.exec(
-        select(RolloutDevice).where(
-            RolloutDevice.rollout_id == rollout.id, RolloutDevice.state == S.IN_PROGRESS.value,
-            RolloutDevice.sub_status == SOAKING,
-        ).execution_options(populate_existing=True)
-    ))  # fmt: skip
+    rows = list(
+        session.exec(
+            select(RolloutDevice)
+            .where(
+                RolloutDevice.rollout_id == rollout.id,
+                RolloutDevice.state == S.IN_PROGRESS.value,
+                RolloutDevice.sub_status == SOAKING,
+            )
+            .execution_options(populate_existing=True)
+        )
+    )
     if not rows:
         return 0
     windows = _windows(session, rows, strategy.health, now)
@@ -57,31 +62,36 @@ def settle_soaks(session: Session, rollout: Rollout, now: datetime) -> int:
             set_state(row, S.FAILED, SOAK_FAILED, f"soak: {why}", now)
             failed.append(row)
         elif now - activated >= timedelta(seconds=strategy.soak_s):
-            set_state(row, S.SUCCEEDED, "active",
-                      f"soaked {strategy.soak_s:g} s: {after.describe()}", now)  # fmt: skip
+            set_state(
+                row, S.SUCCEEDED, "active", f"soaked {strategy.soak_s:g} s: {after.describe()}", now
+            )
         else:
             continue
         session.add(row)
         settled += 1
     if failed:
         revert_devices(session, rollout, failed)
-        _LOGGER.warning("rollout %s: %d devices regressed during the soak and were reverted",
-                        rollout.id, len(failed))  # fmt: skip
+        _LOGGER.warning(
+            "rollout %s: %d devices regressed during the soak and were reverted",
+            rollout.id,
+            len(failed),
+        )
     return settled
 
 
 def revert_devices(session: Session, rollout: Rollout, rows: Sequence[RolloutDevice]) -> None:
     """Send each device what it had before this rollout (a new desired version each)."""
     if rollout.kind == "agent":
-        agents = {r.device_id: (r.previous_models[0] if r.previous_models else None)
-                  for r in rows}  # fmt: skip
+        agents = {r.device_id: (r.previous_models[0] if r.previous_models else None) for r in rows}
         versions = desired.set_agent_many(session, agents)
     else:
         models = {
-            r.device_id: [DesiredModel.model_validate({**m, "rollout_id": rollout.id})
-                          for m in r.previous_models]
+            r.device_id: [
+                DesiredModel.model_validate({**m, "rollout_id": rollout.id})
+                for m in r.previous_models
+            ]
             for r in rows
-        }  # fmt: skip
+        }
         versions = desired.set_many(session, models)
     for row in rows:
         row.desired_version = versions.get(row.device_id, row.desired_version)
@@ -98,11 +108,17 @@ def _windows(
         starts = [as_utc(r.dispatched_at or r.updated_at) - reach for r in part]
         samples: dict[str, list[tuple[datetime, _Row]]] = defaultdict(list)
         found = session.execute(
-            sa_select(_TS.c.device_id, _TS.c.ts, _TS.c.tokens_per_s, _TS.c.ttft_ms,
-                      _TS.c.requests, _TS.c.errors)
+            sa_select(
+                _TS.c.device_id,
+                _TS.c.ts,
+                _TS.c.tokens_per_s,
+                _TS.c.ttft_ms,
+                _TS.c.requests,
+                _TS.c.errors,
+            )
             .where(_TS.c.device_id.in_([r.device_id for r in part]))
             .where(_TS.c.ts >= min(starts), _TS.c.ts <= now)
-        )  # fmt: skip
+        )
         for device_id, ts, tps, ttft, requests, errors in found:
             samples[device_id].append((as_utc(ts), (tps, ttft, requests, errors)))
         for row in part:

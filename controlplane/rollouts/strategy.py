@@ -106,7 +106,6 @@ class Selector(BaseModel):
     device_ids: list[str] = Field(default_factory=list)
 
 
-
 class Strategy(BaseModel):
     """How a rollout proceeds."""
 
@@ -123,16 +122,19 @@ class Strategy(BaseModel):
     device_timeout_s: StrictFloat = Field(default=900.0, gt=0, le=MAX_DEVICE_TIMEOUT_S)
     start_at: Annotated[AwareDatetime, AfterValidator(check_time_range)] | None = None
     soak_s: StrictFloat = Field(
-        default=0.0, ge=0, le=MAX_SOAK_S,
+        default=0.0,
+        ge=0,
+        le=MAX_SOAK_S,
         description="after a device reports active, watch its telemetry this long (0 = off)",
-    )  # fmt: skip
+    )
     health: HealthBounds = Field(
         default_factory=HealthBounds, description="regression bounds applied during the soak"
     )
     quality_probe: list[ProbePrompt] = Field(
-        default_factory=list, max_length=16,
+        default_factory=list,
+        max_length=16,
         description="fixed prompts the device answers at its health check; answers must match",
-    )  # fmt: skip
+    )
 
     @field_validator("waves")
     @classmethod
@@ -253,4 +255,3 @@ def event_applies(current: DeviceRolloutState, kind: EventKind) -> bool:
     if current not in TERMINAL_STATES:
         return True
     return kind == "rolled_back" and current is DeviceRolloutState.SUCCEEDED
-

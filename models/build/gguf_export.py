@@ -46,9 +46,15 @@ def convert_to_gguf(
     from models.build.llamacpp_source import converter_dir
 
     command = [
-        sys.executable, str(_RUNNER), str(converter_dir()), str(hf_dir),
-        "--outfile", str(out_file), "--outtype", outtype,
-    ]  # fmt: skip
+        sys.executable,
+        str(_RUNNER),
+        str(converter_dir()),
+        str(hf_dir),
+        "--outfile",
+        str(out_file),
+        "--outtype",
+        outtype,
+    ]
     if model_name:
         command += ["--model-name", model_name]
     if verbose:

@@ -85,9 +85,18 @@ def converter_dir() -> Path:
         _LOGGER.info("fetching llama.cpp's converter (llama-cpp-python %s source)", version)
         with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
             command = [
-                sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                "--no-binary", ":all:", "-d", tmp, f"{DISTRIBUTION}=={version}",
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                tmp,
+                f"{DISTRIBUTION}=={version}",
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             sdists = list(Path(tmp).glob("*.tar.gz"))
             if done.returncode != 0 or not sdists:

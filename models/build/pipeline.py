@@ -151,9 +151,13 @@ def build_targets(
     with build_output(out_dir, verbose) as (work_dir, terminal):
         ctx = BuildContext(info, out_dir, name, work_dir, q4_type, verbose)
         bar = tqdm(
-            total=len(wanted), desc=f"build {name}", unit="target", file=terminal,
-            disable=not progress, dynamic_ncols=True,
-        )  # fmt: skip
+            total=len(wanted),
+            desc=f"build {name}",
+            unit="target",
+            file=terminal,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         with bar:
             for target in wanted:
                 bar.set_postfix_str(target)

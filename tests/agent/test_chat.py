@@ -53,16 +53,22 @@ def test_stop_strings_follow_the_template() -> None:
 
 
 def test_the_model_template_is_used_with_its_end_of_turn_stops() -> None:
-    found = chat_format(LLAMA_LIKE, source="gguf", bos_token="<s>", eos_token="</s>",
-                        end_of_turn=("<|eot_id|>",))  # fmt: skip
+    found = chat_format(
+        LLAMA_LIKE, source="gguf", bos_token="<s>", eos_token="</s>", end_of_turn=("<|eot_id|>",)
+    )
     assert (found.source, found.name, found.is_fallback) == ("gguf", "model", False)
     assert found.stop_strings == ("<|eot_id|>", "</s>")
     assert found.render([{"role": "user", "content": "a"}]) == "<s>[INST] a [/INST]"
 
 
 def test_a_model_without_a_template_gets_a_named_fallback_from_its_vocabulary() -> None:
-    gemma = chat_format(None, source="gguf", bos_token="<bos>", eos_token="<eos>",
-                        specials={"<start_of_turn>", "<end_of_turn>", "<eos>"})  # fmt: skip
+    gemma = chat_format(
+        None,
+        source="gguf",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        specials={"<start_of_turn>", "<end_of_turn>", "<eos>"},
+    )
     assert (gemma.is_fallback, gemma.name, gemma.label) == (True, "gemma", "fallback: gemma")
     assert "<start_of_turn>" in gemma.describe() and "no chat template" in gemma.describe()
     text = gemma.render([{"role": "user", "content": " hi "}])

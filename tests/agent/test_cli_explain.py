@@ -13,15 +13,19 @@ GIB = 1 << 30
 
 def _profile(*, gpu_gib: float | None, offload: bool) -> HardwareProfile:
     devices = ["cpu", "gpu"] if offload else ["cpu"]
-    gpus: list[dict[str, Any]] = [] if gpu_gib is None else [
-        {"kind": "nvidia-gpu", "name": "gpu", "memory_bytes": int(gpu_gib * GIB)}
-    ]
-    return HardwareProfile.model_validate({
-        "device_class": "nvidia-gpu" if gpus else "cpu-x86",
-        "engines": ["llamacpp"],
-        "accelerators": gpus,
-        "runtime": {"engines": {"llamacpp": {"installed": True, "devices": devices}}},
-    })
+    gpus: list[dict[str, Any]] = (
+        []
+        if gpu_gib is None
+        else [{"kind": "nvidia-gpu", "name": "gpu", "memory_bytes": int(gpu_gib * GIB)}]
+    )
+    return HardwareProfile.model_validate(
+        {
+            "device_class": "nvidia-gpu" if gpus else "cpu-x86",
+            "engines": ["llamacpp"],
+            "accelerators": gpus,
+            "runtime": {"engines": {"llamacpp": {"installed": True, "devices": devices}}},
+        }
+    )
 
 
 def test_a_gpu_with_room_takes_every_layer(gemma3_gguf: Path) -> None:

@@ -32,15 +32,19 @@ class ControlPlane:
     def __init__(self, broker: MosquittoBroker) -> None:
         self.results: queue.Queue[CommandResult] = queue.Queue()
         self.states: queue.Queue[bytes] = queue.Queue()
-        self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id="cp-test", protocol=paho.MQTTv5)  # fmt: skip
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="cp-test",
+            protocol=paho.MQTTv5,
+        )
         self.client.username_pw_set(CONTROL_PLANE_USER, "cp-pw")
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe([(device_topic(DEVICE, "cmd/result"), 1),
-                               (device_topic(DEVICE, "state"), 1)])  # fmt: skip
+        self.client.subscribe(
+            [(device_topic(DEVICE, "cmd/result"), 1), (device_topic(DEVICE, "state"), 1)]
+        )
         self.client.loop_start()
         assert subscribed.wait(WAIT_S)
 
@@ -98,13 +102,24 @@ def engines() -> FakeEngineFactory:
 
 @pytest.fixture
 def node(
-    broker: MosquittoBroker, tmp_path: Path, key: Ed25519PrivateKey, probe: CountingProbe,
+    broker: MosquittoBroker,
+    tmp_path: Path,
+    key: Ed25519PrivateKey,
+    probe: CountingProbe,
     engines: FakeEngineFactory,
-) -> Iterator[AgentNode]:  # fmt: skip
-    options = NodeOptions(data_dir=tmp_path / "agent", engine_factory=engines, select=pick_first,
-                          hardware={"device_class": "before"}, device_class="before",
-                          mqtt_host=broker.host, mqtt_port=broker.port, telemetry_interval_s=0,
-                          check_memory=False, probe=probe)  # fmt: skip
+) -> Iterator[AgentNode]:
+    options = NodeOptions(
+        data_dir=tmp_path / "agent",
+        engine_factory=engines,
+        select=pick_first,
+        hardware={"device_class": "before"},
+        device_class="before",
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        telemetry_interval_s=0,
+        check_memory=False,
+        probe=probe,
+    )
     agent = AgentNode(enrollment(key), ModelRuntime(), options)
     agent.start()
     assert agent.mqtt.wait_connected(WAIT_S)
@@ -122,8 +137,9 @@ def cp(broker: MosquittoBroker) -> Iterator[ControlPlane]:
 def serve_fake_model(node: AgentNode, tmp_path: Path, key: Ed25519PrivateKey) -> None:
     model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
     url = (model_dir / "manifest.json").as_uri()
-    desired = DesiredState(version=1, models=[DesiredModel(name="tiny", version="1.0",
-                                                           manifest_url=url)])  # fmt: skip
+    desired = DesiredState(
+        version=1, models=[DesiredModel(name="tiny", version="1.0", manifest_url=url)]
+    )
     assert node.executor.apply(desired)
 
 
@@ -152,9 +168,12 @@ def test_repeated_request_id_runs_once(
 
 
 def test_restart_engine_reloads_the_active_model(
-    node: AgentNode, cp: ControlPlane, tmp_path: Path, key: Ed25519PrivateKey,
+    node: AgentNode,
+    cp: ControlPlane,
+    tmp_path: Path,
+    key: Ed25519PrivateKey,
     engines: FakeEngineFactory,
-) -> None:  # fmt: skip
+) -> None:
     serve_fake_model(node, tmp_path, key)
     before = node.runtime.active
     cp.send(Command(request_id="re", command="restart-engine").model_dump_json())

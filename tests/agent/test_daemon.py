@@ -19,17 +19,24 @@ from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
 def enrollment(key: Ed25519PrivateKey) -> Enrollment:
     return Enrollment(
         device_id="dev-1",
-        mqtt=MqttAccess(host="127.0.0.1", port=1, username="dev-1", password="p",
-                        client_id="dev-1"),  # fmt: skip
+        mqtt=MqttAccess(
+            host="127.0.0.1", port=1, username="dev-1", password="p", client_id="dev-1"
+        ),
         artifacts=ArtifactAccess(base_url="http://x", token="t"),
         signing_public_key=public_key_b64(key),
     )
 
 
 def node(tmp_path: Path, key: Ed25519PrivateKey) -> AgentNode:
-    options = NodeOptions(data_dir=tmp_path / "agent", engine_factory=fake_engines(),
-                          select=pick_first, hardware={"device_class": "x"}, device_class="x",
-                          telemetry_interval_s=0, check_memory=False)  # fmt: skip
+    options = NodeOptions(
+        data_dir=tmp_path / "agent",
+        engine_factory=fake_engines(),
+        select=pick_first,
+        hardware={"device_class": "x"},
+        device_class="x",
+        telemetry_interval_s=0,
+        check_memory=False,
+    )
     return AgentNode(enrollment(key), ModelRuntime(), options)
 
 
@@ -38,8 +45,14 @@ def test_state_reports_restored_model_and_applied_version(tmp_path: Path) -> Non
     first = node(tmp_path, key)
     first.mqtt.publish_state = lambda: None  # type: ignore[method-assign]  # no broker here
     model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
-    desired = DesiredState(version=7, models=[DesiredModel(
-        name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri())])
+    desired = DesiredState(
+        version=7,
+        models=[
+            DesiredModel(
+                name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri()
+            )
+        ],
+    )
     assert first.executor.apply(desired)
     first.outbox.close()
     restarted = node(tmp_path, key)
@@ -64,9 +77,17 @@ def test_mqtts_url_and_the_enrolled_tls_identity_reach_the_connection(tmp_path: 
     enrolled = enrollment(key)
     enrolled.mqtt.ca_pem = ca.pem()  # enrolled for plaintext (tls false), the URL says mqtts
     host, port, tls = _mqtt_override("mqtts://broker.lan")
-    options = NodeOptions(data_dir=data, engine_factory=fake_engines(), select=pick_first,
-                          hardware={}, mqtt_host=host, mqtt_port=port, mqtt_tls=tls,
-                          telemetry_interval_s=0, check_memory=False)  # fmt: skip
+    options = NodeOptions(
+        data_dir=data,
+        engine_factory=fake_engines(),
+        select=pick_first,
+        hardware={},
+        mqtt_host=host,
+        mqtt_port=port,
+        mqtt_tls=tls,
+        telemetry_interval_s=0,
+        check_memory=False,
+    )
     built = AgentNode(enrolled, ModelRuntime(), options)
     built.outbox.close()
     settings = built.mqtt.settings
@@ -79,8 +100,14 @@ def test_rollout_events_are_in_the_outbox_before_any_connection(tmp_path: Path) 
     built = node(tmp_path, key)
     built.mqtt.publish_state = lambda: None  # type: ignore[method-assign]  # no broker here
     model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
-    desired = DesiredState(version=3, models=[DesiredModel(
-        name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri())])
+    desired = DesiredState(
+        version=3,
+        models=[
+            DesiredModel(
+                name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri()
+            )
+        ],
+    )
     assert built.executor.apply(desired)  # the MQTT client was never started
     entries = built.outbox.peek(1000)
     events = [RolloutEvent.model_validate_json(e.payload) for e in entries]

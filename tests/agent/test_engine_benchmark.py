@@ -29,13 +29,15 @@ def cpu_profile() -> HardwareProfile:
     engines = [e for e in CPU_ENGINES if e in installed]
     if not engines:
         pytest.skip("no CPU engine installed")
-    return HardwareProfile.model_validate({
-        "cpu": {"arch": "x86_64"},
-        "memory": {"total_bytes": 16 * GIB, "available_bytes": 16 * GIB},
-        "device_class": "cpu-x86",
-        "engines": engines,
-        "accelerators": [],
-    })
+    return HardwareProfile.model_validate(
+        {
+            "cpu": {"arch": "x86_64"},
+            "memory": {"total_bytes": 16 * GIB, "available_bytes": 16 * GIB},
+            "device_class": "cpu-x86",
+            "engines": engines,
+            "accelerators": [],
+        }
+    )
 
 
 class CountingFactory:
@@ -54,9 +56,14 @@ def run_benchmark(model_dir: Path, results: Path, factory: CountingFactory) -> S
     manifest = Manifest.load(model_dir)
     selection = select_variant(manifest, profile, installed_engines())
     return benchmark_model(
-        selection, model_dir, manifest, profile=profile, results=results,
-        options=LoadOptions(threads=1), engine_factory=factory,
-    )  # fmt: skip
+        selection,
+        model_dir,
+        manifest,
+        profile=profile,
+        results=results,
+        options=LoadOptions(threads=1),
+        engine_factory=factory,
+    )
 
 
 def main_file(model_dir: Path, manifest: Manifest, variant_id: str) -> Path:
@@ -110,9 +117,12 @@ def test_a_candidate_that_fails_to_load_loses(tiny_model_copy: Path, tmp_path: P
 def test_open_model_benchmarks_and_show_reports_it(tiny_model_dir: Path, tmp_path: Path) -> None:
     results = tmp_path / "engine-benchmarks.json"
     loaded = open_model(
-        tiny_model_dir, profile=cpu_profile(), installed=installed_engines(),
-        options=LoadOptions(threads=1), benchmark_results=results,
-    )  # fmt: skip
+        tiny_model_dir,
+        profile=cpu_profile(),
+        installed=installed_engines(),
+        options=LoadOptions(threads=1),
+        benchmark_results=results,
+    )
     runtime = ModelRuntime()
     try:
         runtime.load_with(lambda: loaded)
@@ -131,9 +141,12 @@ def test_a_forced_engine_is_not_benchmarked(tiny_model_dir: Path, tmp_path: Path
     profile = cpu_profile()
     results = tmp_path / "engine-benchmarks.json"
     loaded = open_model(
-        tiny_model_dir, profile=profile, installed=installed_engines(),
-        prefer=profile.engines[-1], benchmark_results=results,
-    )  # fmt: skip
+        tiny_model_dir,
+        profile=profile,
+        installed=installed_engines(),
+        prefer=profile.engines[-1],
+        benchmark_results=results,
+    )
     loaded.engine.unload()
     assert loaded.selection.decided_by == "configuration" and not results.exists()
 
@@ -148,9 +161,12 @@ def test_a_missing_variant_raises_before_any_engine_is_built(
     main_file(tiny_model_copy, manifest, static.variant_id).unlink()
     factory = CountingFactory()
     measure = candidate_measure(
-        tiny_model_copy, manifest, options=LoadOptions(), engine_factory=factory,
+        tiny_model_copy,
+        manifest,
+        options=LoadOptions(),
+        engine_factory=factory,
         run=BenchmarkRun(tokens=4, warmup_tokens=0),
-    )  # fmt: skip
+    )
     with pytest.raises(ModelLoadError, match="not on disk"):
         measure(static.candidates[0])
     assert factory.built == []

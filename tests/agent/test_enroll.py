@@ -28,8 +28,12 @@ from tests.support.mosquitto import free_port
 @pytest.fixture
 def control_plane(tmp_path: Path) -> Iterator[tuple[str, str]]:
     port = free_port()
-    settings = Settings(data_dir=tmp_path / "cp", port=port, public_url=f"http://127.0.0.1:{port}",
-                        mqtt_cp_password="x")  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path / "cp",
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        mqtt_cp_password="x",
+    )
     settings.data_dir.mkdir(parents=True)
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -41,8 +45,11 @@ def control_plane(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 def new_token(url: str, admin: str) -> str:
-    resp = httpx.post(f"{url}/api/v1/enrollment-tokens", json={"labels": {"site": "lab"}},
-                      headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+    resp = httpx.post(
+        f"{url}/api/v1/enrollment-tokens",
+        json={"labels": {"site": "lab"}},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
     return str(resp.json()["token"])
 
 
@@ -76,5 +83,4 @@ def test_not_enrolled_without_token_says_what_to_do(tmp_path: Path) -> None:
 
 def test_unreachable_control_plane(tmp_path: Path) -> None:
     with pytest.raises(EnrollmentError, match="cannot reach"):
-        enroll(f"http://127.0.0.1:{free_port()}", "eft_x", tmp_path, hardware={},
-               agent_version="t")  # fmt: skip
+        enroll(f"http://127.0.0.1:{free_port()}", "eft_x", tmp_path, hardware={}, agent_version="t")

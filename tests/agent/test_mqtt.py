@@ -168,9 +168,7 @@ def test_outbox_filled_while_broker_away_replays_in_order(
         observer.close()
 
 
-def test_graceful_stop_publishes_offline(
-    broker: MosquittoBroker, tmp_path: Path
-) -> None:
+def test_graceful_stop_publishes_offline(broker: MosquittoBroker, tmp_path: Path) -> None:
     observer = Observer(broker)
     agent = make_agent(broker, tmp_path)
     agent.start()
@@ -207,8 +205,9 @@ def test_drainer_sleeps_while_the_broker_is_down(broker: MosquittoBroker, tmp_pa
         time.sleep(0.5)  # a window to count in; a spinning loop makes ~10^4 iterations here
         assert wake.waits + online.waits - before <= 2
         broker.start()
-        wait_until(lambda: len(agent.outbox) == 0,
-                   timeout=15)  # connect wakes it, the outbox drains
+        wait_until(
+            lambda: len(agent.outbox) == 0, timeout=15
+        )  # connect wakes it, the outbox drains
     finally:
         agent.stop()
 
@@ -226,8 +225,9 @@ def test_a_message_the_broker_would_refuse_is_not_queued(
 ) -> None:
     agent = make_agent(broker, tmp_path)
     # Built without validation: the point is what the agent does with any oversized message.
-    huge = CommandResult.model_construct(request_id="r1", ok=True,
-                                         result={"blob": "x" * MAX_PAYLOAD_BYTES})  # fmt: skip
+    huge = CommandResult.model_construct(
+        request_id="r1", ok=True, result={"blob": "x" * MAX_PAYLOAD_BYTES}
+    )
     agent.send("cmd/result", huge)  # would make the broker hang up on every reconnect
     agent.send("events", event(1))
     assert [e.topic.rsplit("/", 1)[-1] for e in agent.outbox.peek(10)] == ["events"]

@@ -19,8 +19,12 @@ CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 
 def _open_built(gguf: Path, out: Path) -> LoadedModel:
     gguf_import.import_gguf(gguf, out, generate_key(), hardlink=True)
-    return open_model(out, profile=CPU_ONLY, installed={"llamacpp": "test"},
-                      options=LoadOptions(context_length=512, threads=2))  # fmt: skip
+    return open_model(
+        out,
+        profile=CPU_ONLY,
+        installed={"llamacpp": "test"},
+        options=LoadOptions(context_length=512, threads=2),
+    )
 
 
 def test_a_built_instruct_model_uses_the_manifest_template(

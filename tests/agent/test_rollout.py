@@ -74,8 +74,14 @@ def test_rollout_downloads_verifies_checks_and_switches(rig: Rig) -> None:
     assert rig.apply(1, rig.publish("1.0"))
     kinds = rig.kinds(1)
     assert [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k] == [
-        "accepted", "verifying", "downloading", "verifying", "loading", "health_check", "active"
-    ]  # fmt: skip
+        "accepted",
+        "verifying",
+        "downloading",
+        "verifying",
+        "loading",
+        "health_check",
+        "active",
+    ]
     progress = [e for e in rig.events if e.kind == "downloading"]
     assert progress[0].bytes_done == 0 and progress[-1].bytes_done == progress[-1].bytes_total
     active = rig.executor.deps.slots.active()
@@ -227,8 +233,11 @@ def test_quality_probe_must_match_or_the_previous_model_stays(rig: Rig) -> None:
     loaded = rig.runtime.active
     assert loaded is not None
     params = SamplingParams(max_tokens=8, temperature=0.0, seed=0)
-    answer = "".join(i.text for i in loaded.engine.generate("capital of France?", params)
-                     if isinstance(i, TokenChunk))  # fmt: skip
+    answer = "".join(
+        i.text
+        for i in loaded.engine.generate("capital of France?", params)
+        if isinstance(i, TokenChunk)
+    )
     good = ProbePrompt(prompt="capital of France?", expect=answer.split()[0], max_tokens=8)
     model = rig.publish("2.0").model_copy(update={"probe": [good]})
     assert rig.apply(2, model) and rig.serving() == "tiny:2.0"

@@ -67,14 +67,16 @@ def profile(
         "intel-igpu": [{"kind": "intel-igpu", "name": "UHD 620", "memory_bytes": None}],
         "intel-npu": [{"kind": "intel-npu", "name": "NPU", "memory_bytes": None}],
     }.get(klass, [])
-    return HardwareProfile.model_validate({
-        "cpu": {"arch": "aarch64" if klass in ("jetson", "cpu-arm") else "x86_64"},
-        "memory": {"total_bytes": int(mem_gib * GIB), "available_bytes": int(mem_gib * GIB)},
-        "device_class": klass,
-        "engines": engines,
-        "accelerators": accelerators,
-        **extra,
-    })
+    return HardwareProfile.model_validate(
+        {
+            "cpu": {"arch": "aarch64" if klass in ("jetson", "cpu-arm") else "x86_64"},
+            "memory": {"total_bytes": int(mem_gib * GIB), "available_bytes": int(mem_gib * GIB)},
+            "device_class": klass,
+            "engines": engines,
+            "accelerators": accelerators,
+            **extra,
+        }
+    )
 
 
 JETSON = profile("jetson", ["tensorrt", "llamacpp", "onnxruntime"])

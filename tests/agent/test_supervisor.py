@@ -15,9 +15,11 @@ from agent.install_layout import AgentInstall, Trial
 from agent.supervisor import Supervisor
 from tests.support.polling import wait_until
 
-CONFIRM = ("import os, time; from pathlib import Path; from agent.install_layout import "
-           "AgentInstall; AgentInstall(Path(os.environ['EDGEFLEET_AGENT_ROOT'])).confirm(); "
-           "time.sleep(60)")  # fmt: skip
+CONFIRM = (
+    "import os, time; from pathlib import Path; from agent.install_layout import "
+    "AgentInstall; AgentInstall(Path(os.environ['EDGEFLEET_AGENT_ROOT'])).confirm(); "
+    "time.sleep(60)"
+)
 SLEEP = "import time; time.sleep(60)"
 
 
@@ -31,9 +33,16 @@ def install_with_trial(tmp_path: Path, deadline_s: float) -> AgentInstall:
     for version in ("1.0", "2.0"):
         install.version_dir(version).mkdir(parents=True)
     install.point(install.current_link, "1.0")
-    install.start_trial(Trial(version="2.0", previous="1.0", deadline_s=deadline_s,
-                              started_at=time.time(), desired_version=7,
-                              rollout_id="ro-1"))  # fmt: skip
+    install.start_trial(
+        Trial(
+            version="2.0",
+            previous="1.0",
+            deadline_s=deadline_s,
+            started_at=time.time(),
+            desired_version=7,
+            rollout_id="ro-1",
+        )
+    )
     return install
 
 

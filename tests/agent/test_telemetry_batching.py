@@ -9,9 +9,18 @@ from models.protocol import TelemetrySample
 
 
 def _stats(hits: int) -> SchedulerStats:
-    return SchedulerStats(slots=8, running=3, waiting=1, batch_tokens=40, batch_sequences=3,
-                          kv_usage=0.25, prompt_tokens=500, prefix_hit_tokens=hits,
-                          cached_prefixes=2, steps=10)  # fmt: skip
+    return SchedulerStats(
+        slots=8,
+        running=3,
+        waiting=1,
+        batch_tokens=40,
+        batch_sequences=3,
+        kv_usage=0.25,
+        prompt_tokens=500,
+        prefix_hit_tokens=hits,
+        cached_prefixes=2,
+        steps=10,
+    )
 
 
 def test_a_window_reports_the_scheduler_and_its_own_prefix_hits_and_queue_time() -> None:

@@ -16,8 +16,11 @@ from agent.tool_calls import (
     template_messages,
 )
 
-WEATHER = Tool("get_weather", "Weather in a city.", {"type": "object",
-               "properties": {"city": {"type": "string"}}, "required": ["city"]})  # fmt: skip
+WEATHER = Tool(
+    "get_weather",
+    "Weather in a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
 TIME = Tool("get_time", "The time.", {"type": "object", "properties": {}})
 
 
@@ -45,8 +48,10 @@ def test_each_format_gives_the_call(text: str) -> None:
 
 
 def test_several_hermes_calls_and_text_around_them() -> None:
-    text = ('Let me check. <tool_call>{"name": "get_weather", "arguments": {"city": "A"}}'
-            '</tool_call><tool_call>{"name": "get_time", "arguments": {}}</tool_call>')  # fmt: skip
+    text = (
+        'Let me check. <tool_call>{"name": "get_weather", "arguments": {"city": "A"}}'
+        '</tool_call><tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
+    )
     content, calls = parse_tool_calls(text, [WEATHER, TIME])
     assert content == "Let me check." and [c.name for c in calls] == ["get_weather", "get_time"]
 
@@ -68,10 +73,19 @@ def test_forced_call_schema_fixes_the_name_and_the_arguments() -> None:
 def test_a_template_without_tools_gets_them_in_a_system_message() -> None:
     messages = [
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c", "content": "sunny"},
-    ]  # fmt: skip
+    ]
     shaped = template_messages(messages, [WEATHER], "{{ messages }}")
     assert shaped[0]["role"] == "system" and "get_weather" in shaped[0]["content"]
     assert shaped[2]["content"].startswith("<tool_call>") and "tool_calls" not in shaped[2]
@@ -110,8 +124,10 @@ def test_scanner_streams_prose_and_keeps_a_later_call() -> None:
 
 
 def test_scanner_holds_an_answer_that_starts_like_a_call() -> None:
-    for pieces in (['{"name": "get_weather", ', '"parameters": {"city": "A"}}'],
-                   ["[TOOL", '_CALLS] [{"name": "get_weather", "arguments": {}}]']):  # fmt: skip
+    for pieces in (
+        ['{"name": "get_weather", ', '"parameters": {"city": "A"}}'],
+        ["[TOOL", '_CALLS] [{"name": "get_weather", "arguments": {}}]'],
+    ):
         sent, _, calls = _scan(pieces)
         assert sent == [] and calls == ["get_weather"]
 

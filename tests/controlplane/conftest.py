@@ -84,9 +84,11 @@ def _wipe(url: str) -> None:
         with engine.begin() as conn:
             if url not in _SCHEMA_CACHE:
                 tables = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-                sequences = list(conn.execute(text(
-                    "SELECT sequence_name FROM information_schema.sequences"
-                )).scalars())  # fmt: skip
+                sequences = list(
+                    conn.execute(
+                        text("SELECT sequence_name FROM information_schema.sequences")
+                    ).scalars()
+                )
                 _SCHEMA_CACHE[url] = (tables, sequences)
             tables, sequences = _SCHEMA_CACHE[url]
             probe = " UNION ALL ".join(

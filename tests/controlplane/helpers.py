@@ -27,9 +27,7 @@ def enrollment_token(
     client: TestClient, headers: dict[str, str], labels: dict[str, str] | None = None
 ) -> str:
     """A fresh one-time enrollment token's secret."""
-    resp = client.post(
-        "/api/v1/enrollment-tokens", json={"labels": labels or {}}, headers=headers
-    )
+    resp = client.post("/api/v1/enrollment-tokens", json={"labels": labels or {}}, headers=headers)
     assert resp.status_code == 201, resp.text
     return str(resp.json()["token"])
 
@@ -57,7 +55,11 @@ def enroll(
 
 
 def make_model_dir(
-    root: Path, key: Ed25519PrivateKey, *, name: str = "tiny", version: str = "1.0.0",
+    root: Path,
+    key: Ed25519PrivateKey,
+    *,
+    name: str = "tiny",
+    version: str = "1.0.0",
     payload: bytes = b"",
 ) -> Path:
     """A small signed model directory (one GGUF-like variant with two files)."""
@@ -79,7 +81,8 @@ def make_model_dir(
                 precision="q4_0",
                 engines=["llamacpp"],
                 files=[
-                    file_entry(model_dir, "model.gguf"), file_entry(model_dir, "tokenizer.json")
+                    file_entry(model_dir, "model.gguf"),
+                    file_entry(model_dir, "tokenizer.json"),
                 ],
                 memory_bytes=1 << 20,
             )

@@ -21,15 +21,20 @@ def test_mutations_are_recorded_with_who_what_and_result(
     device_id = enroll(cp_client, admin, labels={"site": "lab"})["device_id"]
     patch = {"labels": {"site": "shop"}}
     assert cp_client.patch(f"/api/v1/devices/{device_id}", json=patch, headers=admin).is_success
-    assert cp_client.patch(f"/api/v1/devices/{device_id}", json=patch,
-                           headers=viewer).status_code == 403  # fmt: skip
+    assert (
+        cp_client.patch(f"/api/v1/devices/{device_id}", json=patch, headers=viewer).status_code
+        == 403
+    )
     assert cp_client.post("/api/v1/rollouts/ro-nope/pause", headers=admin).status_code == 404
     cp_client.get("/api/v1/devices", headers=admin)  # reads are not recorded
 
     page = cp_client.get("/api/v1/audit", headers=admin).json()
     entries = page["items"]
     assert [e["action"] for e in entries] == [
-        "pause_rollout", "update_device", "update_device", "create_enrollment_token",
+        "pause_rollout",
+        "update_device",
+        "update_device",
+        "create_enrollment_token",
     ]
     pause, refused, relabel, _token = entries
     assert pause["outcome"] == "refused" and pause["status"] == 404
@@ -50,13 +55,13 @@ def test_audit_pages_newest_first(cp_client: TestClient, admin_headers: dict[str
     seen = [e["id"] for e in first["items"]]
     before = first["next_before"]
     while before is not None:
-        page = cp_client.get(f"/api/v1/audit?limit=2&before={before}",
-                             headers=admin_headers).json()  # fmt: skip
+        page = cp_client.get(f"/api/v1/audit?limit=2&before={before}", headers=admin_headers).json()
         seen += [e["id"] for e in page["items"]]
         before = page["next_before"]
     assert seen == sorted(seen, reverse=True) and len(seen) == 5
-    only = cp_client.get("/api/v1/audit?action=abort_rollout&target=ro-x",
-                         headers=admin_headers).json()  # fmt: skip
+    only = cp_client.get(
+        "/api/v1/audit?action=abort_rollout&target=ro-x", headers=admin_headers
+    ).json()
     assert len(only["items"]) == 5
 
 

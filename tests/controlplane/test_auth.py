@@ -32,9 +32,7 @@ def test_missing_and_bad_tokens_get_401_in_the_error_shape(cp_client: TestClient
     assert_error(resp, 401, "unauthorized")
     assert resp.headers["www-authenticate"] == "Bearer"
     assert_error(cp_client.get("/api/v1/devices", headers=bearer("efo_nope")), 401, "invalid_token")
-    assert_error(
-        cp_client.get("/api/v1/devices", headers={"Authorization": "Basic abc"}), 401
-    )
+    assert_error(cp_client.get("/api/v1/devices", headers={"Authorization": "Basic abc"}), 401)
 
 
 def test_roles_gate_reads_and_writes(
@@ -82,9 +80,7 @@ def test_malformed_requests_get_4xx_in_the_error_shape(
         cp_client.post("/api/v1/enrollment-tokens", json={"ttl_seconds": -1}, headers=h), 422
     )
     assert_error(
-        cp_client.post(
-            "/api/v1/enrollment-tokens", json={"labels": {"bad key": "x"}}, headers=h
-        ),
+        cp_client.post("/api/v1/enrollment-tokens", json={"labels": {"bad key": "x"}}, headers=h),
         422,
     )
     assert_error(cp_client.get("/api/v1/devices?labels=novalue", headers=h), 422)

@@ -27,8 +27,6 @@ WAIT_S = 15.0
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-
-
 class Device:
     """A real paho client with the device's own credentials, as the agent would connect."""
 
@@ -233,8 +231,10 @@ def test_bridge_reconnects_after_broker_restart(
     wait_until(lambda: series(fleet_client, admin_headers, device.id), "telemetry before restart")
     bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
     broker.restart()
-    wait_until(lambda: not bridge.connected.is_set() or stats(fleet_client).get("reconnects"),
-               "bridge notices the restart")
+    wait_until(
+        lambda: not bridge.connected.is_set() or stats(fleet_client).get("reconnects"),
+        "bridge notices the restart",
+    )
     assert bridge.wait_connected(WAIT_S)
     wait_until(lambda: device.client.is_connected(), "device reconnects")  # paho retries itself
     device.send("telemetry", telemetry(2))
@@ -268,27 +268,46 @@ def test_fleet_simulator_devices_report_through_the_bridge(
 
     async def run() -> None:
         sim = FleetSimulator(
-            specs, host=settings.mqtt_host, port=settings.mqtt_port,
+            specs,
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
             on_desired=lambda dev, d: desired_seen.append((dev.device_id, d.version)),
         )
         await sim.start(timeout_s=WAIT_S)
         await sim.run_telemetry(interval_s=0.05, batches=3)
-        bridge.publish(protocol.device_topic(specs[0].device_id, "desired"),
-                       protocol.DesiredState(version=4), retain=True)
+        bridge.publish(
+            protocol.device_topic(specs[0].device_id, "desired"),
+            protocol.DesiredState(version=4),
+            retain=True,
+        )
         await asyncio.to_thread(wait_until, lambda: desired_seen, "desired reaches the device")
         await asyncio.to_thread(
-            wait_until, lambda: all(device_json(fleet_client, admin_headers, s.device_id)["online"]
-                                  for s in specs), "simulated devices online")
+            wait_until,
+            lambda: all(
+                device_json(fleet_client, admin_headers, s.device_id)["online"] for s in specs
+            ),
+            "simulated devices online",
+        )
         await sim.stop()
 
     asyncio.run(run())
     assert desired_seen == [(specs[0].device_id, 4)]
     fleet = wait_until(
-        lambda: (r := fleet_client.get("/api/v1/telemetry", headers=admin_headers,
-                                       params={"bucket": 3600}).json())["points"]
-        and sum(p["count"] for p in r["points"]) == 15 and r,
+        lambda: (
+            (
+                r := fleet_client.get(
+                    "/api/v1/telemetry", headers=admin_headers, params={"bucket": 3600}
+                ).json()
+            )["points"]
+            and sum(p["count"] for p in r["points"]) == 15
+            and r
+        ),
         "15 telemetry samples",
     )
     assert fleet["points"]
-    wait_until(lambda: not any(device_json(fleet_client, admin_headers, s.device_id)["online"]
-                             for s in specs), "clean disconnect reports offline")
+    wait_until(
+        lambda: (
+            not any(device_json(fleet_client, admin_headers, s.device_id)["online"] for s in specs)
+        ),
+        "clean disconnect reports offline",
+    )

@@ -28,7 +28,8 @@ class Probe:
         self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
         self.disconnected: queue.Queue[ReasonCode] = queue.Queue()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{username}-probe",
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{username}-probe",
             protocol=mqtt.MQTTv5,
         )
         self.client.username_pw_set(username, password)

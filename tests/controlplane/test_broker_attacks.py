@@ -50,8 +50,9 @@ class Client:
         self.disconnected = threading.Event()
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.subacks: queue.Queue[list[Any]] = queue.Queue()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=version)  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version
+        )
         if username is not None:
             self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
@@ -183,8 +184,9 @@ def test_device_in_the_control_planes_share_group_swallows_nothing(
     sent = 20
     for seq in range(1, sent + 1):
         batch = protocol.Telemetry(seq=seq, samples=[protocol.TelemetrySample(requests=seq)])
-        device.publish(f"{victim['mqtt']['topic_prefix']}/telemetry",
-                       batch.model_dump_json().encode())  # fmt: skip
+        device.publish(
+            f"{victim['mqtt']['topic_prefix']}/telemetry", batch.model_dump_json().encode()
+        )
     try:
         wait_until(lambda: bridge.stats.get("received", 0) - before >= sent, timeout=WAIT_S)
     except AssertionError:
@@ -202,8 +204,10 @@ def test_oversized_publishes_are_refused(
     cp.subscribe(topic)
     # Over max_packet_size the broker hangs up instead of reading the packet; MQTT 3.1.1
     # clients are not even told the limit, and paho does not enforce it for v5 either.
-    for version, size in ((MQTTProtocolVersion.MQTTv311, 50 * MIB),
-                          (MQTTProtocolVersion.MQTTv5, MIB + 1)):  # fmt: skip
+    for version, size in (
+        (MQTTProtocolVersion.MQTTv311, 50 * MIB),
+        (MQTTProtocolVersion.MQTTv5, MIB + 1),
+    ):
         conn = clients(broker.device_port, dev, version=version)
         conn.client.publish(topic, b"x" * size, qos=1)  # no PUBACK will come: don't wait for it
         assert conn.disconnected.wait(WAIT_S), f"{size} bytes were taken"
@@ -238,4 +242,3 @@ def test_anonymous_and_revoked_devices_are_refused_on_the_device_listener(
     assert resp.status_code == 200
     assert connected.disconnected.wait(WAIT_S)
     assert not clients(broker.device_port, dev).accepted
-

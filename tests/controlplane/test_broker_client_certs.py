@@ -60,8 +60,9 @@ def enroll_agent(
         return real_post(url, **kwargs)
 
     monkeypatch.setattr(httpx, "post", recording_post)
-    enrollment = enroll(cp_server, token.json()["token"], data_dir, hardware={},
-                        agent_version="0.1.0")  # fmt: skip
+    enrollment = enroll(
+        cp_server, token.json()["token"], data_dir, hardware={}, agent_version="0.1.0"
+    )
     monkeypatch.setattr(httpx, "post", real_post)
     return enrollment, sent
 
@@ -72,19 +73,29 @@ def connection(
     access = enrollment.mqtt
     files = client_certificate_files(tmp_path / "agent") if cert else None
     settings = MqttSettings(
-        broker.host, broker.device_port, enrollment.device_id, access.username, access.password,
-        tls=True, ca_pem=access.ca_pem, client_cert_file=files[0] if files else None,
+        broker.host,
+        broker.device_port,
+        enrollment.device_id,
+        access.username,
+        access.password,
+        tls=True,
+        ca_pem=access.ca_pem,
+        client_cert_file=files[0] if files else None,
         client_key_file=files[1] if files else None,
-    )  # fmt: skip
+    )
     outbox = Outbox(tmp_path / f"outbox-{cert}.db")
-    return AgentMqtt(settings, outbox, state=lambda: DeviceState(online=True),
-                     on_desired=lambda _d: None)  # fmt: skip
+    return AgentMqtt(
+        settings, outbox, state=lambda: DeviceState(online=True), on_desired=lambda _d: None
+    )
 
 
 def test_the_key_stays_on_the_device_and_its_certificate_opens_the_broker(
-    cp_server: str, broker: MosquittoBroker, admin_headers: dict[str, str], tmp_path: Path,
+    cp_server: str,
+    broker: MosquittoBroker,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     enrollment, sent = enroll_agent(cp_server, admin_headers, tmp_path / "agent", monkeypatch)
     assert "PRIVATE KEY" not in json.dumps(sent) and "CERTIFICATE REQUEST" in sent["csr"]
     key_file = tmp_path / "agent" / CLIENT_KEY_FILE
@@ -106,9 +117,12 @@ def test_the_key_stays_on_the_device_and_its_certificate_opens_the_broker(
 
 
 def test_without_its_certificate_or_once_revoked_a_device_is_refused(
-    cp_server: str, broker: MosquittoBroker, admin_headers: dict[str, str], tmp_path: Path,
+    cp_server: str,
+    broker: MosquittoBroker,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     enrollment, _ = enroll_agent(cp_server, admin_headers, tmp_path / "agent", monkeypatch)
     password_only = connection(enrollment, broker, tmp_path, cert=False)
     password_only.start()
@@ -121,8 +135,9 @@ def test_without_its_certificate_or_once_revoked_a_device_is_refused(
     device.start()
     try:
         assert device.wait_connected(WAIT_S)
-        resp = httpx.post(f"{cp_server}/api/v1/devices/{enrollment.device_id}/revoke",
-                          headers=admin_headers)  # fmt: skip
+        resp = httpx.post(
+            f"{cp_server}/api/v1/devices/{enrollment.device_id}/revoke", headers=admin_headers
+        )
         assert resp.status_code == 200
         deadline = time.monotonic() + WAIT_S
         while device.connected and time.monotonic() < deadline:
@@ -145,10 +160,13 @@ def test_bad_certificate_requests_are_refused_at_enrollment(
         .decode()
     )
     for csr in ("not a request", weak_csr):
-        token = httpx.post(f"{cp_server}/api/v1/enrollment-tokens", json={},
-                           headers=admin_headers).json()["token"]  # fmt: skip
-        resp = httpx.post(f"{cp_server}/api/v1/enroll",
-                          json={"token": token, "agent_version": "0.1.0", "csr": csr})  # fmt: skip
+        token = httpx.post(
+            f"{cp_server}/api/v1/enrollment-tokens", json={}, headers=admin_headers
+        ).json()["token"]
+        resp = httpx.post(
+            f"{cp_server}/api/v1/enroll",
+            json={"token": token, "agent_version": "0.1.0", "csr": csr},
+        )
         assert resp.status_code == 422, resp.text
         assert "csr" in resp.text
 

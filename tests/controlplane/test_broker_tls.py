@@ -44,14 +44,17 @@ def broker_settings(broker_settings: Settings, broker: MosquittoBroker) -> Setti
 
 def agent_connection(settings: MqttSettings, tmp_path: Path) -> AgentMqtt:
     outbox = Outbox(tmp_path / "outbox.db")
-    return AgentMqtt(settings, outbox, state=lambda: DeviceState(online=True),
-                     on_desired=lambda _d: None)  # fmt: skip
+    return AgentMqtt(
+        settings, outbox, state=lambda: DeviceState(online=True), on_desired=lambda _d: None
+    )
 
 
 def test_enrollment_hands_out_the_ca_and_the_agent_connects_with_mqtts(
-    broker_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str],
+    broker_client: TestClient,
+    broker: MosquittoBroker,
+    admin_headers: dict[str, str],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     answer = enroll(broker_client, admin_headers)
     assert answer["mqtt"]["tls"] and answer["mqtt"]["port"] == broker.device_port
     save_enrollment(tmp_path / "agent", Enrollment.model_validate(answer))
@@ -62,10 +65,17 @@ def test_enrollment_hands_out_the_ca_and_the_agent_connects_with_mqtts(
     host, port, tls = parse_broker_url(f"mqtts://{broker.host}:{broker.device_port}")
     access = stored.mqtt
     agent = agent_connection(
-        MqttSettings(host, port, stored.device_id, access.username, access.password, tls=tls,
-                     ca_pem=access.ca_pem),
+        MqttSettings(
+            host,
+            port,
+            stored.device_id,
+            access.username,
+            access.password,
+            tls=tls,
+            ca_pem=access.ca_pem,
+        ),
         tmp_path,
-    )  # fmt: skip
+    )
     agent.start()
     try:
         assert agent.wait_connected(WAIT_S), broker.log()[-2000:]
@@ -74,18 +84,26 @@ def test_enrollment_hands_out_the_ca_and_the_agent_connects_with_mqtts(
 
 
 def test_clients_without_the_fleet_ca_or_without_tls_are_refused(
-    broker_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str],
-) -> None:  # fmt: skip
+    broker_client: TestClient,
+    broker: MosquittoBroker,
+    admin_headers: dict[str, str],
+) -> None:
     answer = enroll(broker_client, admin_headers)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=answer["device_id"],
-                         protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=answer["device_id"],
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
     client.username_pw_set(answer["mqtt"]["username"], answer["mqtt"]["password"])
     client.tls_set_context(ssl.create_default_context())  # the system's CAs only
     with pytest.raises(ssl.SSLCertVerificationError):
         client.connect(broker.host, broker.device_port)
 
-    plain = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=answer["device_id"],
-                        protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    plain = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=answer["device_id"],
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
     plain.username_pw_set(answer["mqtt"]["username"], answer["mqtt"]["password"])
     plain.connect(broker.host, broker.device_port)
     rc = plain.loop(timeout=2.0)
@@ -111,9 +129,15 @@ def test_broker_config_writes_a_tls_listener_the_broker_runs(
     assert main(["broker-config", "--out", str(out), "--hostname", "127.0.0.1"]) == 0
     assert "EDGEFLEET_CP_MQTT_TLS=1" in capsys.readouterr().out
     conf = (out / "edgefleet.conf").read_text()
-    for line in ("listener 1883 127.0.0.1", "listener 8883", "use_username_as_clientid true",
-                 f"cafile {out / 'ca.crt'}", f"certfile {out / 'server.crt'}",
-                 f"keyfile {out / 'server.key'}", "max_packet_size 1048576"):  # fmt: skip
+    for line in (
+        "listener 1883 127.0.0.1",
+        "listener 8883",
+        "use_username_as_clientid true",
+        f"cafile {out / 'ca.crt'}",
+        f"certfile {out / 'server.crt'}",
+        f"keyfile {out / 'server.key'}",
+        "max_packet_size 1048576",
+    ):
         assert line in conf.splitlines(), line
     assert (out / "ca.crt").read_text() == (tmp_path / "cp" / "mqtt-tls" / "ca.crt").read_text()
     assert (tmp_path / "cp" / "mqtt-tls" / "ca.key").stat().st_mode & 0o077 == 0

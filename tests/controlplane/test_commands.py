@@ -77,15 +77,20 @@ def answered(client: TestClient, headers: dict[str, str], request_id: str) -> di
 def test_command_is_stored_published_and_answered(
     fleet_client: TestClient, agent: Agent, admin_headers: dict[str, str]
 ) -> None:
-    resp = fleet_client.post(f"/api/v1/devices/{agent.id}/commands",
-                             json={"command": "benchmark", "args": {"tokens": 16}},
-                             headers=admin_headers)  # fmt: skip
+    resp = fleet_client.post(
+        f"/api/v1/devices/{agent.id}/commands",
+        json={"command": "benchmark", "args": {"tokens": 16}},
+        headers=admin_headers,
+    )
     assert resp.status_code == 201, resp.text
     created = resp.json()
     assert created["status"] == "pending" and created["device_id"] == agent.id
     sent = agent.next_command()
-    assert (sent.request_id, sent.command, sent.args) == (created["request_id"], "benchmark",
-                                                          {"tokens": 16})  # fmt: skip
+    assert (sent.request_id, sent.command, sent.args) == (
+        created["request_id"],
+        "benchmark",
+        {"tokens": 16},
+    )
     agent.answer(sent, ok=True, result={"tokens_per_s": 41.5})
     done = answered(fleet_client, admin_headers, sent.request_id)
     assert done["status"] == "succeeded" and done["result"] == {"tokens_per_s": 41.5}
@@ -99,19 +104,27 @@ def test_command_is_stored_published_and_answered(
 def test_failed_answer_is_recorded(
     fleet_client: TestClient, agent: Agent, admin_headers: dict[str, str]
 ) -> None:
-    fleet_client.post(f"/api/v1/devices/{agent.id}/commands", json={"command": "restart-engine"},
-                      headers=admin_headers)  # fmt: skip
+    fleet_client.post(
+        f"/api/v1/devices/{agent.id}/commands",
+        json={"command": "restart-engine"},
+        headers=admin_headers,
+    )
     sent = agent.next_command()
     agent.answer(sent, ok=False, error="no fleet model is active on this device")
     done = answered(fleet_client, admin_headers, sent.request_id)
     assert (done["status"], done["ok"], done["error"]) == (
-        "failed", False, "no fleet model is active on this device")  # fmt: skip
+        "failed",
+        False,
+        "no fleet model is active on this device",
+    )
 
 
 def test_refusals_use_the_error_shape(
-    fleet_client: TestClient, agent: Agent, admin_headers: dict[str, str],
+    fleet_client: TestClient,
+    agent: Agent,
+    admin_headers: dict[str, str],
     make_token: Callable[[Role], str],
-) -> None:  # fmt: skip
+) -> None:
     url = f"/api/v1/devices/{agent.id}/commands"
     viewer = bearer(make_token(Role.viewer))
     resp = fleet_client.post(url, json={"command": "reprobe"}, headers=viewer)
@@ -119,28 +132,36 @@ def test_refusals_use_the_error_shape(
     assert fleet_client.get(url, headers=viewer).status_code == 200
     resp = fleet_client.post(url, json={"command": "selftest"}, headers=admin_headers)
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "validation_error"
-    resp = fleet_client.post("/api/v1/devices/dev-nope/commands", json={"command": "reprobe"},
-                             headers=admin_headers)  # fmt: skip
+    resp = fleet_client.post(
+        "/api/v1/devices/dev-nope/commands", json={"command": "reprobe"}, headers=admin_headers
+    )
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "device_not_found"
     resp = fleet_client.get("/api/v1/commands/cmd-nope", headers=admin_headers)
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "command_not_found"
-    assert fleet_client.post(f"/api/v1/devices/{agent.id}/revoke",
-                             headers=admin_headers).status_code == 200  # fmt: skip
+    assert (
+        fleet_client.post(f"/api/v1/devices/{agent.id}/revoke", headers=admin_headers).status_code
+        == 200
+    )
     resp = fleet_client.post(url, json={"command": "reprobe"}, headers=admin_headers)
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "device_revoked"
 
 
 def test_mqtt_disabled_is_503(cp_client: TestClient, admin_headers: dict[str, str]) -> None:
     device = enroll(cp_client, admin_headers)
-    resp = cp_client.post(f"/api/v1/devices/{device['device_id']}/commands",
-                          json={"command": "reprobe"}, headers=admin_headers)  # fmt: skip
+    resp = cp_client.post(
+        f"/api/v1/devices/{device['device_id']}/commands",
+        json={"command": "reprobe"},
+        headers=admin_headers,
+    )
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "mqtt_disabled"
 
 
 def test_cli_sends_and_waits_for_the_answer(
-    fleet_client: TestClient, agent: Agent, admin_token: str,
+    fleet_client: TestClient,
+    agent: Agent,
+    admin_token: str,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     def answer() -> None:
         agent.answer(agent.next_command(), ok=True, result={"device_class": "cpu-x86"})
 
@@ -149,8 +170,9 @@ def test_cli_sends_and_waits_for_the_answer(
     argv = ["devices", "command", agent.id, "reprobe", "--wait", "--timeout", str(WAIT_S)]
     with pytest.MonkeyPatch.context() as patch:  # the console, through the app's own client
         context = Context("test", "http://testserver", admin_token)
-        patch.setattr(console_devices, "client",
-                      lambda _args: ApiClient(context, http=fleet_client))  # fmt: skip
+        patch.setattr(
+            console_devices, "client", lambda _args: ApiClient(context, http=fleet_client)
+        )
         assert cli.main(argv) == 0
     responder.join()
     printed = json.loads(capsys.readouterr().out)

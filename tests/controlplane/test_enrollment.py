@@ -113,8 +113,11 @@ def test_devices_list_filters_patch_revoke_delete(
     with Session(engine) as session:
         from controlplane.db_models import utcnow
 
-        state = {"online": True, "agent_version": "0.2.0",
-                 "active": {"name": "tiny", "version": "1.0.0", "variant": "x", "engine": "y"}}
+        state = {
+            "online": True,
+            "agent_version": "0.2.0",
+            "active": {"name": "tiny", "version": "1.0.0", "variant": "x", "engine": "y"},
+        }
         mark_device_state(session, device_id=c, online=True, state=state, seen_at=utcnow())
     assert ids("?online=true") == {c}
     assert ids("?model=tiny") == {c} == ids("?model=tiny:1.0.0")
@@ -132,9 +135,7 @@ def test_devices_list_filters_patch_revoke_delete(
     assert f"{a}:" not in passwd and f"{c}:" in passwd
     assert cp_client.delete(f"/api/v1/devices/{c}", headers=h).status_code == 204
     assert_error(cp_client.get(f"/api/v1/devices/{c}", headers=h), 404, "device_not_found")
-    assert_error(
-        cp_client.get("/api/v1/devices", headers=bearer(b["artifacts"]["token"])), 401
-    )
+    assert_error(cp_client.get("/api/v1/devices", headers=bearer(b["artifacts"]["token"])), 401)
 
 
 def test_a_device_class_hwprobe_never_reports_is_refused(

@@ -51,9 +51,11 @@ def test_the_api_answers_a_refusal_in_the_envelope(
 
 
 def test_the_cli_prints_a_refusal_as_one_line(
-    cp_client: TestClient, admin_token: str, monkeypatch: pytest.MonkeyPatch,
+    cp_client: TestClient,
+    admin_token: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     context = Context("test", "http://testserver", admin_token)  # the console over the app
     monkeypatch.setattr(console_rollouts, "client", lambda _a: ApiClient(context, http=cp_client))
     assert main(["rollouts", "show", "ro-missing"]) == 2

@@ -19,7 +19,8 @@ def test_device_enrolls_and_resumes_a_download(
     with httpx.Client(base_url=cp_server) as http:
         model_dir = make_model_dir(tmp_path / "src", Ed25519PrivateKey.generate())
         imported = http.post(
-            "/api/v1/models/import", json={"path": str(model_dir), "resign": True},
+            "/api/v1/models/import",
+            json={"path": str(model_dir), "resign": True},
             headers=admin_headers,
         )
         assert imported.status_code == 201, imported.text
@@ -45,7 +46,5 @@ def test_device_enrolls_and_resumes_a_download(
     weights = (model_dir / entry.path).read_bytes()
     partial = device_store.tmp / f"{entry.sha256}.partial"
     partial.write_bytes(weights[:1000])  # an interrupted earlier download
-    path = device_store.fetch(
-        f"{base}/files/{entry.path}", entry.sha256, entry.size, headers=auth
-    )
+    path = device_store.fetch(f"{base}/files/{entry.path}", entry.sha256, entry.size, headers=auth)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256

@@ -59,6 +59,12 @@ def test_metrics_pass_promtool(cp_client: TestClient, admin_headers: dict[str, s
         pytest.skip("promtool not installed: apt-get install -y prometheus")
     enroll(cp_client, admin_headers)
     text = cp_client.get("/metrics").text
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            text=True, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -24,9 +24,7 @@ def _cp_key(client: TestClient) -> Ed25519PrivateKey:
     return key
 
 
-def _import(
-    client: TestClient, headers: dict[str, str], path: Path, resign: bool = False
-) -> Any:
+def _import(client: TestClient, headers: dict[str, str], path: Path, resign: bool = False) -> Any:
     return client.post(
         "/api/v1/models/import", json={"path": str(path), "resign": resign}, headers=headers
     )
@@ -40,8 +38,9 @@ def test_import_signed_by_control_plane_key(
     assert resp.status_code == 201, resp.text
     body = resp.json()
     assert body["name"] == "tiny" and body["version"] == "1.0.0"
-    assert body["size_bytes"] == sum(p.stat().st_size for p in model_dir.iterdir()
-                                     if p.name in {"model.gguf", "tokenizer.json"})
+    assert body["size_bytes"] == sum(
+        p.stat().st_size for p in model_dir.iterdir() if p.name in {"model.gguf", "tokenizer.json"}
+    )
     assert body["manifest_url"] == "http://testserver/api/v1/artifacts/tiny/1.0.0/manifest.json"
     listed = cp_client.get("/api/v1/models", headers=admin_headers).json()
     assert listed[0]["name"] == "tiny" and listed[0]["versions"] == ["1.0.0"]

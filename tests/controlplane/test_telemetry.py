@@ -60,8 +60,14 @@ def test_resent_and_out_of_order_batches_are_stored_once(
     assert store(engine, device_id, 1, first) == 0  # resent: nothing new
     assert count(engine, TelemetrySample) == 3
     with Session(engine) as session:
-        points = series(session, metric="tokens_per_s", start=NOW, end=NOW + timedelta(hours=1),
-                        bucket_s=60, device_ids=[device_id])
+        points = series(
+            session,
+            metric="tokens_per_s",
+            start=NOW,
+            end=NOW + timedelta(hours=1),
+            bucket_s=60,
+            device_ids=[device_id],
+        )
     assert [(p.t.minute, p.count, p.avg) for p in points] == [(30, 2, 15.0), (35, 1, 30.0)]
 
 
@@ -83,8 +89,14 @@ def test_rollup_keeps_hourly_aggregates_and_deletes_old_raw_samples(
         # A second pass finds nothing more to fold in.
         assert run_retention(engine, keep=timedelta(hours=48), now=NOW).raw_deleted == 0
         # Queries span both tables: the old hour comes from the aggregate.
-        points = series(session, metric="tokens_per_s", start=NOW - timedelta(days=3), end=NOW,
-                        bucket_s=86400, device_ids=[device_id])
+        points = series(
+            session,
+            metric="tokens_per_s",
+            start=NOW - timedelta(days=3),
+            end=NOW,
+            bucket_s=86400,
+            device_ids=[device_id],
+        )
     assert sum(p.count for p in points) == 3
     assert max(p.max or 0.0 for p in points) == 50.0
 
@@ -102,7 +114,9 @@ def test_rollup_merges_into_an_existing_hour(cp_client: TestClient, device_id: s
 
 
 def test_device_and_fleet_queries(
-    cp_client: TestClient, admin_headers: dict[str, str], device_id: str,
+    cp_client: TestClient,
+    admin_headers: dict[str, str],
+    device_id: str,
     make_token: Callable[[Role], str],
 ) -> None:
     other = str(enroll(cp_client, admin_headers, labels={"site": "home"})["device_id"])
@@ -112,8 +126,11 @@ def test_device_and_fleet_queries(
     store(engine, other, 1, [(now - timedelta(minutes=5), 30.0)])
     viewer = bearer(make_token(Role.viewer))
 
-    resp = cp_client.get(f"/api/v1/devices/{device_id}/telemetry", headers=viewer,
-                         params={"metric": "tokens_per_s", "bucket": 3600})
+    resp = cp_client.get(
+        f"/api/v1/devices/{device_id}/telemetry",
+        headers=viewer,
+        params={"metric": "tokens_per_s", "bucket": 3600},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["device_id"] == device_id and body["bucket_s"] == 3600
@@ -122,22 +139,32 @@ def test_device_and_fleet_queries(
     fleet = cp_client.get("/api/v1/telemetry", headers=viewer, params={"bucket": 7200}).json()
     assert sum(p["count"] for p in fleet["points"]) == 2
     assert max(p["max"] for p in fleet["points"]) == 30.0
-    lab = cp_client.get("/api/v1/telemetry", headers=viewer,
-                        params={"bucket": 7200, "labels": "site=lab"}).json()
+    lab = cp_client.get(
+        "/api/v1/telemetry", headers=viewer, params={"bucket": 7200, "labels": "site=lab"}
+    ).json()
     assert [p["max"] for p in lab["points"]] == [10.0]
 
     start = (now - timedelta(hours=2)).isoformat()
-    ranged = cp_client.get("/api/v1/telemetry", headers=viewer,
-                           params={"from": start, "to": now.isoformat()})
+    ranged = cp_client.get(
+        "/api/v1/telemetry", headers=viewer, params={"from": start, "to": now.isoformat()}
+    )
     assert ranged.status_code == 200 and ranged.json()["bucket_s"] == 30  # 2 h / 240 points
 
-    assert_error(cp_client.get("/api/v1/telemetry", params={"metric": "bogus"}, headers=viewer),
-                 422, "validation_error")
-    assert_error(cp_client.get("/api/v1/telemetry", headers=viewer,
-                               params={"from": now.isoformat(), "to": start}),
-                 422, "validation_error")
-    assert_error(cp_client.get("/api/v1/devices/nope/telemetry", headers=viewer),
-                 404, "device_not_found")
+    assert_error(
+        cp_client.get("/api/v1/telemetry", params={"metric": "bogus"}, headers=viewer),
+        422,
+        "validation_error",
+    )
+    assert_error(
+        cp_client.get(
+            "/api/v1/telemetry", headers=viewer, params={"from": now.isoformat(), "to": start}
+        ),
+        422,
+        "validation_error",
+    )
+    assert_error(
+        cp_client.get("/api/v1/devices/nope/telemetry", headers=viewer), 404, "device_not_found"
+    )
     assert cp_client.get("/api/v1/telemetry").status_code == 401
 
 
@@ -146,13 +173,21 @@ def test_fleet_summary(
 ) -> None:
     offline = str(enroll(cp_client, admin_headers)["device_id"])
     state = protocol.DeviceState(
-        online=True, device_class="jetson", agent_version="0.2.0",
-        active=protocol.ActiveModel(name="tiny", version="1.0.0", variant="trt-fp16",
-                                    engine="tensorrt"),
+        online=True,
+        device_class="jetson",
+        agent_version="0.2.0",
+        active=protocol.ActiveModel(
+            name="tiny", version="1.0.0", variant="trt-fp16", engine="tensorrt"
+        ),
     )
     with Session(engine_of(cp_client)) as session:
-        mark_device_state(session, device_id=device_id, online=True,
-                               state=state.model_dump(mode="json"), seen_at=protocol.utcnow())
+        mark_device_state(
+            session,
+            device_id=device_id,
+            online=True,
+            state=state.model_dump(mode="json"),
+            seen_at=protocol.utcnow(),
+        )
     summary = cp_client.get("/api/v1/fleet/summary", headers=admin_headers).json()
     assert summary["total"] == 2 and summary["online"] == 1
     assert summary["by_engine"] == {"tensorrt": 1, "none": 1}

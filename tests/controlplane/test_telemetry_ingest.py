@@ -39,8 +39,6 @@ FLOOD = 2100  # more than the bridge's receive maximum (2000): the broker stops 
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-
-
 class Publisher:
     """A device's own MQTT connection, publishing raw payloads at QoS 1."""
 
@@ -80,8 +78,11 @@ def good(seq: int) -> bytes:
 
 
 def stored_samples(client: TestClient, headers: dict[str, str], device_id: str) -> int:
-    resp = client.get(f"/api/v1/devices/{device_id}/telemetry",
-                      params={"metric": "requests", "bucket": 3600}, headers=headers)  # fmt: skip
+    resp = client.get(
+        f"/api/v1/devices/{device_id}/telemetry",
+        params={"metric": "requests", "bucket": 3600},
+        headers=headers,
+    )
     assert resp.status_code == 200, resp.text
     return sum(int(p["count"]) for p in resp.json()["points"])
 
@@ -93,7 +94,9 @@ def counters(client: TestClient, headers: dict[str, str]) -> dict[tuple[str, str
 
 
 def test_poison_flood_from_one_device_does_not_stop_ingestion(
-    fleet_client: TestClient, publisher: Publisher, admin_headers: dict[str, str],
+    fleet_client: TestClient,
+    publisher: Publisher,
+    admin_headers: dict[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="controlplane.bridge")
@@ -106,13 +109,22 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
             infos.append(publisher.send("telemetry", good(100_000 + i)))
     for info in infos:
         info.wait_for_publish(WAIT_S)
-    wait_until(lambda: stored_samples(fleet_client, admin_headers, publisher.id) == goods,
-               "good messages among the poison stored", WAIT_S)  # fmt: skip
+    wait_until(
+        lambda: stored_samples(fleet_client, admin_headers, publisher.id) == goods,
+        "good messages among the poison stored",
+        WAIT_S,
+    )
     publisher.send("telemetry", good(200_000)).wait_for_publish(WAIT_S)
-    wait_until(lambda: stored_samples(fleet_client, admin_headers, publisher.id) == goods + 1,
-               "a later message still ingested", WAIT_S)  # fmt: skip
-    wait_until(lambda: counters(fleet_client, admin_headers).get((publisher.id, "invalid"))
-               == FLOOD, "drops counted per device and saved", WAIT_S)  # fmt: skip
+    wait_until(
+        lambda: stored_samples(fleet_client, admin_headers, publisher.id) == goods + 1,
+        "a later message still ingested",
+        WAIT_S,
+    )
+    wait_until(
+        lambda: counters(fleet_client, admin_headers).get((publisher.id, "invalid")) == FLOOD,
+        "drops counted per device and saved",
+        WAIT_S,
+    )
     health = fleet_client.get("/api/v1/health").json()
     assert health["status"] == "ok", health
     assert health["ingest"]["dropped_total"]["invalid"] == FLOOD
@@ -130,7 +142,9 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
     ids=["nul-in-text", "nul-in-hardware", "5mb-style-hardware"],
 )
 def test_state_with_nul_or_oversized_hardware_is_dropped_and_later_state_lands(
-    fleet_client: TestClient, publisher: Publisher, admin_headers: dict[str, str],
+    fleet_client: TestClient,
+    publisher: Publisher,
+    admin_headers: dict[str, str],
     payload: bytes,
 ) -> None:
     publisher.send("state", payload).wait_for_publish(WAIT_S)
@@ -142,8 +156,11 @@ def test_state_with_nul_or_oversized_hardware_is_dropped_and_later_state_lands(
         return str(resp.json()["agent_version"])
 
     wait_until(lambda: agent_version() == "0.3.0", "good state after the bad one", WAIT_S)
-    wait_until(lambda: counters(fleet_client, admin_headers).get((publisher.id, "invalid")) == 1,
-               "bad state counted", WAIT_S)  # fmt: skip
+    wait_until(
+        lambda: counters(fleet_client, admin_headers).get((publisher.id, "invalid")) == 1,
+        "bad state counted",
+        WAIT_S,
+    )
 
 
 # --- the writer on its own: messages that got past validation ------------------------------
@@ -160,8 +177,15 @@ def engine(db_url: str) -> Iterator[Any]:
 def _device(engine: Any, device_id: str) -> None:
     with Session(engine) as session:
         crud.create_device(
-            session, device_id=device_id, name="", device_class="cpu-x86", agent_version="0",
-            hardware={}, labels={}, mqtt_password_hash="x", artifact_token_hash=device_id,
+            session,
+            device_id=device_id,
+            name="",
+            device_class="cpu-x86",
+            agent_version="0",
+            hardware={},
+            labels={},
+            mqtt_password_hash="x",
+            artifact_token_hash=device_id,
         )
         session.commit()
 
@@ -169,13 +193,27 @@ def _device(engine: Any, device_id: str) -> None:
 def _inbound(device_id: str, seq: int, acked: list[int], *, requests: int = 1) -> Inbound:
     # model_construct: a value validation would refuse, as if a bound were missing
     sample = protocol.TelemetrySample.model_construct(
-        ts=protocol.utcnow(), tokens_per_s=1.0, ttft_ms=None, requests=requests, queue_depth=0,
-        errors=0, cpu_percent=None, mem_used_bytes=None, temperature_c=None, power_w=None,
+        ts=protocol.utcnow(),
+        tokens_per_s=1.0,
+        ttft_ms=None,
+        requests=requests,
+        queue_depth=0,
+        errors=0,
+        cpu_percent=None,
+        mem_used_bytes=None,
+        temperature_c=None,
+        power_w=None,
     )
-    message = protocol.Telemetry.model_construct(v=1, ts=protocol.utcnow(), seq=seq,
-                                                 samples=[sample])  # fmt: skip
-    return Inbound(leaf="telemetry", device_id=device_id, message=message,
-                   received_at=protocol.utcnow(), ack=lambda: acked.append(seq))  # fmt: skip
+    message = protocol.Telemetry.model_construct(
+        v=1, ts=protocol.utcnow(), seq=seq, samples=[sample]
+    )
+    return Inbound(
+        leaf="telemetry",
+        device_id=device_id,
+        message=message,
+        received_at=protocol.utcnow(),
+        ack=lambda: acked.append(seq),
+    )
 
 
 def _writer(engine: Any, stats: BridgeStats) -> IngestWriter:
@@ -198,8 +236,9 @@ def test_a_message_the_database_refuses_is_isolated_counted_and_acked(engine: An
     assert sorted(acked) == [*range(1, 8), 99]
     with Session(engine) as session:
         rows = session.exec(select(TelemetrySample.device_id)).all()  # type: ignore[call-overload]
-        saved = {(c.device_id, c.counter): c.count
-                 for c in session.exec(select(IngestCounter)).scalars()}  # type: ignore[call-overload]
+        saved = {
+            (c.device_id, c.counter): c.count for c in session.exec(select(IngestCounter)).scalars()
+        }  # type: ignore[call-overload]
     assert sorted(r[0] for r in rows) == ["dev-good"] * 7
     assert stats.snapshot()["quarantined"] == 1
     assert saved[("dev-bad", "quarantined")] == 1
@@ -249,8 +288,11 @@ def test_health_goes_degraded_when_ingestion_stalls(
     monkeypatch.setattr(writer, "write", stuck_write)
     monkeypatch.setattr(health_route, "INGEST_STALL_S", 0.2)
     publisher.send("telemetry", good(1)).wait_for_publish(WAIT_S)
-    resp = wait_until(lambda: (r := fleet_client.get("/api/v1/health")).status_code == 503 and r,
-                      "health degraded", WAIT_S)  # fmt: skip
+    resp = wait_until(
+        lambda: (r := fleet_client.get("/api/v1/health")).status_code == 503 and r,
+        "health degraded",
+        WAIT_S,
+    )
     body = resp.json()
     assert body["status"] == "degraded" and body["ingest"]["lag_s"] > 0.2
     assert any("behind" in p for p in body["problems"])

@@ -1,6 +1,6 @@
 """An enrolled agent as its own process (FakeEngine), so tests can kill -9 it.
 
-    python -m tests.e2e.agent_proc DATA_DIR [LOAD_DELAY_S]
+python -m tests.e2e.agent_proc DATA_DIR [LOAD_DELAY_S]
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ def main() -> int:
     enrollment = load_enrollment(data_dir)
     assert enrollment is not None
     options = NodeOptions(
-        data_dir=data_dir, engine_factory=fake_engines(FakeBehaviour(load_delay_s=delay)),
-        select=pick_first, hardware=HARDWARE, device_class="cpu-x86",
-        telemetry_interval_s=0, check_memory=False,
-    )  # fmt: skip
+        data_dir=data_dir,
+        engine_factory=fake_engines(FakeBehaviour(load_delay_s=delay)),
+        select=pick_first,
+        hardware=HARDWARE,
+        device_class="cpu-x86",
+        telemetry_interval_s=0,
+        check_memory=False,
+    )
     node = AgentNode(enrollment, ModelRuntime(), options)
     node.start()
     done = threading.Event()

@@ -40,14 +40,18 @@ def publish_fake_model(
         chat_template="{% for m in messages %}{{ m.content }}{% endfor %}",
         variants=[
             Variant(
-                id=VARIANT, format="gguf", precision="q4_0", engines=["llamacpp"],
-                files=[FileEntry(path="model.gguf", sha256=hashlib.sha256(data).hexdigest(),
-                                 size=size)],
+                id=VARIANT,
+                format="gguf",
+                precision="q4_0",
+                engines=["llamacpp"],
+                files=[
+                    FileEntry(path="model.gguf", sha256=hashlib.sha256(data).hexdigest(), size=size)
+                ],
                 memory_bytes=memory_bytes,
             )
         ],
         health=budget,
-    )  # fmt: skip
+    )
     write_signed_manifest(model_dir, manifest, key)
     return model_dir
 

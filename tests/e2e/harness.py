@@ -35,8 +35,13 @@ HARDWARE = {"device_class": "cpu-x86", "cpu": {"arch": "x86_64", "cores": 2}}
 @contextmanager
 def run_control_plane(settings: Settings) -> Iterator[str]:
     """The control plane app under uvicorn (lifespan on) in a thread; yields its base URL."""
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level="warning", lifespan="on")  # fmt: skip
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="cp")
     thread.start()
@@ -56,12 +61,19 @@ def cp_settings(workdir: Path, broker: MosquittoBroker) -> Settings:
     """Settings for a control plane on SQLite that manages `broker`'s credentials."""
     port = free_port()
     return Settings(
-        data_dir=workdir, host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}",
-        mqtt_enabled=True, mqtt_host=broker.host, mqtt_port=broker.port,
-        broker_password_file=broker.password_file, broker_acl_file=broker.acl_file,
-        broker_pid=broker.pid, mqtt_cp_password="cp-secret",
+        data_dir=workdir,
+        host="127.0.0.1",
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        mqtt_enabled=True,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        broker_password_file=broker.password_file,
+        broker_acl_file=broker.acl_file,
+        broker_pid=broker.pid,
+        mqtt_cp_password="cp-secret",
         mqtt_cp_client_id=f"cp-{port}",
-    )  # fmt: skip
+    )
 
 
 def admin_token(settings: Settings) -> str:
@@ -80,22 +92,25 @@ class Fleet:
 
     def __init__(self, url: str, token: str, workdir: Path) -> None:
         self.url, self.workdir = url, workdir
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=30)  # fmt: skip
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         self.nodes: dict[str, AgentNode] = {}
         self.behaviours: dict[str, FakeBehaviour] = {}
 
     def import_model(self, model_dir: Path) -> None:
-        resp = self.http.post("/api/v1/models/import", json={"path": str(model_dir),
-                                                             "resign": True})  # fmt: skip
+        resp = self.http.post(
+            "/api/v1/models/import", json={"path": str(model_dir), "resign": True}
+        )
         assert resp.status_code == 201, resp.text
 
     def enroll(self, labels: dict[str, str] | None = None) -> str:
         resp = self.http.post("/api/v1/enrollment-tokens", json={"labels": labels or {}})
         assert resp.status_code == 201, resp.text
         data_dir = self.workdir / f"agent-{len(self.nodes)}"
-        enrollment = enroll(self.url, resp.json()["token"], data_dir, hardware=HARDWARE,
-                            agent_version="e2e")  # fmt: skip
+        enrollment = enroll(
+            self.url, resp.json()["token"], data_dir, hardware=HARDWARE, agent_version="e2e"
+        )
         self.behaviours[enrollment.device_id] = FakeBehaviour()
         self.nodes[enrollment.device_id] = self._node(enrollment.device_id, data_dir)
         return enrollment.device_id
@@ -106,10 +121,14 @@ class Fleet:
         enrollment = load_enrollment(data_dir)
         assert enrollment is not None
         options = NodeOptions(
-            data_dir=data_dir, engine_factory=fake_engines(self.behaviours[device_id]),
-            select=pick_first, hardware=HARDWARE, device_class="cpu-x86",
-            telemetry_interval_s=0, check_memory=False,
-        )  # fmt: skip
+            data_dir=data_dir,
+            engine_factory=fake_engines(self.behaviours[device_id]),
+            select=pick_first,
+            hardware=HARDWARE,
+            device_class="cpu-x86",
+            telemetry_interval_s=0,
+            check_memory=False,
+        )
         return AgentNode(enrollment, ModelRuntime(), options)
 
     def restart(self, device_id: str) -> AgentNode:
@@ -150,5 +169,3 @@ class Fleet:
 
 def _wave(text: str) -> dict[str, float]:
     return {"percent": float(text[:-1])} if text.endswith("%") else {"count": int(text)}
-
-

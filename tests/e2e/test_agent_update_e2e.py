@@ -40,15 +40,19 @@ def cp(tmp_path: Path, broker: MosquittoBroker) -> Iterator[tuple[Fleet, Any]]:
     token = admin_token(settings)
     key = load_or_create_key(settings.signing_key_path)  # the fleet's key signs the releases
     signing = load_signing_identity(settings)
-    for version, overrides in [("1.1.0", None), ("1.2.0", None),
-                               ("1.3.0", {"agent/__init__.py": CRASH})]:  # fmt: skip
+    for version, overrides in [
+        ("1.1.0", None),
+        ("1.2.0", None),
+        ("1.3.0", {"agent/__init__.py": CRASH}),
+    ]:
         out = tmp_path / "releases" / version
         build_release(REPO, out, version, key, overrides=overrides)
         import_release(settings, signing, out)
     with run_control_plane(settings) as url:
         fleet = Fleet(url, token, tmp_path)
-        fleet.import_model(publish_fake_model(tmp_path / "models", Ed25519PrivateKey.generate(),
-                                              "1.0"))  # fmt: skip
+        fleet.import_model(
+            publish_fake_model(tmp_path / "models", Ed25519PrivateKey.generate(), "1.0")
+        )
         yield fleet, settings
         fleet.stop()
 
@@ -73,52 +77,83 @@ def test_agent_updates_twice_then_a_crashing_release_rolls_back_by_itself(
     fleet, _settings = cp
     token = fleet.http.post("/api/v1/enrollment-tokens", json={"labels": {}}).json()["token"]
     data_dir = tmp_path / "device"
-    device = enroll(fleet.url, token, data_dir, hardware=HARDWARE,
-                    agent_version="e2e").device_id  # fmt: skip
+    device = enroll(fleet.url, token, data_dir, hardware=HARDWARE, agent_version="e2e").device_id
     root = tmp_path / "agent-root"
     install = AgentInstall(root)
     log = (tmp_path / "supervisor.log").open("ab")
     env = dict(os.environ, PYTHONPATH=str(REPO))  # the base install: this tree
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "agent.supervisor", "--root", str(root), "--",
-         sys.executable, "-m", "tests.e2e.update_agent_proc", str(data_dir)],
-        cwd=tmp_path, env=env, stdout=log, stderr=log,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "agent.supervisor",
+            "--root",
+            str(root),
+            "--",
+            sys.executable,
+            "-m",
+            "tests.e2e.update_agent_proc",
+            str(data_dir),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     figures: list[str] = []
     try:
         model = fleet.rollout("tiny:1.0", ["100%"])
-        wait_until(lambda: fleet.show(model)["status"] == "succeeded", "model rollout",
-                   timeout=WAIT_S)
+        wait_until(
+            lambda: fleet.show(model)["status"] == "succeeded", "model rollout", timeout=WAIT_S
+        )
         for version in ("1.1.0", "1.2.0"):
             rid = agent_rollout(fleet, version)
-            wait_until(lambda rid=rid: fleet.show(rid)["status"] == "succeeded", timeout=WAIT_S,
-                       what=f"agent rollout to {version}")  # fmt: skip
-            wait_until(lambda v=version: device_json(fleet, device).get("agent_version") == v,
-                       timeout=WAIT_S, what=f"the device reports {version}")  # fmt: skip
+            wait_until(
+                lambda rid=rid: fleet.show(rid)["status"] == "succeeded",
+                timeout=WAIT_S,
+                what=f"agent rollout to {version}",
+            )
+            wait_until(
+                lambda v=version: device_json(fleet, device).get("agent_version") == v,
+                timeout=WAIT_S,
+                what=f"the device reports {version}",
+            )
             assert install.current() == version
             (row,) = fleet.devices(rid).values()
             assert "serving gap" in row["detail"], row  # reported to the control plane
-            wait_until(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
-                       timeout=WAIT_S, what="the model serves again after the switch")  # fmt: skip
+            wait_until(
+                lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
+                timeout=WAIT_S,
+                what="the model serves again after the switch",
+            )
             outcome = install.outcome()
             assert outcome is not None and outcome.outcome == "active"
-            figures.append(f"{version}: switch {outcome.switch_s} s, serving gap "
-                           f"{outcome.serving_gap_s} s")  # fmt: skip
+            figures.append(
+                f"{version}: switch {outcome.switch_s} s, serving gap {outcome.serving_gap_s} s"
+            )
         assert sorted(p.name for p in install.versions.iterdir()) == ["1.1.0", "1.2.0"]
         bad = agent_rollout(fleet, "1.3.0")
-        wait_until(lambda: fleet.show(bad)["status"] == "aborted", timeout=WAIT_S,
-                   what="the crashing release is rolled back and the rollout aborts")  # fmt: skip
+        wait_until(
+            lambda: fleet.show(bad)["status"] == "aborted",
+            timeout=WAIT_S,
+            what="the crashing release is rolled back and the rollout aborts",
+        )
         (row,) = fleet.devices(bad).values()
         assert row["state"] == "rolled_back" and "exited with code" in row["detail"], row
         assert install.current() == "1.2.0"
         outcome = install.outcome()
         assert outcome is not None and outcome.outcome == "rolled_back"
         figures.append(f"1.3.0: rolled back after {outcome.switch_s} s")
-        wait_until(lambda: device_json(fleet, device).get("agent_version") == "1.2.0",
-                   timeout=WAIT_S,
-                   what="the device reports 1.2.0 again")  # fmt: skip
-        wait_until(lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
-                   timeout=WAIT_S, what="the model serves after the rollback")  # fmt: skip
+        wait_until(
+            lambda: device_json(fleet, device).get("agent_version") == "1.2.0",
+            timeout=WAIT_S,
+            what="the device reports 1.2.0 again",
+        )
+        wait_until(
+            lambda: device_json(fleet, device).get("active_model") == "tiny:1.0",
+            timeout=WAIT_S,
+            what="the model serves after the rollback",
+        )
         assert supervisor.poll() is None  # never bricked: the supervisor still runs it
     finally:
         supervisor.terminate()

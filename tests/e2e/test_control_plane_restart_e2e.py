@@ -39,9 +39,13 @@ class ControlPlane:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        config = uvicorn.Config(create_app(self.settings), host=self.settings.host,
-                                port=self.settings.port, log_level="warning",
-                                lifespan="on")  # fmt: skip
+        config = uvicorn.Config(
+            create_app(self.settings),
+            host=self.settings.host,
+            port=self.settings.port,
+            log_level="warning",
+            lifespan="on",
+        )
         self._server = server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, daemon=True, name="cp")
         self._thread.start()
@@ -112,8 +116,9 @@ def test_rollout_completes_across_a_control_plane_restart(
     settings = control_plane.settings
     fleet = Fleet(settings.public_url, admin_token(settings), tmp_path)
     try:
-        fleet.import_model(publish_fake_model(tmp_path / "models", Ed25519PrivateKey.generate(),
-                                              "1.0"))  # fmt: skip
+        fleet.import_model(
+            publish_fake_model(tmp_path / "models", Ed25519PrivateKey.generate(), "1.0")
+        )
         device = fleet.enroll({"site": "lab"})
         node = fleet.nodes[device]
         gate = StepGate(step)
@@ -125,8 +130,11 @@ def test_rollout_completes_across_a_control_plane_restart(
         gate.go_on.set()  # the device carries on while the control plane is down
         time.sleep(OUTAGE_S)
         control_plane.start()
-        wait_until(lambda: fleet.show(rid)["status"] not in ("scheduled", "running"), timeout=60,
-                   what=f"rollout after a restart while {step}")  # fmt: skip
+        wait_until(
+            lambda: fleet.show(rid)["status"] not in ("scheduled", "running"),
+            timeout=60,
+            what=f"rollout after a restart while {step}",
+        )
         shown = fleet.show(rid)
         assert shown["status"] == "succeeded", (shown, fleet.devices(rid))
         assert fleet.serving(device) == "tiny:1.0"

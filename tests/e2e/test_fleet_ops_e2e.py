@@ -25,8 +25,11 @@ def test_settings_apply_whole_or_not_at_all_and_are_reported(fleet: Fleet) -> No
     node.start()
     assert node.mqtt.wait_connected(10)
     local = node.runtime.default_keep_alive
-    put_settings(fleet, device, {"keep_alive_s": 30, "telemetry_interval_s": 5,
-                                 "log_level": "debug", "parallel": 4})  # fmt: skip
+    put_settings(
+        fleet,
+        device,
+        {"keep_alive_s": 30, "telemetry_interval_s": 5, "log_level": "debug", "parallel": 4},
+    )
     wait_until(lambda: node.runtime.default_keep_alive == 30, "keep_alive applied")
     state = node.state()
     assert state.settings is not None and state.settings["telemetry_interval_s"] == 5
@@ -37,8 +40,11 @@ def test_settings_apply_whole_or_not_at_all_and_are_reported(fleet: Fleet) -> No
         data: dict[str, Any] = fleet.http.get(f"/api/v1/devices/{device}/settings").json()
         return data
 
-    wait_until(lambda: (reported().get("reported") or {}).get("keep_alive_s") == 30, timeout=30,
-               what="the control plane shows what the device runs")  # fmt: skip
+    wait_until(
+        lambda: (reported().get("reported") or {}).get("keep_alive_s") == 30,
+        timeout=30,
+        what="the control plane shows what the device runs",
+    )
     # This agent serves no REST API, so a key cannot be set: the whole config is refused.
     put_settings(fleet, device, {"keep_alive_s": 60, "api_key_sha256": "ab" * 32})
     wait_until(lambda: "api_key_sha256" in node.state().settings_error, "refusal reported")

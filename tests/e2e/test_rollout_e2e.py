@@ -64,8 +64,13 @@ def test_broker_restart_mid_rollout_loses_nothing(fleet: Fleet, broker: Mosquitt
     for d in ids:
         fleet.behaviours[d].load_delay_s = 1.5  # keep the rollout in flight across the restart
     rid = fleet.rollout("tiny:1.0", ["100%"])
-    wait_until(lambda: all(r["state"] == "in_progress" for r in fleet.devices(rid).values())
-               and len(fleet.devices(rid)) == 2, what="dispatch")  # fmt: skip
+    wait_until(
+        lambda: (
+            all(r["state"] == "in_progress" for r in fleet.devices(rid).values())
+            and len(fleet.devices(rid)) == 2
+        ),
+        what="dispatch",
+    )
     broker.restart()
     wait_until(lambda: finished(fleet, rid), "rollout after broker restart", timeout=60)
     assert fleet.show(rid)["status"] == "succeeded"

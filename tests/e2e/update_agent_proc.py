@@ -34,10 +34,16 @@ def main() -> int:
         done.set()
 
     options = NodeOptions(
-        data_dir=data_dir, engine_factory=fake_engines(), select=pick_first, hardware=HARDWARE,
-        device_class="cpu-x86", telemetry_interval_s=0, check_memory=False,
-        agent_root=Path(os.environ[ROOT_ENV]), request_restart=request_restart,
-    )  # fmt: skip
+        data_dir=data_dir,
+        engine_factory=fake_engines(),
+        select=pick_first,
+        hardware=HARDWARE,
+        device_class="cpu-x86",
+        telemetry_interval_s=0,
+        check_memory=False,
+        agent_root=Path(os.environ[ROOT_ENV]),
+        request_restart=request_restart,
+    )
     node = AgentNode(enrollment, ModelRuntime(), options)
     node.start()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -9,8 +9,9 @@ from hwprobe import probe
 from tests.hwprobe.roots import MEMINFO_16G, X86_CPUINFO, symlink, write_file
 
 
-def pci_device(root: Path, folder: str, vendor: int, device: int, pci_class: int,
-               driver: str | None) -> None:
+def pci_device(
+    root: Path, folder: str, vendor: int, device: int, pci_class: int, driver: str | None
+) -> None:
     """Write vendor/device/class files and a dangling driver symlink, as sysfs has them."""
     write_file(root, f"{folder}/vendor", f"0x{vendor:04x}\n")
     write_file(root, f"{folder}/device", f"0x{device:04x}\n")
@@ -30,8 +31,9 @@ def test_intel_igpu_via_drm_card(fake_root: Path) -> None:
     x86_machine(fake_root)
     write_file(fake_root, "sys/class/drm/card0/device/vendor", "0x8086\n")
     write_file(fake_root, "sys/class/drm/card0/device/device", "0x7d55\n")
-    write_file(fake_root, "sys/class/drm/card0/device/uevent",
-               "DRIVER=i915\nPCI_SLOT_NAME=0000:00:02.0\n")
+    write_file(
+        fake_root, "sys/class/drm/card0/device/uevent", "DRIVER=i915\nPCI_SLOT_NAME=0000:00:02.0\n"
+    )
     write_file(fake_root, "sys/class/drm/card0-eDP-1/status", "connected\n")
     profile = probe(fake_root)
     assert [a.kind for a in profile.accelerators] == ["intel-igpu"]
@@ -111,8 +113,11 @@ def test_discrete_nvidia_gpu(fake_root: Path) -> None:
     """Synthetic: a 3D-controller-class NVIDIA device named by the driver's proc file."""
     x86_machine(fake_root)
     pci_device(fake_root, "sys/bus/pci/devices/0000:01:00.0", 0x10DE, 0x2330, 0x030200, "nvidia")
-    write_file(fake_root, "proc/driver/nvidia/gpus/0000:01:00.0/information",
-               "Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\n")
+    write_file(
+        fake_root,
+        "proc/driver/nvidia/gpus/0000:01:00.0/information",
+        "Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\n",
+    )
     profile = probe(fake_root)
     assert [(a.kind, a.name) for a in profile.accelerators] == [
         ("nvidia-gpu", "NVIDIA H100 80GB HBM3")

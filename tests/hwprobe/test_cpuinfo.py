@@ -29,8 +29,9 @@ CPU part\t: 0xb76
 
 def test_spaces_instead_of_tabs_and_no_model_name() -> None:
     """Separators may be spaces; a missing 'model name' leaves the model null."""
-    facts = parse_cpuinfo("processor : 0\nflags : fpu lm avx2 AVX512F\n\nprocessor : 1\n"
-                          "flags : fpu lm avx2 avx512f\n")
+    facts = parse_cpuinfo(
+        "processor : 0\nflags : fpu lm avx2 AVX512F\n\nprocessor : 1\nflags : fpu lm avx2 avx512f\n"
+    )
     assert facts.arch == "x86_64"
     assert facts.cores == 2
     assert facts.model is None
@@ -39,15 +40,17 @@ def test_spaces_instead_of_tabs_and_no_model_name() -> None:
 
 def test_x86_vnni_and_amx_features_are_kept_and_noise_dropped() -> None:
     """Inference flags survive normalisation; unrelated flags like 'fpu' do not."""
-    facts = parse_cpuinfo("processor\t: 0\nflags\t\t: fpu lm avx512_vnni avx_vnni amx_int8 "
-                          "amx_tile pni\n")
+    facts = parse_cpuinfo(
+        "processor\t: 0\nflags\t\t: fpu lm avx512_vnni avx_vnni amx_int8 amx_tile pni\n"
+    )
     assert facts.features == ["amx_int8", "amx_tile", "avx512_vnni", "avx_vnni"]
 
 
 def test_hybrid_cores_report_only_shared_flags() -> None:
     """A flag missing on one processor is not reported (it is unsafe to use)."""
-    facts = parse_cpuinfo("processor\t: 0\nflags\t: lm avx2 avx512f\n\n"
-                          "processor\t: 1\nflags\t: lm avx2\n")
+    facts = parse_cpuinfo(
+        "processor\t: 0\nflags\t: lm avx2 avx512f\n\nprocessor\t: 1\nflags\t: lm avx2\n"
+    )
     assert facts.features == ["avx2"]
 
 
@@ -84,9 +87,11 @@ def test_pi_zero_is_armv6_despite_architecture_7() -> None:
 
 def test_orin_cortex_a78ae_with_i8mm() -> None:
     """Synthetic Orin cpuinfo (no public full sample): Cortex-A78AE, dot product, no sve."""
-    block = ("processor\t: {n}\nFeatures\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp "
-             "cpuid asimdrdm lrcpc dcpop asimddp uscat ilrcpc flagm paca pacg\n"
-             "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd42\n\n")
+    block = (
+        "processor\t: {n}\nFeatures\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp "
+        "cpuid asimdrdm lrcpc dcpop asimddp uscat ilrcpc flagm paca pacg\n"
+        "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd42\n\n"
+    )
     facts = parse_cpuinfo("".join(block.format(n=n) for n in range(6)))
     assert facts.arch == "aarch64"
     assert facts.model == "Cortex-A78AE"
@@ -107,8 +112,10 @@ def test_big_little_names_both_core_types() -> None:
 
 def test_unknown_arm_part_falls_back_to_model_name() -> None:
     """An unlisted implementer/part keeps the kernel's 'model name'."""
-    text = ("processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\nFeatures\t: fp asimd\n"
-            "CPU implementer\t: 0x51\nCPU architecture: 8\nCPU part\t: 0x801\n")
+    text = (
+        "processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\nFeatures\t: fp asimd\n"
+        "CPU implementer\t: 0x51\nCPU architecture: 8\nCPU part\t: 0x801\n"
+    )
     assert parse_cpuinfo(text).model == "ARMv8 Processor rev 1 (v8l)"
 
 

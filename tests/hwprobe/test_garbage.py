@@ -19,9 +19,15 @@ JUNK = bytes(range(256)) * 8
 
 def test_binary_junk_everywhere(fake_root: Path) -> None:
     """Random bytes in every file hwprobe reads."""
-    for rel in ("proc/cpuinfo", "proc/meminfo", "proc/device-tree/model",
-                "proc/device-tree/compatible", "etc/nv_tegra_release",
-                "sys/fs/cgroup/memory.max", "sys/class/drm/card0/device/vendor"):
+    for rel in (
+        "proc/cpuinfo",
+        "proc/meminfo",
+        "proc/device-tree/model",
+        "proc/device-tree/compatible",
+        "etc/nv_tegra_release",
+        "sys/fs/cgroup/memory.max",
+        "sys/class/drm/card0/device/vendor",
+    ):
         write_file(fake_root, rel, JUNK)
     profile = probe(fake_root)
     assert profile.cpu.arch is None

@@ -31,14 +31,19 @@ def test_jetpack_table() -> None:
 
 def test_orin_r36_release_alone(fake_root: Path) -> None:
     """Synthetic: only an R36 nv_tegra_release; JetPack 6 runs on Orin only, so tegra234."""
-    write_file(fake_root, "etc/nv_tegra_release",
-               "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
-               "DATE: Wed Jan  8 01:49:37 UTC 2025\n# KERNEL_VARIANT: oot\n")
+    write_file(
+        fake_root,
+        "etc/nv_tegra_release",
+        "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+        "DATE: Wed Jan  8 01:49:37 UTC 2025\n# KERNEL_VARIANT: oot\n",
+    )
     write_file(fake_root, "proc/meminfo", MEMINFO_16G)
     profile = probe(fake_root)
     assert profile.jetson is not None
     assert (profile.jetson.soc, profile.jetson.l4t, profile.jetson.jetpack) == (
-        "tegra234", "36.4.3", "6.2"
+        "tegra234",
+        "36.4.3",
+        "6.2",
     )
     assert profile.accelerators[0].kind == "nvidia-jetson"
     assert profile.accelerators[0].memory_bytes == 16384000 * 1024  # shared with the CPU
@@ -47,8 +52,11 @@ def test_orin_r36_release_alone(fake_root: Path) -> None:
 def test_compatible_tegra_wins_and_model_is_kept(fake_root: Path) -> None:
     """Synthetic: an Orin AGX device tree; the SoC comes from 'nvidia,tegra234'."""
     write_file(fake_root, "proc/device-tree/model", "Jetson AGX Orin Developer Kit\0")
-    write_file(fake_root, "proc/device-tree/compatible",
-               "nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0")
+    write_file(
+        fake_root,
+        "proc/device-tree/compatible",
+        "nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0",
+    )
     profile = probe(fake_root)
     assert profile.jetson is not None
     assert profile.jetson.model == "Jetson AGX Orin Developer Kit"

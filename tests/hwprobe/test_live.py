@@ -44,8 +44,12 @@ def test_runtime_engines_on_this_machine() -> None:
     assert profile.runtime is not None
     engines = profile.runtime.engines
     assert set(engines) == {"llamacpp", "openvino", "onnxruntime", "tensorrt"}
-    for name, module in (("llamacpp", "llama_cpp"), ("openvino", "openvino"),
-                         ("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")):
+    for name, module in (
+        ("llamacpp", "llama_cpp"),
+        ("openvino", "openvino"),
+        ("onnxruntime", "onnxruntime"),
+        ("tensorrt", "tensorrt"),
+    ):
         assert engines[name].installed == (importlib.util.find_spec(module) is not None)
     if engines["onnxruntime"].installed:
         assert "CPUExecutionProvider" in (engines["onnxruntime"].providers or [])
@@ -58,8 +62,11 @@ def test_broken_engine_library_is_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tensorrt whose native library is missing fails to import: a warning, not a crash."""
-    write_file(tmp_path, "libs/tensorrt/__init__.py",
-               "raise OSError('libnvinfer.so.10: cannot open shared object file')\n")
+    write_file(
+        tmp_path,
+        "libs/tensorrt/__init__.py",
+        "raise OSError('libnvinfer.so.10: cannot open shared object file')\n",
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "libs"))
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     root = tmp_path / "root"
@@ -72,9 +79,7 @@ def test_broken_engine_library_is_a_warning(
     assert any("tensorrt is installed but failed to import" in w for w in profile.warnings)
 
 
-def test_nvml_names_and_sizes_nvidia_gpus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_nvml_names_and_sizes_nvidia_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No GPU here, so a stand-in pynvml module answers the NVML calls hwprobe makes."""
     nvml = types.ModuleType("pynvml")
     handle = object()
@@ -96,8 +101,11 @@ def test_nvml_names_and_sizes_nvidia_gpus(
     folder = "sys/bus/pci/devices/0000:01:00.0"
     write_file(root, f"{folder}/vendor", "0x10de\n")
     write_file(root, f"{folder}/class", "0x030200\n")
-    write_file(root, "proc/driver/nvidia/version",
-               "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 2024\n")
+    write_file(
+        root,
+        "proc/driver/nvidia/version",
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 2024\n",
+    )
     profile = probe(root, runtime=True)
     gpu = profile.accelerators[0]
     assert (gpu.kind, gpu.name, gpu.memory_bytes) == ("nvidia-gpu", "NVIDIA L4", 24 << 30)

@@ -20,8 +20,11 @@ def test_meminfo_with_mem_available(fake_root: Path) -> None:
 
 def test_missing_mem_available_falls_back_to_free_buffers_cached(fake_root: Path) -> None:
     """Synthetic: a pre-3.14 kernel without MemAvailable."""
-    write_file(fake_root, "proc/meminfo", "MemTotal: 1000 kB\nMemFree: 100 kB\n"
-                                          "Buffers: 20 kB\nCached: 300 kB\n")
+    write_file(
+        fake_root,
+        "proc/meminfo",
+        "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 20 kB\nCached: 300 kB\n",
+    )
     profile = probe(fake_root)
     assert profile.memory.available_bytes == 420 * KIB
     assert any("MemAvailable" in w for w in profile.warnings)

@@ -12,8 +12,18 @@ def test_json_round_trip() -> None:
     """model_dump(mode='json') is the contract and validates back to the same profile."""
     profile = probe(SAMPLES / "jetson-nano")
     data = profile.model_dump(mode="json")
-    assert set(data) == {"schema_version", "cpu", "memory", "board", "jetson", "accelerators",
-                         "device_class", "engines", "warnings", "runtime"}
+    assert set(data) == {
+        "schema_version",
+        "cpu",
+        "memory",
+        "board",
+        "jetson",
+        "accelerators",
+        "device_class",
+        "engines",
+        "warnings",
+        "runtime",
+    }
     assert HardwareProfile.model_validate(data) == profile
 
 

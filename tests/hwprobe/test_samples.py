@@ -13,7 +13,9 @@ def test_jetson_nano_has_model_soc_l4t_and_jetpack() -> None:
     assert profile.jetson is not None
     assert profile.jetson.model == "NVIDIA Jetson Nano Developer Kit"
     assert (profile.jetson.soc, profile.jetson.l4t, profile.jetson.jetpack) == (
-        "tegra210", "32.7.6", "4.6.6"
+        "tegra210",
+        "32.7.6",
+        "4.6.6",
     )
     assert profile.cpu.arch == "aarch64"
     assert profile.cpu.model == "Cortex-A57"

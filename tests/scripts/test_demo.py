@@ -46,8 +46,14 @@ def alive(pid: int) -> bool:
 def test_demo_stops_its_whole_process_tree(tmp_path: Path, signum: int) -> None:
     proc = subprocess.Popen([sys.executable, "-c", DEMO, str(tmp_path)], cwd=REPO)
     try:
-        wait_until(lambda: (tmp_path / "ready").exists() and (tmp_path / "grandchild").exists()
-                   and (tmp_path / "grandchild").read_text().strip() != "", timeout=30)  # fmt: skip
+        wait_until(
+            lambda: (
+                (tmp_path / "ready").exists()
+                and (tmp_path / "grandchild").exists()
+                and (tmp_path / "grandchild").read_text().strip() != ""
+            ),
+            timeout=30,
+        )
         grandchild = int((tmp_path / "grandchild").read_text())
         assert alive(grandchild)
         proc.send_signal(signum)

@@ -39,8 +39,16 @@ LOOPBACK_LISTENER = 1883  # the shipped config's listener ports
 DEVICE_LISTENER = 8883
 # Keys the helper sets itself; every other line of the shipped config is kept.
 _OVERRIDDEN = {
-    "listener", "port", "password_file", "acl_file", "persistence_location", "pid_file",
-    "log_dest", "log_type", "user", "allow_anonymous",
+    "listener",
+    "port",
+    "password_file",
+    "acl_file",
+    "persistence_location",
+    "pid_file",
+    "log_dest",
+    "log_type",
+    "user",
+    "allow_anonymous",
 }
 
 
@@ -111,7 +119,8 @@ class MosquittoBroker:
         tls = self.tls
         tls_files = (
             dict(zip(TLS_KEYS, (tls.ca_file, tls.cert_file, tls.key_file), strict=True))
-            if tls else {}
+            if tls
+            else {}
         )
         extra = [
             f"allow_anonymous {'true' if self.anonymous else 'false'}",

@@ -67,9 +67,7 @@ def upgrade() -> None:
         sa.Column("revoked_at", _tz(), nullable=True),
     )
     op.create_index("ix_device_active_model", "device", ["active_model"])
-    op.create_index(
-        "ix_device_artifact_token_hash", "device", ["artifact_token_hash"], unique=True
-    )
+    op.create_index("ix_device_artifact_token_hash", "device", ["artifact_token_hash"], unique=True)
     op.create_index("ix_device_device_class", "device", ["device_class"])
     op.create_index("ix_device_online", "device", ["online"])
 
@@ -114,6 +112,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop the core tables."""
     for table in (
-        "model_version", "model", "device_label", "device", "enrollment_token", "api_token"
+        "model_version",
+        "model",
+        "device_label",
+        "device",
+        "enrollment_token",
+        "api_token",
     ):
         op.drop_table(table)

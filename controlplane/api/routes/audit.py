@@ -22,12 +22,14 @@ def list_audit(
     session: SessionDep,
     _admin: AdminDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="entries per page")] = DEFAULT_PAGE,
-    before: Annotated[int | None, Query(ge=1, le=INT32_MAX,
-                                        description="entries older than this id")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT32_MAX, description="entries older than this id")
+    ] = None,
     actor: Annotated[str | None, Query(max_length=100, description="token name")] = None,
     action: Annotated[str | None, Query(max_length=100, description="e.g. pause_rollout")] = None,
     target: Annotated[str | None, Query(max_length=300, description="part of the target")] = None,
 ) -> AuditPage:
     """Who did what, to what, from where and with what result; keyset-paged by `before`."""
-    return list_entries(session, limit=limit, before=before, actor=actor, action=action,
-                        target=target)  # fmt: skip
+    return list_entries(
+        session, limit=limit, before=before, actor=actor, action=action, target=target
+    )

@@ -18,7 +18,9 @@ router = APIRouter(tags=["commands"])
 
 
 @router.post(
-    "/devices/{device_id}/commands", status_code=201, response_model=DeviceCommandPublic,
+    "/devices/{device_id}/commands",
+    status_code=201,
+    response_model=DeviceCommandPublic,
     responses=UNAVAILABLE,
 )
 def create_command(
@@ -29,8 +31,13 @@ def create_command(
     operator: OperatorDep,
 ) -> DeviceCommandPublic:
     """Send a command to the device; its answer fills in the command later."""
-    row = send_command(session, bridge=getattr(request.app.state, "bridge", None),
-                       device_id=device_id, spec=body, created_by=operator.name)  # fmt: skip
+    row = send_command(
+        session,
+        bridge=getattr(request.app.state, "bridge", None),
+        device_id=device_id,
+        spec=body,
+        created_by=operator.name,
+    )
     return command_to_public(row)
 
 

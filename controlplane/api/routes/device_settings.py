@@ -37,9 +37,13 @@ def _public(session: SessionDep, device_id: str) -> DeviceSettingsPublic:
     device = crud.get_device(session, device_id=device_id)
     state = device.state if device is not None else {}
     reported = state.get("settings") if isinstance(state.get("settings"), dict) else None
-    return DeviceSettingsPublic(device_id=device_id, settings=wanted,
-                                desired_version=row.version if row else 0, reported=reported,
-                                reported_error=str(state.get("settings_error") or ""))  # fmt: skip
+    return DeviceSettingsPublic(
+        device_id=device_id,
+        settings=wanted,
+        desired_version=row.version if row else 0,
+        reported=reported,
+        reported_error=str(state.get("settings_error") or ""),
+    )
 
 
 @router.get("/{device_id}/settings", response_model=DeviceSettingsPublic)

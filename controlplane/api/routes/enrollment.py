@@ -30,7 +30,8 @@ def create_enrollment_token(
     ttl = timedelta(seconds=body.ttl_seconds)
     if ttl > settings.enrollment_ttl_max:
         raise ApiError(
-            422, "validation_error",
+            422,
+            "validation_error",
             f"ttl_seconds may be at most {int(settings.enrollment_ttl_max.total_seconds())}",
         )
     token, secret = crud.create_enrollment_token(
@@ -50,7 +51,9 @@ def list_enrollment_tokens(session: SessionDep, _op: OperatorDep) -> list[Enroll
 
 
 @router.post(
-    "/enroll", status_code=201, response_model=EnrollmentResponse,
+    "/enroll",
+    status_code=201,
+    response_model=EnrollmentResponse,
     dependencies=[Depends(limit_enrollment)],
 )
 def enroll(

@@ -28,7 +28,10 @@ def import_model_dir(
 ) -> ModelVersionPublic:
     """Verify a model directory on this host and add it to the registry (resign: our key)."""
     manifest, _row = import_model(
-        session, settings=settings, signing=signing, model_dir=Path(body.path),
+        session,
+        settings=settings,
+        signing=signing,
+        model_dir=Path(body.path),
         resign=body.resign,
     )
     return _version(session, settings, manifest.name, manifest.version)

@@ -25,7 +25,10 @@ def create_rollout(
 ) -> RolloutPublic:
     """Start rolling a registered model version out to the devices the selector matches."""
     rollout = service.create_rollout(
-        session, spec=body, artifacts_url=artifacts_url(settings), created_by=operator.name,
+        session,
+        spec=body,
+        artifacts_url=artifacts_url(settings),
+        created_by=operator.name,
         settings=settings,
     )
     return service.to_public(session, rollout)

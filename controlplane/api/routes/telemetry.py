@@ -43,9 +43,7 @@ QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(c
 FromQuery = Annotated[
     QueryTime | None, Query(alias="from", description="start (RFC 3339); default: to - 1 h")
 ]
-ToQuery = Annotated[
-    QueryTime | None, Query(description="end, exclusive (RFC 3339); default: now")
-]
+ToQuery = Annotated[QueryTime | None, Query(description="end, exclusive (RFC 3339); default: now")]
 MetricQuery = Annotated[str, Query(description="tokens_per_s, ttft_ms, cpu_percent, ...")]
 BucketQuery = Annotated[
     int | None,
@@ -86,7 +84,8 @@ def _window(query: SeriesQuery) -> tuple[datetime, datetime, int]:
     bucket = query.bucket or max(1, math.ceil(span / TARGET_POINTS))
     if span / bucket > MAX_POINTS:
         raise ApiError(
-            422, "validation_error",
+            422,
+            "validation_error",
             f"{int(span / bucket)} points are too many; "
             f"use bucket >= {math.ceil(span / MAX_POINTS)}",
         )
@@ -101,7 +100,11 @@ def _series(
         session, metric=query.metric, start=begin, end=finish, bucket_s=width, device_ids=ids
     )
     return TelemetrySeries(
-        device_id=device_id, metric=query.metric, start=begin, end=finish, bucket_s=width,
+        device_id=device_id,
+        metric=query.metric,
+        start=begin,
+        end=finish,
+        bucket_s=width,
         points=points,
     )
 

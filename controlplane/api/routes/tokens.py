@@ -31,7 +31,9 @@ class ApiTokenRotate(SQLModel):
     """Body of a rotation: the new token's term."""
 
     expires_in_days: StrictInt | None = Field(
-        default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS,
+        default=DEFAULT_TOKEN_DAYS,
+        ge=1,
+        le=MAX_TOKEN_DAYS,
         description="days until the new token stops working; null: never",
     )
 
@@ -63,9 +65,11 @@ def rotate_me(
 @router.post("/tokens", status_code=201, response_model=ApiTokenCreated)
 def create_token(body: ApiTokenCreate, session: SessionDep, _admin: AdminDep) -> ApiTokenCreated:
     """A new operator token; its secret appears in this response only."""
-    return _created(*crud.create_api_token(
-        session, name=body.name, role=body.role, expires_in=_term(body.expires_in_days)
-    ))  # fmt: skip
+    return _created(
+        *crud.create_api_token(
+            session, name=body.name, role=body.role, expires_in=_term(body.expires_in_days)
+        )
+    )
 
 
 @router.get("/tokens", response_model=list[ApiTokenPublic])

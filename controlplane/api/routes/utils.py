@@ -39,7 +39,8 @@ class Health(BaseModel):
 
 
 @router.get(
-    "/health", response_model=Health,
+    "/health",
+    response_model=Health,
     responses={503: {"model": Health, "description": "degraded: `problems` says why"}},
 )
 def health(request: Request, response: Response, session: SessionDep) -> Health:
@@ -57,9 +58,13 @@ def health(request: Request, response: Response, session: SessionDep) -> Health:
     if bridge is not None:
         writer = bridge.writer_status()
         ingest = IngestHealth(
-            mqtt_connected=bridge.connected.is_set(), database_ok=writer.database_ok,
-            queued=writer.queued, lag_s=round(writer.lag_s, 3),
-            last_write_at=writer.last_write_at, since_start=bridge.stats, dropped_total=dropped,
+            mqtt_connected=bridge.connected.is_set(),
+            database_ok=writer.database_ok,
+            queued=writer.queued,
+            lag_s=round(writer.lag_s, 3),
+            last_write_at=writer.last_write_at,
+            since_start=bridge.stats,
+            dropped_total=dropped,
         )
         if not ingest.mqtt_connected:
             problems.append("the MQTT bridge is not connected to the broker")
@@ -69,5 +74,6 @@ def health(request: Request, response: Response, session: SessionDep) -> Health:
             problems.append(f"ingestion is {writer.lag_s:.0f} s behind")
     if problems:
         response.status_code = 503
-    return Health(status="degraded" if problems else "ok", database=database, ingest=ingest,
-                  problems=problems)  # fmt: skip
+    return Health(
+        status="degraded" if problems else "ok", database=database, ingest=ingest, problems=problems
+    )

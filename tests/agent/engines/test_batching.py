@@ -23,8 +23,12 @@ def engine() -> Iterator[FakeBatchingEngine]:
     engine.unload()
 
 
-def _run(engine: FakeBatchingEngine, prompt: str, params: SamplingParams = GREEDY,
-         cancel: threading.Event | None = None) -> tuple[str, Completion]:  # fmt: skip
+def _run(
+    engine: FakeBatchingEngine,
+    prompt: str,
+    params: SamplingParams = GREEDY,
+    cancel: threading.Event | None = None,
+) -> tuple[str, Completion]:
     text, done = "", None
     for item in engine.generate(prompt, params, cancel):
         if isinstance(item, TokenChunk):
@@ -127,8 +131,10 @@ def test_a_long_prompt_is_fed_in_chunks_next_to_running_streams() -> None:
     engine.scheduler.prefill_chunk = 16
     try:
         long_prompt = " ".join(WORDS[i % 16] for i in range(200))
-        _together(engine, [("short", SamplingParams(max_tokens=300, temperature=0.0)),
-                           (long_prompt, GREEDY)])  # fmt: skip
+        _together(
+            engine,
+            [("short", SamplingParams(max_tokens=300, temperature=0.0)), (long_prompt, GREEDY)],
+        )
         mixed = [s for s in backend.steps if len(s) == 2]
         assert mixed, "the long prompt never shared a step with the running stream"
         for step in backend.steps:

@@ -19,13 +19,19 @@ GREEDY = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
 # Questions with one clear greedy answer. llama.cpp's kernels are not batch-invariant (another
 # batch shape sums in another order), so an open-ended prompt whose first two tokens are nearly
 # tied ("Write a haiku about rain.") can take the other branch in a batch, as on llama-server.
-QUESTIONS = ("What is the capital of France?", "Name three colors.",
-             "What is the largest planet in the solar system?", "Count from one to five.")  # fmt: skip
+QUESTIONS = (
+    "What is the capital of France?",
+    "Name three colors.",
+    "What is the largest planet in the solar system?",
+    "Count from one to five.",
+)
 
 
 def _chat(question: str, system: str = "You are a helpful assistant.") -> str:
-    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-            "<|im_start|>assistant\n")  # fmt: skip
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,12 @@ def engine(smollm2_gguf: Path) -> Iterator[LlamaCppEngine]:
     engine.unload()
 
 
-def _run(engine: LlamaCppEngine, prompt: str, params: SamplingParams = GREEDY,
-         cancel: threading.Event | None = None) -> tuple[str, Completion]:  # fmt: skip
+def _run(
+    engine: LlamaCppEngine,
+    prompt: str,
+    params: SamplingParams = GREEDY,
+    cancel: threading.Event | None = None,
+) -> tuple[str, Completion]:
     text, done = "", None
     for item in engine.generate(prompt, params, cancel):
         if isinstance(item, TokenChunk):
@@ -71,7 +81,7 @@ def test_greedy_output_is_the_same_alone_and_batched(engine: LlamaCppEngine) -> 
     alone = [_run(engine, p)[0] for p in prompts]  # these continue from cached prefixes
     # Not bitwise: a batch attends over other cells and sums in another order, so a long
     # greedy answer may branch late at a near-tie (docs/engines.md). The answer itself agrees.
-    for solo, in_batch in zip(alone, batched):
+    for solo, in_batch in zip(alone, batched, strict=True):
         agreed = os.path.commonprefix([solo, in_batch])
         assert solo == in_batch or len(agreed) >= SAME_PREFIX_CHARS, (solo, in_batch)
     assert "Paris" in alone[0]

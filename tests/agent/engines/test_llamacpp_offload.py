@@ -47,9 +47,10 @@ def test_all_layers_go_to_the_gpu_hwprobe_found(smollm2_gguf: Path) -> None:
         assert stats.extra["gpu_layers"] == stats.extra["layers"] == "30"
         assert "llamacpp on GPU" in loaded.explanation
         text = "".join(
-            i.text for i in loaded.engine.generate("The capital of France is", GREEDY)
+            i.text
+            for i in loaded.engine.generate("The capital of France is", GREEDY)
             if isinstance(i, TokenChunk)
-        )  # fmt: skip
+        )
         assert "Paris" in text
     finally:
         runtime.unload()

@@ -16,8 +16,10 @@ from models.manifest import Manifest
 pytest.importorskip("openvino_genai")
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
-PROMPTS = [f"<|im_start|>user\nTell me about {w}.<|im_end|>\n<|im_start|>assistant\n"
-           for w in ("the sea", "bread", "a cat", "the moon")]  # fmt: skip
+PROMPTS = [
+    f"<|im_start|>user\nTell me about {w}.<|im_end|>\n<|im_start|>assistant\n"
+    for w in ("the sea", "bread", "a cat", "the moon")
+]
 
 
 @pytest.fixture(scope="module")

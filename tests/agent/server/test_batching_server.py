@@ -20,8 +20,9 @@ from agent.server.serve import RunningServer, serve_in_thread
 
 def _loaded(path: Path, engine: FakeBatchingEngine) -> LoadedModel:
     engine.load(path, LoadOptions())
-    return LoadedModel(name="fake", path=path, variant_id="fake", engine_name=engine.name,
-                       engine=engine)  # fmt: skip
+    return LoadedModel(
+        name="fake", path=path, variant_id="fake", engine_name=engine.name, engine=engine
+    )
 
 
 @pytest.fixture
@@ -39,8 +40,13 @@ def server(tmp_path: Path, engine: FakeBatchingEngine) -> Iterator[RunningServer
 
 
 def _body(n: int, stream: bool = True) -> dict[str, object]:
-    return {"model": "fake", "stream": stream, "max_tokens": n, "temperature": 0,
-            "messages": [{"role": "user", "content": "charlie delta"}]}  # fmt: skip
+    return {
+        "model": "fake",
+        "stream": stream,
+        "max_tokens": n,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "charlie delta"}],
+    }
 
 
 async def _stream(client: httpx.AsyncClient, url: str, n: int) -> int:
@@ -74,9 +80,15 @@ def test_metrics_and_ps_show_the_slots(server: RunningServer) -> None:
     reply = httpx.post(f"{server.url}/v1/chat/completions", json=_body(5, stream=False))
     assert reply.status_code == 200, reply.text
     text = httpx.get(f"{server.url}/metrics").text
-    names = ("num_requests_running", "num_requests_waiting", "batch_size", "kv_cache_usage_perc",
-             "prefix_cache_hits_total", "request_queue_time_seconds_count",
-             "e2e_request_latency_seconds_count")  # fmt: skip
+    names = (
+        "num_requests_running",
+        "num_requests_waiting",
+        "batch_size",
+        "kv_cache_usage_perc",
+        "prefix_cache_hits_total",
+        "request_queue_time_seconds_count",
+        "e2e_request_latency_seconds_count",
+    )
     for name in names:
         assert f"edgefleet_agent_{name}" in text
     assert "edgefleet_agent_e2e_request_latency_seconds_count 1" in text

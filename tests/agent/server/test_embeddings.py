@@ -47,8 +47,9 @@ def test_ollama_copy_then_delete_the_copy(server: RunningServer) -> None:
     client = ollama.Client(host=server.url)
     client.copy("fake", "mine")
     assert {m.model for m in client.list().models} == {"fake", "mine"}
-    assert client.chat(model="mine", messages=[{"role": "user", "content": "hi"}],
-                       options={"num_predict": 2}).message.content  # fmt: skip
+    assert client.chat(
+        model="mine", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 2}
+    ).message.content
     client.delete("mine")
     reply = httpx.post(f"{server.url}/api/chat", json={"model": "mine", "messages": []})
     assert reply.status_code == 404

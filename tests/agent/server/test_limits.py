@@ -52,8 +52,9 @@ def test_body_over_the_cap_gets_413_in_each_api_shape(small: RunningServer) -> N
     error = openai_error(httpx.post(small.url + "/v1/chat/completions", json=big), 413)
     assert error["code"] == "request_too_large" and "2000 bytes" in error["message"]
     big_generate = {**GENERATE, "prompt": "x" * 5000}
-    assert "max_body_bytes" in ollama_error(httpx.post(small.url + "/api/generate",
-                                                       json=big_generate), 413)  # fmt: skip
+    assert "max_body_bytes" in ollama_error(
+        httpx.post(small.url + "/api/generate", json=big_generate), 413
+    )
 
 
 def test_chunked_body_over_the_cap_gets_413(small: RunningServer) -> None:
@@ -63,8 +64,11 @@ def test_chunked_body_over_the_cap_gets_413(small: RunningServer) -> None:
             yield b"x" * 500
         yield b'"}'
 
-    resp = httpx.post(small.url + "/v1/completions", content=chunks(),
-                      headers={"content-type": "application/json"})  # fmt: skip
+    resp = httpx.post(
+        small.url + "/v1/completions",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
     assert openai_error(resp, 413)["code"] == "request_too_large"
 
 
@@ -107,8 +111,9 @@ def test_lone_surrogate_is_a_400_and_the_connection_stays_open(
     server: RunningServer, path: str, template: str
 ) -> None:
     with httpx.Client(base_url=server.url) as client:
-        resp = client.post(path, content=template % SURROGATE,
-                           headers={"content-type": "application/json"})  # fmt: skip
+        resp = client.post(
+            path, content=template % SURROGATE, headers={"content-type": "application/json"}
+        )
         assert resp.status_code == 400, resp.text
         assert "surrogate" in resp.text
         assert resp.headers.get("connection") != "close"
@@ -144,12 +149,13 @@ def test_empty_completion_prompt_is_a_400(server: RunningServer) -> None:
                 "messages": CHAT["messages"],
                 "options": {"repeat_penalty": 1e308},
             },
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_huge_numbers_are_a_400(server: RunningServer, path: str, body: dict[str, Any]) -> None:
-    resp = httpx.post(server.url + path, content=json.dumps(body),
-                      headers={"content-type": "application/json"})  # fmt: skip
+    resp = httpx.post(
+        server.url + path, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400, resp.text
 
 
@@ -178,14 +184,24 @@ def test_cross_origin_simple_request_cannot_unload_the_model(
 ) -> None:
     body = json.dumps({"model": "fake", "keep_alive": 0})
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/json"):
-        resp = httpx.post(server.url + "/api/generate", content=body, headers={
-            "content-type": content_type, "origin": "http://evil.example",
-        })  # fmt: skip
+        resp = httpx.post(
+            server.url + "/api/generate",
+            content=body,
+            headers={
+                "content-type": content_type,
+                "origin": "http://evil.example",
+            },
+        )
         assert "cors_origins" in ollama_error(resp, 403)
         assert "access-control-allow-origin" not in resp.headers
-    resp = httpx.post(server.url + "/v1/completions", content='{"prompt": "a"}', headers={
-        "content-type": "text/plain", "origin": "null",
-    })  # fmt: skip
+    resp = httpx.post(
+        server.url + "/v1/completions",
+        content='{"prompt": "a"}',
+        headers={
+            "content-type": "text/plain",
+            "origin": "null",
+        },
+    )
     assert openai_error(resp, 403)["code"] == "origin_not_allowed"
     time.sleep(0.1)
     assert runtime.active is not None  # still loaded
@@ -196,26 +212,43 @@ def test_allowed_origin_gets_cors_headers_and_preflight(runtime: ModelRuntime) -
         runtime, api_key="k3y", limits=RequestLimits(cors_origins=("http://ui.local",))
     )
     with serve_in_thread(app) as running:
-        preflight = httpx.options(running.url + "/v1/chat/completions", headers={
-            "origin": "http://ui.local", "access-control-request-method": "POST",
-            "access-control-request-headers": "authorization,content-type",
-        })  # fmt: skip
+        preflight = httpx.options(
+            running.url + "/v1/chat/completions",
+            headers={
+                "origin": "http://ui.local",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type",
+            },
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://ui.local"
-        resp = httpx.post(running.url + "/v1/chat/completions", json=CHAT, headers={
-            "origin": "http://ui.local", "authorization": "Bearer k3y",
-        })  # fmt: skip
+        resp = httpx.post(
+            running.url + "/v1/chat/completions",
+            json=CHAT,
+            headers={
+                "origin": "http://ui.local",
+                "authorization": "Bearer k3y",
+            },
+        )
         assert resp.status_code == 200, resp.text
         assert resp.headers["access-control-allow-origin"] == "http://ui.local"
-        other = httpx.post(running.url + "/v1/chat/completions", json=CHAT, headers={
-            "origin": "http://other.local", "authorization": "Bearer k3y",
-        })  # fmt: skip
+        other = httpx.post(
+            running.url + "/v1/chat/completions",
+            json=CHAT,
+            headers={
+                "origin": "http://other.local",
+                "authorization": "Bearer k3y",
+            },
+        )
         assert openai_error(other, 403)["code"] == "origin_not_allowed"
 
 
 def test_non_browser_clients_need_no_content_type(server: RunningServer) -> None:
-    resp = httpx.post(server.url + "/api/generate", content=json.dumps(GENERATE),
-                      headers={"content-type": "text/plain"})  # fmt: skip
+    resp = httpx.post(
+        server.url + "/api/generate",
+        content=json.dumps(GENERATE),
+        headers={"content-type": "text/plain"},
+    )
     assert resp.status_code == 200, resp.text
 
 

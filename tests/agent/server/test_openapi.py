@@ -39,7 +39,7 @@ def fake_model_loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],  # fmt: skip
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_agent_api_conforms_to_its_openapi(case: Any) -> None:
     # Every check but positive_data_acceptance: a schema-valid request can still be refused

@@ -28,8 +28,15 @@ CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 def _serve(gguf: Path) -> Iterator[RunningServer]:
     runtime = ModelRuntime()
     options = LoadOptions(context_length=1024, threads=2)
-    asyncio.run(runtime.load_model(gguf, profile=CPU_ONLY, installed={"llamacpp": "test"},
-                                   prefer="llamacpp", options=options))  # fmt: skip
+    asyncio.run(
+        runtime.load_model(
+            gguf,
+            profile=CPU_ONLY,
+            installed={"llamacpp": "test"},
+            prefer="llamacpp",
+            options=options,
+        )
+    )
     with serve_in_thread(create_app(runtime)) as running:
         yield running
     runtime.unload()
@@ -54,8 +61,10 @@ def test_smollm2_answers_with_its_own_template_and_stops_at_im_end(
 ) -> None:
     # With its template's default system prompt this 4-bit 135M model rambles greedily
     # ("L'Étoile, la Cité, ..."); a plain system prompt gets the plain answer.
-    messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "What is the capital of France?"}]  # fmt: skip
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
     body = {"model": _model(smollm2_server), "max_tokens": 48, **GREEDY, "messages": messages}
     reply = httpx.post(f"{smollm2_server.url}/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
@@ -78,14 +87,22 @@ def test_smollm2_show_reports_the_gguf_template(smollm2_server: RunningServer) -
 
 
 def test_gemma3_base_completes_text(gemma3_server: RunningServer) -> None:
-    body = {"model": _model(gemma3_server), "prompt": "Water is made of hydrogen and",
-            "max_tokens": 4, **GREEDY}  # fmt: skip
+    body = {
+        "model": _model(gemma3_server),
+        "prompt": "Water is made of hydrogen and",
+        "max_tokens": 4,
+        **GREEDY,
+    }
     reply = httpx.post(f"{gemma3_server.url}/v1/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["text"].startswith(" oxygen")
     # No template of its own: /api/generate completes the prompt raw, as Ollama does.
-    generate = {"model": body["model"], "prompt": body["prompt"], "stream": False,
-                "options": {"num_predict": 4, **GREEDY}}  # fmt: skip
+    generate = {
+        "model": body["model"],
+        "prompt": body["prompt"],
+        "stream": False,
+        "options": {"num_predict": 4, **GREEDY},
+    }
     answered = httpx.post(f"{gemma3_server.url}/api/generate", json=generate, timeout=120)
     assert answered.status_code == 200, answered.text
     assert answered.json()["response"].startswith(" oxygen")
@@ -95,15 +112,23 @@ def test_gemma3_chat_uses_the_named_fallback_and_show_says_so(
     gemma3_server: RunningServer,
 ) -> None:
     model = _model(gemma3_server)
-    body = {"model": model, "max_tokens": 16, **GREEDY,
-            "messages": [{"role": "user", "content": "Hello"}]}  # fmt: skip
+    body = {
+        "model": model,
+        "max_tokens": 16,
+        **GREEDY,
+        "messages": [{"role": "user", "content": "Hello"}],
+    }
     reply = httpx.post(f"{gemma3_server.url}/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     content = reply.json()["choices"][0]["message"]["content"]
     assert "<end_of_turn>" not in content and "<start_of_turn>" not in content
     assert reply.headers["X-EdgeFleet-Chat-Template"] == "fallback: gemma"
-    ollama = {"model": model, "stream": False, "options": {"num_predict": 8, **GREEDY},
-              "messages": body["messages"]}  # fmt: skip
+    ollama = {
+        "model": model,
+        "stream": False,
+        "options": {"num_predict": 8, **GREEDY},
+        "messages": body["messages"],
+    }
     answered = httpx.post(f"{gemma3_server.url}/api/chat", json=ollama, timeout=120)
     assert answered.status_code == 200 and answered.json()["done"] is True
     assert answered.headers["X-EdgeFleet-Chat-Template"] == "fallback: gemma"

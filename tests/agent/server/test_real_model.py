@@ -52,8 +52,14 @@ def test_ollama_client_streams_and_generates_with_the_real_model(
     options = {"num_predict": 12, "temperature": 0}
     whole = c.generate(model=model, prompt="The little cat", options=options)
     assert whole.done and whole.eval_count and 0 < whole.eval_count <= 12
-    parts = list(c.chat(model=model, messages=[{"role": "user", "content": "The little cat"}],
-                        options=options, stream=True))  # fmt: skip
+    parts = list(
+        c.chat(
+            model=model,
+            messages=[{"role": "user", "content": "The little cat"}],
+            options=options,
+            stream=True,
+        )
+    )
     assert parts[-1].done and parts[-1].prompt_eval_count
     assert "".join(p.message.content or "" for p in parts) == whole.response
     info = c.show(model)

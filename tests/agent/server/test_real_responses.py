@@ -34,17 +34,28 @@ WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
     "description": "The current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
-                   "required": ["city"], "additionalProperties": False},
-}  # fmt: skip
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
 
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_gguf: Path) -> Iterator[RunningServer]:
     runtime = ModelRuntime()
     options = LoadOptions(context_length=1024, threads=2, parallel=2)
-    asyncio.run(runtime.load_model(smollm2_gguf, profile=CPU_ONLY, installed={"llamacpp": "t"},
-                                   prefer="llamacpp", options=options))  # fmt: skip
+    asyncio.run(
+        runtime.load_model(
+            smollm2_gguf,
+            profile=CPU_ONLY,
+            installed={"llamacpp": "t"},
+            prefer="llamacpp",
+            options=options,
+        )
+    )
     with serve_in_thread(create_app(runtime)) as running:
         yield running
     assert runtime.known is not None
@@ -58,9 +69,12 @@ def client(smollm2: RunningServer) -> Any:
 
 def test_responses_create_text_and_schema(client: Any) -> None:
     reply = client.responses.create(
-        model=MODEL, input="What is the capital of France?", temperature=0,
-        instructions="You are a helpful assistant.", max_output_tokens=24,
-    )  # fmt: skip
+        model=MODEL,
+        input="What is the capital of France?",
+        temperature=0,
+        instructions="You are a helpful assistant.",
+        max_output_tokens=24,
+    )
     assert reply.output_text.strip()
     fmt = {"format": {"type": "json_schema", "name": "c", "schema": COLOR, "strict": True}}
     shaped = client.responses.create(
@@ -72,15 +86,22 @@ def test_responses_create_text_and_schema(client: Any) -> None:
 
 def test_responses_tool_call_round_trip(client: Any) -> None:
     first = client.responses.create(
-        model=MODEL, input="What is the weather in Rome?", tools=[WEATHER],
-        tool_choice="required", temperature=0.8, max_output_tokens=40,
-    )  # fmt: skip
+        model=MODEL,
+        input="What is the weather in Rome?",
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0.8,
+        max_output_tokens=40,
+    )
     call = first.output[0]
     assert call.type == "function_call" and "city" in json.loads(call.arguments)
     final = client.responses.create(
-        model=MODEL, previous_response_id=first.id, temperature=0, max_output_tokens=24,
+        model=MODEL,
+        previous_response_id=first.id,
+        temperature=0,
+        max_output_tokens=24,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"}],
-    )  # fmt: skip
+    )
     assert final.output_text.strip()
 
 
@@ -89,9 +110,12 @@ def test_responses_websocket_two_turns(client: Any) -> None:
         previous = None
         for prompt in ("Name a fruit.", "Name another one."):
             connection.response.create(
-                model=MODEL, input=prompt, max_output_tokens=12, temperature=0,
+                model=MODEL,
+                input=prompt,
+                max_output_tokens=12,
+                temperature=0,
                 previous_response_id=previous,
-            )  # fmt: skip
+            )
             deltas = ""
             for event in connection:
                 assert event.type != "error", event
@@ -107,9 +131,11 @@ def test_responses_websocket_two_turns(client: Any) -> None:
 def test_ollama_package_format_schema_and_embed(smollm2: RunningServer) -> None:
     client = ollama.Client(host=smollm2.url, timeout=300)
     reply = client.chat(
-        model=MODEL, format=COLOR, options={"temperature": 0.8, "num_predict": 32},
+        model=MODEL,
+        format=COLOR,
+        options={"temperature": 0.8, "num_predict": 32},
         messages=[{"role": "user", "content": "Pick a color."}],
-    )  # fmt: skip
+    )
     jsonschema_rs.validate(COLOR, json.loads(reply.message.content or ""))
     embedded = client.embed(model=MODEL, input=["red", "blue"])
     assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) > 100

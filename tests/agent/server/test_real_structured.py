@@ -49,8 +49,15 @@ def smollm2_server(smollm2_gguf: Path) -> Iterator[RunningServer]:
     runtime = ModelRuntime()
     # Four slots: the 50 structured answers below run four at a time in one batch.
     options = LoadOptions(context_length=2048, threads=2, parallel=4)
-    asyncio.run(runtime.load_model(smollm2_gguf, profile=CPU_ONLY, installed={"llamacpp": "t"},
-                                   prefer="llamacpp", options=options))  # fmt: skip
+    asyncio.run(
+        runtime.load_model(
+            smollm2_gguf,
+            profile=CPU_ONLY,
+            installed={"llamacpp": "t"},
+            prefer="llamacpp",
+            options=options,
+        )
+    )
     with serve_in_thread(create_app(runtime)) as running:
         yield running
     assert runtime.known is not None
@@ -65,15 +72,23 @@ def client(smollm2_server: RunningServer) -> Any:
 @pytest.mark.timeout(1800)
 def test_fifty_json_schema_answers_at_temperature_0_8_all_validate(client: Any) -> None:
     validator = jsonschema_rs.validator_for(PERSON)
-    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON,
-                                                  "strict": True}}  # fmt: skip
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "person", "schema": PERSON, "strict": True},
+    }
 
     def ask(seed: int) -> Any:
         return client.chat.completions.create(
-            model=MODEL, temperature=0.8, seed=seed, max_tokens=40, response_format=fmt,
-            messages=[{"role": "system", "content": "Answer in JSON."},
-                      {"role": "user", "content": "Invent a person."}],
-        )  # fmt: skip
+            model=MODEL,
+            temperature=0.8,
+            seed=seed,
+            max_tokens=40,
+            response_format=fmt,
+            messages=[
+                {"role": "system", "content": "Answer in JSON."},
+                {"role": "user", "content": "Invent a person."},
+            ],
+        )
 
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(ask, range(50)))
@@ -85,10 +100,13 @@ def test_fifty_json_schema_answers_at_temperature_0_8_all_validate(client: Any) 
 
 def test_json_object_parses(client: Any) -> None:
     reply = client.chat.completions.create(
-        model=MODEL, temperature=0.8, seed=3, max_tokens=96,
+        model=MODEL,
+        temperature=0.8,
+        seed=3,
+        max_tokens=96,
         response_format={"type": "json_object"},
         messages=[{"role": "user", "content": "Describe a cat in JSON with two short keys."}],
-    )  # fmt: skip
+    )
     if reply.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(reply.choices[0].message.content), dict)
 
@@ -96,9 +114,14 @@ def test_json_object_parses(client: Any) -> None:
 def test_required_tool_call_round_trip(client: Any) -> None:
     messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.chat.completions.create(
-        model=MODEL, temperature=0.8, seed=1, max_tokens=48, messages=messages,
-        tools=[WEATHER_TOOL], tool_choice="required",
-    )  # fmt: skip
+        model=MODEL,
+        temperature=0.8,
+        seed=1,
+        max_tokens=48,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+    )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
@@ -107,9 +130,13 @@ def test_required_tool_call_round_trip(client: Any) -> None:
     messages.append(choice.message.model_dump(exclude_none=True))
     messages.append({"role": "tool", "tool_call_id": call.id, "content": "Sunny, 24 C"})
     final = client.chat.completions.create(
-        model=MODEL, temperature=0, max_tokens=40, messages=messages,
-        tools=[WEATHER_TOOL], tool_choice="none",
-    )  # fmt: skip
+        model=MODEL,
+        temperature=0,
+        max_tokens=40,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="none",
+    )
     assert final.choices[0].finish_reason in ("stop", "length")
     assert final.choices[0].message.content
     assert not final.choices[0].message.tool_calls
@@ -117,10 +144,15 @@ def test_required_tool_call_round_trip(client: Any) -> None:
 
 def test_named_tool_call_streams_as_the_sdk_expects(client: Any) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, temperature=0.8, seed=2, max_tokens=48, stream=True,
-        messages=[{"role": "user", "content": "Weather in Oslo?"}], tools=[WEATHER_TOOL],
+        model=MODEL,
+        temperature=0.8,
+        seed=2,
+        max_tokens=48,
+        stream=True,
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-    )  # fmt: skip
+    )
     names, arguments, reasons = [], "", []
     for chunk in stream:
         for choice in chunk.choices:

@@ -25,9 +25,12 @@ WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]},
-}  # fmt: skip
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
 
 
 @pytest.fixture
@@ -64,9 +67,10 @@ def test_unknown_previous_response_is_400(client: openai.OpenAI) -> None:
 def test_text_format_json_schema(client: openai.OpenAI) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     reply = client.responses.create(
-        model="fake", input="count", text={"format": {"type": "json_schema", "name": "c",
-                                                      "schema": schema}},
-    )  # fmt: skip
+        model="fake",
+        input="count",
+        text={"format": {"type": "json_schema", "name": "c", "schema": schema}},
+    )
     assert json.loads(reply.output_text) == {"n": 1}
 
 
@@ -77,9 +81,11 @@ def test_required_tool_call_and_its_output_fed_back(client: openai.OpenAI) -> No
     call = first.output[0]
     assert call.type == "function_call" and call.name == "get_weather"
     follow = client.responses.create(
-        model="fake", previous_response_id=first.id, max_output_tokens=4,
+        model="fake",
+        previous_response_id=first.id,
+        max_output_tokens=4,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
-    )  # fmt: skip
+    )
     assert follow.output_text
 
 
@@ -97,8 +103,9 @@ def test_streaming_events_as_the_sdk_expects(client: openai.OpenAI) -> None:
 
 
 def test_a_truncated_stream_ends_incomplete(client: openai.OpenAI) -> None:
-    events = list(client.responses.create(model="fake", input="x", max_output_tokens=2,
-                                          stream=True))  # fmt: skip
+    events = list(
+        client.responses.create(model="fake", input="x", max_output_tokens=2, stream=True)
+    )
     assert events[-1].type == "response.incomplete"
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
@@ -142,8 +149,10 @@ def _until_done(connection: Any) -> list[Any]:
 
 
 def test_unsupported_fields_are_refused(server: RunningServer) -> None:
-    for extra, param in (({"reasoning": {"effort": "low"}}, "reasoning"),
-                         ({"truncation": "auto"}, "truncation")):  # fmt: skip
+    for extra, param in (
+        ({"reasoning": {"effort": "low"}}, "reasoning"),
+        ({"truncation": "auto"}, "truncation"),
+    ):
         reply = httpx.post(f"{server.url}/v1/responses", json={"input": "x", **extra})
         assert reply.status_code == 400 and reply.json()["error"]["param"] == param
 
@@ -163,11 +172,16 @@ def test_websocket_mode_needs_the_api_key(runtime: ModelRuntime) -> None:
 def test_browser_origins_follow_cors_origins(runtime: ModelRuntime) -> None:
     limits = RequestLimits(cors_origins=("http://app.example",))
     with serve_in_thread(create_app(runtime, limits=limits)) as running:
-        preflight = httpx.options(f"{running.url}/v1/responses", headers={
-            "Origin": "http://app.example", "Access-Control-Request-Method": "POST"})  # fmt: skip
+        preflight = httpx.options(
+            f"{running.url}/v1/responses",
+            headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
+        )
         assert preflight.headers["access-control-allow-origin"] == "http://app.example"
-        blocked = httpx.post(f"{running.url}/v1/embeddings", json={"input": "x"},
-                             headers={"Origin": "http://evil.example"})  # fmt: skip
+        blocked = httpx.post(
+            f"{running.url}/v1/embeddings",
+            json={"input": "x"},
+            headers={"Origin": "http://evil.example"},
+        )
         assert blocked.status_code == 403
         socket_url = running.url.replace("http", "ws") + "/v1/responses"
         with pytest.raises(InvalidStatus):

@@ -22,10 +22,13 @@ WEATHER = {
     "function": {
         "name": "get_weather",
         "description": "Weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
-}  # fmt: skip
+}
 USER = [{"role": "user", "content": "hi"}]
 
 
@@ -84,10 +87,19 @@ def test_streamed_tool_call_accumulates_in_the_sdk(client: openai.OpenAI) -> Non
 def test_tool_results_are_fed_back(client: openai.OpenAI) -> None:
     messages: Any = [
         *USER,
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-    ]  # fmt: skip
+    ]
     reply = client.chat.completions.create(model="fake", messages=messages, tools=[WEATHER])
     assert reply.choices[0].finish_reason in ("stop", "length")  # type: ignore[list-item]
 
@@ -95,12 +107,14 @@ def test_tool_results_are_fed_back(client: openai.OpenAI) -> None:
 def test_unknown_tool_choice_and_unsupported_fields_are_refused(server: RunningServer) -> None:
     url = f"{server.url}/v1/chat/completions"
     cases = [
-        ({"tools": [WEATHER], "tool_choice": {"type": "function",
-                                               "function": {"name": "nope"}}}, "tool_choice"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
         ({"logprobs": True}, "logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"audio": {"voice": "x"}}, "audio"),
-    ]  # fmt: skip
+    ]
     for extra, param in cases:
         reply = httpx.post(url, json={"model": "fake", "messages": USER, **extra})
         assert reply.status_code == 400, extra
@@ -123,8 +137,9 @@ def test_ollama_images_think_and_unknown_options_are_refused(server: RunningServ
         ({"messages": USER, "options": {"num_ctx": 10**6}}, "num_ctx"),
     ]
     for extra, word in cases:
-        reply = httpx.post(f"{server.url}/api/chat", json={"model": "fake", "stream": False,
-                                                           **extra})  # fmt: skip
+        reply = httpx.post(
+            f"{server.url}/api/chat", json={"model": "fake", "stream": False, **extra}
+        )
         assert reply.status_code == 400, extra
         assert word in reply.json()["error"]
 

@@ -30,16 +30,16 @@ HUGE = "9223372036854775808"  # 2**63: one past the largest signed 64-bit intege
 def test_huge_numbers_and_far_dates_get_422(
     cp_client: TestClient, admin_headers: dict[str, str], path: str, params: dict[str, str]
 ) -> None:
-    assert_error(cp_client.get(path, params=params, headers=admin_headers), 422,
-                 "validation_error")  # fmt: skip
+    assert_error(cp_client.get(path, params=params, headers=admin_headers), 422, "validation_error")
 
 
 def test_huge_path_and_body_numbers_get_422(
     cp_client: TestClient, admin_headers: dict[str, str]
 ) -> None:
     assert_error(cp_client.delete(f"/api/v1/tokens/{HUGE}", headers=admin_headers), 422)
-    resp = cp_client.post("/api/v1/enrollment-tokens", json={"ttl_seconds": int(HUGE) ** 2},
-                          headers=admin_headers)  # fmt: skip
+    resp = cp_client.post(
+        "/api/v1/enrollment-tokens", json={"ttl_seconds": int(HUGE) ** 2}, headers=admin_headers
+    )
     assert_error(resp, 422)
 
 
@@ -57,14 +57,19 @@ NUL_QUERIES = [
 def test_nul_in_a_query_parameter_gets_422(
     cp_client: TestClient, admin_headers: dict[str, str], path: str, params: dict[str, str]
 ) -> None:
-    assert_error(cp_client.get(path, params=params, headers=admin_headers), 422,
-                 "validation_error")  # fmt: skip
+    assert_error(cp_client.get(path, params=params, headers=admin_headers), 422, "validation_error")
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/v1/devices/dev-%00", "/api/v1/models/tiny%00", "/api/v1/models/tiny/1%00",
-     "/api/v1/rollouts/r%00", "/api/v1/commands/c%00", "/api/v1/devices/d%00/telemetry"],
+    [
+        "/api/v1/devices/dev-%00",
+        "/api/v1/models/tiny%00",
+        "/api/v1/models/tiny/1%00",
+        "/api/v1/rollouts/r%00",
+        "/api/v1/commands/c%00",
+        "/api/v1/devices/d%00/telemetry",
+    ],
 )
 def test_nul_in_a_path_gets_422(
     cp_client: TestClient, admin_headers: dict[str, str], path: str
@@ -81,8 +86,9 @@ def test_nul_in_a_json_body_gets_422_and_an_escaped_backslash_does_not(
     resp = cp_client.post("/api/v1/tokens", json={"name": "ci\x00"}, headers=admin_headers)
     assert_error(resp, 422)
     device = enroll(cp_client, admin_headers)["device_id"]
-    resp = cp_client.patch(f"/api/v1/devices/{device}", json={"name": "a\\u0000b"},
-                           headers=admin_headers)  # fmt: skip
+    resp = cp_client.patch(
+        f"/api/v1/devices/{device}", json={"name": "a\\u0000b"}, headers=admin_headers
+    )
     assert resp.status_code == 200 and resp.json()["name"] == "a\\u0000b"  # text, not a NUL
 
 
@@ -99,8 +105,9 @@ def test_times_in_answers_carry_their_offset(
 def test_openapi_documents_the_error_shape_for_422(cp_client: TestClient) -> None:
     doc = cp_client.get("/api/v1/openapi.json").json()
     responses = doc["paths"]["/api/v1/devices"]["get"]["responses"]
-    assert "422" not in responses and responses["4XX"]["content"]["application/json"][
-        "schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "422" not in responses and responses["4XX"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
@@ -108,8 +115,10 @@ def test_database_errors_never_show_their_parameters(db_url: str) -> None:
     migrate(db_url)
     engine = make_engine(db_url)
     secret = "f" * 64  # stands for an MQTT password or artifact token hash
-    insert = text("INSERT INTO api_token (id, name, role, token_hash, created_at) "
-                  "VALUES (:id, :name, 'viewer', :hash, CURRENT_TIMESTAMP)")  # fmt: skip
+    insert = text(
+        "INSERT INTO api_token (id, name, role, token_hash, created_at) "
+        "VALUES (:id, :name, 'viewer', :hash, CURRENT_TIMESTAMP)"
+    )
     try:
         with pytest.raises((SQLAlchemyError, OverflowError)) as caught, engine.begin() as conn:
             conn.execute(insert, {"id": 2**70, "name": "a", "hash": secret})

@@ -33,9 +33,14 @@ MAX_EXAMPLES = int(os.environ.get("EDGEFLEET_FUZZ_EXAMPLES", "25"))
 # it (migrations, signing key) and removes its data directory afterwards.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="edgefleet-openapi-"))
 # EDGEFLEET_FUZZ_DATABASE_URL runs it on another (empty, migrated on start) database.
-APP = create_app(Settings(data_dir=DATA_DIR, mqtt_cp_password="openapi-test",
-                          database_url=os.environ.get("EDGEFLEET_FUZZ_DATABASE_URL", ""),
-                          public_url="http://testserver"))  # fmt: skip
+APP = create_app(
+    Settings(
+        data_dir=DATA_DIR,
+        mqtt_cp_password="openapi-test",
+        database_url=os.environ.get("EDGEFLEET_FUZZ_DATABASE_URL", ""),
+        public_url="http://testserver",
+    )
+)
 HEADERS: dict[str, str] = {}
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", APP).exclude(
     # These revoke the token the run uses; tests/controlplane/api/test_tokens.py covers them.
@@ -60,7 +65,7 @@ def started_app() -> Iterator[None]:
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],  # fmt: skip
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_control_plane_api_conforms_to_its_openapi(case: Any) -> None:
     # Every check but positive_data_acceptance: a schema-valid request can still be refused

@@ -29,8 +29,12 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     """A control plane on uvicorn with two devices, an admin and a viewer token; the CLI
     runs in an empty directory with only a context file."""
     monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
-    settings = Settings(data_dir=tmp_path / "cp", database_url=f"sqlite:///{tmp_path / 'cp.db'}",
-                        mqtt_cp_password="pw", port=free_port())  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path / "cp",
+        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
+        mqtt_cp_password="pw",
+        port=free_port(),
+    )
     with Server(settings) as running:
         with Session(running.app.state.engine) as session:
             _a, admin = crud.create_api_token(session, name="ada", role=Role.admin)
@@ -43,8 +47,14 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
         for name in ("EDGEFLEET_CP_DATA_DIR", "EDGEFLEET_CP_DATABASE_URL"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("EDGEFLEET_CP_CONTEXT_FILE", str(laptop / "contexts.json"))
-        yield {"url": running.url, "admin": admin, "viewer": viewer, "settings": settings,
-               "contexts": laptop / "contexts.json", "tmp": tmp_path}  # fmt: skip
+        yield {
+            "url": running.url,
+            "admin": admin,
+            "viewer": viewer,
+            "settings": settings,
+            "contexts": laptop / "contexts.json",
+            "tmp": tmp_path,
+        }
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -59,8 +69,9 @@ def as_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     return json.loads(out)
 
 
-def test_login_and_operator_commands(server: dict[str, Any],
-                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_login_and_operator_commands(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run(capsys, "login", server["url"], "--token", server["admin"])
     assert code == 0 and "as ada (admin)" in out, err
     assert stat.S_IMODE(os.stat(server["contexts"]).st_mode) == 0o600
@@ -71,7 +82,13 @@ def test_login_and_operator_commands(server: dict[str, Any],
     assert labelled[0]["labels"] == {"site": "b", "ring": "canary"}
     assert as_json(capsys, "devices", "label", "dev-a", "--remove", "site")[0]["labels"] == {}
     assert run(capsys, "devices")[1].splitlines()[0].split() == [
-        "ID", "NAME", "CLASS", "ONLINE", "MODEL", "LABELS"]
+        "ID",
+        "NAME",
+        "CLASS",
+        "ONLINE",
+        "MODEL",
+        "LABELS",
+    ]
 
     token = as_json(capsys, "enroll-token", "--labels", "site=lab", "--ttl", "30m")
     assert token["token"].startswith("eft_") and token["labels"] == {"site": "lab"}
@@ -86,8 +103,17 @@ def test_login_and_operator_commands(server: dict[str, Any],
     assert code == 2 and "HTTP 409" in err and "already registered" in err
     assert as_json(capsys, "models", "list")[0]["versions"] == ["2.0"]
 
-    created = as_json(capsys, "rollouts", "create", "tiny:2.0", "--waves", "1,100%",
-                      "--labels", "ring=canary", "--require-approval")  # fmt: skip
+    created = as_json(
+        capsys,
+        "rollouts",
+        "create",
+        "tiny:2.0",
+        "--waves",
+        "1,100%",
+        "--labels",
+        "ring=canary",
+        "--require-approval",
+    )
     rid = created["id"]
     assert [r["id"] for r in as_json(capsys, "rollouts", "list")] == [rid]
     shown = as_json(capsys, "rollouts", "show", rid)
@@ -107,13 +133,21 @@ def test_login_and_operator_commands(server: dict[str, Any],
     assert {t["name"] for t in as_json(capsys, "tokens")} >= {"ada", "vic", "ci"}
     entries = as_json(capsys, "audit", "--limit", "100")["items"]
     actions = [e["action"] for e in entries]
-    assert {"create_rollout", "pause_rollout", "abort_rollout", "update_device",
-            "create_enrollment_token", "import_model_dir", "create_token"} <= set(actions)
+    assert {
+        "create_rollout",
+        "pause_rollout",
+        "abort_rollout",
+        "update_device",
+        "create_enrollment_token",
+        "import_model_dir",
+        "create_token",
+    } <= set(actions)
     assert all(e["actor"] == "ada" for e in entries)
 
 
-def test_refusals_say_what_to_do(server: dict[str, Any],
-                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_refusals_say_what_to_do(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _out, err = run(capsys, "devices")
     assert code == 2 and "edgefleet-cp login" in err  # no context yet
     code, _out, err = run(capsys, "login", server["url"], "--token", "efo_wrong")

@@ -40,9 +40,20 @@ def sign_in(client: TestClient, token: str) -> str:
     return match.group(1)
 
 
-FORM = {"kind": "model", "model": "tiny:2.0", "labels": "site=a", "device_classes": "",
-        "device_ids": "", "waves": "1,100%", "success_threshold": "1", "failure_threshold": "0.5",
-        "device_timeout_s": "600", "soak_s": "0", "start_at": "", "require_approval": "1"}
+FORM = {
+    "kind": "model",
+    "model": "tiny:2.0",
+    "labels": "site=a",
+    "device_classes": "",
+    "device_ids": "",
+    "waves": "1,100%",
+    "success_threshold": "1",
+    "failure_threshold": "0.5",
+    "device_timeout_s": "600",
+    "soak_s": "0",
+    "start_at": "",
+    "require_approval": "1",
+}
 
 
 def test_rollout_form_validates_creates_and_acts(
@@ -59,8 +70,10 @@ def test_rollout_form_validates_creates_and_acts(
     wrong = cp_client.post("/rollouts/new", data={**FORM, "csrf": "x" * 43})
     assert wrong.status_code == 403
 
-    bad = cp_client.post("/rollouts/new", data={**FORM, "csrf": csrf, "waves": "ten",
-                                                "failure_threshold": "2", "labels": "a b"})
+    bad = cp_client.post(
+        "/rollouts/new",
+        data={**FORM, "csrf": csrf, "waves": "ten", "failure_threshold": "2", "labels": "a b"},
+    )
     assert bad.status_code == 422
     assert 'id="error-waves"' in bad.text and 'id="error-labels"' in bad.text
     missing = cp_client.post("/rollouts/new", data={**FORM, "csrf": csrf, "model": "nope:1"})
@@ -88,8 +101,9 @@ def test_rollout_form_validates_creates_and_acts(
     mine = [(e["action"], e["outcome"], e["source"]) for e in entries]
     assert ("create_rollout", "ok", "dashboard") in mine
     assert ("create_rollout", "refused", "dashboard") in mine  # the CSRF refusals
-    assert any(e["target"] == f"rollout_id={rid}" and e["action"] == "create_rollout"
-               for e in entries)  # fmt: skip
+    assert any(
+        e["target"] == f"rollout_id={rid}" and e["action"] == "create_rollout" for e in entries
+    )
 
 
 def test_viewer_sees_but_cannot_act(
@@ -122,8 +136,9 @@ def test_devices_enrollment_and_tokens(
     secret = re.search(r"EDGEFLEET_AGENT_ENROLLMENT_TOKEN=(\S+) edgefleet-agent serve", made.text)
     assert secret and secret.group(1) not in cp_client.get("/enroll").text  # shown once
 
-    token = cp_client.post("/tokens", data={"csrf": csrf, "name": "ci", "role": "operator",
-                                            "days": "30"})  # fmt: skip
+    token = cp_client.post(
+        "/tokens", data={"csrf": csrf, "name": "ci", "role": "operator", "days": "30"}
+    )
     assert token.status_code == 200 and 'id="new-token"' in token.text
     token_id = re.findall(r'action="/tokens/(\d+)/revoke"', token.text)[-1]
     assert "revoked" in cp_client.post(f"/tokens/{token_id}/revoke", data={"csrf": csrf}).text
@@ -139,8 +154,9 @@ def test_an_expired_token_goes_back_to_the_login_page(
 ) -> None:
     engine = make_engine(cp_settings.database_url)
     with Session(engine) as session:
-        _row, secret = crud.create_api_token(session, name="old", role=Role.admin,
-                                             expires_in=timedelta(seconds=-1))  # fmt: skip
+        _row, secret = crud.create_api_token(
+            session, name="old", role=Role.admin, expires_in=timedelta(seconds=-1)
+        )
     engine.dispose()
     cp_client.cookies.set(COOKIE, secret)
     for path in ("/", "/rollouts/new", "/tokens"):
@@ -149,9 +165,11 @@ def test_an_expired_token_goes_back_to_the_login_page(
 
 
 def test_the_device_list_comes_in_pages(
-    cp_client: TestClient, cp_settings: Settings, admin_token: str,
+    cp_client: TestClient,
+    cp_settings: Settings,
+    admin_token: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     seed(cp_settings)
     monkeypatch.setattr(routes, "DEVICES_PAGE", 2)
     cp_client.cookies.set(COOKIE, admin_token)

@@ -25,10 +25,12 @@ def test_a_jetson_profile_reads_as_a_person_would_say_it() -> None:
 def test_runtime_engines_list_only_what_is_installed() -> None:
     profile = {
         "cpu": {"arch": "x86_64", "model": "Core i7", "cores": 8, "features": ["avx2"]},
-        "runtime": {"engines": {
-            "llamacpp": {"installed": True, "version": "0.3.36", "devices": ["cpu"]},
-            "tensorrt": {"installed": False},
-        }},
+        "runtime": {
+            "engines": {
+                "llamacpp": {"installed": True, "version": "0.3.36", "devices": ["cpu"]},
+                "tensorrt": {"installed": False},
+            }
+        },
     }
     profile["memory"] = {"total_bytes": 8 * 1024**3, "available_bytes": 6 * 1024**3}
     rows = dict(hardware_rows(profile))
@@ -40,7 +42,13 @@ def test_runtime_engines_list_only_what_is_installed() -> None:
 
 
 def test_whatever_a_device_sends_gives_rows_not_errors() -> None:
-    for junk in ({}, None, {"cpu": "x"}, {"memory": {"total_bytes": "lots"}},
-                 {"accelerators": ["gpu", None]}, {"jetson": 3, "warnings": ["w"]},
-                 json.loads('{"runtime": {"engines": [1, 2]}}')):
+    for junk in (
+        {},
+        None,
+        {"cpu": "x"},
+        {"memory": {"total_bytes": "lots"}},
+        {"accelerators": ["gpu", None]},
+        {"jetson": 3, "warnings": ["w"]},
+        json.loads('{"runtime": {"engines": [1, 2]}}'),
+    ):
         assert isinstance(hardware_rows(junk), list)

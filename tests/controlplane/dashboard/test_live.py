@@ -33,9 +33,11 @@ def _events(client: TestClient, path: str) -> list[dict[str, object]]:
 
 
 def test_fleet_stream_sends_only_changes(
-    cp_client: TestClient, admin_headers: dict[str, str], admin_token: str,
+    cp_client: TestClient,
+    admin_headers: dict[str, str],
+    admin_token: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setitem(live.INTERVAL_S, "fleet", 0.05)
     monkeypatch.setattr(live, "STREAM_MAX_S", 0.6)
     enroll(cp_client, admin_headers)
@@ -56,9 +58,7 @@ def test_a_slow_reader_gets_one_merged_diff() -> None:
         sub.offer({"changed": {"dev-2": [False, "m:1"], "dev-1": [False, None]}})
         return await sub.take(0.01)
 
-    assert asyncio.run(scenario()) == {
-        "changed": {"dev-1": [False, None], "dev-2": [False, "m:1"]}
-    }
+    assert asyncio.run(scenario()) == {"changed": {"dev-1": [False, None], "dev-2": [False, "m:1"]}}
 
 
 def test_a_slow_reader_gets_only_the_newest_snapshot() -> None:
@@ -75,17 +75,23 @@ def test_fleet_counts_match_the_summary(cp_client: TestClient, cp_settings: Any)
     now = protocol.utcnow()
     engine = make_engine(cp_settings.database_url)
     with Session(engine) as session:
-        for device_id, online, seen in (("a", True, now), ("b", True, now - timedelta(hours=1)),
-                                        ("c", False, now), ("d", True, now)):  # fmt: skip
+        for device_id, online, seen in (
+            ("a", True, now),
+            ("b", True, now - timedelta(hours=1)),
+            ("c", False, now),
+            ("d", True, now),
+        ):
             add_device(session, device_id)
-            mark_device_state(session, device_id=device_id, online=online, state={},
-                              seen_at=seen)  # fmt: skip
+            mark_device_state(session, device_id=device_id, online=online, state={}, seen_at=seen)
         sample = protocol.TelemetrySample(ts=now, errors=2, requests=5)
         insert_samples(session, sample_rows("d", protocol.Telemetry(seq=1, samples=[sample])))
         session.commit()
         summary = fleet_summary(session, now=protocol.utcnow())
         counts = live._fleet(session, None)
     engine.dispose()
-    assert counts == {"total": summary.total, "online": summary.online,
-                      "by_health": summary.by_health}  # fmt: skip
+    assert counts == {
+        "total": summary.total,
+        "online": summary.online,
+        "by_health": summary.by_health,
+    }
     assert counts["by_health"] == {"ok": 1, "stale": 1, "offline": 1, "errors": 1}

@@ -26,8 +26,13 @@ from tests.support.mosquitto import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 
 pytestmark = pytest.mark.skipif(
@@ -65,8 +70,10 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     """A running control plane with one online device that has an hour of telemetry."""
     monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
     settings = Settings(
-        data_dir=tmp_path / "cp", database_url=f"sqlite:///{tmp_path / 'cp.db'}",
-        mqtt_cp_password="pw", port=free_port(),
+        data_dir=tmp_path / "cp",
+        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
+        mqtt_cp_password="pw",
+        port=free_port(),
     )
     with Server(settings) as server:
         engine = server.app.state.engine
@@ -78,16 +85,30 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
             device_id = created["device_id"]
         now = protocol.utcnow()
         state = protocol.DeviceState(
-            online=True, agent_version="0.3.0", device_class="cpu-x86", hardware=HARDWARE,
-            active=protocol.ActiveModel(name="tiny", version="1.0.0", variant="gguf-q4_0",
-                                        engine="llamacpp"),
+            online=True,
+            agent_version="0.3.0",
+            device_class="cpu-x86",
+            hardware=HARDWARE,
+            active=protocol.ActiveModel(
+                name="tiny", version="1.0.0", variant="gguf-q4_0", engine="llamacpp"
+            ),
         )
         with Session(engine) as session:
-            mark_device_state(session, device_id=device_id, online=True,
-                                   state=state.model_dump(mode="json"), seen_at=now)
+            mark_device_state(
+                session,
+                device_id=device_id,
+                online=True,
+                state=state.model_dump(mode="json"),
+                seen_at=now,
+            )
             samples = [
-                protocol.TelemetrySample(ts=now - timedelta(minutes=m), tokens_per_s=30.0 + m,
-                                         ttft_ms=70.0, cpu_percent=50.0, temperature_c=55.0)
+                protocol.TelemetrySample(
+                    ts=now - timedelta(minutes=m),
+                    tokens_per_s=30.0 + m,
+                    ttft_ms=70.0,
+                    cpu_percent=50.0,
+                    temperature_c=55.0,
+                )
                 for m in range(0, 60, 2)
             ]
             batch = protocol.Telemetry(seq=1, samples=samples)

@@ -20,8 +20,9 @@ from tests.controlplane.rollouts.conftest import add_device
 
 
 def _embedded(html: str, prefix: str) -> list[Any]:
-    found = re.findall(rf'<script type="application/json" id="{prefix}[^"]*">(.*?)</script>',
-                       html, re.S)  # fmt: skip
+    found = re.findall(
+        rf'<script type="application/json" id="{prefix}[^"]*">(.*?)</script>', html, re.S
+    )
     return [json.loads(chunk) for chunk in found]
 
 
@@ -34,24 +35,48 @@ def test_fleet_lines_and_model_history(
         add_device(session, "dev-a", device_class="jetson", active="tiny:1.0")
         add_device(session, "dev-b", device_class="x86", active="big:2.0")
         for device_id, tps in (("dev-a", 40.0), ("dev-b", 10.0)):
-            samples = [protocol.TelemetrySample(ts=now - timedelta(minutes=m), tokens_per_s=tps,
-                                                ttft_ms=100.0, requests=10, errors=m % 2)
-                       for m in range(1, 30, 5)]  # fmt: skip
-            insert_samples(session, sample_rows(device_id, protocol.Telemetry(seq=1,
-                                                                              samples=samples)))
-        session.add(Rollout(id="ro-1", model_name="tiny", model_version="1.0", manifest_url="x",
-                            status="succeeded"))  # fmt: skip
+            samples = [
+                protocol.TelemetrySample(
+                    ts=now - timedelta(minutes=m),
+                    tokens_per_s=tps,
+                    ttft_ms=100.0,
+                    requests=10,
+                    errors=m % 2,
+                )
+                for m in range(1, 30, 5)
+            ]
+            insert_samples(
+                session, sample_rows(device_id, protocol.Telemetry(seq=1, samples=samples))
+            )
+        session.add(
+            Rollout(
+                id="ro-1",
+                model_name="tiny",
+                model_version="1.0",
+                manifest_url="x",
+                status="succeeded",
+            )
+        )
         session.flush()
-        session.add(RolloutDevice(rollout_id="ro-1", device_id="dev-a", state="succeeded",
-                                  dispatched_at=now - timedelta(hours=2),
-                                  updated_at=now - timedelta(hours=1)))  # fmt: skip
+        session.add(
+            RolloutDevice(
+                rollout_id="ro-1",
+                device_id="dev-a",
+                state="succeeded",
+                dispatched_at=now - timedelta(hours=2),
+                updated_at=now - timedelta(hours=1),
+            )
+        )
         session.commit()
     engine.dispose()
     cp_client.cookies.set(COOKIE, admin_token)
 
     charts = _embedded(cp_client.get("/fleet?range=1h").text, "fleet-")
-    assert [c["metric"] for c in charts] == ["tokens/s (avg per device)", "TTFT ms (avg)",
-                                             "errors per request"]  # fmt: skip
+    assert [c["metric"] for c in charts] == [
+        "tokens/s (avg per device)",
+        "TTFT ms (avg)",
+        "errors per request",
+    ]
     lines = {s["name"]: s["points"] for s in charts[0]["series"]}
     assert set(lines) == {"tiny:1.0 (1)", "big:2.0 (1)"}
     assert {p["avg"] for p in lines["tiny:1.0 (1)"]} == {40.0}

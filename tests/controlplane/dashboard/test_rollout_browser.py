@@ -32,8 +32,10 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
     monkeypatch.setattr(controller, "TICK_S", 0.2)
     settings = Settings(
-        data_dir=tmp_path / "cp", database_url=f"sqlite:///{tmp_path / 'cp.db'}",
-        mqtt_cp_password="pw", port=free_port(),
+        data_dir=tmp_path / "cp",
+        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
+        mqtt_cp_password="pw",
+        port=free_port(),
     )
     with Server(settings) as server:
         engine = server.app.state.engine
@@ -48,9 +50,11 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
 def report_success(engine: Any, rollout_id: str) -> None:
     """What devices would report over MQTT: every dispatched device switched and is healthy."""
     with Session(engine) as session:
-        rows = session.exec(select(RolloutDevice).where(
-            RolloutDevice.rollout_id == rollout_id, RolloutDevice.state == "in_progress"
-        )).all()  # fmt: skip
+        rows = session.exec(
+            select(RolloutDevice).where(
+                RolloutDevice.rollout_id == rollout_id, RolloutDevice.state == "in_progress"
+            )
+        ).all()
         assert rows, "the controller dispatched nothing"
         for row in rows:
             row.state, row.sub_status = "succeeded", "active"

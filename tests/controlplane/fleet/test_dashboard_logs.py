@@ -23,13 +23,22 @@ def test_logs_page_shows_the_latest_answer(
     assert empty.status_code == 200 and "No logs asked for yet" in empty.text
     app: Any = cp_client.app
     with Session(app.state.engine) as session:
-        row = create_command(session, device_id=device_id, command="logs",
-                             args={"since_s": 600}, created_by="t")  # fmt: skip
-        record_command_result(session, device_id=device_id, result=CommandResult(
-            request_id=row.request_id, ok=True,
-            result={"lines": ["12:00 INFO agent.mqtt: connected to broker"], "count": 1,
-                    "truncated": False},
-        ))  # fmt: skip
+        row = create_command(
+            session, device_id=device_id, command="logs", args={"since_s": 600}, created_by="t"
+        )
+        record_command_result(
+            session,
+            device_id=device_id,
+            result=CommandResult(
+                request_id=row.request_id,
+                ok=True,
+                result={
+                    "lines": ["12:00 INFO agent.mqtt: connected to broker"],
+                    "count": 1,
+                    "truncated": False,
+                },
+            ),
+        )
         session.commit()
     shown = cp_client.get(f"/devices/{device_id}/logs")
     assert "connected to broker" in shown.text and "1 lines" in shown.text

@@ -17,12 +17,17 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_since_durations() -> None:
     assert [parse_since(t) for t in ("90", "30s", "10m", "2h", "1d")] == [
-        90.0, 30.0, 600.0, 7200.0, 86400.0
-    ]  # fmt: skip
+        90.0,
+        30.0,
+        600.0,
+        7200.0,
+        86400.0,
+    ]
 
 
 def test_release_import_list_and_agent_rollout(
-    server: dict[str, Any], capsys: pytest.CaptureFixture[str]  # noqa: F811
+    server: dict[str, Any],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     key = load_signing_identity(server["settings"]).private_key
     build_release(REPO, server["tmp"] / "rel", "2.0.0", key)
@@ -30,19 +35,22 @@ def test_release_import_list_and_agent_rollout(
     imported = as_json(capsys, "agent-releases", "import", str(server["tmp"] / "rel"))
     assert imported["version"] == "2.0.0"
     assert [r["version"] for r in as_json(capsys, "agent-releases", "list")] == ["2.0.0"]
-    code, out, err = run(capsys, "rollouts", "create", "--agent", "2.0.0", "--soak", "60",
-                         "--devices", "dev-a")  # fmt: skip
+    code, out, err = run(
+        capsys, "rollouts", "create", "--agent", "2.0.0", "--soak", "60", "--devices", "dev-a"
+    )
     assert code == 0, err
     code, _out, err = run(capsys, "rollouts", "create", "--agent", "9.9.9")
     assert code != 0 and "not in the registry" in err
 
 
 def test_device_settings_set_show_and_clear(
-    server: dict[str, Any], capsys: pytest.CaptureFixture[str]  # noqa: F811
+    server: dict[str, Any],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert run(capsys, "login", server["url"], "--token", server["admin"])[0] == 0
-    shown = as_json(capsys, "devices", "settings", "dev-a", "--keep-alive", "30",
-                    "--api-key", "s3cret-key")  # fmt: skip
+    shown = as_json(
+        capsys, "devices", "settings", "dev-a", "--keep-alive", "30", "--api-key", "s3cret-key"
+    )
     assert shown["settings"]["keep_alive_s"] == 30 and shown["desired_version"] == 1
     assert len(shown["settings"]["api_key_sha256"]) == 64  # only the digest is sent
     assert as_json(capsys, "devices", "settings", "dev-a")["settings"]["keep_alive_s"] == 30

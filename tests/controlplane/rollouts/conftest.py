@@ -41,14 +41,23 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 def add_device(
-    session: Session, device_id: str, *, labels: dict[str, str] | None = None,
-    device_class: str = "cpu", active: str | None = None,
-) -> None:  # fmt: skip
+    session: Session,
+    device_id: str,
+    *,
+    labels: dict[str, str] | None = None,
+    device_class: str = "cpu",
+    active: str | None = None,
+) -> None:
     """Enroll a device row directly."""
-    session.add(Device(
-        id=device_id, device_class=device_class, mqtt_password_hash="x",
-        artifact_token_hash=f"h-{device_id}", active_model=active,
-    ))  # fmt: skip
+    session.add(
+        Device(
+            id=device_id,
+            device_class=device_class,
+            mqtt_password_hash="x",
+            artifact_token_hash=f"h-{device_id}",
+            active_model=active,
+        )
+    )
     session.flush()
     for key, value in (labels or {}).items():
         session.add(DeviceLabel(device_id=device_id, key=key, value=value))
@@ -63,7 +72,13 @@ def add_model(session: Session, name: str = "tiny", version: str = "2.0") -> Non
         session.add(row)
         session.flush()
     assert row.id is not None
-    session.add(ModelVersion(
-        model_id=row.id, version=version, key_id="k", manifest_json="{}", signature_json="{}",
-    ))  # fmt: skip
+    session.add(
+        ModelVersion(
+            model_id=row.id,
+            version=version,
+            key_id="k",
+            manifest_json="{}",
+            signature_json="{}",
+        )
+    )
     session.commit()

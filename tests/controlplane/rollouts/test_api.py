@@ -28,8 +28,11 @@ def test_create_list_show_and_act(
     seed(cp_settings)
     operator = {"Authorization": f"Bearer {make_token(Role.operator)}"}
     viewer = {"Authorization": f"Bearer {make_token(Role.viewer)}"}
-    body = {"model": "tiny:2.0", "selector": {"labels": {"site": "a"}},
-            "strategy": {"waves": [{"count": 1}, {"percent": 50}]}}  # fmt: skip
+    body = {
+        "model": "tiny:2.0",
+        "selector": {"labels": {"site": "a"}},
+        "strategy": {"waves": [{"count": 1}, {"percent": 50}]},
+    }
     assert cp_client.post("/api/v1/rollouts", json=body, headers=viewer).status_code == 403
     assert cp_client.post("/api/v1/rollouts", json=body).status_code == 401
     resp = cp_client.post("/api/v1/rollouts", json=body, headers=operator)
@@ -45,8 +48,9 @@ def test_create_list_show_and_act(
     assert paused.json()["status"] == "paused"
     again = cp_client.post(f"/api/v1/rollouts/{rid}/pause", headers=operator)
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
-    aborted = cp_client.post(f"/api/v1/rollouts/{rid}/abort", json={"reason": "x"},
-                             headers=operator)  # fmt: skip
+    aborted = cp_client.post(
+        f"/api/v1/rollouts/{rid}/abort", json={"reason": "x"}, headers=operator
+    )
     assert aborted.json()["status"] == "aborted" and aborted.json()["reason"] == "x"
     assert cp_client.get("/api/v1/rollouts/ro-nope", headers=viewer).status_code == 404
     devices = cp_client.get(f"/api/v1/rollouts/{rid}/devices", headers=viewer)

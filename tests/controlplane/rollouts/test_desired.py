@@ -36,7 +36,8 @@ def test_set_many_starts_at_one_and_bumps(session: Session) -> None:
     row = desired.current(session, "a")
     assert row is not None and row.version == 2 and row.models == []
     assert desired.models_by_device(session, ["a", "b", "c"]) == {
-        "a": [], "b": [MODEL.model_dump(mode="json")]
+        "a": [],
+        "b": [MODEL.model_dump(mode="json")],
     }
 
 

@@ -53,9 +53,12 @@ def step(session: Session, broker: Broker, seconds: float = 0) -> None:
 def report(session: Session, broker: Broker, device_id: str, kind: str, detail: str = "") -> bool:
     msg = broker.desired(device_id)
     event = RolloutEvent(
-        desired_version=msg.version, rollout_id=msg.models[0].rollout_id if msg.models else None,
-        model="tiny:2.0", kind=kind, detail=detail,
-    )  # fmt: skip
+        desired_version=msg.version,
+        rollout_id=msg.models[0].rollout_id if msg.models else None,
+        model="tiny:2.0",
+        kind=kind,
+        detail=detail,
+    )
     return apply(session, device_id, event)
 
 
@@ -146,8 +149,7 @@ def test_late_joiner_and_offline_broker_catch_up(session: Session) -> None:
 
 def test_device_timeout_and_stale_events(session: Session) -> None:
     fleet(session, 1)
-    rid = make(session, ["100%"], device_timeout_s=60, failure_threshold=1.0,
-               success_threshold=0.0)  # fmt: skip
+    rid = make(session, ["100%"], device_timeout_s=60, failure_threshold=1.0, success_threshold=0.0)
     broker = Broker()
     step(session, broker)
     stale = RolloutEvent(desired_version=0, rollout_id=rid, model="tiny:2.0", kind="active")
@@ -216,8 +218,9 @@ def test_the_selector_query_requires_every_condition(session: Session) -> None:
 
     def matched(selector: Selector) -> list[str]:
         spec = RolloutCreate(model="tiny:2.0", selector=selector, strategy=Strategy())
-        rollout = service.create_rollout(session, spec=spec, artifacts_url=ARTIFACTS,
-                                         created_by="t")  # fmt: skip
+        rollout = service.create_rollout(
+            session, spec=spec, artifacts_url=ARTIFACTS, created_by="t"
+        )
         return driver.matching_devices(session, rollout)
 
     assert matched(Selector(labels={"site": "a"}, device_classes=["jetson"])) == ["d1", "d4"]
@@ -230,8 +233,7 @@ def test_the_selector_query_requires_every_condition(session: Session) -> None:
 
 def test_a_device_times_out_only_after_its_timeout(session: Session) -> None:
     fleet(session, 1)
-    rid = make(session, ["100%"], device_timeout_s=10, failure_threshold=1.0,
-               success_threshold=0.0)  # fmt: skip
+    rid = make(session, ["100%"], device_timeout_s=10, failure_threshold=1.0, success_threshold=0.0)
     broker = Broker()
     step(session, broker)
     assert states(session, rid) == {"dev-0": "in_progress"}

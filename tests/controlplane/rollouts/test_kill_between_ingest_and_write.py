@@ -51,8 +51,10 @@ class ControlPlaneProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(self.port)],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_until(self._bridge_connected, "the control plane's bridge to connect", 60)
 
     def _bridge_connected(self) -> bool:
@@ -90,8 +92,11 @@ def _dispatched_rollout(engine: Engine) -> list[RolloutDevice]:
         add_model(session, version="2.0")
         for i in range(DEVICES):
             add_device(session, f"dev-{i:03d}", labels={"site": "a"})
-        spec = RolloutCreate(model="tiny:2.0", selector=Selector(labels={"site": "a"}),
-                             strategy=Strategy(waves=[Wave.parse("100%")]))  # fmt: skip
+        spec = RolloutCreate(
+            model="tiny:2.0",
+            selector=Selector(labels={"site": "a"}),
+            strategy=Strategy(waves=[Wave.parse("100%")]),
+        )
         service.create_rollout(session, spec=spec, artifacts_url=ARTIFACTS, created_by="t")
         driver.tick(session, utcnow())  # start
         driver.tick(session, utcnow())  # dispatch the one wave
@@ -104,11 +109,18 @@ def _publish(client: mqtt.Client, rows: list[RolloutDevice], steps: tuple[str, .
     infos = []
     for kind in steps:
         for row in rows:
-            event = RolloutEvent(desired_version=row.desired_version or 0,
-                                 rollout_id=row.rollout_id, model="tiny:2.0", kind=kind,
-                                 detail=f"{kind} on {row.device_id}")  # fmt: skip
-            infos.append(client.publish(device_topic(row.device_id, "events"),
-                                        event.model_dump_json(), qos=1))  # fmt: skip
+            event = RolloutEvent(
+                desired_version=row.desired_version or 0,
+                rollout_id=row.rollout_id,
+                model="tiny:2.0",
+                kind=kind,
+                detail=f"{kind} on {row.device_id}",
+            )
+            infos.append(
+                client.publish(
+                    device_topic(row.device_id, "events"), event.model_dump_json(), qos=1
+                )
+            )
     for info in infos:
         info.wait_for_publish(10)  # the broker has it: the device would drop it from its outbox
 
@@ -119,24 +131,28 @@ def _states(engine: Engine) -> dict[str, tuple[str, str]]:
         return {r.device_id: (r.state, r.detail) for r in rows}
 
 
-def test_every_event_is_stored_across_a_kill_9(
-    tmp_path: Path, broker: MosquittoBroker
-) -> None:
+def test_every_event_is_stored_across_a_kill_9(tmp_path: Path, broker: MosquittoBroker) -> None:
     url = f"sqlite:///{tmp_path / 'cp.db'}"
     migrate(url)
     engine = make_engine(url)
     rows = _dispatched_rollout(engine)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFLEET_")}
-    env.update({
-        "EDGEFLEET_CP_DATA_DIR": str(tmp_path / "cp"), "EDGEFLEET_CP_DATABASE_URL": url,
-        "EDGEFLEET_CP_MQTT_ENABLED": "1", "EDGEFLEET_CP_MQTT_CP_PASSWORD": CP_PASSWORD,
-        "EDGEFLEET_CP_MQTT_HOST": broker.host, "EDGEFLEET_CP_MQTT_PORT": str(broker.port),
-        "EDGEFLEET_CP_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    })  # fmt: skip
+    env.update(
+        {
+            "EDGEFLEET_CP_DATA_DIR": str(tmp_path / "cp"),
+            "EDGEFLEET_CP_DATABASE_URL": url,
+            "EDGEFLEET_CP_MQTT_ENABLED": "1",
+            "EDGEFLEET_CP_MQTT_CP_PASSWORD": CP_PASSWORD,
+            "EDGEFLEET_CP_MQTT_HOST": broker.host,
+            "EDGEFLEET_CP_MQTT_PORT": str(broker.port),
+            "EDGEFLEET_CP_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        }
+    )
     plane = ControlPlaneProcess(env, port, tmp_path / "cp.log")
-    devices = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-devices",
-                          protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    devices = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="test-devices", protocol=MQTTProtocolVersion.MQTTv5
+    )
     devices.username_pw_set(CONTROL_PLANE_USER, CP_PASSWORD)
     devices.max_inflight_messages_set(1000)
     devices.connect(broker.host, broker.port)
@@ -144,8 +160,10 @@ def test_every_event_is_stored_across_a_kill_9(
     try:
         plane.start()
         _publish(devices, rows, STEPS[:1])
-        wait_until(lambda: all(d.startswith(STEPS[0]) for _s, d in _states(engine).values()),
-                   "the first events to be stored")  # fmt: skip
+        wait_until(
+            lambda: all(d.startswith(STEPS[0]) for _s, d in _states(engine).values()),
+            "the first events to be stored",
+        )
         lock = sqlite3.connect(tmp_path / "cp.db", isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")  # no writer gets in until the kill
         try:

@@ -15,8 +15,9 @@ from tests.controlplane.rollouts.test_driver import Broker, fleet, make, now_plu
 BOUNDS = HealthBounds(min_samples=3)
 
 
-def window(tps: float | None, ttft: float | None = 80.0, requests: int = 4, errors: int = 0,
-           n: int = 5) -> HealthWindow:  # fmt: skip
+def window(
+    tps: float | None, ttft: float | None = 80.0, requests: int = 4, errors: int = 0, n: int = 5
+) -> HealthWindow:
     return HealthWindow.of([(tps, ttft, requests, errors)] * n)
 
 
@@ -50,14 +51,23 @@ def test_too_few_samples_judge_nothing() -> None:
     assert regression(window(None, None), window(5.0), BOUNDS) is None  # idle before: no base
 
 
-def add_samples(session: Session, device_id: str, seconds: float, tps: float, errors: int = 0,
-                n: int = 5) -> None:  # fmt: skip
+def add_samples(
+    session: Session, device_id: str, seconds: float, tps: float, errors: int = 0, n: int = 5
+) -> None:
     """`n` samples at `seconds` from now (negative: before), one second apart."""
     for i in range(n):
-        session.add(TelemetrySample(
-            device_id=device_id, ts=now_plus(seconds + i), seq=abs(int(seconds * 1000)) + i,
-            idx=0, tokens_per_s=tps, ttft_ms=80.0, requests=4, errors=errors,
-        ))  # fmt: skip
+        session.add(
+            TelemetrySample(
+                device_id=device_id,
+                ts=now_plus(seconds + i),
+                seq=abs(int(seconds * 1000)) + i,
+                idx=0,
+                tokens_per_s=tps,
+                ttft_ms=80.0,
+                requests=4,
+                errors=errors,
+            )
+        )
     session.commit()
 
 

@@ -44,9 +44,11 @@ def rollout_json(client: TestClient, headers: dict[str, str], rid: str) -> dict[
     "degradation", [Degradation(speed=0.3), Degradation(error_rate=0.6)], ids=["slow", "erroring"]
 )
 def test_model_degrading_after_activation_is_reverted_by_the_soak(
-    fast_ticks: None, fleet_client: TestClient, admin_headers: dict[str, str],
+    fast_ticks: None,
+    fleet_client: TestClient,
+    admin_headers: dict[str, str],
     degradation: Degradation,
-) -> None:  # fmt: skip
+) -> None:
     app: Any = fleet_client.app
     with Session(app.state.engine) as session:
         add_model(session, version="2.0")
@@ -54,26 +56,38 @@ def test_model_degrading_after_activation_is_reverted_by_the_soak(
     specs = [DeviceSpec(c["device_id"], c["mqtt"]["password"], active=OLD) for c in creds]
     behaviour = RolloutBehaviour(download_s=(0.0, 0.05), degrade={"tiny:2.0": degradation})
     settings = app.state.settings
-    strategy = {"waves": [{"count": 1}, {"percent": 100.0}], "soak_s": 600.0,
-                "health": {"min_samples": 3, "baseline_s": 600.0}}  # fmt: skip
+    strategy = {
+        "waves": [{"count": 1}, {"percent": 100.0}],
+        "soak_s": 600.0,
+        "health": {"min_samples": 3, "baseline_s": 600.0},
+    }
 
     async def run() -> dict[str, Any]:
-        sim = FleetSimulator(specs, host=settings.mqtt_host, port=settings.mqtt_port,
-                             on_desired=behaviour)  # fmt: skip
+        sim = FleetSimulator(
+            specs, host=settings.mqtt_host, port=settings.mqtt_port, on_desired=behaviour
+        )
         await sim.start(timeout_s=WAIT_S)
         telemetry = asyncio.ensure_future(sim.run_telemetry(interval_s=0.05))
         await asyncio.sleep(0.5)  # a baseline on the old model
-        resp = fleet_client.post("/api/v1/rollouts", headers=admin_headers, json={
-            "model": "tiny:2.0", "selector": {"labels": {"site": "soak"}}, "strategy": strategy,
-        })  # fmt: skip
+        resp = fleet_client.post(
+            "/api/v1/rollouts",
+            headers=admin_headers,
+            json={
+                "model": "tiny:2.0",
+                "selector": {"labels": {"site": "soak"}},
+                "strategy": strategy,
+            },
+        )
         assert resp.status_code == 201, resp.text
         rid = resp.json()["id"]
         done = await asyncio.to_thread(
             wait_until,
-            lambda: (r := rollout_json(fleet_client, admin_headers, rid))["status"] == "aborted"
-            and r,
-            "the soak fails the canary and the rollout aborts", WAIT_S,
-        )  # fmt: skip
+            lambda: (
+                (r := rollout_json(fleet_client, admin_headers, rid))["status"] == "aborted" and r
+            ),
+            "the soak fails the canary and the rollout aborts",
+            WAIT_S,
+        )
         dispatched = [d for d in done["devices"] if d["state"] != "canceled"]
         assert len(dispatched) == 1, done
         (canary,) = dispatched

@@ -104,4 +104,3 @@ def test_events_map_to_device_states() -> None:
     assert event_applies(S.IN_PROGRESS, "loading")
     assert not event_applies(S.TIMED_OUT, "downloading")
     assert event_applies(S.SUCCEEDED, "rolled_back")
-
