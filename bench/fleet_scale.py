@@ -3,8 +3,8 @@
     python bench/fleet_scale.py --devices 1000
 
 Mosquitto runs with deploy/mosquitto/edgefleet.conf; the control plane runs as its own
-process (SQLite); the devices are agent.fleetsim's simulated agents in this process with a
-rollout behaviour (agent.fleetsim.RolloutBehaviour: fail probability, health-check failures,
+process (SQLite); the devices are agent.fleetsim.fleet's simulated agents in this process with a
+rollout behaviour (agent.fleetsim.fleet.RolloutBehaviour: fail probability, health-check failures,
 slow downloads). It reports the seconds until every device's initial retained state was
 recorded, the seconds until the rollout reached every device, telemetry messages persisted
 per second and how many were lost, the API's p99 latency during the rollout, and the CPU
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from sqlalchemy import text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from agent.fleetsim import DeviceSpec, FleetSimulator, RolloutBehaviour  # noqa: E402
+from agent.fleetsim.fleet import DeviceSpec, FleetSimulator, RolloutBehaviour  # noqa: E402
 from controlplane import crud  # noqa: E402
 from controlplane.broker_auth import hash_password  # noqa: E402
 from controlplane.broker_sync import sync_broker  # noqa: E402

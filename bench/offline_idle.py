@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.enroll import Enrollment, save_enrollment  # noqa: E402
+from agent.fleet.enroll import Enrollment, save_enrollment  # noqa: E402
 from models.protocol import ArtifactAccess, MqttAccess  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
@@ -35,8 +35,8 @@ PASSWORD = "bench-pw"
 AGENT = """
 import logging, signal, sys, threading
 from pathlib import Path
-from agent.daemon import AgentNode, NodeOptions
-from agent.enroll import load_enrollment
+from agent.fleet.daemon import AgentNode, NodeOptions
+from agent.fleet.enroll import load_enrollment
 from agent.runtime import ModelRuntime
 from tests.e2e.fakes import fake_engines, pick_first
 logging.basicConfig(level=logging.WARNING)

@@ -4,7 +4,7 @@
         [--interval 0.5] [--samples 1] [--database-url URL]
 
 A real Mosquitto from deploy/mosquitto/edgefleet.conf, a real control plane (uvicorn
-subprocess, MQTT bridge on), devices enrolled through the API, and agent.fleetsim sending
+subprocess, MQTT bridge on), devices enrolled through the API, and agent.fleetsim.fleet sending
 telemetry (QoS 1) with each device's own credentials. Persisted samples are counted through
 the API.
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from api_latency import control_plane, enroll_devices  # noqa: E402
 
-from agent.fleetsim import DeviceSpec, FleetSimulator  # noqa: E402
+from agent.fleetsim.fleet import DeviceSpec, FleetSimulator  # noqa: E402
 from models import protocol  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 

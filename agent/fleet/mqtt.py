@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import AgentError
-from agent.outbox import MAX_PAYLOAD_BYTES, Outbox
+from agent.fleet.outbox import MAX_PAYLOAD_BYTES, Outbox
 from models.protocol import Command, CommandResult, DesiredState, DeviceState, device_topic
 
 _LOGGER = logging.getLogger(__name__)

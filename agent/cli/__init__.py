@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.cli_common import CliError
-from agent.cli_models import cmd_models
-from agent.cli_run import cmd_bench, cmd_explain, cmd_probe, cmd_run
-from agent.cli_serve import cmd_serve
+from agent.cli.common import CliError
+from agent.cli.models import cmd_models
+from agent.cli.run import cmd_bench, cmd_explain, cmd_probe, cmd_run
+from agent.cli.serve import cmd_serve
 from agent.config import AgentSettings
 from agent.errors import AgentError
 from hwprobe.errors import ProbeError
@@ -118,7 +118,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

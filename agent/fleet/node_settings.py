@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.fleet.remote_settings import Setting, SettingRefused, log_level_setting
 from agent.keepalive import FOREVER
-from agent.remote_settings import Setting, SettingRefused, log_level_setting
 from agent.runtime import ModelRuntime
 
 

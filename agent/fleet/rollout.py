@@ -4,7 +4,7 @@ accepted -> downloading (resumable) -> verifying (signature + sha256) -> loading
 beside the serving model) -> health_check (a smoke generation within the manifest's budget)
 -> active (atomic switch, then commit of the slot pointer). Any failure leaves the previous
 model serving and reports `failed` or `rolled_back` with the reason. The download step is
-agent/staging.py, the health check agent/health.py, the events agent/rollout_events.py.
+agent/fleet/staging.py, the health check agent/health.py, the events agent/fleet/rollout_events.py.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
+from agent.fleet.rollout_events import EventSink, RolloutFailed, RolloutReporter
+from agent.fleet.slots import Slot, SlotStore, load_slot
+from agent.fleet.staging import Fetcher, Selector, Stager, free_disk_bytes
 from agent.health import quality_probe, smoke_test
 from agent.model_loading import EngineFactory, LoadedModel
-from agent.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.runtime import ModelRuntime
-from agent.slots import Slot, SlotStore, load_slot
-from agent.staging import Fetcher, Selector, Stager, free_disk_bytes
 from models.errors import ModelsError
 from models.files import atomic_write_bytes
 from models.protocol import AgentSettings, DesiredModel, DesiredState, RolloutEvent
@@ -53,7 +53,7 @@ class ExecutorDeps:
     disk_free: Callable[[Path], int] | None = free_disk_bytes
     on_change: Callable[[], None] | None = None
     apply_settings: Callable[[AgentSettings | None], bool] | None = None
-    apply_agent: Callable[[DesiredState], None] | None = None  # self-update (agent/update.py)
+    apply_agent: Callable[[DesiredState], None] | None = None  # self-update (agent/fleet/update.py)
     parallel: Callable[[], int] | None = None  # request slots for the next load (0: auto)
 
 

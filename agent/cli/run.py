@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.cli_common import (
+from agent.cli.common import (
     benchmark_results,
     echo,
     load_options,

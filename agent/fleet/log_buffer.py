@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.commands import Action, CommandFailed
+from agent.fleet.commands import Action, CommandFailed
 
 MAX_RECORDS = 5000
 MAX_BUFFER_BYTES = 2 * 1024 * 1024

@@ -1,11 +1,11 @@
 """A small supervisor that starts the current agent version and puts the previous one back.
 
-    python -m agent.supervisor --root /var/lib/edgefleet/agent -- \\
+    python -m agent.fleet.supervisor --root /var/lib/edgefleet/agent -- \\
         /opt/edgefleet/venv/bin/python -m agent serve --control-plane URL
 
 systemd runs this as the service's main process (deploy/systemd/edgefleet-agent.service);
 tests run it as a plain subprocess. It starts the command with the current version first on
-PYTHONPATH (agent/install_layout.py). Exit code RESTART_EXIT from the agent means "I switched
+PYTHONPATH (agent/fleet/install_layout.py). Exit code RESTART_EXIT from the agent means "I switched
 the pointer, start me again". While a trial is open, the new version must write `trial-ok`
 before the deadline; if it exits first (a crash loop included) or the deadline passes, the
 supervisor kills it, points `current` back at the previous version, records why in
@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent import systemd
-from agent.install_layout import AgentInstall, Outcome, Trial
+from agent.fleet.install_layout import AgentInstall, Outcome, Trial
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -154,8 +154,10 @@ def _terminate(child: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m agent.supervisor --root DIR -- COMMAND...`."""
-    parser = argparse.ArgumentParser(prog="agent.supervisor", description=__doc__.splitlines()[0])
+    """`python -m agent.fleet.supervisor --root DIR -- COMMAND...`."""
+    parser = argparse.ArgumentParser(
+        prog="agent.fleet.supervisor", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--root", type=Path, required=True, help="the agent install root")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the agent command")
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agent.cli_common import (
+from agent.cli.common import (
     CliError,
     benchmark_results,
     load_options,
@@ -39,10 +39,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if settings.model_path is None and settings.control_plane_url:
         try:
-            from agent import daemon  # type: ignore[attr-defined,unused-ignore]
+            from agent.fleet import daemon  # type: ignore[attr-defined,unused-ignore]
         except ImportError as exc:
             raise CliError(
-                "fleet mode (--control-plane) needs agent.daemon, which this build lacks; "
+                "fleet mode (--control-plane) needs agent.fleet.daemon, which this build lacks; "
                 "serve a local model with --model PATH"
             ) from exc
         daemon.run(settings)

@@ -22,7 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.fleetsim_device import (
+from agent.fleetsim.device import (
     CommandHook,
     DesiredHook,
     DeviceSpec,
@@ -31,7 +31,7 @@ from agent.fleetsim_device import (
     SimulatedDevice,
     synthetic_sample,
 )
-from agent.fleetsim_rollout import RolloutBehaviour
+from agent.fleetsim.rollout import RolloutBehaviour
 from models.protocol import CommandResult
 
 _LOGGER = logging.getLogger(__name__)

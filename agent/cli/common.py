@@ -93,8 +93,8 @@ def resolve_model(spec: str, settings: AgentSettings, prefer: str | None = None)
         check_model_files(path)
         return path
     from agent.engines.registry import installed_engines
+    from agent.fleet.slots import slot_key
     from agent.selection import select_variant
-    from agent.slots import slot_key
     from models.store import ArtifactStore
 
     store = ArtifactStore(settings.data_dir / "store")

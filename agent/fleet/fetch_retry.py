@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agent.errors import AgentError
-from agent.rollout_events import RolloutFailed
+from agent.fleet.rollout_events import RolloutFailed
 from models.errors import DownloadError
 
 _LOGGER = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli_common import CliError, echo, settings_from
+from agent.cli.common import CliError, echo, settings_from
 from agent.config import AgentSettings
 from agent.model_loading import probe_profile
 

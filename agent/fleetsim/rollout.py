@@ -1,7 +1,7 @@
 """What a simulated agent does with a desired state: the executor's events, with faults.
 
 `RolloutBehaviour` is an `on_desired` hook for `FleetSimulator`: it reports the same event
-sequence as the real executor (agent/rollout.py) without downloading anything, and injects
+sequence as the real executor (agent/fleet/rollout.py) without downloading anything, and injects
 failures, health-check misses and slow downloads at the rates it is given.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections.abc import Mapping
 
-from agent.fleetsim_device import Degradation, SimulatedDevice
+from agent.fleetsim.device import Degradation, SimulatedDevice
 from models.protocol import ActiveModel, DesiredState, EventKind, RolloutEvent
 
 DEFAULT_VARIANT = "gguf-q4_0"

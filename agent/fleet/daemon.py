@@ -18,29 +18,29 @@ from typing import Any
 import psutil
 
 from agent import __version__
-from agent.commands import (
+from agent.engine_benchmark import hardware_digest
+from agent.fleet.commands import (
     CommandRunner,
     benchmark_action,
     reprobe_action,
     restart_engine_action,
 )
-from agent.engine_benchmark import hardware_digest
-from agent.enroll import Enrollment
-from agent.install_layout import AgentInstall
-from agent.log_buffer import LogBuffer, logs_action
+from agent.fleet.enroll import Enrollment
+from agent.fleet.install_layout import AgentInstall
+from agent.fleet.log_buffer import LogBuffer, logs_action
+from agent.fleet.mqtt import AgentMqtt, MqttSettings, parse_broker_url
+from agent.fleet.mqtt_identity import client_certificate_files
+from agent.fleet.node_settings import NodeKnobs, node_settings
+from agent.fleet.outbox import Outbox
+from agent.fleet.remote_settings import RemoteSettings
+from agent.fleet.rollout import ExecutorDeps, RolloutExecutor
+from agent.fleet.slots import SlotStore
+from agent.fleet.staging import Selector
+from agent.fleet.telemetry import TelemetrySampler
+from agent.fleet.update import AgentUpdater
 from agent.model_loading import EngineFactory, probe_profile
-from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
-from agent.mqtt_identity import client_certificate_files
-from agent.node_settings import NodeKnobs, node_settings
-from agent.outbox import Outbox
-from agent.remote_settings import RemoteSettings
-from agent.rollout import ExecutorDeps, RolloutExecutor
 from agent.runtime import ModelRuntime
 from agent.server.metrics import ServingMetrics
-from agent.slots import SlotStore
-from agent.staging import Selector
-from agent.telemetry import TelemetrySampler
-from agent.update import AgentUpdater
 from models.protocol import ActiveModel, AgentSettings, DeviceState, Telemetry
 from models.store import ArtifactStore
 
@@ -70,7 +70,7 @@ class NodeOptions:
     parallel: int | None = None  # request slots a batching engine loads with (None/0: auto)
     set_api_key_sha256: Callable[[str], None] | None = None  # the REST API's key, if it has one
     api_key_sha256: str = ""
-    agent_root: Path | None = None  # versioned installs (agent/install_layout.py); None: none
+    agent_root: Path | None = None  # versioned installs (agent/fleet/install_layout.py); None: none
     request_restart: Callable[[], None] | None = None  # exit for the supervisor to restart us
 
 
@@ -301,7 +301,7 @@ class AgentNode:
 
 def run(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
-    from agent.fleet_mode import run_fleet
+    from agent.fleet.mode import run_fleet
 
     run_fleet(settings)
 

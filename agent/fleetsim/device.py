@@ -27,7 +27,7 @@ from models.protocol import (
 )
 
 if TYPE_CHECKING:
-    from agent.fleetsim import FleetSimulator
+    from agent.fleetsim.fleet import FleetSimulator
 
 _LOGGER = logging.getLogger(__name__)
 

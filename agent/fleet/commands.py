@@ -19,10 +19,10 @@ from typing import Any
 from agent.engine_benchmark import BENCH_TOKENS, BenchmarkRun, measure_tokens_per_s
 from agent.engines.base import LoadOptions
 from agent.errors import AgentError
+from agent.fleet.slots import Slot, SlotStore, load_slot
 from agent.model_loading import EngineFactory
 from agent.runtime import ModelRuntime
 from agent.selection import variant_path
-from agent.slots import Slot, SlotStore, load_slot
 from models.errors import ModelsError
 from models.manifest import Manifest
 from models.protocol import Command, CommandResult

@@ -1,6 +1,6 @@
 """Fleet mode's entry point: probe, enroll, serve the REST API, run the AgentNode.
 
-Under the supervisor (agent/supervisor.py) a switch to a new agent version ends the process
+Under the supervisor (agent/fleet/supervisor.py) a switch to a new agent version ends the process
 with RESTART_EXIT so that the supervisor starts the new one.
 """
 
@@ -15,12 +15,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.daemon import AGENT_VERSION, AgentNode, NodeOptions, _mqtt_override
-from agent.enroll import ensure_enrolled
+from agent.fleet.daemon import AGENT_VERSION, AgentNode, NodeOptions, _mqtt_override
+from agent.fleet.enroll import ensure_enrolled
+from agent.fleet.supervisor import RESTART_EXIT, ROOT_ENV
 from agent.model_loading import probe_profile
 from agent.runtime import ModelRuntime
 from agent.server.metrics import ServingMetrics
-from agent.supervisor import RESTART_EXIT, ROOT_ENV
 
 _LOGGER = logging.getLogger(__name__)
 

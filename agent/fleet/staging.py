@@ -5,7 +5,7 @@ variant -> check memory and free disk -> download its files (resumable, through 
 store, which checks each file's sha256 as it takes it in) -> move the staged directory into its
 slot (not yet active). Each check runs once: the signature before any download, each sha256
 when its file arrives (a file already in the store was checked when it arrived).
-Every fetch is retried through control-plane outages (agent/fetch_retry.py).
+Every fetch is retried through control-plane outages (agent/fleet/fetch_retry.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from urllib.request import url2pathname
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
-from agent.fetch_retry import FetchUnavailable, RetryWindow
-from agent.rollout_events import RolloutFailed, RolloutReporter
-from agent.slots import Slot, SlotStore
+from agent.fleet.fetch_retry import FetchUnavailable, RetryWindow
+from agent.fleet.rollout_events import RolloutFailed, RolloutReporter
+from agent.fleet.slots import Slot, SlotStore
 from models.download import TRANSIENT_STATUSES
 from models.errors import ModelsError
 from models.files import safe_relative_path

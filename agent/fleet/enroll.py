@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from agent.errors import AgentError
-from agent.mqtt_identity import new_client_request, save_client_certificate
+from agent.fleet.mqtt_identity import new_client_request, save_client_certificate
 from models.files import atomic_write_bytes
 from models.protocol import EnrollmentResponse
 

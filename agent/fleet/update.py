@@ -2,7 +2,7 @@
 
 On a new `desired.agent` version: download release.json, release.sig and the wheel(s),
 verify the signature against the fleet's keys and every file's sha256, unpack into
-`versions/{version}` beside the running one, open a trial (agent/install_layout.py) and ask
+`versions/{version}` beside the running one, open a trial (agent/fleet/install_layout.py) and ask
 the supervisor for a restart. The new version confirms the trial once it is connected and
 serving (`on_start`); if it does not within the deadline, or crashes, the supervisor puts
 the previous version back and that version reports `rolled_back` when it starts. A version
@@ -25,9 +25,9 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
-from agent.install_layout import AgentInstall, Trial
-from agent.rollout_events import EventSink
-from agent.supervisor import PREVIOUS_EXIT_ENV
+from agent.fleet.install_layout import AgentInstall, Trial
+from agent.fleet.rollout_events import EventSink
+from agent.fleet.supervisor import PREVIOUS_EXIT_ENV
 from models.agent_release import (
     RELEASE_FILE,
     RELEASE_NAME,
