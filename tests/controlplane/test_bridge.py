@@ -258,7 +258,7 @@ def test_fleet_simulator_devices_report_through_the_bridge(
 ) -> None:
     import asyncio
 
-    from agent.fleetsim import DeviceSpec, FleetSimulator
+    from agent.fleetsim.fleet import DeviceSpec, FleetSimulator
 
     creds = [enroll(fleet_client, admin_headers) for _ in range(5)]
     specs = [DeviceSpec(c["device_id"], c["mqtt"]["password"]) for c in creds]

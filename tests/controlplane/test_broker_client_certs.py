@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from agent.enroll import Enrollment, enroll
-from agent.mqtt import AgentMqtt, MqttSettings
-from agent.mqtt_identity import CLIENT_KEY_FILE, client_certificate_files
-from agent.outbox import Outbox
+from agent.fleet.enroll import Enrollment, enroll
+from agent.fleet.mqtt import AgentMqtt, MqttSettings
+from agent.fleet.mqtt_identity import CLIENT_KEY_FILE, client_certificate_files
+from agent.fleet.outbox import Outbox
 from controlplane.broker_tls import load_or_create_ca, write_broker_tls
 from controlplane.cli import main
 from controlplane.core.config import Settings

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.enroll import Enrollment, load_enrollment, save_enrollment
-from agent.mqtt import AgentMqtt, MqttSettings, parse_broker_url
-from agent.outbox import Outbox
+from agent.fleet.enroll import Enrollment, load_enrollment, save_enrollment
+from agent.fleet.mqtt import AgentMqtt, MqttSettings, parse_broker_url
+from agent.fleet.outbox import Outbox
 from controlplane.broker_tls import BrokerTlsFiles, load_or_create_ca, write_broker_tls
 from controlplane.cli import main
 from controlplane.core.config import Settings

@@ -11,9 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.daemon import AgentNode, NodeOptions
 from agent.engines.fake import FakeBehaviour
-from agent.enroll import load_enrollment
+from agent.fleet.daemon import AgentNode, NodeOptions
+from agent.fleet.enroll import load_enrollment
 from agent.runtime import ModelRuntime
 from tests.e2e.fakes import fake_engines, pick_first
 from tests.e2e.harness import HARDWARE

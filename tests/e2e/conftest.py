@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import agent.mqtt
+import agent.fleet.mqtt
 import controlplane.rollouts.controller as controller
 from tests.e2e.fakes import publish_fake_model
 from tests.e2e.harness import Fleet, admin_token, cp_settings, run_control_plane
@@ -18,7 +18,7 @@ from tests.support.mosquitto import MosquittoBroker
 @pytest.fixture(autouse=True)
 def fast_timings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(controller, "TICK_S", 0.2)
-    monkeypatch.setattr(agent.mqtt, "RECONNECT_MAX_S", 1)
+    monkeypatch.setattr(agent.fleet.mqtt, "RECONNECT_MAX_S", 1)
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import httpx
 import uvicorn
 from sqlmodel import Session
 
-from agent.daemon import AgentNode, NodeOptions
 from agent.engines.fake import FakeBehaviour
-from agent.enroll import enroll
+from agent.fleet.daemon import AgentNode, NodeOptions
+from agent.fleet.enroll import enroll
 from agent.runtime import ModelRuntime
 from controlplane import crud
 from controlplane.core.config import Settings
@@ -116,7 +116,7 @@ class Fleet:
         return enrollment.device_id
 
     def _node(self, device_id: str, data_dir: Path) -> AgentNode:
-        from agent.enroll import load_enrollment
+        from agent.fleet.enroll import load_enrollment
 
         enrollment = load_enrollment(data_dir)
         assert enrollment is not None

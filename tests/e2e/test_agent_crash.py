@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.enroll import enroll
-from agent.slots import SlotStore
+from agent.fleet.enroll import enroll
+from agent.fleet.slots import SlotStore
 from tests.e2e.harness import HARDWARE, Fleet
 from tests.support.polling import wait_until
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.enroll import enroll
-from agent.install_layout import AgentInstall
+from agent.fleet.enroll import enroll
+from agent.fleet.install_layout import AgentInstall
 from controlplane.agent_releases import import_release
 from controlplane.signing_key import load_signing_identity
 from models.agent_release import build_release
@@ -86,7 +86,7 @@ def test_agent_updates_twice_then_a_crashing_release_rolls_back_by_itself(
         [
             sys.executable,
             "-m",
-            "agent.supervisor",
+            "agent.fleet.supervisor",
             "--root",
             str(root),
             "--",

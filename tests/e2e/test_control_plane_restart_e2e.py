@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import agent.fetch_retry
-from agent.rollout_events import EventSink
+import agent.fleet.fetch_retry
+from agent.fleet.rollout_events import EventSink
 from controlplane.core.config import Settings
 from controlplane.main import create_app
 from models.protocol import RolloutEvent
@@ -93,9 +93,9 @@ class StepGate:
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_BACKOFF_S", 0.2)
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.5)
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_RETRY_WINDOW_S", 60.0)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_S", 0.2)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.5)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_RETRY_WINDOW_S", 60.0)
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.daemon import AgentNode, NodeOptions
-from agent.enroll import load_enrollment
+from agent.fleet.daemon import AgentNode, NodeOptions
+from agent.fleet.enroll import load_enrollment
+from agent.fleet.supervisor import RESTART_EXIT, ROOT_ENV
 from agent.runtime import ModelRuntime
-from agent.supervisor import RESTART_EXIT, ROOT_ENV
 from tests.e2e.fakes import fake_engines, pick_first
 from tests.e2e.harness import HARDWARE
 

@@ -33,7 +33,7 @@ def test_logs_page_shows_the_latest_answer(
                 request_id=row.request_id,
                 ok=True,
                 result={
-                    "lines": ["12:00 INFO agent.mqtt: connected to broker"],
+                    "lines": ["12:00 INFO agent.fleet.mqtt: connected to broker"],
                     "count": 1,
                     "truncated": False,
                 },

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from agent.fleetsim import DeviceSpec, FleetSimulator, RolloutBehaviour
-from agent.fleetsim_device import Degradation
+from agent.fleetsim.device import Degradation
+from agent.fleetsim.fleet import DeviceSpec, FleetSimulator, RolloutBehaviour
 from controlplane.rollouts import controller
 from models.protocol import ActiveModel
 from tests.controlplane.helpers import enroll

@@ -15,9 +15,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-import agent.mqtt as agent_mqtt
-from agent.mqtt import AgentMqtt, MqttError, MqttSettings, parse_broker_url
-from agent.outbox import MAX_PAYLOAD_BYTES, Outbox
+import agent.fleet.mqtt as agent_mqtt
+from agent.fleet.mqtt import AgentMqtt, MqttError, MqttSettings, parse_broker_url
+from agent.fleet.outbox import MAX_PAYLOAD_BYTES, Outbox
 from models.protocol import CommandResult, DesiredState, DeviceState, RolloutEvent, device_topic
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
 from tests.support.polling import wait_until

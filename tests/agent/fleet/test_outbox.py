@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.outbox import Outbox
+from agent.fleet.outbox import Outbox
 
 
 def test_entries_come_back_in_append_order_after_reopen(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.daemon import AgentNode, NodeOptions, _mqtt_override
-from agent.enroll import Enrollment
-from agent.mqtt_identity import new_client_request, save_client_certificate
+from agent.fleet.daemon import AgentNode, NodeOptions, _mqtt_override
+from agent.fleet.enroll import Enrollment
+from agent.fleet.mqtt_identity import new_client_request, save_client_certificate
 from agent.runtime import ModelRuntime
 from controlplane.broker_tls import create_ca, issue_device_certificate
 from models.keys import public_key_b64

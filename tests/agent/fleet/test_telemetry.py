@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from agent.engines.base import Completion
+from agent.fleet.telemetry import TelemetrySampler
 from agent.server.metrics import ServingMetrics
-from agent.telemetry import TelemetrySampler
 
 
 def test_a_window_reports_its_own_decode_rate_ttft_requests_and_errors() -> None:

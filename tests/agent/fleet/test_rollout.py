@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.engines.fake import FakeBehaviour
-from agent.rollout import ExecutorDeps, RolloutExecutor
+from agent.fleet.rollout import ExecutorDeps, RolloutExecutor
+from agent.fleet.slots import SlotStore
 from agent.runtime import ModelRuntime, Readiness
-from agent.slots import SlotStore
 from models.protocol import DesiredModel, DesiredState, RolloutEvent
 from models.store import ArtifactStore
 from tests.e2e.fakes import FakeEngineFactory, fake_engines, pick_first, publish_fake_model

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import agent.supervisor as supervisor_module
-from agent.install_layout import AgentInstall, Trial
-from agent.supervisor import Supervisor
+import agent.fleet.supervisor as supervisor_module
+from agent.fleet.install_layout import AgentInstall, Trial
+from agent.fleet.supervisor import Supervisor
 from tests.support.polling import wait_until
 
 CONFIRM = (
-    "import os, time; from pathlib import Path; from agent.install_layout import "
+    "import os, time; from pathlib import Path; from agent.fleet.install_layout import "
     "AgentInstall; AgentInstall(Path(os.environ['EDGEFLEET_AGENT_ROOT'])).confirm(); "
     "time.sleep(60)"
 )

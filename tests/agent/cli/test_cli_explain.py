@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.cli_run import _explain_gguf
+from agent.cli.run import _explain_gguf
 from hwprobe.profile import HardwareProfile
 
 GIB = 1 << 30

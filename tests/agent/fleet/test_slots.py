@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.slots import SlotStore
+from agent.fleet.slots import SlotStore
 
 
 def install(store: SlotStore, version: str, content: str = "weights") -> None:

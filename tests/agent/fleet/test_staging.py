@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import agent.fetch_retry
-from agent.fetch_retry import RetryWindow
-from agent.rollout_events import RolloutFailed
-from agent.staging import fetch_bytes
+import agent.fleet.fetch_retry
+from agent.fleet.fetch_retry import RetryWindow
+from agent.fleet.rollout_events import RolloutFailed
+from agent.fleet.staging import fetch_bytes
 from models.errors import DownloadError
 from models.protocol import DesiredModel
 from models.store import ArtifactStore
-from tests.agent.test_rollout import Rig
+from tests.agent.fleet.test_rollout import Rig
 from tests.e2e.fakes import publish_fake_model
 
 MODEL_SIZE = 300_000
@@ -88,8 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_BACKOFF_S", 0.0)
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.0)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_S", 0.0)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.0)
 
 
 @pytest.fixture
@@ -157,9 +157,9 @@ def test_a_missing_manifest_fails_at_once(
 def test_retries_stop_when_the_window_closes(
     tmp_path: Path, key: Ed25519PrivateKey, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_RETRY_WINDOW_S", 0.3)
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_BACKOFF_S", 0.05)
-    monkeypatch.setattr(agent.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.05)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_RETRY_WINDOW_S", 0.3)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_S", 0.05)
+    monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.05)
     rig = Rig(tmp_path, key)
     registry.faults.fail_first = 10_000
     assert not rig.apply(1, desired(rig, registry))

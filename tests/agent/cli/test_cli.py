@@ -16,7 +16,7 @@ from agent.config import ConfigError, load_settings
 from agent.server.serve import free_port
 from tests.support.polling import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -13,16 +13,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.commands import CommandRunner
-from agent.daemon import AgentNode, NodeOptions
+from agent.fleet.commands import CommandRunner
+from agent.fleet.daemon import AgentNode, NodeOptions
 from agent.model_loading import probe_profile
 from agent.runtime import ModelRuntime
 from models.protocol import Command, CommandResult, DesiredModel, DesiredState, device_topic
-from tests.agent.test_daemon import enrollment
+from tests.agent.fleet.test_daemon import enrollment
 from tests.e2e.fakes import FakeEngineFactory, fake_engines, pick_first, publish_fake_model
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
 
-DEVICE = "dev-1"  # tests.agent.test_daemon.enrollment's device, password "p"
+DEVICE = "dev-1"  # tests.agent.fleet.test_daemon.enrollment's device, password "p"
 WAIT_S = 10.0
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from agent.engines.batching import SchedulerStats
+from agent.fleet.telemetry import TelemetrySampler
 from agent.server.metrics import ServingMetrics
-from agent.telemetry import TelemetrySampler
 from models.protocol import TelemetrySample
 
 

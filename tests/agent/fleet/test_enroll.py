@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from agent.enroll import (
+from agent.fleet.enroll import (
     CREDENTIALS_FILE,
     EnrollmentError,
     enroll,
