@@ -61,8 +61,8 @@ def _apply(row: RolloutDevice, rollout: Rollout | None, event: RolloutEvent, now
     if row.desired_version is None or event.desired_version != row.desired_version:
         return False  # an older desired version's event: ignore (at-least-once, reordering)
     if rollout is not None and rollout.status in _REVERTED:
-        row.sub_status = f"revert:{event.kind}"[:32]
-        if row.state not in _FAILURES:
+        if row.state not in _FAILURES:  # a failed device keeps why it failed while it reverts
+            row.sub_status = f"revert:{event.kind}"[:32]
             row.detail = event.detail or row.detail
     else:
         if not event_applies(DeviceRolloutState(row.state), event.kind):
