@@ -18,20 +18,19 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.broker_auth import write_atomic
 from controlplane.errors import BrokerTlsError
+from models.protocol import check_csr
 
 _LOGGER = logging.getLogger(__name__)
 
 CA_VALIDITY = timedelta(days=3650)
 SERVER_VALIDITY = timedelta(days=825)  # what browsers and most TLS stacks still accept
 DEVICE_VALIDITY = timedelta(days=825)
-MIN_RSA_BITS = 2048
-MIN_EC_BITS = 256
 CLOCK_SKEW = timedelta(minutes=5)  # devices whose clocks run a little behind still connect
 CA_COMMON_NAME = "EdgeFleet MQTT CA"
 CA_CERT_FILE = "ca.crt"
@@ -161,22 +160,6 @@ def issue_server_certificate(ca: CertificateAuthority, hostnames: Sequence[str])
         x509.SubjectAlternativeName(names),
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
-
-
-def check_csr(pem: str) -> str:
-    """`pem` if it is a certificate request with a valid self-signature and a strong key."""
-    try:
-        csr = x509.load_pem_x509_csr(pem.encode())
-    except ValueError as exc:
-        raise ValueError(f"csr is not a PEM certificate signing request ({exc})") from None
-    if not csr.is_signature_valid:
-        raise ValueError("csr's signature does not match its key")
-    key = csr.public_key()
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size >= MIN_EC_BITS:
-        return pem
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
-        return pem
-    raise ValueError(f"csr's key must be EC of {MIN_EC_BITS}+ bits or RSA of {MIN_RSA_BITS}+")
 
 
 def issue_device_certificate(ca: CertificateAuthority, csr_pem: str, device_id: str) -> str:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BeforeValidator,
-    StrictBool,
-    StrictInt,
-    field_validator,
-    model_validator,
-)
+from pydantic import AwareDatetime, BeforeValidator, StrictBool, StrictInt, field_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from controlplane.broker_tls import check_csr
-from hwprobe.profile import DeviceClass
-from models.protocol import check_json_object
 from models.protocol import utcnow as utcnow  # one clock for the whole control plane
 
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
@@ -158,47 +147,11 @@ class EnrollmentTokenCreated(EnrollmentTokenPublic):
     token: str
 
 
-# --- devices ---------------------------------------------------------------------------
-DEVICE_CLASSES: tuple[str, ...] = get_args(DeviceClass)
-
-
+# --- devices (what the agent sends to /enroll is models.protocol.EnrollmentRequest) -----
 class DeviceBase(SQLModel):
     name: str = Field(default="", max_length=200)
     device_class: str = Field(default="", max_length=100, index=True)
     agent_version: str = Field(default="", max_length=100)
-
-
-class DeviceCreate(DeviceBase):
-    """What the agent sends to /enroll."""
-
-    token: str = Field(min_length=1, max_length=200)
-    hardware: Annotated[dict[str, Any], AfterValidator(check_json_object)] = Field(
-        default_factory=dict, description="the hwprobe profile; at most 64 KiB of JSON"
-    )
-    device_class: str | None = Field(default=None, max_length=100)  # type: ignore[assignment]
-    csr: str | None = Field(
-        default=None,
-        max_length=8192,
-        description="PEM certificate signing request for the device's MQTT client "
-        "certificate (the private key stays on the device)",
-    )
-
-    @field_validator("csr")
-    @classmethod
-    def _csr(cls, value: str | None) -> str | None:
-        return None if value is None else check_csr(value)
-
-    @model_validator(mode="after")
-    def _known_device_class(self) -> DeviceCreate:
-        # The classes hwprobe emits are what rollout selectors match on; a typo here would
-        # leave the device out of every rollout by class without a word.
-        for value in (self.device_class, self.hardware.get("device_class")):
-            if value and value not in DEVICE_CLASSES:
-                raise ValueError(
-                    f"device_class {value!r} is not one hwprobe reports; use one "
-                    f"of {', '.join(DEVICE_CLASSES)}"
-                )
-        return self
 
 
 class DeviceUpdate(SQLModel):

@@ -11,17 +11,22 @@ from controlplane.broker_auth import hash_password
 from controlplane.broker_sync import sync_broker
 from controlplane.broker_tls import issue_device_certificate, load_ca, read_ca_pem
 from controlplane.core.config import Settings
-from controlplane.db_models import DeviceCreate
 from controlplane.errors import EnrollmentRefused
 from controlplane.security import ARTIFACT_TOKEN_PREFIX, hash_token, new_device_id, new_secret
 from controlplane.signing_key import SigningIdentity
-from models.protocol import TOPIC_PREFIX, ArtifactAccess, EnrollmentResponse, MqttAccess
+from models.protocol import (
+    TOPIC_PREFIX,
+    ArtifactAccess,
+    EnrollmentRequest,
+    EnrollmentResponse,
+    MqttAccess,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def enroll_device(
-    session: Session, *, settings: Settings, signing: SigningIdentity, request: DeviceCreate
+    session: Session, *, settings: Settings, signing: SigningIdentity, request: EnrollmentRequest
 ) -> EnrollmentResponse:
     """Claim the token, create the device, add it to the broker; EnrollmentRefused if invalid."""
     ca_pem = read_ca_pem(settings.ca_cert_file) if settings.mqtt_tls else None  # before claiming

@@ -9,9 +9,20 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from hwprobe.profile import DeviceClass
 
 PROTOCOL_VERSION: Final = 1
 TOPIC_PREFIX = "ef/v1"
@@ -296,8 +307,63 @@ class CommandResult(Message):
     error: Detail = ""
 
 
-# Enrollment (HTTP, `POST /api/v1/enroll`): the answer the control plane gives once and the
-# agent keeps in its data dir. The defaults let an agent read what older versions stored.
+# Enrollment (HTTP, `POST /api/v1/enroll`): what the agent sends, and the answer the control
+# plane gives once and the agent keeps in its data dir. The defaults let an agent read what
+# older versions stored.
+DEVICE_CLASSES: Final[tuple[str, ...]] = get_args(DeviceClass)
+MIN_RSA_BITS: Final = 2048
+MIN_EC_BITS: Final = 256
+
+
+def check_csr(pem: str) -> str:
+    """`pem` if it is a certificate request with a valid self-signature and a strong key."""
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode())
+    except ValueError as exc:
+        raise ValueError(f"csr is not a PEM certificate signing request ({exc})") from None
+    if not csr.is_signature_valid:
+        raise ValueError("csr's signature does not match its key")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size >= MIN_EC_BITS:
+        return pem
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return pem
+    raise ValueError(f"csr's key must be EC of {MIN_EC_BITS}+ bits or RSA of {MIN_RSA_BITS}+")
+
+
+class EnrollmentRequest(BaseModel):
+    """What the agent sends to /enroll."""
+
+    token: str = Field(min_length=1, max_length=200)
+    hardware: JsonObject = Field(
+        default_factory=dict, description="the hwprobe profile; at most 64 KiB of JSON"
+    )
+    agent_version: str = Field(default="", max_length=100)
+    csr: str | None = Field(
+        default=None,
+        max_length=8192,
+        description="PEM certificate signing request for the device's MQTT client "
+        "certificate (the private key stays on the device)",
+    )
+    name: str = Field(default="", max_length=200)
+    device_class: str | None = Field(default=None, max_length=100)
+
+    @field_validator("csr")
+    @classmethod
+    def _csr(cls, value: str | None) -> str | None:
+        return None if value is None else check_csr(value)
+
+    @model_validator(mode="after")
+    def _known_device_class(self) -> EnrollmentRequest:
+        # The classes hwprobe emits are what rollout selectors match on; a typo here would
+        # leave the device out of every rollout by class without a word.
+        for value in (self.device_class, self.hardware.get("device_class")):
+            if value and value not in DEVICE_CLASSES:
+                raise ValueError(
+                    f"device_class {value!r} is not one hwprobe reports; use one "
+                    f"of {', '.join(DEVICE_CLASSES)}"
+                )
+        return self
 
 
 class MqttAccess(BaseModel):

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from agent.errors import AgentError
 from agent.fleet.mqtt_identity import new_client_request, save_client_certificate
 from models.files import atomic_write_bytes
-from models.protocol import EnrollmentResponse
+from models.protocol import EnrollmentRequest, EnrollmentResponse
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,19 +81,22 @@ def enroll(
     """POST /api/v1/enroll with the one-time token and store what comes back."""
     import httpx
 
-    body: dict[str, Any] = {
-        "token": token,
-        "hardware": hardware,
-        "agent_version": agent_version,
-        "csr": new_client_request(data_dir),
-    }
-    if name:
-        body["name"] = name
-    if device_class:
-        body["device_class"] = device_class
+    try:
+        request = EnrollmentRequest(
+            token=token,
+            hardware=hardware,
+            agent_version=agent_version,
+            csr=new_client_request(data_dir),
+            name=name or "",
+            device_class=device_class or None,
+        )
+    except ValidationError as exc:
+        raise EnrollmentError(f"the enrollment request is invalid: {exc}") from exc
     url = control_plane_url.rstrip("/") + "/api/v1/enroll"
     try:
-        resp = httpx.post(url, json=body, timeout=HTTP_TIMEOUT_S)
+        resp = httpx.post(
+            url, json=request.model_dump(exclude_defaults=True), timeout=HTTP_TIMEOUT_S
+        )
     except httpx.HTTPError as exc:
         raise EnrollmentError(f"cannot reach the control plane at {url}: {exc}") from exc
     if resp.status_code == 401:

@@ -10,14 +10,13 @@ from controlplane import crud
 from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, SigningDep
 from controlplane.api.rate_limit import limit_enrollment
 from controlplane.db_models import (
-    DeviceCreate,
     EnrollmentTokenCreate,
     EnrollmentTokenCreated,
     EnrollmentTokenPublic,
 )
 from controlplane.enrollment import enroll_device
 from controlplane.errors import ApiError
-from models.protocol import EnrollmentResponse
+from models.protocol import EnrollmentRequest, EnrollmentResponse
 
 router = APIRouter(tags=["enrollment"])
 
@@ -57,7 +56,7 @@ def list_enrollment_tokens(session: SessionDep, _op: OperatorDep) -> list[Enroll
     dependencies=[Depends(limit_enrollment)],
 )
 def enroll(
-    body: DeviceCreate, session: SessionDep, settings: SettingsDep, signing: SigningDep
+    body: EnrollmentRequest, session: SessionDep, settings: SettingsDep, signing: SigningDep
 ) -> EnrollmentResponse:
     """Trade a one-time enrollment token for the device's credentials (docs/controlplane.md)."""
     return enroll_device(session, settings=settings, signing=signing, request=body)
