@@ -39,6 +39,7 @@ from controlplane.broker_sync import (
 )
 from controlplane.errors import BridgeError
 from controlplane.ingest_counters import BridgeStats
+from controlplane.mqtt_receive import LeanReceiveClient
 from controlplane.telemetry_ingest import Inbound, IngestWriter, Recorder, WriterStatus
 from models import protocol
 
@@ -97,11 +98,12 @@ class MqttBridge:
         self._stopping = False
         self.connected = threading.Event()
         self._writer = IngestWriter(engine, stats=self._stats, keep_raw=keep_raw)
-        client = mqtt.Client(
+        client = LeanReceiveClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
+            sink=self._on_publish_packet,
         )
         client.username_pw_set(username, password)
         if tls:
@@ -113,7 +115,7 @@ class MqttBridge:
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_message = self._on_message  # QoS 2 only; the rest goes to the sink
         self._client = client
 
     @property
@@ -206,33 +208,43 @@ class MqttBridge:
         _LOGGER.warning("MQTT bridge disconnected (%s); paho reconnects with backoff", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        # Nothing may escape into paho's thread: one bad message must not stop the bridge.
+        # QoS 2 only, which our QoS 1 subscriptions never deliver; handled the same way.
         try:
-            self._handle_message(msg)
-        except Exception:
-            _LOGGER.exception("failed on a message on %s", msg.topic)
-            self._stats.incr("handler_errors")
-            self._ack(msg.mid, msg.qos, self._generation)
+            topic = msg.topic.encode()
+        except UnicodeDecodeError:
+            topic = b"\xff"  # not a device topic: counted as invalid and acknowledged
+        self._on_publish_packet(topic, bytes(msg.payload), msg.mid, msg.qos)
 
-    def _handle_message(self, msg: mqtt.MQTTMessage) -> None:
+    def _on_publish_packet(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        # Nothing may escape into paho's thread: one bad message must not stop the bridge.
         self._stats.incr("received")
+        try:
+            self._handle_message(topic.decode(), payload, mid, qos)
+        except UnicodeDecodeError:
+            self._reject_invalid(repr(topic[:200]), mid, qos, "the topic is not UTF-8")
+        except Exception:
+            _LOGGER.exception("failed on a message on %r", topic[:200])
+            self._stats.incr("handler_errors")
+            self._ack(mid, qos, self._generation)
+
+    def _handle_message(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         generation = self._generation
-        device_id = protocol.device_id_from_topic(msg.topic)
-        leaf = leaf_of(msg.topic)
+        device_id = protocol.device_id_from_topic(topic)
+        leaf = leaf_of(topic)
         schema = INBOUND_SCHEMAS.get(leaf or "")
         if device_id is None or leaf is None or schema is None:
-            self._reject_invalid(msg, "not a device topic the control plane reads")
+            self._reject_invalid(topic, mid, qos, "not a device topic the control plane reads")
             return
         if len(device_id) > DEVICE_ID_MAX_CHARS or "\x00" in device_id:
-            self._reject_invalid(msg, "not a device id")
+            self._reject_invalid(topic, mid, qos, "not a device id")
             return
         try:
-            message = schema.model_validate_json(msg.payload)
+            message = schema.model_validate_json(payload)
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
             where = ".".join(str(part) for part in first["loc"]) or "payload"
             why = f"{exc.error_count()} error(s), first {where}: {first['msg']}"
-            self._reject_invalid(msg, why, device_id=device_id)
+            self._reject_invalid(topic, mid, qos, why, device_id=device_id)
             return
         self._writer.submit(
             Inbound(
@@ -240,11 +252,13 @@ class MqttBridge:
                 device_id=device_id,
                 message=message,
                 received_at=protocol.utcnow(),
-                ack=lambda: self._ack(msg.mid, msg.qos, generation),
+                ack=lambda: self._ack(mid, qos, generation),
             )
         )
 
-    def _reject_invalid(self, msg: mqtt.MQTTMessage, why: str, *, device_id: str = "") -> None:
+    def _reject_invalid(
+        self, topic: str, mid: int, qos: int, why: str, *, device_id: str = ""
+    ) -> None:
         self._stats.incr("invalid", device_id=device_id)
         # One warning per device a minute: a flood of bad messages must not flood the log too.
         now, last = time.monotonic(), self._invalid_logged.get(device_id)
@@ -253,12 +267,12 @@ class MqttBridge:
             _LOGGER.warning(
                 "dropped invalid message on %s: %s (more from this device are "
                 "counted, logged at debug level for a minute)",
-                msg.topic[:200],
+                topic[:200],
                 why,
             )
         else:
-            _LOGGER.debug("dropped invalid message on %s: %s", msg.topic[:200], why)
-        self._ack(msg.mid, msg.qos, self._generation)
+            _LOGGER.debug("dropped invalid message on %s: %s", topic[:200], why)
+        self._ack(mid, qos, self._generation)
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:
         # A packet id from an earlier connection may now name another message.

@@ -11,6 +11,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import BaseModel
 from sqlmodel import Session
 
@@ -161,6 +163,22 @@ def test_telemetry_reaches_the_api_and_duplicates_are_ignored(
     wait_until(lambda: stats(fleet_client)["persisted"] >= before + 2, "both batches handled")
     assert series(fleet_client, admin_headers, device.id)[0]["count"] == 3
     assert stats(fleet_client)["duplicate_samples"] == 1
+
+
+def test_messages_with_v5_properties_and_a_non_utf8_topic_are_handled(
+    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+) -> None:
+    device = make_device()
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = ("trace", "t" * 300)  # the bridge skips properties it never reads
+    props.MessageExpiryInterval = 600
+    data = telemetry(1).model_dump_json()
+    device.client.publish(device.topic("telemetry"), data, qos=1, properties=props)
+    wait_until(lambda: series(fleet_client, admin_headers, device.id), "telemetry in the API")
+    before = stats(fleet_client).get("invalid", 0)
+    bridge = fleet_client.app.state.bridge  # type: ignore[attr-defined]
+    bridge._on_publish_packet(b"ef/v1/devices/\xff/state", b"{}", 0, 0)
+    assert stats(fleet_client)["invalid"] == before + 1
 
 
 def test_invalid_messages_are_counted_and_the_loop_goes_on(

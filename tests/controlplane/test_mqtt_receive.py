@@ -1,0 +1,71 @@
+"""The bridge's lean PUBLISH parsing (the whole path runs against Mosquitto in test_bridge)."""
+
+from __future__ import annotations
+
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from controlplane.mqtt_receive import LeanReceiveClient, split_publish
+
+
+def publish_packet(topic: bytes, payload: bytes, *, mid: int | None, props: bytes | None) -> bytes:
+    """A PUBLISH variable header and payload as a broker sends it (fixed header excluded)."""
+    out = len(topic).to_bytes(2, "big") + topic
+    if mid is not None:
+        out += mid.to_bytes(2, "big")
+    if props is not None:
+        out += props
+    return out + payload
+
+
+def v5_properties() -> bytes:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = ("trace", "x" * 200)  # long enough for a two-byte length
+    props.MessageExpiryInterval = 60
+    packed: bytes = props.pack()  # type: ignore[no-untyped-call]
+    return packed
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("v5", [False, True])
+def test_topic_packet_id_and_payload_are_read_whatever_the_properties(qos: int, v5: bool) -> None:
+    props = v5_properties() if v5 else None
+    packet = publish_packet(
+        b"ef/v1/devices/d1/state", b'{"online":true}', mid=7 if qos else None, props=props
+    )
+    assert split_publish(packet, qos=qos, v5=v5) == (
+        b"ef/v1/devices/d1/state",
+        b'{"online":true}',
+        7 if qos else 0,
+    )
+
+
+def test_an_empty_property_block_and_payload() -> None:
+    packet = publish_packet(b"t", b"", mid=1, props=b"\x00")
+    assert split_publish(packet, qos=1, v5=True) == (b"t", b"", 1)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"\x00",  # no room for the topic length
+        b"\x00\x09short",  # topic longer than the packet
+        b"\x00\x01t",  # QoS 1 without its packet id
+        b"\x00\x01t\x00\x01\x05ab",  # properties longer than the packet
+        b"\x00\x01t\x00\x01\xff\xff\xff\xff\xff",  # property length over four bytes
+    ],
+)
+def test_a_truncated_packet_is_refused(packet: bytes) -> None:
+    with pytest.raises(ValueError):
+        split_publish(packet, qos=1, v5=True)
+
+
+def test_the_client_insists_on_manual_acks() -> None:
+    with pytest.raises(ValueError, match="manual_ack"):
+        LeanReceiveClient(
+            CallbackAPIVersion.VERSION2,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            sink=lambda *_: None,
+        )
