@@ -1,7 +1,8 @@
 """The generation loop over a KV-cached decoder, shared by the ONNX Runtime and TensorRT engines.
 
 A backend supplies a `Stepper` (feed tokens, get the last position's logits, the cache kept
-inside); `KVLoopEngine` supplies the tokenizer, sampling, stop strings, cancellation and stats.
+inside); `KVLoopEngine` supplies the tokenizer, sampling, stop strings, cancellation and stats,
+and constrained decoding (agent/engines/constrained.py) for requests that carry a constraint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.constrained import GrammarCompiler, TokenPicker, llguidance_installed
 from agent.engines.decoding import IncrementalDetokenizer, Sampler, check_context, stream_tokens
 from agent.engines.hftok import HFTokenizer, find_tokenizer
 from agent.errors import EngineError, ModelLoadError
@@ -41,7 +43,7 @@ class Stepper(Protocol):
 
 
 def token_steps(
-    stepper: Stepper, prompt_ids: Sequence[int], sampler: Sampler
+    stepper: Stepper, prompt_ids: Sequence[int], sampler: TokenPicker
 ) -> Generator[int, None, None]:
     """Prefill the prompt, then yield one sampled token per step, feeding each back lazily."""
     stepper.reset()
@@ -84,9 +86,12 @@ class KVLoopEngine:
     def __init__(self) -> None:
         self._stepper: Stepper | None = None
         self._tokenizer: HFTokenizer | None = None
+        self._tokenizer_file: Path | None = None
+        self._grammars: GrammarCompiler | None = None  # built at the first constrained request
         self._context = 0
         self._stats = EngineStats()
         self._lock = threading.Lock()
+        self._grammar_lock = threading.Lock()
 
     def _open(self, model_path: Path, options: LoadOptions) -> tuple[Stepper, str]:
         """Build the backend's stepper; returns it and the device it runs on."""
@@ -100,13 +105,15 @@ class KVLoopEngine:
             raise ModelLoadError(f"model path {model_path} does not exist")
         stepper, device = self._open(model_path, options)  # checks the library first
         try:
-            tokenizer = HFTokenizer(find_tokenizer(model_path))
+            tokenizer_file = find_tokenizer(model_path)
+            tokenizer = HFTokenizer(tokenizer_file)
         except Exception:
             stepper.close()
             raise
         folder = model_path if model_path.is_dir() else model_path.parent
         self._context = min(options.context_length, model_context_length(folder, 1 << 30))
         self._stepper, self._tokenizer = stepper, tokenizer
+        self._tokenizer_file = tokenizer_file
         self._stats = EngineStats(load_seconds=time.perf_counter() - started, device=device)
 
     def count_tokens(self, text: str) -> int:
@@ -120,8 +127,11 @@ class KVLoopEngine:
         stepper, tokenizer = self._loaded()
         prompt_ids = tokenizer.encode(prompt)
         check_context(len(prompt_ids), params.max_tokens, self._context)
+        picker: TokenPicker = Sampler(params)
+        if params.constraint is not None:
+            picker = self._grammar_compiler(tokenizer).sampler(picker, params.constraint)
         with self._lock:
-            steps = token_steps(stepper, prompt_ids, Sampler(params))
+            steps = token_steps(stepper, prompt_ids, picker)
             yield from stream_tokens(
                 _guarded(steps, self.name),
                 detokenizer=IncrementalDetokenizer(tokenizer.token_bytes),
@@ -132,11 +142,25 @@ class KVLoopEngine:
                 stats=self._stats,
             )
 
+    @property
+    def constrained_decoding(self) -> bool:
+        """Whether SamplingParams.constraint is applied: with llguidance installed."""
+        return llguidance_installed()
+
+    def _grammar_compiler(self, tokenizer: HFTokenizer) -> GrammarCompiler:
+        """The model's tokenizer for llguidance, read at the first constrained request."""
+        with self._grammar_lock:
+            if self._grammars is None:
+                assert self._tokenizer_file is not None
+                self._grammars = GrammarCompiler(self._tokenizer_file, tokenizer.eos_ids)
+            return self._grammars
+
     def unload(self) -> None:
         """Drop the decoder and tokenizer."""
         if self._stepper is not None:
             self._stepper.close()
         self._stepper = self._tokenizer = None
+        self._tokenizer_file = self._grammars = None
 
     def stats(self) -> EngineStats:
         """Counters since load."""
