@@ -25,7 +25,8 @@ from agent.errors import EngineError, ModelLoadError
 if TYPE_CHECKING:
     from agent.model_loading import LoadedModel
 
-_VOCABULARY = (
+# The fake engines' whole vocabulary: token i is WORDS[i].
+WORDS = (
     "alpha",
     "bravo",
     "charlie",
@@ -111,7 +112,7 @@ class FakeEngine:
         prompt_tokens = self.count_tokens(prompt)
         seed = sum(prompt.encode()) + (params.seed or 0)
         if params.constraint is not None:
-            word = _VOCABULARY[seed % len(_VOCABULARY)]
+            word = WORDS[seed % len(WORDS)]
             text = constrained_text(params.constraint, word)
             yield from self._replay(text, params, prompt_tokens, cancel)
             return
@@ -128,8 +129,8 @@ class FakeEngine:
                 raise EngineError("fake engine: injected failure during generation")
             if self.behaviour.token_delay_s:
                 time.sleep(self.behaviour.token_delay_s)
-            index = (seed + produced * 7) % len(_VOCABULARY)
-            piece = (" " if produced else "") + _VOCABULARY[index]
+            index = (seed + produced * 7) % len(WORDS)
+            piece = (" " if produced else "") + WORDS[index]
             produced += 1
             text += piece
             hit = next((s for s in params.stop if s and s in text), None)

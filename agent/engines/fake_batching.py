@@ -17,26 +17,9 @@ from pathlib import Path
 
 from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.batching import BatchRequest, BatchScheduler, SequenceWork
+from agent.engines.fake import WORDS
 from agent.errors import EngineError
 
-WORDS = (
-    "alpha",
-    "bravo",
-    "charlie",
-    "delta",
-    "echo",
-    "foxtrot",
-    "golf",
-    "hotel",
-    "india",
-    "juliet",
-    "kilo",
-    "lima",
-    "mike",
-    "november",
-    "oscar",
-    "papa",
-)
 END = len(WORDS)  # the end-of-sequence token
 BOS = END + 1
 
