@@ -11,6 +11,7 @@ import pytest
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.batching import BatchRequest, BatchScheduler
 from agent.engines.fake_batching import WORDS, FakeBatchBackend, FakeBatchingEngine, fake_tokens
+from tests.support.streams import collect, run_together
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0)
 
@@ -29,30 +30,13 @@ def _run(
     params: SamplingParams = GREEDY,
     cancel: threading.Event | None = None,
 ) -> tuple[str, Completion]:
-    text, done = "", None
-    for item in engine.generate(prompt, params, cancel):
-        if isinstance(item, TokenChunk):
-            text += item.text
-        else:
-            done = item
-    assert done is not None
-    return text, done
+    return collect(engine.generate(prompt, params, cancel))
 
 
-def _together(engine: FakeBatchingEngine, jobs: list[tuple[str, SamplingParams]]) -> list[str]:
-    results: list[str] = [""] * len(jobs)
-    start = threading.Barrier(len(jobs))
-
-    def one(i: int) -> None:
-        start.wait()
-        results[i] = _run(engine, *jobs[i])[0]
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return results
+def _together(
+    engine: FakeBatchingEngine, jobs: list[tuple[str, SamplingParams]]
+) -> list[str | None]:
+    return run_together(lambda job: _run(engine, *job)[0], jobs)
 
 
 def test_greedy_output_is_the_same_alone_and_in_a_batch(engine: FakeBatchingEngine) -> None:

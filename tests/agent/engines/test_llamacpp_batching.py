@@ -10,6 +10,7 @@ import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.llamacpp import LlamaCppEngine
+from tests.support.streams import collect, run_together
 
 pytest.importorskip("llama_cpp")
 
@@ -46,14 +47,7 @@ def _run(
     params: SamplingParams = GREEDY,
     cancel: threading.Event | None = None,
 ) -> tuple[str, Completion]:
-    text, done = "", None
-    for item in engine.generate(prompt, params, cancel):
-        if isinstance(item, TokenChunk):
-            text += item.text
-        else:
-            done = item
-    assert done is not None
-    return text, done
+    return collect(engine.generate(prompt, params, cancel))
 
 
 def test_slots_come_from_the_load_options(engine: LlamaCppEngine) -> None:
@@ -64,24 +58,13 @@ def test_slots_come_from_the_load_options(engine: LlamaCppEngine) -> None:
 
 def test_greedy_output_is_the_same_alone_and_batched(engine: LlamaCppEngine) -> None:
     prompts = [_chat(q, system=f"You are assistant number {i}.") for i, q in enumerate(QUESTIONS)]
-    batched: list[str] = [""] * len(prompts)
-    start = threading.Barrier(len(prompts))
-
-    def one(i: int) -> None:
-        start.wait()
-        batched[i] = _run(engine, prompts[i])[0]
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    batched = run_together(lambda prompt: _run(engine, prompt)[0], prompts, timeout=300)
     alone = [_run(engine, p)[0] for p in prompts]  # these continue from cached prefixes
     # Not bitwise: a batch attends over other cells and sums in another order, so greedy text
     # may branch at any near-tie (docs/engines.md); exact equality is tested on the fake
     # backend (test_batching.py). Here: every batched stream finishes and answers the fact.
     assert all(batched) and all(alone)
-    assert "Paris" in batched[0]
+    assert "Paris" in (batched[0] or "")
     assert "Paris" in alone[0]
 
 

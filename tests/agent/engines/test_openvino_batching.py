@@ -12,6 +12,7 @@ from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChu
 from agent.engines.openvino import OpenVinoEngine
 from agent.selection import variant_path
 from models.manifest import Manifest
+from tests.support.streams import collect, run_together
 
 pytest.importorskip("openvino_genai")
 
@@ -32,10 +33,8 @@ def engine(tiny_model_dir: Path) -> Iterator[OpenVinoEngine]:
     engine.unload()
 
 
-def _run(engine: OpenVinoEngine, prompt: str, cancel: threading.Event | None = None) -> str:
-    return "".join(
-        i.text for i in engine.generate(prompt, GREEDY, cancel) if isinstance(i, TokenChunk)
-    )
+def _run(engine: OpenVinoEngine, prompt: str) -> str:
+    return collect(engine.generate(prompt, GREEDY))[0]
 
 
 def test_the_engine_batches_through_the_continuous_batching_pipeline(
@@ -47,18 +46,7 @@ def test_the_engine_batches_through_the_continuous_batching_pipeline(
 
 def test_greedy_output_is_the_same_alone_and_batched(engine: OpenVinoEngine) -> None:
     alone = [_run(engine, p) for p in PROMPTS]
-    batched = [""] * len(PROMPTS)
-    start = threading.Barrier(len(PROMPTS))
-
-    def one(i: int) -> None:
-        start.wait()
-        batched[i] = _run(engine, PROMPTS[i])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(PROMPTS))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    batched = run_together(lambda prompt: _run(engine, prompt), PROMPTS, timeout=120)
     assert batched == alone and all(alone)
 
 
