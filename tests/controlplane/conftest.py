@@ -10,14 +10,11 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
@@ -30,6 +27,7 @@ from controlplane.core.config import Settings
 from controlplane.core.db import migrate
 from controlplane.db_models import Role
 from controlplane.main import create_app
+from tests.controlplane.live import LiveServer
 from tests.support.mosquitto import MosquittoBroker, free_port
 
 POSTGRES_ADMIN_DSN = os.environ.get(
@@ -197,22 +195,8 @@ def cp_server(broker_settings: Settings) -> Iterator[str]:
     """A real uvicorn serving the app (with the live broker) in a thread; its base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(broker_settings.model_copy(update={"public_url": url, "port": port}))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="cp-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("control plane server did not start")
-        time.sleep(0.05)
-    try:
+    with LiveServer(broker_settings.model_copy(update={"public_url": url, "port": port})):
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -14,51 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import agent.fleet.fetch_retry
 from agent.fleet.rollout_events import EventSink
-from controlplane.core.config import Settings
-from controlplane.main import create_app
 from models.protocol import RolloutEvent
+from tests.controlplane.live import LiveServer
 from tests.e2e.fakes import publish_fake_model
 from tests.e2e.harness import Fleet, admin_token, cp_settings
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.polling import wait_until
 
 OUTAGE_S = 1.0
-
-
-class ControlPlane:
-    """The control plane under uvicorn in a thread, stoppable and startable on one port."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        config = uvicorn.Config(
-            create_app(self.settings),
-            host=self.settings.host,
-            port=self.settings.port,
-            log_level="warning",
-            lifespan="on",
-        )
-        self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, daemon=True, name="cp")
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert self._thread.is_alive() and time.monotonic() < deadline, "cp did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = self._server.force_exit = True  # drop connections at once
-        self._thread.join(timeout=15)
-        assert not self._thread.is_alive(), "cp did not stop"
 
 
 class StepGate:
@@ -99,19 +66,14 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def control_plane(tmp_path: Path, broker: MosquittoBroker) -> Iterator[ControlPlane]:
-    cp = ControlPlane(cp_settings(tmp_path / "cp", broker))
-    cp.start()
-    yield cp
-    try:
-        cp.stop()
-    except AssertionError:
-        pass  # already stopped by a failing test
+def control_plane(tmp_path: Path, broker: MosquittoBroker) -> Iterator[LiveServer]:
+    with LiveServer(cp_settings(tmp_path / "cp", broker)) as cp:
+        yield cp
 
 
 @pytest.mark.parametrize("step", ["dispatched", "accepting", "downloading"])
 def test_rollout_completes_across_a_control_plane_restart(
-    tmp_path: Path, broker: MosquittoBroker, control_plane: ControlPlane, step: str
+    tmp_path: Path, broker: MosquittoBroker, control_plane: LiveServer, step: str
 ) -> None:
     settings = control_plane.settings
     fleet = Fleet(settings.public_url, admin_token(settings), tmp_path)
@@ -126,7 +88,7 @@ def test_rollout_completes_across_a_control_plane_restart(
         node.start()
         rid = fleet.rollout("tiny:1.0", ["100%"])
         assert gate.reached.wait(30), f"the device never reached {step}"
-        control_plane.stop()
+        control_plane.stop(force=True)  # drop connections at once
         gate.go_on.set()  # the device carries on while the control plane is down
         time.sleep(OUTAGE_S)
         control_plane.start()

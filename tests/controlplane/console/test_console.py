@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from controlplane import crud, telemetry_retention
+from controlplane import crud
 from controlplane.cli import main
-from controlplane.core.config import Settings
 from controlplane.db_models import Role
 from controlplane.signing_key import load_signing_identity
-from tests.controlplane.dashboard.test_pages import Server
 from tests.controlplane.helpers import make_model_dir
+from tests.controlplane.live import sqlite_control_plane
 from tests.controlplane.rollouts.conftest import add_device
 from tests.support.mosquitto import free_port
 
@@ -28,15 +27,8 @@ from tests.support.mosquitto import free_port
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A control plane on uvicorn with two devices, an admin and a viewer token; the CLI
     runs in an empty directory with only a context file."""
-    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
-    settings = Settings(
-        data_dir=tmp_path / "cp",
-        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
-        mqtt_cp_password="pw",
-        port=free_port(),
-    )
-    with Server(settings) as running:
-        with Session(running.app.state.engine) as session:
+    with sqlite_control_plane(tmp_path, monkeypatch) as running:
+        with Session(running.engine) as session:
             _a, admin = crud.create_api_token(session, name="ada", role=Role.admin)
             _v, viewer = crud.create_api_token(session, name="vic", role=Role.viewer)
             add_device(session, "dev-a", labels={"site": "a"})
@@ -51,7 +43,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
             "url": running.url,
             "admin": admin,
             "viewer": viewer,
-            "settings": settings,
+            "settings": running.settings,
             "contexts": laptop / "contexts.json",
             "tmp": tmp_path,
         }

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,17 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlmodel import Session
 
-from controlplane import crud, telemetry_retention
-from controlplane.core.config import Settings
+from controlplane import crud
 from controlplane.db_models import Role
-from controlplane.main import create_app
 from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
 from tests.controlplane.helpers import HARDWARE, bearer, enroll, mark_device_state
-from tests.support.mosquitto import free_port
+from tests.controlplane.live import sqlite_control_plane
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -41,42 +36,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class Server:
-    """A control plane served by uvicorn in a thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self.url = f"http://127.0.0.1:{settings.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A running control plane with one online device that has an hour of telemetry."""
-    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
-    settings = Settings(
-        data_dir=tmp_path / "cp",
-        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
-        mqtt_cp_password="pw",
-        port=free_port(),
-    )
-    with Server(settings) as server:
-        engine = server.app.state.engine
+    with sqlite_control_plane(tmp_path, monkeypatch) as server:
+        engine = server.engine
         with Session(engine) as session:
             _admin, admin = crud.create_api_token(session, name="admin", role=Role.admin)
             _viewer, viewer = crud.create_api_token(session, name="viewer", role=Role.viewer)

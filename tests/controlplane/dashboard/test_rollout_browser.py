@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from controlplane import crud, telemetry_retention
-from controlplane.core.config import Settings
+from controlplane import crud
 from controlplane.db_models import Role
 from controlplane.rollouts import controller
 from controlplane.rollouts.models import RolloutDevice
-from tests.controlplane.dashboard.test_pages import CHROMIUM, CHROMIUM_ARGS, Server
+from tests.controlplane.dashboard.test_pages import CHROMIUM, CHROMIUM_ARGS
+from tests.controlplane.live import sqlite_control_plane
 from tests.controlplane.rollouts.conftest import add_device, add_model
-from tests.support.mosquitto import free_port
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
@@ -29,16 +28,9 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A control plane (rollout controller running) with a model and three devices."""
-    monkeypatch.setattr(telemetry_retention, "FIRST_RUN_DELAY_S", 3600.0)
     monkeypatch.setattr(controller, "TICK_S", 0.2)
-    settings = Settings(
-        data_dir=tmp_path / "cp",
-        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
-        mqtt_cp_password="pw",
-        port=free_port(),
-    )
-    with Server(settings) as server:
-        engine = server.app.state.engine
+    with sqlite_control_plane(tmp_path, monkeypatch) as server:
+        engine = server.engine
         with Session(engine) as session:
             _op, operator = crud.create_api_token(session, name="olga", role=Role.operator)
             add_model(session, version="2.0")
