@@ -97,14 +97,14 @@ class Generation:
         model: Any,
         params: SamplingParams,
         prompt_tokens: int,
-        started: float,
+        started: float | None = None,
         *,
         batch_interval_s: float = STREAM_BATCH_INTERVAL_S,
     ) -> None:
         self.model = model
         self.params = params
         self.prompt_tokens = prompt_tokens
-        self.started = started
+        self.started = started or time.perf_counter()  # when the request arrived
         self.cancel_event = threading.Event()
         self.completion: Completion | None = None
         self.first_token_at: float | None = None
@@ -198,6 +198,30 @@ def _finish(generation: Generation, on_done: Callable[[], None], error: Exceptio
         generation.push(_DONE)
 
 
+class _Relay:
+    """Engine items to a Generation from the engine's thread, timing tokens for the observer."""
+
+    def __init__(self, generation: Generation, observer: GenerationObserver | None) -> None:
+        self._generation = generation
+        self._observer = observer
+        self._last: float | None = None
+
+    def push(self, item: TokenChunk | Completion) -> None:
+        generation, observer = self._generation, self._observer
+        if isinstance(item, TokenChunk):
+            now = time.perf_counter()
+            if self._last is None:
+                generation.first_token_at = now
+                if observer is not None:
+                    observer.on_first_token(now - generation.started)
+            elif observer is not None:
+                observer.on_token_gap(now - self._last)
+            self._last = now
+        elif observer is not None:
+            observer.on_finish(item)
+        generation.push(item)
+
+
 def start_worker(
     engine: Engine,
     prompt: str,
@@ -212,31 +236,16 @@ def start_worker(
 ) -> Generation:
     """Start `engine.generate` in a thread and return the Generation that reads it."""
     generation = Generation(
-        model,
-        params,
-        prompt_tokens,
-        started or time.perf_counter(),
-        batch_interval_s=batch_interval_s,
+        model, params, prompt_tokens, started, batch_interval_s=batch_interval_s
     )
+    relay = _Relay(generation, observer)
     loop = asyncio.get_running_loop()
 
     def run() -> None:
-        last: float | None = None
         error: Exception | None = None
         try:
             for item in engine.generate(prompt, params, generation.cancel_event):
-                if isinstance(item, TokenChunk):
-                    now = time.perf_counter()
-                    if last is None:
-                        generation.first_token_at = now
-                        if observer is not None:
-                            observer.on_first_token(now - generation.started)
-                    elif observer is not None:
-                        observer.on_token_gap(now - last)
-                    last = now
-                elif isinstance(item, Completion) and observer is not None:
-                    observer.on_finish(item)
-                generation.push(item)
+                relay.push(item)
         except Exception as exc:  # reported to the reader, which answers the client
             _LOGGER.exception("generation failed")
             error = exc
@@ -249,8 +258,8 @@ def start_worker(
     return generation
 
 
-class _TimedSink:
-    """The scheduler's per-request callback: observer timings, then the Generation's queue."""
+class _TimedSink(_Relay):
+    """The scheduler's per-request callback: the relay, then the end of the request."""
 
     def __init__(
         self,
@@ -258,33 +267,19 @@ class _TimedSink:
         on_done: Callable[[], None],
         observer: GenerationObserver | None,
     ) -> None:
-        self._generation = generation
+        super().__init__(generation, observer)
         self._on_done = on_done
-        self._observer = observer
-        self._last: float | None = None
         self._loop = asyncio.get_running_loop()
 
     def __call__(self, item: object) -> None:
-        generation, observer = self._generation, self._observer
-        if isinstance(item, TokenChunk):
-            now = time.perf_counter()
-            if self._last is None:
-                generation.first_token_at = now
-                if observer is not None:
-                    observer.on_first_token(now - generation.started)
-            elif observer is not None:
-                observer.on_token_gap(now - self._last)
-            self._last = now
-            generation.push(item)
-            return
+        if isinstance(item, TokenChunk | Completion):
+            self.push(item)
+            if isinstance(item, TokenChunk):
+                return
+        if self._observer is not None:
+            self._observer.on_request_done(time.perf_counter() - self._generation.started)
         error = item if isinstance(item, Exception) else None
-        if isinstance(item, Completion):
-            if observer is not None:
-                observer.on_finish(item)
-            generation.push(item)
-        if observer is not None:
-            observer.on_request_done(time.perf_counter() - generation.started)
-        self._loop.call_soon_threadsafe(_finish, generation, self._on_done, error)
+        self._loop.call_soon_threadsafe(_finish, self._generation, self._on_done, error)
 
 
 def start_batched(
@@ -300,11 +295,7 @@ def start_batched(
 ) -> Generation:
     """Queue the prompt on a batching engine's scheduler and return the Generation that reads it."""
     generation = Generation(
-        model,
-        params,
-        len(prompt_ids),
-        started or time.perf_counter(),
-        batch_interval_s=batch_interval_s,
+        model, params, len(prompt_ids), started, batch_interval_s=batch_interval_s
     )
     request = BatchRequest(
         prompt_ids,
