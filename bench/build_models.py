@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from models.build.pipeline import build_model
+from models.build.pipeline import build_targets
 from models.reference import reference_key, reference_targets
 from models.reference.checkpoint import write_checkpoint
 
@@ -32,9 +32,9 @@ def bench(kind: str) -> None:
         print(f"{kind}: hf checkpoint {_mib(hf_bytes)}")
         for target in reference_targets(kind):
             started = time.perf_counter()
-            manifest = build_model(
+            manifest = build_targets(
                 work / "hf", work / target, [target], reference_key(), name=kind, progress=False
-            )
+            ).manifest
             elapsed = time.perf_counter() - started
             for v in manifest.variants:
                 own = sum(f.size for f in v.files if f.path != "tokenizer.json")

@@ -189,19 +189,3 @@ def build_targets(
     write_signed_manifest(out_dir, manifest, key)
     _LOGGER.info("built %s with %d variants in %s", manifest.ref, len(drafts), out_dir)
     return BuildResult(manifest, failed, seconds)
-
-
-def build_model(
-    hf_dir: Path,
-    out_dir: Path,
-    targets: Sequence[str],
-    key: Ed25519PrivateKey,
-    name: str | None = None,
-    version: str | None = None,
-    progress: bool = True,
-    q4_type: Q4Type | None = None,
-) -> Manifest:
-    """Build every target or raise BuildError naming the first that failed; the manifest."""
-    return build_targets(
-        hf_dir, out_dir, targets, key, name, version, progress=progress, q4_type=q4_type
-    ).manifest

@@ -76,11 +76,11 @@ def reference_targets(kind: str) -> list[str]:
 
 
 def _build_into(kind: str, work: Path) -> None:
-    from models.build.pipeline import build_model
+    from models.build.pipeline import build_targets
     from models.reference.checkpoint import write_checkpoint
 
     write_checkpoint(kind, work / "hf")
-    build_model(
+    build_targets(
         work / "hf",
         work,
         reference_targets(kind),

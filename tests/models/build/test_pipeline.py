@@ -1,4 +1,4 @@
-"""build_model: targets, manifest contents, signatures and refusals."""
+"""build_targets: targets, manifest contents, signatures and refusals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from models.build.checkpoint import read_checkpoint
 from models.build.errors import BuildError
-from models.build.pipeline import build_model, build_targets, kv_cache_bytes
+from models.build.pipeline import build_targets, kv_cache_bytes
 from models.build.targets import TARGETS
 from models.keys import generate_key
 from models.manifest import Manifest
@@ -47,9 +47,9 @@ def test_memory_is_weights_plus_kv_cache(tiny_model_dir: Path) -> None:
 def test_build_one_target_into_a_fresh_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
     key = generate_key()
     out = tmp_path / "out"
-    manifest = build_model(
+    manifest = build_targets(
         tiny_model_dir / "hf", out, ["gguf-f32"], key, name="t", version="7", progress=False
-    )
+    ).manifest
     assert [v.id for v in manifest.variants] == ["gguf-f32"]
     assert verify_model_dir(out, trusted=[key.public_key()]).ref == "t:7"
 
@@ -57,7 +57,8 @@ def test_build_one_target_into_a_fresh_dir(tiny_model_dir: Path, tmp_path: Path)
 def test_q4_build_leaves_no_f32_intermediate(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     out = tmp_path / "out"
-    manifest = build_model(tiny_model_dir / "hf", out, ["gguf-q4"], generate_key(), progress=False)
+    built = build_targets(tiny_model_dir / "hf", out, ["gguf-q4"], generate_key(), progress=False)
+    manifest = built.manifest
     assert [v.id for v in manifest.variants] == ["gguf-q4_0"]
     assert sorted(p.name for p in (out / "gguf").iterdir()) == ["model-q4_0.gguf"]
     assert manifest.name == "hf" and manifest.version.startswith("sha-")
@@ -65,13 +66,13 @@ def test_q4_build_leaves_no_f32_intermediate(tiny_model_dir: Path, tmp_path: Pat
 
 def test_unknown_target_names_the_choices(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="choose from gguf-q4"):
-        build_model(tiny_model_dir / "hf", tmp_path, ["tflite"], generate_key(), progress=False)
+        build_targets(tiny_model_dir / "hf", tmp_path, ["tflite"], generate_key(), progress=False)
 
 
 def test_non_llama_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(BuildError, match="only LlamaForCausalLM"):
-        build_model(tmp_path, tmp_path / "out", ["onnx"], generate_key(), progress=False)
+        build_targets(tmp_path, tmp_path / "out", ["onnx"], generate_key(), progress=False)
 
 
 def _failing_onnx(ctx: object) -> list[object]:
