@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ END_OF_TURN_TEXTS = (
     "<|end_of_text|>",
     "<EOT>",
     "<|END_OF_TURN_TOKEN|>",
+)
+# What a runtime reads next to exported weights: the configs and the Hugging Face tokenizer.
+RUNTIME_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
 )
 
 
@@ -153,3 +162,10 @@ def read_checkpoint(hf_dir: Path) -> CheckpointInfo:
         chat_template=template,
         generation_config=_read_json(generation) if generation.is_file() else {},
     )
+
+
+def copy_runtime_files(hf_dir: Path, out_dir: Path) -> None:
+    """Copy the checkpoint's RUNTIME_FILES that exist into `out_dir`."""
+    for name in RUNTIME_FILES:
+        if (hf_dir / name).is_file():
+            shutil.copy2(hf_dir / name, out_dir / name)

@@ -8,20 +8,12 @@ device.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
+from models.build.checkpoint import copy_runtime_files
 from models.build.errors import BuildError
 
 _LOGGER = logging.getLogger(__name__)
-
-_COPIED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 
 
 def export_onnx(hf_dir: Path, out_dir: Path) -> None:
@@ -42,9 +34,7 @@ def export_onnx(hf_dir: Path, out_dir: Path) -> None:
         )
     except Exception as exc:  # optimum raises bare ValueError/RuntimeError/onnx errors
         raise BuildError(f"ONNX export of {hf_dir} failed: {exc}") from exc
-    for name in _COPIED_FILES:
-        if (hf_dir / name).is_file():
-            shutil.copy2(hf_dir / name, out_dir / name)
+    copy_runtime_files(hf_dir, out_dir)
     if not (out_dir / "model.onnx").is_file():
         raise BuildError(f"ONNX export wrote no model.onnx in {out_dir}")
     _LOGGER.info("ONNX decoder written to %s", out_dir)

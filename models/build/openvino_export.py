@@ -8,18 +8,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from models.build.checkpoint import copy_runtime_files
 from models.build.errors import BuildError
 
 _LOGGER = logging.getLogger(__name__)
-
-# What openvino_genai.LLMPipeline reads besides the IR: configs and the HF tokenizer files.
-_COPIED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 
 
 _PROBE_TEXT = "The capital of France is Paris. 1234 \u00fcn\u00ef"
@@ -108,9 +100,7 @@ def export_openvino(hf_dir: Path, out_dir: Path, int8: bool, work_dir: Path) -> 
         raise BuildError(f"OpenVINO export of {hf_dir.name} failed: {exc}") from exc
     for file in tokenizer_dir.iterdir():
         shutil.copy2(file, out_dir / file.name)
-    for name in _COPIED_FILES:
-        if (hf_dir / name).is_file():
-            shutil.copy2(hf_dir / name, out_dir / name)
+    copy_runtime_files(hf_dir, out_dir)
     _scrub_checkpoint_path(out_dir / "openvino_config.json", hf_dir)
     _LOGGER.info("OpenVINO IR (%s) written to %s", "int8" if int8 else "fp32", out_dir)
 
