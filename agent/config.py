@@ -92,6 +92,11 @@ class AgentSettings(BaseSettings):
         description="web page origins (e.g. http://localhost:3000, or *) allowed to call the "
         "REST API from a browser; others get 403 on POST",
     )
+    allow_insecure_pull: bool = Field(
+        default=False,
+        description="let Ollama's /api/pull take a .gguf path or URL without #sha256=<hex> "
+        "when the request also sets insecure: true (the file is then not verified)",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
     @classmethod

@@ -58,12 +58,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.model_path is None
         else resolve_model(str(settings.model_path), settings, settings.engine)
     )
+    from agent.model_pull import PullSettings
     from agent.server.app import create_app
     from agent.server.limits import RequestLimits
     from agent.server.serve import serve
 
     runtime = ModelRuntime(max_waiting=settings.queue_depth, keep_alive=keep_alive)
     app = create_app(runtime, api_key=settings.api_key, limits=RequestLimits.of(settings))
+    app.state.pull_settings = PullSettings.of(settings)  # Ollama's /api/pull
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         _LOGGER.warning("serving on %s without an API key; set --api-key", settings.host)
     asyncio.run(

@@ -29,6 +29,7 @@ def run_fleet(settings: Any) -> None:
     """Fleet mode for `edgefleet-agent serve`: enroll if needed, then serve until stopped."""
     from agent.engines.registry import create_engine, installed_engines
     from agent.keepalive import parse_keep_alive
+    from agent.model_pull import PullSettings
     from agent.selection import select_variant
     from agent.server.app import create_app
     from agent.server.limits import RequestLimits
@@ -61,6 +62,7 @@ def run_fleet(settings: Any) -> None:
     app = create_app(
         runtime, api_key=settings.api_key, metrics=metrics, limits=RequestLimits.of(settings)
     )
+    app.state.pull_settings = PullSettings.of(settings)  # Ollama's /api/pull
     restart = threading.Event()
 
     def request_restart() -> None:  # a new agent version is current: exit for the supervisor

@@ -17,6 +17,7 @@ from agent.errors import AgentError
 from agent.generation import Generation
 from agent.model_loading import LoadedModel
 from agent.runtime import ModelRuntime
+from agent.server import ollama_pull
 from agent.server.chat_plan import ChatPlan
 from agent.server.deps import (
     LimitsDep,
@@ -30,6 +31,7 @@ from agent.server.ollama_requests import ChatRequest, GenerateRequest, OllamaReq
 from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 
 router = APIRouter(prefix="/api", tags=["ollama"])
+router.add_api_route("/pull", ollama_pull.pull, methods=["POST"], response_model=None)
 
 
 def _now() -> str:

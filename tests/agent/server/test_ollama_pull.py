@@ -1,0 +1,232 @@
+"""Ollama's /api/pull through the real `ollama` client: paths, URLs and the registry."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.model_pull import PullSettings
+from agent.runtime import ModelRuntime
+from agent.server.app import create_app
+from agent.server.serve import RunningServer, serve_in_thread
+from models.manifest import Manifest
+
+pytest.importorskip("llama_cpp")
+ollama = pytest.importorskip("ollama")
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny reference model's f32 GGUF, alone in a folder an HTTP server shares."""
+    manifest = Manifest.load(tiny_model_dir)
+    entry = next(f for f in manifest.variant("gguf-f32").files if f.path.endswith(".gguf"))
+    folder = tmp_path_factory.mktemp("shared")
+    target = folder / "tiny.gguf"
+    target.write_bytes((tiny_model_dir / entry.path).read_bytes())
+    return target
+
+
+@pytest.fixture(scope="module")
+def gguf_sha(gguf: Path) -> str:
+    return hashlib.sha256(gguf.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def file_server(gguf: Path) -> Iterator[str]:
+    """A plain HTTP server (with HEAD and Content-Length) over the GGUF's folder."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(gguf.parent))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> PullSettings:
+    return PullSettings(data_dir=tmp_path / "agent")
+
+
+@pytest.fixture
+def agent(settings: PullSettings) -> Iterator[tuple[RunningServer, ModelRuntime]]:
+    """A real agent server with no model yet, pulling into a private data dir."""
+    runtime = ModelRuntime()
+    app = create_app(runtime)
+    app.state.pull_settings = settings
+    with serve_in_thread(app) as running:
+        yield running, runtime
+    if runtime.known is not None:
+        runtime.known.engine.unload()
+
+
+@pytest.fixture
+def client(agent: tuple[RunningServer, ModelRuntime]) -> Any:
+    return ollama.Client(host=agent[0].url, timeout=120)
+
+
+def test_pull_a_path_with_its_sha256_streams_progress_then_serves_it(
+    client: Any, gguf: Path, gguf_sha: str
+) -> None:
+    name = f"{gguf}#sha256={gguf_sha}"
+    lines = [p.model_dump(exclude_none=True) for p in client.pull(name, stream=True)]
+    statuses = [line["status"] for line in lines]
+    assert statuses[0] == "pulling manifest"
+    assert statuses[-1] == "success"
+    assert statuses.index("verifying sha256 digest") < statuses.index("success")
+    downloads = [line for line in lines if line["status"] == "downloading"]
+    assert downloads and {d["digest"] for d in downloads} == {f"sha256:{gguf_sha}"}
+    assert downloads[-1]["completed"] == downloads[-1]["total"] == gguf.stat().st_size
+    assert name in [m.model for m in client.list().models]
+    answer = client.generate(model=name, prompt="hello", options={"num_predict": 4})
+    assert answer.done and answer.eval_count >= 1
+
+
+def test_pull_a_url_without_streaming(client: Any, file_server: str, gguf_sha: str) -> None:
+    name = f"{file_server}/tiny.gguf#sha256={gguf_sha}"
+    assert client.pull(name, stream=False).status == "success"
+    assert client.list().models[0].model == name
+    assert client.generate(model=name, prompt="hi", options={"num_predict": 2}).done
+
+
+def test_a_wrong_sha256_is_refused_and_nothing_is_served(
+    client: Any, file_server: str, agent: tuple[RunningServer, ModelRuntime]
+) -> None:
+    name = f"{file_server}/tiny.gguf#sha256={'0' * 64}"
+    with pytest.raises(ollama.ResponseError, match="sha256 mismatch") as err:
+        client.pull(name, stream=False)
+    assert err.value.status_code == 400
+    with pytest.raises(ollama.ResponseError, match="sha256 mismatch"):
+        list(client.pull(name, stream=True))  # the error arrives as the stream's last line
+    assert agent[1].known is None
+    assert client.list().models == []
+
+
+def test_no_sha256_is_refused_unless_the_agent_allows_insecure_pulls(
+    client: Any, gguf: Path, settings: PullSettings, agent: tuple[RunningServer, ModelRuntime]
+) -> None:
+    for insecure in (False, True):
+        with pytest.raises(ollama.ResponseError, match="carries no sha256") as err:
+            client.pull(str(gguf), insecure=insecure, stream=False)
+        assert err.value.status_code == 400
+    agent[0].server.config.app.state.pull_settings = PullSettings(
+        settings.data_dir, allow_insecure=True
+    )
+    with pytest.raises(ollama.ResponseError, match="carries no sha256"):
+        client.pull(str(gguf), stream=False)  # the setting alone is not enough
+    assert client.pull(str(gguf), insecure=True, stream=False).status == "success"
+    assert client.list().models[0].model == str(gguf)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "message"),
+    [
+        ("tiny:1.0", 400, "not enrolled"),
+        ("/nowhere/model.gguf#sha256=" + "a" * 64, 404, "is not a file"),
+        ("/etc/hostname", 400, "not a .gguf"),
+        ("ftp://host/x.gguf#sha256=" + "a" * 64, 400, "only http, https"),
+    ],
+)
+def test_bad_names_answer_4xx_in_ollamas_shape(
+    client: Any, name: str, status: int, message: str
+) -> None:
+    with pytest.raises(ollama.ResponseError, match=message) as err:
+        list(client.pull(name, stream=True))
+    assert err.value.status_code == status
+
+
+def test_a_missing_url_is_404(client: Any, file_server: str) -> None:
+    with pytest.raises(ollama.ResponseError, match="404") as err:
+        client.pull(f"{file_server}/absent.gguf#sha256={'a' * 64}", stream=False)
+    assert err.value.status_code == 404
+
+
+# -- the control plane's registry ------------------------------------------------------------
+
+
+KEPT_VARIANTS = (
+    "gguf-f32",
+    "onnx-fp32",
+)  # llama.cpp runs the first here, the second is not fetched
+
+
+@pytest.fixture
+def published(tmp_path: Path, tiny_model_dir: Path) -> Manifest:
+    """The tiny model with two of its variants, signed by a fresh key (the registry re-signs)."""
+    import shutil
+
+    from models.keys import generate_key
+    from models.signing import write_signed_manifest
+
+    out = tmp_path / "published"
+    shutil.copytree(tiny_model_dir, out)
+    full = Manifest.load(out)
+    kept = [v for v in full.variants if v.id in KEPT_VARIANTS]
+    manifest = full.model_copy(update={"variants": kept})
+    write_signed_manifest(out, manifest, generate_key())
+    return manifest
+
+
+@pytest.fixture
+def registry(tmp_path: Path, published: Manifest) -> Iterator[tuple[str, str]]:
+    """A real control plane (uvicorn, SQLite, no broker) holding the model; URL and a token."""
+    import httpx
+
+    from controlplane.core.config import Settings
+    from tests.e2e.harness import admin_token, run_control_plane
+    from tests.support.mosquitto import free_port
+
+    port = free_port()
+    cp = Settings(
+        data_dir=tmp_path / "cp",
+        host="127.0.0.1",
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        mqtt_cp_password="cp-secret",
+    )
+    token = admin_token(cp)
+    with run_control_plane(cp) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            resp = http.post(
+                "/api/v1/models/import", json={"path": str(tmp_path / "published"), "resign": True}
+            )
+            assert resp.status_code == 201, resp.text
+            resp = http.post("/api/v1/enrollment-tokens", json={"labels": {}})
+            assert resp.status_code == 201, resp.text
+            yield url, resp.json()["token"]
+
+
+def test_pull_from_the_registry_when_enrolled(
+    registry: Any, settings: PullSettings, client: Any, published: Manifest
+) -> None:
+    from agent.fleet.enroll import enroll
+
+    url, token = registry
+    enroll(url, token, settings.data_dir, hardware={"cpu": {"cores": 2}}, agent_version="test")
+    name = f"{published.name}:{published.version}"
+    lines = [p.model_dump(exclude_none=True) for p in client.pull(name, stream=True)]
+    statuses = [line["status"] for line in lines]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    digests = {line["digest"] for line in lines if line["status"] == "downloading"}
+    # only the variant this device runs (llama.cpp's) is downloaded
+    assert digests == {f"sha256:{f.sha256}" for f in published.variant("gguf-f32").files}
+    assert (settings.data_dir / "models").is_dir()
+    assert name in [m.model for m in client.list().models]
+    assert client.generate(model=name, prompt="hello", options={"num_predict": 2}).done
+    with pytest.raises(ollama.ResponseError, match="not in the control plane") as err:
+        client.pull(f"{published.name}:9.9", stream=False)
+    assert err.value.status_code == 404
+    with pytest.raises(ollama.ResponseError, match="name the version"):
+        client.pull(published.name, stream=False)
