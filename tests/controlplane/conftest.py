@@ -12,6 +12,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import psycopg
 import pytest
@@ -23,6 +24,7 @@ from sqlmodel import Session
 
 from controlplane import bridge as bridge_module
 from controlplane import crud, telemetry_retention
+from controlplane.broker_tls import load_or_create_ca, write_broker_tls
 from controlplane.core.config import Settings
 from controlplane.core.db import migrate
 from controlplane.db_models import Role
@@ -162,23 +164,45 @@ def admin_headers(admin_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_token}"}
 
 
+BrokerTls = Literal["off", "server", "client_certs"]
+
+
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+def broker_tls() -> BrokerTls:
+    """How the broker's device listener is secured; a test module overrides this fixture:
+    "server" (TLS, signed by the control plane's CA) or "client_certs" (TLS, and a device
+    must show a client certificate from that CA)."""
+    return "off"
+
+
+@pytest.fixture
+def broker(tmp_path: Path, broker_tls: BrokerTls) -> Iterator[MosquittoBroker]:
     """A real Mosquitto from deploy/mosquitto/edgefleet.conf on a free port."""
-    with MosquittoBroker(tmp_path / "mqtt") as running:
+    files = None
+    if broker_tls != "off":
+        tls_dir = tmp_path / "cp" / "mqtt-tls"  # cp_settings' data dir: the CA enrollment uses
+        ca = load_or_create_ca(tls_dir / "ca.crt", tls_dir / "ca.key")
+        files = write_broker_tls(ca, tmp_path / "broker-tls", ["127.0.0.1", "localhost"])
+    client_certs = broker_tls == "client_certs"
+    with MosquittoBroker(tmp_path / "mqtt", tls=files, client_certs=client_certs) as running:
         yield running
 
 
 @pytest.fixture
-def broker_settings(cp_settings: Settings, broker: MosquittoBroker) -> Settings:
-    """Settings whose password/ACL files are the broker's, SIGHUPing it on every change."""
+def broker_settings(
+    cp_settings: Settings, broker: MosquittoBroker, broker_tls: BrokerTls
+) -> Settings:
+    """Settings whose password/ACL files are the broker's, SIGHUPing it on every change;
+    devices are sent to the TLS listener when there is one."""
+    tls = broker_tls != "off"
     return cp_settings.model_copy(
         update={
             "broker_password_file": broker.password_file,
             "broker_acl_file": broker.acl_file,
             "broker_pid": broker.pid,
             "mqtt_host": broker.host,
-            "mqtt_port": broker.port,
+            "mqtt_port": broker.device_port if tls else broker.port,
+            "mqtt_tls": tls,
         }
     )
 

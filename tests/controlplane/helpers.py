@@ -10,10 +10,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from agent.fleet.enroll import Enrollment
+from agent.fleet.mqtt import AgentMqtt, MqttSettings
+from agent.fleet.mqtt_identity import client_certificate_files
+from agent.fleet.outbox import Outbox
 from controlplane import crud
 from controlplane.db_models import Device
-from models.manifest import Manifest, Variant
+from models.protocol import DeviceState
 from models.signing import file_entry, write_signed_manifest
+from tests.e2e.fakes import gguf_manifest
 
 HARDWARE = {"device_class": "cpu-x86", "cpu": {"arch": "x86_64", "cores": 2}}
 
@@ -54,6 +59,37 @@ def enroll(
     return result
 
 
+def device_mqtt(
+    enrollment: Enrollment,
+    address: tuple[str, int, bool],
+    outbox_file: Path,
+    *,
+    cert_dir: Path | None = None,
+) -> AgentMqtt:
+    """The enrolled agent's own broker connection to (host, port, tls), online and ignoring
+    desired states, not yet started; with the client certificate kept in `cert_dir`."""
+    access = enrollment.mqtt
+    files = client_certificate_files(cert_dir) if cert_dir else None
+    host, port, tls = address
+    settings = MqttSettings(
+        host,
+        port,
+        enrollment.device_id,
+        access.username,
+        access.password,
+        tls=tls,
+        ca_pem=access.ca_pem,
+        client_cert_file=files[0] if files else None,
+        client_key_file=files[1] if files else None,
+    )
+    return AgentMqtt(
+        settings,
+        Outbox(outbox_file),
+        state=lambda: DeviceState(online=True),
+        on_desired=lambda _d: None,
+    )
+
+
 def make_model_dir(
     root: Path,
     key: Ed25519PrivateKey,
@@ -68,26 +104,8 @@ def make_model_dir(
     weights = payload or bytes(range(256)) * 64  # 16 KiB, every byte value
     (model_dir / "model.gguf").write_bytes(weights)
     (model_dir / "tokenizer.json").write_text('{"model": {"vocab": {}}}')
-    manifest = Manifest(
-        name=name,
-        version=version,
-        architecture="llama",
-        context_length=256,
-        chat_template="{% for m in messages %}{{ m.content }}{% endfor %}",
-        variants=[
-            Variant(
-                id="gguf-q4_0",
-                format="gguf",
-                precision="q4_0",
-                engines=["llamacpp"],
-                files=[
-                    file_entry(model_dir, "model.gguf"),
-                    file_entry(model_dir, "tokenizer.json"),
-                ],
-                memory_bytes=1 << 20,
-            )
-        ],
-    )
+    files = [file_entry(model_dir, "model.gguf"), file_entry(model_dir, "tokenizer.json")]
+    manifest = gguf_manifest(name, version, files)
     write_signed_manifest(model_dir, manifest, key)
     return model_dir
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from agent.fleet.enroll import Enrollment, enroll
-from agent.fleet.mqtt import AgentMqtt, MqttSettings
-from agent.fleet.mqtt_identity import CLIENT_KEY_FILE, client_certificate_files
-from agent.fleet.outbox import Outbox
-from controlplane.broker_tls import load_or_create_ca, write_broker_tls
+from agent.fleet.mqtt import AgentMqtt
+from agent.fleet.mqtt_identity import CLIENT_KEY_FILE
 from controlplane.cli import main
-from controlplane.core.config import Settings
-from models.protocol import DeviceState
+from tests.controlplane.conftest import BrokerTls
+from tests.controlplane.helpers import device_mqtt
 from tests.support.mosquitto import MosquittoBroker
 
 WAIT_S = 10.0
@@ -32,26 +29,17 @@ REFUSED_WINDOW_S = 3.0  # a refused agent keeps retrying; it must not get in mea
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+def broker_tls() -> BrokerTls:
     """The device listener on TLS and requiring a client certificate from the fleet CA."""
-    tls_dir = tmp_path / "cp" / "mqtt-tls"  # cp_settings' data dir: the CA enrollment uses
-    ca = load_or_create_ca(tls_dir / "ca.crt", tls_dir / "ca.key")
-    files = write_broker_tls(ca, tmp_path / "broker-tls", ["127.0.0.1"])
-    with MosquittoBroker(tmp_path / "mqtt", tls=files, client_certs=True) as running:
-        yield running
+    return "client_certs"
 
 
 @pytest.fixture
-def broker_settings(broker_settings: Settings, broker: MosquittoBroker) -> Settings:
-    """Devices are sent to the TLS listener."""
-    return broker_settings.model_copy(update={"mqtt_tls": True, "mqtt_port": broker.device_port})
-
-
-def enroll_agent(
-    cp_server: str, headers: dict[str, str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+def enrolled(
+    cp_server: str, admin_headers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Enrollment, dict[str, Any]]:
-    """Enroll through the agent's own code; also what it sent."""
-    token = httpx.post(f"{cp_server}/api/v1/enrollment-tokens", json={}, headers=headers)
+    """A device enrolled through the agent's own code (data dir tmp_path/agent); what it sent."""
+    token = httpx.post(f"{cp_server}/api/v1/enrollment-tokens", json={}, headers=admin_headers)
     sent: dict[str, Any] = {}
     real_post = httpx.post
 
@@ -61,7 +49,7 @@ def enroll_agent(
 
     monkeypatch.setattr(httpx, "post", recording_post)
     enrollment = enroll(
-        cp_server, token.json()["token"], data_dir, hardware={}, agent_version="0.1.0"
+        cp_server, token.json()["token"], tmp_path / "agent", hardware={}, agent_version="0.1.0"
     )
     monkeypatch.setattr(httpx, "post", real_post)
     return enrollment, sent
@@ -70,33 +58,18 @@ def enroll_agent(
 def connection(
     enrollment: Enrollment, broker: MosquittoBroker, tmp_path: Path, *, cert: bool
 ) -> AgentMqtt:
-    access = enrollment.mqtt
-    files = client_certificate_files(tmp_path / "agent") if cert else None
-    settings = MqttSettings(
-        broker.host,
-        broker.device_port,
-        enrollment.device_id,
-        access.username,
-        access.password,
-        tls=True,
-        ca_pem=access.ca_pem,
-        client_cert_file=files[0] if files else None,
-        client_key_file=files[1] if files else None,
-    )
-    outbox = Outbox(tmp_path / f"outbox-{cert}.db")
-    return AgentMqtt(
-        settings, outbox, state=lambda: DeviceState(online=True), on_desired=lambda _d: None
+    return device_mqtt(
+        enrollment,
+        (broker.host, broker.device_port, True),
+        tmp_path / f"outbox-{cert}.db",
+        cert_dir=tmp_path / "agent" if cert else None,
     )
 
 
 def test_the_key_stays_on_the_device_and_its_certificate_opens_the_broker(
-    cp_server: str,
-    broker: MosquittoBroker,
-    admin_headers: dict[str, str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    enrolled: tuple[Enrollment, dict[str, Any]], broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    enrollment, sent = enroll_agent(cp_server, admin_headers, tmp_path / "agent", monkeypatch)
+    enrollment, sent = enrolled
     assert "PRIVATE KEY" not in json.dumps(sent) and "CERTIFICATE REQUEST" in sent["csr"]
     key_file = tmp_path / "agent" / CLIENT_KEY_FILE
     assert key_file.stat().st_mode & 0o077 == 0
@@ -117,13 +90,13 @@ def test_the_key_stays_on_the_device_and_its_certificate_opens_the_broker(
 
 
 def test_without_its_certificate_or_once_revoked_a_device_is_refused(
+    enrolled: tuple[Enrollment, dict[str, Any]],
     cp_server: str,
     broker: MosquittoBroker,
     admin_headers: dict[str, str],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    enrollment, _ = enroll_agent(cp_server, admin_headers, tmp_path / "agent", monkeypatch)
+    enrollment, _ = enrolled
     password_only = connection(enrollment, broker, tmp_path, cert=False)
     password_only.start()
     try:

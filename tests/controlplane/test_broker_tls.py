@@ -4,7 +4,6 @@ CA to the device, the agent's `mqtts://` connection and the control plane's brid
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -13,40 +12,22 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.fleet.enroll import Enrollment, load_enrollment, save_enrollment
-from agent.fleet.mqtt import AgentMqtt, MqttSettings, parse_broker_url
-from agent.fleet.outbox import Outbox
-from controlplane.broker_tls import BrokerTlsFiles, load_or_create_ca, write_broker_tls
+from agent.fleet.mqtt import parse_broker_url
+from controlplane.broker_tls import BrokerTlsFiles
 from controlplane.cli import main
 from controlplane.core.config import Settings
 from controlplane.main import create_app
-from models.protocol import DeviceState
-from tests.controlplane.helpers import enroll
+from tests.controlplane.conftest import BrokerTls
+from tests.controlplane.helpers import device_mqtt, enroll
 from tests.support.mosquitto import MosquittoBroker
 
 WAIT_S = 10.0
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """The shipped config with its device listener on TLS, signed by the control plane's CA."""
-    tls_dir = tmp_path / "cp" / "mqtt-tls"  # cp_settings' data dir: the CA enrollment hands out
-    ca = load_or_create_ca(tls_dir / "ca.crt", tls_dir / "ca.key")
-    files = write_broker_tls(ca, tmp_path / "broker-tls", ["127.0.0.1", "localhost"])
-    with MosquittoBroker(tmp_path / "mqtt", tls=files) as running:
-        yield running
-
-
-@pytest.fixture
-def broker_settings(broker_settings: Settings, broker: MosquittoBroker) -> Settings:
-    """Devices are sent to the TLS listener."""
-    return broker_settings.model_copy(update={"mqtt_tls": True, "mqtt_port": broker.device_port})
-
-
-def agent_connection(settings: MqttSettings, tmp_path: Path) -> AgentMqtt:
-    outbox = Outbox(tmp_path / "outbox.db")
-    return AgentMqtt(
-        settings, outbox, state=lambda: DeviceState(online=True), on_desired=lambda _d: None
-    )
+def broker_tls() -> BrokerTls:
+    """The device listener on TLS, signed by the control plane's CA."""
+    return "server"
 
 
 def test_enrollment_hands_out_the_ca_and_the_agent_connects_with_mqtts(
@@ -62,20 +43,8 @@ def test_enrollment_hands_out_the_ca_and_the_agent_connects_with_mqtts(
     assert stored is not None and stored.mqtt.ca_pem is not None
     assert stored.mqtt.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
 
-    host, port, tls = parse_broker_url(f"mqtts://{broker.host}:{broker.device_port}")
-    access = stored.mqtt
-    agent = agent_connection(
-        MqttSettings(
-            host,
-            port,
-            stored.device_id,
-            access.username,
-            access.password,
-            tls=tls,
-            ca_pem=access.ca_pem,
-        ),
-        tmp_path,
-    )
+    address = parse_broker_url(f"mqtts://{broker.host}:{broker.device_port}")
+    agent = device_mqtt(stored, address, tmp_path / "outbox.db")
     agent.start()
     try:
         assert agent.wait_connected(WAIT_S), broker.log()[-2000:]

@@ -16,6 +16,35 @@ from models.signing import write_signed_manifest
 VARIANT = "gguf-q4_0"
 
 
+def gguf_manifest(
+    name: str,
+    version: str,
+    files: list[FileEntry],
+    *,
+    memory_bytes: int = 1 << 20,
+    health: HealthBudget | None = None,
+) -> Manifest:
+    """A small chat model's manifest with one GGUF q4_0 variant for llama.cpp over `files`."""
+    return Manifest(
+        name=name,
+        version=version,
+        architecture="llama",
+        context_length=256,
+        chat_template="{% for m in messages %}{{ m.content }}{% endfor %}",
+        variants=[
+            Variant(
+                id=VARIANT,
+                format="gguf",
+                precision="q4_0",
+                engines=["llamacpp"],
+                files=files,
+                memory_bytes=memory_bytes,
+            )
+        ],
+        health=health or HealthBudget(),
+    )
+
+
 def publish_fake_model(
     root: Path,
     key: Ed25519PrivateKey,
@@ -31,26 +60,13 @@ def publish_fake_model(
     model_dir.mkdir(parents=True, exist_ok=True)
     data = (f"{name}:{version}".encode() * (size // 8 + 1))[:size]
     (model_dir / "model.gguf").write_bytes(data)
-    budget = HealthBudget() if healthy else HealthBudget(min_tokens_per_s=1e12)
-    manifest = Manifest(
-        name=name,
-        version=version,
-        architecture="llama",
-        context_length=256,
-        chat_template="{% for m in messages %}{{ m.content }}{% endfor %}",
-        variants=[
-            Variant(
-                id=VARIANT,
-                format="gguf",
-                precision="q4_0",
-                engines=["llamacpp"],
-                files=[
-                    FileEntry(path="model.gguf", sha256=hashlib.sha256(data).hexdigest(), size=size)
-                ],
-                memory_bytes=memory_bytes,
-            )
-        ],
-        health=budget,
+    entry = FileEntry(path="model.gguf", sha256=hashlib.sha256(data).hexdigest(), size=size)
+    manifest = gguf_manifest(
+        name,
+        version,
+        [entry],
+        memory_bytes=memory_bytes,
+        health=HealthBudget() if healthy else HealthBudget(min_tokens_per_s=1e12),
     )
     write_signed_manifest(model_dir, manifest, key)
     return model_dir
