@@ -11,6 +11,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -156,6 +157,18 @@ def make_token(cp_settings: Settings) -> Iterator[Callable[[Role], str]]:
 def admin_token(make_token: Callable[[Role], str]) -> str:
     """An admin token's secret."""
     return make_token(Role.admin)
+
+
+@pytest.fixture
+def expired_token(cp_settings: Settings) -> str:
+    """An admin token's secret that expired a second ago."""
+    engine = create_engine(cp_settings.database_url)
+    with Session(engine) as session:
+        _token, secret = crud.create_api_token(
+            session, name="old", role=Role.admin, expires_in=timedelta(seconds=-1)
+        )
+    engine.dispose()
+    return secret
 
 
 @pytest.fixture

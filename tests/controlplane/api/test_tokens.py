@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi.testclient import TestClient
-from sqlmodel import Session
 
-from controlplane import crud
-from controlplane.core.config import Settings
-from controlplane.core.db import make_engine
-from controlplane.db_models import Role
 from tests.controlplane.helpers import bearer
 from tests.controlplane.test_auth import assert_error
 
@@ -32,16 +25,8 @@ def test_new_tokens_expire_after_90_days_unless_told_otherwise(
     assert_error(resp, 422)
 
 
-def test_an_expired_token_gets_401_that_says_so(
-    cp_client: TestClient, cp_settings: Settings
-) -> None:
-    engine = make_engine(cp_settings.database_url)
-    with Session(engine) as session:
-        _token, secret = crud.create_api_token(
-            session, name="old", role=Role.admin, expires_in=timedelta(seconds=-1)
-        )
-    engine.dispose()
-    resp = cp_client.get("/api/v1/me", headers=bearer(secret))
+def test_an_expired_token_gets_401_that_says_so(cp_client: TestClient, expired_token: str) -> None:
+    resp = cp_client.get("/api/v1/me", headers=bearer(expired_token))
     assert_error(resp, 401, "token_expired")
     assert "expired" in resp.json()["error"]["message"]
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from controlplane import crud
 from controlplane.core.config import Settings
 from controlplane.core.db import make_engine
 from controlplane.dashboard import routes
@@ -150,15 +148,9 @@ def test_devices_enrollment_and_tokens(
 
 
 def test_an_expired_token_goes_back_to_the_login_page(
-    cp_client: TestClient, cp_settings: Settings
+    cp_client: TestClient, expired_token: str
 ) -> None:
-    engine = make_engine(cp_settings.database_url)
-    with Session(engine) as session:
-        _row, secret = crud.create_api_token(
-            session, name="old", role=Role.admin, expires_in=timedelta(seconds=-1)
-        )
-    engine.dispose()
-    cp_client.cookies.set(COOKIE, secret)
+    cp_client.cookies.set(COOKIE, expired_token)
     for path in ("/", "/rollouts/new", "/tokens"):
         page = cp_client.get(path, follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"] == "/login"

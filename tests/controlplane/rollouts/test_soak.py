@@ -71,15 +71,24 @@ def add_samples(
     session.commit()
 
 
-def test_regressed_canary_fails_its_soak_and_is_reverted(session: Session) -> None:
-    ids = fleet(session, 4)
+def switched_canary(
+    session: Session, devices: int, soak_s: float
+) -> tuple[list[str], str, Broker, str]:
+    """A fleet at 40 tok/s, a rollout of a canary wave then the rest, and its canary just
+    switched to the new model: (device ids, rollout id, broker, canary)."""
+    ids = fleet(session, devices)
     for d in ids:
         add_samples(session, d, -60, tps=40.0)
-    rid = make(session, ["1", "100%"], soak_s=600.0)
+    rid = make(session, ["1", "100%"], soak_s=soak_s)
     broker = Broker()
     step(session, broker)
     (canary,) = [r.device_id for r in service.devices_of(session, rid) if r.state == "in_progress"]
     assert report(session, broker, canary, "active")
+    return ids, rid, broker, canary
+
+
+def test_regressed_canary_fails_its_soak_and_is_reverted(session: Session) -> None:
+    _ids, rid, broker, canary = switched_canary(session, 4, soak_s=600.0)
     row = next(r for r in service.devices_of(session, rid) if r.device_id == canary)
     assert (row.state, row.sub_status) == ("in_progress", "soaking")
     step(session, broker, seconds=1)  # no telemetry since the switch yet: keeps soaking
@@ -96,14 +105,7 @@ def test_regressed_canary_fails_its_soak_and_is_reverted(session: Session) -> No
 
 
 def test_wave_advances_only_after_its_soak(session: Session) -> None:
-    ids = fleet(session, 2)
-    for d in ids:
-        add_samples(session, d, -60, tps=40.0)
-    rid = make(session, ["1", "100%"], soak_s=30.0)
-    broker = Broker()
-    step(session, broker)
-    (canary,) = [r.device_id for r in service.devices_of(session, rid) if r.state == "in_progress"]
-    assert report(session, broker, canary, "active")
+    ids, rid, broker, canary = switched_canary(session, 2, soak_s=30.0)
     add_samples(session, canary, 1, tps=39.0)
     step(session, broker, seconds=10)
     step(session, broker, seconds=10)
