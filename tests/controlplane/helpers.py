@@ -28,6 +28,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def get_json(client: TestClient, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """GET an API path that must answer 200; its JSON object."""
+    resp = client.get(path, headers=headers)
+    assert resp.status_code == 200, resp.text
+    found: dict[str, Any] = resp.json()
+    return found
+
+
 def enrollment_token(
     client: TestClient, headers: dict[str, str], labels: dict[str, str] | None = None
 ) -> str:

@@ -6,6 +6,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from controlplane.console.client import ApiClient
 from controlplane.console.context import Context
 from controlplane.db_models import Role
 from models import protocol
-from tests.controlplane.helpers import bearer, enroll
+from tests.controlplane.helpers import bearer, enroll, get_json
 from tests.controlplane.test_bridge import Device
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.polling import wait_until
@@ -53,16 +54,12 @@ class Agent(Device):
 def agent(
     fleet_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str]
 ) -> Iterator[Agent]:
-    device = Agent(broker, enroll(fleet_client, admin_headers))
-    yield device
-    device.close()
+    with closing(Agent(broker, enroll(fleet_client, admin_headers))) as device:
+        yield device
 
 
 def command_json(client: TestClient, headers: dict[str, str], request_id: str) -> dict[str, Any]:
-    resp = client.get(f"/api/v1/commands/{request_id}", headers=headers)
-    assert resp.status_code == 200, resp.text
-    found: dict[str, Any] = resp.json()
-    return found
+    return get_json(client, f"/api/v1/commands/{request_id}", headers)
 
 
 def answered(client: TestClient, headers: dict[str, str], request_id: str) -> dict[str, Any]:
