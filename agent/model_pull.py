@@ -17,6 +17,7 @@ progress is reported, `ModelPull.run` downloads and reports progress through a c
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -34,6 +35,7 @@ from models.errors import DownloadError, ModelsError
 if TYPE_CHECKING:
     from agent.fleet.enroll import Enrollment
     from models.manifest import Manifest
+    from models.store import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -74,14 +76,18 @@ class ModelPull:
     """One pull of `name`: `prepare()` (may raise PullError), then `run(emit)` in a thread."""
 
     def __init__(self, name: str, settings: PullSettings, *, insecure: bool = False) -> None:
-        from models.store import ArtifactStore
-
         self.name = name
         self.settings = settings
         self.insecure = insecure
         self.cancel = threading.Event()  # set when the client goes away: downloads stop
-        self.store = ArtifactStore(settings.data_dir / "store")
         self._plan: Callable[[Emit], Path] | None = None
+
+    @functools.cached_property
+    def store(self) -> ArtifactStore:
+        """The content-addressed store under the data dir (created on first use)."""
+        from models.store import ArtifactStore
+
+        return ArtifactStore(self.settings.data_dir / "store")
 
     @property
     def from_registry(self) -> bool:
@@ -127,7 +133,7 @@ class ModelPull:
         except ModelsError as exc:
             raise PullError(f"manifest of {self.name} rejected: {exc.reason}") from exc
         if (manifest.name, manifest.version) != (model, version):
-            raise PullError(f"the registry answered {manifest.ref} for {self.name}", 502)
+            raise PullError(f"the registry answered {manifest.ref} for {self.name}", 500)
         try:
             selection = select_variant(manifest, probe_profile(), installed_engines())
         except AgentError as exc:
@@ -224,7 +230,7 @@ class ModelPull:
             sha = download(location, partial, size, {}, self._progress(emit, "unverified", size))
             self.store.import_file(partial, sha)
         except ModelsError as exc:
-            raise PullError(f"cannot download {location}: {exc.reason}", 502) from exc
+            raise PullError(f"cannot download {location}: {exc.reason}", 500) from exc
         finally:
             partial.unlink(missing_ok=True)
         return sha
@@ -246,7 +252,7 @@ class ModelPull:
         try:
             return self.store.fetch(url, sha, size, headers=headers, progress=progress)
         except DownloadError as exc:
-            status = 502 if exc.transient else 400
+            status = 500 if exc.transient else 400
             raise PullError(f"{self.name}: {exc.reason}", status) from exc
         except ModelsError as exc:
             raise PullError(f"{self.name}: {exc.reason}", 500) from exc
@@ -259,7 +265,7 @@ class ModelPull:
         def progress(done: int, total: int) -> None:
             nonlocal last
             if self.cancel.is_set():
-                raise PullError("pull cancelled: the client went away (pull again to resume)", 499)
+                raise PullError("pull cancelled: the client went away (pull again to resume)")
             now = time.monotonic()
             if done >= total or now - last >= PROGRESS_INTERVAL_S:
                 last = now
@@ -275,7 +281,7 @@ def _get(url: str, headers: dict[str, str], what: str) -> bytes:
     try:
         resp = httpx.get(url, headers=headers, timeout=HTTP_TIMEOUT_S, follow_redirects=True)
     except httpx.HTTPError as exc:
-        raise PullError(f"cannot reach the control plane for {what}: {exc}", 502) from exc
+        raise PullError(f"cannot reach the control plane for {what}: {exc}", 500) from exc
     if resp.status_code == 404:
         raise PullError(f"{what} is not in the control plane's registry", 404)
     if resp.status_code in (401, 403):
@@ -285,7 +291,7 @@ def _get(url: str, headers: dict[str, str], what: str) -> bytes:
             403,
         )
     if resp.status_code != 200:
-        raise PullError(f"the control plane answered HTTP {resp.status_code} for {what}", 502)
+        raise PullError(f"the control plane answered HTTP {resp.status_code} for {what}", 500)
     return resp.content
 
 
@@ -296,14 +302,14 @@ def _remote_size(url: str) -> int:
     try:
         resp = httpx.head(url, timeout=HTTP_TIMEOUT_S, follow_redirects=True)
     except httpx.HTTPError as exc:
-        raise PullError(f"cannot reach {url}: {exc}", 502) from exc
+        raise PullError(f"cannot reach {url}: {exc}", 500) from exc
     if resp.status_code == 404:
         raise PullError(f"{url}: not found (HTTP 404)", 404)
     if resp.status_code != 200:
-        raise PullError(f"{url}: HTTP {resp.status_code}", 502)
+        raise PullError(f"{url}: HTTP {resp.status_code}", 500)
     length = resp.headers.get("content-length", "")
     if not length.isdigit():
-        raise PullError(f"{url}: the server does not say the file's size (Content-Length)", 502)
+        raise PullError(f"{url}: the server does not say the file's size (Content-Length)", 500)
     return int(length)
 
 
