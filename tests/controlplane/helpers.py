@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,15 +69,16 @@ def enroll(
     return result
 
 
+@contextmanager
 def device_mqtt(
     enrollment: Enrollment,
     address: tuple[str, int, bool],
     outbox_file: Path,
     *,
     cert_dir: Path | None = None,
-) -> AgentMqtt:
+) -> Iterator[AgentMqtt]:
     """The enrolled agent's own broker connection to (host, port, tls), online and ignoring
-    desired states, not yet started; with the client certificate kept in `cert_dir`."""
+    desired states, started and stopped; with the client certificate kept in `cert_dir`."""
     access = enrollment.mqtt
     files = client_certificate_files(cert_dir) if cert_dir else None
     host, port, tls = address
@@ -90,12 +93,17 @@ def device_mqtt(
         client_cert_file=files[0] if files else None,
         client_key_file=files[1] if files else None,
     )
-    return AgentMqtt(
+    connection = AgentMqtt(
         settings,
         Outbox(outbox_file),
         state=lambda: DeviceState(online=True),
         on_desired=lambda _d: None,
     )
+    connection.start()
+    try:
+        yield connection
+    finally:
+        connection.stop()
 
 
 def make_model_dir(

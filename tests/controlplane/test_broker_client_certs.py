@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def enrolled(
 
 def connection(
     enrollment: Enrollment, broker: MosquittoBroker, tmp_path: Path, *, cert: bool
-) -> AgentMqtt:
+) -> AbstractContextManager[AgentMqtt]:
     return device_mqtt(
         enrollment,
         (broker.host, broker.device_port, True),
@@ -81,12 +82,8 @@ def test_the_key_stays_on_the_device_and_its_certificate_opens_the_broker(
     public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     assert cert.public_key().public_bytes(*public) == key.public_key().public_bytes(*public)
 
-    with_cert = connection(enrollment, broker, tmp_path, cert=True)
-    with_cert.start()
-    try:
+    with connection(enrollment, broker, tmp_path, cert=True) as with_cert:
         assert with_cert.wait_connected(WAIT_S), broker.log()[-2000:]
-    finally:
-        with_cert.stop()
 
 
 def test_without_its_certificate_or_once_revoked_a_device_is_refused(
@@ -97,16 +94,10 @@ def test_without_its_certificate_or_once_revoked_a_device_is_refused(
     tmp_path: Path,
 ) -> None:
     enrollment, _ = enrolled
-    password_only = connection(enrollment, broker, tmp_path, cert=False)
-    password_only.start()
-    try:
+    with connection(enrollment, broker, tmp_path, cert=False) as password_only:
         assert not password_only.wait_connected(REFUSED_WINDOW_S)
-    finally:
-        password_only.stop()
 
-    device = connection(enrollment, broker, tmp_path, cert=True)
-    device.start()
-    try:
+    with connection(enrollment, broker, tmp_path, cert=True) as device:
         assert device.wait_connected(WAIT_S)
         resp = httpx.post(
             f"{cp_server}/api/v1/devices/{enrollment.device_id}/revoke", headers=admin_headers
@@ -117,8 +108,6 @@ def test_without_its_certificate_or_once_revoked_a_device_is_refused(
             time.sleep(0.05)
         assert not device.connected  # the broker reload drops it ...
         assert not device.wait_connected(REFUSED_WINDOW_S)  # ... and its certificate won't help
-    finally:
-        device.stop()
 
 
 def test_bad_certificate_requests_are_refused_at_enrollment(

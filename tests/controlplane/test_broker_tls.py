@@ -44,12 +44,8 @@ def test_enrollment_hands_out_the_ca_and_the_agent_connects_with_mqtts(
     assert stored.mqtt.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
 
     address = parse_broker_url(f"mqtts://{broker.host}:{broker.device_port}")
-    agent = device_mqtt(stored, address, tmp_path / "outbox.db")
-    agent.start()
-    try:
+    with device_mqtt(stored, address, tmp_path / "outbox.db") as agent:
         assert agent.wait_connected(WAIT_S), broker.log()[-2000:]
-    finally:
-        agent.stop()
 
 
 def test_clients_without_the_fleet_ca_or_without_tls_are_refused(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,24 +15,11 @@ from controlplane import crud
 from controlplane.db_models import Role
 from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
+from tests.controlplane.dashboard.browser import chromium_page, needs_chromium
 from tests.controlplane.helpers import HARDWARE, bearer, enroll, mark_device_state
 from tests.controlplane.live import sqlite_control_plane
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Chromium not found at /usr/bin/chromium: apt-get install -y chromium",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -82,16 +68,9 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
 
 
 def test_dashboard_pages_in_chromium(seeded: dict[str, Any]) -> None:
-    from playwright.sync_api import sync_playwright
-
     url, device_id = seeded["url"], seeded["device_id"]
     problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-
+    with chromium_page(problems) as page:
         page.goto(f"{url}/devices")
         assert page.url.endswith("/login")  # no cookie yet
         page.fill("#token", "not-a-token")
@@ -128,5 +107,4 @@ def test_dashboard_pages_in_chromium(seeded: dict[str, Any]) -> None:
 
         page.goto(f"{url}/models")
         assert page.locator("#model-table").count() == 1
-        browser.close()
     assert problems == []

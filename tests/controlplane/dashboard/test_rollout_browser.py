@@ -15,14 +15,11 @@ from controlplane import crud
 from controlplane.db_models import Role
 from controlplane.rollouts import controller
 from controlplane.rollouts.models import RolloutDevice
-from tests.controlplane.dashboard.test_pages import CHROMIUM, CHROMIUM_ARGS
+from tests.controlplane.dashboard.browser import chromium_page, needs_chromium
 from tests.controlplane.live import sqlite_control_plane
 from tests.controlplane.rollouts.conftest import add_device, add_model
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Chromium not found at /usr/bin/chromium: apt-get install -y chromium",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -55,15 +52,11 @@ def report_success(engine: Any, rollout_id: str) -> None:
 
 
 def test_create_approve_pause_abort_with_live_updates(fleet: dict[str, Any]) -> None:
-    from playwright.sync_api import Dialog, expect, sync_playwright
+    from playwright.sync_api import Dialog, expect
 
     url = fleet["url"]
     problems: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
+    with chromium_page(problems) as page:
         page.goto(f"{url}/login")
         page.fill("#token", fleet["operator"])
         page.click("button[type=submit]")
@@ -120,6 +113,5 @@ def test_create_approve_pause_abort_with_live_updates(fleet: dict[str, Any]) -> 
         page.click("button[data-action='abort']")
         expect(status).to_have_text("aborted")
         assert page.locator("form[data-verb='rollback']").is_visible()
-        browser.close()
     # the one refused form (422) is the only error the browser logged
     assert len(problems) == 1 and "422" in problems[0], problems
