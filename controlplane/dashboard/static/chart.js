@@ -33,26 +33,17 @@
     return d;
   }
 
-  function draw(host, data) {
-    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, class: "line-chart", role: "img",
-                          "aria-label": data.metric });
-    svg.appendChild(el("text", { x: PAD.l, y: 16, class: "title" }, data.metric));
-    var points = data.points.map(function (p) {
-      return { ms: Date.parse(p.t), avg: p.avg, max: p.max };
-    }).filter(function (p) { return !isNaN(p.ms); });
-    if (points.length === 0) {
-      svg.appendChild(el("text", { x: W / 2, y: H / 2, class: "empty" }, "no data in this range"));
-      host.appendChild(svg);
-      return;
-    }
-    var values = [];
-    points.forEach(function (p) {
-      if (p.avg !== null) { values.push(p.avg); }
-      if (p.max !== null) { values.push(p.max); }
-    });
-    var lo = Math.min.apply(null, values.concat([0])), hi = Math.max.apply(null, values);
+  // The "no data" note when there is nothing to plot; true when it was drawn.
+  function empty(host, svg, points) {
+    if (points.length > 0) { return false; }
+    svg.appendChild(el("text", { x: W / 2, y: H / 2, class: "empty" }, "no data in this range"));
+    host.appendChild(svg);
+    return true;
+  }
+
+  // Scales for values lo..hi over times t0..t1, with grid lines and labelled axes drawn.
+  function axes(svg, lo, hi, t0, t1) {
     if (hi === lo) { hi = lo + 1; }
-    var t0 = points[0].ms, t1 = points[points.length - 1].ms;
     if (t1 === t0) { t1 = t0 + 1; }
     var x = function (ms) { return PAD.l + (ms - t0) / (t1 - t0) * (W - PAD.l - PAD.r); };
     var y = function (v) { return H - PAD.b - (v - lo) / (hi - lo) * (H - PAD.t - PAD.b); };
@@ -64,6 +55,26 @@
     svg.appendChild(el("text", { x: PAD.l, y: H - 8, class: "axis" }, hhmm(t0)));
     svg.appendChild(el("text", { x: W - PAD.r, y: H - 8, class: "axis", "text-anchor": "end" },
                        hhmm(t1)));
+    return { x: x, y: y };
+  }
+
+  function draw(host, data) {
+    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, class: "line-chart", role: "img",
+                          "aria-label": data.metric });
+    svg.appendChild(el("text", { x: PAD.l, y: 16, class: "title" }, data.metric));
+    var points = data.points.map(function (p) {
+      return { ms: Date.parse(p.t), avg: p.avg, max: p.max };
+    }).filter(function (p) { return !isNaN(p.ms); });
+    if (empty(host, svg, points)) { return; }
+    var values = [];
+    points.forEach(function (p) {
+      if (p.avg !== null) { values.push(p.avg); }
+      if (p.max !== null) { values.push(p.max); }
+    });
+    var t0 = points[0].ms;
+    var scale = axes(svg, Math.min.apply(null, values.concat([0])), Math.max.apply(null, values),
+                     t0, points[points.length - 1].ms);
+    var x = scale.x, y = scale.y;
     svg.appendChild(el("path", { d: path(points, "max", x, y), class: "series max" }));
     svg.appendChild(el("path", { d: path(points, "avg", x, y), class: "series avg" }));
     if (points.length === 1) {
@@ -86,26 +97,11 @@
     });
     var all = [];
     lines.forEach(function (l) { all = all.concat(l.points); });
-    if (all.length === 0) {
-      svg.appendChild(el("text", { x: W / 2, y: H / 2, class: "empty" }, "no data in this range"));
-      host.appendChild(svg);
-      return;
-    }
-    var lo = 0, hi = Math.max.apply(null, all.map(function (p) { return p.avg; }));
-    if (hi === lo) { hi = lo + 1; }
-    var t0 = Math.min.apply(null, all.map(function (p) { return p.ms; }));
-    var t1 = Math.max.apply(null, all.map(function (p) { return p.ms; }));
-    if (t1 === t0) { t1 = t0 + 1; }
-    var x = function (ms) { return PAD.l + (ms - t0) / (t1 - t0) * (W - PAD.l - PAD.r); };
-    var y = function (v) { return H - PAD.b - (v - lo) / (hi - lo) * (H - PAD.t - PAD.b); };
-    [lo, (lo + hi) / 2, hi].forEach(function (v) {
-      svg.appendChild(el("line", { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), class: "grid" }));
-      svg.appendChild(el("text", { x: PAD.l - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" },
-                         fmt(v)));
-    });
-    svg.appendChild(el("text", { x: PAD.l, y: H - 8, class: "axis" }, hhmm(t0)));
-    svg.appendChild(el("text", { x: W - PAD.r, y: H - 8, class: "axis", "text-anchor": "end" },
-                       hhmm(t1)));
+    if (empty(host, svg, all)) { return; }
+    var times = all.map(function (p) { return p.ms; });
+    var scale = axes(svg, 0, Math.max.apply(null, all.map(function (p) { return p.avg; })),
+                     Math.min.apply(null, times), Math.max.apply(null, times));
+    var x = scale.x, y = scale.y;
     lines.forEach(function (l, i) {
       var color = COLORS[i % COLORS.length];
       var line = el("path", { d: path(l.points, "avg", x, y), class: "series group",
