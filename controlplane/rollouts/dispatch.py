@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Table, bindparam, update
@@ -33,27 +34,32 @@ DISPATCHED = (
 )
 
 
+def supersede(session: Session, ids: Sequence[str], rollout: Rollout, now: datetime) -> None:
+    """Cancel these devices' unfinished rows in other rollouts of the same kind (model/agent)."""
+    session.execute(
+        update(RD)
+        .where(
+            RD.c.device_id.in_(ids),
+            RD.c.rollout_id != rollout.id,
+            RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
+            RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == rollout.kind)),
+        )
+        .values(
+            state=S.CANCELED.value,
+            sub_status="superseded",
+            detail=f"superseded by rollout {rollout.id}",
+            updated_at=now,
+        )
+    )
+
+
 def dispatch_agent(session: Session, rollout: Rollout, queued: list[str], now: datetime) -> None:
     """Send the rollout's agent release; each device keeps its models."""
     target = AgentRelease(
         version=rollout.model_version, release_url=rollout.manifest_url, rollout_id=rollout.id
     ).model_dump(mode="json")
     for part in chunks(queued):
-        session.execute(
-            update(RD)
-            .where(
-                RD.c.device_id.in_(part),
-                RD.c.rollout_id != rollout.id,
-                RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
-                RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "agent")),
-            )
-            .values(
-                state=S.CANCELED.value,
-                sub_status="superseded",
-                detail=f"superseded by rollout {rollout.id}",
-                updated_at=now,
-            )
-        )
+        supersede(session, part, rollout, now)
         previous = desired.agents_by_device(session, part)
         versions = desired.set_agent_many(session, dict.fromkeys(part, target))
         session.execute(

@@ -1,8 +1,9 @@
 """One step of driving every active rollout, in set-based SQL.
 
 `tick` runs only on the elected replica. A tick costs a few statements per rollout whatever
-the fleet size: time-outs are one UPDATE, late joiners one anti-join, wave progress one
-GROUP BY; only devices being dispatched (or reverted) are touched row by row, in bulk.
+the fleet size: time-outs are one UPDATE, late joiners one anti-join (on every tenth tick,
+`controller.LATE_JOIN_EVERY_TICKS`), wave progress one GROUP BY; only devices being
+dispatched (or reverted) are touched row by row, in bulk.
 Device events and states are applied by `controlplane.rollouts.events`.
 """
 
@@ -20,7 +21,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from controlplane.db_models import Device, DeviceLabel, as_utc
 from controlplane.rollouts import desired
 from controlplane.rollouts.desired import chunks
-from controlplane.rollouts.dispatch import DISPATCHED, RD, dispatch_agent
+from controlplane.rollouts.dispatch import DISPATCHED, RD, dispatch_agent, supersede
 from controlplane.rollouts.events import SOAKING, apply_events, reconcile_states, set_state
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.rollouts.soak import SOAK_FAILED, settle_soaks
@@ -45,8 +46,8 @@ DRIVEN = (
 )
 
 
-def tick(session: Session, now: datetime) -> None:
-    """Advance every rollout that is not finished, one step each."""
+def tick(session: Session, now: datetime, *, join_late: bool = True) -> None:
+    """Advance every rollout that is not finished, one step each (late joiners if asked)."""
     rollouts = session.exec(
         select(Rollout)
         .where(col(Rollout.status).in_([s.value for s in DRIVEN]))
@@ -54,7 +55,7 @@ def tick(session: Session, now: datetime) -> None:
     ).all()
     for rollout in rollouts:
         try:
-            _step(session, rollout, now)
+            _step(session, rollout, now, join_late=join_late)
             session.commit()
         except Exception:
             session.rollback()
@@ -62,7 +63,7 @@ def tick(session: Session, now: datetime) -> None:
         session.expire_all()  # rows were changed by bulk statements behind the identity map
 
 
-def _step(session: Session, rollout: Rollout, now: datetime) -> None:
+def _step(session: Session, rollout: Rollout, now: datetime, *, join_late: bool) -> None:
     strategy = rollout.parsed_strategy()
     status = RolloutStatus(rollout.status)
     if status is RolloutStatus.SCHEDULED:
@@ -73,7 +74,8 @@ def _step(session: Session, rollout: Rollout, now: datetime) -> None:
     _time_out(session, rollout.id, now, strategy.device_timeout_s)
     if status is not RolloutStatus.RUNNING:
         return
-    _join_late(session, rollout, now)
+    if join_late:
+        _join_late(session, rollout, now)
     _dispatch(session, rollout, now)
     if strategy.soak_s > 0:
         settle_soaks(session, rollout, now)
@@ -200,21 +202,7 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
         probe=rollout.parsed_strategy().quality_probe,
     )
     for part in chunks(queued):
-        session.execute(
-            update(RD)
-            .where(
-                RD.c.device_id.in_(part),
-                RD.c.rollout_id != rollout.id,
-                RD.c.state.in_([S.QUEUED.value, S.IN_PROGRESS.value]),
-                RD.c.rollout_id.in_(select(Rollout.id).where(Rollout.kind == "model")),
-            )
-            .values(
-                state=S.CANCELED.value,
-                sub_status="superseded",
-                detail=f"superseded by rollout {rollout.id}",
-                updated_at=now,
-            )
-        )
+        supersede(session, part, rollout, now)
         previous = desired.models_by_device(session, part)
         reported = dict(
             session.execute(
