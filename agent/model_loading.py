@@ -14,6 +14,7 @@ from agent.engines.base import ChatInfoSource, Engine, LoadOptions, ModelChatInf
 from agent.errors import AgentError, ModelLoadError
 from agent.generation import FairQueue
 from agent.selection import (
+    embedding_path,
     engine_device,
     explain,
     gpu_memory_budget,
@@ -223,6 +224,7 @@ def open_model(
         context_length=manifest.context_length,
         device=selection.device,
         gpu_memory_bytes=budget,
+        embedding_model=embedding_path(path, variant),
     )
     engine.load(variant_path(path, variant), opts)
     device = engine.stats().device or selection.device

@@ -251,7 +251,7 @@ def benchmark_candidates(
 
 def variant_path(model_dir: Path, variant: Variant) -> Path:
     """What an engine loads: the .gguf or .onnx file, or the OpenVINO IR folder."""
-    paths = [model_dir / f.path for f in variant.files]
+    paths = [model_dir / f.path for f in variant.files if f.path != variant.embedding_file]
     suffix = {"gguf": ".gguf", "onnx": ".onnx"}.get(variant.format)
     if suffix is not None:
         main = [p for p in paths if p.suffix == suffix]
@@ -260,6 +260,11 @@ def variant_path(model_dir: Path, variant: Variant) -> Path:
     if len(main) != 1:
         raise SelectionError(f"variant {variant.id} does not name exactly one model file")
     return main[0]
+
+
+def embedding_path(model_dir: Path, variant: Variant) -> Path | None:
+    """The variant's dedicated embedding GGUF, when its manifest lists one."""
+    return model_dir / variant.embedding_file if variant.embedding_file else None
 
 
 def explain(selection: Selection) -> str:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from hwprobe.profile import EngineName  # the one list of engine names
 
@@ -14,6 +14,7 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 SCHEMA_VERSION: Final = 1
 _ADDED_TOKENIZER_FIELDS: Final = ("stop_tokens", "stop_token_ids")
+_ADDED_VARIANT_FIELDS: Final = ("embedding_file",)
 
 Format = Literal["gguf", "openvino", "onnx"]
 Precision = Literal[
@@ -76,6 +77,20 @@ class Variant(BaseModel):
     built_on_device: bool = Field(
         default=False, description="true when an engine is compiled on the device (TensorRT)"
     )
+    embedding_file: str | None = Field(
+        default=None,
+        description="path of a dedicated embedding GGUF, one of `files`: /v1/embeddings and "
+        "/api/embed use it instead of pooling the chat model (llama.cpp)",
+    )
+
+    @model_validator(mode="after")
+    def _embedding_file_is_listed(self) -> Variant:
+        if self.embedding_file is not None:
+            if self.embedding_file not in {f.path for f in self.files}:
+                raise ValueError(f"embedding_file {self.embedding_file!r} is not in files")
+            if not self.embedding_file.endswith(".gguf"):
+                raise ValueError(f"embedding_file {self.embedding_file!r} is not a .gguf file")
+        return self
 
     @property
     def size_bytes(self) -> int:
@@ -142,6 +157,10 @@ class Manifest(BaseModel):
         for key in _ADDED_TOKENIZER_FIELDS:
             if not data["tokenizer"][key]:
                 del data["tokenizer"][key]
+        for variant in data["variants"]:
+            for key in _ADDED_VARIANT_FIELDS:
+                if variant[key] is None:
+                    del variant[key]
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod

@@ -35,6 +35,22 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     constraint: OutputConstraint | None = None  # only engines with constrained_decoding
+    # None: no log-probabilities (nothing computed); k >= 0: each token's own and the k most
+    # likely alternatives (only engines with exposes_logprobs).
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """How likely the model found one generated token, and its most likely alternatives.
+
+    Log-probabilities of the model's own distribution (a log-softmax of the logits, before
+    temperature, penalties or a grammar); `top` is sorted, most likely first.
+    """
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class TokenChunk:
 
     text: str
     token_id: int
+    logprob: TokenLogprob | None = None  # only when SamplingParams.logprobs asked for it
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,8 @@ class LoadOptions:
     parallel: int = 0
     # Bytes of system memory free for weights and KV caches (hwprobe); None: unknown.
     memory_bytes: int | None = None
+    # A dedicated embedding model (the manifest variant's embedding_file); None: the model's own.
+    embedding_model: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,20 @@ class EmbeddingSource(Protocol):
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """One pooled, L2-normalised vector per text, and the tokens the texts took."""
+        ...
+
+
+def exposes_logprobs(engine: object) -> bool:
+    """Whether the engine fills TokenChunk.logprob when SamplingParams.logprobs asks."""
+    return bool(getattr(engine, "exposes_logprobs", False))
+
+
+@runtime_checkable
+class FillInTheMiddle(Protocol):
+    """An engine whose model has fill-in-the-middle tokens (code models)."""
+
+    def fim_tokens(self) -> tuple[str, str, str] | None:
+        """The texts of the prefix, suffix and middle tokens; None when the model has none."""
         ...
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from agent.engines.base import (
@@ -23,6 +23,7 @@ from agent.engines.base import (
     FinishReason,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
 )
 from agent.engines.decoding import Detokenizer, IncrementalDetokenizer, StopMatcher
 from agent.engines.prefix_cache import PrefixCache
@@ -86,6 +87,15 @@ class BatchBackend(Protocol):
 
     def is_end(self, token: int) -> bool:
         """Whether the token ends generation (EOS, end of turn)."""
+        ...
+
+
+@runtime_checkable
+class LogprobSource(Protocol):
+    """A backend that computes, when a sequence asked, the log-probabilities of its last sample."""
+
+    def token_logprob(self, seq: int) -> TokenLogprob | None:
+        """The last sampled token's log-probabilities (None unless the sequence asked)."""
         ...
 
 
@@ -215,6 +225,7 @@ class BatchScheduler:
         if not 1 <= n_slots <= backend.n_seq:
             raise ValueError(f"n_slots must be 1..{backend.n_seq}, not {n_slots}")
         self.backend = backend
+        self._logprobs = backend if isinstance(backend, LogprobSource) else None
         self.n_slots = n_slots
         self.prefill_chunk = max(1, prefill_chunk)
         self.engine_stats = stats  # the engine's counters, fed as sequences finish
@@ -386,12 +397,21 @@ class BatchScheduler:
         if not running.first_token_ns:
             running.first_token_ns = now
         chunk, reason = running.text.push(token)
+        if chunk is not None and running.request.params.logprobs is not None:
+            chunk = self._with_logprob(chunk, running.seq, token)
         if chunk is not None:
             running.request.sink(chunk)
         if reason is not None:
             self._end(running, reason)
         else:
             running.next_token = token
+
+    def _with_logprob(self, chunk: TokenChunk, seq: int, token: int) -> TokenChunk:
+        """The chunk with its token's log-probabilities (asked for by this sequence only)."""
+        if self._logprobs is None or self.backend.is_end(token):
+            return chunk
+        found = self._logprobs.token_logprob(seq)
+        return chunk if found is None else replace(chunk, logprob=found)
 
     def _end(
         self,

@@ -30,6 +30,7 @@ from agent.engines.base import (
 )
 from agent.engines.batching import BatchRequest, BatchScheduler, SchedulerStats
 from agent.engines.decoding import check_context
+from agent.engines.llamacpp_amx import avoid_faulting_amx
 from agent.engines.llamacpp_batch import LlamaBatchBackend
 from agent.engines.llamacpp_embed import LlamaEmbedder
 from agent.engines.offload import (
@@ -38,6 +39,7 @@ from agent.engines.offload import (
     OffloadPlan,
     model_shape,
     plan_offload,
+    read_metadata,
 )
 from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
 from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
@@ -135,6 +137,7 @@ class LlamaCppEngine:
 
     name = "llamacpp"
     constrained_decoding = True  # OutputConstraint through llama.cpp's grammar sampler
+    exposes_logprobs = True  # each sequence's own row of logits, when it asks
 
     def __init__(self) -> None:
         self._llm: Any = None
@@ -155,6 +158,7 @@ class LlamaCppEngine:
         gguf = find_gguf(model_path) if model_path.exists() else model_path
         if not gguf.is_file():
             raise ModelLoadError(f"model file {gguf} does not exist")
+        avoid_faulting_amx(lib, gguf)
         shape = _shape(gguf)
         plan = _offload_plan(shape, options, bool(lib.llama_supports_gpu_offload()))
         slots = _slot_plan(shape, options, plan)
@@ -168,10 +172,10 @@ class LlamaCppEngine:
             plan = OffloadPlan(0, plan.total_layers, f"GPU load failed: {exc}")
             llm = self._open(lib, gguf, options, 0)
         self._llm, self._lib = llm, lib
-        self._embedder = LlamaEmbedder(gguf, options, dict(getattr(llm, "metadata", None) or {}))
         self._pieces, self._ends = {}, {}
         self._bos_text = self._token_text(llm.token_bos())
         try:
+            self._embedder = embedder = self._open_embedder(gguf, options, llm)
             backend = LlamaBatchBackend(
                 lib,
                 llm._model,
@@ -198,6 +202,7 @@ class LlamaCppEngine:
                 "slot_context": str(slots.slot_context),
                 "slots": slots.reason,
                 "prefix_cache": "on" if backend.shares_prefixes else "off (SWA/recurrent model)",
+                "embeddings": embedder.path.name,
             },
         )
         self.scheduler = BatchScheduler(
@@ -206,6 +211,21 @@ class LlamaCppEngine:
         _LOGGER.info(
             "llama.cpp loaded %s on %s: %s; %s", gguf, plan.device, plan.reason, slots.reason
         )
+
+    @staticmethod
+    def _open_embedder(gguf: Path, options: LoadOptions, llm: Any) -> LlamaEmbedder:
+        """Embeddings from the manifest's dedicated embedding GGUF, else by pooling this model."""
+        dedicated = options.embedding_model
+        if dedicated is None:
+            return LlamaEmbedder(gguf, options, dict(getattr(llm, "metadata", None) or {}))
+        if not dedicated.is_file():
+            raise ModelLoadError(f"embedding model file {dedicated} does not exist")
+        try:
+            metadata = {k: str(v) for k, v in read_metadata(dedicated).items()}
+        except (GGUFHeaderError, OSError) as exc:
+            raise ModelLoadError(f"{dedicated} is not a readable GGUF: {exc}") from exc
+        _LOGGER.info("embeddings for %s come from %s", gguf.name, dedicated)
+        return LlamaEmbedder(dedicated, options, metadata)
 
     @staticmethod
     def _open(lib: Any, gguf: Path, options: LoadOptions, n_gpu_layers: int) -> Any:
@@ -239,6 +259,20 @@ class LlamaCppEngine:
             end_of_turn=tuple(ends),
             specials=frozenset(ids),
         )
+
+    def fim_tokens(self) -> tuple[str, str, str] | None:
+        """The model's fill-in-the-middle prefix, suffix and middle token texts, if it has them."""
+        llm = self._loaded()
+        vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+        names = ("llama_vocab_fim_pre", "llama_vocab_fim_suf", "llama_vocab_fim_mid")
+        if vocab is None or not all(hasattr(self._lib, n) for n in names):
+            return None
+        texts = [self._token_text(int(getattr(self._lib, n)(vocab))) for n in names]
+        if not all(texts):
+            return None
+        prefix, suffix, middle = texts
+        assert prefix and suffix and middle
+        return prefix, suffix, middle
 
     def count_tokens(self, text: str) -> int:
         """Tokens the prompt takes, BOS included when the model adds one."""

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.engines.base import SamplingParams
+from agent.engines.base import SamplingParams, TokenLogprob
 from agent.engines.batching import KVCacheFull, SequenceWork
 from agent.engines.decoding import REPEAT_PENALTY_WINDOW
 from agent.errors import EngineError, ModelLoadError
@@ -63,6 +63,8 @@ class LlamaBatchBackend:
         self._n_vocab = int(lib.llama_vocab_n_tokens(model.vocab))
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._samplers: dict[int, Any] = {}
+        self._logprobs_k: dict[int, int] = {}  # sequences that asked for log-probabilities
+        self._logprobs: dict[int, TokenLogprob] = {}
         self.shares_prefixes = not (
             lib.llama_model_n_swa(model.model) > 0
             or lib.llama_model_is_recurrent(model.model)
@@ -78,6 +80,8 @@ class LlamaBatchBackend:
         del prompt
         self.finish(seq)
         self._samplers[seq] = self._chain(params)
+        if params.logprobs is not None:
+            self._logprobs_k[seq] = params.logprobs
 
     def _chain(self, params: SamplingParams) -> Any:
         lib = self._lib
@@ -154,7 +158,32 @@ class LlamaBatchBackend:
         if rc != 0:
             raise EngineError(f"llama.cpp decode failed (code {rc})")
         sample = self._lib.llama_sampler_sample
-        return [int(sample(self._samplers[seq], self._ctx, index)) for seq, index in outputs]
+        tokens = [int(sample(self._samplers[seq], self._ctx, index)) for seq, index in outputs]
+        if self._logprobs_k:
+            for (seq, index), tok in zip(outputs, tokens, strict=True):
+                k = self._logprobs_k.get(seq)
+                if k is not None:
+                    self._logprobs[seq] = self._token_logprob(index, tok, k)
+        return tokens
+
+    def _token_logprob(self, index: int, token: int, k: int) -> TokenLogprob:
+        """Log-softmax over the vocabulary of one output row: the token's and the top k."""
+        import numpy as np
+
+        row = self._lib.llama_get_logits_ith(self._ctx, index)
+        logits = np.ctypeslib.as_array(row, shape=(self._n_vocab,)).astype(np.float64)
+        logits -= logits.max()
+        logprobs = logits - np.log(np.exp(logits).sum())
+        top: tuple[tuple[bytes, float], ...] = ()
+        if k > 0:
+            best = np.argpartition(-logprobs, k - 1)[:k]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
+            top = tuple((self._piece(int(t)), float(logprobs[t])) for t in best)
+        return TokenLogprob(self._piece(token), float(logprobs[token]), top)
+
+    def token_logprob(self, seq: int) -> TokenLogprob | None:
+        """The log-probabilities of the sequence's last sample, when it asked for them."""
+        return self._logprobs.get(seq)
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Positions 0..length-1 of `src` become those of `dst` (shared cells)."""
@@ -167,6 +196,8 @@ class LlamaBatchBackend:
 
     def finish(self, seq: int) -> None:
         """Free the sequence's sampler chain."""
+        self._logprobs_k.pop(seq, None)
+        self._logprobs.pop(seq, None)
         chain = self._samplers.pop(seq, None)
         if chain is not None:
             self._lib.llama_sampler_free(chain)

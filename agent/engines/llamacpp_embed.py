@@ -25,7 +25,7 @@ class LlamaEmbedder:
     """Pooled, L2-normalised embeddings of texts, from an embedding context opened on first use."""
 
     def __init__(self, gguf: Path, options: LoadOptions, metadata: Mapping[str, str]) -> None:
-        self._gguf = gguf
+        self._gguf = self.path = gguf
         arch = metadata.get("general.architecture", "")
         # An embedding model says how it pools; a chat model does not, and is mean-pooled.
         self._declares_pooling = f"{arch}.pooling_type" in metadata

@@ -21,7 +21,7 @@ from pathlib import Path
 from agent.engines.base import LoadOptions
 from agent.errors import ModelLoadError
 from agent.model_loading import EngineFactory, LoadedModel, probe_profile
-from agent.selection import gpu_memory_budget, variant_path
+from agent.selection import embedding_path, gpu_memory_budget, variant_path
 from models.manifest import Manifest
 
 _LOGGER = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ def load_slot(slot: Slot, engine_factory: EngineFactory, *, parallel: int = 0) -
         device=slot.device,
         gpu_memory_bytes=budget,
         parallel=parallel,
+        embedding_model=embedding_path(slot.path, variant),
     )
     engine.load(variant_path(slot.path, variant), options)
     device = engine.stats().device or slot.device

@@ -34,6 +34,7 @@ def test_canonical_bytes_ignore_key_order_and_whitespace(model_dir: Path) -> Non
     # stop tokens came later: left out while empty, so older signatures still verify
     assert dumped["tokenizer"].pop("stop_tokens") == []
     assert dumped["tokenizer"].pop("stop_token_ids") == []
+    assert all(v.pop("embedding_file") is None for v in dumped["variants"])  # likewise
     assert json.loads(canonical) == dumped
     top_keys = list(json.loads(canonical))
     assert top_keys == sorted(top_keys)
