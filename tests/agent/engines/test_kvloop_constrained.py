@@ -205,3 +205,58 @@ def test_onnx_forced_tool_call_arguments_validate(onnx_engine: Any) -> None:
             tool = next(t for t in tools if t.name == call.name)
             assert name is None or call.name == name
             jsonschema_rs.validator_for(dict(tool.parameters)).validate(json.loads(call.arguments))
+
+
+# -- ONNX Runtime on SmolLM2-135M-Instruct (real weights, 49k-token vocabulary) -----------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx(smollm2_hf: Path) -> Path:
+    """SmolLM2's checkpoint exported to ONNX once per model cache (about 90 s the first time)."""
+    import os
+    import shutil
+    import tempfile
+
+    pytest.importorskip("optimum.exporters.onnx")
+    from models.build.onnx_export import export_onnx
+    from models.real_models import CHECKPOINT_VERSION, cache_dir
+
+    target = cache_dir() / f"smollm2-onnx-{CHECKPOINT_VERSION}"
+    if not (target / "model.onnx").is_file():
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".onnx-") as tmp:
+            export_onnx(smollm2_hf, Path(tmp) / "onnx")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(Path(tmp) / "onnx", target)
+    return target
+
+
+@pytest.mark.timeout(1800)
+def test_smollm2_onnx_answers_and_calls_validate_at_temperature_0_8(smollm2_onnx: Path) -> None:
+    if "onnxruntime" not in installed_engines():
+        pytest.skip("onnxruntime is not installed")
+    engine = create_engine("onnxruntime")
+    engine.load(smollm2_onnx, LoadOptions(threads=2, context_length=2048))
+    try:
+        validator = jsonschema_rs.validator_for(PERSON)
+        prompt = (
+            "<|im_start|>user\nDescribe a person as JSON with name, mood, tags and admin."
+            "<|im_end|>\n<|im_start|>assistant\n"
+        )
+        for seed in range(20):
+            params = SamplingParams(
+                max_tokens=120, temperature=0.8, seed=seed, constraint=json_constraint(PERSON)
+            )
+            text, done = generate(engine, params, prompt)
+            assert done.finish_reason == "stop", text
+            validator.validate(json.loads(text))
+        call_prompt = (
+            "<|im_start|>user\nWhat is the weather in Oslo?<|im_end|>\n<|im_start|>assistant\n"
+        )
+        constraint = json_constraint(forced_call_schema([WEATHER, SEARCH], "get_weather"))
+        params = SamplingParams(max_tokens=120, temperature=0.8, seed=1, constraint=constraint)
+        text, done = generate(engine, params, call_prompt)
+        call = forced_call(text)
+        assert call.name == "get_weather"
+        jsonschema_rs.validator_for(dict(WEATHER.parameters)).validate(json.loads(call.arguments))
+    finally:
+        engine.unload()
