@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.audit.trail import note_actor
+from controlplane.bridge import MqttBridge
 from controlplane.core.config import Settings
 from controlplane.db_models import ApiToken, Device, Role, as_utc, utcnow
 from controlplane.errors import ApiError
@@ -36,22 +37,31 @@ async def get_signing(request: Request) -> SigningIdentity:
     return signing
 
 
+async def get_bridge(request: Request) -> MqttBridge | None:
+    """The MQTT bridge, or None while MQTT is off."""
+    bridge: MqttBridge | None = getattr(request.app.state, "bridge", None)
+    return bridge
+
+
 # The accessors above are async because they only read app.state: FastAPI runs a sync
 # dependency in the threadpool, a round trip that costs more than the work.
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
 SigningDep = Annotated[SigningIdentity, Depends(get_signing)]
+BridgeDep = Annotated[MqttBridge | None, Depends(get_bridge)]
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    """A 401 that asks for a bearer token."""
+    return ApiError(401, code, message, _CHALLENGE)
 
 
 def bearer_token(request: Request) -> str:
     """The bearer token of the request, or 401."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "unauthorized",
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-            _CHALLENGE,
+        raise _unauthorized(
+            "unauthorized", "missing bearer token: send 'Authorization: Bearer <token>'"
         )
     return token.strip()
 
@@ -60,19 +70,14 @@ def get_current_operator(request: Request, session: SessionDep) -> ApiToken:
     """The operator token the request carries, or 401."""
     token = crud.get_api_token_by_secret(session, secret=bearer_token(request))
     if token is None:
-        raise ApiError(
-            401,
-            "invalid_token",
-            "API token is unknown or revoked; ask an admin for a new one",
-            _CHALLENGE,
+        raise _unauthorized(
+            "invalid_token", "API token is unknown or revoked; ask an admin for a new one"
         )
     if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
-        raise ApiError(
-            401,
+        raise _unauthorized(
             "token_expired",
             f"API token {token.name!r} expired at {as_utc(token.expires_at):%Y-%m-%d %H:%M} UTC; "
             "ask an admin for a new one (POST /api/v1/tokens/{id}/rotate)",
-            _CHALLENGE,
         )
     note_actor(request.state, token)
     return token
@@ -106,11 +111,9 @@ def get_current_device(request: Request, session: SessionDep) -> Device:
     """The enrolled, not revoked device whose artifact token the request carries, or 401."""
     device = crud.get_device_by_artifact_token(session, token=bearer_token(request))
     if device is None:
-        raise ApiError(
-            401,
+        raise _unauthorized(
             "invalid_device_token",
             "artifact token is unknown or the device was revoked; enroll the device again",
-            _CHALLENGE,
         )
     return device
 

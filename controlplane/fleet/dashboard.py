@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from controlplane import crud
-from controlplane.api.deps import SessionDep
+from controlplane.api.deps import BridgeDep, SessionDep
 from controlplane.command_models import DeviceCommandCreate
 from controlplane.commands import send_command
 from controlplane.crud.commands import list_commands
@@ -45,18 +45,14 @@ def device_logs(
 
 @router.post("/devices/{device_id}/logs")
 def request_logs(
-    request: Request, device_id: str, session: SessionDep, operator: Operator
+    device_id: str, bridge: BridgeDep, session: SessionDep, operator: Operator
 ) -> Response:
     """Ask the device for its last hour of INFO and above; the page shows the answer."""
     spec = DeviceCommandCreate(command="logs", args={"since_s": LOG_WINDOW_S, "level": "info"})
     to = RedirectResponse(f"/devices/{device_id}/logs", status_code=303)
     try:
         row = send_command(
-            session,
-            bridge=getattr(request.app.state, "bridge", None),
-            device_id=device_id,
-            spec=spec,
-            created_by=operator.name,
+            session, bridge=bridge, device_id=device_id, spec=spec, created_by=operator.name
         )
     except ControlPlaneError as exc:
         return flash(to, f"logs not requested: {exc.message}", kind="error")

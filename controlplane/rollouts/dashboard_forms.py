@@ -17,7 +17,6 @@ from controlplane.dashboard.auth import Operator
 from controlplane.dashboard.routes import Viewer, _page
 from controlplane.dashboard.session import flash
 from controlplane.db_models import parse_labels
-from controlplane.enrollment import artifacts_url
 from controlplane.errors import ControlPlaneError
 from controlplane.rollouts import service
 from controlplane.rollouts.models import RolloutCreate
@@ -157,11 +156,7 @@ async def create_rollout(
         return _form_page(request, session, operator, form, errors, status=422)
     try:
         rollout = service.create_rollout(
-            session,
-            spec=spec,
-            artifacts_url=artifacts_url(settings),
-            created_by=operator.name,
-            settings=settings,
+            session, spec=spec, created_by=operator.name, settings=settings
         )
     except ControlPlaneError as exc:
         return _form_page(request, session, operator, form, {"form": exc.message}, status=422)

@@ -13,6 +13,7 @@ from controlplane import agent_releases
 from controlplane.core.config import Settings
 from controlplane.crud.models import get_model_version
 from controlplane.db_models import as_utc, utcnow
+from controlplane.enrollment import artifacts_url as public_artifacts_url
 from controlplane.errors import ApiError
 from controlplane.rollouts import driver
 from controlplane.rollouts.models import (
@@ -31,11 +32,17 @@ def create_rollout(
     session: Session,
     *,
     spec: RolloutCreate,
-    artifacts_url: str,
     created_by: str,
     settings: Settings | None = None,
+    artifacts_url: str | None = None,
 ) -> Rollout:
-    """Record a rollout of a registered model version or agent release; the controller runs it."""
+    """Record a rollout of a registered model version or agent release; the controller runs it.
+
+    Devices fetch the manifest under `artifacts_url`, by default the one `settings` publish.
+    """
+    if artifacts_url is None:
+        assert settings is not None, "create_rollout needs settings or artifacts_url"
+        artifacts_url = public_artifacts_url(settings)
     if spec.agent:
         return _create_agent_rollout(session, spec=spec, created_by=created_by, settings=settings)
     name, sep, version = spec.model.partition(":")

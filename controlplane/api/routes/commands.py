@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from controlplane import crud
-from controlplane.api.deps import OperatorDep, SessionDep, ViewerDep
+from controlplane.api.deps import BridgeDep, OperatorDep, SessionDep, ViewerDep
 from controlplane.api.errors import UNAVAILABLE
 from controlplane.command_models import DeviceCommandCreate, DeviceCommandPublic
 from controlplane.commands import send_command
@@ -26,17 +26,13 @@ router = APIRouter(tags=["commands"])
 def create_command(
     device_id: str,
     body: DeviceCommandCreate,
-    request: Request,
+    bridge: BridgeDep,
     session: SessionDep,
     operator: OperatorDep,
 ) -> DeviceCommandPublic:
     """Send a command to the device; its answer fills in the command later."""
     row = send_command(
-        session,
-        bridge=getattr(request.app.state, "bridge", None),
-        device_id=device_id,
-        spec=body,
-        created_by=operator.name,
+        session, bridge=bridge, device_id=device_id, spec=body, created_by=operator.name
     )
     return command_to_public(row)
 

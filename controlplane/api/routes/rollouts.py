@@ -7,7 +7,6 @@ from collections.abc import Callable
 from fastapi import APIRouter
 
 from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
-from controlplane.enrollment import artifacts_url
 from controlplane.rollouts import service
 from controlplane.rollouts.models import (
     RolloutAction,
@@ -25,11 +24,7 @@ def create_rollout(
 ) -> RolloutPublic:
     """Start rolling a registered model version out to the devices the selector matches."""
     rollout = service.create_rollout(
-        session,
-        spec=body,
-        artifacts_url=artifacts_url(settings),
-        created_by=operator.name,
-        settings=settings,
+        session, spec=body, created_by=operator.name, settings=settings
     )
     return service.to_public(session, rollout)
 
