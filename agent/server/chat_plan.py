@@ -91,7 +91,8 @@ class ChatPlan:
                 400,
                 f"{self.constraint_field}: the {model.engine_name} engine serving this model "
                 "cannot constrain its output (structured output and forced tool calls need "
-                "llama.cpp or OpenVINO); leave the field out or serve a GGUF variant",
+                "llama.cpp, OpenVINO, or ONNX Runtime/TensorRT with llguidance installed: "
+                "pip install llguidance); leave the field out or serve a GGUF variant",
                 code="unsupported_on_engine",
                 param=self.constraint_field,
             )
