@@ -76,6 +76,19 @@ def test_openai_json_schema_and_forced_call_on_onnx(onnx_server: RunningServer) 
     jsonschema_rs.validator_for(dict(WEATHER.parameters)).validate(arguments)
 
 
+def test_responses_text_format_on_onnx(onnx_server: RunningServer) -> None:
+    client = openai.OpenAI(base_url=f"{onnx_server.url}/v1", api_key="unused", timeout=120)
+    model = client.models.list().data[0].id
+    response = client.responses.create(
+        model=model,
+        input="Describe a person.",
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON}},
+        temperature=0.8,
+        max_output_tokens=200,
+    )
+    jsonschema_rs.validator_for(PERSON).validate(json.loads(response.output_text))
+
+
 def test_ollama_format_schema_on_onnx(onnx_server: RunningServer) -> None:
     client = ollama.Client(host=onnx_server.url, timeout=120)
     model = client.list().models[0].model

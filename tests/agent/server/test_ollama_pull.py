@@ -115,7 +115,11 @@ def test_a_wrong_sha256_is_refused_and_nothing_is_served(
 
 
 def test_no_sha256_is_refused_unless_the_agent_allows_insecure_pulls(
-    client: Any, gguf: Path, settings: PullSettings, agent: tuple[RunningServer, ModelRuntime]
+    client: Any,
+    gguf: Path,
+    file_server: str,
+    settings: PullSettings,
+    agent: tuple[RunningServer, ModelRuntime],
 ) -> None:
     for insecure in (False, True):
         with pytest.raises(ollama.ResponseError, match="carries no sha256") as err:
@@ -128,6 +132,10 @@ def test_no_sha256_is_refused_unless_the_agent_allows_insecure_pulls(
         client.pull(str(gguf), stream=False)  # the setting alone is not enough
     assert client.pull(str(gguf), insecure=True, stream=False).status == "success"
     assert client.list().models[0].model == str(gguf)
+    url = f"{file_server}/tiny.gguf"
+    lines = [p.model_dump(exclude_none=True) for p in client.pull(url, insecure=True, stream=True)]
+    assert lines[-1]["status"] == "success"
+    assert client.list().models[0].model == url
 
 
 @pytest.mark.parametrize(
