@@ -7,13 +7,18 @@ field) and turns the generated text into content and tool calls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.engines.base import OutputConstraint
+from pydantic import ConfigDict, Field
+
+from agent.engines.base import OutputConstraint, TokenLogprob
+from agent.generation import Generation
 from agent.model_loading import LoadedModel
 from agent.server.errors import ApiError
+from agent.server.limits import RequestBody
+from agent.server.logprobs import of_chunks, read_all
 from agent.structured import SchemaNotEnforceable, applies_constraints, json_constraint
 from agent.tool_calls import (
     CallScanner,
@@ -28,6 +33,20 @@ from agent.tool_calls import (
 JSON_ANY = "json"  # a schema argument meaning "any JSON object"
 
 
+class FunctionFields(RequestBody):
+    """A function the model may call, as both APIs declare it in `tools`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+    def as_tool(self) -> Tool:
+        """The domain Tool."""
+        return Tool(self.name, self.description, self.parameters)
+
+
 @dataclass(frozen=True)
 class ChatPlan:
     """How to prompt, how to constrain, and how to read back one chat request."""
@@ -37,6 +56,7 @@ class ChatPlan:
     constraint: OutputConstraint | None = None
     constraint_field: str = ""  # the request field the constraint came from
     parallel_calls: bool = True
+    call_name: str | None = None  # the one function a forced call can name, when only one can
 
     @classmethod
     def of(
@@ -77,7 +97,9 @@ class ChatPlan:
             call_schema = forced_call_schema(tools, name)
         except SchemaNotEnforceable as exc:
             raise ApiError(400, str(exc), param=tools_field) from exc
-        return cls(tuple(tools), True, json_constraint(call_schema), tools_field, parallel_calls)
+        only = name or (tools[0].name if len(tools) == 1 else None)
+        constraint = json_constraint(call_schema)
+        return cls(tuple(tools), True, constraint, tools_field, parallel_calls, call_name=only)
 
     @property
     def reads_calls(self) -> bool:
@@ -113,6 +135,22 @@ class ChatPlan:
         """One call only when the request turned parallel tool calls off."""
         return calls if self.parallel_calls else calls[:1]
 
+    async def stream(self, generation: Generation) -> AsyncIterator[str | Answer]:
+        """Prose as soon as it cannot be part of a call, then the Answer (last)."""
+        scanner = self.scanner()
+        if scanner is None:  # one forced call: its JSON is the whole answer
+            text, logprobs = await read_all(generation)
+            yield Answer(*self.read(text), logprobs)
+            return
+        logprobs = []
+        async for chunks in generation:
+            logprobs.extend(of_chunks(chunks))
+            text = scanner.push("".join(c.text for c in chunks))
+            if text:
+                yield text
+        rest, calls = scanner.finish()
+        yield Answer(rest, self.trim(calls), logprobs)
+
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The answer's content (None when it is only calls) and its tool calls."""
         if self.forced:
@@ -122,6 +160,15 @@ class ChatPlan:
         content, calls = parse_tool_calls(text, self.tools)
         calls = self.trim(calls)
         return (content or None) if calls else text, calls
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a streamed answer held besides the prose already sent: the rest, calls, logprobs."""
+
+    content: str | None
+    calls: list[ToolCall]
+    logprobs: list[TokenLogprob]
 
 
 def _constraint(schema: Mapping[str, Any] | str | None, field: str) -> OutputConstraint | None:

@@ -27,6 +27,8 @@ from agent.server.deps import (
 )
 from agent.server.deps import served_model as _served
 from agent.server.errors import from_agent_error
+from agent.server.infill import fim_prompt
+from agent.server.logprobs import check_engine, of_chunks, openai_content, read_all
 from agent.server.ollama_requests import ChatRequest, GenerateRequest, OllamaRequest
 from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 
@@ -59,10 +61,15 @@ async def _ndjson(
     """One NDJSON line per batch of tokens, then the final line with done=true and timings."""
     wrap = (lambda t: {"role": "assistant", "content": t}) if key == "message" else (lambda t: t)
     text_line = text_event({**head, key: wrap(TEXT_SLOT), "done": False}, after="\n")
+    with_logprobs = generation.params.logprobs is not None
     try:
         async for chunks in generation:
             text = "".join(c.text for c in chunks)
-            if text:
+            if with_logprobs:
+                found = openai_content(of_chunks(chunks))
+                line = {**head, key: wrap(text), "done": False, "logprobs": found}
+                yield (json.dumps(line) + "\n").encode()
+            elif text:
                 yield text_line(text)
     except AgentError as exc:
         yield (json.dumps({"error": from_agent_error(exc).message}) + "\n").encode()
@@ -97,9 +104,11 @@ async def _answer(
         else:
             parts = _ndjson(generation, head, key, started_ns, wall)
         return TokenStreamResponse(parts, generation, "application/x-ndjson", headers)
-    text = await until_disconnect(request, generation.text(), generation.cancel)
+    text, found = await until_disconnect(request, read_all(generation), generation.cancel)
     content: Any = _message(text, plan) if key == "message" else text
     answer = {**head, key: content, "done": True, **_timings(generation, started_ns, wall)}
+    if generation.params.logprobs is not None:
+        answer["logprobs"] = openai_content(found)
     return JSONResponse(answer, headers=headers)
 
 
@@ -122,26 +131,23 @@ async def _ndjson_calls(
     def line(message: dict[str, Any], **extra: Any) -> bytes:
         return (json.dumps({**head, "message": message, **extra}) + "\n").encode()
 
-    scanner = plan.scanner()
     try:
-        if scanner is None:
-            content, calls = plan.read(await generation.text())
-        else:
-            async for chunks in generation:
-                text = scanner.push("".join(c.text for c in chunks))
-                if text:
-                    yield line({"role": "assistant", "content": text}, done=False)
-            content, found = scanner.finish()
-            calls = plan.trim(found)
+        async for part in plan.stream(generation):
+            if isinstance(part, str):
+                yield line({"role": "assistant", "content": part}, done=False)
+            else:
+                answer = part
     except AgentError as exc:
         yield (json.dumps({"error": from_agent_error(exc).message}) + "\n").encode()
         return
-    if content or calls:
-        message: dict[str, Any] = {"role": "assistant", "content": content or ""}
-        if calls:
-            message["tool_calls"] = [c.as_ollama() for c in calls]
+    if answer.content or answer.calls:
+        message: dict[str, Any] = {"role": "assistant", "content": answer.content or ""}
+        if answer.calls:
+            message["tool_calls"] = [c.as_ollama() for c in answer.calls]
         yield line(message, done=False)
     timings = _timings(generation, started_ns, wall)
+    if generation.params.logprobs is not None:  # a call's tokens are known only at its end
+        timings["logprobs"] = openai_content(answer.logprobs)
     yield line({"role": "assistant", "content": ""}, created_at=_now(), done=True, **timings)
 
 
@@ -180,6 +186,12 @@ async def generate(
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         body.context_cap(model)
         plan.check_engine(model)
+        if body.logprobs:
+            check_engine(model, "logprobs")
+        if body.suffix:  # fill in the middle, raw: the model's FIM tokens around both texts
+            return fim_prompt(model, prompt, body.suffix), replace(
+                body.params(()), constraint=plan.constraint
+            )
         # Like Ollama, a model without a template of its own (a base model) completes raw.
         if body.raw or model.chat.is_fallback:
             return prompt, replace(body.params(()), constraint=plan.constraint)
@@ -203,6 +215,8 @@ async def chat(body: ChatRequest, request: Request, runtime: RuntimeDep, limits:
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         body.context_cap(model)
+        if body.logprobs:
+            check_engine(model, "logprobs")
         text = nonempty_prompt(plan.render(model, messages), "messages")
         params = body.params(model.chat.stop_strings)
         return text, replace(params, constraint=plan.constraint)

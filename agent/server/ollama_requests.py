@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from agent.engines.base import SamplingParams
 from agent.model_loading import LoadedModel
-from agent.server.chat_plan import JSON_ANY, ChatPlan
+from agent.server.chat_plan import JSON_ANY, ChatPlan, FunctionFields
 from agent.server.deps import fill_context, sampling, stop_tuple
 from agent.server.errors import ApiError
 from agent.server.limits import MAX_INT_PARAM, RequestBody
-from agent.tool_calls import Tool
+from agent.server.logprobs import MAX_TOP_LOGPROBS
 
 
 class OllamaBody(RequestBody):
@@ -45,6 +46,8 @@ class OllamaRequest(OllamaBody):
     keep_alive: str | float | None = None
     format: Literal["", "json"] | dict[str, Any] | None = None
     think: bool | None = Field(default=None, description="refused when true")
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def refuse_unsupported(self) -> None:
         """400 naming a field set to something the agent cannot honour."""
@@ -52,6 +55,10 @@ class OllamaRequest(OllamaBody):
             raise ApiError(
                 400, "think: this agent's models do not produce separate thinking", param="think"
             )
+
+    def logprobs_top(self) -> int | None:
+        """top_logprobs (0 when not given) when logprobs is true; None otherwise (as Ollama)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def output_schema(self) -> dict[str, Any] | str | None:
         """The JSON schema `format` asks for, JSON_ANY for "json", None for free text."""
@@ -82,7 +89,7 @@ class OllamaRequest(OllamaBody):
     def params(self, extra_stops: tuple[str, ...]) -> SamplingParams:
         """SamplingParams for this request, the template's stop strings added."""
         o = self.options or Options()
-        return sampling(
+        params = sampling(
             max_tokens=self._num_predict,
             temperature=o.temperature,
             top_p=o.top_p,
@@ -91,6 +98,7 @@ class OllamaRequest(OllamaBody):
             seed=o.seed,
             stop=stop_tuple(o.stop, extra_stops),
         )
+        return replace(params, logprobs=self.logprobs_top())
 
     def max_tokens_default(self) -> Callable[[int, int], int] | None:
         """How many tokens to allow when num_predict does not say (the rest of the context)."""
@@ -108,7 +116,9 @@ class GenerateRequest(OllamaRequest):
     system: str | None = None
     raw: bool = False
     images: list[str] | None = Field(default=None, description="refused unless empty")
-    suffix: str | None = Field(default=None, description="refused unless empty")
+    suffix: str | None = Field(
+        default=None, description="text after the completion (models with FIM tokens)"
+    )
     template: str | None = Field(default=None, description="refused unless empty")
     context: list[int] | None = Field(default=None, description="refused unless empty")
 
@@ -116,10 +126,6 @@ class GenerateRequest(OllamaRequest):
         """400 naming a field set to something the agent cannot honour."""
         super().refuse_unsupported()
         _refuse_images(self.images, "images")
-        if self.suffix:
-            raise ApiError(
-                400, "suffix: fill-in-the-middle is not supported by this agent", param="suffix"
-            )
         if self.template:
             raise ApiError(
                 400,
@@ -179,19 +185,11 @@ class Message(OllamaBody):
         return item
 
 
-class FunctionDef(OllamaBody):
-    """A function the model may call."""
-
-    name: str = Field(min_length=1, max_length=64)
-    description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-
-
 class ToolDef(OllamaBody):
     """An entry of `tools`."""
 
     type: Literal["function"] = "function"
-    function: FunctionDef
+    function: FunctionFields
 
 
 class ChatRequest(OllamaRequest):
@@ -212,10 +210,7 @@ class ChatRequest(OllamaRequest):
                     "think separately; send no thinking",
                     param="thinking",
                 )
-        tools = [
-            Tool(t.function.name, t.function.description, t.function.parameters)
-            for t in self.tools or []
-        ]
+        tools = [t.function.as_tool() for t in self.tools or []]
         return ChatPlan.of(tools=tools, schema=self.output_schema(), schema_field="format")
 
 

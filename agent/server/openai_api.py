@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from agent.engines.base import SamplingParams
+from agent.engines.base import SamplingParams, TokenLogprob
 from agent.errors import AgentError
 from agent.generation import Generation
 from agent.model_loading import LoadedModel
@@ -27,6 +27,14 @@ from agent.server.deps import (
 )
 from agent.server.embedding import embed_texts
 from agent.server.errors import ApiError, from_agent_error
+from agent.server.infill import fim_prompt
+from agent.server.logprobs import (
+    check_engine,
+    legacy_completion,
+    of_chunks,
+    openai_content,
+    read_all,
+)
 from agent.server.openai_requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agent.server.streaming import TEXT_SLOT, TokenStreamResponse, text_event, until_disconnect
 from agent.tool_calls import ToolCall
@@ -51,14 +59,22 @@ def _finish(generation: Generation) -> str:
     return "length" if done is not None and done.finish_reason == "length" else "stop"
 
 
+LogprobsShape = Callable[[list[TokenLogprob]], Any]
+
+
 async def _sse(
     generation: Generation,
     base: dict[str, Any],
     wrap: Callable[[Any], dict[str, Any]],
     first: dict[str, Any] | None,
     include_usage: bool,
+    logprobs: LogprobsShape | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE events: one per batch of tokens, the text spliced into a pre-serialized chunk."""
+    """SSE events: one per batch of tokens, the text spliced into a pre-serialized chunk.
+
+    With `logprobs` (the request asked for them) each event is built whole, carrying the
+    log-probabilities of its tokens in the API's shape.
+    """
     text_chunk = text_event({**base, "choices": [wrap(TEXT_SLOT)]}, before="data: ", after="\n\n")
 
     def event(choice: dict[str, Any], **extra: Any) -> bytes:
@@ -69,13 +85,14 @@ async def _sse(
     try:
         async for chunks in generation:
             text = "".join(c.text for c in chunks)
-            if text:
+            if logprobs is not None:
+                found = of_chunks(chunks)
+                if text or found:
+                    yield event({**wrap(text), "logprobs": logprobs(found)})
+            elif text:
                 yield text_chunk(text)
     except AgentError as exc:
-        err = from_agent_error(exc)
-        body = {"message": err.message, "type": "server_error", "param": None, "code": err.code}
-        yield f"data: {json.dumps({'error': body})}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+        yield _sse_error(exc)
         return
     last = wrap("")
     last["finish_reason"] = _finish(generation)
@@ -109,6 +126,8 @@ async def chat_completions(
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         prompt = nonempty_prompt(plan.render(model, messages), "messages")
         params = body.params(max_tokens, model.chat.stop_strings)
+        if params.logprobs is not None:
+            check_engine(model, "logprobs")
         return prompt, replace(params, constraint=plan.constraint)
 
     generation = await runtime.generate(
@@ -119,25 +138,26 @@ async def chat_completions(
     if body.stream:
         chunk = {**base, "object": "chat.completion.chunk"}
         include = bool(body.stream_options and body.stream_options.include_usage)
+        shape = _chat_logprobs if generation.params.logprobs is not None else None
         if plan.reads_calls:
-            parts = _sse_calls(generation, chunk, plan, include)
+            parts = _sse_calls(generation, chunk, plan, include, shape)
         else:
             opener = {
                 "index": 0,
                 "delta": {"role": "assistant", "content": ""},
                 "finish_reason": None,
             }
-            parts = _sse(generation, chunk, _chat_delta, opener, include)
+            parts = _sse(generation, chunk, _chat_delta, opener, include, shape)
         return TokenStreamResponse(
             parts, generation, "text/event-stream", {**_SSE_HEADERS, **headers}
         )
     response.headers.update(headers)
-    text = await until_disconnect(request, generation.text(), generation.cancel)
+    text, found = await until_disconnect(request, read_all(generation), generation.cancel)
     content, calls = plan.read(text)
     choice = {
         "index": 0,
         "message": _message(content, calls),
-        "logprobs": None,
+        "logprobs": _chat_logprobs(found) if generation.params.logprobs is not None else None,
         "finish_reason": "tool_calls" if calls else _finish(generation),
     }
     return {**base, "object": "chat.completion", "choices": [choice], "usage": _usage(generation)}
@@ -151,41 +171,54 @@ def _message(content: str | None, calls: list[ToolCall]) -> dict[str, Any]:
 
 
 async def _sse_calls(
-    generation: Generation, base: dict[str, Any], plan: ChatPlan, include_usage: bool
+    generation: Generation,
+    base: dict[str, Any],
+    plan: ChatPlan,
+    include_usage: bool,
+    logprobs: LogprobsShape | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE for a chat that may call tools: prose streams, calls come whole at the end."""
+    """SSE for a chat that may call tools: prose streams, calls come whole at the end.
 
-    def event(delta: dict[str, Any], reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+    Log-probabilities, when asked for, ride on the last event: the tokens of a call are only
+    known to be one once it is complete.
+    """
+
+    def event(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason, **extra}
         return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
 
     yield event({"role": "assistant", "content": ""})
-    scanner = plan.scanner()
     try:
-        if scanner is None:  # one forced call: its JSON is the whole answer
-            content, calls = plan.read(await generation.text())
-        else:
-            async for chunks in generation:
-                text = scanner.push("".join(c.text for c in chunks))
-                if text:
-                    yield event({"content": text})
-            content, found = scanner.finish()
-            calls = plan.trim(found)
+        async for part in plan.stream(generation):
+            if isinstance(part, str):
+                yield event({"content": part})
+            else:
+                answer = part
     except AgentError as exc:
-        err = from_agent_error(exc)
-        body = {"message": err.message, "type": "server_error", "param": None, "code": err.code}
-        yield f"data: {json.dumps({'error': body})}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+        yield _sse_error(exc)
         return
-    if content:
-        yield event({"content": content})
+    calls = answer.calls
+    if answer.content:
+        yield event({"content": answer.content})
     if calls:
         yield event({"tool_calls": [{"index": i, **c.as_openai()} for i, c in enumerate(calls)]})
-    yield event({}, "tool_calls" if calls else _finish(generation))
+    shaped = logprobs(answer.logprobs) if logprobs is not None else None
+    yield event({}, "tool_calls" if calls else _finish(generation), logprobs=shaped)
     if include_usage:
         usage = {**base, "choices": [], "usage": _usage(generation)}
         yield f"data: {json.dumps(usage)}\n\n".encode()
     yield b"data: [DONE]\n\n"
+
+
+def _sse_error(exc: AgentError) -> bytes:
+    """An error event in OpenAI's shape and the end of the stream."""
+    err = from_agent_error(exc)
+    body = {"message": err.message, "type": "server_error", "param": None, "code": err.code}
+    return f"data: {json.dumps({'error': body})}\n\ndata: [DONE]\n\n".encode()
+
+
+def _chat_logprobs(found: list[TokenLogprob]) -> dict[str, Any]:
+    return {"content": openai_content(found), "refusal": None}
 
 
 def _chat_delta(text: Any) -> dict[str, Any]:
@@ -204,18 +237,19 @@ async def completions(
     started = time.perf_counter()
     served = served_model(runtime, body.model)
     body.refuse_unsupported()
-    if body.suffix:
-        raise ApiError(
-            400, "suffix (fill-in-the-middle) is not supported by this agent", param="suffix"
-        )
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1 or body.n != 1:
         raise ApiError(400, "exactly one prompt and n=1 are supported", param="prompt")
-    limits.check_prompt(prompts, "prompt")
-    prompt = nonempty_prompt(prompts[0])
+    limits.check_prompt([*prompts, body.suffix or ""], "prompt")
+    prompt = prompts[0] if body.suffix else nonempty_prompt(prompts[0])
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
-        return prompt, body.params(body.max_tokens, ())
+        params = body.params(body.max_tokens, ())
+        if params.logprobs is not None:
+            check_engine(model, "logprobs")
+        if body.suffix:  # fill in the middle: the model's FIM tokens around both texts
+            return fim_prompt(model, prompt, body.suffix), params
+        return prompt, params
 
     generation = await runtime.generate(
         build, max_tokens_default=fill_context(body.max_tokens), started=started
@@ -225,12 +259,29 @@ async def completions(
         chunk = {**base, "object": "text_completion"}
         include = bool(body.stream_options and body.stream_options.include_usage)
         opener = _text_choice(prompt) if body.echo else None
-        parts = _sse(generation, chunk, _text_choice, opener, include)
+        shape = _offsets(len(prompt) if body.echo else 0) if body.logprobs is not None else None
+        parts = _sse(generation, chunk, _text_choice, opener, include, shape)
         return TokenStreamResponse(parts, generation, "text/event-stream", _SSE_HEADERS)
-    text = await until_disconnect(request, generation.text(), generation.cancel)
-    choice = _text_choice((prompt if body.echo else "") + text)
+    text, found = await until_disconnect(request, read_all(generation), generation.cancel)
+    echoed = prompt if body.echo else ""
+    choice = _text_choice(echoed + text)
     choice["finish_reason"] = _finish(generation)
+    if body.logprobs is not None:
+        choice["logprobs"] = legacy_completion(found, len(echoed))
     return {**base, "object": "text_completion", "choices": [choice], "usage": _usage(generation)}
+
+
+def _offsets(start: int) -> LogprobsShape:
+    """Legacy logprobs for successive stream events, text offsets running on from `start`."""
+    offset = start
+
+    def shape(found: list[TokenLogprob]) -> dict[str, Any]:
+        nonlocal offset
+        shaped = legacy_completion(found, offset)
+        offset += sum(len(t) for t in shaped["tokens"])
+        return shaped
+
+    return shape
 
 
 @router.post("/embeddings")

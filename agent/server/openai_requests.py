@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from agent.engines.base import SamplingParams
-from agent.server.chat_plan import JSON_ANY, ChatPlan
+from agent.server.chat_plan import JSON_ANY, ChatPlan, FunctionFields
 from agent.server.deps import sampling, stop_tuple
 from agent.server.errors import ApiError
 from agent.server.limits import MAX_INT_PARAM, RequestBody
+from agent.server.logprobs import MAX_TOP_LOGPROBS
 from agent.tool_calls import Tool
 
 
@@ -73,12 +75,9 @@ class ChatMessage(OpenAIBody):
         return item
 
 
-class FunctionDef(OpenAIBody):
-    """A function the model may call."""
+class FunctionDef(FunctionFields):
+    """A function the model may call (`strict`: its arguments always follow the schema)."""
 
-    name: str = Field(min_length=1, max_length=64)
-    description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     strict: bool | None = None
 
 
@@ -90,8 +89,7 @@ class ToolDef(OpenAIBody):
 
     def as_tool(self) -> Tool:
         """The domain Tool."""
-        f = self.function
-        return Tool(f.name, f.description, f.parameters)
+        return self.function.as_tool()
 
 
 class NamedFunction(OpenAIBody):
@@ -160,7 +158,6 @@ class SamplingFields(OpenAIBody):
     presence_penalty: float | None = Field(default=None, description="only 0 (refused else)")
     frequency_penalty: float | None = Field(default=None, description="only 0 (refused else)")
     logit_bias: dict[str, float] | None = Field(default=None, description="refused unless empty")
-    logprobs: bool | int | None = Field(default=None, description="refused unless false/null")
     user: str | None = None
 
     def refuse_unsupported(self) -> None:
@@ -174,14 +171,14 @@ class SamplingFields(OpenAIBody):
                 )
         if self.logit_bias:
             raise ApiError(400, "logit_bias is not supported by this agent", param="logit_bias")
-        if self.logprobs:
-            raise ApiError(
-                400, "logprobs are not exposed by this agent's engines yet", param="logprobs"
-            )
+
+    def logprobs_top(self) -> int | None:
+        """How many alternatives each token's log-probabilities list; None: none asked."""
+        return None
 
     def params(self, max_tokens: int | None, extra_stops: tuple[str, ...]) -> SamplingParams:
         """SamplingParams for this request."""
-        return sampling(
+        params = sampling(
             max_tokens=max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -190,6 +187,7 @@ class SamplingFields(OpenAIBody):
             seed=self.seed,
             stop=stop_tuple(self.stop, extra_stops),
         )
+        return replace(params, logprobs=self.logprobs_top())
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -201,18 +199,20 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    top_logprobs: int | None = Field(default=None, description="refused unless null")
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     modalities: list[Literal["text"]] | None = None
+
+    def logprobs_top(self) -> int | None:
+        """top_logprobs (0 when not given) when logprobs is true; None otherwise."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def plan(self) -> ChatPlan:
         """The output plan for tools, tool_choice and response_format."""
         self.refuse_unsupported()
-        if self.top_logprobs is not None:
-            raise ApiError(
-                400,
-                "top_logprobs are not exposed by this agent's engines yet",
-                param="top_logprobs",
-            )
+        self.logprobs_top()
         choice = self.tool_choice or "auto"
         named = choice.function.name if isinstance(choice, NamedToolChoice) else choice
         return ChatPlan.of(
@@ -229,7 +229,14 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] = Field(description="one non-empty prompt (a list of exactly one)")
     max_tokens: int | None = Field(default=16, ge=1, le=MAX_INT_PARAM)
     echo: bool = False
-    suffix: str | None = Field(default=None, description="refused unless null or empty")
+    suffix: str | None = Field(
+        default=None, description="text after the completion (models with FIM tokens)"
+    )
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    def logprobs_top(self) -> int | None:
+        """`logprobs`: the alternatives listed per token (0: the chosen token's only)."""
+        return self.logprobs
 
 
 class EmbeddingRequest(OpenAIBody):

@@ -17,12 +17,20 @@ from agent.errors import AgentError
 from agent.generation import Generation
 from agent.model_loading import LoadedModel
 from agent.runtime import ModelRuntime
-from agent.server.chat_plan import ChatPlan
+from agent.server.chat_plan import Answer, ChatPlan
 from agent.server.deps import fill_context, nonempty_prompt, sampling
 from agent.server.deps import served_model as _served
 from agent.server.errors import ApiError, from_agent_error
 from agent.server.limits import RequestLimits
+from agent.server.responses_items import (
+    CallStream,
+    ForcedCallReader,
+    MessageStream,
+    call_item,
+    message_item,
+)
 from agent.server.responses_requests import ResponsesRequest
+from agent.tool_calls import ToolCall, new_call_id
 
 STORED_RESPONSES = 256  # conversations kept for previous_response_id, oldest dropped first
 
@@ -161,18 +169,12 @@ class ResponseTurn:
         content, calls = self.plan.read(text)
         output: list[dict[str, Any]] = []
         if content is not None and (content or not calls):
-            output.append(_message_item(f"msg_{uuid.uuid4().hex}", content, "completed"))
-        for call in calls:
-            output.append(
-                {
-                    "type": "function_call",
-                    "id": f"fc_{uuid.uuid4().hex}",
-                    "call_id": call.id,
-                    "name": call.name,
-                    "arguments": call.arguments,
-                    "status": "completed",
-                }
-            )
+            output.append(message_item(f"msg_{uuid.uuid4().hex}", content, "completed"))
+        output.extend(call_item(f"fc_{uuid.uuid4().hex}", call, "completed") for call in calls)
+        return self._settle(content, calls), output
+
+    def _settle(self, content: str | None, calls: list[ToolCall]) -> str:
+        """Store the conversation; `completed`, or `incomplete` when the tokens ran out."""
         assistant: dict[str, Any] = {"role": "assistant", "content": content or ""}
         if calls:
             assistant["tool_calls"] = [c.as_openai() for c in calls]
@@ -180,7 +182,7 @@ class ResponseTurn:
             self.store.put(self.id, [*self.messages, assistant])
         done = self.generation.completion if self.generation else None
         length = done is not None and done.finish_reason == "length" and not calls
-        return ("incomplete" if length else "completed"), output
+        return "incomplete" if length else "completed"
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """The streamed events of this turn, from response.created to completed (or error)."""
@@ -188,102 +190,109 @@ class ResponseTurn:
         assert gen is not None
         yield self.event("response.created", response=self.response("in_progress", []))
         yield self.event("response.in_progress", response=self.response("in_progress", []))
+        if self.plan.forced:
+            parts = self._stream_forced_call(gen)
+        elif self.plan.reads_calls:
+            parts = self._stream_prose_and_calls(gen)
+        else:
+            parts = self._stream_text(gen)
+        settled: tuple[str, list[dict[str, Any]]] | None = None
         try:
-            if self.plan.reads_calls:
-                text = await gen.text()
-            else:
-                text = ""
-                async for part in self._stream_text(gen):
-                    if isinstance(part, str):
-                        text = part
-                    else:
-                        yield part
+            async for part in parts:
+                if isinstance(part, tuple):
+                    settled = part
+                else:
+                    yield part
         except AgentError as exc:
             err = from_agent_error(exc)
             yield self.event("error", code=err.code, message=err.message, param=None)
             return
-        status, output = self.finish(text)
-        if self.plan.reads_calls:
-            for index, item in enumerate(output):
-                for event in self._item_events(index, item):
-                    yield event
-        elif output:
-            output[0]["id"] = self._message_id
+        assert settled is not None
+        status, output = settled
         kind = "response.completed" if status == "completed" else "response.incomplete"
         yield self.event(kind, response=self.response(status, output))
 
-    async def _stream_text(self, gen: Generation) -> AsyncIterator[dict[str, Any] | str]:
-        """Deltas of the one message item as tokens arrive; the full text last."""
-        self._message_id = item_id = f"msg_{uuid.uuid4().hex}"
-        yield self.event(
-            "response.output_item.added",
-            output_index=0,
-            item=_message_item(item_id, None, "in_progress"),
-        )
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        at = {"item_id": item_id, "output_index": 0, "content_index": 0}
-        yield self.event("response.content_part.added", **at, part=part)
-        pieces: list[str] = []
+    async def _stream_text(self, gen: Generation) -> AsyncIterator[_Part]:
+        """Deltas of the one message item as tokens arrive; status and output last."""
+        message = MessageStream(self.event, 0)
+        for event in message.open():
+            yield event
         async for chunks in gen:
-            delta = "".join(c.text for c in chunks)
-            if delta:
-                pieces.append(delta)
-                yield self.event("response.output_text.delta", **at, delta=delta, logprobs=[])
-        text = "".join(pieces)
-        yield self.event("response.output_text.done", **at, text=text, logprobs=[])
-        yield self.event("response.content_part.done", **at, part={**part, "text": text})
-        yield self.event(
-            "response.output_item.done",
-            output_index=0,
-            item=_message_item(item_id, text, "completed"),
-        )
-        yield text
+            for event in message.push("".join(c.text for c in chunks)):
+                yield event
+        for event in message.close():
+            yield event
+        yield self._settle(message.text, []), [message.item("completed")]
+
+    async def _stream_prose_and_calls(self, gen: Generation) -> AsyncIterator[_Part]:
+        """Prose streams as a message item; the calls found in the answer follow, one item each."""
+        message: MessageStream | None = None
+        async for part in self.plan.stream(gen):
+            if isinstance(part, Answer):
+                answer = part
+                continue
+            if message is None:
+                message = MessageStream(self.event, 0)
+                for event in message.open():
+                    yield event
+            for event in message.push(part):
+                yield event
+        rest, calls = answer.content or "", answer.calls
+        if message is None and (rest or not calls):
+            message = MessageStream(self.event, 0)
+            for event in message.open():
+                yield event
+        output: list[dict[str, Any]] = []
+        if message is not None:
+            for event in [*message.push(rest), *message.close()]:
+                yield event
+            output.append(message.item("completed"))
+        for call in calls:
+            stream = CallStream(self.event, len(output), call.name, call.id)
+            for event in [*stream.open(), *stream.push(call.arguments), *stream.close()]:
+                yield event
+            output.append(stream.item("completed"))
+        content = message.text if message is not None else None
+        yield self._settle(content, calls), output
+
+    async def _stream_forced_call(self, gen: Generation) -> AsyncIterator[_Part]:
+        """One forced call: its arguments stream as they are generated.
+
+        The item opens once the name is known (at once when only one function can be called)
+        and every character of the arguments' JSON is a delta as soon as it is generated.
+        """
+        reader = ForcedCallReader()
+        stream: CallStream | None = None
+        async for chunks in gen:
+            reader.push("".join(c.text for c in chunks))
+            name = self.plan.call_name or reader.name
+            if stream is None and name is not None:
+                stream = CallStream(self.event, 0, name, new_call_id())
+                for event in stream.open():
+                    yield event
+            if stream is not None:
+                for event in stream.push(reader.arguments):
+                    yield event
+        if stream is None:  # not the expected shape: report what there is, whole
+            status, output = self.finish(reader.text)
+            for index, item in enumerate(output):
+                for event in self._item_events(index, item):
+                    yield event
+            yield status, output
+            return
+        for event in stream.close():  # arguments cut by max_output_tokens stay cut
+            yield event
+        call = ToolCall(stream.call_id, stream.name, stream.arguments)
+        status = self._settle(None, [call]) if reader.complete else self._settle(None, [])
+        yield status, [stream.item("completed")]
 
     def _item_events(self, index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events of one finished output item, sent whole."""
         if item["type"] == "message":
-            text = item["content"][0]["text"]
-            at = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            part = item["content"][0]
-            return [
-                self.event(
-                    "response.output_item.added",
-                    output_index=index,
-                    item=_message_item(item["id"], None, "in_progress"),
-                ),
-                self.event("response.content_part.added", **at, part={**part, "text": ""}),
-                self.event("response.output_text.delta", **at, delta=text, logprobs=[]),
-                self.event("response.output_text.done", **at, text=text, logprobs=[]),
-                self.event("response.content_part.done", **at, part=part),
-                self.event("response.output_item.done", output_index=index, item=item),
-            ]
-        at = {"item_id": item["id"], "output_index": index}
-        return [
-            self.event(
-                "response.output_item.added",
-                output_index=index,
-                item={**item, "arguments": "", "status": "in_progress"},
-            ),
-            self.event("response.function_call_arguments.delta", **at, delta=item["arguments"]),
-            self.event(
-                "response.function_call_arguments.done",
-                **at,
-                name=item["name"],
-                arguments=item["arguments"],
-            ),
-            self.event("response.output_item.done", output_index=index, item=item),
-        ]
+            message = MessageStream(self.event, index, item["id"])
+            return [*message.open(), *message.push(item["content"][0]["text"]), *message.close()]
+        stream = CallStream(self.event, index, item["name"], item["call_id"], item["id"])
+        return [*stream.open(), *stream.push(item["arguments"]), *stream.close()]
 
 
-def _message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = (
-        []
-        if text is None
-        else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    )
-    return {
-        "type": "message",
-        "id": item_id,
-        "role": "assistant",
-        "status": status,
-        "content": content,
-    }
+_Part = dict[str, Any] | tuple[str, list[dict[str, Any]]]

@@ -15,12 +15,9 @@ from agent.tool_calls import (
     parse_tool_calls,
     template_messages,
 )
+from tests.agent.samples import WEATHER_DESCRIPTION, weather_called, weather_parameters
 
-WEATHER = Tool(
-    "get_weather",
-    "Weather in a city.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
+WEATHER = Tool("get_weather", WEATHER_DESCRIPTION, weather_parameters())
 TIME = Tool("get_time", "The time.", {"type": "object", "properties": {}})
 
 
@@ -71,21 +68,7 @@ def test_forced_call_schema_fixes_the_name_and_the_arguments() -> None:
 
 
 def test_a_template_without_tools_gets_them_in_a_system_message() -> None:
-    messages = [
-        {"role": "user", "content": "hi"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "c",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c", "content": "sunny"},
-    ]
+    messages = [{"role": "user", "content": "hi"}, *weather_called("Oslo")]
     shaped = template_messages(messages, [WEATHER], "{{ messages }}")
     assert shaped[0]["role"] == "system" and "get_weather" in shaped[0]["content"]
     assert shaped[2]["content"].startswith("<tool_call>") and "tool_calls" not in shaped[2]

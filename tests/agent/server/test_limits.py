@@ -222,25 +222,15 @@ def test_allowed_origin_gets_cors_headers_and_preflight(runtime: ModelRuntime) -
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://ui.local"
-        resp = httpx.post(
-            running.url + "/v1/chat/completions",
-            json=CHAT,
-            headers={
-                "origin": "http://ui.local",
-                "authorization": "Bearer k3y",
-            },
-        )
+
+        def chat_from(origin: str) -> httpx.Response:
+            headers = {"origin": origin, "authorization": "Bearer k3y"}
+            return httpx.post(running.url + "/v1/chat/completions", json=CHAT, headers=headers)
+
+        resp = chat_from("http://ui.local")
         assert resp.status_code == 200, resp.text
         assert resp.headers["access-control-allow-origin"] == "http://ui.local"
-        other = httpx.post(
-            running.url + "/v1/chat/completions",
-            json=CHAT,
-            headers={
-                "origin": "http://other.local",
-                "authorization": "Bearer k3y",
-            },
-        )
-        assert openai_error(other, 403)["code"] == "origin_not_allowed"
+        assert openai_error(chat_from("http://other.local"), 403)["code"] == "origin_not_allowed"
 
 
 def test_non_browser_clients_need_no_content_type(server: RunningServer) -> None:

@@ -6,50 +6,14 @@ with none, so chat falls back to a named template chosen from its vocabulary.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
-from agent.engines.base import LoadOptions
-from agent.runtime import ModelRuntime
-from agent.server.app import create_app
-from agent.server.serve import RunningServer, serve_in_thread
-from hwprobe.profile import HardwareProfile
+from agent.server.serve import RunningServer
 
 pytest.importorskip("llama_cpp")
 
 GREEDY = {"temperature": 0, "seed": 1}
-CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
-
-
-def _serve(gguf: Path) -> Iterator[RunningServer]:
-    runtime = ModelRuntime()
-    options = LoadOptions(context_length=1024, threads=2)
-    asyncio.run(
-        runtime.load_model(
-            gguf,
-            profile=CPU_ONLY,
-            installed={"llamacpp": "test"},
-            prefer="llamacpp",
-            options=options,
-        )
-    )
-    with serve_in_thread(create_app(runtime)) as running:
-        yield running
-    runtime.unload()
-
-
-@pytest.fixture(scope="module")
-def smollm2_server(smollm2_gguf: Path) -> Iterator[RunningServer]:
-    yield from _serve(smollm2_gguf)
-
-
-@pytest.fixture(scope="module")
-def gemma3_server(gemma3_gguf: Path) -> Iterator[RunningServer]:
-    yield from _serve(gemma3_gguf)
 
 
 def _model(server: RunningServer) -> str:

@@ -2,69 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
-from agent.engines.base import LoadOptions
-from agent.runtime import ModelRuntime
-from agent.server.app import create_app
-from agent.server.serve import RunningServer, serve_in_thread
-from hwprobe.profile import HardwareProfile
+from agent.server.serve import RunningServer
+from tests.agent.samples import SMOLLM2 as MODEL
+from tests.agent.samples import weather_response_tool
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("websockets")
-openai = pytest.importorskip("openai")
 ollama = pytest.importorskip("ollama")
 
-MODEL = "smollm2-135m-instruct.q4_1"
-CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
 COLOR = {
     "type": "object",
     "properties": {"color": {"enum": ["red", "green", "blue"]}, "count": {"type": "integer"}},
     "required": ["color", "count"],
     "additionalProperties": False,
 }
-WEATHER: Any = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The current weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 20}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
+WEATHER: Any = weather_response_tool(max_city=20)
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf: Path) -> Iterator[RunningServer]:
-    runtime = ModelRuntime()
-    options = LoadOptions(context_length=1024, threads=2, parallel=2)
-    asyncio.run(
-        runtime.load_model(
-            smollm2_gguf,
-            profile=CPU_ONLY,
-            installed={"llamacpp": "t"},
-            prefer="llamacpp",
-            options=options,
-        )
-    )
-    with serve_in_thread(create_app(runtime)) as running:
-        yield running
-    assert runtime.known is not None
-    runtime.known.engine.unload()  # here, not in a background thread the exit could cut
+def client(smollm2_openai: Any) -> Any:
+    return smollm2_openai
 
 
 @pytest.fixture(scope="module")
-def client(smollm2: RunningServer) -> Any:
-    return openai.OpenAI(base_url=f"{smollm2.url}/v1", api_key="unused", timeout=300)
+def smollm2(smollm2_server: RunningServer) -> RunningServer:
+    return smollm2_server
 
 
 def test_responses_create_text_and_schema(client: Any) -> None:
@@ -139,3 +107,53 @@ def test_ollama_package_format_schema_and_embed(smollm2: RunningServer) -> None:
     jsonschema_rs.validate(COLOR, json.loads(reply.message.content or ""))
     embedded = client.embed(model=MODEL, input=["red", "blue"])
     assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) > 100
+
+
+def test_responses_stream_a_forced_call_as_argument_deltas(client: Any) -> None:
+    stream = client.responses.create(
+        model=MODEL,
+        input="What is the weather in Rome?",
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        max_output_tokens=40,
+        stream=True,
+    )
+    kinds: list[str] = []
+    deltas: list[str] = []
+    done: Any = None
+    final: Any = None
+    for event in stream:
+        kinds.append(event.type)
+        if event.type == "response.output_item.added":
+            assert event.item.type == "function_call" and event.item.name == "get_weather"
+        elif event.type == "response.function_call_arguments.delta":
+            deltas.append(event.delta)
+        elif event.type == "response.function_call_arguments.done":
+            done = event
+        elif event.type == "response.completed":
+            final = event.response
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-2:] == ["response.output_item.done", "response.completed"]
+    assert len(deltas) > 1  # streamed while generated, not in one piece at the end
+    call = final.output[0]
+    assert "".join(deltas) == done.arguments == call.arguments
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    assert done.item_id == call.id and call.status == "completed"
+
+
+def test_responses_stream_helper_accumulates_prose_or_calls(client: Any) -> None:
+    with client.responses.stream(
+        model=MODEL,
+        input="What is the weather in Oslo? Use the tool.",
+        tools=[WEATHER],
+        temperature=0,
+        max_output_tokens=60,
+    ) as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    for call in calls:
+        assert call.name == "get_weather" and isinstance(json.loads(call.arguments), dict)
+    assert final.output_text == text
+    assert calls or text

@@ -2,71 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
-from agent.engines.base import LoadOptions
-from agent.runtime import ModelRuntime
-from agent.server.app import create_app
-from agent.server.serve import RunningServer, serve_in_thread
-from hwprobe.profile import HardwareProfile
+from tests.agent.samples import SMOLLM2 as MODEL
+from tests.agent.samples import person_schema, weather_tool
 
 pytest.importorskip("llama_cpp")
-openai = pytest.importorskip("openai")
 
-MODEL = "smollm2-135m-instruct.q4_1"  # a bare .gguf is served under its file stem
-CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
-PERSON = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 10}, "age": {"type": "integer"}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
+PERSON = person_schema(max_name=10)
+WEATHER_TOOL = weather_tool(max_city=20)
 
 
 @pytest.fixture(scope="module")
-def smollm2_server(smollm2_gguf: Path) -> Iterator[RunningServer]:
-    runtime = ModelRuntime()
-    # Four slots: the 50 structured answers below run four at a time in one batch.
-    options = LoadOptions(context_length=2048, threads=2, parallel=4)
-    asyncio.run(
-        runtime.load_model(
-            smollm2_gguf,
-            profile=CPU_ONLY,
-            installed={"llamacpp": "t"},
-            prefer="llamacpp",
-            options=options,
-        )
-    )
-    with serve_in_thread(create_app(runtime)) as running:
-        yield running
-    assert runtime.known is not None
-    runtime.known.engine.unload()  # here, not in a background thread the exit could cut
-
-
-@pytest.fixture(scope="module")
-def client(smollm2_server: RunningServer) -> Any:
-    return openai.OpenAI(base_url=f"{smollm2_server.url}/v1", api_key="unused", timeout=300)
+def client(smollm2_openai: Any) -> Any:
+    return smollm2_openai
 
 
 @pytest.mark.timeout(1800)

@@ -14,23 +14,16 @@ from agent.engines.fake import FakeBehaviour
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.limits import RequestLimits
+from agent.server.responses_items import ForcedCallReader
 from agent.server.serve import RunningServer, serve_in_thread
+from tests.agent.samples import weather_response_tool
 
 pytest.importorskip("websockets")
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 from websockets.typing import Origin  # noqa: E402
 
-WEATHER: Any = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
+WEATHER: Any = weather_response_tool()
 
 
 @pytest.fixture
@@ -202,3 +195,21 @@ def test_closing_the_socket_cancels_the_generation(
     while runtime.running and time.monotonic() < deadline:
         time.sleep(0.01)
     assert runtime.running == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "get_weather", "arguments": {"city": "a}b\\"{", "n": [1, {"x": 2}]}}',
+        '{"arguments":{"city":"a}b\\"{","n":[1,{"x":2}]},"name":"get_weather"}',
+    ],
+)
+def test_a_forced_call_is_read_piece_by_piece_in_either_order(text: str) -> None:
+    reader = ForcedCallReader()
+    seen = [reader.arguments]
+    for char in text:
+        reader.push(char)
+        assert reader.arguments.startswith(seen[-1])  # only ever grows: safe to stream
+        seen.append(reader.arguments)
+    assert reader.complete and reader.name == "get_weather"
+    assert json.loads(reader.arguments) == {"city": 'a}b"{', "n": [1, {"x": 2}]}

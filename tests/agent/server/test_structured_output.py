@@ -10,25 +10,10 @@ import openai
 import pytest
 
 from agent.server.serve import RunningServer
+from tests.agent.samples import person_schema, weather_called, weather_tool
 
-PERSON = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
+PERSON = person_schema()
+WEATHER = weather_tool()
 USER = [{"role": "user", "content": "hi"}]
 
 
@@ -85,21 +70,7 @@ def test_streamed_tool_call_accumulates_in_the_sdk(client: openai.OpenAI) -> Non
 
 
 def test_tool_results_are_fed_back(client: openai.OpenAI) -> None:
-    messages: Any = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "c1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-    ]
+    messages: Any = [*USER, *weather_called("Oslo")]
     reply = client.chat.completions.create(model="fake", messages=messages, tools=[WEATHER])
     assert reply.choices[0].finish_reason in ("stop", "length")  # type: ignore[list-item]
 
@@ -173,3 +144,28 @@ def test_ollama_stream_with_tools_sends_prose_lines(server: RunningServer) -> No
     reply = httpx.post(f"{server.url}/api/chat", json=body)
     lines = [json.loads(x) for x in reply.text.splitlines()]
     assert "".join(x["message"]["content"] for x in lines).split() and lines[-1]["done"]
+
+
+def test_logprobs_and_suffix_are_refused_where_engine_or_model_lack_them(
+    server: RunningServer,
+) -> None:
+    """The fake engine hands out no logits and its model has no fill-in-the-middle tokens."""
+    openai_cases = [
+        ("/v1/chat/completions", {"messages": USER, "logprobs": True}, "logprobs"),
+        ("/v1/chat/completions", {"messages": USER, "top_logprobs": 2}, "top_logprobs"),
+        ("/v1/completions", {"prompt": "hi", "logprobs": 1}, "logprobs"),
+        ("/v1/completions", {"prompt": "hi", "suffix": "!"}, "suffix"),
+    ]
+    for path, extra, param in openai_cases:
+        reply = httpx.post(f"{server.url}{path}", json={"model": "fake", **extra})
+        assert reply.status_code == 400, (path, extra)
+        assert reply.json()["error"]["param"] == param
+    ollama_cases = [
+        ("/api/generate", {"prompt": "hi", "logprobs": True}, "logprobs"),
+        ("/api/chat", {"messages": USER, "logprobs": True}, "logprobs"),
+        ("/api/generate", {"prompt": "hi", "suffix": "!"}, "suffix"),
+    ]
+    for path, extra, field in ollama_cases:
+        reply = httpx.post(f"{server.url}{path}", json={"model": "fake", "stream": False, **extra})
+        assert reply.status_code == 400, (path, extra)
+        assert reply.json()["error"].startswith(f"{field}:")

@@ -1,0 +1,85 @@
+"""Log-probabilities of generated tokens in each API's own shape, and the 400 when they can't be.
+
+An engine that exposes them (llama.cpp) fills `TokenChunk.logprob` for requests that set
+`SamplingParams.logprobs`; nothing is computed for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from agent.engines.base import TokenChunk, TokenLogprob, exposes_logprobs
+from agent.generation import Generation
+from agent.model_loading import LoadedModel
+from agent.server.errors import ApiError
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
+def check_engine(model: LoadedModel, param: str) -> None:
+    """400 naming the field when the engine serving the model cannot give log-probabilities."""
+    if not exposes_logprobs(model.engine):
+        raise ApiError(
+            400,
+            f"{param}: the {model.engine_name} engine serving this model does not expose "
+            "its logits, so log-probabilities cannot be given; leave the field out or "
+            "serve a GGUF variant on llama.cpp",
+            code="unsupported_on_engine",
+            param=param,
+        )
+
+
+async def read_all(generation: Generation) -> tuple[str, list[TokenLogprob]]:
+    """The whole text and the log-probabilities its tokens carry (when asked for)."""
+    parts: list[str] = []
+    found: list[TokenLogprob] = []
+    async for chunks in generation:
+        parts.extend(c.text for c in chunks)
+        found.extend(of_chunks(chunks))
+    return "".join(parts), found
+
+
+def _text(token: bytes) -> str:
+    return token.decode("utf-8", errors="replace")
+
+
+def of_chunks(chunks: Iterable[TokenChunk]) -> list[TokenLogprob]:
+    """The log-probabilities the chunks carry, in order."""
+    return [c.logprob for c in chunks if c.logprob is not None]
+
+
+def openai_content(found: Iterable[TokenLogprob]) -> list[dict[str, Any]]:
+    """Chat completions' `choices[].logprobs.content` (the Ollama shape is the same)."""
+    return [
+        {
+            "token": _text(lp.token),
+            "logprob": lp.logprob,
+            "bytes": list(lp.token),
+            "top_logprobs": [
+                {"token": _text(t), "logprob": v, "bytes": list(t)} for t, v in lp.top
+            ],
+        }
+        for lp in found
+    ]
+
+
+def legacy_completion(found: Iterable[TokenLogprob], offset: int) -> dict[str, Any]:
+    """/v1/completions' `choices[].logprobs`: parallel lists, text offsets from `offset`."""
+    tokens: list[str] = []
+    values: list[float] = []
+    tops: list[dict[str, float]] = []
+    offsets: list[int] = []
+    for lp in found:
+        text = _text(lp.token)
+        offsets.append(offset)
+        offset += len(text)
+        tokens.append(text)
+        values.append(lp.logprob)
+        tops.append({_text(t): v for t, v in lp.top})
+    return {
+        "tokens": tokens,
+        "token_logprobs": values,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
