@@ -102,6 +102,8 @@ async def _progress_lines(job: ModelPull, runtime: ModelRuntime) -> AsyncIterato
         yield _line({"error": f"pull of {job.name} failed: {exc}"})
     finally:
         job.cancel.set()  # the client left mid-download: stop (a later pull resumes)
+        if not work.cancel() and not work.cancelled():
+            work.exception()  # retrieved here, so asyncio does not log it as lost
 
 
 async def _serve(runtime: ModelRuntime, job: ModelPull, path: Path) -> None:

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,37 @@ def file_server(gguf: Path) -> Iterator[str]:
 
     handler = functools.partial(Quiet, directory=str(gguf.parent))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def slow_server(gguf: Path) -> Iterator[str]:
+    """An HTTP server that sends the GGUF in 16 KiB pieces, 20 ms apart."""
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(gguf.stat().st_size))
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            self.do_HEAD()
+            data = gguf.read_bytes()
+            try:
+                for start in range(0, len(data), 16 << 10):
+                    self.wfile.write(data[start : start + (16 << 10)])
+                    time.sleep(0.02)
+            except OSError:  # the agent stopped reading
+                pass
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -136,6 +168,28 @@ def test_no_sha256_is_refused_unless_the_agent_allows_insecure_pulls(
     lines = [p.model_dump(exclude_none=True) for p in client.pull(url, insecure=True, stream=True)]
     assert lines[-1]["status"] == "success"
     assert client.list().models[0].model == url
+
+
+def test_a_client_that_leaves_stops_the_download(
+    agent: tuple[RunningServer, ModelRuntime],
+    slow_server: str,
+    gguf: Path,
+    gguf_sha: str,
+    settings: PullSettings,
+) -> None:
+    import httpx
+
+    body = {"model": f"{slow_server}/tiny.gguf#sha256={gguf_sha}"}
+    with httpx.stream("POST", f"{agent[0].url}/api/pull", json=body, timeout=30) as resp:
+        for line in resp.iter_lines():
+            if '"downloading"' in line and '"completed": 0' not in line:
+                break  # some bytes arrived: hang up
+    partial = settings.data_dir / "store" / "tmp" / f"{gguf_sha}.partial"
+    time.sleep(0.5)
+    size = partial.stat().st_size
+    time.sleep(0.5)
+    assert partial.stat().st_size == size < gguf.stat().st_size  # stopped, kept for a resume
+    assert agent[1].known is None
 
 
 @pytest.mark.parametrize(
