@@ -38,13 +38,14 @@ from sqlmodel import Session  # noqa: E402
 from agent.fleetsim.fleet import DeviceSpec, FleetSimulator, RolloutBehaviour  # noqa: E402
 from controlplane import crud  # noqa: E402
 from controlplane.broker_auth import hash_password  # noqa: E402
-from controlplane.broker_sync import sync_broker  # noqa: E402
+from controlplane.broker_sync import control_plane_mqtt_password, sync_broker  # noqa: E402
 from controlplane.core.config import Settings  # noqa: E402
 from controlplane.core.db import make_engine, migrate  # noqa: E402
 from controlplane.db_models import Role  # noqa: E402
 from controlplane.security import hash_token  # noqa: E402
 from tests.e2e.fakes import publish_fake_model  # noqa: E402
-from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
+from tests.e2e.harness import cp_settings  # noqa: E402
+from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
 
 def seed_devices(settings: Settings, n: int) -> dict[str, str]:
@@ -77,7 +78,10 @@ def api_probe(http: httpx.Client, rollout_id: str, stop: threading.Event, out: l
     i = 0
     while not stop.is_set():
         started = time.perf_counter()
-        http.get(paths[i % len(paths)])
+        try:
+            http.get(paths[i % len(paths)])
+        except httpx.TransportError:  # a dropped keep-alive connection: counted as its time
+            pass
         out.append((time.perf_counter() - started) * 1000)
         i += 1
         time.sleep(0.05)
@@ -88,20 +92,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
     broker = MosquittoBroker(work / "mqtt")
     broker.start()
-    port = free_port()
-    settings = Settings(
-        data_dir=work / "cp",
-        port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        mqtt_enabled=True,
-        mqtt_host=broker.host,
-        mqtt_port=broker.port,
-        broker_password_file=broker.password_file,
-        broker_acl_file=broker.acl_file,
-        broker_pid=broker.pid,
-        mqtt_cp_password="cp-bench",
-        database_url=fresh_postgres(args.postgres) if args.postgres else "",
-    )
+    database_url = fresh_postgres(args.postgres) if args.postgres else ""
+    settings = cp_settings(work / "cp", broker, database_url=database_url)
     settings.data_dir.mkdir(parents=True)
     migrate(settings.database_url)
     passwords = seed_devices(settings, args.devices)
@@ -111,11 +103,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     env = {
         **os.environ,
         "EDGEFLEET_CP_DATA_DIR": str(settings.data_dir),
-        "EDGEFLEET_CP_PORT": str(port),
+        "EDGEFLEET_CP_PORT": str(settings.port),
         "EDGEFLEET_CP_MQTT_ENABLED": "true",
         "EDGEFLEET_CP_MQTT_HOST": broker.host,
         "EDGEFLEET_CP_MQTT_PORT": str(broker.port),
-        "EDGEFLEET_CP_MQTT_CP_PASSWORD": "cp-bench",
+        "EDGEFLEET_CP_MQTT_CP_PASSWORD": control_plane_mqtt_password(settings),
+        "EDGEFLEET_CP_MQTT_CP_CLIENT_ID": settings.mqtt_cp_client_id,
         "EDGEFLEET_CP_BROKER_PASSWORD_FILE": str(broker.password_file),
         "EDGEFLEET_CP_BROKER_ACL_FILE": str(broker.acl_file),
         "EDGEFLEET_CP_BROKER_PID": str(broker.pid),
@@ -203,7 +196,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         status = "running"
         while status in ("scheduled", "running"):
             await asyncio.sleep(1.0)
-            shown = await asyncio.to_thread(http.get, f"/api/v1/rollouts/{rollout['id']}")
+            try:
+                shown = await asyncio.to_thread(http.get, f"/api/v1/rollouts/{rollout['id']}")
+            except httpx.TransportError as exc:  # once seen: a keep-alive connection reset
+                print(f"status poll failed ({exc!r}); asking again", flush=True)
+                continue
             status = shown.json()["status"]
             if args.verbose:
                 print(

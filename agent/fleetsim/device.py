@@ -156,9 +156,9 @@ class SimulatedDevice:
         self.state_seq += 1
         return self.publish("state", self.state(online=online), retain=True)
 
-    def publish_event(self, event: RolloutEvent) -> bool:
-        """Publish one rollout event (for rollout behaviour plugged in by tests)."""
-        return self.publish("events", event)
+    def publish_event(self, event: RolloutEvent) -> None:
+        """Publish one rollout event (paho's refusal is counted in `publish_failures`)."""
+        self.publish("events", event)
 
     def set_active(self, active: ActiveModel | None, *, desired_version: int | None = None) -> None:
         """Switch the active model and report it."""

@@ -11,8 +11,9 @@ import asyncio
 import random
 from collections.abc import Mapping
 
+from agent.fleet.rollout_events import RolloutReporter
 from agent.fleetsim.device import Degradation, SimulatedDevice
-from models.protocol import ActiveModel, DesiredState, EventKind, RolloutEvent
+from models.protocol import ActiveModel, DesiredState
 
 DEFAULT_VARIANT = "gguf-q4_0"
 DEFAULT_ENGINE = "fake"
@@ -47,16 +48,7 @@ class RolloutBehaviour:
             device.publish_state()
             return
 
-        def event(kind: EventKind, detail: str = "") -> None:
-            device.publish_event(
-                RolloutEvent(
-                    desired_version=desired.version,
-                    rollout_id=target.rollout_id,
-                    model=ref,
-                    kind=kind,
-                    detail=detail,
-                )
-            )
+        event = RolloutReporter(device.publish_event, desired.version, target)  # the agent's own
 
         event("accepted")
         event("downloading")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, bindparam, update
 from sqlmodel import Session, select
@@ -19,7 +20,7 @@ _LOGGER = logging.getLogger(__name__)
 
 S = DeviceRolloutState
 RD: Table = RolloutDevice.__table__  # type: ignore[attr-defined]
-DISPATCHED = (
+_DISPATCHED = (
     update(RD)
     .where(RD.c.rollout_id == bindparam("b_rollout"), RD.c.device_id == bindparam("b_device"))
     .values(
@@ -53,6 +54,29 @@ def supersede(session: Session, ids: Sequence[str], rollout: Rollout, now: datet
     )
 
 
+def mark_dispatched(
+    session: Session,
+    rollout: Rollout,
+    versions: Mapping[str, int],
+    previous: Mapping[str, list[dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Move these devices' rows to in progress with their desired version and what they ran."""
+    session.execute(
+        _DISPATCHED,
+        [
+            {
+                "b_rollout": rollout.id,
+                "b_device": d,
+                "b_version": version,
+                "b_at": now,
+                "b_previous": previous[d],
+            }
+            for d, version in versions.items()
+        ],
+    )
+
+
 def dispatch_agent(session: Session, rollout: Rollout, queued: list[str], now: datetime) -> None:
     """Send the rollout's agent release; each device keeps its models."""
     target = AgentRelease(
@@ -62,19 +86,8 @@ def dispatch_agent(session: Session, rollout: Rollout, queued: list[str], now: d
         supersede(session, part, rollout, now)
         previous = desired.agents_by_device(session, part)
         versions = desired.set_agent_many(session, dict.fromkeys(part, target))
-        session.execute(
-            DISPATCHED,
-            [
-                {
-                    "b_rollout": rollout.id,
-                    "b_device": d,
-                    "b_version": versions[d],
-                    "b_at": now,
-                    "b_previous": [previous[d]] if previous.get(d) else [],
-                }
-                for d in part
-            ],
-        )
+        was = {d: [agent] if (agent := previous.get(d)) else [] for d in part}
+        mark_dispatched(session, rollout, versions, was, now)
     if queued:
         _LOGGER.info(
             "rollout %s: agent %s sent to %d devices",

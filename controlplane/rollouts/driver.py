@@ -21,7 +21,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from controlplane.db_models import Device, DeviceLabel, as_utc
 from controlplane.rollouts import desired
 from controlplane.rollouts.desired import chunks
-from controlplane.rollouts.dispatch import DISPATCHED, RD, dispatch_agent, supersede
+from controlplane.rollouts.dispatch import RD, dispatch_agent, mark_dispatched, supersede
 from controlplane.rollouts.events import SOAKING, apply_events, reconcile_states, set_state
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.rollouts.soak import SOAK_FAILED, settle_soaks
@@ -212,19 +212,8 @@ def _dispatch(session: Session, rollout: Rollout, now: datetime) -> None:
             ).all()
         )
         versions = desired.set_many(session, dict.fromkeys(part, [target]))
-        session.execute(
-            DISPATCHED,
-            [
-                {
-                    "b_rollout": rollout.id,
-                    "b_device": d,
-                    "b_version": versions[d],
-                    "b_at": now,
-                    "b_previous": previous.get(d) or _reported_model(rollout, reported.get(d)),
-                }
-                for d in part
-            ],
-        )
+        was = {d: previous.get(d) or _reported_model(rollout, reported.get(d)) for d in part}
+        mark_dispatched(session, rollout, versions, was, now)
     if queued:
         _LOGGER.info("rollout %s: %d devices dispatched", rollout.id, len(queued))
 

@@ -57,8 +57,8 @@ def run_control_plane(settings: Settings) -> Iterator[str]:
         thread.join(timeout=15)
 
 
-def cp_settings(workdir: Path, broker: MosquittoBroker) -> Settings:
-    """Settings for a control plane on SQLite that manages `broker`'s credentials."""
+def cp_settings(workdir: Path, broker: MosquittoBroker, *, database_url: str = "") -> Settings:
+    """Settings for a control plane (SQLite unless `database_url`) managing `broker`'s users."""
     port = free_port()
     return Settings(
         data_dir=workdir,
@@ -73,6 +73,7 @@ def cp_settings(workdir: Path, broker: MosquittoBroker) -> Settings:
         broker_pid=broker.pid,
         mqtt_cp_password="cp-secret",
         mqtt_cp_client_id=f"cp-{port}",
+        database_url=database_url,
     )
 
 
