@@ -78,12 +78,14 @@ class ApiTokenBase(SQLModel):
     role: Role = Field(default=Role.viewer, sa_type=String(16))
 
 
+def token_term(description: str) -> Any:
+    """`expires_in_days` of a new operator token: DEFAULT_TOKEN_DAYS unless given; null: never."""
+    return Field(default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS, description=description)
+
+
 class ApiTokenCreate(ApiTokenBase):
-    expires_in_days: StrictInt | None = Field(
-        default=DEFAULT_TOKEN_DAYS,
-        ge=1,
-        le=MAX_TOKEN_DAYS,
-        description="days until the token stops working; null: never",
+    expires_in_days: StrictInt | None = token_term(
+        "days until the token stops working; null: never"
     )
 
 
@@ -97,9 +99,14 @@ class ApiToken(ApiTokenBase, table=True):
     expires_at: datetime | None = optional_time()
 
 
-class ApiTokenPublic(ApiTokenBase):
+class TokenPublic(SQLModel):
+    """What the API shows of every kind of token: its id and when it was made."""
+
     id: int
     created_at: UtcDateTime
+
+
+class ApiTokenPublic(TokenPublic, ApiTokenBase):
     revoked_at: UtcDateTime | None = None
     expires_at: UtcDateTime | None = None
 
@@ -134,10 +141,8 @@ class EnrollmentToken(EnrollmentTokenBase, table=True):
     device_id: str | None = None
 
 
-class EnrollmentTokenPublic(EnrollmentTokenBase):
-    id: int
+class EnrollmentTokenPublic(TokenPublic, EnrollmentTokenBase):
     created_by: str
-    created_at: UtcDateTime
     expires_at: UtcDateTime
     used_at: UtcDateTime | None = None
     device_id: str | None = None

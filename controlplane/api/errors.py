@@ -102,15 +102,22 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return _reply(422, "validation_error", "; ".join(parts) or "invalid request")
 
 
-async def _data_error(request: Request, exc: Exception) -> JSONResponse:
-    # A value the database cannot store that validation let through; the statement and its
-    # parameters stay out of the log (they may hold credentials).
+def _database_failure(request: Request, exc: Exception) -> tuple[str, str, str, object]:
+    """Method, path, the driver error's class and its SQLSTATE: what may be logged of a
+    database error (its message and statement can quote stored values and credentials)."""
     orig = getattr(exc, "orig", None)
-    _LOGGER.warning(
-        "database refused a value on %s %s: %s",
+    return (
         request.method,
         request.url.path,
         type(orig or exc).__name__,
+        getattr(orig, "sqlstate", None),
+    )
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # A value the database cannot store that validation let through.
+    _LOGGER.warning(
+        "database refused a value on %s %s: %s (SQLSTATE %s)", *_database_failure(request, exc)
     )
     return _reply(
         422,
@@ -121,15 +128,9 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, SQLAlchemyError):
-        # The database's message can quote stored values (a duplicate key's hash): log where
-        # it failed and the error's class, not its text.
-        orig = getattr(exc, "orig", None)
         _LOGGER.error(
             "database error on %s %s: %s (SQLSTATE %s)\n%s",
-            request.method,
-            request.url.path,
-            type(orig or exc).__name__,
-            getattr(orig, "sqlstate", None),
+            *_database_failure(request, exc),
             "".join(traceback.format_tb(exc.__traceback__)),
         )
     else:

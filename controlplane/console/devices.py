@@ -101,6 +101,17 @@ def cmd_revoke(_settings: Any, args: argparse.Namespace) -> None:
         )
 
 
+def wait_for_answer(api: Any, request_id: str, timeout: float, late: str) -> dict[str, Any]:
+    """The command once the device has answered it; CliError(`late`) after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (shown := api.call("GET", f"/commands/{request_id}"))["status"] == "pending":
+        if time.monotonic() > deadline:
+            raise CliError(late)
+        time.sleep(POLL_S)
+    answered: dict[str, Any] = shown
+    return answered
+
+
 def cmd_command(_settings: Any, args: argparse.Namespace) -> None:
     try:
         body = {"command": args.name, "args": json.loads(args.args)}
@@ -111,14 +122,13 @@ def cmd_command(_settings: Any, args: argparse.Namespace) -> None:
         if not args.wait:
             print(sent["request_id"])
             return
-        deadline = time.monotonic() + args.timeout
-        while (shown := api.call("GET", f"/commands/{sent['request_id']}"))["status"] == "pending":
-            if time.monotonic() > deadline:
-                raise CliError(
-                    f"no answer to {sent['request_id']} within {args.timeout:g}s; is "
-                    "the device online? `edgefleet-cp devices command-status ID`"
-                )
-            time.sleep(POLL_S)
+        shown = wait_for_answer(
+            api,
+            sent["request_id"],
+            args.timeout,
+            f"no answer to {sent['request_id']} within {args.timeout:g}s; is "
+            "the device online? `edgefleet-cp devices command-status ID`",
+        )
     print(json.dumps(shown, indent=2))
     if shown["status"] != "succeeded":
         raise SystemExit(1)

@@ -40,6 +40,16 @@ def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], Sequence[st
         print(line)
 
 
+def emit_rows(
+    args: argparse.Namespace,
+    items: list[dict[str, Any]],
+    row: Callable[[dict[str, Any]], Sequence[Any]],
+    header: Sequence[str],
+) -> None:
+    """Print a list the API gave as JSON, or as a table of one `row` per item."""
+    emit(args, items, lambda xs: columns([row(x) for x in xs], header))
+
+
 def columns(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
     """Rows as aligned columns under a header."""
     cells = [

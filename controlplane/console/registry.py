@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controlplane.console.output import add_output, client, columns, emit
+from controlplane.console.output import add_output, client, columns, emit, emit_rows
 from controlplane.db_models import DEFAULT_TOKEN_DAYS, Role, parse_labels
 from controlplane.errors import CliError
 
@@ -27,13 +27,11 @@ def seconds(text: str, option: str) -> int:
 def cmd_models_list(_settings: Any, args: argparse.Namespace) -> None:
     with client(args) as api:
         models = api.call("GET", "/models")
-    emit(
+    emit_rows(
         args,
         models,
-        lambda ms: columns(
-            [(m["name"], " ".join(m["versions"]), m["created_at"][:10]) for m in ms],
-            ("NAME", "VERSIONS", "REGISTERED"),
-        ),
+        lambda m: (m["name"], " ".join(m["versions"]), m["created_at"][:10]),
+        ("NAME", "VERSIONS", "REGISTERED"),
     )
 
 
@@ -72,26 +70,21 @@ def cmd_enroll_token(_settings: Any, args: argparse.Namespace) -> None:
         )
 
 
-def _tokens(rows: list[dict[str, Any]]) -> list[str]:
-    return columns(
-        [
-            (
-                t["id"],
-                t["name"],
-                t["role"],
-                t["created_at"][:10],
-                (t.get("expires_at") or "never")[:10],
-                "revoked" if t.get("revoked_at") else "active",
-            )
-            for t in rows
-        ],
-        ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"),
+def _token_row(t: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        t["id"],
+        t["name"],
+        t["role"],
+        t["created_at"][:10],
+        (t.get("expires_at") or "never")[:10],
+        "revoked" if t.get("revoked_at") else "active",
     )
 
 
 def cmd_tokens(_settings: Any, args: argparse.Namespace) -> None:
     with client(args) as api:
-        emit(args, api.call("GET", "/tokens"), _tokens)
+        tokens = api.call("GET", "/tokens")
+    emit_rows(args, tokens, _token_row, ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"))
 
 
 def cmd_tokens_create(_settings: Any, args: argparse.Namespace) -> None:

@@ -10,20 +10,19 @@ import argparse
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from controlplane.console.output import add_output, client, columns, emit
+from controlplane.console.devices import wait_for_answer
+from controlplane.console.output import add_output, client, emit, emit_rows
 from controlplane.core.config import Settings
 from controlplane.errors import CliError
 from controlplane.signing_key import load_signing_identity
 from models.agent_release import build_release
 from models.protocol import AgentSettings
 
-POLL_S = 0.5
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -48,15 +47,13 @@ def cmd_logs(_settings: Any, args: argparse.Namespace) -> None:
     }
     with client(args) as api:
         sent = api.call("POST", f"/devices/{args.device_id}/commands", json=body)
-        deadline = time.monotonic() + args.timeout
-        while (shown := api.call("GET", f"/commands/{sent['request_id']}"))["status"] == "pending":
-            if time.monotonic() > deadline:
-                raise CliError(
-                    f"no answer from {args.device_id} within {args.timeout:g}s; is "
-                    f"it online? `edgefleet-cp devices command-status "
-                    f"{sent['request_id']}` shows it later"
-                )
-            time.sleep(POLL_S)
+        shown = wait_for_answer(
+            api,
+            sent["request_id"],
+            args.timeout,
+            f"no answer from {args.device_id} within {args.timeout:g}s; is it online? "
+            f"`edgefleet-cp devices command-status {sent['request_id']}` shows it later",
+        )
     if shown["status"] != "succeeded":
         raise CliError(f"{args.device_id}: {shown.get('error') or shown['status']}")
     result = shown.get("result") or {}
@@ -131,13 +128,11 @@ def cmd_release_list(_settings: Any, args: argparse.Namespace) -> None:
     """List imported agent releases."""
     with client(args) as api:
         rows = api.call("GET", "/agent-releases")
-    emit(
+    emit_rows(
         args,
         rows,
-        lambda rs: columns(
-            [(r["version"], len(r["files"]), sum(f["size"] for f in r["files"])) for r in rs],
-            ("VERSION", "FILES", "BYTES"),
-        ),
+        lambda r: (r["version"], len(r["files"]), sum(f["size"] for f in r["files"])),
+        ("VERSION", "FILES", "BYTES"),
     )
 
 

@@ -7,17 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import StrictInt
-from sqlmodel import Field, SQLModel
+from sqlmodel import SQLModel
 
 from controlplane import crud
 from controlplane.api.deps import AdminDep, SessionDep, ViewerDep
 from controlplane.db_models import (
     DEFAULT_TOKEN_DAYS,
-    MAX_TOKEN_DAYS,
     ApiToken,
     ApiTokenCreate,
     ApiTokenCreated,
     ApiTokenPublic,
+    token_term,
 )
 from controlplane.errors import ApiError
 from models.protocol import INT32_MAX
@@ -30,11 +30,8 @@ TokenId = Annotated[int, Path(ge=1, le=INT32_MAX, description="the token's id")]
 class ApiTokenRotate(SQLModel):
     """Body of a rotation: the new token's term."""
 
-    expires_in_days: StrictInt | None = Field(
-        default=DEFAULT_TOKEN_DAYS,
-        ge=1,
-        le=MAX_TOKEN_DAYS,
-        description="days until the new token stops working; null: never",
+    expires_in_days: StrictInt | None = token_term(
+        "days until the new token stops working; null: never"
     )
 
 
