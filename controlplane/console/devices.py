@@ -9,7 +9,7 @@ import time
 from typing import Any, get_args
 
 from controlplane.command_models import CommandName
-from controlplane.console.output import add_output, client, columns, emit, labels_text
+from controlplane.console.output import add_output, client, columns, emit, given, labels_text
 from controlplane.db_models import parse_labels
 from controlplane.errors import CliError
 
@@ -52,15 +52,7 @@ def all_devices(api: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_list(_settings: Any, args: argparse.Namespace) -> None:
-    params = {
-        k: v
-        for k, v in (
-            ("labels", args.labels),
-            ("device_class", args.device_class),
-            ("model", args.model),
-        )
-        if v
-    }
+    params = given(labels=args.labels, device_class=args.device_class, model=args.model)
     with client(args) as api:
         emit(args, all_devices(api, params), _rows)
 

@@ -40,14 +40,21 @@ def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], Sequence[st
         print(line)
 
 
-def emit_rows(
+def emit_list(
     args: argparse.Namespace,
-    items: list[dict[str, Any]],
+    path: str,
     row: Callable[[dict[str, Any]], Sequence[Any]],
     header: Sequence[str],
 ) -> None:
-    """Print a list the API gave as JSON, or as a table of one `row` per item."""
+    """GET a list from the API; print it as JSON, or as a table of one `row` per item."""
+    with client(args) as api:
+        items = api.call("GET", path)
     emit(args, items, lambda xs: columns([row(x) for x in xs], header))
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The query parameters that have a value (options left empty are not sent)."""
+    return {k: v for k, v in values.items() if v}
 
 
 def columns(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:

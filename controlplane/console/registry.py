@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controlplane.console.output import add_output, client, columns, emit, emit_rows
+from controlplane.console.output import add_output, client, columns, emit, emit_list, given
 from controlplane.db_models import DEFAULT_TOKEN_DAYS, Role, parse_labels
 from controlplane.errors import CliError
 
@@ -25,11 +25,9 @@ def seconds(text: str, option: str) -> int:
 
 
 def cmd_models_list(_settings: Any, args: argparse.Namespace) -> None:
-    with client(args) as api:
-        models = api.call("GET", "/models")
-    emit_rows(
+    emit_list(
         args,
-        models,
+        "/models",
         lambda m: (m["name"], " ".join(m["versions"]), m["created_at"][:10]),
         ("NAME", "VERSIONS", "REGISTERED"),
     )
@@ -82,9 +80,7 @@ def _token_row(t: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def cmd_tokens(_settings: Any, args: argparse.Namespace) -> None:
-    with client(args) as api:
-        tokens = api.call("GET", "/tokens")
-    emit_rows(args, tokens, _token_row, ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"))
+    emit_list(args, "/tokens", _token_row, ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"))
 
 
 def cmd_tokens_create(_settings: Any, args: argparse.Namespace) -> None:
@@ -102,16 +98,7 @@ def cmd_tokens_revoke(_settings: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_audit(_settings: Any, args: argparse.Namespace) -> None:
-    params = {
-        k: v
-        for k, v in (
-            ("limit", args.limit),
-            ("before", args.before),
-            ("actor", args.actor),
-            ("action", args.action),
-        )
-        if v
-    }
+    params = given(limit=args.limit, before=args.before, actor=args.actor, action=args.action)
     with client(args) as api:
         page = api.call("GET", "/audit", params=params)
     emit(

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from controlplane.command_models import DeviceCommand, DeviceCommandPublic
-from controlplane.db_models import as_utc, utcnow
+from controlplane.db_models import utcnow
 from models.protocol import CommandResult
 
 
@@ -69,16 +69,4 @@ def list_commands(session: Session, *, device_id: str, limit: int = 100) -> list
 def command_to_public(row: DeviceCommand) -> DeviceCommandPublic:
     """The API view of a command."""
     status = "pending" if row.answered_at is None else ("succeeded" if row.ok else "failed")
-    return DeviceCommandPublic(
-        request_id=row.request_id,
-        device_id=row.device_id,
-        command=row.command,
-        args=row.args,
-        created_by=row.created_by,
-        created_at=as_utc(row.created_at),
-        status=status,
-        answered_at=as_utc(row.answered_at) if row.answered_at else None,
-        ok=row.ok,
-        result=row.result,
-        error=row.error,
-    )
+    return DeviceCommandPublic.model_validate({**row.model_dump(), "status": status})

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controlplane.console.devices import wait_for_answer
-from controlplane.console.output import add_output, client, emit, emit_rows
+from controlplane.console.output import add_output, client, emit, emit_list
 from controlplane.core.config import Settings
 from controlplane.errors import CliError
 from controlplane.signing_key import load_signing_identity
@@ -126,11 +126,9 @@ def cmd_release_import(_settings: Any, args: argparse.Namespace) -> None:
 
 def cmd_release_list(_settings: Any, args: argparse.Namespace) -> None:
     """List imported agent releases."""
-    with client(args) as api:
-        rows = api.call("GET", "/agent-releases")
-    emit_rows(
+    emit_list(
         args,
-        rows,
+        "/agent-releases",
         lambda r: (r["version"], len(r["files"]), sum(f["size"] for f in r["files"])),
         ("VERSION", "FILES", "BYTES"),
     )

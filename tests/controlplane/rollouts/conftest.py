@@ -29,6 +29,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on the test database, disposed afterwards."""
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
@@ -36,6 +37,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def session(engine: Engine) -> Iterator[Session]:
+    """A session whose objects stay readable after commits."""
     with Session(engine, expire_on_commit=False) as s:
         yield s
 
