@@ -23,7 +23,8 @@ from agent.server.deps import LimitsDep, RuntimeDep
 from agent.server.errors import ApiError, from_agent_error
 from agent.server.limits import RequestLimits
 from agent.server.responses_requests import ResponsesRequest
-from agent.server.responses_turn import ResponseStore, ResponseTurn, response_store
+from agent.server.responses_store import ResponseStore, response_store
+from agent.server.responses_turn import ResponseTurn
 from agent.server.streaming import TokenStreamResponse, until_disconnect
 
 _LOGGER = logging.getLogger(__name__)
