@@ -17,6 +17,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agent.errors import AgentError
+from models.build.checkpoint import END_OF_TURN_TEXTS
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -47,21 +48,9 @@ TRANSCRIPT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
-# Texts that end an assistant turn in the chat formats in use; a template that writes one
-# literally, or a vocabulary whose end-of-generation tokens are one, stops on it.
-END_OF_TURN_MARKERS = (
-    "<|im_end|>",
-    "<end_of_turn>",
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<|end|>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<|return|>",
-    "<|END_OF_TURN_TOKEN|>",
-    "</s>",
-    "<eos>",
-)
+# Texts that end an assistant turn: a template that writes one literally, or a vocabulary
+# whose end-of-generation tokens are one, stops on it (the end-of-sequence texts too).
+END_OF_TURN_MARKERS = (*END_OF_TURN_TEXTS, "</s>", "<eos>")
 
 Message = Mapping[str, Any]
 # Response header on chat answers naming the template used: `model (gguf)`, `fallback: gemma`.
