@@ -32,23 +32,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from controlplane.broker_auth import render_acl  # noqa: E402
-from controlplane.broker_config import relocate_listeners  # noqa: E402
 from controlplane.broker_tls import load_or_create_ca, write_broker_tls  # noqa: E402
-
-SHIPPED_BROKER_CONFIG = REPO / "deploy" / "mosquitto" / "edgefleet.conf"
-_OVERRIDDEN = {
-    "listener",
-    "port",
-    "password_file",
-    "acl_file",
-    "persistence_location",
-    "pid_file",
-    "log_dest",
-    "log_type",
-    "user",
-}
-
+from tests.support.mosquitto import MOSQUITTO, MosquittoBroker, free_port  # noqa: E402
 
 DEMO_MODEL = "smollm2-135m-instruct"
 DEMO_VERSION = "1.0"
@@ -61,12 +46,6 @@ EXPECTED = "Paris"
 
 class DemoError(Exception):
     """A step failed; the message says which and why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -145,12 +124,9 @@ class Demo:
                 raise DemoError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def start_broker(self) -> tuple[int, int, int]:
+        """Mosquitto with the shipped config on free ports, its files under the state dir."""
         mqtt_dir = self.state / "mosquitto"
-        (mqtt_dir / "persistence").mkdir(parents=True, exist_ok=True)
-        passwd, acl = mqtt_dir / "passwd", mqtt_dir / "acl"
-        passwd.touch()
-        acl.write_text(render_acl("edgefleet-cp"))
-        port, tls_port = free_port(), free_port()
+        mqtt_dir.mkdir(parents=True, exist_ok=True)
         # The control plane's CA (in its data dir: enrollment hands it to the agent) signs the
         # device listener's certificate; the plaintext listener is the control plane's.
         tls_dir = self.state / "cp" / "mqtt-tls"
@@ -159,33 +135,14 @@ class Demo:
             mqtt_dir,
             ["127.0.0.1", "localhost"],
         )
-        replace: dict[str, str | None] = dict.fromkeys(_OVERRIDDEN | {"allow_anonymous"})
-        replace.update(
-            cafile=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file)
-        )
-        extra = [
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {acl}",
-            f"persistence_location {mqtt_dir}/persistence/",
-            f"log_dest file {mqtt_dir}/log",
-        ]
-        if os.geteuid() == 0:
-            extra.append("user root")
-        config = relocate_listeners(
-            SHIPPED_BROKER_CONFIG.read_text(),
-            host="127.0.0.1",
-            ports={1883: port, 8883: tls_port},
-            replace=replace,
-            extra=extra,
-        )
-        (mqtt_dir / "mosquitto.conf").write_text(config)
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
+        broker = MosquittoBroker(mqtt_dir, tls=tls)
+        config = broker.write_config()
+        if not Path(MOSQUITTO).exists():
             raise DemoError("mosquitto is not installed: apt-get install mosquitto")
-        proc = self.spawn("mosquitto", [binary, "-c", str(mqtt_dir / "mosquitto.conf")])
+        proc = self.spawn("mosquitto", [MOSQUITTO, "-c", str(config)])
+        port = broker.port
         wait_for("mosquitto", lambda: socket.create_connection(("127.0.0.1", port), 0.2), 15)
-        return port, tls_port, proc.pid
+        return port, broker.device_port, proc.pid
 
     def cp_env(self, port: int, mqtt_port: int, tls_port: int, broker_pid: int) -> dict[str, str]:
         mqtt_dir = self.state / "mosquitto"
