@@ -14,15 +14,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.fleet.commands import CommandRunner
-from agent.fleet.daemon import AgentNode, NodeOptions
+from agent.fleet.daemon import AgentNode
 from agent.model_loading import probe_profile
 from agent.runtime import ModelRuntime
-from models.protocol import Command, CommandResult, DesiredModel, DesiredState, device_topic
-from tests.agent.fleet.test_daemon import enrollment
-from tests.e2e.fakes import FakeEngineFactory, fake_engines, pick_first, publish_fake_model
+from models.protocol import Command, CommandResult, device_topic
+from tests.agent.fleet.nodes import (
+    CONTROL_PLANE_PASSWORD,
+    DEVICE,
+    desired_fake_model,
+    enrollment,
+    node_options,
+)
+from tests.e2e.fakes import FakeEngineFactory, fake_engines
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
 
-DEVICE = "dev-1"  # tests.agent.fleet.test_daemon.enrollment's device, password "p"
 WAIT_S = 10.0
 
 
@@ -37,7 +42,7 @@ class ControlPlane:
             client_id="cp-test",
             protocol=paho.MQTTv5,
         )
-        self.client.username_pw_set(CONTROL_PLANE_USER, "cp-pw")
+        self.client.username_pw_set(CONTROL_PLANE_USER, CONTROL_PLANE_PASSWORD)
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
@@ -77,15 +82,6 @@ class CountingProbe:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(tmp_path / "mosquitto")
-    b.set_users({CONTROL_PLANE_USER: "cp-pw", DEVICE: "p"})
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
@@ -108,16 +104,13 @@ def node(
     probe: CountingProbe,
     engines: FakeEngineFactory,
 ) -> Iterator[AgentNode]:
-    options = NodeOptions(
-        data_dir=tmp_path / "agent",
+    options = node_options(
+        tmp_path / "agent",
         engine_factory=engines,
-        select=pick_first,
         hardware={"device_class": "before"},
         device_class="before",
         mqtt_host=broker.host,
         mqtt_port=broker.port,
-        telemetry_interval_s=0,
-        check_memory=False,
         probe=probe,
     )
     agent = AgentNode(enrollment(key), ModelRuntime(), options)
@@ -135,12 +128,7 @@ def cp(broker: MosquittoBroker) -> Iterator[ControlPlane]:
 
 
 def serve_fake_model(node: AgentNode, tmp_path: Path, key: Ed25519PrivateKey) -> None:
-    model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
-    url = (model_dir / "manifest.json").as_uri()
-    desired = DesiredState(
-        version=1, models=[DesiredModel(name="tiny", version="1.0", manifest_url=url)]
-    )
-    assert node.executor.apply(desired)
+    assert node.executor.apply(desired_fake_model(tmp_path, key, 1))
 
 
 def test_reprobe_updates_hardware_and_state(

@@ -6,37 +6,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.fleet.daemon import AgentNode, NodeOptions, _mqtt_override
-from agent.fleet.enroll import Enrollment
+from agent.fleet.daemon import AgentNode, _mqtt_override
 from agent.fleet.mqtt_identity import new_client_request, save_client_certificate
 from agent.runtime import ModelRuntime
 from controlplane.broker_tls import create_ca, issue_device_certificate
-from models.keys import public_key_b64
-from models.protocol import ArtifactAccess, DesiredModel, DesiredState, MqttAccess, RolloutEvent
-from tests.e2e.fakes import fake_engines, pick_first, publish_fake_model
-
-
-def enrollment(key: Ed25519PrivateKey) -> Enrollment:
-    return Enrollment(
-        device_id="dev-1",
-        mqtt=MqttAccess(
-            host="127.0.0.1", port=1, username="dev-1", password="p", client_id="dev-1"
-        ),
-        artifacts=ArtifactAccess(base_url="http://x", token="t"),
-        signing_public_key=public_key_b64(key),
-    )
+from models.protocol import RolloutEvent
+from tests.agent.fleet.nodes import desired_fake_model, enrollment, node_options
 
 
 def node(tmp_path: Path, key: Ed25519PrivateKey) -> AgentNode:
-    options = NodeOptions(
-        data_dir=tmp_path / "agent",
-        engine_factory=fake_engines(),
-        select=pick_first,
-        hardware={"device_class": "x"},
-        device_class="x",
-        telemetry_interval_s=0,
-        check_memory=False,
-    )
+    options = node_options(tmp_path / "agent", hardware={"device_class": "x"}, device_class="x")
     return AgentNode(enrollment(key), ModelRuntime(), options)
 
 
@@ -44,15 +23,7 @@ def test_state_reports_restored_model_and_applied_version(tmp_path: Path) -> Non
     key = Ed25519PrivateKey.generate()
     first = node(tmp_path, key)
     first.mqtt.publish_state = lambda: None  # type: ignore[method-assign]  # no broker here
-    model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
-    desired = DesiredState(
-        version=7,
-        models=[
-            DesiredModel(
-                name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri()
-            )
-        ],
-    )
+    desired = desired_fake_model(tmp_path, key, 7)
     assert first.executor.apply(desired)
     first.outbox.close()
     restarted = node(tmp_path, key)
@@ -77,17 +48,7 @@ def test_mqtts_url_and_the_enrolled_tls_identity_reach_the_connection(tmp_path: 
     enrolled = enrollment(key)
     enrolled.mqtt.ca_pem = ca.pem()  # enrolled for plaintext (tls false), the URL says mqtts
     host, port, tls = _mqtt_override("mqtts://broker.lan")
-    options = NodeOptions(
-        data_dir=data,
-        engine_factory=fake_engines(),
-        select=pick_first,
-        hardware={},
-        mqtt_host=host,
-        mqtt_port=port,
-        mqtt_tls=tls,
-        telemetry_interval_s=0,
-        check_memory=False,
-    )
+    options = node_options(data, hardware={}, mqtt_host=host, mqtt_port=port, mqtt_tls=tls)
     built = AgentNode(enrolled, ModelRuntime(), options)
     built.outbox.close()
     settings = built.mqtt.settings
@@ -99,15 +60,7 @@ def test_rollout_events_are_in_the_outbox_before_any_connection(tmp_path: Path) 
     key = Ed25519PrivateKey.generate()
     built = node(tmp_path, key)
     built.mqtt.publish_state = lambda: None  # type: ignore[method-assign]  # no broker here
-    model_dir = publish_fake_model(tmp_path / "registry", key, "1.0")
-    desired = DesiredState(
-        version=3,
-        models=[
-            DesiredModel(
-                name="tiny", version="1.0", manifest_url=(model_dir / "manifest.json").as_uri()
-            )
-        ],
-    )
+    desired = desired_fake_model(tmp_path, key, 3)
     assert built.executor.apply(desired)  # the MQTT client was never started
     entries = built.outbox.peek(1000)
     events = [RolloutEvent.model_validate_json(e.payload) for e in entries]

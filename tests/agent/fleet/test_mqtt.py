@@ -6,7 +6,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -19,19 +19,9 @@ import agent.fleet.mqtt as agent_mqtt
 from agent.fleet.mqtt import AgentMqtt, MqttError, MqttSettings, parse_broker_url
 from agent.fleet.outbox import MAX_PAYLOAD_BYTES, Outbox
 from models.protocol import CommandResult, DesiredState, DeviceState, RolloutEvent, device_topic
+from tests.agent.fleet.nodes import CONTROL_PLANE_PASSWORD, DEVICE, DEVICE_PASSWORD
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
 from tests.support.polling import wait_until
-
-DEVICE = "dev-1"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    b = MosquittoBroker(tmp_path / "mosquitto")
-    b.set_users({CONTROL_PLANE_USER: "cp-pw", DEVICE: "dev-pw"})
-    b.start()
-    yield b
-    b.stop()
 
 
 class Observer:
@@ -44,7 +34,7 @@ class Observer:
             client_id=client_id,
             protocol=paho.MQTTv5,
         )
-        self.client.username_pw_set(CONTROL_PLANE_USER, "cp-pw")
+        self.client.username_pw_set(CONTROL_PLANE_USER, CONTROL_PLANE_PASSWORD)
         self.client.reconnect_delay_set(1, 1)
         subscribed = threading.Event()
 
@@ -86,7 +76,7 @@ def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_agent(
     broker: MosquittoBroker, tmp_path: Path, desired: list[DesiredState] | None = None
 ) -> AgentMqtt:
-    settings = MqttSettings(broker.host, broker.port, DEVICE, DEVICE, "dev-pw")
+    settings = MqttSettings(broker.host, broker.port, DEVICE, DEVICE, DEVICE_PASSWORD)
     sink = desired if desired is not None else []
     return AgentMqtt(
         settings,
@@ -96,86 +86,90 @@ def make_agent(
     )
 
 
+@pytest.fixture
+def observer(broker: MosquittoBroker) -> Iterator[Observer]:
+    watching = Observer(broker)
+    yield watching
+    watching.close()
+
+
+@pytest.fixture
+def start_agent(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Callable[..., AgentMqtt]]:
+    """Start an agent client (`desired` collects its desired states); stopped at teardown."""
+    started: list[AgentMqtt] = []
+
+    def start(desired: list[DesiredState] | None = None) -> AgentMqtt:
+        agent = make_agent(broker, tmp_path, desired)
+        agent.start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
 def event(i: int) -> RolloutEvent:
     return RolloutEvent(desired_version=i, model="tiny", kind="downloading")
 
 
 def test_state_is_retained_and_last_will_marks_offline(
-    broker: MosquittoBroker, tmp_path: Path
+    observer: Observer, start_agent: Callable[..., AgentMqtt]
 ) -> None:
-    observer = Observer(broker)
-    agent = make_agent(broker, tmp_path)
-    agent.start()
-    try:
-        assert DeviceState.model_validate_json(observer.next("state")).online
-        sock = agent._client.socket()
-        assert sock is not None
-        sock.close()  # the connection dies without DISCONNECT: the broker sends the will
-        assert not DeviceState.model_validate_json(observer.next("state")).online
-        assert DeviceState.model_validate_json(observer.next("state")).online  # reconnected
-    finally:
-        agent.stop()
-        observer.close()
+    agent = start_agent()
+    assert DeviceState.model_validate_json(observer.next("state")).online
+    sock = agent._client.socket()
+    assert sock is not None
+    sock.close()  # the connection dies without DISCONNECT: the broker sends the will
+    assert not DeviceState.model_validate_json(observer.next("state")).online
+    assert DeviceState.model_validate_json(observer.next("state")).online  # reconnected
 
 
 def test_desired_is_delivered_and_malformed_is_ignored(
-    broker: MosquittoBroker, tmp_path: Path
+    observer: Observer, start_agent: Callable[..., AgentMqtt]
 ) -> None:
-    observer = Observer(broker)
     received: list[DesiredState] = []
     observer.client.publish(device_topic(DEVICE, "desired"), b"{not json", qos=1, retain=True)
-    agent = make_agent(broker, tmp_path, received)
-    agent.start()
-    try:
-        assert agent.wait_connected(5)
-        desired = DesiredState(version=3)
-        observer.client.publish(
-            device_topic(DEVICE, "desired"), desired.model_dump_json(), qos=1, retain=True
-        )
-        wait_until(lambda: bool(received), timeout=5)
-        assert [d.version for d in received] == [3]
-    finally:
-        agent.stop()
-        observer.close()
+    agent = start_agent(received)
+    assert agent.wait_connected(5)
+    desired = DesiredState(version=3)
+    observer.client.publish(
+        device_topic(DEVICE, "desired"), desired.model_dump_json(), qos=1, retain=True
+    )
+    wait_until(lambda: bool(received), timeout=5)
+    assert [d.version for d in received] == [3]
 
 
 def test_outbox_filled_while_broker_away_replays_in_order(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: MosquittoBroker, observer: Observer, start_agent: Callable[..., AgentMqtt]
 ) -> None:
-    observer = Observer(broker)
-    agent = make_agent(broker, tmp_path)
-    agent.start()
-    try:
-        assert agent.wait_connected(5)
-        agent.send("events", event(0))
-        assert RolloutEvent.model_validate_json(observer.next("events")).desired_version == 0
-        wait_until(lambda: len(agent.outbox) == 0, timeout=5)  # its PUBACK is in: not sent again
-        broker.stop()
-        wait_until(lambda: not agent.connected, timeout=5)
-        for i in range(1, 51):
-            agent.send("events", event(i))
-        assert len(agent.outbox) == 50
-        broker.start()  # the observer's persistent session was saved with the broker's state
-        got = [
-            RolloutEvent.model_validate_json(observer.next("events", 15)).desired_version
-            for _ in range(50)
-        ]
-        assert got == list(range(1, 51))
-        wait_until(lambda: len(agent.outbox) == 0, timeout=5)
-        assert len(agent.outbox) == 0
-    finally:
-        agent.stop()
-        observer.close()
+    agent = start_agent()
+    assert agent.wait_connected(5)
+    agent.send("events", event(0))
+    assert RolloutEvent.model_validate_json(observer.next("events")).desired_version == 0
+    wait_until(lambda: len(agent.outbox) == 0, timeout=5)  # its PUBACK is in: not sent again
+    broker.stop()
+    wait_until(lambda: not agent.connected, timeout=5)
+    for i in range(1, 51):
+        agent.send("events", event(i))
+    assert len(agent.outbox) == 50
+    broker.start()  # the observer's persistent session was saved with the broker's state
+    got = [
+        RolloutEvent.model_validate_json(observer.next("events", 15)).desired_version
+        for _ in range(50)
+    ]
+    assert got == list(range(1, 51))
+    wait_until(lambda: len(agent.outbox) == 0, timeout=5)
+    assert len(agent.outbox) == 0
 
 
-def test_graceful_stop_publishes_offline(broker: MosquittoBroker, tmp_path: Path) -> None:
-    observer = Observer(broker)
-    agent = make_agent(broker, tmp_path)
-    agent.start()
+def test_graceful_stop_publishes_offline(
+    observer: Observer, start_agent: Callable[..., AgentMqtt]
+) -> None:
+    agent = start_agent()
     assert json.loads(observer.next("state"))["online"] is True
     agent.stop()
     assert json.loads(observer.next("state"))["online"] is False
-    observer.close()
 
 
 class CountingEvent(threading.Event):
@@ -247,19 +241,17 @@ def test_reconnect_backoff_doubles_to_its_cap_with_jitter(monkeypatch: pytest.Mo
 
 
 def test_reconnect_attempts_back_off_while_the_broker_is_down(
-    broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: MosquittoBroker,
+    start_agent: Callable[..., AgentMqtt],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(agent_mqtt, "RECONNECT_MIN_S", 0.2)
     monkeypatch.setattr(agent_mqtt, "RECONNECT_MAX_S", 5.0)
-    agent = make_agent(broker, tmp_path)
-    agent.start()
-    try:
-        assert agent.wait_connected(5)
-        broker.stop()
-        wait_until(lambda: not agent.connected, timeout=5)
-        time.sleep(1.0)  # a window to count in: a spinning reconnect makes thousands here
-        assert agent.reconnects <= 6  # 0.2 doubling: about three attempts fit in the window
-        broker.start()
-        assert agent.wait_connected(15)
-    finally:
-        agent.stop()
+    agent = start_agent()
+    assert agent.wait_connected(5)
+    broker.stop()
+    wait_until(lambda: not agent.connected, timeout=5)
+    time.sleep(1.0)  # a window to count in: a spinning reconnect makes thousands here
+    assert agent.reconnects <= 6  # 0.2 doubling: about three attempts fit in the window
+    broker.start()
+    assert agent.wait_connected(15)
