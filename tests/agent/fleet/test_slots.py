@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.fleet.slots import SlotStore
+from agent.fleet.slots import Slot, SlotStore
 
 
-def install(store: SlotStore, version: str, content: str = "weights") -> None:
+def install(store: SlotStore, version: str, content: str = "weights") -> Slot:
     staging = store.staging_dir("tiny", version, "gguf-q4_0")
     (staging / "model.gguf").write_text(content)
     store.install(staging, "tiny", version, "gguf-q4_0", "llamacpp")
+    slot = store.get("tiny", version, "gguf-q4_0")
+    assert slot is not None
+    return slot
 
 
 def test_fresh_store_has_no_active_slot(tmp_path: Path) -> None:
@@ -21,13 +24,9 @@ def test_fresh_store_has_no_active_slot(tmp_path: Path) -> None:
 
 def test_activate_switches_pointer_and_keeps_previous(tmp_path: Path) -> None:
     store = SlotStore(tmp_path / "slots")
-    install(store, "1")
-    first = store.get("tiny", "1", "gguf-q4_0")
-    assert first is not None
+    first = install(store, "1")
     store.activate(first)
-    install(store, "2")
-    second = store.get("tiny", "2", "gguf-q4_0")
-    assert second is not None
+    second = install(store, "2")
     assert store.active() == first  # staged, not yet committed
     store.activate(second)
     assert store.active() == second
@@ -39,9 +38,7 @@ def test_activate_switches_pointer_and_keeps_previous(tmp_path: Path) -> None:
 def test_prune_keeps_active_and_previous_only(tmp_path: Path) -> None:
     store = SlotStore(tmp_path / "slots")
     for version in ("1", "2", "3"):
-        install(store, version)
-        slot = store.get("tiny", version, "gguf-q4_0")
-        assert slot is not None
+        slot = install(store, version)
         store.activate(slot)
     leftover = store.staging_dir("tiny", "4", "gguf-q4_0")
     removed = store.prune()
@@ -53,9 +50,7 @@ def test_prune_keeps_active_and_previous_only(tmp_path: Path) -> None:
 
 def test_reinstalling_the_active_slot_keeps_it(tmp_path: Path) -> None:
     store = SlotStore(tmp_path / "slots")
-    install(store, "1", "old")
-    slot = store.get("tiny", "1", "gguf-q4_0")
-    assert slot is not None
+    slot = install(store, "1", "old")
     store.activate(slot)
     install(store, "1", "new")
     assert (slot.path / "model.gguf").read_text() == "old"
@@ -64,9 +59,7 @@ def test_reinstalling_the_active_slot_keeps_it(tmp_path: Path) -> None:
 
 def test_a_half_written_pointer_swap_leaves_the_old_pointer(tmp_path: Path) -> None:
     store = SlotStore(tmp_path / "slots")
-    install(store, "1")
-    slot = store.get("tiny", "1", "gguf-q4_0")
-    assert slot is not None
+    slot = install(store, "1")
     store.activate(slot)
     # A crash between creating the temporary link and os.replace leaves a stray temp link.
     os.symlink("tiny-9-gguf-q4_0", tmp_path / "slots" / ".active-dead")
@@ -77,9 +70,7 @@ def test_a_half_written_pointer_swap_leaves_the_old_pointer(tmp_path: Path) -> N
 def test_deactivate_leaves_no_active_slot_and_keeps_it_as_previous(tmp_path: Path) -> None:
     store = SlotStore(tmp_path / "slots")
     assert store.deactivate() is None and not store.has_active()
-    install(store, "1")
-    slot = store.get("tiny", "1", "gguf-q4_0")
-    assert slot is not None
+    slot = install(store, "1")
     store.activate(slot)
     assert store.has_active()
     assert store.deactivate() == slot
