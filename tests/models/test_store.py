@@ -24,6 +24,7 @@ from models.errors import DownloadError, StoreError, VerificationError
 from models.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 from models.signing import verify_model_dir, write_signed_manifest
 from models.store import ArtifactStore
+from tests.support.http import serving
 
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -89,12 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[BlobServer]:
-    srv = BlobServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(BlobServer()) as srv:
+        yield srv
 
 
 @pytest.fixture

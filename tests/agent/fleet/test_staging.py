@@ -21,6 +21,7 @@ from models.protocol import DesiredModel
 from models.store import ArtifactStore
 from tests.agent.fleet.test_rollout import Rig
 from tests.e2e.fakes import publish_fake_model
+from tests.support.http import serving
 
 MODEL_SIZE = 300_000
 
@@ -94,17 +95,18 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
-    srv = Registry(tmp_path / "registry")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(Registry(tmp_path / "registry")) as srv:
+        yield srv
 
 
 @pytest.fixture
 def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, key: Ed25519PrivateKey) -> Rig:
+    return Rig(tmp_path, key)
 
 
 def desired(rig: Rig, registry: Registry, version: str = "1.0") -> DesiredModel:
@@ -113,10 +115,7 @@ def desired(rig: Rig, registry: Registry, version: str = "1.0") -> DesiredModel:
     return model.model_copy(update={"manifest_url": registry.url(f"tiny/{version}/manifest.json")})
 
 
-def test_manifest_fetch_retries_through_503s(
-    tmp_path: Path, key: Ed25519PrivateKey, registry: Registry
-) -> None:
-    rig = Rig(tmp_path, key)
+def test_manifest_fetch_retries_through_503s(rig: Rig, registry: Registry) -> None:
     registry.faults.fail_first = 3
     assert rig.apply(1, desired(rig, registry)), rig.events[-1].detail
     assert rig.serving() == "tiny:1.0"
@@ -124,30 +123,21 @@ def test_manifest_fetch_retries_through_503s(
     assert paths[:4] == ["/tiny/1.0/manifest.json"] * 4
 
 
-def test_download_dropped_mid_file_resumes_with_range(
-    tmp_path: Path, key: Ed25519PrivateKey, registry: Registry
-) -> None:
-    rig = Rig(tmp_path, key)
+def test_download_dropped_mid_file_resumes_with_range(rig: Rig, registry: Registry) -> None:
     registry.faults.drop_file_after = 70_000
     assert rig.apply(1, desired(rig, registry)), rig.events[-1].detail
     file_requests = [r for p, r in registry.faults.requests if p.endswith(".gguf")]
     assert file_requests == [None, "bytes=70000-"]
 
 
-def test_file_fetch_retries_while_the_server_is_down(
-    tmp_path: Path, key: Ed25519PrivateKey, registry: Registry
-) -> None:
-    rig = Rig(tmp_path, key)
+def test_file_fetch_retries_while_the_server_is_down(rig: Rig, registry: Registry) -> None:
     registry.faults.fail_first, registry.faults.fail_status = 3, 502
     registry.faults.fail_only = ".gguf"  # manifest and signature came; then the restart
     assert rig.apply(1, desired(rig, registry)), rig.events[-1].detail
     assert len([p for p, _ in registry.faults.requests if p.endswith(".gguf")]) == 4
 
 
-def test_a_missing_manifest_fails_at_once(
-    tmp_path: Path, key: Ed25519PrivateKey, registry: Registry
-) -> None:
-    rig = Rig(tmp_path, key)
+def test_a_missing_manifest_fails_at_once(rig: Rig, registry: Registry) -> None:
     model = rig.publish("1.0").model_copy(update={"manifest_url": registry.url("nope.json")})
     assert not rig.apply(1, model)
     assert "HTTP 404" in rig.events[-1].detail
@@ -155,12 +145,11 @@ def test_a_missing_manifest_fails_at_once(
 
 
 def test_retries_stop_when_the_window_closes(
-    tmp_path: Path, key: Ed25519PrivateKey, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    rig: Rig, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_RETRY_WINDOW_S", 0.3)
     monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_S", 0.05)
     monkeypatch.setattr(agent.fleet.fetch_retry, "FETCH_BACKOFF_MAX_S", 0.05)
-    rig = Rig(tmp_path, key)
     registry.faults.fail_first = 10_000
     assert not rig.apply(1, desired(rig, registry))
     detail = rig.events[-1].detail
