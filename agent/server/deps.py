@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from dataclasses import replace
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
@@ -92,6 +93,43 @@ def sampling(
         "max_tokens": max_tokens,
     }
     return SamplingParams(stop=stop, **{k: v for k, v in fields.items() if v is not None})
+
+
+class SamplingSource(Protocol):
+    """The sampling fields a request body carries (OpenAI's, Ollama's options)."""
+
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def top_p(self) -> float | None: ...
+    @property
+    def top_k(self) -> int | None: ...
+    @property
+    def repeat_penalty(self) -> float | None: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def stop(self) -> str | Sequence[str] | None: ...
+
+
+def sampling_of(
+    fields: SamplingSource,
+    *,
+    max_tokens: int | None,
+    extra_stops: Sequence[str] = (),
+    logprobs: int | None = None,
+) -> SamplingParams:
+    """SamplingParams from a body's sampling fields, the template's stop strings added."""
+    params = sampling(
+        max_tokens=max_tokens,
+        temperature=fields.temperature,
+        top_p=fields.top_p,
+        top_k=fields.top_k,
+        repeat_penalty=fields.repeat_penalty,
+        seed=fields.seed,
+        stop=stop_tuple(fields.stop, extra_stops),
+    )
+    return replace(params, logprobs=logprobs)
 
 
 def fill_context(max_tokens: int | None) -> Callable[[int, int], int] | None:

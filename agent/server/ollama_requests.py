@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -12,7 +11,7 @@ from pydantic import ConfigDict, Field
 from agent.engines.base import SamplingParams
 from agent.model_loading import LoadedModel
 from agent.server.chat_plan import JSON_ANY, ChatPlan, FunctionFields
-from agent.server.deps import fill_context, sampling, stop_tuple
+from agent.server.deps import fill_context, sampling_of
 from agent.server.errors import ApiError
 from agent.server.limits import MAX_INT_PARAM, RequestBody
 from agent.server.logprobs import MAX_TOP_LOGPROBS
@@ -88,17 +87,12 @@ class OllamaRequest(OllamaBody):
 
     def params(self, extra_stops: tuple[str, ...]) -> SamplingParams:
         """SamplingParams for this request, the template's stop strings added."""
-        o = self.options or Options()
-        params = sampling(
+        return sampling_of(
+            self.options or Options(),
             max_tokens=self._num_predict,
-            temperature=o.temperature,
-            top_p=o.top_p,
-            top_k=o.top_k,
-            repeat_penalty=o.repeat_penalty,
-            seed=o.seed,
-            stop=stop_tuple(o.stop, extra_stops),
+            extra_stops=extra_stops,
+            logprobs=self.logprobs_top(),
         )
-        return replace(params, logprobs=self.logprobs_top())
 
     def max_tokens_default(self) -> Callable[[int, int], int] | None:
         """How many tokens to allow when num_predict does not say (the rest of the context)."""

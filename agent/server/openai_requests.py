@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from agent.engines.base import SamplingParams
 from agent.server.chat_plan import JSON_ANY, ChatPlan, FunctionFields
-from agent.server.deps import sampling, stop_tuple
+from agent.server.deps import sampling_of
 from agent.server.errors import ApiError
 from agent.server.limits import MAX_INT_PARAM, RequestBody
 from agent.server.logprobs import MAX_TOP_LOGPROBS
@@ -178,16 +177,9 @@ class SamplingFields(OpenAIBody):
 
     def params(self, max_tokens: int | None, extra_stops: tuple[str, ...]) -> SamplingParams:
         """SamplingParams for this request."""
-        params = sampling(
-            max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repeat_penalty=self.repeat_penalty,
-            seed=self.seed,
-            stop=stop_tuple(self.stop, extra_stops),
+        return sampling_of(
+            self, max_tokens=max_tokens, extra_stops=extra_stops, logprobs=self.logprobs_top()
         )
-        return replace(params, logprobs=self.logprobs_top())
 
 
 class ChatCompletionRequest(SamplingFields):
