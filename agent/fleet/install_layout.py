@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from models.files import atomic_write_bytes
 
@@ -49,6 +49,9 @@ class Outcome:
     switch_s: float | None = None  # trial start until confirmed (or given up)
     serving_gap_s: float | None = None  # old process gone until the new one confirmed
     reported: bool = False
+
+
+R = TypeVar("R", Trial, Outcome)
 
 
 class AgentInstall:
@@ -93,17 +96,13 @@ class AgentInstall:
     def start_trial(self, trial: Trial) -> None:
         """Record the trial, then switch `previous` and `current` to the new version."""
         self.trial_ok.unlink(missing_ok=True)
-        atomic_write_bytes(self.trial_file, json.dumps(asdict(trial)).encode())
+        _save(self.trial_file, trial)
         self.point(self.previous_link, trial.previous)
         self.point(self.current_link, trial.version)
 
     def trial(self) -> Trial | None:
         """The trial in progress, if any."""
-        data = _read_json(self.trial_file)
-        try:
-            return Trial(**data) if data else None
-        except TypeError:
-            return None
+        return _load(self.trial_file, Trial)
 
     def confirm(self) -> None:
         """Called by the new version once healthy: the trial passed."""
@@ -117,22 +116,18 @@ class AgentInstall:
         """End the trial: record the outcome and, when given, point `current` back."""
         if back_to is not None:
             self.point(self.current_link, back_to)
-        atomic_write_bytes(self.outcome_file, json.dumps(asdict(outcome)).encode())
+        _save(self.outcome_file, outcome)
         self.trial_file.unlink(missing_ok=True)
         self.trial_ok.unlink(missing_ok=True)
 
     def outcome(self) -> Outcome | None:
         """How the last switch ended, if one did."""
-        data = _read_json(self.outcome_file)
-        try:
-            return Outcome(**data) if data else None
-        except TypeError:
-            return None
+        return _load(self.outcome_file, Outcome)
 
     def mark_reported(self, outcome: Outcome) -> None:
         """Remember that the agent told the control plane about `outcome`."""
         done = Outcome(**{**asdict(outcome), "reported": True})
-        atomic_write_bytes(self.outcome_file, json.dumps(asdict(done)).encode())
+        _save(self.outcome_file, done)
 
     def _target(self, link: Path) -> str:
         try:
@@ -141,9 +136,19 @@ class AgentInstall:
             return BASE
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _save(path: Path, record: Trial | Outcome) -> None:
+    atomic_write_bytes(path, json.dumps(asdict(record)).encode())
+
+
+def _load(path: Path, kind: type[R]) -> R | None:
+    """The record saved at `path`; None when absent, unreadable or of another layout."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not data:
+        return None
+    try:
+        return kind(**data)
+    except TypeError:
+        return None

@@ -25,7 +25,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import AgentError
-from agent.fleet.install_layout import AgentInstall, Trial
+from agent.fleet.install_layout import AgentInstall, Outcome, Trial
 from agent.fleet.rollout_events import EventSink
 from agent.fleet.supervisor import PREVIOUS_EXIT_ENV
 from models.agent_release import (
@@ -174,15 +174,8 @@ class AgentUpdater:
         """Report a rollback that brought this version back; confirm this version's trial."""
         last = self.install.outcome()
         if last is not None and not last.reported and last.outcome == "rolled_back":
-            self.emit(
-                RolloutEvent(
-                    desired_version=last.desired_version,
-                    rollout_id=last.rollout_id,
-                    model=f"{RELEASE_NAME}:{last.version}",
-                    kind="rolled_back",
-                    detail=f"{last.detail}; {self.running_version} is back",
-                )
-            )
+            back = f"{last.detail}; {self.running_version} is back"
+            self.emit(_trial_event(last, "rolled_back", back))
             self.install.mark_reported(last)
         trial = self.install.trial()
         if trial is None or trial.version != self.running_version:
@@ -208,22 +201,11 @@ class AgentUpdater:
         previous_exit = os.environ.get(PREVIOUS_EXIT_ENV)
         if previous_exit:  # from the old process's exit until this one serves and is connected
             health["serving_gap_s"] = round(now - float(previous_exit), 3)
-        self.emit(
-            RolloutEvent(
-                desired_version=trial.desired_version,
-                rollout_id=trial.rollout_id,
-                model=f"{RELEASE_NAME}:{trial.version}",
-                kind="active",
-                detail=f"agent {trial.version} running and healthy {took:.1f} s after the switch "
-                f"(from {trial.previous})"
-                + (
-                    f"; serving gap {health['serving_gap_s']:.1f} s"
-                    if "serving_gap_s" in health
-                    else ""
-                ),
-                health=health,
-            )
-        )
+        detail = f"agent {trial.version} running and healthy {took:.1f} s after the switch "
+        detail += f"(from {trial.previous})"
+        if "serving_gap_s" in health:
+            detail += f"; serving gap {health['serving_gap_s']:.1f} s"
+        self.emit(_trial_event(trial, "active", detail, health=health))
         self._prune(keep={trial.version, trial.previous})
         _LOGGER.info("agent %s confirmed after %.1f s", trial.version, took)
 
@@ -234,3 +216,17 @@ class AgentUpdater:
         for path in self.install.versions.iterdir():
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _trial_event(
+    of: Trial | Outcome, kind: EventKind, detail: str, *, health: dict[str, float] | None = None
+) -> RolloutEvent:
+    """The event reporting how a switch to the agent version `of.version` went."""
+    return RolloutEvent(
+        desired_version=of.desired_version,
+        rollout_id=of.rollout_id,
+        model=f"{RELEASE_NAME}:{of.version}",
+        kind=kind,
+        detail=detail,
+        health=health,
+    )
