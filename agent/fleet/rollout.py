@@ -23,10 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import AgentError
 from agent.fleet.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.fleet.slots import Slot, SlotStore, load_slot
-from agent.fleet.staging import Fetcher, Selector, Stager, free_disk_bytes
+from agent.fleet.staging import Selector, Stager, free_disk_bytes
 from agent.health import quality_probe, smoke_test
 from agent.model_loading import EngineFactory, LoadedModel
 from agent.runtime import ModelRuntime
+from models.blobs import BlobStore
 from models.errors import ModelsError
 from models.files import atomic_write_bytes
 from models.protocol import AgentSettings, DesiredModel, DesiredState, RolloutEvent
@@ -41,7 +42,7 @@ class ExecutorDeps:
     """Everything the executor talks to, passed in so tests can use fakes."""
 
     slots: SlotStore
-    store: Fetcher
+    store: BlobStore
     runtime: ModelRuntime
     select: Selector
     engine_factory: EngineFactory

@@ -25,6 +25,7 @@ from agent.errors import AgentError
 from agent.fleet.fetch_retry import FetchUnavailable, RetryWindow
 from agent.fleet.rollout_events import RolloutFailed, RolloutReporter
 from agent.fleet.slots import Slot, SlotStore
+from models.blobs import BlobStore
 from models.download import TRANSIENT_STATUSES
 from models.errors import ModelsError
 from models.files import safe_relative_path
@@ -35,26 +36,6 @@ from models.signing import verify_manifest
 HTTP_TIMEOUT_S = 30.0
 # Left free after a download: a full disk would also stop the outbox and the logs.
 DISK_SPARE_BYTES = 64 << 20
-
-
-class Fetcher(Protocol):
-    """The part of models.store.ArtifactStore the executor uses."""
-
-    def has(self, sha: str) -> bool:
-        """Whether the file with this sha256 is already stored."""
-        ...
-
-    def fetch(
-        self,
-        url: str,
-        sha256: str,
-        size: int,
-        *,
-        headers: Mapping[str, str] | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Path:
-        """The local path of the file with this sha256, downloaded and verified if absent."""
-        ...
 
 
 class Selection(Protocol):
@@ -127,7 +108,7 @@ class Stager:
     """Turns a desired model into an installed, verified slot for this device."""
 
     slots: SlotStore
-    store: Fetcher
+    store: BlobStore
     select: Selector
     trusted_keys: list[Ed25519PublicKey]
     headers: Mapping[str, str] = field(default_factory=dict)
