@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from hwprobe import probe
+from hwprobe.profile import HardwareProfile
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "hw"
 
@@ -33,3 +38,20 @@ X86_CPUINFO = (
 MEMINFO_16G = (
     "MemTotal:       16384000 kB\nMemFree:         1000000 kB\nMemAvailable:   12000000 kB\n"
 )
+
+
+def probe_files(root: Path, files: Mapping[str, str | bytes]) -> HardwareProfile:
+    """Write `files` (path under the root -> content) and probe the root."""
+    for rel, content in files.items():
+        write_file(root, rel, content)
+    return probe(root)
+
+
+def field(profile: HardwareProfile, dotted: str) -> object:
+    """`profile.jetson.soc` for "jetson.soc"."""
+    return functools.reduce(getattr, dotted.split("."), profile)
+
+
+def warned(profile: HardwareProfile, text: str) -> bool:
+    """Whether one of the profile's warnings contains `text`."""
+    return any(text in w for w in profile.warnings)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hwprobe import probe
-from tests.hwprobe.roots import MEMINFO_16G, X86_CPUINFO, write_file
+from tests.hwprobe.roots import MEMINFO_16G, X86_CPUINFO, field, probe_files, warned, write_file
 
 JUNK = bytes(range(256)) * 8
 
@@ -34,25 +34,8 @@ def test_binary_junk_everywhere(fake_root: Path) -> None:
     assert profile.memory.total_bytes is None
     assert profile.jetson is None
     assert profile.accelerators == []
-    assert any("proc/cpuinfo: not text" in w for w in profile.warnings)
-    assert any("proc/device-tree/model" in w for w in profile.warnings)
-
-
-def test_control_characters_in_text_are_rejected(fake_root: Path) -> None:
-    """Valid UTF-8 that is not text (escape codes) does not reach board.model."""
-    write_file(fake_root, "proc/device-tree/model", "Board\x1b[31m\x07\0")
-    profile = probe(fake_root)
-    assert profile.board.model is None
-    assert any("control characters" in w for w in profile.warnings)
-
-
-def test_junk_hex_in_sysfs(fake_root: Path) -> None:
-    """A vendor file that is not hex is a warning, and the device is skipped."""
-    write_file(fake_root, "sys/bus/pci/devices/0000:00:02.0/vendor", "intel\n")
-    write_file(fake_root, "sys/bus/pci/devices/0000:00:02.0/class", "0x030000\n")
-    profile = probe(fake_root)
-    assert profile.accelerators == []
-    assert any("expected a hex number" in w for w in profile.warnings)
+    assert warned(profile, "proc/cpuinfo: not text")
+    assert warned(profile, "proc/device-tree/model")
 
 
 def test_directories_where_files_are_expected(fake_root: Path) -> None:
@@ -62,16 +45,7 @@ def test_directories_where_files_are_expected(fake_root: Path) -> None:
     profile = probe(fake_root)
     assert profile.cpu.cores is None
     assert profile.memory.total_bytes is None
-    assert any("proc/cpuinfo: is a directory" in w for w in profile.warnings)
-
-
-def test_file_where_a_folder_is_expected(fake_root: Path) -> None:
-    """proc is a plain file, so proc/cpuinfo cannot exist."""
-    write_file(fake_root, "proc", "not a folder")
-    write_file(fake_root, "sys", "not a folder either")
-    profile = probe(fake_root)
-    assert profile.cpu.arch is None
-    assert profile.device_class == "cpu-x86"
+    assert warned(profile, "proc/cpuinfo: is a directory")
 
 
 def test_fifo_is_not_read(fake_root: Path) -> None:
@@ -79,7 +53,7 @@ def test_fifo_is_not_read(fake_root: Path) -> None:
     (fake_root / "proc").mkdir()
     os.mkfifo(fake_root / "proc" / "cpuinfo")
     profile = probe(fake_root)
-    assert any("not a regular file" in w for w in profile.warnings)
+    assert warned(profile, "not a regular file")
 
 
 def test_permission_denied(fake_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,9 +76,41 @@ def test_permission_denied(fake_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "proc/meminfo: permission denied" in profile.warnings
 
 
-def test_empty_root_is_a_profile_full_of_unknowns(fake_root: Path) -> None:
-    """Nothing at all: a cpu-x86 guess, with warnings saying why."""
-    profile = probe(fake_root)
-    assert profile.cpu.arch is None
-    assert profile.device_class == "cpu-x86"
-    assert any("architecture unknown" in w for w in profile.warnings)
+@pytest.mark.parametrize(
+    ("files", "expected", "warning"),
+    [
+        pytest.param(
+            {"proc/device-tree/model": "Board\x1b[31m\x07\0"},
+            {"board.model": None},
+            "control characters",
+            id="valid UTF-8 that is not text (escape codes) does not reach board.model",
+        ),
+        pytest.param(
+            {
+                "sys/bus/pci/devices/0000:00:02.0/vendor": "intel\n",
+                "sys/bus/pci/devices/0000:00:02.0/class": "0x030000\n",
+            },
+            {"accelerators": []},
+            "expected a hex number",
+            id="a vendor file that is not hex is a warning, and the device is skipped",
+        ),
+        pytest.param(
+            {"proc": "not a folder", "sys": "not a folder either"},
+            {"cpu.arch": None, "device_class": "cpu-x86"},
+            None,
+            id="proc is a plain file, so proc/cpuinfo cannot exist",
+        ),
+        pytest.param(
+            {},
+            {"cpu.arch": None, "device_class": "cpu-x86"},
+            "architecture unknown",
+            id="nothing at all: a cpu-x86 guess, with warnings saying why",
+        ),
+    ],
+)
+def test_broken_files(
+    fake_root: Path, files: dict[str, str], expected: dict[str, object], warning: str | None
+) -> None:
+    profile = probe_files(fake_root, files)
+    assert {name: field(profile, name) for name in expected} == expected
+    assert warning is None or warned(profile, warning)

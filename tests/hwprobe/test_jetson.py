@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwprobe import probe
+import pytest
+
 from hwprobe.jetson import jetpack_for, parse_tegra_release
-from tests.hwprobe.roots import MEMINFO_16G, write_file
+from tests.hwprobe.roots import MEMINFO_16G, field, probe_files, warned
 
 
 def test_parse_tegra_release_variants() -> None:
@@ -31,14 +32,12 @@ def test_jetpack_table() -> None:
 
 def test_orin_r36_release_alone(fake_root: Path) -> None:
     """Synthetic: only an R36 nv_tegra_release; JetPack 6 runs on Orin only, so tegra234."""
-    write_file(
-        fake_root,
-        "etc/nv_tegra_release",
+    release = (
         "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
-        "DATE: Wed Jan  8 01:49:37 UTC 2025\n# KERNEL_VARIANT: oot\n",
+        "DATE: Wed Jan  8 01:49:37 UTC 2025\n# KERNEL_VARIANT: oot\n"
     )
-    write_file(fake_root, "proc/meminfo", MEMINFO_16G)
-    profile = probe(fake_root)
+    files = {"etc/nv_tegra_release": release, "proc/meminfo": MEMINFO_16G}
+    profile = probe_files(fake_root, files)
     assert profile.jetson is not None
     assert (profile.jetson.soc, profile.jetson.l4t, profile.jetson.jetpack) == (
         "tegra234",
@@ -49,45 +48,55 @@ def test_orin_r36_release_alone(fake_root: Path) -> None:
     assert profile.accelerators[0].memory_bytes == 16384000 * 1024  # shared with the CPU
 
 
-def test_compatible_tegra_wins_and_model_is_kept(fake_root: Path) -> None:
-    """Synthetic: an Orin AGX device tree; the SoC comes from 'nvidia,tegra234'."""
-    write_file(fake_root, "proc/device-tree/model", "Jetson AGX Orin Developer Kit\0")
-    write_file(
-        fake_root,
-        "proc/device-tree/compatible",
-        "nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0",
-    )
-    profile = probe(fake_root)
+@pytest.mark.parametrize(
+    ("files", "expected", "warning"),
+    [
+        pytest.param(
+            {
+                "proc/device-tree/model": "Jetson AGX Orin Developer Kit\0",
+                "proc/device-tree/compatible": (
+                    "nvidia,p3737-0000+p3701-0005\0nvidia,p3701-0005\0nvidia,tegra234\0"
+                ),
+            },
+            {
+                "jetson.model": "Jetson AGX Orin Developer Kit",
+                "jetson.soc": "tegra234",
+                "board.vendor": "nvidia",
+            },
+            None,
+            id="an Orin AGX device tree: the SoC from 'nvidia,tegra234', the model kept",
+        ),
+        pytest.param(
+            {"proc/device-tree/model": "quill\0"},
+            {"jetson.model": "Jetson TX2", "jetson.soc": "tegra186"},
+            None,
+            id="the TX2 developer kit's model string is just 'quill'",
+        ),
+        pytest.param(
+            {"etc/nv_tegra_release": "# R40 (release), REVISION: 1.0, GCID: 1\n"},
+            {"jetson.l4t": "40.1.0", "jetson.jetpack": None},
+            "JetPack table",
+            id="a release newer than the table keeps L4T and warns about JetPack",
+        ),
+    ],
+)
+def test_jetson_identity(
+    fake_root: Path, files: dict[str, str], expected: dict[str, object], warning: str | None
+) -> None:
+    """Synthetic device trees and release files."""
+    profile = probe_files(fake_root, files)
     assert profile.jetson is not None
-    assert profile.jetson.model == "Jetson AGX Orin Developer Kit"
-    assert profile.jetson.soc == "tegra234"
-    assert profile.board.vendor == "nvidia"
-
-
-def test_quill_codename_is_a_tx2(fake_root: Path) -> None:
-    """Synthetic: the TX2 developer kit's model string is just 'quill'."""
-    write_file(fake_root, "proc/device-tree/model", "quill\0")
-    profile = probe(fake_root)
-    assert profile.jetson is not None
-    assert profile.jetson.model == "Jetson TX2"
-    assert profile.jetson.soc == "tegra186"
-
-
-def test_unknown_l4t_release_is_kept_without_jetpack(fake_root: Path) -> None:
-    """Synthetic: a release newer than the table keeps L4T and warns about JetPack."""
-    write_file(fake_root, "etc/nv_tegra_release", "# R40 (release), REVISION: 1.0, GCID: 1\n")
-    profile = probe(fake_root)
-    assert profile.jetson is not None
-    assert profile.jetson.l4t == "40.1.0"
-    assert profile.jetson.jetpack is None
-    assert any("JetPack table" in w for w in profile.warnings)
+    assert {name: field(profile, name) for name in expected} == expected
+    assert warning is None or warned(profile, warning)
 
 
 def test_plain_arm_board_is_not_a_jetson(fake_root: Path) -> None:
     """Synthetic: a Rockchip board with an NVIDIA-free device tree."""
-    write_file(fake_root, "proc/device-tree/model", "Radxa ROCK 5B\0")
-    write_file(fake_root, "proc/device-tree/compatible", "radxa,rock-5b\0rockchip,rk3588\0")
-    profile = probe(fake_root)
+    files = {
+        "proc/device-tree/model": "Radxa ROCK 5B\0",
+        "proc/device-tree/compatible": "radxa,rock-5b\0rockchip,rk3588\0",
+    }
+    profile = probe_files(fake_root, files)
     assert profile.jetson is None
     assert profile.device_class == "cpu-arm"
     assert (profile.board.vendor, profile.board.model) == ("radxa", "Radxa ROCK 5B")
