@@ -1,6 +1,7 @@
 """Database operations; every function takes the session first and keyword-only arguments."""
 
 from controlplane.crud.device_reads import (
+    DeviceFilter,
     device_exists,
     get_public_device,
     list_public_devices,
@@ -35,6 +36,7 @@ from controlplane.crud.tokens import (
 )
 
 __all__ = [
+    "DeviceFilter",
     "StateReport",
     "mark_device_states",
     "broker_credentials",

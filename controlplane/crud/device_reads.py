@@ -8,6 +8,7 @@ and build `DevicePublic` from them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, Table
@@ -34,31 +35,33 @@ _PUBLIC_COLUMNS = (
 _Query = TypeVar("_Query", bound=Select[Any])
 
 
-def filter_devices(
-    query: _Query,
-    *,
-    labels: dict[str, str] | None = None,
-    device_class: str | None = None,
-    online: bool | None = None,
-    model: str | None = None,
-    include_revoked: bool = True,
-) -> _Query:
-    """Add the device filters to a query over the device table (all must match)."""
-    for key, value in (labels or {}).items():
-        labelled = select_columns(_LABEL.c.device_id).where(
-            _LABEL.c.key == key, _LABEL.c.value == value
-        )
-        query = query.where(_DEVICE.c.id.in_(labelled))
-    if device_class is not None:
-        query = query.where(_DEVICE.c.device_class == device_class)
-    if online is not None:
-        query = query.where(_DEVICE.c.online == online)
-    if model is not None:
-        active = _DEVICE.c.active_model
-        query = query.where(active == model if ":" in model else active.startswith(f"{model}:"))
-    if not include_revoked:
-        query = query.where(_DEVICE.c.revoked_at.is_(None))
-    return query
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which devices a read keeps: all the given filters must match (None: any)."""
+
+    labels: dict[str, str] | None = None
+    device_class: str | None = None
+    online: bool | None = None
+    model: str | None = None  # `name` (any version) or `name:version`
+    include_revoked: bool = True
+
+    def apply(self, query: _Query) -> _Query:
+        """`query` over the device table, narrowed to the matching devices."""
+        for key, value in (self.labels or {}).items():
+            labelled = select_columns(_LABEL.c.device_id).where(
+                _LABEL.c.key == key, _LABEL.c.value == value
+            )
+            query = query.where(_DEVICE.c.id.in_(labelled))
+        if self.device_class is not None:
+            query = query.where(_DEVICE.c.device_class == self.device_class)
+        if self.online is not None:
+            query = query.where(_DEVICE.c.online == self.online)
+        if self.model is not None:
+            active, model = _DEVICE.c.active_model, self.model
+            query = query.where(active == model if ":" in model else active.startswith(f"{model}:"))
+        if not self.include_revoked:
+            query = query.where(_DEVICE.c.revoked_at.is_(None))
+        return query
 
 
 def device_labels(session: Session, *, device_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -78,22 +81,13 @@ def device_labels(session: Session, *, device_ids: list[str]) -> dict[str, dict[
 def list_public_devices(
     session: Session,
     *,
-    labels: dict[str, str] | None = None,
-    device_class: str | None = None,
-    online: bool | None = None,
-    model: str | None = None,
-    include_revoked: bool = True,
+    where: DeviceFilter = DeviceFilter(),
     limit: int | None = None,
     offset: int = 0,
 ) -> list[DevicePublic]:
-    """The API view of the devices matching every filter, oldest enrollment first."""
-    query = filter_devices(
-        select_columns(*_PUBLIC_COLUMNS).order_by(_DEVICE.c.enrolled_at, _DEVICE.c.id),
-        labels=labels,
-        device_class=device_class,
-        online=online,
-        model=model,
-        include_revoked=include_revoked,
+    """The API view of the devices `where` keeps, oldest enrollment first."""
+    query = where.apply(
+        select_columns(*_PUBLIC_COLUMNS).order_by(_DEVICE.c.enrolled_at, _DEVICE.c.id)
     )
     query = query.limit(limit).offset(offset) if limit is not None else query.offset(offset)
     rows = session.execute(query).all()
@@ -101,18 +95,9 @@ def list_public_devices(
     return [_public(row, all_labels[row.id]) for row in rows]
 
 
-def matching_device_ids(
-    session: Session,
-    *,
-    labels: dict[str, str] | None = None,
-    device_class: str | None = None,
-    model: str | None = None,
-) -> list[str]:
-    """Ids of the devices matching every filter, revoked ones included."""
-    query = filter_devices(
-        select_columns(_DEVICE.c.id), labels=labels, device_class=device_class, model=model
-    )
-    return list(session.execute(query).scalars())
+def matching_device_ids(session: Session, *, where: DeviceFilter) -> list[str]:
+    """Ids of the devices `where` keeps."""
+    return list(session.execute(where.apply(select_columns(_DEVICE.c.id))).scalars())
 
 
 def get_public_device(session: Session, *, device_id: str) -> DevicePublic | None:

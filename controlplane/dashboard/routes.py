@@ -160,16 +160,17 @@ def devices(
         selector = parse_selector(labels) if labels else None
     except ApiError as exc:
         selector, error = None, exc.message
-    items = crud.list_public_devices(
-        session,
+    where = crud.DeviceFilter(
         labels=selector,
         device_class=device_class or None,
         online={"yes": True, "no": False}.get(online),
         model=model or None,
         include_revoked=False,
-        limit=DEVICES_PAGE + 1,
-        offset=page * DEVICES_PAGE,
-    )  # one more than shown: whether there is a next page
+    )
+    # one more than shown: whether there is a next page
+    items = crud.list_public_devices(
+        session, where=where, limit=DEVICES_PAGE + 1, offset=page * DEVICES_PAGE
+    )
     filters = {"labels": labels, "device_class": device_class, "online": online, "model": model}
     return _page(
         request,

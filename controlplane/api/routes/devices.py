@@ -54,15 +54,13 @@ def list_devices(
     offset: Annotated[int, Query(ge=0, le=INT32_MAX, description="devices to skip")] = 0,
 ) -> list[DevicePublic]:
     """Devices matching every filter (`labels=k=v,k2=v2`, `model=name[:version]`), one page."""
-    return crud.list_public_devices(
-        session,
+    where = crud.DeviceFilter(
         labels=parse_selector(labels) if labels else None,
         device_class=device_class,
         online=online,
         model=model,
-        limit=limit,
-        offset=offset,
     )
+    return crud.list_public_devices(session, where=where, limit=limit, offset=offset)
 
 
 @router.get("/{device_id}", response_model=DevicePublic)

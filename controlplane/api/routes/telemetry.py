@@ -131,12 +131,12 @@ def fleet_telemetry(
     """A metric over every device matching the filters (all devices when none is given)."""
     ids = None
     if labels or device_class or model:
-        ids = crud.matching_device_ids(
-            session,
+        where = crud.DeviceFilter(
             labels=parse_selector(labels) if labels else None,
             device_class=device_class,
             model=model,
         )
+        ids = crud.matching_device_ids(session, where=where)
     return _series(session, query, device_id=None, ids=ids)
 
 
