@@ -77,6 +77,6 @@ def avoid_faulting_amx(lib: Any, gguf: Path) -> None:
 
     without_extra_bufts.without_extra_bufts = True  # type: ignore[attr-defined]
     lib.llama_model_default_params = without_extra_bufts
-    llama_module = sys.modules.get("llama_cpp.llama")
-    if llama_module is not None:  # Llama() reads it through this module's reference
-        llama_module.llama_cpp.llama_model_default_params = without_extra_bufts
+    bindings = getattr(lib, "llama_cpp", None)  # Llama() calls it through the ctypes module
+    if bindings is not None:
+        bindings.llama_model_default_params = without_extra_bufts
