@@ -34,13 +34,13 @@ def create_rollout(
     spec: RolloutCreate,
     created_by: str,
     settings: Settings | None = None,
-    artifacts_url: str | None = None,
+    artifacts_url: str = "",
 ) -> Rollout:
     """Record a rollout of a registered model version or agent release; the controller runs it.
 
     Devices fetch the manifest under `artifacts_url`, by default the one `settings` publish.
     """
-    if artifacts_url is None:
+    if not artifacts_url:
         assert settings is not None, "create_rollout needs settings or artifacts_url"
         artifacts_url = public_artifacts_url(settings)
     if spec.agent:

@@ -31,8 +31,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def engine(db_url: str) -> Iterator[Engine]:
     """An engine on the test database, disposed afterwards."""
     eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
+    try:
+        yield eng
+    finally:
+        eng.dispose()
 
 
 @pytest.fixture
