@@ -13,9 +13,10 @@ import collections
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from agent.engines.base import (
     Completion,
@@ -193,23 +194,154 @@ class SequenceText:
         return self._stops.push(self._detok.flush()) + self._stops.flush()
 
 
-class _Running:
+class RunningRequest:
+    """A request in a slot: its text state and timings."""
+
+    def __init__(self, request: BatchRequest, text: SequenceText) -> None:
+        self.request = request
+        self.text = text
+        self.admitted_ns = time.perf_counter_ns()
+        self.first_token_ns = 0
+
+
+R = TypeVar("R", bound=RunningRequest)
+
+
+class SlotWorker(ABC, Generic[R]):
+    """The worker thread of a RequestScheduler: a FIFO queue into `n_slots` running requests.
+
+    Subclasses admit requests and advance the running ones one step at a time; this class
+    owns the queue, cancellation, the Completion each request ends with, and shutdown.
+    Subclasses set their own fields before calling `__init__`, which starts the thread.
+    """
+
+    def __init__(self, *, n_slots: int, stats: EngineStats | None, name: str) -> None:
+        self.n_slots = n_slots
+        self.engine_stats = stats  # the engine's counters, fed as requests finish
+        self._queue: collections.deque[BatchRequest] = collections.deque()
+        self._running: list[R] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._steps = self._prompt_tokens = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- asyncio / caller side ---------------------------------------------------------------
+    def submit(self, request: BatchRequest) -> None:
+        """Queue a request; it starts at the next step a slot is free."""
+        with self._cond:
+            if self._closed:
+                raise EngineError("the engine is unloaded; retry once the model is loaded")
+            self._queue.append(request)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the worker; queued and running requests end with an error."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    # -- worker thread -----------------------------------------------------------------------
+    @abstractmethod
+    def _admit(self, requests: list[BatchRequest]) -> None:
+        """Start the requests taken from the queue, oldest first, into free slots."""
+
+    @abstractmethod
+    def _step(self) -> None:
+        """Advance every running request by one model step."""
+
+    def _stop(self, running: R) -> None:
+        """Stop a cancelled request's generation before it ends (nothing by default)."""
+
+    def _release(self, running: R, *, ok: bool) -> None:
+        """Free what the request held once it ended (nothing by default)."""
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._queue and not self._running:
+                    self._cond.wait(IDLE_WAIT_S)
+                if self._closed:
+                    break
+                dropped = [r for r in self._queue if r.cancel.is_set()]
+                for request in dropped:
+                    self._queue.remove(request)
+                free = min(self.n_slots - len(self._running), len(self._queue))
+                taken = [self._queue.popleft() for _ in range(free)]
+            for request in dropped:
+                request.sink(Completion("cancelled", len(request.prompt), 0))
+            self._admit(taken)
+            self._drop_cancelled()
+            if self._running:
+                self._step()
+        self._shutdown()
+
+    def _drop_cancelled(self) -> None:
+        for running in [r for r in self._running if r.request.cancel.is_set()]:
+            self._stop(running)
+            tail = running.text.tail()
+            if tail is not None:
+                running.request.sink(tail)
+            self._end(running, "cancelled")
+
+    def _end(
+        self,
+        running: R,
+        reason: FinishReason = "stop",
+        *,
+        error: BaseException | None = None,
+    ) -> None:
+        """Free the slot at once, then send the request its Completion (or the error)."""
+        with self._cond:
+            if running not in self._running:
+                return
+            self._running.remove(running)
+        self._release(running, ok=error is None)
+        request = running.request
+        if error is not None:
+            request.sink(error)
+            return
+        now = time.perf_counter_ns()
+        first = running.first_token_ns or now
+        if self.engine_stats is not None:
+            self.engine_stats.prompt_tokens += len(request.prompt)
+            self.engine_stats.completion_tokens += running.text.produced
+        request.sink(
+            Completion(
+                finish_reason=reason,
+                prompt_tokens=len(request.prompt),
+                completion_tokens=running.text.produced,
+                prompt_eval_ns=first - running.admitted_ns,
+                eval_ns=now - first,
+            )
+        )
+
+    def _shutdown(self) -> None:
+        error = EngineError("the model was unloaded during generation; retry the request")
+        for running in list(self._running):
+            self._end(running, error=error)
+        with self._cond:
+            queued, self._queue = list(self._queue), collections.deque()
+        for request in queued:
+            request.sink(error)
+
+
+class _Running(RunningRequest):
     """A request in a slot: its sequence id, what its KV holds and what is left to feed."""
 
     def __init__(self, request: BatchRequest, seq: int, reused: int, backend: BatchBackend) -> None:
-        self.request = request
+        detokenizer = IncrementalDetokenizer(backend.piece)
+        super().__init__(request, SequenceText(detokenizer, backend.is_end, request.params))
         self.seq = seq
         self.kv: list[int] = request.prompt[:reused]
         self.pending: list[int] = request.prompt[reused:]
         self.reused = reused
-        detokenizer = IncrementalDetokenizer(backend.piece)
-        self.text = SequenceText(detokenizer, backend.is_end, request.params)
-        self.admitted_ns = time.perf_counter_ns()
-        self.first_token_ns = 0
         self.next_token = -1  # sampled, not yet in the KV: fed at the next step
 
 
-class BatchScheduler:
+class BatchScheduler(SlotWorker[_Running]):
     """Slots, chunked prefill, per-sequence streams and the prefix cache over one backend."""
 
     def __init__(
@@ -226,30 +358,14 @@ class BatchScheduler:
             raise ValueError(f"n_slots must be 1..{backend.n_seq}, not {n_slots}")
         self.backend = backend
         self._logprobs = backend if isinstance(backend, LogprobSource) else None
-        self.n_slots = n_slots
         self.prefill_chunk = max(1, prefill_chunk)
-        self.engine_stats = stats  # the engine's counters, fed as sequences finish
         self.cache = PrefixCache(
             backend, capacity=backend.n_seq - n_slots, enabled=prefix_cache, cells=backend.n_cells
         )
-        self._queue: collections.deque[BatchRequest] = collections.deque()
-        self._running: list[_Running] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._last_tokens = self._last_seqs = self._steps = 0
-        self._prompt_tokens = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._last_tokens = self._last_seqs = 0
+        super().__init__(n_slots=n_slots, stats=stats, name=name)
 
     # -- asyncio / caller side ---------------------------------------------------------------
-    def submit(self, request: BatchRequest) -> None:
-        """Queue a request; it joins the running batch at the next step a slot is free."""
-        with self._cond:
-            if self._closed:
-                raise EngineError("the engine is unloaded; retry once the model is loaded")
-            self._queue.append(request)
-            self._cond.notify()
-
     def stats(self) -> SchedulerStats:
         """A snapshot for /metrics and telemetry."""
         with self._cond:
@@ -266,53 +382,23 @@ class BatchScheduler:
                 steps=self._steps,
             )
 
-    def close(self) -> None:
-        """Stop the worker; queued and running requests end with an error."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
-
     # -- worker thread -----------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._queue and not self._running:
-                    self._cond.wait(IDLE_WAIT_S)
-                if self._closed:
-                    break
-                dropped = [r for r in self._queue if r.cancel.is_set()]
-                for request in dropped:
-                    self._queue.remove(request)
-                admitted = self._admit()
-            for request in dropped:
-                request.sink(Completion("cancelled", len(request.prompt), 0))
-            for running in admitted:
-                self._started(running)
-            self._drop_cancelled()
-            if self._running:
-                self._step()
-        self._shutdown()
-
-    def _admit(self) -> list[_Running]:
-        """Move queued requests into free slots, oldest first (called with the lock held)."""
+    def _admit(self, requests: list[BatchRequest]) -> None:
+        """A sequence id (a cached prefix when one matches) for each request, then its sampler."""
         admitted: list[_Running] = []
-        while self._queue and len(self._running) < self.n_slots:
-            request = self._queue.popleft()
-            if request.cancel.is_set():
-                request.sink(Completion("cancelled", len(request.prompt), 0))
-                continue
-            try:
-                seq, reused = self.cache.acquire(request.prompt, self._running_kv())
-            except AgentError as exc:
-                request.sink(exc)
-                continue
-            running = _Running(request, seq, reused, self.backend)
-            self._prompt_tokens += len(request.prompt)
-            self._running.append(running)
-            admitted.append(running)
-        return admitted
+        with self._cond:
+            for request in requests:
+                try:
+                    seq, reused = self.cache.acquire(request.prompt, self._running_kv())
+                except AgentError as exc:
+                    request.sink(exc)
+                    continue
+                running = _Running(request, seq, reused, self.backend)
+                self._prompt_tokens += len(request.prompt)
+                self._running.append(running)
+                admitted.append(running)
+        for running in admitted:
+            self._started(running)
 
     def _running_kv(self) -> dict[int, list[int]]:
         return {r.seq: r.kv for r in self._running}
@@ -328,13 +414,6 @@ class BatchScheduler:
             return
         if request.params.max_tokens <= 0:
             self._end(running, "length")
-
-    def _drop_cancelled(self) -> None:
-        for running in [r for r in self._running if r.request.cancel.is_set()]:
-            tail = running.text.tail()
-            if tail is not None:
-                running.request.sink(tail)
-            self._end(running, "cancelled")
 
     def _plan(self) -> tuple[list[SequenceWork], list[_Running]]:
         """Decode tokens of every generating sequence, then prompt chunks, oldest first."""
@@ -413,39 +492,9 @@ class BatchScheduler:
         found = self._logprobs.token_logprob(seq)
         return chunk if found is None else replace(chunk, logprob=found)
 
-    def _end(
-        self,
-        running: _Running,
-        reason: FinishReason = "stop",
-        *,
-        error: BaseException | None = None,
-    ) -> None:
-        """Free the slot at once: sampler, KV (kept as a cached prefix when useful), the seq id."""
-        if running not in self._running:
-            return
-        with self._cond:
-            self._running.remove(running)
-        self._release(running.seq, running.kv, ok=error is None)
-        request = running.request
-        if error is not None:
-            request.sink(error)
-            return
-        now = time.perf_counter_ns()
-        first = running.first_token_ns or now
-        if self.engine_stats is not None:
-            self.engine_stats.prompt_tokens += len(request.prompt)
-            self.engine_stats.completion_tokens += running.text.produced
-        request.sink(
-            Completion(
-                finish_reason=reason,
-                prompt_tokens=len(request.prompt),
-                completion_tokens=running.text.produced,
-                prompt_eval_ns=first - running.admitted_ns,
-                eval_ns=now - first,
-            )
-        )
-
-    def _release(self, seq: int, kv: list[int], *, ok: bool) -> None:
+    def _release(self, running: _Running, *, ok: bool) -> None:
+        """The sampler, and the KV (kept as a cached prefix when useful) with its sequence id."""
+        seq, kv = running.seq, running.kv
         try:
             self.backend.finish(seq)
         except AgentError:
@@ -457,12 +506,3 @@ class BatchScheduler:
         except AgentError:
             _LOGGER.exception("freeing the KV of sequence %d failed", seq)
         self.cache.release(seq)
-
-    def _shutdown(self) -> None:
-        error = EngineError("the model was unloaded during generation; retry the request")
-        for running in list(self._running):
-            self._end(running, error=error)
-        with self._cond:
-            queued, self._queue = list(self._queue), collections.deque()
-        for request in queued:
-            request.sink(error)

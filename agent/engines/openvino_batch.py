@@ -8,22 +8,24 @@ scheduler (`SequenceText`). A cancelled request is dropped from the pipeline at 
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agent.engines.base import Completion, EngineStats, FinishReason, SamplingParams
-from agent.engines.batching import BatchRequest, SchedulerStats, SequenceText
+from agent.engines.batching import (
+    BatchRequest,
+    RunningRequest,
+    SchedulerStats,
+    SequenceText,
+    SlotWorker,
+)
 from agent.engines.decoding import Detokenizer
 from agent.errors import EngineError
 
 _LOGGER = logging.getLogger(__name__)
-IDLE_WAIT_S = 1.0
 KV_CACHE_GB = 1  # SchedulerConfig.cache_size: the paged KV pool, shared by all sequences
 
 
@@ -38,16 +40,13 @@ def scheduler_config(genai: Any, n_slots: int) -> Any:
     return config
 
 
-@dataclass
-class _Running:
-    request: BatchRequest
-    handle: Any
-    text: SequenceText
-    admitted_ns: int
-    first_token_ns: int = 0
+class _Running(RunningRequest):
+    def __init__(self, request: BatchRequest, handle: Any, text: SequenceText) -> None:
+        super().__init__(request, text)
+        self.handle = handle
 
 
-class OpenVinoBatchDriver:
+class OpenVinoBatchDriver(SlotWorker[_Running]):
     """A RequestScheduler over one ContinuousBatchingPipeline."""
 
     def __init__(
@@ -62,26 +61,10 @@ class OpenVinoBatchDriver:
         stats: EngineStats | None = None,
     ) -> None:
         self._pipe = pipe
-        self.n_slots = n_slots
         self._tensor, self._config = tensor, config
         self._detokenizer, self._is_end = detokenizer, is_end
-        self._engine_stats = stats
         self._ids = itertools.count()
-        self._queue: collections.deque[BatchRequest] = collections.deque()
-        self._running: list[_Running] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._steps = self._prompt_tokens = 0
-        self._thread = threading.Thread(target=self._run, name="openvino-batch", daemon=True)
-        self._thread.start()
-
-    def submit(self, request: BatchRequest) -> None:
-        """Queue a request; it joins the pipeline when a slot is free."""
-        with self._cond:
-            if self._closed:
-                raise EngineError("the engine is unloaded; retry once the model is loaded")
-            self._queue.append(request)
-            self._cond.notify()
+        super().__init__(n_slots=n_slots, stats=stats, name="openvino-batch")
 
     def stats(self) -> SchedulerStats:
         """Running and waiting requests and the pipeline's KV cache use."""
@@ -104,38 +87,11 @@ class OpenVinoBatchDriver:
                 steps=self._steps,
             )
 
-    def close(self) -> None:
-        """Stop the worker; queued and running requests end with an error."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+    def _admit(self, requests: list[BatchRequest]) -> None:
+        for request in requests:
+            self._add(request)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._queue and not self._running:
-                    self._cond.wait(IDLE_WAIT_S)
-                if self._closed:
-                    break
-                admitted: list[BatchRequest] = []
-                while self._queue and len(self._running) + len(admitted) < self.n_slots:
-                    admitted.append(self._queue.popleft())
-            for request in admitted:
-                self._admit(request)
-            self._drop_cancelled()
-            if self._running:
-                self._step()
-        error = EngineError("the model was unloaded during generation; retry the request")
-        for running in list(self._running):
-            self._end(running, error=error)
-        with self._cond:
-            queued, self._queue = list(self._queue), collections.deque()
-        for request in queued:
-            request.sink(error)
-
-    def _admit(self, request: BatchRequest) -> None:
+    def _add(self, request: BatchRequest) -> None:
         if request.cancel.is_set():
             request.sink(Completion("cancelled", len(request.prompt), 0))
             return
@@ -150,16 +106,11 @@ class OpenVinoBatchDriver:
             return
         text = SequenceText(self._detokenizer(), self._is_end, request.params)
         with self._cond:
-            self._running.append(_Running(request, handle, text, time.perf_counter_ns()))
+            self._running.append(_Running(request, handle, text))
             self._prompt_tokens += len(request.prompt)
 
-    def _drop_cancelled(self) -> None:
-        for running in [r for r in self._running if r.request.cancel.is_set()]:
-            _cancel(running.handle)
-            tail = running.text.tail()
-            if tail is not None:
-                running.request.sink(tail)
-            self._end(running, "cancelled")
+    def _stop(self, running: _Running) -> None:
+        _cancel(running.handle)
 
     def _step(self) -> None:
         try:
@@ -198,32 +149,6 @@ class OpenVinoBatchDriver:
         else:
             _cancel(handle)  # our stop string or max_tokens: free its blocks now
         self._end(running, reason)
-
-    def _end(
-        self, running: _Running, reason: FinishReason = "stop", *, error: Exception | None = None
-    ) -> None:
-        with self._cond:
-            if running not in self._running:
-                return
-            self._running.remove(running)
-        request = running.request
-        if error is not None:
-            request.sink(error)
-            return
-        now = time.perf_counter_ns()
-        first = running.first_token_ns or now
-        if self._engine_stats is not None:
-            self._engine_stats.prompt_tokens += len(request.prompt)
-            self._engine_stats.completion_tokens += running.text.produced
-        request.sink(
-            Completion(
-                reason,
-                len(request.prompt),
-                running.text.produced,
-                prompt_eval_ns=first - running.admitted_ns,
-                eval_ns=now - first,
-            )
-        )
 
 
 def _cancel(handle: Any) -> None:
