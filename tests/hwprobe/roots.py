@@ -52,6 +52,19 @@ def field(profile: HardwareProfile, dotted: str) -> object:
     return functools.reduce(getattr, dotted.split("."), profile)
 
 
+def check_probe(
+    root: Path,
+    files: Mapping[str, str | bytes],
+    expected: Mapping[str, object],
+    warning: str | None,
+) -> HardwareProfile:
+    """Probe `files`: each dotted field of `expected` has its value, and `warning` was given."""
+    profile = probe_files(root, files)
+    assert {name: field(profile, name) for name in expected} == expected
+    assert warning is None or warned(profile, warning)
+    return profile
+
+
 def warned(profile: HardwareProfile, text: str) -> bool:
     """Whether one of the profile's warnings contains `text`."""
     return any(text in w for w in profile.warnings)

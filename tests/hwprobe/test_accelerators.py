@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hwprobe import probe
 from tests.hwprobe.roots import MEMINFO_16G, X86_CPUINFO, symlink, warned, write_file
 
@@ -52,25 +54,6 @@ def test_pci_and_drm_views_of_one_gpu_count_once(fake_root: Path) -> None:
     symlink(fake_root, "sys/class/drm/card1/device", "../../../bus/pci/devices/0000:00:02.0")
     profile = probe(fake_root)
     assert [(a.kind, a.driver) for a in profile.accelerators] == [("intel-igpu", "xe")]
-
-
-def test_intel_arc_is_discrete(fake_root: Path) -> None:
-    """Synthetic: Arc A770 (0x56a0) is an intel-dgpu; the class is still intel-igpu (OpenVINO)."""
-    x86_machine(fake_root)
-    pci_device(fake_root, "sys/bus/pci/devices/0000:03:00.0", 0x8086, 0x56A0, 0x030000, "i915")
-    profile = probe(fake_root)
-    assert [a.kind for a in profile.accelerators] == ["intel-dgpu"]
-    assert profile.accelerators[0].memory_bytes is None
-    assert profile.device_class == "intel-igpu"
-
-
-def test_intel_gpu_without_driver_warns(fake_root: Path) -> None:
-    """Synthetic: an Intel GPU with no i915/xe driver bound is listed with a warning."""
-    x86_machine(fake_root)
-    pci_device(fake_root, "sys/bus/pci/devices/0000:00:02.0", 0x8086, 0x9B41, 0x030000, None)
-    profile = probe(fake_root)
-    assert profile.accelerators[0].kind == "intel-igpu"
-    assert warned(profile, "no i915/xe driver")
 
 
 def test_intel_npu(fake_root: Path) -> None:
@@ -140,11 +123,50 @@ def test_amd_gpu_is_neither_intel_nor_nvidia(fake_root: Path) -> None:
     assert profile.engines[0] == "llamacpp"
 
 
-def test_bmc_and_non_display_devices_are_ignored(fake_root: Path) -> None:
-    """Synthetic: an ASPEED BMC VGA and an Intel host bridge are not accelerators."""
+PCI = "sys/bus/pci/devices"
+
+
+@pytest.mark.parametrize(
+    ("devices", "found", "device_class", "warning"),
+    [
+        pytest.param(
+            [("0000:03:00.0", 0x8086, 0x56A0, 0x030000, "i915")],
+            [("intel-dgpu", "i915", None)],
+            "intel-igpu",
+            None,
+            id="Arc A770 (0x56a0) is an intel-dgpu (memory unknown); the class is intel-igpu",
+        ),
+        pytest.param(
+            [("0000:00:02.0", 0x8086, 0x9B41, 0x030000, None)],
+            [("intel-igpu", None, 16384000 * 1024)],
+            "intel-igpu",
+            "no i915/xe driver",
+            id="an Intel GPU with no i915/xe driver bound is listed with a warning",
+        ),
+        pytest.param(
+            [
+                ("0000:02:00.0", 0x1A03, 0x2000, 0x030000, "ast"),
+                ("0000:00:00.0", 0x8086, 0x0D57, 0x060000, None),
+            ],
+            [],
+            "cpu-x86",
+            None,
+            id="an ASPEED BMC VGA and an Intel host bridge are not accelerators",
+        ),
+    ],
+)
+def test_pci_devices(
+    fake_root: Path,
+    devices: list[tuple[str, int, int, int, str | None]],
+    found: list[tuple[str, str | None, int | None]],
+    device_class: str,
+    warning: str | None,
+) -> None:
+    """Synthetic: PCI devices on an x86 machine."""
     x86_machine(fake_root)
-    pci_device(fake_root, "sys/bus/pci/devices/0000:02:00.0", 0x1A03, 0x2000, 0x030000, "ast")
-    pci_device(fake_root, "sys/bus/pci/devices/0000:00:00.0", 0x8086, 0x0D57, 0x060000, None)
+    for address, vendor, device, pci_class, driver in devices:
+        pci_device(fake_root, f"{PCI}/{address}", vendor, device, pci_class, driver)
     profile = probe(fake_root)
-    assert profile.accelerators == []
-    assert profile.device_class == "cpu-x86"
+    assert [(a.kind, a.driver, a.memory_bytes) for a in profile.accelerators] == found
+    assert profile.device_class == device_class
+    assert warning is None or warned(profile, warning)

@@ -25,12 +25,9 @@ def engine() -> Iterator[FakeBatchingEngine]:
 
 
 def _run(
-    engine: FakeBatchingEngine,
-    prompt: str,
-    params: SamplingParams = GREEDY,
-    cancel: threading.Event | None = None,
+    engine: FakeBatchingEngine, prompt: str, params: SamplingParams = GREEDY
 ) -> tuple[str, Completion]:
-    return collect(engine.generate(prompt, params, cancel))
+    return collect(engine.generate(prompt, params))
 
 
 def _together(

@@ -41,13 +41,8 @@ def engine(smollm2_gguf: Path) -> Iterator[LlamaCppEngine]:
     engine.unload()
 
 
-def _run(
-    engine: LlamaCppEngine,
-    prompt: str,
-    params: SamplingParams = GREEDY,
-    cancel: threading.Event | None = None,
-) -> tuple[str, Completion]:
-    return collect(engine.generate(prompt, params, cancel))
+def _run(engine: LlamaCppEngine, prompt: str) -> tuple[str, Completion]:
+    return collect(engine.generate(prompt, GREEDY))
 
 
 def test_slots_come_from_the_load_options(engine: LlamaCppEngine) -> None:
