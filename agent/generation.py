@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import threading
 import time
@@ -99,12 +100,17 @@ class Generation:
         prompt_tokens: int,
         started: float | None = None,
         *,
+        on_done: Callable[[], None] = lambda: None,
+        observer: GenerationObserver | None = None,
         batch_interval_s: float = STREAM_BATCH_INTERVAL_S,
     ) -> None:
         self.model = model
         self.params = params
         self.prompt_tokens = prompt_tokens
         self.started = started or time.perf_counter()  # when the request arrived
+        self.observer = observer
+        self._on_done = on_done  # releases the slot, on the event loop, before the reader ends
+        self._last_token: float | None = None
         self.cancel_event = threading.Event()
         self.completion: Completion | None = None
         self.first_token_at: float | None = None
@@ -131,6 +137,38 @@ class Generation:
                 return
             self._waiter = None
         self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def record(self, item: TokenChunk | Completion) -> None:
+        """From the worker thread: time an engine item for the observer, then queue it."""
+        observer = self.observer
+        if isinstance(item, TokenChunk):
+            now = time.perf_counter()
+            if self._last_token is None:
+                self.first_token_at = now
+                if observer is not None:
+                    observer.on_first_token(now - self.started)
+            elif observer is not None:
+                observer.on_token_gap(now - self._last_token)
+            self._last_token = now
+        elif observer is not None:
+            observer.on_finish(item)
+        self.push(item)
+
+    def end(self, error: Exception | None = None) -> None:
+        """From the worker thread: release the slot on the event loop, then end the stream.
+
+        The slot goes first so that whatever the client does next (another request, /api/ps)
+        finds the runtime settled.
+        """
+        self._loop.call_soon_threadsafe(self._finish, error)
+
+    def _finish(self, error: Exception | None) -> None:
+        try:
+            self._on_done()
+        finally:
+            if error is not None:
+                self.push(error)
+            self.push(_DONE)
 
     async def _take(self, not_before: float) -> list[object]:
         """What arrived, once there is something and `not_before` has passed (or it ended)."""
@@ -189,120 +227,46 @@ class Generation:
         return "".join(parts)
 
 
-def _finish(generation: Generation, on_done: Callable[[], None], error: Exception | None) -> None:
-    try:
-        on_done()
-    finally:
-        if error is not None:
-            generation.push(error)
-        generation.push(_DONE)
-
-
-class _Relay:
-    """Engine items to a Generation from the engine's thread, timing tokens for the observer."""
-
-    def __init__(self, generation: Generation, observer: GenerationObserver | None) -> None:
-        self._generation = generation
-        self._observer = observer
-        self._last: float | None = None
-
-    def push(self, item: TokenChunk | Completion) -> None:
-        generation, observer = self._generation, self._observer
-        if isinstance(item, TokenChunk):
-            now = time.perf_counter()
-            if self._last is None:
-                generation.first_token_at = now
-                if observer is not None:
-                    observer.on_first_token(now - generation.started)
-            elif observer is not None:
-                observer.on_token_gap(now - self._last)
-            self._last = now
-        elif observer is not None:
-            observer.on_finish(item)
-        generation.push(item)
-
-
-def start_worker(
-    engine: Engine,
-    prompt: str,
-    params: SamplingParams,
-    *,
-    prompt_tokens: int,
-    on_done: Callable[[], None],
-    observer: GenerationObserver | None = None,
-    model: Any = None,
-    started: float | None = None,
-    batch_interval_s: float = STREAM_BATCH_INTERVAL_S,
-) -> Generation:
-    """Start `engine.generate` in a thread and return the Generation that reads it."""
-    generation = Generation(
-        model, params, prompt_tokens, started, batch_interval_s=batch_interval_s
-    )
-    relay = _Relay(generation, observer)
-    loop = asyncio.get_running_loop()
+def start_worker(generation: Generation, engine: Engine, prompt: str) -> Generation:
+    """Run `engine.generate` for the generation in a thread; the generation, to read."""
 
     def run() -> None:
         error: Exception | None = None
         try:
-            for item in engine.generate(prompt, params, generation.cancel_event):
-                relay.push(item)
+            for item in engine.generate(prompt, generation.params, generation.cancel_event):
+                generation.record(item)
         except Exception as exc:  # reported to the reader, which answers the client
             _LOGGER.exception("generation failed")
             error = exc
         finally:
-            # Release the slot before the reader sees the end, so that whatever the client
-            # does next (another request, /api/ps) finds the runtime settled.
-            loop.call_soon_threadsafe(_finish, generation, on_done, error)
+            generation.end(error)
 
     threading.Thread(target=run, name="generation", daemon=True).start()
     return generation
 
 
-class _TimedSink(_Relay):
-    """The scheduler's per-request callback: the relay, then the end of the request."""
-
-    def __init__(
-        self,
-        generation: Generation,
-        on_done: Callable[[], None],
-        observer: GenerationObserver | None,
-    ) -> None:
-        super().__init__(generation, observer)
-        self._on_done = on_done
-        self._loop = asyncio.get_running_loop()
-
-    def __call__(self, item: object) -> None:
-        if isinstance(item, TokenChunk | Completion):
-            self.push(item)
-            if isinstance(item, TokenChunk):
-                return
-        if self._observer is not None:
-            self._observer.on_request_done(time.perf_counter() - self._generation.started)
-        error = item if isinstance(item, Exception) else None
-        self._loop.call_soon_threadsafe(_finish, self._generation, self._on_done, error)
-
-
 def start_batched(
-    scheduler: RequestScheduler,
-    prompt_ids: list[int],
-    params: SamplingParams,
-    *,
-    on_done: Callable[[], None],
-    observer: GenerationObserver | None = None,
-    model: Any = None,
-    started: float | None = None,
-    batch_interval_s: float = STREAM_BATCH_INTERVAL_S,
+    generation: Generation, scheduler: RequestScheduler, prompt_ids: list[int]
 ) -> Generation:
-    """Queue the prompt on a batching engine's scheduler and return the Generation that reads it."""
-    generation = Generation(
-        model, params, len(prompt_ids), started, batch_interval_s=batch_interval_s
-    )
+    """Queue the generation's prompt on a batching engine's scheduler; the generation, to read."""
+    observer = generation.observer
     request = BatchRequest(
         prompt_ids,
-        params,
-        _TimedSink(generation, on_done, observer),
+        generation.params,
+        functools.partial(_batch_sink, generation),
         generation.cancel_event,
         on_admit=observer.on_queued if observer is not None else None,
     )
     scheduler.submit(request)
     return generation
+
+
+def _batch_sink(generation: Generation, item: object) -> None:
+    """The scheduler's per-request callback: chunks, then a Completion or an error."""
+    if isinstance(item, TokenChunk | Completion):
+        generation.record(item)
+        if isinstance(item, TokenChunk):
+            return
+    if generation.observer is not None:
+        generation.observer.on_request_done(time.perf_counter() - generation.started)
+    generation.end(item if isinstance(item, Exception) else None)

@@ -307,40 +307,27 @@ class ModelRuntime:
                 self.release(leased, keep_alive)
             raise
         self._waiting -= 1
-        if scheduler is not None and prompt_ids is not None:
-            lease = leased
+        lease, batched = leased, scheduler is not None and prompt_ids is not None
 
-            def done() -> None:
-                self.release(lease, keep_alive)
+        def done() -> None:
+            if not batched:  # the engine's one-at-a-time turn
+                self._running -= 1
+                lease.queue.release()
+            self.release(lease, keep_alive)
 
-            return start_batched(
-                scheduler,
-                prompt_ids,
-                params,
-                on_done=done,
-                observer=self.observer,
-                model=leased,
-                started=started,
-                batch_interval_s=self.batch_interval_s,
-            )
-        self._running += 1
-
-        def finished() -> None:
-            self._running -= 1
-            leased.queue.release()
-            self.release(leased, keep_alive)
-
-        return start_worker(
-            leased.engine,
-            prompt,
+        generation = Generation(
+            leased,
             params,
-            prompt_tokens=prompt_tokens,
-            on_done=finished,
+            prompt_tokens,
+            started,
+            on_done=done,
             observer=self.observer,
-            model=leased,
-            started=started,
             batch_interval_s=self.batch_interval_s,
         )
+        if scheduler is not None and prompt_ids is not None:
+            return start_batched(generation, scheduler, prompt_ids)
+        self._running += 1
+        return start_worker(generation, leased.engine, prompt)
 
 
 def _unload_in_background(model: LoadedModel) -> None:

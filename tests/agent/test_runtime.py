@@ -12,7 +12,7 @@ import pytest
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.fake import FakeBehaviour, FakeEngine, fake_model
 from agent.errors import ContextOverflow, ModelLoadError
-from agent.generation import start_worker
+from agent.generation import Generation, start_worker
 from agent.keepalive import FOREVER, parse_keep_alive
 from agent.model_loading import LoadedModel, open_model
 from agent.runtime import ModelRuntime, QueueFull, Readiness
@@ -185,14 +185,9 @@ class GatedEngine(FakeEngine):
 def _read_batches(engine: GatedEngine, interval: float) -> list[list[str]]:
     async def scenario() -> list[list[str]]:
         done = threading.Event()
-        generation = start_worker(
-            engine,
-            "p",
-            SamplingParams(max_tokens=3),
-            prompt_tokens=1,
-            on_done=done.set,
-            batch_interval_s=interval,
-        )
+        params = SamplingParams(max_tokens=3)
+        generation = Generation(None, params, 1, on_done=done.set, batch_interval_s=interval)
+        start_worker(generation, engine, "p")
         batches: list[list[str]] = []
 
         async def read() -> None:
