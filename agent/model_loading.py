@@ -22,7 +22,7 @@ from agent.selection import (
     variant_path,
 )
 from hwprobe.profile import HardwareProfile
-from models.manifest import MANIFEST_FILE, Manifest
+from models.manifest import MANIFEST_FILE, Manifest, Variant
 
 _LOGGER = logging.getLogger(__name__)
 EngineFactory = Callable[[str], Engine]
@@ -217,31 +217,46 @@ def open_model(
             engine_factory=factory,
         )
     variant = manifest.variant(selection.variant_id)
-    engine = factory(selection.engine)
     budget = gpu_memory_budget(selection.engine, selection.device, profile)
-    opts = replace(
-        base,
-        context_length=manifest.context_length,
-        device=selection.device,
-        gpu_memory_bytes=budget,
-        embedding_model=embedding_path(path, variant),
+    options = replace(base, device=selection.device, gpu_memory_bytes=budget)
+    engine = factory(selection.engine)
+    loaded = load_variant(engine, selection.engine, path, manifest, variant, options, started)
+    loaded.selection = selection
+    loaded.explanation = explain(selection)
+    note = _offload_note(loaded.engine)
+    if loaded.device != selection.device or note:
+        loaded.explanation += f"\n{selection.engine} runs on {loaded.device}{note}"
+    return loaded
+
+
+def load_variant(
+    engine: Engine,
+    engine_name: str,
+    model_dir: Path,
+    manifest: Manifest,
+    variant: Variant,
+    options: LoadOptions,
+    started: float,
+) -> LoadedModel:
+    """Load one variant of a model directory into `engine` (named `engine_name`), blocking,
+    with the manifest's context and the variant's embedding model; `started`: loading began."""
+    engine.load(
+        variant_path(model_dir, variant),
+        replace(
+            options,
+            context_length=manifest.context_length,
+            embedding_model=embedding_path(model_dir, variant),
+        ),
     )
-    engine.load(variant_path(path, variant), opts)
-    device = engine.stats().device or selection.device
-    explanation = explain(selection)
-    if device != selection.device or _offload_note(engine):
-        explanation += f"\n{selection.engine} runs on {device}{_offload_note(engine)}"
     return LoadedModel(
         name=manifest.name,
-        path=path,
+        path=model_dir,
         variant_id=variant.id,
-        engine_name=selection.engine,
+        engine_name=engine_name,
         engine=engine,
         manifest=manifest,
-        device=device,
+        device=engine.stats().device or options.device,
         load_seconds=time.perf_counter() - started,
-        selection=selection,
-        explanation=explanation,
     )
 
 

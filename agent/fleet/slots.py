@@ -20,8 +20,9 @@ from pathlib import Path
 
 from agent.engines.base import LoadOptions
 from agent.errors import ModelLoadError
-from agent.model_loading import EngineFactory, LoadedModel, probe_profile
-from agent.selection import embedding_path, gpu_memory_budget, variant_path
+from agent.model_loading import EngineFactory, LoadedModel, load_variant, probe_profile
+from agent.selection import gpu_memory_budget
+from models.files import fsync_dir
 from models.manifest import Manifest
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,14 +53,6 @@ class Slot:
 def slot_key(name: str, version: str, variant: str) -> str:
     """`<name>-<version>-<variant>` with anything unsafe for a file name replaced."""
     return _UNSAFE.sub("_", f"{name}-{version}-{variant}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SlotStore:
@@ -94,7 +87,7 @@ class SlotStore:
                 return self._read(target)
             shutil.rmtree(target)
         os.replace(staging, target)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return self._read(target)
 
     def get(self, name: str, version: str, variant: str) -> Slot | None:
@@ -145,7 +138,7 @@ class SlotStore:
         slot = self._pointer(ACTIVE)
         self._point(PREVIOUS, current)  # kept on disk: bringing it back needs no download
         (self.root / ACTIVE).unlink()
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         _LOGGER.info("no active slot now (was %s)", current)
         return slot
 
@@ -164,7 +157,7 @@ class SlotStore:
         tmp = self.root / f".{pointer}-{uuid.uuid4().hex[:8]}"
         os.symlink(key, tmp)
         os.replace(tmp, self.root / pointer)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _pointed(self, pointer: str) -> str | None:
         link = self.root / pointer
@@ -206,25 +199,9 @@ def load_slot(slot: Slot, engine_factory: EngineFactory, *, parallel: int = 0) -
     budget = None
     if slot.device.startswith("GPU"):  # how much of the GPU is free is a fact of now, not staging
         budget = gpu_memory_budget(slot.engine, slot.device, probe_profile())
-    options = LoadOptions(
-        context_length=manifest.context_length,
-        device=slot.device,
-        gpu_memory_bytes=budget,
-        parallel=parallel,
-        embedding_model=embedding_path(slot.path, variant),
-    )
-    engine.load(variant_path(slot.path, variant), options)
-    device = engine.stats().device or slot.device
+    options = LoadOptions(device=slot.device, gpu_memory_bytes=budget, parallel=parallel)
+    loaded = load_variant(engine, slot.engine, slot.path, manifest, variant, options, started)
     offload = engine.stats().extra.get("offload")
-    return LoadedModel(
-        name=manifest.name,
-        path=slot.path,
-        variant_id=variant.id,
-        engine_name=slot.engine,
-        engine=engine,
-        manifest=manifest,
-        device=device,
-        load_seconds=time.perf_counter() - started,
-        explanation=f"slot {slot.key}: {variant.id} on {slot.engine} ({device})"
-        + (f": {offload}" if offload else ""),
-    )
+    loaded.explanation = f"slot {slot.key}: {variant.id} on {slot.engine} ({loaded.device})"
+    loaded.explanation += f": {offload}" if offload else ""
+    return loaded
