@@ -82,11 +82,6 @@ class CountingProbe:
 
 
 @pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
 def probe() -> CountingProbe:
     return CountingProbe()
 

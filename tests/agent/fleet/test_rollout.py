@@ -5,69 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.engines.fake import FakeBehaviour
-from agent.fleet.rollout import ExecutorDeps, RolloutExecutor
-from agent.fleet.slots import SlotStore
 from agent.runtime import ModelRuntime, Readiness
-from models.protocol import DesiredModel, DesiredState, RolloutEvent
-from models.store import ArtifactStore
-from tests.e2e.fakes import FakeEngineFactory, fake_engines, pick_first, publish_fake_model
-
-
-class Rig:
-    """One device's executor with everything on disk under tmp_path."""
-
-    def __init__(self, tmp_path: Path, key: Ed25519PrivateKey, **deps: object) -> None:
-        self.key = key
-        self.registry = tmp_path / "registry"
-        self.data = tmp_path / "device"
-        self.events: list[RolloutEvent] = []
-        self.engines: FakeEngineFactory = deps.pop("engines", fake_engines())  # type: ignore[assignment]
-        self.runtime = ModelRuntime()
-        self.executor = self.make_executor(**deps)
-
-    def make_executor(self, **extra: object) -> RolloutExecutor:
-        deps = ExecutorDeps(
-            slots=SlotStore(self.data / "slots"),
-            store=ArtifactStore(self.data / "store"),
-            runtime=self.runtime,
-            select=pick_first,
-            engine_factory=self.engines,
-            emit=self.events.append,
-            trusted_keys=[self.key.public_key()],
-            data_dir=self.data,
-        )
-        for name, value in extra.items():
-            setattr(deps, name, value)
-        return RolloutExecutor(deps)
-
-    def publish(self, version: str, **kw: object) -> DesiredModel:
-        model_dir = publish_fake_model(self.registry, self.key, version, **kw)  # type: ignore[arg-type]
-        url = (model_dir / "manifest.json").as_uri()
-        return DesiredModel(name="tiny", version=version, manifest_url=url, rollout_id="r1")
-
-    def apply(self, version: int, model: DesiredModel) -> bool:
-        return self.executor.apply(DesiredState(version=version, models=[model]))
-
-    def kinds(self, desired_version: int) -> list[str]:
-        return [e.kind for e in self.events if e.desired_version == desired_version]
-
-    def serving(self) -> str | None:
-        active = self.runtime.active
-        return active.ref if active else None
-
-
-@pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def rig(tmp_path: Path, key: Ed25519PrivateKey) -> Rig:
-    return Rig(tmp_path, key)
+from models.protocol import DesiredState
+from tests.agent.fleet.nodes import Rig
+from tests.e2e.fakes import fake_engines
 
 
 def test_rollout_downloads_verifies_checks_and_switches(rig: Rig) -> None:

@@ -19,7 +19,7 @@ from agent.fleet.staging import fetch_bytes
 from models.errors import DownloadError
 from models.protocol import DesiredModel
 from models.store import ArtifactStore
-from tests.agent.fleet.test_rollout import Rig
+from tests.agent.fleet.nodes import Rig
 from tests.e2e.fakes import publish_fake_model
 from tests.support.http import serving
 
@@ -97,16 +97,6 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def registry(tmp_path: Path) -> Iterator[Registry]:
     with serving(Registry(tmp_path / "registry")) as srv:
         yield srv
-
-
-@pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def rig(tmp_path: Path, key: Ed25519PrivateKey) -> Rig:
-    return Rig(tmp_path, key)
 
 
 def desired(rig: Rig, registry: Registry, version: str = "1.0") -> DesiredModel:
