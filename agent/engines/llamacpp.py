@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from agent.engines.base import (
     SamplingParams,
     TokenChunk,
 )
-from agent.engines.batching import BatchRequest, BatchScheduler, SchedulerStats
+from agent.engines.batching import BatchScheduler, SchedulerStats
 from agent.engines.decoding import check_context
 from agent.engines.llamacpp_amx import avoid_faulting_amx
 from agent.engines.llamacpp_batch import LlamaBatchBackend
@@ -41,6 +39,7 @@ from agent.engines.offload import (
     plan_offload,
     read_metadata,
 )
+from agent.engines.scheduled import generate_scheduled
 from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
 from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
 
@@ -102,13 +101,6 @@ def _offload_plan(
         supports_gpu_offload=supports_gpu_offload,
         gpu_memory_bytes=options.gpu_memory_bytes,
     )
-
-
-def _as_seen(done: Completion, seen: int, cancel: threading.Event) -> Completion:
-    """A cancelled Completion counts the tokens the caller saw (the worker may be a step ahead)."""
-    if not cancel.is_set() or done.finish_reason != "cancelled":
-        return done
-    return replace(done, completion_tokens=min(done.completion_tokens, seen))
 
 
 def _slot_plan(shape: ModelShape | None, options: LoadOptions, plan: OffloadPlan) -> SlotPlan:
@@ -284,24 +276,7 @@ class LlamaCppEngine:
         """Stream tokens for the prompt through the batch scheduler, then one Completion."""
         prompt_ids = self.tokenize(prompt)
         check_context(len(prompt_ids), params.max_tokens, self.context_length)
-        items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        request = BatchRequest(prompt_ids, params, items.put, cancel or threading.Event())
-        self._scheduler().submit(request)
-        seen = 0
-        try:
-            while True:
-                item = items.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, Completion):
-                    yield _as_seen(item, seen, request.cancel)
-                    return
-                if not request.cancel.is_set():  # nothing more after the caller cancelled
-                    assert isinstance(item, TokenChunk)
-                    seen += item.token_id >= 0
-                    yield item
-        finally:
-            request.cancel.set()  # a caller that stops reading frees the slot
+        yield from generate_scheduled(self._scheduler(), prompt_ids, params, cancel)
 
     def tokenize(self, text: str) -> list[int]:
         """The prompt's token ids, BOS included when the model adds one (any thread)."""

@@ -16,12 +16,10 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest
 from agent.engines.decoding import (
     Detokenizer,
     IncrementalDetokenizer,
@@ -31,6 +29,7 @@ from agent.engines.decoding import (
 )
 from agent.engines.hftok import HFTokenizer, find_tokenizer
 from agent.engines.openvino_batch import OpenVinoBatchDriver, scheduler_config
+from agent.engines.scheduled import generate_scheduled
 from agent.engines.sizing import MAX_DEFAULT_PARALLEL
 from agent.errors import EngineError, EngineUnavailable, ModelLoadError
 
@@ -179,26 +178,7 @@ class OpenVinoEngine:
         assert self.scheduler is not None
         ids = self.tokenize(prompt)
         check_context(len(ids), params.max_tokens, self._context)
-        items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        request = BatchRequest(ids, params, items.put, cancel or threading.Event())
-        self.scheduler.submit(request)
-        seen = 0
-        try:
-            while True:
-                item = items.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, Completion):
-                    if request.cancel.is_set() and item.finish_reason == "cancelled":
-                        item = replace(item, completion_tokens=min(item.completion_tokens, seen))
-                    yield item
-                    return
-                if not request.cancel.is_set():
-                    assert isinstance(item, TokenChunk)
-                    seen += item.token_id >= 0
-                    yield item
-        finally:
-            request.cancel.set()
+        yield from generate_scheduled(self.scheduler, ids, params, cancel)
 
     def unload(self) -> None:
         """Stop the batching driver and drop the pipeline."""

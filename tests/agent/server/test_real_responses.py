@@ -35,6 +35,18 @@ def smollm2(smollm2_server: RunningServer) -> RunningServer:
     return smollm2_server
 
 
+def _weather_in_rome(client: Any, **extra: Any) -> Any:
+    """A response that must call get_weather."""
+    return client.responses.create(
+        model=MODEL,
+        input="What is the weather in Rome?",
+        tools=[WEATHER],
+        tool_choice="required",
+        max_output_tokens=40,
+        **extra,
+    )
+
+
 def test_responses_create_text_and_schema(client: Any) -> None:
     reply = client.responses.create(
         model=MODEL,
@@ -53,14 +65,7 @@ def test_responses_create_text_and_schema(client: Any) -> None:
 
 
 def test_responses_tool_call_round_trip(client: Any) -> None:
-    first = client.responses.create(
-        model=MODEL,
-        input="What is the weather in Rome?",
-        tools=[WEATHER],
-        tool_choice="required",
-        temperature=0.8,
-        max_output_tokens=40,
-    )
+    first = _weather_in_rome(client, temperature=0.8)
     call = first.output[0]
     assert call.type == "function_call" and "city" in json.loads(call.arguments)
     final = client.responses.create(
@@ -110,15 +115,7 @@ def test_ollama_package_format_schema_and_embed(smollm2: RunningServer) -> None:
 
 
 def test_responses_stream_a_forced_call_as_argument_deltas(client: Any) -> None:
-    stream = client.responses.create(
-        model=MODEL,
-        input="What is the weather in Rome?",
-        tools=[WEATHER],
-        tool_choice="required",
-        temperature=0,
-        max_output_tokens=40,
-        stream=True,
-    )
+    stream = _weather_in_rome(client, temperature=0, stream=True)
     kinds: list[str] = []
     deltas: list[str] = []
     done: Any = None

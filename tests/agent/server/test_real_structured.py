@@ -18,6 +18,10 @@ PERSON = person_schema(max_name=10)
 WEATHER_TOOL = weather_tool(max_city=20)
 
 
+def _chat(client: Any, **fields: Any) -> Any:
+    return client.chat.completions.create(model=MODEL, **fields)
+
+
 @pytest.fixture(scope="module")
 def client(smollm2_openai: Any) -> Any:
     return smollm2_openai
@@ -32,8 +36,8 @@ def test_fifty_json_schema_answers_at_temperature_0_8_all_validate(client: Any) 
     }
 
     def ask(seed: int) -> Any:
-        return client.chat.completions.create(
-            model=MODEL,
+        return _chat(
+            client,
             temperature=0.8,
             seed=seed,
             max_tokens=40,
@@ -53,8 +57,8 @@ def test_fifty_json_schema_answers_at_temperature_0_8_all_validate(client: Any) 
 
 
 def test_json_object_parses(client: Any) -> None:
-    reply = client.chat.completions.create(
-        model=MODEL,
+    reply = _chat(
+        client,
         temperature=0.8,
         seed=3,
         max_tokens=96,
@@ -67,8 +71,8 @@ def test_json_object_parses(client: Any) -> None:
 
 def test_required_tool_call_round_trip(client: Any) -> None:
     messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.chat.completions.create(
-        model=MODEL,
+    first = _chat(
+        client,
         temperature=0.8,
         seed=1,
         max_tokens=48,
@@ -83,8 +87,8 @@ def test_required_tool_call_round_trip(client: Any) -> None:
     assert isinstance(json.loads(call.function.arguments)["city"], str)
     messages.append(choice.message.model_dump(exclude_none=True))
     messages.append({"role": "tool", "tool_call_id": call.id, "content": "Sunny, 24 C"})
-    final = client.chat.completions.create(
-        model=MODEL,
+    final = _chat(
+        client,
         temperature=0,
         max_tokens=40,
         messages=messages,
@@ -97,8 +101,8 @@ def test_required_tool_call_round_trip(client: Any) -> None:
 
 
 def test_named_tool_call_streams_as_the_sdk_expects(client: Any) -> None:
-    stream = client.chat.completions.create(
-        model=MODEL,
+    stream = _chat(
+        client,
         temperature=0.8,
         seed=2,
         max_tokens=48,
