@@ -19,10 +19,9 @@ from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChu
 from agent.engines.constrained import MaskedSampler
 from agent.engines.kvloop import KVLoopEngine, Logits, Stepper
 from agent.engines.registry import create_engine, installed_engines
-from agent.selection import variant_path
 from agent.structured import applies_constraints, json_constraint
 from agent.tool_calls import Tool, forced_call, forced_call_schema
-from models.manifest import Manifest
+from tests.support.engines import reference_engine
 
 pytest.importorskip("llguidance")
 
@@ -164,16 +163,9 @@ class _Greedy:
 
 @pytest.fixture(scope="module")
 def onnx_engine(tiny_model_dir: Path) -> Iterator[Any]:
-    if "onnxruntime" not in installed_engines():
-        pytest.skip("onnxruntime is not installed")
-    manifest = Manifest.load(tiny_model_dir)
-    engine = create_engine("onnxruntime")
-    engine.load(
-        variant_path(tiny_model_dir, manifest.variant("onnx-fp32")),
-        LoadOptions(threads=2, context_length=512),
-    )
-    yield engine
-    engine.unload()
+    options = LoadOptions(threads=2, context_length=512)
+    with reference_engine(tiny_model_dir, "onnxruntime", "onnx-fp32", options) as engine:
+        yield engine
 
 
 @pytest.mark.timeout(600)

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from agent.engines.base import Completion, Engine, LoadOptions, SamplingParams, TokenChunk
-from agent.engines.registry import create_engine, installed_engines
+from agent.engines.registry import create_engine
 from agent.errors import ContextOverflow, EngineError
 from agent.selection import variant_path
 from models.manifest import Manifest
+from tests.support.engines import reference_engine
 
 PROMPT = "<|im_start|>user\nTell me about the sea.<|im_end|>\n<|im_start|>assistant\n"
 GREEDY = SamplingParams(max_tokens=40, temperature=0.0, repeat_penalty=1.0)
@@ -27,18 +28,9 @@ CASES = [
 @pytest.fixture(scope="module", params=CASES, ids=[f"{e}-{v}" for e, v in CASES])
 def engine(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Engine]:
     name, variant_id = request.param
-    if name not in installed_engines():
-        pytest.skip(f"{name} is not installed")
-    manifest = Manifest.load(tiny_model_dir)
-    if variant_id not in {v.id for v in manifest.variants}:
-        pytest.skip(f"the reference model has no {variant_id}")
-    eng = create_engine(name)
-    eng.load(
-        variant_path(tiny_model_dir, manifest.variant(variant_id)),
-        LoadOptions(threads=2, context_length=256),
-    )
-    yield eng
-    eng.unload()
+    options = LoadOptions(threads=2, context_length=256)
+    with reference_engine(tiny_model_dir, name, variant_id, options) as eng:
+        yield eng
 
 
 def run(

@@ -10,10 +10,8 @@ import jsonschema_rs
 import pytest
 
 from agent.engines.base import LoadOptions, OutputConstraint, SamplingParams, TokenChunk
-from agent.engines.registry import create_engine, installed_engines
-from agent.selection import variant_path
 from agent.structured import applies_constraints
-from models.manifest import Manifest
+from tests.support.engines import reference_engine
 
 PROMPT = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 SCHEMA = {
@@ -26,14 +24,9 @@ SCHEMA = {
 
 @pytest.fixture(scope="module")
 def openvino(tiny_model_dir: Path) -> Iterator[object]:
-    if "openvino" not in installed_engines():
-        pytest.skip("openvino is not installed")
-    manifest = Manifest.load(tiny_model_dir)
-    engine = create_engine("openvino")
-    path = variant_path(tiny_model_dir, manifest.variant("openvino-int8"))
-    engine.load(path, LoadOptions(threads=2, context_length=256))
-    yield engine
-    engine.unload()
+    options = LoadOptions(threads=2, context_length=256)
+    with reference_engine(tiny_model_dir, "openvino", "openvino-int8", options) as engine:
+        yield engine
 
 
 def test_random_weights_still_answer_schema_valid_json(openvino: object) -> None:
