@@ -170,7 +170,13 @@ class MqttBridge:
         self, topic: str, model: BaseModel, *, qos: int = 1, retain: bool = False
     ) -> mqtt.MQTTMessageInfo:
         """Publish `model` as JSON; QoS 1 messages are queued by paho while disconnected."""
-        info = self._client.publish(topic, model.model_dump_json(), qos=qos, retain=retain)
+        return self.publish_raw(topic, model.model_dump_json(), qos=qos, retain=retain)
+
+    def publish_raw(
+        self, topic: str, payload: str, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish a payload already serialised (the API process's requests)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
             _LOGGER.warning("broker not connected; %s is queued until it is", topic)
         elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

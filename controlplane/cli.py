@@ -52,7 +52,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     check_database(settings.database_url)  # one line now, not a traceback from the lifespan
     host, port = args.host or settings.host, args.port or settings.port
-    settings = settings.model_copy(update={"host": host, "port": port})
+    update: dict[str, object] = {"host": host, "port": port}
+    if "ingest_process" not in settings.model_fields_set:
+        update["ingest_process"] = True  # the API keeps its GIL to itself (ingest_process.py)
+    settings = settings.model_copy(update=update)
     # Live pages keep streams open; shutdown cancels what is left after this many seconds.
     uvicorn.run(
         create_app(settings),

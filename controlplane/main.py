@@ -23,6 +23,7 @@ from controlplane.commands import run_command_results
 from controlplane.core.config import Settings
 from controlplane.core.db import make_engine, migrate
 from controlplane.dashboard import install_dashboard
+from controlplane.ingest_process import run_ingest_process
 from controlplane.metrics import install_metrics
 from controlplane.rollouts.controller import run_rollouts
 from controlplane.signing_key import load_signing_identity
@@ -46,11 +47,17 @@ def _prepare(app: FastAPI) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Prepare, then run background services (the MQTT bridge, the rollout controller)."""
     await run_in_threadpool(_prepare, app)
+    settings: Settings = app.state.settings
     async with AsyncExitStack() as services:
-        await services.enter_async_context(run_bridge(app))
-        await services.enter_async_context(run_telemetry_retention(app))
-        await services.enter_async_context(run_rollouts(app))
-        await services.enter_async_context(run_command_results(app))
+        if settings.mqtt_enabled and settings.ingest_process:
+            # bridge, writer, recorders and rollout controller: controlplane/ingest_process.py
+            await services.enter_async_context(run_ingest_process(app))
+            await services.enter_async_context(run_telemetry_retention(app))
+        else:
+            await services.enter_async_context(run_bridge(app))
+            await services.enter_async_context(run_telemetry_retention(app))
+            await services.enter_async_context(run_rollouts(app))
+            await services.enter_async_context(run_command_results(app))
         _LOGGER.info("control plane ready (%s)", app.state.settings.public_url)
         yield
     app.state.engine.dispose()

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.audit.trail import note_actor
-from controlplane.bridge import MqttBridge
+from controlplane.commands import CommandPublisher
 from controlplane.core.config import Settings
 from controlplane.db_models import ApiToken, Device, Role, as_utc, utcnow
 from controlplane.errors import ApiError
@@ -37,9 +37,9 @@ async def get_signing(request: Request) -> SigningIdentity:
     return signing
 
 
-async def get_bridge(request: Request) -> MqttBridge | None:
-    """The MQTT bridge, or None while MQTT is off."""
-    bridge: MqttBridge | None = getattr(request.app.state, "bridge", None)
+async def get_bridge(request: Request) -> CommandPublisher | None:
+    """The MQTT bridge (or the ingest process's handle on it), or None while MQTT is off."""
+    bridge: CommandPublisher | None = getattr(request.app.state, "bridge", None)
     return bridge
 
 
@@ -48,7 +48,7 @@ async def get_bridge(request: Request) -> MqttBridge | None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
 SigningDep = Annotated[SigningIdentity, Depends(get_signing)]
-BridgeDep = Annotated[MqttBridge | None, Depends(get_bridge)]
+BridgeDep = Annotated[CommandPublisher | None, Depends(get_bridge)]
 
 
 def _unauthorized(code: str, message: str) -> ApiError:

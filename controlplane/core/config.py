@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         default=False,
         description="run the MQTT bridge (device state, telemetry, events) against mqtt_host",
     )
+    ingest_process: bool = Field(
+        default=False,
+        description="run the MQTT bridge, its database writer and the rollout controller in "
+        "a second process, so API requests never wait behind them for Python's GIL; `serve` "
+        "turns it on unless this is set",
+    )
     mqtt_cp_client_id: str = Field(
         default="",
         description="bridge MQTT client id; empty means edgefleet-cp-<hostname>-<suffix derived "
