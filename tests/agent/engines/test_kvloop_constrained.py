@@ -17,10 +17,11 @@ import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.constrained import MaskedSampler
-from agent.engines.kvloop import KVLoopEngine, Logits, Stepper
+from agent.engines.kvloop import Logits
 from agent.engines.registry import create_engine, installed_engines
 from agent.structured import applies_constraints, json_constraint
 from agent.tool_calls import Tool, forced_call, forced_call_schema
+from tests.agent.engines.kv_engines import FakeStepEngine
 from tests.support.engines import reference_engine
 
 pytest.importorskip("llguidance")
@@ -81,19 +82,6 @@ class RandomLogits:
         pass
 
 
-class RandomLogitsEngine(KVLoopEngine):
-    """The shared loop over RandomLogits: what TensorRT runs, minus the GPU."""
-
-    name = "fake-kv"
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-
-    def _open(self, model_path: Path, options: LoadOptions) -> tuple[Stepper, str]:
-        return RandomLogits(self.vocab), "GPU"
-
-
 def generate(engine: Any, params: SamplingParams, prompt: str = PROMPT) -> tuple[str, Completion]:
     items = list(engine.generate(prompt, params))
     done = items[-1]
@@ -103,18 +91,18 @@ def generate(engine: Any, params: SamplingParams, prompt: str = PROMPT) -> tuple
 
 
 @pytest.fixture
-def fake_engine(tiny_model_dir: Path) -> Iterator[RandomLogitsEngine]:
+def fake_engine(tiny_model_dir: Path) -> Iterator[FakeStepEngine]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
-    engine = RandomLogitsEngine(tokenizer.get_vocab_size(with_added_tokens=True))
+    engine = FakeStepEngine(RandomLogits(tokenizer.get_vocab_size(with_added_tokens=True)))
     engine.load(tiny_model_dir / "onnx", LoadOptions(context_length=512))
     yield engine
     engine.unload()
 
 
 def test_random_logits_follow_the_schema_in_the_shared_loop(
-    fake_engine: RandomLogitsEngine,
+    fake_engine: FakeStepEngine,
 ) -> None:
     assert applies_constraints(fake_engine)
     validator = jsonschema_rs.validator_for(PERSON)
@@ -126,20 +114,20 @@ def test_random_logits_follow_the_schema_in_the_shared_loop(
         validator.validate(json.loads(text))
 
 
-def test_any_json_object_without_a_schema(fake_engine: RandomLogitsEngine) -> None:
+def test_any_json_object_without_a_schema(fake_engine: FakeStepEngine) -> None:
     params = SamplingParams(max_tokens=300, temperature=0.0, constraint=json_constraint(None))
     text, _ = generate(fake_engine, params)
     # greedy on noise may run out of tokens, but what it wrote is the start of an object
     assert text.startswith("{")
 
 
-def test_unconstrained_requests_never_build_the_grammar(fake_engine: RandomLogitsEngine) -> None:
+def test_unconstrained_requests_never_build_the_grammar(fake_engine: FakeStepEngine) -> None:
     text, done = generate(fake_engine, SamplingParams(max_tokens=8, temperature=0.0))
     assert done.completion_tokens == 8
     assert fake_engine._grammars is None  # no tokenizer conversion, no mask per step
 
 
-def test_mask_drops_padding_and_forbidden_tokens(fake_engine: RandomLogitsEngine) -> None:
+def test_mask_drops_padding_and_forbidden_tokens(fake_engine: FakeStepEngine) -> None:
     compiler = fake_engine._grammar_compiler(fake_engine._loaded()[1])
     sampler = compiler.sampler(_Greedy(), json_constraint({"enum": ["yes"]}))
     assert isinstance(sampler, MaskedSampler)

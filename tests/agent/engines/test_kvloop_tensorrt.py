@@ -11,7 +11,7 @@ import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.decoding import Sampler
-from agent.engines.kvloop import KVLoopEngine, Logits, Stepper, token_steps
+from agent.engines.kvloop import Logits, token_steps
 from agent.engines.tensorrt import (
     PREFILL_CHUNK,
     PlanKey,
@@ -24,6 +24,7 @@ from agent.engines.tensorrt import (
 )
 from agent.errors import EngineError, ModelLoadError
 from models.manifest import Manifest
+from tests.agent.engines.kv_engines import FakeStepEngine
 
 
 class CountingStepper:
@@ -54,17 +55,6 @@ def test_token_steps_prefills_once_then_feeds_back_lazily() -> None:
     steps.close()
     assert stepper.fed == [[3, 4, 5], [6], [7]]
     assert stepper.resets == 1
-
-
-class FakeStepEngine(KVLoopEngine):
-    name = "fake-kv"
-
-    def __init__(self, stepper: Stepper) -> None:
-        super().__init__()
-        self.stepper = stepper
-
-    def _open(self, model_path: Path, options: LoadOptions) -> tuple[Stepper, str]:
-        return self.stepper, "GPU"
 
 
 def test_kvloop_engine_streams_text_with_a_fake_step(tiny_model_dir: Path) -> None:
