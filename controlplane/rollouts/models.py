@@ -1,11 +1,11 @@
-"""Rollout tables and API schemas (Alembic revisions 0003_rollouts and 0006_fleet_ops)."""
+"""Rollout tables and API schemas (Alembic revisions 0003, 0006 and 0008 of the rollouts branch)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, String, Text
+from sqlalchemy import JSON, Column, DateTime, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from controlplane.db_models import UtcDateTime, optional_time, utcnow
@@ -47,6 +47,8 @@ class RolloutDevice(SQLModel, table=True):
     """One device in one rollout."""
 
     __tablename__ = "rollout_device"
+    # Progress (count by wave and state) reads this index alone: alembic 0008.
+    __table_args__ = (Index("ix_rollout_device_progress", "rollout_id", "wave", "state"),)
 
     rollout_id: str = Field(
         foreign_key="rollout.id", primary_key=True, ondelete="CASCADE", max_length=32
