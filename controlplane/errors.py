@@ -12,6 +12,7 @@
     │   └── BrokerTlsError       the CA or a certificate not loaded, created or written
     ├── EnrollmentRefused        the enrollment token is unknown, used or expired (401)
     ├── ImportRefused            a model directory that cannot be imported (400)
+    ├── UploadTooLarge           an uploaded model over the size limit (413)
     ├── ModelVersionExists       name:version is already registered (409)
     ├── TelemetryQueryError      a telemetry query the store cannot answer (422)
     └── LoginRequired            the dashboard has no valid token cookie (401, a redirect)
@@ -106,6 +107,12 @@ class ImportRefused(ControlPlaneError):
     """The model directory cannot be imported; the message says why and what to do."""
 
     status, code = 400, "model_rejected"
+
+
+class UploadTooLarge(ControlPlaneError):
+    """An uploaded model is larger than the control plane accepts (model_upload_max_bytes)."""
+
+    status, code = 413, "too_large"
 
 
 class ModelVersionExists(ControlPlaneError):

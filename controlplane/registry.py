@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tarfile
+import zipfile
 from pathlib import Path
 
 from sqlmodel import Session
@@ -74,3 +76,70 @@ def import_model(
     )
     _LOGGER.info("imported %s from %s (key %s)", manifest.ref, model_dir, signature.key_id)
     return manifest, row
+
+
+BUNDLE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+def unpack_upload(upload: Path, filename: str, *, signing: SigningIdentity, max_bytes: int) -> Path:
+    """The model directory an uploaded file holds, for `import_model`: a `.gguf` as it is (its
+    metadata makes the manifest, signed with the control plane's key), or a signed model
+    directory packed as .tar(.gz) or .zip. Work files go next to `upload`."""
+    name = filename.lower()
+    if name.endswith(".gguf"):
+        return _gguf_model_dir(upload, upload.parent / "model", signing)
+    if name.endswith(BUNDLE_SUFFIXES):
+        unpacked = upload.parent / "bundle"
+        _unpack(upload, unpacked, max_bytes=max_bytes)
+        return _bundled_model_dir(unpacked)
+    raise ImportRefused(
+        f"{filename}: upload a .gguf file, or a signed model directory as "
+        f"{', '.join(BUNDLE_SUFFIXES)}"
+    )
+
+
+def _gguf_model_dir(gguf_file: Path, out_dir: Path, signing: SigningIdentity) -> Path:
+    try:
+        from models.build.gguf_import import import_gguf
+    except ImportError as exc:
+        raise ImportRefused(
+            "this control plane cannot read GGUF files (install edgefleet[build]); "
+            "upload a signed model directory instead"
+        ) from exc
+    try:
+        import_gguf(gguf_file, out_dir, signing.private_key, hardlink=True)
+    except ModelsError as exc:
+        raise ImportRefused(f"not a usable GGUF file: {exc.reason}") from exc
+    return out_dir
+
+
+def _unpack(archive: Path, into: Path, *, max_bytes: int) -> None:
+    """Extract a .tar(.gz) or .zip holding regular files and folders only, at most `max_bytes`
+    unpacked; nothing may land outside `into`."""
+    too_big = ImportRefused(f"the bundle unpacks to more than {max_bytes} bytes")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                if sum(i.file_size for i in zf.infolist()) > max_bytes:
+                    raise too_big
+                zf.extractall(into)  # strips absolute paths and `..`
+            return
+        with tarfile.open(archive) as tar:
+            if sum(m.size for m in tar.getmembers()) > max_bytes:
+                raise too_big
+            tar.extractall(into, filter="data")  # refuses links out, devices, `..`
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ImportRefused(f"the bundle cannot be unpacked: {exc}") from exc
+
+
+def _bundled_model_dir(unpacked: Path) -> Path:
+    """The model directory in a bundle: its top, or the one folder at its top."""
+    if (unpacked / MANIFEST_FILE).is_file():
+        return unpacked
+    entries = list(unpacked.iterdir()) if unpacked.is_dir() else []
+    if len(entries) == 1 and (entries[0] / MANIFEST_FILE).is_file():
+        return entries[0]
+    raise ImportRefused(
+        f"the bundle holds no {MANIFEST_FILE}: pack a signed model directory "
+        "(tar czf model.tar.gz -C built my-model-1.0)"
+    )

@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # the worker threads mostly fighting over the GIL.
 MAX_REQUESTS_IN_FLIGHT = 8
 # Server-sent event streams stay open for minutes and hold no database connection while they
-# wait (their poller reads once for every subscriber): they take no slot.
-LONG_LIVED_PREFIXES = ("/live/",)
+# wait (their poller reads once for every subscriber), nor does a model upload while its file
+# streams in: they take no slot.
+LONG_LIVED_PREFIXES = ("/live/", "/models/upload")
 
 
 class RequestLimit:

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         description="enrollments one client address may make a minute, after a burst of 20 "
         "(api/rate_limit.py); 0 turns the limit off",
     )
+    model_upload_max_bytes: int = Field(
+        default=64 * 2**30,
+        gt=0,
+        description="largest model file (.gguf, or a signed model directory as .tar.gz or "
+        ".zip) the dashboard accepts as an upload; it is written to <data_dir>/uploads",
+    )
 
     @field_validator("mqtt_cp_url")
     @classmethod

@@ -3,23 +3,28 @@ the API routes, behind the same role, with CSRF protection and an audit entry ea
 
 from __future__ import annotations
 
+import secrets
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from controlplane import crud
 from controlplane.api.deps import SessionDep, SettingsDep, SigningDep
 from controlplane.audit.trail import note_target
 from controlplane.broker_sync import sync_broker
-from controlplane.dashboard.auth import Operator, install_refusals
+from controlplane.dashboard.auth import Operator, Uploader, check_csrf, install_refusals
 from controlplane.dashboard.routes import _page
-from controlplane.dashboard.session import flash
+from controlplane.dashboard.session import CSRF_FIELD, flash
+from controlplane.dashboard.upload import receive_upload
 from controlplane.db_models import DeviceUpdate, parse_labels
 from controlplane.errors import ControlPlaneError
-from controlplane.registry import import_model
+from controlplane.registry import import_model, unpack_upload
+from models.manifest import Manifest
 
 router = APIRouter(include_in_schema=False)
 ENROLL_TTLS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -172,6 +177,52 @@ def import_model_dir(
         return _back("/models", f"not imported: {exc.message}", kind="error")
     note_target(request.state, f"model={manifest.name}:{manifest.version}")
     return _back("/models", f"imported {manifest.name}:{manifest.version}")
+
+
+@router.post("/models/upload")
+async def upload_model(
+    uploader: Uploader,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    signing: SigningDep,
+) -> Response:
+    """Import a model the browser sends: a .gguf, or a signed model directory as an archive.
+
+    The file is streamed to <data_dir>/uploads (at most model_upload_max_bytes), imported
+    off the event loop like a path import, and removed whatever the outcome.
+    """
+    session.close()  # no database connection is held while the file streams in
+    work = settings.data_dir / "uploads" / secrets.token_hex(8)
+    try:
+        try:
+            upload = await receive_upload(request, work, max_bytes=settings.model_upload_max_bytes)
+        except ControlPlaneError as exc:
+            return _back("/models", f"not imported: {exc.message}", kind="error")
+        check_csrf(request, upload.fields.get(CSRF_FIELD, ""))
+
+        def unpack_and_import() -> Manifest:
+            assert upload.path is not None
+            model_dir = unpack_upload(
+                upload.path,
+                upload.filename,
+                signing=signing,
+                max_bytes=settings.model_upload_max_bytes,
+            )
+            resign = upload.fields.get("resign") == "true"
+            manifest, _row = import_model(
+                session, settings=settings, signing=signing, model_dir=model_dir, resign=resign
+            )
+            return manifest
+
+        try:
+            manifest = await run_in_threadpool(unpack_and_import)
+        except ControlPlaneError as exc:
+            return _back("/models", f"{upload.filename} not imported: {exc.message}", kind="error")
+    finally:
+        await run_in_threadpool(shutil.rmtree, work, True)
+    note_target(request.state, f"model={manifest.name}:{manifest.version}")
+    return _back("/models", f"imported {manifest.name}:{manifest.version} from {upload.filename}")
 
 
 def install_actions(app: FastAPI) -> None:

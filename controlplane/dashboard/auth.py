@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from controlplane.audit.trail import note_actor
 from controlplane.dashboard.routes import Viewer, _page
-from controlplane.dashboard.session import csrf_ok
+from controlplane.dashboard.session import csrf_matches, csrf_ok
 from controlplane.db_models import ApiToken, Role
 from controlplane.errors import ControlPlaneError
 
@@ -26,17 +26,30 @@ class DashboardRefused(ControlPlaneError):
     status, code = 403, "forbidden"
 
 
-def dashboard_role(role: Role) -> Callable[[Request, ApiToken], Awaitable[ApiToken]]:
-    """A dependency: the signed-in token with at least `role`, on a request with CSRF token."""
+def _csrf_failed() -> DashboardRefused:
+    return DashboardRefused(
+        "this form expired or came from another site: reload the page and try again",
+        code="csrf_failed",
+    )
+
+
+def check_csrf(request: Request, sent: str) -> None:
+    """DashboardRefused unless `sent` is the session's CSRF token."""
+    if not csrf_matches(request, sent):
+        raise _csrf_failed()
+
+
+def dashboard_role(
+    role: Role, *, csrf: bool = True
+) -> Callable[[Request, ApiToken], Awaitable[ApiToken]]:
+    """A dependency: the signed-in token with at least `role`, on a request with CSRF token
+    (`csrf=False`: the route checks it with `check_csrf`, once it has streamed an upload)."""
 
     async def _check(request: Request, viewer: Viewer) -> ApiToken:
         if request.method not in ("GET", "HEAD"):
             note_actor(request.state, viewer, source="dashboard")
-            if not await csrf_ok(request):
-                raise DashboardRefused(
-                    "this form expired or came from another site: reload the page and try again",
-                    code="csrf_failed",
-                )
+            if csrf and not await csrf_ok(request):
+                raise _csrf_failed()
         if Role(viewer.role).rank < role.rank:
             raise DashboardRefused(f"this needs the {role.value} role; you are {viewer.role}")
         return viewer
@@ -46,6 +59,8 @@ def dashboard_role(role: Role) -> Callable[[Request, ApiToken], Awaitable[ApiTok
 
 Operator = Annotated[ApiToken, Depends(dashboard_role(Role.operator))]
 Admin = Annotated[ApiToken, Depends(dashboard_role(Role.admin))]
+# An operator sending a file: the role is checked before the body is read, CSRF after.
+Uploader = Annotated[ApiToken, Depends(dashboard_role(Role.operator, csrf=False))]
 
 
 def install_refusals(app: FastAPI) -> None:

@@ -44,13 +44,18 @@ def keep_session(request: Request, response: Response, token: str) -> None:
 
 async def csrf_ok(request: Request) -> bool:
     """Whether the request carries the session's CSRF token (header or form field)."""
-    expected = request.cookies.get(CSRF_COOKIE, "")
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
         value = (await request.form()).get(CSRF_FIELD, "")
         sent = value if isinstance(value, str) else ""
+    return csrf_matches(request, sent)
+
+
+def csrf_matches(request: Request, sent: str) -> bool:
+    """Whether `sent` is the session's CSRF token."""
+    expected = request.cookies.get(CSRF_COOKIE, "")
     return len(expected) >= 32 and secrets.compare_digest(expected, sent)
 
 
