@@ -55,10 +55,14 @@ def find_gguf(model: Path) -> Path:
 
 def _llama(gguf: Path) -> Any:
     """One Llama per file, loaded once, so every round starts warm like the agent."""
+    import llama_cpp
     from llama_cpp import Llama
+
+    from models.llamacpp_amx import avoid_faulting_amx
 
     llm = _LLAMAS.get(gguf)
     if llm is None:
+        avoid_faulting_amx(llama_cpp, gguf)  # the same CPU workaround the agent applies
         llm = _LLAMAS[gguf] = Llama(
             model_path=str(gguf),
             n_ctx=2048,

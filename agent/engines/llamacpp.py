@@ -28,7 +28,6 @@ from agent.engines.base import (
 )
 from agent.engines.batching import BatchScheduler, SchedulerStats
 from agent.engines.decoding import check_context
-from agent.engines.llamacpp_amx import avoid_faulting_amx
 from agent.engines.llamacpp_batch import LlamaBatchBackend
 from agent.engines.llamacpp_embed import LlamaEmbedder
 from agent.engines.offload import (
@@ -42,6 +41,7 @@ from agent.engines.offload import (
 from agent.engines.scheduled import generate_scheduled
 from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
 from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
+from models.llamacpp_amx import avoid_faulting_amx
 
 _LOGGER = logging.getLogger(__name__)
 

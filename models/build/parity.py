@@ -61,6 +61,9 @@ def llamacpp_logits(gguf_file: Path, n_ctx: int = 1024) -> Logits:
     import llama_cpp
     import numpy as np
 
+    from models.llamacpp_amx import avoid_faulting_amx
+
+    avoid_faulting_amx(llama_cpp, gguf_file)
     llm = llama_cpp.Llama(
         str(gguf_file), n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True, verbose=False
     )

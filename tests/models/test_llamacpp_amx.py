@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.engines import llamacpp_amx
+from models import llamacpp_amx
 
 
 def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
