@@ -11,8 +11,8 @@ from sqlalchemy import Table, bindparam, delete, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
+from controlplane.crud.tokens import find_unrevoked
 from controlplane.db_models import Device, DeviceLabel, DeviceUpdate, as_utc, utcnow
-from controlplane.security import hash_token
 
 _DEVICE: Table = Device.__table__  # type: ignore[attr-defined]
 # One statement for a whole batch of reported states (executemany).
@@ -71,12 +71,7 @@ def get_device(session: Session, *, device_id: str) -> Device | None:
 
 def get_device_by_artifact_token(session: Session, *, token: str) -> Device | None:
     """The enrolled, not revoked device holding this artifact token."""
-    device: Device | None = session.exec(
-        select(Device).where(
-            col(Device.artifact_token_hash) == hash_token(token), col(Device.revoked_at).is_(None)
-        )
-    ).first()
-    return device
+    return find_unrevoked(session, Device, hash_column=Device.artifact_token_hash, secret=token)
 
 
 def update_device(session: Session, *, device: Device, update: DeviceUpdate) -> Device:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from controlplane.db_models import ApiToken, EnrollmentToken, Role, utcnow
+from controlplane.db_models import ApiToken, Device, EnrollmentToken, Role, utcnow
 from controlplane.security import (
     API_TOKEN_PREFIX,
     ENROLLMENT_TOKEN_PREFIX,
     hash_token,
     new_secret,
 )
+
+_Holder = TypeVar("_Holder", ApiToken, Device)
 
 
 def create_api_token(
@@ -50,14 +53,20 @@ def rotate_api_token(
     return fresh, secret
 
 
+def find_unrevoked(
+    session: Session, table: type[_Holder], *, hash_column: Any, secret: str
+) -> _Holder | None:
+    """The not revoked row of `table` (API tokens, devices) whose `hash_column` holds the
+    hash of `secret`."""
+    found: _Holder | None = session.exec(
+        select(table).where(col(hash_column) == hash_token(secret), col(table.revoked_at).is_(None))
+    ).first()
+    return found
+
+
 def get_api_token_by_secret(session: Session, *, secret: str) -> ApiToken | None:
     """The not revoked token with this secret (the caller checks `expires_at`)."""
-    token: ApiToken | None = session.exec(
-        select(ApiToken).where(
-            col(ApiToken.token_hash) == hash_token(secret), col(ApiToken.revoked_at).is_(None)
-        )
-    ).first()
-    return token
+    return find_unrevoked(session, ApiToken, hash_column=ApiToken.token_hash, secret=secret)
 
 
 def list_api_tokens(session: Session) -> list[ApiToken]:
