@@ -21,8 +21,10 @@ from controlplane.core.config import Settings
 from controlplane.db_models import Role
 from controlplane.main import create_app
 from controlplane.signing_key import load_signing_identity
+from tests.controlplane.dashboard.browser import chromium_page, needs_chromium
 from tests.controlplane.dashboard.test_actions import sign_in
 from tests.controlplane.helpers import make_model_dir
+from tests.controlplane.live import sqlite_control_plane
 
 
 def pack(model_dir: Path, packing: str) -> Path:
@@ -170,3 +172,28 @@ def test_a_gguf_is_imported_as_it_is_signed_with_the_control_planes_key(
     assert version.key_id == load_signing_identity(cp_settings).key_id
     assert json.loads(version.manifest_json)["variants"][0]["format"] == "gguf"
     assert leftovers(cp_settings) == []
+
+
+@needs_chromium
+def test_the_models_page_form_uploads_from_a_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = pack(make_model_dir(tmp_path / "src", Ed25519PrivateKey.generate()), "tar.gz")
+    with sqlite_control_plane(tmp_path, monkeypatch) as server:
+        with Session(server.engine) as session:
+            _row, operator = crud.create_api_token(session, name="olga", role=Role.operator)
+        problems: list[str] = []
+        with chromium_page(problems) as page:
+            page.goto(f"{server.url}/login")
+            page.fill("#token", operator)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{server.url}/")
+            page.goto(f"{server.url}/models")
+            page.set_input_files("#upload-form input[type=file]", str(bundle))
+            page.check("#upload-form input[name=resign]")
+            page.click("#upload-form button[type=submit]")
+            page.wait_for_url(f"{server.url}/models")
+            assert "imported tiny:1.0.0" in page.inner_text("#flash")
+            assert "1.0.0" in page.inner_text("#model-table")
+        assert problems == []
+        assert leftovers(server.settings) == []
