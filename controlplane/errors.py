@@ -11,8 +11,8 @@
     │   ├── BrokerAuthError      password/ACL files not written or the broker not reloaded
     │   └── BrokerTlsError       the CA or a certificate not loaded, created or written
     ├── EnrollmentRefused        the enrollment token is unknown, used or expired (401)
-    ├── ImportRefused            a model directory that cannot be imported (400)
-    ├── UploadTooLarge           an uploaded model over the size limit (413)
+    ├── ImportRefused            a model directory or upload that cannot be imported (400;
+    │                            413 for an upload over the size limit)
     ├── ModelVersionExists       name:version is already registered (409)
     ├── TelemetryQueryError      a telemetry query the store cannot answer (422)
     └── LoginRequired            the dashboard has no valid token cookie (401, a redirect)
@@ -107,12 +107,6 @@ class ImportRefused(ControlPlaneError):
     """The model directory cannot be imported; the message says why and what to do."""
 
     status, code = 400, "model_rejected"
-
-
-class UploadTooLarge(ControlPlaneError):
-    """An uploaded model is larger than the control plane accepts (model_upload_max_bytes)."""
-
-    status, code = 413, "too_large"
 
 
 class ModelVersionExists(ControlPlaneError):

@@ -17,7 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from controlplane.errors import ImportRefused, UploadTooLarge
+from controlplane.errors import ImportRefused
 
 FIELD_MAX_BYTES = 4096  # a text field of the form (csrf token, checkbox)
 MAX_FIELDS = 16
@@ -79,7 +79,7 @@ class _Receiver:
         if self._is_file:
             self.upload.size += end - start
             if self.upload.size > self.max_bytes:
-                raise UploadTooLarge(_too_large(self.max_bytes))
+                raise _too_large(self.max_bytes)
             self.pending.append(data[start:end])
             return
         if len(self._data) + end - start > FIELD_MAX_BYTES:
@@ -100,9 +100,13 @@ def _safe_name(filename: str) -> str:
     return kept[-100:] or "file"
 
 
-def _too_large(max_bytes: int) -> str:
+def _too_large(max_bytes: int) -> ImportRefused:
     limit = f"{max_bytes / 2**20:.0f} MiB" if max_bytes >= 2**20 else f"{max_bytes} bytes"
-    return f"the upload is larger than the {limit} this control plane accepts"
+    return ImportRefused(
+        f"the upload is larger than the {limit} this control plane accepts",
+        status=413,
+        code="too_large",
+    )
 
 
 async def receive_upload(
@@ -110,7 +114,7 @@ async def receive_upload(
 ) -> Upload:
     """Parse a multipart/form-data request; the file goes to `directory`, at most `max_bytes`.
 
-    ImportRefused for a request that is not such a form, UploadTooLarge past the limit; the
+    ImportRefused for a request that is not such a form, and (413) past the limit; the
     caller removes `directory` (and what was written so far) in every case.
     """
     kind, params = parse_options_header(request.headers.get("content-type", ""))
@@ -120,7 +124,7 @@ async def receive_upload(
     body_limit = max_bytes + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_limit:
-        raise UploadTooLarge(_too_large(max_bytes))
+        raise _too_large(max_bytes)
     directory.mkdir(parents=True, exist_ok=True)
     receiver = _Receiver(directory, file_field, max_bytes)
     parser = MultipartParser(
@@ -141,7 +145,7 @@ async def receive_upload(
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:
-                raise UploadTooLarge(_too_large(max_bytes))
+                raise _too_large(max_bytes)
             parser.write(chunk)
             if receiver.pending:
                 if out is None:
