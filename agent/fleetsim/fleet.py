@@ -76,6 +76,7 @@ class FleetSimulator:
         self.loop = asyncio.get_running_loop()
         self.devices = {spec.device_id: SimulatedDevice(spec, self) for spec in specs}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._watched: set[Any] = set()  # sockets with a writer on the loop (buffer was full)
 
     async def start(self, *, timeout_s: float = 60.0) -> None:
         """Connect every device, at most CONNECTS_IN_FLIGHT at a time, and wait for all."""
@@ -167,9 +168,24 @@ class FleetSimulator:
     def _socket_close(self, _client: mqtt.Client, _ud: Any, sock: Any) -> None:
         self.loop.remove_reader(sock)
         self.loop.remove_writer(sock)
+        self._watched.discard(sock)
 
     def _register_write(self, client: mqtt.Client, _ud: Any, sock: Any) -> None:
-        self.loop.add_writer(sock, client.loop_write)
+        # paho asks for this on every publish. Watching the socket for writability means two
+        # epoll changes per message (a sixth of the simulator's CPU at 10,000 devices); the
+        # socket almost always takes the bytes at once, so write on the next loop turn and
+        # watch it only when the kernel's buffer is full.
+        self.loop.call_soon(self._write_now, client, sock)
+
+    def _write_now(self, client: mqtt.Client, sock: Any) -> None:
+        if client.socket() != sock:  # (not `is not`: mypy would narrow sock to paho's type)
+            return  # closed or reconnected meanwhile
+        client.loop_write()
+        if client.want_write() and sock not in self._watched:
+            self._watched.add(sock)
+            self.loop.add_writer(sock, client.loop_write)
 
     def _unregister_write(self, _client: mqtt.Client, _ud: Any, sock: Any) -> None:
-        self.loop.remove_writer(sock)
+        if sock in self._watched:
+            self._watched.discard(sock)
+            self.loop.remove_writer(sock)
