@@ -9,8 +9,8 @@ agent.fleetsim.fleet's simulated agents in this process with a rollout behaviour
 seconds until every device's initial retained state was recorded, the seconds the rollout took
 (created to finished, by the control plane's clock), telemetry messages persisted per second
 and how many were lost, the API's p99 latency during the rollout, and the CPU seconds each
-process used from the moment the API answered (the control plane's with its child). The
-seconds each process used. The LAST line is JSON.
+process used from the moment the API answered (the control plane's with its child). The LAST
+line is JSON.
 """
 
 from __future__ import annotations
