@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from models import files
-from models.download import Progress, download, local_source
+from models.download import download, local_source
 from models.errors import DownloadError, StoreError, VerificationError
+from models.files import Progress
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -75,13 +76,8 @@ class BlobStore:
         try:
             with dest.open("wb") as f:
                 while chunk := src.read(files.HASH_CHUNK):
-                    files.write_chunk(f, chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-                f.flush()
-                os.fsync(f.fileno())
+                    done = files.write_hashed(f, chunk, digest, done, total, progress)
+                files.sync_file(f)
         except OSError as exc:
             dest.unlink(missing_ok=True)
             raise self._write_error(exc, dest) from exc
@@ -126,8 +122,7 @@ class BlobStore:
                 fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".import")
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    files.sync_file(f)
                 self._install(Path(tmp_name), sha)
         return sha
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from models import files
 from models.errors import DownloadError
+from models.files import Progress
 
 _LOGGER = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 HTTP_TIMEOUT_S = 30.0
 # Statuses that say "not now" rather than "never": a retry may get the file.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -79,13 +78,8 @@ def download(
                         if done + len(chunk) > size:
                             partial.unlink()
                             raise DownloadError(f"{url}: server sent more than {size} bytes")
-                        files.write_chunk(f, chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, size)
-                    f.flush()
-                    os.fsync(f.fileno())
+                        done = files.write_hashed(f, chunk, digest, done, size, progress)
+                    files.sync_file(f)
     except httpx.HTTPError as exc:
         raise DownloadError(
             f"download of {url} stopped at {done} of {size} bytes ({exc}); run again to resume",

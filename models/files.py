@@ -5,17 +5,42 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from models.errors import VerificationError
 
 HASH_CHUNK = 1 << 20
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 def write_chunk(f: BinaryIO, data: bytes) -> None:
     """Every byte the store writes goes through here (tests patch it to simulate a full disk)."""
     f.write(data)
+
+
+def write_hashed(
+    f: BinaryIO,
+    chunk: bytes,
+    digest: hashlib._Hash,
+    done: int,
+    total: int,
+    progress: Progress | None,
+) -> int:
+    """Write `chunk` and add it to `digest`; the bytes written so far (told to `progress`)."""
+    write_chunk(f, chunk)
+    digest.update(chunk)
+    done += len(chunk)
+    if progress:
+        progress(done, total)
+    return done
+
+
+def sync_file(f: BinaryIO) -> None:
+    """Flush and fsync an open file, so that what was written survives a crash."""
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def fsync_dir(directory: Path) -> None:
@@ -34,8 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            sync_file(f)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from models.errors import KeyFileError
-from models.files import atomic_write_bytes, fsync_dir
+from models.files import atomic_write_bytes, fsync_dir, sync_file
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     try:
         with os.fdopen(fd, "wb") as f:  # mkstemp already made it 0600
             f.write(_private_pem(key))
-            f.flush()
-            os.fsync(f.fileno())
+            sync_file(f)
         os.link(tmp, path)  # fails if another process created it first: then use theirs
     except FileExistsError:
         return load_private_key(path)
