@@ -233,5 +233,6 @@ def device_to_public(row: RolloutDevice) -> RolloutDevicePublic:
         detail=row.detail,
         desired_version=row.desired_version,
         dispatched_at=as_utc(row.dispatched_at) if row.dispatched_at else None,
+        activated_at=as_utc(row.activated_at) if row.activated_at else None,
         updated_at=as_utc(row.updated_at),
     )

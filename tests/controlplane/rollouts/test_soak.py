@@ -122,6 +122,9 @@ def test_wave_advances_only_after_its_soak(session: Session) -> None:
     assert rows[other].dispatched_at.replace(tzinfo=None) >= (
         activated.replace(tzinfo=None) + timedelta(seconds=30)
     )
+    public = service.device_to_public(rows[canary])  # the API shows when its soak began
+    assert public.activated_at is not None
+    assert public.activated_at.replace(tzinfo=None) == activated.replace(tzinfo=None)
 
 
 def test_quality_probe_travels_with_the_desired_model(session: Session) -> None:
