@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -30,12 +32,30 @@ from controlplane.signing_key import load_signing_identity
 from controlplane.telemetry_retention import run_telemetry_retention
 
 _LOGGER = logging.getLogger(__name__)
+STALE_UPLOAD_S = 3600.0  # an upload in flight writes every second; one this quiet was cut off
+
+
+def _remove_stale_uploads(settings: Settings) -> None:
+    """Delete what uploads cut off by a crash or restart left in <data_dir>/uploads."""
+    uploads = settings.data_dir / "uploads"
+    if not uploads.is_dir():
+        return
+    cutoff = time.time() - STALE_UPLOAD_S
+    for work in uploads.iterdir():
+        touched = [work.lstat().st_mtime, *(f.lstat().st_mtime for f in work.rglob("*"))]
+        if max(touched) < cutoff:
+            _LOGGER.info("removing %s, left by an upload that did not finish", work)
+            if work.is_dir():
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                work.unlink()
 
 
 def _prepare(app: FastAPI) -> None:
     """Blocking startup work: schema, signing key, broker files."""
     settings: Settings = app.state.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_uploads(settings)
     if settings.auto_migrate:
         migrate(settings.database_url)
     app.state.signing = load_signing_identity(settings)
