@@ -7,13 +7,25 @@ from the epoch seconds of `ts`, one expression per dialect.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, case, cast, delete, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    TextClause,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
@@ -100,12 +112,36 @@ def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Insert raw samples, skipping ones already stored; returns how many were new."""
     if not rows:
         return 0
+    dialect = _dialect(session)
+    if dialect == "postgresql":
+        columns = _RAW.columns.keys()
+        arrays = {name: [row.get(name) for row in rows] for name in columns}
+        return len(session.execute(_unnest_insert(), arrays).all())
     stmt = (
-        _insert(_dialect(session), _RAW)
+        _insert(dialect, _RAW)
         .on_conflict_do_nothing(index_elements=["device_id", "ts", "seq", "idx"])
         .returning(_RAW.c.idx)  # rowcount of an executemany is not reliable on PostgreSQL
     )
     return len(session.execute(stmt, list(rows)).all())
+
+
+@functools.cache
+def _unnest_insert() -> TextClause:
+    """PostgreSQL: one INSERT of column arrays (unnest), whatever the number of rows.
+
+    SQLAlchemy's multi-row VALUES for 500 samples is a statement with 7,000 parameters that
+    psycopg parses again for every batch (too long for its cache): 16 % of the ingest's CPU
+    at 10,000 devices. This statement's text never changes.
+    """
+    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+    names = _RAW.columns.keys()
+    arrays = ", ".join(
+        f"CAST(:{name} AS {_RAW.c[name].type.compile(dialect=pg)}[])" for name in names
+    )
+    return text(
+        f"INSERT INTO {_RAW.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (device_id, ts, seq, idx) DO NOTHING RETURNING idx"
+    ).bindparams(*(bindparam(name, type_=postgresql.ARRAY(_RAW.c[name].type)) for name in names))
 
 
 def series(

@@ -71,6 +71,29 @@ def test_resent_and_out_of_order_batches_are_stored_once(
     assert [(p.t.minute, p.count, p.avg) for p in points] == [(30, 2, 15.0), (35, 1, 30.0)]
 
 
+def test_one_write_stores_a_sample_with_no_metrics_and_a_batch_seen_twice_once(
+    cp_client: TestClient, device_id: str
+) -> None:
+    engine = engine_of(cp_client)
+    bare = protocol.Telemetry(seq=7, samples=[protocol.TelemetrySample(ts=NOW)])
+    full = protocol.Telemetry(
+        seq=8, samples=[protocol.TelemetrySample(ts=NOW, tokens_per_s=5.0, mem_used_bytes=2**40)]
+    )
+    rows = sample_rows(device_id, bare) + sample_rows(device_id, full) * 2  # redelivered
+    with Session(engine) as session:
+        assert insert_samples(session, rows) == 2
+        session.commit()
+    with Session(engine) as session:
+        stored = session.execute(
+            select(
+                TelemetrySample.seq, TelemetrySample.tokens_per_s, TelemetrySample.mem_used_bytes
+            )
+            .where(TelemetrySample.device_id == device_id)
+            .order_by(TelemetrySample.seq)
+        ).all()
+    assert [tuple(r) for r in stored] == [(7, None, None), (8, 5.0, 2**40)]
+
+
 def test_rollup_keeps_hourly_aggregates_and_deletes_old_raw_samples(
     cp_client: TestClient, device_id: str
 ) -> None:
