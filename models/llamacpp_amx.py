@@ -28,7 +28,8 @@ import sys, llama_cpp
 llm = llama_cpp.Llama(sys.argv[1], n_ctx=128, n_batch=128, n_threads=1, verbose=False)
 llm.eval(llm.tokenize(b"hello world " * 16)[:32])
 """
-_probed: dict[str, bool] = {}  # "faults" once known, for the whole process
+# per model file: whether ggml repacks for AMX depends on its tensor types and shapes
+_probed: dict[Path, bool] = {}
 
 
 def advertises_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -41,11 +42,16 @@ def advertises_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def amx_faults(gguf: Path) -> bool:
-    """True when llama.cpp dies of SIGILL evaluating a prompt on `gguf` (probed once)."""
-    if "faults" in _probed:
-        return _probed["faults"]
+    """True when llama.cpp dies of SIGILL evaluating a prompt on `gguf` (probed once a file).
+
+    An f32 model never reaches the AMX kernels, a Q4_0 one does: a clean probe on one file says
+    nothing about the next, so each file is probed until one faults.
+    """
+    key = gguf.resolve()
+    if key in _probed:
+        return _probed[key]
     if not sys.platform.startswith("linux") or not advertises_amx():
-        _probed["faults"] = False
+        _probed[key] = False
         return False
     try:
         probe = subprocess.run(
@@ -56,8 +62,8 @@ def amx_faults(gguf: Path) -> bool:
     except (OSError, subprocess.TimeoutExpired) as exc:
         _LOGGER.warning("could not probe llama.cpp's AMX kernels (%s); leaving them on", exc)
         return False
-    _probed["faults"] = probe.returncode == -signal.SIGILL
-    return _probed["faults"]
+    _probed[key] = probe.returncode == -signal.SIGILL
+    return _probed[key]
 
 
 def avoid_faulting_amx(lib: Any, gguf: Path) -> None:

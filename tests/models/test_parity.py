@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models.manifest import Manifest
+from tests.support.llama import open_llama
 
 PROMPTS = (
     "The lighthouse keeper",
@@ -56,10 +57,7 @@ def _transformers(model_dir: Path) -> Generate:
 
 
 def _llamacpp(model_dir: Path, variant_id: str) -> Generate:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(
-        str(_file(model_dir, variant_id, ".gguf")), n_ctx=512, n_threads=2, verbose=False
-    )
+    llm = open_llama(_file(model_dir, variant_id, ".gguf"), n_ctx=512, n_threads=2, verbose=False)
 
     def generate(ids: list[int]) -> list[int]:
         out: list[int] = []
@@ -165,9 +163,8 @@ def test_openvino_fp32_matches_transformers(
 def test_gguf_q4_agrees_with_transformers(tiny_model_dir: Path, reference: list[list[int]]) -> None:
     # Teacher-forced: feed the reference continuation, compare llama.cpp's top-1 at each step,
     # so one early miss does not cascade into 23 more (free-running greedy measured 0.19).
-    llama_cpp = pytest.importorskip("llama_cpp")
     path = _file(tiny_model_dir, "gguf-q4_0", ".gguf")
-    llm = llama_cpp.Llama(str(path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    llm = open_llama(path, n_ctx=512, n_threads=2, logits_all=True, verbose=False)
     hits = 0
     for ids, want in zip(_prompt_ids(tiny_model_dir), reference, strict=True):
         llm.reset()

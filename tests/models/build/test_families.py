@@ -15,6 +15,7 @@ from models.build.pipeline import BuildResult, build_targets
 from models.keys import generate_key
 from models.manifest import Manifest
 from models.reference.families import FAMILIES, write_family_checkpoint
+from tests.support.llama import open_llama
 
 pytest.importorskip("transformers")
 TARGETS = ("gguf-f32", "openvino-int8", "onnx")
@@ -59,14 +60,13 @@ def _token_ids(hf: Path) -> list[int]:
 
 
 def test_llamacpp_loads_generates_and_agrees(family_build: FamilyBuild) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
     import torch
     from transformers import AutoModelForCausalLM
 
     family, hf, model_dir, result = family_build
     assert Manifest.load(model_dir) == result.manifest
     gguf_file = model_dir / "gguf" / "model-f32.gguf"
-    llm = llama_cpp.Llama(str(gguf_file), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+    llm = open_llama(gguf_file, n_ctx=128, n_threads=2, logits_all=True, verbose=False)
     ids = _token_ids(hf)
     generated = llm.create_completion(ids, max_tokens=8, temperature=0.0)
     assert generated["usage"]["completion_tokens"] >= 1

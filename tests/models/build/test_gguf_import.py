@@ -15,6 +15,7 @@ from models.files import hash_file
 from models.keys import generate_key
 from models.manifest import Manifest
 from models.signing import verify_model_dir
+from tests.support.llama import open_llama
 
 pytest.importorskip("gguf")
 
@@ -78,10 +79,9 @@ def test_gemma3_base_gets_no_chat_template(
 def test_imported_model_is_selected_and_runs_on_llamacpp(smollm2_dir: Path) -> None:
     from agent.selection import variant_path
 
-    llama_cpp = pytest.importorskip("llama_cpp")
     manifest = Manifest.load(smollm2_dir)
     path = variant_path(smollm2_dir, manifest.variants[0])
-    llm = llama_cpp.Llama(str(path), n_ctx=128, n_threads=2, verbose=False)
+    llm = open_llama(path, n_ctx=128, n_threads=2, verbose=False)
     out = llm.create_completion("The capital of France is", max_tokens=4, temperature=0.0)
     assert "Paris" in out["choices"][0]["text"]
 
