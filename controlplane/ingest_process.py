@@ -127,6 +127,9 @@ class IngestProcess:
             self._conn.close()
         self._process = self._conn = None
         self.connected.clear()
+        with self._publish_lock:  # a late answer of the dead child must not answer the next
+            while not self._replies.empty():
+                self._replies.get_nowait()
         self.start()
 
     def _read(self, conn: Connection) -> None:
