@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from agent.errors import ModelLoadError
+
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
@@ -134,6 +136,18 @@ class EmbeddingSource(Protocol):
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """One pooled, L2-normalised vector per text, and the tokens the texts took."""
         ...
+
+
+def find_model_file(model_path: Path, suffix: str, preferred: str = "") -> Path:
+    """The engine's model file: the path itself, `preferred`, or the only `*suffix` in it."""
+    if model_path.is_file():
+        return model_path
+    if preferred and (model_path / preferred).is_file():
+        return model_path / preferred
+    found = sorted(model_path.glob(f"*{suffix}"))
+    if len(found) != 1:
+        raise ModelLoadError(f"expected one {suffix} file in {model_path}, found {len(found)}")
+    return found[0]
 
 
 def exposes_logprobs(engine: object) -> bool:

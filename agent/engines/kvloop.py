@@ -17,7 +17,14 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.base import (
+    Completion,
+    EngineStats,
+    LoadOptions,
+    SamplingParams,
+    TokenChunk,
+    find_model_file,
+)
 from agent.engines.constrained import GrammarCompiler, TokenPicker, llguidance_installed
 from agent.engines.decoding import IncrementalDetokenizer, Sampler, check_context, stream_tokens
 from agent.engines.hftok import HFTokenizer, find_tokenizer
@@ -67,15 +74,7 @@ def model_context_length(folder: Path, default: int) -> int:
 
 def find_onnx(model_path: Path) -> Path:
     """The decoder's .onnx file: the path itself, model.onnx, or the only .onnx in the folder."""
-    if model_path.is_file():
-        return model_path
-    preferred = model_path / "model.onnx"
-    if preferred.is_file():
-        return preferred
-    found = sorted(model_path.glob("*.onnx"))
-    if len(found) != 1:
-        raise ModelLoadError(f"expected one .onnx file in {model_path}, found {len(found)}")
-    return found[0]
+    return find_model_file(model_path, ".onnx", preferred="model.onnx")
 
 
 class KVLoopEngine:

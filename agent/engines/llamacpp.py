@@ -25,6 +25,7 @@ from agent.engines.base import (
     ModelChatInfo,
     SamplingParams,
     TokenChunk,
+    find_model_file,
 )
 from agent.engines.batching import BatchScheduler, SchedulerStats
 from agent.engines.decoding import check_context
@@ -38,9 +39,10 @@ from agent.engines.offload import (
     plan_offload,
     read_metadata,
 )
+from agent.engines.registry import import_runtime
 from agent.engines.scheduled import generate_scheduled
 from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
-from agent.errors import AgentError, EngineError, EngineUnavailable, ModelLoadError
+from agent.errors import AgentError, EngineError, ModelLoadError
 from models.llamacpp_amx import avoid_faulting_amx
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,12 +50,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def find_gguf(model_path: Path) -> Path:
     """The .gguf file: the path itself or the only .gguf in the folder."""
-    if model_path.is_file():
-        return model_path
-    found = sorted(model_path.glob("*.gguf"))
-    if len(found) != 1:
-        raise ModelLoadError(f"expected one .gguf file in {model_path}, found {len(found)}")
-    return found[0]
+    return find_model_file(model_path, ".gguf")
 
 
 # libgomp's default lets a llama.cpp thread spin between decodes; on a small device that
@@ -65,13 +62,7 @@ OMP_WAIT_POLICY = "PASSIVE"
 
 def _import_llama_cpp() -> Any:
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise EngineUnavailable(
-            "llama-cpp-python is not installed: pip install 'edgefleet[llamacpp]'"
-        ) from exc
-    return llama_cpp
+    return import_runtime("llamacpp")
 
 
 # Context of the Llama object kept for tokenizing and metadata; the slots have their own.

@@ -12,7 +12,8 @@ import numpy as np
 
 from agent.engines.base import LoadOptions
 from agent.engines.kvloop import KVLoopEngine, Logits, Stepper, find_onnx
-from agent.errors import EngineUnavailable, ModelLoadError
+from agent.engines.registry import import_runtime
+from agent.errors import ModelLoadError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,12 +112,7 @@ class OnnxRuntimeEngine(KVLoopEngine):
     name = "onnxruntime"
 
     def _open(self, model_path: Path, options: LoadOptions) -> tuple[Stepper, str]:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise EngineUnavailable(
-                "onnxruntime is not installed: pip install onnxruntime"
-            ) from exc
+        ort = import_runtime("onnxruntime")
         onnx_file = find_onnx(model_path)
         providers = choose_providers(ort.get_available_providers(), options.device)
         session_options = ort.SessionOptions()

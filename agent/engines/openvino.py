@@ -29,6 +29,7 @@ from agent.engines.decoding import (
 )
 from agent.engines.hftok import HFTokenizer, find_tokenizer
 from agent.engines.openvino_batch import OpenVinoBatchDriver, scheduler_config
+from agent.engines.registry import import_runtime
 from agent.engines.scheduled import generate_scheduled
 from agent.engines.sizing import MAX_DEFAULT_PARALLEL
 from agent.errors import EngineError, EngineUnavailable, ModelLoadError
@@ -40,13 +41,7 @@ BATCHING_DEVICES = ("CPU", "GPU")  # where ContinuousBatchingPipeline runs
 
 
 def _import_genai() -> Any:
-    try:
-        import openvino_genai
-    except ImportError as exc:
-        raise EngineUnavailable(
-            "openvino-genai is not installed: pip install 'edgefleet[openvino]'"
-        ) from exc
-    return openvino_genai
+    return import_runtime("openvino")
 
 
 def generation_config(genai: Any, params: SamplingParams) -> Any:

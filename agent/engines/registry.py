@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable
-from typing import get_args
+from typing import Any, get_args
 
 from agent.engines.base import Engine
 from agent.errors import EngineUnavailable
@@ -63,6 +64,22 @@ def _factories() -> dict[str, Callable[[], Engine]]:
     }
 
 
+def _unavailable(name: str) -> EngineUnavailable:
+    module = _REQUIREMENTS[name][0]
+    extra = "onnx" if name == "onnxruntime" else name
+    return EngineUnavailable(
+        f"engine {name} needs the Python module {module!r}: pip install 'edgefleet[{extra}]'"
+    )
+
+
+def import_runtime(name: str) -> Any:
+    """The engine's library module; EngineUnavailable saying how to install it."""
+    try:
+        return importlib.import_module(_REQUIREMENTS[name][0])
+    except ImportError as exc:
+        raise _unavailable(name) from exc
+
+
 def create_engine(name: str) -> Engine:
     """A new, unloaded engine by name; EngineUnavailable for unknown or uninstalled ones."""
     factory = _factories().get(name)
@@ -70,9 +87,5 @@ def create_engine(name: str) -> Engine:
         known = ", ".join(ENGINE_NAMES)
         raise EngineUnavailable(f"unknown engine {name!r}; known engines: {known}")
     if name not in installed_engines():
-        module = _REQUIREMENTS[name][0]
-        raise EngineUnavailable(
-            f"engine {name} needs the Python module {module!r}: "
-            f"pip install 'edgefleet[{'onnx' if name == 'onnxruntime' else name}]'"
-        )
+        raise _unavailable(name)
     return factory()

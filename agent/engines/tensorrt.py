@@ -20,7 +20,8 @@ import numpy as np
 from agent.engines.base import LoadOptions
 from agent.engines.cudamem import CudaMemory, DeviceBuffer, open_cuda_memory
 from agent.engines.kvloop import KVLoopEngine, Logits, Stepper, find_onnx
-from agent.errors import EngineError, EngineUnavailable, ModelLoadError
+from agent.engines.registry import import_runtime
+from agent.errors import EngineError, ModelLoadError
 from models.files import hash_file
 
 _LOGGER = logging.getLogger(__name__)
@@ -202,12 +203,7 @@ class TensorRtEngine(KVLoopEngine):
     name = "tensorrt"
 
     def _open(self, model_path: Path, options: LoadOptions) -> tuple[Stepper, str]:
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise EngineUnavailable(
-                "TensorRT is not installed: pip install 'edgefleet[tensorrt]'"
-            ) from exc
+        trt = import_runtime("tensorrt")
         memory = open_cuda_memory()
         onnx_file = find_onnx(model_path)
         gpu, capability = _gpu_identity()
