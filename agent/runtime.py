@@ -147,6 +147,14 @@ class ModelRuntime:
 
         return await asyncio.to_thread(self.load_with, load)
 
+    async def replace_model(self, path: Path) -> LoadedModel:
+        """Load `path` in place of the served model, at the context length it was given."""
+        known = self.known
+        context = known.engine.context_length if known is not None else 0
+        return await self.load_model(
+            path, options=LoadOptions(context_length=context) if context else None
+        )
+
     def load_with(self, loader: Callable[[], LoadedModel]) -> LoadedModel:
         """Run `loader` (blocking), activate its model and keep `loader` for reloads."""
         with self._load_lock:

@@ -15,7 +15,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import Field
 
-from agent.engines.base import LoadOptions
 from agent.errors import AgentError
 from agent.server.deps import RuntimeDep, keep_alive_seconds, served_model
 from agent.server.embedding import embed_texts
@@ -144,11 +143,8 @@ async def create(body: CreateRequest, runtime: RuntimeDep) -> Any:
     path = Path(body.from_).expanduser()
     if path.suffix.lower() != ".gguf" or not path.is_file():
         raise ApiError(400, f"from: {path} is not a .gguf file on this device", param="from")
-    known = runtime.known
-    context = known.engine.context_length if known is not None else 0
-    options = LoadOptions(context_length=context) if context else None
     try:
-        loaded = await runtime.load_model(path, options=options)
+        loaded = await runtime.replace_model(path)
     except AgentError as exc:
         raise ApiError(400, f"from: cannot load {path}: {exc}", param="from") from exc
     name = body.model.removesuffix(":latest")

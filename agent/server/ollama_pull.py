@@ -20,7 +20,6 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from agent.engines.base import LoadOptions
 from agent.errors import AgentError
 from agent.model_pull import ModelPull, PullError, PullSettings
 from agent.runtime import ModelRuntime
@@ -108,11 +107,8 @@ async def _progress_lines(job: ModelPull, runtime: ModelRuntime) -> AsyncIterato
 
 async def _serve(runtime: ModelRuntime, job: ModelPull, path: Path) -> None:
     """Load the pulled model as the served one, named as it was pulled."""
-    known = runtime.known
-    context = known.engine.context_length if known is not None else 0
-    options = LoadOptions(context_length=context) if context else None
     try:
-        loaded = await runtime.load_model(path, options=options)
+        loaded = await runtime.replace_model(path)
     except AgentError as exc:
         raise PullError(f"{job.name} was pulled to {path} but cannot be loaded: {exc}") from exc
     if not job.from_registry:
