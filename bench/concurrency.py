@@ -8,6 +8,11 @@ client's request between the turns, to show what the second turn's TTFT gains fr
 cache. llama-server comes from scripts/build_llama_server.sh (llama.cpp from the installed
 llama-cpp-python's own source). Prints a table; not a pass/fail test.
 
+On a CPU that advertises AMX but faults in ggml's AMX kernels (a VM; models/llamacpp_amx.py)
+the agent loads without AMX repacking; so, for a like-for-like run, does llama-server
+(`--no-repack`) and the bundled server (through the same guard). The table's header says
+whether repacking was off.
+
     .venv/bin/python bench/concurrency.py [--servers agent,llama-cpp-python,llama-server]
 """
 
@@ -33,7 +38,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serving_processes import wait_ready  # noqa: E402
+from bench.serving_processes import bundled_server_command, wait_ready  # noqa: E402
+from models.llamacpp_amx import amx_faults  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 QUESTIONS = (
@@ -230,10 +236,7 @@ def _agent(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]
 
 def _llama_cpp_python(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]:
     def start(port: int) -> subprocess.Popen[bytes]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
+        server_args = [
             "--model",
             str(args.model),
             "--host",
@@ -250,7 +253,9 @@ def _llama_cpp_python(args: argparse.Namespace) -> Callable[[int], subprocess.Po
             "False",
         ]
         log = tempfile.TemporaryFile()
-        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        cmd = bundled_server_command(args.model, server_args)
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=REPO)
         return wait_ready(process, f"http://127.0.0.1:{port}/v1/models", "llama_cpp.server", log)
 
     return start
@@ -279,6 +284,8 @@ def _llama_server(
             str(args.context * args.parallel),
             "--no-webui",
         ]
+        if args.no_repack:
+            cmd.append("--no-repack")
         log = tempfile.TemporaryFile()
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         return wait_ready(process, f"http://127.0.0.1:{port}/health", "llama-server", log)
@@ -294,6 +301,12 @@ def _find_llama_server(path: str | None) -> Path | None:
     done = subprocess.run([script], capture_output=True, text=True, env=env)
     found = Path(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
     return found if found is not None and found.is_file() else None
+
+
+def _has_option(binary: Path, option: str) -> bool:
+    """Whether the binary's --help lists the option."""
+    done = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=60)
+    return option in (done.stdout + done.stderr).split()
 
 
 def _table(results: list[dict[str, Any]]) -> str:
@@ -339,6 +352,8 @@ def main() -> None:
         from models.real_models import SMOLLM2, fetch_gguf
 
         args.model = fetch_gguf(SMOLLM2)
+    # the agent decides this for itself; the others are told, so all run the same kernels
+    args.no_repack = amx_faults(args.model)
     servers: list[Server] = []
     for name in args.servers.split(","):
         if name == "agent":
@@ -350,6 +365,9 @@ def main() -> None:
             if binary is None:
                 print("llama-server: not built; run scripts/build_llama_server.sh (about 10 min)")
                 continue
+            if args.no_repack and not _has_option(binary, "--no-repack"):
+                print(f"llama-server: {binary} has no --no-repack and would fault here; skipped")
+                continue
             servers.append(Server(name, _llama_server(args, binary)))
     results = []
     for server in servers:
@@ -357,7 +375,8 @@ def main() -> None:
         results.append(run_server(server, args))
     print(
         f"{args.model.name}, {args.threads} threads, {args.parallel} slots x {args.context} "
-        f"tokens, {args.tokens} tokens a stream, greedy\n"
+        f"tokens, {args.tokens} tokens a stream, greedy, AMX repacking "
+        f"{'off (its kernels fault on this CPU; every server)' if args.no_repack else 'on'}\n"
     )
     print(_table(results))
     if args.json:

@@ -4,6 +4,10 @@ The agent (`edgefleet-agent serve` on a GGUF), the agent over a paced FakeEngine
 serving path's own CPU cost), and llama-cpp-python's bundled server (`python -m
 llama_cpp.server`, needs `llama-cpp-python[server]`) on the same GGUF, threads and context.
 `served` streams one /v1/completions request from any of them and times it.
+
+On a CPU whose AMX kernels fault (models/llamacpp_amx.py) the agent loads without AMX
+repacking by itself; the bundled server runs through `_BUNDLED_SERVER`, which does the same
+before llama_cpp.server's own main, so both compare like for like.
 """
 
 from __future__ import annotations
@@ -41,6 +45,33 @@ with serve_in_thread(create_app(runtime), port=int(sys.argv[1])):
 """
 
 
+# llama_cpp.server's main with the agent's AMX guard applied first: argv[1] is the GGUF, the
+# rest are the server's own arguments.
+_BUNDLED_SERVER = """
+import sys
+from pathlib import Path
+import llama_cpp
+from models.llamacpp_amx import avoid_faulting_amx
+avoid_faulting_amx(llama_cpp, Path(sys.argv[1]))
+from llama_cpp.server.__main__ import main
+sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+main()
+"""
+
+
+def bundled_server_command(gguf: Path, server_args: list[str]) -> list[str]:
+    """The command running `python -m llama_cpp.server server_args`, AMX-guarded like the agent.
+
+    On a CPU that advertises AMX, the guard's probe (a child process, a few seconds) decides
+    whether the model loads without repacking; elsewhere it is plain `-m llama_cpp.server`.
+    """
+    from models.llamacpp_amx import advertises_amx
+
+    if not advertises_amx():
+        return [sys.executable, "-m", "llama_cpp.server", *server_args]
+    return [sys.executable, "-c", _BUNDLED_SERVER, str(gguf), *server_args]
+
+
 def start_agent(model: Path, port: int) -> subprocess.Popen[bytes]:
     """`edgefleet-agent serve` in its own process, waited on until /readyz says ready."""
     env = {
@@ -69,11 +100,13 @@ def start_llama_server(gguf: Path, port: int, context: int) -> subprocess.Popen[
     Quiet like the agent's engine (`--verbose False`); its stderr goes to a file, which a
     pipe nobody reads would fill and block.
     """
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--n_ctx", str(context), "--verbose", "False"]
-    cmd += ["--n_threads", str(THREADS), "--n_threads_batch", str(THREADS)]
+    server_args = ["--model", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
+    server_args += ["--n_ctx", str(context), "--verbose", "False"]
+    server_args += ["--n_threads", str(THREADS), "--n_threads_batch", str(THREADS)]
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = bundled_server_command(gguf, server_args)
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=REPO)
     return wait_ready(
         process, f"http://127.0.0.1:{port}/v1/models", "python -m llama_cpp.server", log
     )
