@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -69,3 +71,28 @@ def test_the_client_insists_on_manual_acks() -> None:
             protocol=MQTTProtocolVersion.MQTTv5,
             sink=lambda *_: None,
         )
+
+
+def test_packets_arriving_together_are_all_handled_in_one_read() -> None:
+    got: list[tuple[bytes, bytes, int, int]] = []
+    client = LeanReceiveClient(
+        CallbackAPIVersion.VERSION2,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=True,
+        sink=lambda *message: got.append(message),
+    )
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours  # as if connected; the socket is all loop_read uses
+    try:
+        first = publish_packet(b"t/1", b"one", mid=1, props=b"\x00")
+        second = publish_packet(b"t/2", b"two" * 100, mid=2, props=b"\x00")
+        # fixed headers: PUBLISH with QoS 1, then the remaining length (one byte, two bytes)
+        broker.sendall(b"\x32" + bytes([len(first)]) + first)
+        broker.sendall(b"\x32" + bytes([len(second) & 0x7F | 0x80, len(second) >> 7]) + second)
+        assert client.loop_read() == 0
+        assert got == [(b"t/1", b"one", 1, 1), (b"t/2", b"two" * 100, 2, 1)]
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
