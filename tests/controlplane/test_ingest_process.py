@@ -71,6 +71,8 @@ def test_reports_are_stored_health_comes_from_the_child_and_commands_go_out(
         health = split_client.get("/api/v1/health").json()
         assert health["ingest"]["mqtt_connected"] is True
         assert health["ingest"]["since_start"]["persisted"] >= 1
+        metrics = split_client.get("/metrics").text
+        assert "edgefleet_cp_mqtt_connected 1.0" in metrics
 
         sent = split_client.post(
             f"/api/v1/devices/{creds['device_id']}/commands",
