@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from agent.engines.base import Completion, Engine, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest, RequestScheduler
+from agent.engines.batching import BatchRequest, RequestScheduler, defer_to_step_end
 from agent.errors import AgentError, EngineError
 
 _LOGGER = logging.getLogger(__name__)
@@ -85,12 +85,18 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        _wake(waiter)
+
+
 class Generation:
     """Tokens of one running generation, read in batches: `async for chunks in generation`.
 
     The worker thread appends; it wakes the event loop only when the reader is waiting, so a
-    batch costs one `call_soon_threadsafe`. While tokens keep coming the reader takes a batch
-    at most every `batch_interval_s`; the end of the generation wakes it at once.
+    batch costs one `call_soon_threadsafe`, and a batching scheduler's step wakes all its
+    readers on this loop with one (`defer_to_step_end`). While tokens keep coming the reader
+    takes a batch at most every `batch_interval_s`; the end of the generation wakes it at once.
     """
 
     def __init__(
@@ -136,7 +142,13 @@ class Generation:
             if waiter is None or (self._pacing and token):
                 return
             self._waiter = None
+        if token and defer_to_step_end(self._loop, self._wake_later, waiter):
+            return  # woken with the step's other readers once it has served them all
         self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def _wake_later(self, waiters: list[asyncio.Future[None]]) -> None:
+        """From the worker thread, once its step is done: wake the step's readers together."""
+        self._loop.call_soon_threadsafe(_wake_all, waiters)
 
     def record(self, item: TokenChunk | Completion) -> None:
         """From the worker thread: time an engine item for the observer, then queue it."""

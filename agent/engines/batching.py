@@ -10,13 +10,14 @@ sequence, cancellation that frees the slot at the next step, and the prefix cach
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from agent.engines.base import (
     Completion,
@@ -39,6 +40,45 @@ PREFILL_CHUNK_WITH_DECODES = 128
 IDLE_WAIT_S = 1.0  # the worker re-checks cancellations at least this often while idle
 
 Sink = Callable[[object], None]
+
+# Per worker thread: while a step hands its tokens to the sinks, the calls they deferred.
+_deferring = threading.local()
+_Deferred = dict[Hashable, tuple[Callable[[list[Any]], object], list[Any]]]
+
+
+def defer_to_step_end(key: Hashable, call: Callable[[list[Any]], object], arg: object) -> bool:
+    """Inside a step's hand-out on this thread: queue `arg` for one `call(args)` per `key` once
+    the step has served every sequence; False elsewhere (the caller acts at once).
+
+    A sink that wakes a reader on an event loop defers the wake-up: a step of eight sequences
+    then costs the loop one wake-up (one self-pipe write from this thread, one handover of the
+    GIL) instead of eight, and every reader's tokens of the step are there when it runs.
+    """
+    pending: _Deferred | None = getattr(_deferring, "pending", None)
+    if pending is None:
+        return False
+    entry = pending.get(key)
+    if entry is None:
+        pending[key] = (call, [arg])
+    else:
+        entry[1].append(arg)
+    return True
+
+
+@contextlib.contextmanager
+def deferred_to_step_end() -> Iterator[None]:
+    """Scope of one step's hand-out: the calls deferred inside it are made when it ends."""
+    pending: _Deferred = {}
+    _deferring.pending = pending
+    try:
+        yield
+    finally:
+        _deferring.pending = None
+        for call, args in pending.values():
+            try:
+                call(args)
+            except Exception:  # one closed event loop must not starve the others
+                _LOGGER.exception("a deferred call after a batched step failed")
 
 
 class KVCacheFull(EngineError):
@@ -455,12 +495,13 @@ class BatchScheduler(SlotWorker[_Running]):
             self._last_seqs = len(work)
             self._steps += 1
         sampled = iter(tokens)
-        for item, running in zip(work, owners, strict=True):
-            running.kv.extend(item.tokens)
-            if running.pending:  # a prompt chunk, not a decode token
-                del running.pending[: len(item.tokens)]
-            if item.sample:
-                self._accept(running, next(sampled))
+        with deferred_to_step_end():
+            for item, running in zip(work, owners, strict=True):
+                running.kv.extend(item.tokens)
+                if running.pending:  # a prompt chunk, not a decode token
+                    del running.pending[: len(item.tokens)]
+                if item.sample:
+                    self._accept(running, next(sampled))
 
     def _decode(self, work: list[SequenceWork]) -> list[int]:
         """One backend step; a full KV cache evicts cached prefixes until it fits."""

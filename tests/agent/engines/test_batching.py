@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest, BatchScheduler
+from agent.engines.batching import (
+    BatchRequest,
+    BatchScheduler,
+    defer_to_step_end,
+    deferred_to_step_end,
+)
 from agent.engines.fake_batching import WORDS, FakeBatchBackend, FakeBatchingEngine, fake_tokens
+from agent.generation import Generation, start_batched
 from tests.support.streams import collect, run_together
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0)
@@ -177,5 +185,57 @@ def test_kv_usage_counts_running_and_cached_sequences_with_shared_prefixes_once(
             pass
         cached = engine.scheduler.stats()
         assert cached.running == 0 and cached.cached_prefixes == 1 and cached.kv_usage > 0
+    finally:
+        engine.unload()
+
+
+def test_calls_deferred_in_a_step_are_made_once_per_key_when_it_ends() -> None:
+    made: list[tuple[str, list[Any]]] = []
+    assert not defer_to_step_end("loop", lambda args: made.append(("a", args)), 1)
+    with pytest.raises(RuntimeError), deferred_to_step_end():
+        assert defer_to_step_end("loop", lambda args: made.append(("a", args)), 1)
+        assert defer_to_step_end("other", lambda args: made.append(("b", args)), 2)
+        assert defer_to_step_end("loop", lambda args: made.append(("a", args)), 3)
+        assert made == []
+        raise RuntimeError("a sink failed")  # the deferred calls are still made
+    assert made == [("a", [1, 3]), ("b", [2])]
+    assert not defer_to_step_end("loop", lambda args: made.append(("a", args)), 4)
+
+
+def test_one_step_wakes_all_its_readers_on_a_loop_with_one_call() -> None:
+    engine = FakeBatchingEngine(FakeBatchBackend(step_delay_s=0.005), n_slots=4)
+    engine.load(Path("fake"), LoadOptions())
+    prompts = [f"question number {i} about {WORDS[i]}" for i in range(4)]
+    try:
+        alone = [_run(engine, p)[0] for p in prompts]
+        engine.backend.steps.clear()
+
+        async def scenario() -> tuple[list[str], int]:
+            loop = asyncio.get_running_loop()
+            calls = 0
+            threadsafe = loop.call_soon_threadsafe
+
+            def counted(callback: Any, *args: Any) -> asyncio.Handle:
+                nonlocal calls
+                calls += 1
+                return threadsafe(callback, *args)
+
+            loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+            assert engine.scheduler is not None
+            generations = [
+                start_batched(
+                    Generation(None, GREEDY, 0, batch_interval_s=0),
+                    engine.scheduler,
+                    engine.tokenize(p),
+                )
+                for p in prompts
+            ]
+            texts = await asyncio.wait_for(asyncio.gather(*(g.text() for g in generations)), 30)
+            return texts, calls
+
+        texts, calls = asyncio.run(scenario())
+        assert texts == alone
+        # at most one wake-up a step for all readers, and one end per generation
+        assert calls <= len(engine.backend.steps) + len(prompts)
     finally:
         engine.unload()
