@@ -3,10 +3,13 @@
 One run, the same GGUF, threads, slots and context for each server, started one after the
 other (never two at once, they would share the cores): 1, 2, 4, 8, 16 concurrent streaming
 chat completions of `--tokens` tokens, greedy; aggregate tok/s, per-stream decode tok/s, TTFT
-p50/p99; then a multi-turn chat whose first turn is about 1,000 tokens, with another
-client's request between the turns, to show what the second turn's TTFT gains from a prefix
-cache. llama-server comes from scripts/build_llama_server.sh (llama.cpp from the installed
-llama-cpp-python's own source). Prints a table; not a pass/fail test.
+p50/p99, and the server process's CPU time per streamed token (user + system, all its
+threads: on a shared machine whose load comes and goes this compares the servers' work more
+steadily than wall-clock throughput does); then a multi-turn chat whose first turn is about
+1,000 tokens, with another client's request between the turns, to show what the second
+turn's TTFT gains from a prefix cache. llama-server comes from scripts/build_llama_server.sh
+(llama.cpp from the installed llama-cpp-python's own source). Prints a table; not a pass/fail
+test.
 
 On a CPU that advertises AMX but faults in ggml's AMX kernels (a VM; models/llamacpp_amx.py)
 the agent loads without AMX repacking; so, for a like-for-like run, does llama-server
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -151,6 +155,7 @@ async def _round(url: str, clients: int, tokens: int, model: str) -> dict[str, f
     ttfts = [s.ttft_s for s in streams]
     return {
         "clients": clients,
+        "tokens": sum(s.tokens for s in streams),
         "failed": clients - len(streams),
         "aggregate": sum(s.tokens for s in streams) / wall,
         "per_stream": statistics.mean(per_stream) if per_stream else 0.0,
@@ -187,8 +192,12 @@ def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         model = _model_id(url)
         asyncio.run(_round(url, 1, 8, model))  # warm-up
         rounds = []
+        cpu = psutil.Process(process.pid)
         for n in args.clients:
+            before = sum(cpu.cpu_times()[:2])
             rounds.append(asyncio.run(_round(url, n, args.tokens, model)))
+            used = sum(cpu.cpu_times()[:2]) - before
+            rounds[-1]["cpu_ms_per_token"] = 1000 * used / max(rounds[-1]["tokens"], 1)
             print(
                 f"  {server.name} {n} clients: {rounds[-1]['aggregate']:.1f} tok/s aggregate",
                 file=sys.stderr,
@@ -312,15 +321,15 @@ def _has_option(binary: Path, option: str) -> bool:
 def _table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| server | clients | aggregate tok/s | per-stream tok/s | TTFT p50 s | TTFT p99 s "
-        "| failed |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU ms/token | failed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for r in result["rounds"]:
             lines.append(
                 f"| {result['server']} | {r['clients']} | {r['aggregate']:.1f} | "
                 f"{r['per_stream']:.1f} | {r['ttft_p50']:.2f} | {r['ttft_p99']:.2f} | "
-                f"{r['failed']} |"
+                f"{r['cpu_ms_per_token']:.1f} | {r['failed']} |"
             )
     lines += [
         "",
