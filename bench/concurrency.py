@@ -315,7 +315,7 @@ def _find_llama_server(path: str | None) -> Path | None:
 def _has_option(binary: Path, option: str) -> bool:
     """Whether the binary's --help lists the option."""
     done = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=60)
-    return option in (done.stdout + done.stderr).split()
+    return option in {word.strip(",") for word in (done.stdout + done.stderr).split()}
 
 
 def _table(results: list[dict[str, Any]]) -> str:
