@@ -9,8 +9,15 @@ agent.fleetsim.fleet's simulated agents in this process with a rollout behaviour
 seconds until every device's initial retained state was recorded, the seconds the rollout took
 (created to finished, by the control plane's clock), telemetry messages persisted per second
 and how many were lost, the API's p99 latency during the rollout, and the CPU seconds each
-process used from the moment the API answered (the control plane's with its child). The LAST
-line is JSON.
+process used from the moment the API answered (the control plane's with its child).
+
+During the rollout a second probe, in its own process (the simulator's loop holds this one's
+GIL), signs in to the dashboard as a browser does (GET /login, POST the token, keep the
+cookies) and reads what an operator would have open: the overview, the rollout's page, the
+device list's first and a later page, a device's page and the fleet charts, and the live
+streams those pages hold open (time to the first event: the snapshot for fleet and rollout,
+the stream's start for devices). Three streams stay open all along, as three browser tabs
+would, so their pollers run. p50/p99 per page and overall; the LAST line is JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -91,6 +99,113 @@ def api_probe(http: httpx.Client, rollout_id: str, stop: threading.Event, out: l
         time.sleep(0.05)
 
 
+DASHBOARD_PAUSE_S = 0.1  # between two dashboard reads: one busy operator, not a load test
+LIVE_STREAMS = ("fleet", "devices", "rollout")
+DEVICES_PAGE = 200  # controlplane.dashboard.routes.DEVICES_PAGE
+
+
+def dashboard_pages(rollout_id: str, devices: int) -> dict[str, str]:
+    """What the probe reads, by the name it reports: pages, then live streams."""
+    later = max(devices // DEVICES_PAGE // 2, 1)
+    return {
+        "overview": "/",
+        "rollout": f"/rollouts/{rollout_id}",
+        "devices": "/devices",
+        "devices_later_page": f"/devices?page={later}",
+        "device": "/devices/sim-00000",
+        "fleet": "/fleet",
+        "live_fleet": "/live/fleet",
+        "live_devices": "/live/devices",
+        "live_rollout": f"/live/rollout?id={rollout_id}",
+    }
+
+
+def dashboard_login(base_url: str, token: str) -> httpx.Client:
+    """A client holding the dashboard's cookies, signed in the way a browser is."""
+    client = httpx.Client(base_url=base_url, timeout=60, follow_redirects=False)
+    client.get("/login").raise_for_status()  # the CSRF cookie, as the form would get it
+    signed = client.post("/login", data={"token": token})
+    assert signed.status_code == 303 and "edgefleet_token" in client.cookies, signed.text
+    return client
+
+
+def _first_event(client: httpx.Client, path: str, want_data: bool) -> bool:
+    """Open a live stream and read until its first event (or its first line); whether 200."""
+    with client.stream("GET", path) as response:
+        if response.status_code != 200:
+            return False
+        for line in response.iter_lines():
+            if line.startswith("data:") or (line and not want_data):
+                break
+    return True
+
+
+def _hold_stream(client: httpx.Client, path: str, stop: Any) -> None:
+    """Keep a live stream open, as a browser tab does, reconnecting when it ends."""
+    while not stop.is_set():
+        with contextlib.suppress(httpx.HTTPError), client.stream("GET", path) as response:
+            for _line in response.iter_lines():
+                if stop.is_set():
+                    return
+        time.sleep(0.2)
+
+
+def dashboard_probe(
+    base_url: str, token: str, rollout_id: str, devices: int, stop: Any, out: Any
+) -> None:
+    """Read the dashboard in a loop until `stop`; send {name: [ms, ...]} and errors to `out`."""
+    pages = dashboard_pages(rollout_id, devices)
+    latencies: dict[str, list[float]] = {name: [] for name in pages}
+    errors: dict[str, int] = {}
+    client = dashboard_login(base_url, token)
+    holders = [
+        threading.Thread(
+            target=_hold_stream,
+            args=(
+                httpx.Client(base_url=base_url, timeout=60, cookies=client.cookies),
+                pages[f"live_{kind}"],
+                stop,
+            ),
+            daemon=True,
+        )
+        for kind in LIVE_STREAMS
+    ]
+    for holder in holders:
+        holder.start()
+    names = list(pages)
+    for name in names:  # not counted: the first read of a page compiles its template
+        with contextlib.suppress(httpx.HTTPError):
+            if name.startswith("live_"):
+                _first_event(client, pages[name], want_data=False)
+            else:
+                client.get(pages[name])
+    i = 0
+    while not stop.is_set():
+        name = names[i % len(names)]
+        started = time.perf_counter()
+        try:
+            if name.startswith("live_"):
+                ok = _first_event(client, pages[name], want_data=name != "live_devices")
+            else:
+                ok = client.get(pages[name]).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        latencies[name].append((time.perf_counter() - started) * 1000)
+        if not ok:
+            errors[name] = errors.get(name, 0) + 1
+        i += 1
+        time.sleep(DASHBOARD_PAUSE_S)
+    out.put({"latencies": latencies, "errors": errors})
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 and p99 in ms (0 when there are too few values), and how many."""
+    if len(values) < 3:
+        return {"p50": 0.0, "p99": 0.0, "n": len(values)}
+    cuts = statistics.quantiles(values, n=100)
+    return {"p50": round(cuts[49], 1), "p99": round(cuts[98], 1), "n": len(values)}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     """Run the broker, control plane and simulated fleet; return the measured figures."""
     work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
@@ -104,6 +219,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
         _row, token = crud.create_api_token(session, name="bench", role=Role.admin)
+        _row, operator_token = crud.create_api_token(
+            session, name="bench-dashboard", role=Role.operator
+        )
     env = {
         **os.environ,
         "EDGEFLEET_CP_DATA_DIR": str(settings.data_dir),
@@ -198,6 +316,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             daemon=True,
         )
         probe.start()
+        spawn = multiprocessing.get_context("spawn")
+        dash_stop, dash_out = spawn.Event(), spawn.Queue()
+        dash_probe = spawn.Process(
+            target=dashboard_probe,
+            args=(
+                settings.public_url,
+                operator_token,
+                rollout["id"],
+                args.devices,
+                dash_stop,
+                dash_out,
+            ),
+            daemon=True,
+        )
+        if args.dashboard:
+            dash_probe.start()
         status = "running"
         while status in ("scheduled", "running"):
             await asyncio.sleep(1.0)
@@ -215,6 +349,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
         seen_s = time.perf_counter() - rollout_started
         stop.set()
+        dash_stop.set()
+        dashboard: dict[str, Any] = {"latencies": {}, "errors": {}}
+        if args.dashboard:
+            dashboard = await asyncio.to_thread(dash_out.get, timeout=120)
+            dash_probe.join(timeout=30)
         # The control plane's own clock: the poll above wakes late while the simulator's loop
         # is saturated (seconds at 10,000 devices), which would count against the rollout.
         ended = shown.json()
@@ -223,6 +362,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             finished = datetime.fromisoformat(ended["finished_at"])
             rollout_s = (finished - datetime.fromisoformat(ended["created_at"])).total_seconds()
         print(f"rollout {status} after {rollout_s:.1f} s (seen after {seen_s:.1f} s)", flush=True)
+        print(f"load average during the rollout: {os.getloadavg()}", flush=True)
         tel_started = time.perf_counter()
         await telemetry
         sent = fleet.stats.telemetry_sent
@@ -237,6 +377,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1)
         tel_s = time.perf_counter() - tel_started + seen_s
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 2 else 0.0
+        by_page = {name: percentiles(ms) for name, ms in dashboard["latencies"].items()}
+        overall = percentiles([ms for each in dashboard["latencies"].values() for ms in each])
+        for name, figures in by_page.items():
+            print(f"dashboard {name}: p50 {figures['p50']} ms, p99 {figures['p99']} ms", flush=True)
         cpu = {
             name: round(_cpu_s(p, name == "controlplane") - cpu_before[name], 1)
             for name, p in procs.items()
@@ -250,6 +394,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "telemetry_msgs_per_s": round(persisted / max(tel_s, 1e-9), 1),
             "telemetry_lost": max(sent - persisted, 0),
             "api_p99_ms": round(p99, 1),
+            "api_p50_ms": round(statistics.median(latencies), 1) if latencies else 0.0,
+            "dashboard_p50_ms": overall["p50"],
+            "dashboard_p99_ms": overall["p99"],
+            "dashboard_ms": by_page,
+            "dashboard_errors": dashboard["errors"],
             "cpu_seconds": cpu,
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
@@ -305,6 +454,12 @@ def main() -> None:
         default="",
         help="run on a fresh PostgreSQL database made through this server, e.g. "
         "postgresql://postgres@127.0.0.1:5432/postgres (default: SQLite)",
+    )
+    parser.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="leave the dashboard alone (its probe's reads cost the control plane CPU)",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     result = asyncio.run(main_async(parser.parse_args()))
