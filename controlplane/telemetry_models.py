@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index
+from sqlalchemy import BigInteger, DateTime, Index, text
 from sqlmodel import Field, SQLModel
 
 from controlplane.db_models import UtcDateTime
@@ -27,7 +27,19 @@ class TelemetrySample(SQLModel, table=True):
     """One raw sample; (device, ts, seq, idx) makes a resent batch a no-op."""
 
     __tablename__ = "telemetry_sample"
-    __table_args__ = (Index("ix_telemetry_sample_ts", "ts"),)
+    # Samples with errors, for "which devices reported errors lately": alembic 0010. The
+    # query says `errors > 0` with a literal 0 (telemetry_summary.erring_devices), or the
+    # planner cannot use this partial index.
+    __table_args__ = (
+        Index("ix_telemetry_sample_ts", "ts"),
+        Index(
+            "ix_telemetry_sample_errors",
+            "ts",
+            "device_id",
+            sqlite_where=text("errors > 0"),
+            postgresql_where=text("errors > 0"),
+        ),
+    )
 
     device_id: str = Field(
         foreign_key="device.id", primary_key=True, max_length=64, ondelete="CASCADE"

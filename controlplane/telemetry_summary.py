@@ -6,8 +6,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Select, func, literal_column
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from controlplane.db_models import Device
 from controlplane.telemetry_models import FleetSummary, TelemetrySample
@@ -37,49 +38,53 @@ def device_health(
     return "errors" if has_errors else "ok"
 
 
+def erring_devices(now: datetime) -> Select[Any]:
+    """The ids of devices whose samples in the error window report errors (may repeat): a
+    literal 0, so that the planner reads only ix_telemetry_sample_errors (WHERE errors > 0)."""
+    samples: Any = TelemetrySample.__table__  # type: ignore[attr-defined]
+    return sa_select(samples.c.device_id).where(
+        samples.c.errors > literal_column("0"), samples.c.ts >= to_utc(now) - ERROR_WINDOW
+    )
+
+
 def devices_with_errors(session: Session, *, now: datetime) -> set[str]:
     """Devices whose samples in the error window report errors."""
-    query = (
-        select(TelemetrySample.device_id)
-        .where(col(TelemetrySample.ts) >= now - ERROR_WINDOW, col(TelemetrySample.errors) > 0)
-        .distinct()
-    )
-    return set(session.exec(query))
+    return set(session.execute(erring_devices(now)).scalars())
 
 
 def fleet_summary(session: Session, *, now: datetime) -> FleetSummary:
-    """Counts over every device that is not revoked."""
+    """Counts over every device that is not revoked, from one grouped query (reading each
+    device's state as JSON took 200 ms at 10,000 devices; the groups are a handful)."""
     now = to_utc(now)
-    erring = devices_with_errors(session, now=now)
     table = Device.__table__  # type: ignore[attr-defined]
-    query = sa_select(
-        table.c.id,
+    erring = erring_devices(now)
+    keys = (
         table.c.device_class,
-        table.c.online,
-        table.c.last_seen,
         table.c.active_model,
         table.c.agent_version,
-        table.c.state,
-    ).where(table.c.revoked_at.is_(None))
+        table.c.state[("active", "engine")].as_string(),
+        table.c.online,
+        table.c.last_seen >= now - STALE_AFTER,  # NULL (never seen) counts as stale
+        table.c.id.in_(erring),
+    )
+    query = sa_select(*keys, func.count()).where(table.c.revoked_at.is_(None)).group_by(*keys)
     by_class: Counter[str] = Counter()
     by_engine: Counter[str] = Counter()
     by_model: Counter[str] = Counter()
     by_health: Counter[str] = Counter()
     by_version: Counter[str] = Counter()
     total = online = 0
-    rows = session.execute(query)
-    for device_id, device_class, is_online, last_seen, model, version, state in rows:
-        total += 1
-        online += bool(is_online)
-        by_class[device_class or NONE] += 1
-        by_engine[engine_of(state or {})] += 1
-        by_model[model or NONE] += 1
-        by_version[version or NONE] += 1
-        by_health[
-            device_health(
-                online=is_online, last_seen=last_seen, has_errors=device_id in erring, now=now
-            )
-        ] += 1
+    for device_class, model, version, engine, is_online, fresh, errors, n in session.execute(query):
+        total += n
+        online += n if is_online else 0
+        by_class[device_class or NONE] += n
+        by_engine[engine if isinstance(engine, str) and engine else NONE] += n
+        by_model[model or NONE] += n
+        by_version[version or NONE] += n
+        health = (
+            "offline" if not is_online else "stale" if not fresh else "errors" if errors else "ok"
+        )
+        by_health[health] += n
     return FleetSummary(
         total=total,
         online=online,

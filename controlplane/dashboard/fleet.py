@@ -16,7 +16,7 @@ from controlplane.api.deps import SessionDep
 from controlplane.dashboard.routes import RANGES, Viewer, _page
 from controlplane.db_models import Device
 from controlplane.telemetry_models import TelemetryPoint
-from controlplane.telemetry_store import grouped_series
+from controlplane.telemetry_store import grouped_metrics
 from models.protocol import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -52,20 +52,22 @@ def group_counts(session: Session, column: str) -> dict[str, int]:
 
 
 def group_charts(session: Session, *, by: str, span: timedelta, now: datetime) -> list[str]:
-    """One JSON chart per metric, with a series per group (model or device class): eight
-    grouped queries however many groups and devices."""
+    """One JSON chart per metric, with a series per group (model or device class): two
+    grouped queries however many groups, devices and metrics."""
     column: Literal["active_model", "device_class"] = (
         "active_model" if by == "model" else "device_class"
     )
     counts = group_counts(session, column)
     groups = sorted(counts, key=lambda g: (-counts[g], g))[:MAX_GROUPS]
     bucket_s = max(60, int(span.total_seconds() // POINTS))
-    data = {
-        metric: grouped_series(
-            session, metric=metric, start=now - span, end=now, bucket_s=bucket_s, group_by=column
-        )
-        for metric in ("tokens_per_s", "ttft_ms", "requests", "errors")
-    }
+    data = grouped_metrics(
+        session,
+        metrics=("tokens_per_s", "ttft_ms", "requests", "errors"),
+        start=now - span,
+        end=now,
+        bucket_s=bucket_s,
+        group_by=column,
+    )
     charts = []
     for metric, title in CHARTS:
         lines = []

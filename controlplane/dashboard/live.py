@@ -29,8 +29,7 @@ from controlplane.dashboard.routes import current_viewer
 from controlplane.db_models import Device
 from controlplane.errors import ApiError
 from controlplane.rollouts import service
-from controlplane.telemetry_models import TelemetrySample
-from controlplane.telemetry_summary import ERROR_WINDOW, STALE_AFTER
+from controlplane.telemetry_summary import STALE_AFTER, erring_devices
 from models.protocol import utcnow
 
 _LOGGER = logging.getLogger(__name__)
@@ -160,10 +159,7 @@ def _fleet(session: Session, _last: Snapshot | None) -> Snapshot:
     90 ms at 10,000 devices, too much to repeat every two seconds)."""
     now = utcnow()
     table: Any = Device.__table__  # type: ignore[attr-defined]
-    samples: Any = TelemetrySample.__table__  # type: ignore[attr-defined]
-    erring = select(samples.c.device_id).where(
-        samples.c.ts >= now - ERROR_WINDOW, samples.c.errors > 0
-    )
+    erring = erring_devices(now)
     fresh = table.c.last_seen >= now - STALE_AFTER
     has_errors = table.c.id.in_(erring)
     query = (

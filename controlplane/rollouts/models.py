@@ -1,4 +1,5 @@
-"""Rollout tables and API schemas (Alembic revisions 0003, 0006 and 0008 of the rollouts branch)."""
+"""Rollout tables and API schemas (Alembic revisions 0003, 0006, 0008 and 0009 of the rollouts
+branch)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,12 @@ class RolloutDevice(SQLModel, table=True):
     """One device in one rollout."""
 
     __tablename__ = "rollout_device"
-    # Progress (count by wave and state) reads this index alone: alembic 0008.
-    __table_args__ = (Index("ix_rollout_device_progress", "rollout_id", "wave", "state"),)
+    # Progress (count by wave and state) reads this index alone: alembic 0008; the
+    # dashboard's device pages (by wave and id) read the second: alembic 0009.
+    __table_args__ = (
+        Index("ix_rollout_device_progress", "rollout_id", "wave", "state"),
+        Index("ix_rollout_device_page", "rollout_id", "wave", "device_id"),
+    )
 
     rollout_id: str = Field(
         foreign_key="rollout.id", primary_key=True, ondelete="CASCADE", max_length=32
