@@ -252,13 +252,15 @@ class IngestWriter:
         """Write one batch in one transaction; returns the messages from known devices."""
         with Session(self._engine, expire_on_commit=False) as session:
             ids = {item.device_id for item in batch}
-            allowed = set(
-                session.exec(
-                    select(Device.id).where(
+            # Each device's class and model key its samples' minutes (telemetry_minute).
+            allowed = {
+                device_id: (device_class or "", model or "")
+                for device_id, device_class, model in session.exec(
+                    select(Device.id, Device.device_class, Device.active_model).where(
                         col(Device.id).in_(ids), col(Device.revoked_at).is_(None)
                     )
                 )
-            )
+            }
             accepted: list[Inbound] = []
             counts: Counter[str] = Counter()
             rows: list[dict[str, Any]] = []
@@ -284,7 +286,7 @@ class IngestWriter:
                     )
                 elif isinstance(item.message, protocol.DeviceState):
                     states[item.device_id] = item  # the last state in a batch wins
-            counts["duplicate_samples"] += len(rows) - insert_samples(session, rows)
+            counts["duplicate_samples"] += len(rows) - insert_samples(session, rows, groups=allowed)
             if seen:
                 # One statement for the whole batch: last_seen is as coarse as a batch (ms).
                 when = max(seen.values())

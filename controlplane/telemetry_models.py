@@ -1,9 +1,11 @@
-"""Telemetry tables (raw samples, hourly aggregates) and the query API's schemas."""
+"""Telemetry tables (raw samples, per-minute and hourly aggregates) and the query API's schemas."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import BigInteger, DateTime, Index, text
 from sqlmodel import Field, SQLModel
 
@@ -73,6 +75,39 @@ class TelemetryHourly(SQLModel, table=True):
     sum: float
     min: float
     max: float
+
+
+# The per-minute table's columns for each metric: `{metric}_count`, `_sum`, `_min`, `_max`.
+MINUTE_AGGREGATES: tuple[str, ...] = ("count", "sum", "min", "max")
+
+
+def minute_columns(metric: str) -> tuple[str, str, str, str]:
+    """The per-minute table's count, sum, min and max columns of `metric`."""
+    count, total, low, high = (f"{metric}_{agg}" for agg in MINUTE_AGGREGATES)
+    return count, total, low, high
+
+
+def _minute_table() -> sa.Table:
+    columns: list[sa.Column[Any]] = [
+        sa.Column("minute", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("device_class", sa.String(100), primary_key=True),
+        sa.Column("model", sa.String(300), primary_key=True),
+    ]
+    for metric in METRICS:
+        count, total, low, high = minute_columns(metric)
+        columns += [
+            sa.Column(count, sa.BigInteger(), nullable=False),
+            sa.Column(total, sa.Float(), nullable=False),
+            sa.Column(low, sa.Float(), nullable=True),
+            sa.Column(high, sa.Float(), nullable=True),
+        ]
+    return sa.Table("telemetry_minute", SQLModel.metadata, *columns)
+
+
+TELEMETRY_MINUTE = _minute_table()
+"""Samples per minute, device class and model (the device's when the sample was written),
+count/sum/min/max of every metric: upserted with the samples, in their transaction, and
+pruned with them by the rollup. Fleet-wide charts read it instead of every sample."""
 
 
 class IngestCounter(SQLModel, table=True):

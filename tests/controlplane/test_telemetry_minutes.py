@@ -1,0 +1,282 @@
+"""Per-minute telemetry (telemetry_minute) answers the fleet charts as the samples did.
+
+Every test stores samples through the ingest writer (or insert_samples), then asks the same
+question twice, from the samples (`use_minutes=False`, the code before telemetry_minute) and
+from the minutes, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from controlplane.ingest_counters import BridgeStats
+from controlplane.telemetry_ingest import Inbound, IngestWriter
+from controlplane.telemetry_models import METRICS, TELEMETRY_MINUTE, TelemetryPoint
+from controlplane.telemetry_retention import run_retention
+from controlplane.telemetry_store import grouped_metrics, series
+from models import protocol
+from tests.controlplane.helpers import enroll, mark_device_state
+
+CHART_METRICS = ("tokens_per_s", "ttft_ms", "requests", "errors")
+# (class, model) per device; None: a device that never reported a state.
+FLEET: tuple[tuple[str, str] | None, ...] = (
+    ("jetson", "tiny:1.0.0"),
+    ("jetson", "tiny:1.0.0"),
+    ("jetson", "big:2.0.0"),
+    ("x86", "tiny:1.0.0"),
+    ("x86", "big:2.0.0"),
+    None,
+)
+
+
+def engine_of(client: TestClient) -> Engine:
+    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
+    return engine
+
+
+def set_model(engine: Engine, device_id: str, device_class: str, model: str) -> None:
+    name, version = model.split(":")
+    state = protocol.DeviceState(
+        online=True,
+        device_class=device_class,
+        agent_version="0.2.0",
+        active=protocol.ActiveModel(name=name, version=version, variant="q4", engine="llama_cpp"),
+    )
+    with Session(engine) as session:
+        mark_device_state(
+            session,
+            device_id=device_id,
+            online=True,
+            state=state.model_dump(mode="json"),
+            seen_at=protocol.utcnow(),
+        )
+
+
+def sample(rng: random.Random, ts: datetime) -> protocol.TelemetrySample:
+    return protocol.TelemetrySample(
+        ts=ts,
+        tokens_per_s=None if rng.random() < 0.2 else round(rng.uniform(1, 50), 3),
+        ttft_ms=None if rng.random() < 0.3 else round(rng.uniform(5, 900), 2),
+        requests=rng.randint(0, 20),
+        queue_depth=rng.randint(0, 3),
+        errors=rng.choice((0, 0, 0, 1, 2)),
+        cpu_percent=rng.uniform(0, 100),
+        mem_used_bytes=rng.randint(1, 2**33),
+    )
+
+
+def write(engine: Engine, batches: list[tuple[str, protocol.Telemetry]]) -> None:
+    """Through the ingest writer: one transaction for the lot, as the bridge does."""
+    writer = IngestWriter(engine, stats=BridgeStats(), keep_raw=timedelta(days=30))
+    received = protocol.utcnow()
+    writer.write(
+        [
+            Inbound(leaf="telemetry", device_id=device_id, message=batch, received_at=received)
+            for device_id, batch in batches
+        ]
+    )
+
+
+def same_points(new: list[TelemetryPoint], old: list[TelemetryPoint]) -> None:
+    assert [(p.t, p.count, p.min, p.max) for p in new] == [
+        (p.t, p.count, p.min, p.max) for p in old
+    ]
+    for a, b in zip(new, old, strict=True):
+        assert a.sum == pytest.approx(b.sum, rel=1e-12)
+        assert a.avg == pytest.approx(b.avg, rel=1e-12)
+
+
+def same_groups(new: dict[str, Any], old: dict[str, Any]) -> None:
+    assert set(new) == set(old)
+    for metric in old:
+        assert set(new[metric]) == set(old[metric]), metric
+        for group in old[metric]:
+            same_points(new[metric][group], old[metric][group])
+
+
+@pytest.fixture
+def fleet(cp_client: TestClient, admin_headers: dict[str, str]) -> list[str]:
+    """Enrolled devices with the classes and models of FLEET."""
+    engine = engine_of(cp_client)
+    ids = []
+    for groups in FLEET:
+        device_id = str(enroll(cp_client, admin_headers)["device_id"])
+        if groups is not None:
+            set_model(engine, device_id, *groups)
+        ids.append(device_id)
+    return ids
+
+
+@pytest.fixture
+def base() -> datetime:
+    """A whole minute three hours ago: samples lie in the 3 hours after it."""
+    now = protocol.utcnow().replace(second=0, microsecond=0)
+    return now - timedelta(hours=3)
+
+
+def fill(engine: Engine, ids: list[str], base: datetime, *, seed: int = 7) -> None:
+    """Samples over three hours, several to a minute and a device, in batches that overlap
+    minutes, one batch sent twice (stored once) and one stored in a later transaction."""
+    rng = random.Random(seed)
+    batches: list[tuple[str, protocol.Telemetry]] = []
+    for n, device_id in enumerate(ids):
+        for seq in range(1, 13):
+            first = base + timedelta(minutes=15 * (seq - 1), seconds=rng.uniform(0, 59))
+            samples = [
+                sample(rng, first + timedelta(seconds=rng.uniform(0, 150))) for _ in range(5)
+            ]
+            batches.append((device_id, protocol.Telemetry(seq=seq, samples=samples)))
+        batches.append(batches[-1 - n])  # redelivered
+    write(engine, batches[: len(batches) // 2])
+    write(engine, batches[len(batches) // 2 :])
+    write(engine, batches[:3])  # a whole batch resent later: nothing new
+
+
+WINDOWS = [  # (start, end) after base, in seconds: partial minutes at either end or none
+    (17.5, 2 * 3600 + 41.25),
+    (0, 3 * 3600),
+    (-3600, 4 * 3600),
+    (61.2, 119.9),  # no whole minute: samples only
+    (30, 80),
+]
+
+
+@pytest.mark.parametrize("bucket_s", [60, 180, 240, 900, 90])
+def test_fleet_wide_series_from_minutes_equal_the_samples(
+    cp_client: TestClient, fleet: list[str], base: datetime, bucket_s: int
+) -> None:
+    engine = engine_of(cp_client)
+    fill(engine, fleet, base)
+    with Session(engine) as session:
+        for lo, hi in WINDOWS:
+            start, end = base + timedelta(seconds=lo), base + timedelta(seconds=hi)
+            for metric in METRICS:
+                args: dict[str, Any] = {
+                    "metric": metric,
+                    "start": start,
+                    "end": end,
+                    "bucket_s": bucket_s,
+                }
+                new = series(session, **args)
+                old = series(session, **args, use_minutes=False)
+                same_points(new, old)
+                assert new or lo == 30 or metric in ("temperature_c", "power_w")
+
+
+@pytest.mark.parametrize("group_by", ["active_model", "device_class"])
+@pytest.mark.parametrize("bucket_s", [60, 240, 960, 90])
+def test_grouped_metrics_from_minutes_equal_the_samples(
+    cp_client: TestClient, fleet: list[str], base: datetime, group_by: Any, bucket_s: int
+) -> None:
+    engine = engine_of(cp_client)
+    fill(engine, fleet, base)
+    with Session(engine) as session:
+        for lo, hi in WINDOWS:
+            args: dict[str, Any] = {
+                "metrics": CHART_METRICS,
+                "start": base + timedelta(seconds=lo),
+                "end": base + timedelta(seconds=hi),
+                "bucket_s": bucket_s,
+                "group_by": group_by,
+            }
+            same_groups(
+                grouped_metrics(session, **args),
+                grouped_metrics(session, **args, use_minutes=False),
+            )
+        whole = {**args, "start": base, "end": base + timedelta(hours=4)}
+        groups = grouped_metrics(session, **whole)
+    by_model = group_by == "active_model"
+    expected = {"tiny:1.0.0", "big:2.0.0", ""} if by_model else {"jetson", "x86", "cpu-x86"}
+    assert set(groups["requests"]) == expected
+
+
+def test_a_device_that_changes_model_mid_window(
+    cp_client: TestClient, fleet: list[str], base: datetime
+) -> None:
+    """The minutes keep each sample with the model its device ran when it sent it (a model
+    change, by a rollout say, splits the device's line there); the samples read before, by
+    the device's current model, moved its whole history to the new model. Fleet-wide and
+    per-class figures are the same either way."""
+    engine = engine_of(cp_client)
+    mover = fleet[0]  # jetson, tiny:1.0.0
+    rng = random.Random(3)
+    before = [sample(rng, base + timedelta(minutes=10, seconds=s)) for s in (1, 20, 40)]
+    write(engine, [(mover, protocol.Telemetry(seq=1, samples=before))])
+    set_model(engine, mover, "jetson", "big:2.0.0")
+    after = [sample(rng, base + timedelta(minutes=40, seconds=s)) for s in (1, 20, 40)]
+    write(engine, [(mover, protocol.Telemetry(seq=2, samples=after))])
+    window: dict[str, Any] = {
+        "metrics": ("requests",),
+        "start": base,
+        "end": base + timedelta(hours=1),
+        "bucket_s": 3600,
+    }
+    with Session(engine) as session:
+        by_model = grouped_metrics(session, **window, group_by="active_model")["requests"]
+        old_by_model = grouped_metrics(
+            session, **window, group_by="active_model", use_minutes=False
+        )["requests"]
+        for group_by in ("device_class",):
+            same_groups(
+                grouped_metrics(session, **window, group_by=group_by),
+                grouped_metrics(session, **window, group_by=group_by, use_minutes=False),
+            )
+        fleet_args: dict[str, Any] = {
+            "metric": "requests",
+            "start": base,
+            "end": base + timedelta(hours=1),
+            "bucket_s": 3600,
+        }
+        same_points(series(session, **fleet_args), series(session, **fleet_args, use_minutes=False))
+    assert [p.count for p in by_model["tiny:1.0.0"]] == [3]
+    assert [p.sum for p in by_model["tiny:1.0.0"]] == [float(sum(s.requests for s in before))]
+    assert [p.count for p in by_model["big:2.0.0"]] == [3]
+    assert "tiny:1.0.0" not in old_by_model and [p.count for p in old_by_model["big:2.0.0"]] == [6]
+
+
+def test_rollup_prunes_the_minutes_with_the_samples(
+    cp_client: TestClient, fleet: list[str], base: datetime
+) -> None:
+    engine = engine_of(cp_client)
+    fill(engine, fleet, base)
+    now = base + timedelta(hours=3)
+    result = run_retention(engine, keep=timedelta(minutes=90), now=now)
+    assert result.raw_deleted
+    with Session(engine) as session:
+        oldest = session.execute(select(func.min(TELEMETRY_MINUTE.c.minute))).scalar_one()
+        assert oldest is not None
+        assert oldest.replace(tzinfo=timezone.utc) >= result.cutoff
+        for bucket_s in (180, 3600):
+            args: dict[str, Any] = {"start": base, "end": now, "bucket_s": bucket_s}
+            same_points(
+                series(session, metric="tokens_per_s", **args),
+                series(session, metric="tokens_per_s", **args, use_minutes=False),
+            )
+            same_groups(
+                grouped_metrics(session, metrics=CHART_METRICS, group_by="device_class", **args),
+                grouped_metrics(
+                    session,
+                    metrics=CHART_METRICS,
+                    group_by="device_class",
+                    use_minutes=False,
+                    **args,
+                ),
+            )
+
+
+def test_minutes_hold_only_what_was_stored(
+    cp_client: TestClient, fleet: list[str], base: datetime
+) -> None:
+    engine = engine_of(cp_client)
+    fill(engine, fleet, base)
+    with Session(engine) as session:
+        minutes = session.execute(select(func.sum(TELEMETRY_MINUTE.c.requests_count))).scalar_one()
+    assert minutes == len(fleet) * 12 * 5
