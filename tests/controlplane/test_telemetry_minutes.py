@@ -206,17 +206,18 @@ def test_a_device_that_changes_model_mid_window(
     the device's current model, moved its whole history to the new model. Fleet-wide and
     per-class figures are the same either way."""
     engine = engine_of(cp_client)
+    hour = base.replace(minute=0) + timedelta(hours=1)  # one whole hourly bucket, in the past
     mover = fleet[0]  # jetson, tiny:1.0.0
     rng = random.Random(3)
-    before = [sample(rng, base + timedelta(minutes=10, seconds=s)) for s in (1, 20, 40)]
+    before = [sample(rng, hour + timedelta(minutes=10, seconds=s)) for s in (1, 20, 40)]
     write(engine, [(mover, protocol.Telemetry(seq=1, samples=before))])
     set_model(engine, mover, "jetson", "big:2.0.0")
-    after = [sample(rng, base + timedelta(minutes=40, seconds=s)) for s in (1, 20, 40)]
+    after = [sample(rng, hour + timedelta(minutes=40, seconds=s)) for s in (1, 20, 40)]
     write(engine, [(mover, protocol.Telemetry(seq=2, samples=after))])
     window: dict[str, Any] = {
         "metrics": ("requests",),
-        "start": base,
-        "end": base + timedelta(hours=1),
+        "start": hour,
+        "end": hour + timedelta(hours=1),
         "bucket_s": 3600,
     }
     with Session(engine) as session:
@@ -231,8 +232,8 @@ def test_a_device_that_changes_model_mid_window(
             )
         fleet_args: dict[str, Any] = {
             "metric": "requests",
-            "start": base,
-            "end": base + timedelta(hours=1),
+            "start": hour,
+            "end": hour + timedelta(hours=1),
             "bucket_s": 3600,
         }
         same_points(series(session, **fleet_args), series(session, **fleet_args, use_minutes=False))
