@@ -1,9 +1,16 @@
-"""The bridge's lean PUBLISH parsing (the whole path runs against Mosquitto in test_bridge)."""
+"""The bridge's lean PUBLISH parsing (the whole path runs against Mosquitto in test_bridge).
+
+`LeanReceiveClient` overrides private parts of paho's `Client` (pyproject.toml pins paho-mqtt
+<2.3 for that): the tests below fail when a paho release renames or reshapes them, instead of
+the bridge quietly falling back to paho's own, slower receive path.
+"""
 
 from __future__ import annotations
 
+import inspect
 import socket
 
+import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -73,6 +80,51 @@ def test_the_client_insists_on_manual_acks() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("method", "parameters"),
+    [
+        ("_sock_recv", ["self", "bufsize"]),
+        ("_handle_publish", ["self"]),
+        ("loop_read", ["self", "max_packets"]),
+    ],
+)
+def test_paho_still_has_the_methods_the_client_overrides(
+    method: str, parameters: list[str]
+) -> None:
+    assert method in vars(mqtt.Client), f"paho's Client has no {method} any more"
+    assert list(inspect.signature(getattr(mqtt.Client, method)).parameters) == parameters
+
+
+def test_paho_still_keeps_the_packet_being_read_where_the_client_reads_it() -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    assert {"command", "packet"} <= set(client._in_packet)
+    assert client._sock is None
+
+
+class CountingSocket:
+    """A socket (paho's `SocketLike`) whose `recv` calls are counted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recv_calls = 0
+
+    def recv(self, buffer_size: int) -> bytes:
+        self.recv_calls += 1
+        return self.sock.recv(buffer_size)
+
+    def send(self, buffer: bytes | bytearray) -> int:
+        return self.sock.send(buffer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+
 def test_packets_arriving_together_are_all_handled_in_one_read() -> None:
     got: list[tuple[bytes, bytes, int, int]] = []
     client = LeanReceiveClient(
@@ -83,7 +135,8 @@ def test_packets_arriving_together_are_all_handled_in_one_read() -> None:
     )
     ours, broker = socket.socketpair()
     ours.setblocking(False)
-    client._sock = ours  # as if connected; the socket is all loop_read uses
+    counted = CountingSocket(ours)
+    client._sock = counted  # as if connected; the socket is all loop_read uses
     try:
         first = publish_packet(b"t/1", b"one", mid=1, props=b"\x00")
         second = publish_packet(b"t/2", b"two" * 100, mid=2, props=b"\x00")
@@ -92,6 +145,7 @@ def test_packets_arriving_together_are_all_handled_in_one_read() -> None:
         broker.sendall(b"\x32" + bytes([len(second) & 0x7F | 0x80, len(second) >> 7]) + second)
         assert client.loop_read() == 0
         assert got == [(b"t/1", b"one", 1, 1), (b"t/2", b"two" * 100, 2, 1)]
+        assert counted.recv_calls == 1  # paho's own path asks for each packet in three calls
     finally:
         client._sock = None
         ours.close()
