@@ -27,16 +27,8 @@ ACK_TIMEOUT_S = 30.0  # an unacknowledged publish older than this is sent again
 CHUNK = 500  # ids per IN (...) list
 
 _TABLE: Table = DeviceDesired.__table__  # type: ignore[attr-defined]
-_BUMP = (
-    update(_TABLE)
-    .where(_TABLE.c.device_id == bindparam("b_id"))
-    .values(
-        version=bindparam("b_version"),
-        models=bindparam("b_models", type_=_TABLE.c.models.type),
-        updated_at=bindparam("b_at", type_=_TABLE.c.updated_at.type),
-    )
-)
-_BUMP_FIELD = {
+# One executemany UPDATE per column a desired state carries: the column, a new version.
+_BUMP = {
     name: update(_TABLE)
     .where(_TABLE.c.device_id == bindparam("b_id"))
     .values(
@@ -46,7 +38,7 @@ _BUMP_FIELD = {
             "updated_at": bindparam("b_at", type_=_TABLE.c.updated_at.type),
         }
     )
-    for name in ("agent", "settings")
+    for name in ("models", "agent", "settings")
 }
 _MARK_PUBLISHED = (
     update(_TABLE)
@@ -73,25 +65,22 @@ def models_by_device(
     session: Session, device_ids: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """Stored desired models of each device that has a desired state (one query per chunk)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for part in chunks(device_ids):
-        rows = session.execute(
-            select(_TABLE.c.device_id, _TABLE.c.models).where(_TABLE.c.device_id.in_(part))
-        )
-        out.update((d, list(m or [])) for d, m in rows)
-    return out
+    return {d: list(m or []) for d, m in _stored(session, "models", device_ids).items()}
 
 
 def agents_by_device(
     session: Session, device_ids: Sequence[str]
 ) -> dict[str, dict[str, Any] | None]:
     """Stored desired agent release of each device that has a desired state."""
-    out: dict[str, dict[str, Any] | None] = {}
+    return {d: a or None for d, a in _stored(session, "agent", device_ids).items()}
+
+
+def _stored(session: Session, name: str, device_ids: Sequence[str]) -> dict[str, Any]:
+    """Column `name` of each of these devices that has a desired state (one query per chunk)."""
+    out: dict[str, Any] = {}
     for part in chunks(device_ids):
-        rows = session.execute(
-            select(_TABLE.c.device_id, _TABLE.c.agent).where(_TABLE.c.device_id.in_(part))
-        )
-        out.update((d, a or None) for d, a in rows)
+        query = select(_TABLE.c.device_id, _TABLE.c[name]).where(_TABLE.c.device_id.in_(part))
+        out.update((device_id, value) for device_id, value in session.execute(query))
     return out
 
 
@@ -106,35 +95,8 @@ def set_many(session: Session, models: Mapping[str, Sequence[DesiredModel]]) -> 
 
     One SELECT and one executemany UPDATE/INSERT per chunk; returns device id -> version.
     """
-    now = utcnow()
-    versions: dict[str, int] = {}
-    for part in chunks(list(models)):
-        stored = _versions(session, part)
-        bumps, news = [], []
-        for device_id in part:
-            dumped = [m.model_dump(mode="json") for m in models[device_id]]
-            if device_id in stored:
-                version = stored[device_id] + 1
-                bumps.append(
-                    {"b_id": device_id, "b_version": version, "b_models": dumped, "b_at": now}
-                )
-            else:
-                version = 1
-                news.append(
-                    {
-                        "device_id": device_id,
-                        "version": 1,
-                        "models": dumped,
-                        "published_version": 0,
-                        "updated_at": now,
-                    }
-                )
-            versions[device_id] = version
-        if bumps:
-            session.execute(_BUMP, bumps)
-        if news:
-            session.execute(insert(_TABLE), news)
-    return versions
+    dumped = {d: [m.model_dump(mode="json") for m in ms] for d, ms in models.items()}
+    return _set_field(session, "models", dumped)
 
 
 def set_agent_many(session: Session, agents: Mapping[str, dict[str, Any] | None]) -> dict[str, int]:
@@ -148,9 +110,8 @@ def set_settings(session: Session, device_id: str, settings: AgentSettings | Non
     return _set_field(session, "settings", {device_id: value})[device_id]
 
 
-def _set_field(
-    session: Session, name: str, values: Mapping[str, dict[str, Any] | None]
-) -> dict[str, int]:
+def _set_field(session: Session, name: str, values: Mapping[str, Any]) -> dict[str, int]:
+    """Set column `name` per device and bump its version; a device without a row gets one."""
     now = utcnow()
     versions: dict[str, int] = {}
     for part in chunks(list(values)):
@@ -180,7 +141,7 @@ def _set_field(
                     }
                 )
         if bumps:
-            session.execute(_BUMP_FIELD[name], bumps)
+            session.execute(_BUMP[name], bumps)
         if news:
             session.execute(insert(_TABLE), news)
     return versions
