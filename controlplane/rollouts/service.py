@@ -225,14 +225,4 @@ def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
 
 def device_to_public(row: RolloutDevice) -> RolloutDevicePublic:
     """The API view of one device in a rollout."""
-    return RolloutDevicePublic(
-        device_id=row.device_id,
-        wave=row.wave,
-        state=row.state,
-        sub_status=row.sub_status,
-        detail=row.detail,
-        desired_version=row.desired_version,
-        dispatched_at=as_utc(row.dispatched_at) if row.dispatched_at else None,
-        activated_at=as_utc(row.activated_at) if row.activated_at else None,
-        updated_at=as_utc(row.updated_at),
-    )
+    return RolloutDevicePublic.model_validate(row, from_attributes=True)
