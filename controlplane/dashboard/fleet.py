@@ -16,7 +16,7 @@ from controlplane.api.deps import SessionDep
 from controlplane.dashboard.routes import RANGES, Viewer, _page
 from controlplane.db_models import Device
 from controlplane.telemetry_models import TelemetryPoint
-from controlplane.telemetry_store import grouped_metrics
+from controlplane.telemetry_reads import grouped_metrics
 from models.protocol import utcnow
 
 router = APIRouter(include_in_schema=False)

@@ -25,7 +25,7 @@ from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
 from controlplane.db_models import ApiToken, Role, as_utc
 from controlplane.errors import ApiError, LoginRequired
-from controlplane.telemetry_store import series
+from controlplane.telemetry_reads import series
 from controlplane.telemetry_summary import fleet_summary
 from models.protocol import utcnow
 

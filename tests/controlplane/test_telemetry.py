@@ -14,8 +14,9 @@ from sqlmodel import Session
 
 from controlplane.db_models import Role
 from controlplane.telemetry_models import TelemetryHourly, TelemetrySample
+from controlplane.telemetry_reads import series
 from controlplane.telemetry_retention import run_retention
-from controlplane.telemetry_store import insert_samples, sample_rows, series
+from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
 from tests.controlplane.helpers import bearer, enroll, mark_device_state
 from tests.controlplane.test_auth import assert_error

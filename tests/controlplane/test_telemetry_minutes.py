@@ -20,8 +20,8 @@ from sqlmodel import Session
 from controlplane.ingest_counters import BridgeStats
 from controlplane.telemetry_ingest import Inbound, IngestWriter
 from controlplane.telemetry_models import METRICS, TELEMETRY_MINUTE, TelemetryPoint
+from controlplane.telemetry_reads import grouped_metrics, series
 from controlplane.telemetry_retention import run_retention
-from controlplane.telemetry_store import grouped_metrics, series
 from models import protocol
 from tests.controlplane.helpers import enroll, mark_device_state
 

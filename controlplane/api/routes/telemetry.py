@@ -17,7 +17,8 @@ from controlplane.api.deps import SessionDep, ViewerDep
 from controlplane.api.routes.devices import parse_selector
 from controlplane.errors import ApiError
 from controlplane.telemetry_models import FleetSummary, TelemetrySeries
-from controlplane.telemetry_store import series, to_utc
+from controlplane.telemetry_reads import series
+from controlplane.telemetry_store import to_utc
 from controlplane.telemetry_summary import fleet_summary
 from models.protocol import check_time_range, utcnow
 

@@ -16,13 +16,8 @@ from controlplane.core.db import make_engine
 from controlplane.dashboard.routes import COOKIE
 from controlplane.rollouts import dashboard
 from controlplane.rollouts.models import RolloutDevice
-from controlplane.telemetry_store import (
-    grouped_metrics,
-    grouped_series,
-    insert_samples,
-    roll_up,
-    sample_rows,
-)
+from controlplane.telemetry_reads import grouped_metrics, grouped_series
+from controlplane.telemetry_store import insert_samples, roll_up, sample_rows
 from models import protocol
 from tests.controlplane.rollouts.conftest import add_device, add_model
 
