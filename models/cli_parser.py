@@ -17,7 +17,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="log and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    trust_help = "trusted public key file (base64 lines or PEM); repeatable"
 
     p = sub.add_parser(
         "keygen",
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file's size and sha256. Exit 0 when all hold, 1 with the reason.",
     )
     p.add_argument("dir", type=Path, help="model directory")
-    p.add_argument("--trust", type=Path, action="append", help=trust_help)
+    _add_trust(p)
     p.add_argument("--variant", action="append", help="check only this variant's files")
 
     p = sub.add_parser(
@@ -47,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="model directory")
     p.add_argument("--key", type=Path, help=f"private key (default: {default_key_path()})")
 
-    store_help = f"artifact store (default: {edgefleet_home() / 'store'})"
     p = sub.add_parser(
         "import",
         help="verify a local model directory and add it to the store",
@@ -55,18 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         "content-addressed store (air-gapped import).",
     )
     p.add_argument("src", type=Path, help="model directory")
-    p.add_argument("--store", type=Path, help=store_help)
-    p.add_argument("--trust", type=Path, action="append", help=trust_help)
+    _add_store(p)
+    _add_trust(p)
 
-    p = sub.add_parser("list", help="list the models in the store")
-    p.add_argument("--store", type=Path, help=store_help)
-
+    _add_store(sub.add_parser("list", help="list the models in the store"))
     p = sub.add_parser("remove", help="forget a model version (gc frees its files)")
     p.add_argument("ref", metavar="NAME:VERSION")
-    p.add_argument("--store", type=Path, help=store_help)
-
-    p = sub.add_parser("gc", help="delete blobs no model uses and stale partial downloads")
-    p.add_argument("--store", type=Path, help=store_help)
+    _add_store(p)
+    _add_store(sub.add_parser("gc", help="delete blobs no model uses and stale partial downloads"))
 
     p = sub.add_parser(
         "build",
@@ -113,3 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="private key (created if absent; default: the public reference TEST key)",
     )
     return parser
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    """The artifact store option of the store's subcommands."""
+    p.add_argument(
+        "--store", type=Path, help=f"artifact store (default: {edgefleet_home() / 'store'})"
+    )
+
+
+def _add_trust(p: argparse.ArgumentParser) -> None:
+    """The trusted keys option of the subcommands that verify signatures."""
+    help_ = "trusted public key file (base64 lines or PEM); repeatable"
+    p.add_argument("--trust", type=Path, action="append", help=help_)
