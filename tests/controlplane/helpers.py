@@ -18,7 +18,7 @@ from agent.fleet.mqtt_identity import client_certificate_files
 from agent.fleet.outbox import Outbox
 from controlplane import crud
 from controlplane.db_models import Device
-from models.protocol import DeviceState
+from models.protocol import ActiveModel, DeviceState, utcnow
 from models.signing import file_entry, write_signed_manifest
 from tests.e2e.fakes import gguf_manifest
 
@@ -135,3 +135,34 @@ def mark_device_state(
         return None
     session.commit()
     return session.get(Device, device_id, populate_existing=True)
+
+
+def report_model(
+    session: Session,
+    device_id: str,
+    model: str,
+    *,
+    device_class: str = "cpu-x86",
+    engine: str = "llama_cpp",
+    variant: str = "q4",
+    agent_version: str = "0.2.0",
+    hardware: dict[str, Any] | None = None,
+    seen_at: datetime | None = None,
+) -> Device | None:
+    """Record that the device reported itself online, running `model` ("name:version") on
+    `engine`, as the bridge records a state report (committed); None for unknown ids."""
+    name, version = model.split(":")
+    state = DeviceState(
+        online=True,
+        device_class=device_class,
+        agent_version=agent_version,
+        hardware=hardware,
+        active=ActiveModel(name=name, version=version, variant=variant, engine=engine),
+    )
+    return mark_device_state(
+        session,
+        device_id=device_id,
+        online=True,
+        state=state.model_dump(mode="json"),
+        seen_at=seen_at or utcnow(),
+    )

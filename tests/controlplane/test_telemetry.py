@@ -18,7 +18,7 @@ from controlplane.telemetry_reads import series
 from controlplane.telemetry_retention import run_retention
 from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
-from tests.controlplane.helpers import bearer, enroll, mark_device_state
+from tests.controlplane.helpers import bearer, enroll, report_model
 from tests.controlplane.test_auth import assert_error
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc)
@@ -196,21 +196,14 @@ def test_fleet_summary(
     cp_client: TestClient, admin_headers: dict[str, str], device_id: str
 ) -> None:
     offline = str(enroll(cp_client, admin_headers)["device_id"])
-    state = protocol.DeviceState(
-        online=True,
-        device_class="jetson",
-        agent_version="0.2.0",
-        active=protocol.ActiveModel(
-            name="tiny", version="1.0.0", variant="trt-fp16", engine="tensorrt"
-        ),
-    )
     with Session(engine_of(cp_client)) as session:
-        mark_device_state(
+        report_model(
             session,
-            device_id=device_id,
-            online=True,
-            state=state.model_dump(mode="json"),
-            seen_at=protocol.utcnow(),
+            device_id,
+            "tiny:1.0.0",
+            device_class="jetson",
+            engine="tensorrt",
+            variant="trt-fp16",
         )
     summary = cp_client.get("/api/v1/fleet/summary", headers=admin_headers).json()
     assert summary["total"] == 2 and summary["online"] == 1

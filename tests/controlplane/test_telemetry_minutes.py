@@ -23,7 +23,7 @@ from controlplane.telemetry_models import METRICS, TELEMETRY_MINUTE, TelemetryPo
 from controlplane.telemetry_reads import grouped_metrics, series
 from controlplane.telemetry_retention import run_retention
 from models import protocol
-from tests.controlplane.helpers import enroll, mark_device_state
+from tests.controlplane.helpers import enroll, report_model
 
 CHART_METRICS = ("tokens_per_s", "ttft_ms", "requests", "errors")
 # (class, model) per device; None: a device that never reported a state.
@@ -40,24 +40,6 @@ FLEET: tuple[tuple[str, str] | None, ...] = (
 def engine_of(client: TestClient) -> Engine:
     engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
     return engine
-
-
-def set_model(engine: Engine, device_id: str, device_class: str, model: str) -> None:
-    name, version = model.split(":")
-    state = protocol.DeviceState(
-        online=True,
-        device_class=device_class,
-        agent_version="0.2.0",
-        active=protocol.ActiveModel(name=name, version=version, variant="q4", engine="llama_cpp"),
-    )
-    with Session(engine) as session:
-        mark_device_state(
-            session,
-            device_id=device_id,
-            online=True,
-            state=state.model_dump(mode="json"),
-            seen_at=protocol.utcnow(),
-        )
 
 
 def sample(rng: random.Random, ts: datetime) -> protocol.TelemetrySample:
@@ -110,7 +92,8 @@ def fleet(cp_client: TestClient, admin_headers: dict[str, str]) -> list[str]:
     for groups in FLEET:
         device_id = str(enroll(cp_client, admin_headers)["device_id"])
         if groups is not None:
-            set_model(engine, device_id, *groups)
+            with Session(engine) as session:
+                report_model(session, device_id, groups[1], device_class=groups[0])
         ids.append(device_id)
     return ids
 
@@ -211,7 +194,8 @@ def test_a_device_that_changes_model_mid_window(
     rng = random.Random(3)
     before = [sample(rng, hour + timedelta(minutes=10, seconds=s)) for s in (1, 20, 40)]
     write(engine, [(mover, protocol.Telemetry(seq=1, samples=before))])
-    set_model(engine, mover, "jetson", "big:2.0.0")
+    with Session(engine) as session:
+        report_model(session, mover, "big:2.0.0", device_class="jetson")
     after = [sample(rng, hour + timedelta(minutes=40, seconds=s)) for s in (1, 20, 40)]
     write(engine, [(mover, protocol.Telemetry(seq=2, samples=after))])
     window: dict[str, Any] = {

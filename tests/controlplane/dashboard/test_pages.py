@@ -16,7 +16,7 @@ from controlplane.db_models import Role
 from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
 from tests.controlplane.dashboard.browser import chromium_page, needs_chromium
-from tests.controlplane.helpers import HARDWARE, bearer, enroll, mark_device_state
+from tests.controlplane.helpers import HARDWARE, bearer, enroll, report_model
 from tests.controlplane.live import sqlite_control_plane
 
 pytestmark = needs_chromium
@@ -34,21 +34,15 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
             created = enroll(http, bearer(admin), labels={"site": "lab"}, name="kitchen")  # type: ignore[arg-type]
             device_id = created["device_id"]
         now = protocol.utcnow()
-        state = protocol.DeviceState(
-            online=True,
-            agent_version="0.3.0",
-            device_class="cpu-x86",
-            hardware=HARDWARE,
-            active=protocol.ActiveModel(
-                name="tiny", version="1.0.0", variant="gguf-q4_0", engine="llamacpp"
-            ),
-        )
         with Session(engine) as session:
-            mark_device_state(
+            report_model(
                 session,
-                device_id=device_id,
-                online=True,
-                state=state.model_dump(mode="json"),
+                device_id,
+                "tiny:1.0.0",
+                engine="llamacpp",
+                variant="gguf-q4_0",
+                agent_version="0.3.0",
+                hardware=HARDWARE,
                 seen_at=now,
             )
             samples = [
