@@ -76,14 +76,14 @@ def stop_tuple(stop: str | Sequence[str] | None, extra: Sequence[str] = ()) -> t
 def sampling(
     *,
     max_tokens: int | None,
-    temperature: float | None,
-    top_p: float | None,
-    top_k: int | None,
-    repeat_penalty: float | None,
-    seed: int | None,
     stop: tuple[str, ...],
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    repeat_penalty: float | None = None,
+    seed: int | None = None,
 ) -> SamplingParams:
-    """SamplingParams from request fields; None keeps the engine default."""
+    """SamplingParams from request fields; None (or a field not given) keeps the engine default."""
     fields: dict[str, Any] = {
         "temperature": temperature,
         "top_p": top_p,

@@ -59,14 +59,11 @@ class ResponseTurn:
 
         def build(model: LoadedModel) -> tuple[str, SamplingParams]:
             prompt = nonempty_prompt(plan.render(model, self.messages), "input")
-            params = sampling(
+            params = sampling(  # the Responses API has no top_k, repeat_penalty or seed
                 max_tokens=body.max_output_tokens,
+                stop=model.chat.stop_strings,
                 temperature=body.temperature,
                 top_p=body.top_p,
-                top_k=None,
-                repeat_penalty=None,
-                seed=None,
-                stop=model.chat.stop_strings,
             )
             return prompt, replace(params, constraint=plan.constraint)
 
