@@ -22,6 +22,18 @@ def _chat(client: Any, **fields: Any) -> Any:
     return client.chat.completions.create(model=MODEL, **fields)
 
 
+def _sampled(client: Any, question: str, *, seed: int, max_tokens: int, **fields: Any) -> Any:
+    """One user question, sampled at temperature 0.8 with a fixed seed."""
+    return _chat(
+        client,
+        temperature=0.8,
+        seed=seed,
+        max_tokens=max_tokens,
+        messages=[{"role": "user", "content": question}],
+        **fields,
+    )
+
+
 @pytest.fixture(scope="module")
 def client(smollm2_openai: Any) -> Any:
     return smollm2_openai
@@ -57,36 +69,32 @@ def test_fifty_json_schema_answers_at_temperature_0_8_all_validate(client: Any) 
 
 
 def test_json_object_parses(client: Any) -> None:
-    reply = _chat(
+    reply = _sampled(
         client,
-        temperature=0.8,
+        "Describe a cat in JSON with two short keys.",
         seed=3,
         max_tokens=96,
         response_format={"type": "json_object"},
-        messages=[{"role": "user", "content": "Describe a cat in JSON with two short keys."}],
     )
     if reply.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(reply.choices[0].message.content), dict)
 
 
 def test_required_tool_call_round_trip(client: Any) -> None:
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = _chat(
-        client,
-        temperature=0.8,
-        seed=1,
-        max_tokens=48,
-        messages=messages,
-        tools=[WEATHER_TOOL],
-        tool_choice="required",
+    question = "What is the weather in Paris?"
+    first = _sampled(
+        client, question, seed=1, max_tokens=48, tools=[WEATHER_TOOL], tool_choice="required"
     )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert isinstance(json.loads(call.function.arguments)["city"], str)
-    messages.append(choice.message.model_dump(exclude_none=True))
-    messages.append({"role": "tool", "tool_call_id": call.id, "content": "Sunny, 24 C"})
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": question},
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 24 C"},
+    ]
     final = _chat(
         client,
         temperature=0,
@@ -101,13 +109,12 @@ def test_required_tool_call_round_trip(client: Any) -> None:
 
 
 def test_named_tool_call_streams_as_the_sdk_expects(client: Any) -> None:
-    stream = _chat(
+    stream = _sampled(
         client,
-        temperature=0.8,
+        "Weather in Oslo?",
         seed=2,
         max_tokens=48,
         stream=True,
-        messages=[{"role": "user", "content": "Weather in Oslo?"}],
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
