@@ -4,17 +4,18 @@ charts' metrics grouped by model or hardware class.
 Three sources answer for a window: hourly rows (samples older than the raw retention), raw
 samples, and, fleet-wide, telemetry_minute for the window's whole minutes (its partial end
 minutes still come from the samples). `use_minutes=False` reads the samples instead, as the
-code before telemetry_minute did; the tests compare both answers.
+code before telemetry_minute did; the tests compare both answers. The dashboard's charts ask
+for whole minutes (`chart_window`), so they read no samples at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import chain
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
@@ -53,13 +54,32 @@ def _minute_span(start: datetime, end: datetime, bucket_s: int) -> tuple[datetim
     )
 
 
+def chart_window(now: datetime, span: timedelta) -> tuple[datetime, datetime]:
+    """The window of a fleet chart of the last `span`: whole minutes, from the minute
+    `now - span` falls in to the end of the current minute.
+
+    telemetry_minute answers for whole minutes alone, and the current minute's row is written
+    in the same transaction as its samples; [now - span, now) would read its partial end
+    minute from the samples, which during a rollout to 10,000 devices is most of them."""
+    first = floor_minute(to_utc(now) - span)
+    return first, floor_minute(to_utc(now)) + timedelta(seconds=MINUTE_S)
+
+
+def floor_minute(value: datetime) -> datetime:
+    """The start of the minute `value` lies in."""
+    return to_utc(value).replace(second=0, microsecond=0)
+
+
 def _raw_window(
     start: datetime, end: datetime, span: tuple[datetime, datetime] | None
-) -> ColumnElement[bool]:
-    """Raw samples in [start, end), less the whole minutes `span` that telemetry_minute has."""
+) -> ColumnElement[bool] | None:
+    """Raw samples in [start, end), less the whole minutes `span` that telemetry_minute has;
+    None when those are the whole window."""
     ts = _RAW.c.ts
     if span is None:
         return and_(ts >= start, ts < end)
+    if span == (start, end):
+        return None
     return or_(and_(ts >= start, ts < span[0]), and_(ts >= span[1], ts < end))
 
 
@@ -87,9 +107,10 @@ def series(
 
     value = _RAW.c[metric]
     raw_bucket = time_bucket(_RAW.c.ts, dialect, bucket_s).label("b")
+    raw_where = _raw_window(start, end, span)
     raw_q = (
         select(raw_bucket, func.count(value), func.sum(value), func.min(value), func.max(value))
-        .where(_raw_window(start, end, span), value.is_not(None))
+        .where(value.is_not(None))
         .group_by(raw_bucket)
     )
     hour_bucket = time_bucket(_HOURLY.c.hour, dialect, bucket_s).label("b")
@@ -108,7 +129,7 @@ def series(
     if ids is not None:
         raw_q = raw_q.where(_RAW.c.device_id.in_(ids))
         hourly_q = hourly_q.where(_HOURLY.c.device_id.in_(ids))
-    queries = [raw_q, hourly_q]
+    queries = [hourly_q] if raw_where is None else [raw_q.where(raw_where), hourly_q]
     if span is not None:
         count_c, total_c, low_c, high_c = (_MINUTE.c[c] for c in minute_columns(metric))
         minute_bucket = time_bucket(_MINUTE.c.minute, dialect, bucket_s).label("b")
@@ -174,11 +195,9 @@ def grouped_metrics(
     for metric in metrics:
         value = _RAW.c[metric]
         columns += [func.count(value), func.sum(value), func.min(value), func.max(value)]
+    raw_where = _raw_window(start, end, span)
     raw_q = (
-        select(*columns)
-        .join(_DEVICE, _DEVICE.c.id == _RAW.c.device_id)
-        .where(_raw_window(start, end, span))
-        .group_by(group, raw_bucket)
+        select(*columns).join(_DEVICE, _DEVICE.c.id == _RAW.c.device_id).group_by(group, raw_bucket)
     )
     hour_bucket = time_bucket(_HOURLY.c.hour, dialect, bucket_s).label("b")
     hourly_q = (
@@ -199,7 +218,7 @@ def grouped_metrics(
         )
         .group_by(_HOURLY.c.metric, group, hour_bucket)
     )
-    queries = [raw_q]
+    queries: list[Select[Any]] = [] if raw_where is None else [raw_q.where(raw_where)]
     if span is not None:
         minute_group = _MINUTE.c["model" if group_by == "active_model" else "device_class"]
         minute_bucket = time_bucket(_MINUTE.c.minute, dialect, bucket_s).label("b")

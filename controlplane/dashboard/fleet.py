@@ -16,7 +16,7 @@ from controlplane.api.deps import SessionDep
 from controlplane.dashboard.routes import RANGES, Viewer, _page
 from controlplane.db_models import Device
 from controlplane.telemetry_models import TelemetryPoint
-from controlplane.telemetry_reads import grouped_metrics
+from controlplane.telemetry_reads import chart_window, grouped_metrics
 from models.protocol import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -59,12 +59,13 @@ def group_charts(session: Session, *, by: str, span: timedelta, now: datetime) -
     )
     counts = group_counts(session, column)
     groups = sorted(counts, key=lambda g: (-counts[g], g))[:MAX_GROUPS]
-    bucket_s = max(60, int(span.total_seconds() // POINTS))
+    bucket_s = max(60, int(span.total_seconds() // POINTS)) // 60 * 60  # whole minutes
+    start, end = chart_window(now, span)
     data = grouped_metrics(
         session,
         metrics=("tokens_per_s", "ttft_ms", "requests", "errors"),
-        start=now - span,
-        end=now,
+        start=start,
+        end=end,
         bucket_s=bucket_s,
         group_by=column,
     )

@@ -25,7 +25,7 @@ from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
 from controlplane.db_models import ApiToken, Role, as_utc
 from controlplane.errors import ApiError, LoginRequired
-from controlplane.telemetry_reads import series
+from controlplane.telemetry_reads import chart_window, series
 from controlplane.telemetry_summary import fleet_summary
 from models.protocol import utcnow
 
@@ -125,12 +125,12 @@ def logout() -> Response:
 def overview(request: Request, session: SessionDep, viewer: Viewer) -> HTMLResponse:
     """Fleet counts and the fleet-wide tokens/s chart."""
     now = utcnow()
-    start = now - RANGES["6h"]
+    start, end = chart_window(now, RANGES["6h"])
     points = series(
         session,
         metric="tokens_per_s",
         start=start,
-        end=now,
+        end=end,
         bucket_s=int(RANGES["6h"].total_seconds() // CHART_POINTS),
     )
     fleet_chart = _chart_json("tokens_per_s", points)

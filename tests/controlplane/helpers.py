@@ -10,6 +10,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from agent.fleet.enroll import Enrollment
@@ -166,3 +168,18 @@ def report_model(
         state=state.model_dump(mode="json"),
         seen_at=seen_at or utcnow(),
     )
+
+
+@contextmanager
+def sql_statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements the engine runs meanwhile, in order."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

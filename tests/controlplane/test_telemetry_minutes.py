@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,12 +20,13 @@ from sqlmodel import Session
 from controlplane.ingest_counters import BridgeStats
 from controlplane.telemetry_ingest import Inbound, IngestWriter
 from controlplane.telemetry_models import METRICS, TELEMETRY_MINUTE, TelemetryPoint
-from controlplane.telemetry_reads import grouped_metrics, series
+from controlplane.telemetry_reads import chart_window, grouped_metrics, series
 from controlplane.telemetry_retention import run_retention
 from models import protocol
-from tests.controlplane.helpers import enroll, report_model
+from tests.controlplane.helpers import enroll, report_model, sql_statements
 
 CHART_METRICS = ("tokens_per_s", "ttft_ms", "requests", "errors")
+GROUP_BY: tuple[Literal["active_model", "device_class"], ...] = ("active_model", "device_class")
 # (class, model) per device; None: a device that never reported a state.
 FLEET: tuple[tuple[str, str] | None, ...] = (
     ("jetson", "tiny:1.0.0"),
@@ -265,3 +266,53 @@ def test_minutes_hold_only_what_was_stored(
     with Session(engine) as session:
         minutes = session.execute(select(func.sum(TELEMETRY_MINUTE.c.requests_count))).scalar_one()
     assert minutes == len(fleet) * 12 * 5
+
+
+def test_chart_window_is_the_whole_minutes_up_to_the_end_of_now() -> None:
+    now = datetime(2026, 11, 30, 12, 34, 56, 789_000, tzinfo=timezone.utc)
+    assert chart_window(now, timedelta(hours=6)) == (
+        datetime(2026, 11, 30, 6, 34, tzinfo=timezone.utc),
+        datetime(2026, 11, 30, 12, 35, tzinfo=timezone.utc),
+    )
+    on_the_minute = now.replace(second=0, microsecond=0)
+    assert chart_window(on_the_minute, timedelta(hours=1))[1] == on_the_minute + timedelta(
+        minutes=1
+    )
+
+
+def test_charts_read_the_current_minute_from_the_minutes_alone(
+    cp_client: TestClient, fleet: list[str], base: datetime
+) -> None:
+    """The dashboard's chart windows are whole minutes up to the end of the current one: its
+    samples, just written, are in its telemetry_minute row, so the charts read no samples,
+    and answer as the samples do over the same window."""
+    engine = engine_of(cp_client)
+    fill(engine, fleet, base)
+    now = protocol.utcnow()
+    minute = now.replace(second=0, microsecond=0)
+    rng = random.Random(11)
+    current = [
+        (device_id, protocol.Telemetry(seq=100, samples=[sample(rng, minute + (now - minute) / k)]))
+        for k in (1, 2, 4)
+        for device_id in fleet
+    ]
+    write(engine, current)
+    start, end = chart_window(now, timedelta(hours=6))
+    grouped: dict[str, Any] = {"metrics": CHART_METRICS, "start": start, "end": end}
+    with Session(engine) as session, sql_statements(engine) as seen:
+        fleet_wide = series(session, metric="requests", start=start, end=end, bucket_s=180)
+        by_group = {
+            by: grouped_metrics(session, **grouped, bucket_s=240, group_by=by) for by in GROUP_BY
+        }
+    assert seen and not [sql for sql in seen if "telemetry_sample" in sql]
+    with Session(engine) as session:
+        args: dict[str, Any] = {"metric": "requests", "start": start, "end": end, "bucket_s": 180}
+        same_points(fleet_wide, series(session, **args, use_minutes=False))
+        for by, groups in by_group.items():
+            same_groups(
+                groups,
+                grouped_metrics(session, **grouped, bucket_s=240, group_by=by, use_minutes=False),
+            )
+    assert fleet_wide[-1].t <= now < fleet_wide[-1].t + timedelta(seconds=180)
+    assert fleet_wide[-1].count >= len(current)
+    assert sum(p.count for p in fleet_wide) == len(fleet) * 12 * 5 + len(current)

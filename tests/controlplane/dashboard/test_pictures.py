@@ -16,6 +16,7 @@ from controlplane.dashboard.routes import COOKIE
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from controlplane.telemetry_store import insert_samples, sample_rows
 from models import protocol
+from tests.controlplane.helpers import sql_statements
 from tests.controlplane.rollouts.conftest import add_device
 
 
@@ -82,8 +83,12 @@ def test_fleet_lines_and_model_history(
     assert {p["avg"] for p in lines["tiny:1.0 (1)"]} == {40.0}
     errors = charts[2]["series"][0]["points"]
     assert all(0 <= p["avg"] <= 0.1 for p in errors) and errors
-    by_class = _embedded(cp_client.get("/fleet?by=class").text, "fleet-")
+    app_engine = cp_client.app.state.engine  # type: ignore[attr-defined]
+    with sql_statements(app_engine) as seen:
+        by_class = _embedded(cp_client.get("/fleet?by=class").text, "fleet-")
     assert {s["name"] for s in by_class[0]["series"]} == {"jetson (1)", "x86 (1)"}
+    # whole minutes up to the end of the current one: telemetry_minute alone answers
+    assert seen and not [sql for sql in seen if "telemetry_sample" in sql]
 
     (history,) = _embedded(cp_client.get("/devices/dev-a").text, "history-json")
     assert [(i["model"], i["state"]) for i in history["items"]] == [("tiny:1.0", "succeeded")]
