@@ -7,10 +7,8 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel
@@ -20,7 +18,7 @@ from controlplane.core.config import Settings
 from controlplane.telemetry_ingest import Inbound
 from models import protocol
 from tests.controlplane.helpers import enroll
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import MosquittoBroker, device_client
 from tests.support.polling import wait_until
 
 WAIT_S = 15.0
@@ -34,10 +32,7 @@ class Device:
 
     def __init__(self, broker: MosquittoBroker, creds: dict[str, Any]) -> None:
         self.id: str = creds["device_id"]
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.id, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.username_pw_set(creds["mqtt"]["username"], creds["mqtt"]["password"])
+        self.client = device_client(creds)
         will = protocol.DeviceState(online=False, agent_version="0.1.0")
         self.client.will_set(self.topic("state"), will.model_dump_json(), qos=1, retain=True)
         connected: list[bool] = []

@@ -15,7 +15,6 @@ import paho.mqtt.client as mqtt
 import psutil
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from controlplane.broker_sync import control_plane_mqtt_password
 from controlplane.core.config import Settings
@@ -23,7 +22,7 @@ from controlplane.ingest_process import IngestProcess
 from controlplane.main import create_app
 from models import protocol
 from tests.controlplane.helpers import enroll
-from tests.support.mosquitto import MosquittoBroker, free_port
+from tests.support.mosquitto import MosquittoBroker, device_client, free_port
 from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +41,7 @@ def split_client(broker_settings: Settings) -> Iterator[TestClient]:
 def connect_device(broker: MosquittoBroker, creds: dict[str, Any]) -> tuple[mqtt.Client, list[str]]:
     """A real paho client with the device's credentials; collects the commands it gets."""
     commands: list[str] = []
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=creds["device_id"],
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    client.username_pw_set(creds["mqtt"]["username"], creds["mqtt"]["password"])
+    client = device_client(creds)
     client.on_message = lambda _c, _u, msg: commands.append(msg.payload.decode())
     client.connect(broker.host, broker.port, keepalive=5)
     client.loop_start()

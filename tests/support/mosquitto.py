@@ -23,8 +23,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from controlplane.broker_auth import hash_password, render_acl, render_password_file
 from controlplane.broker_config import TLS_KEYS, listener_ports, relocate_listeners
@@ -50,6 +53,17 @@ _OVERRIDDEN = {
     "user",
     "allow_anonymous",
 }
+
+
+def device_client(creds: Mapping[str, Any]) -> mqtt.Client:
+    """A paho MQTT v5 client with an enrolled device's own credentials, not yet connected."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=creds["device_id"],
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    client.username_pw_set(creds["mqtt"]["username"], creds["mqtt"]["password"])
+    return client
 
 
 def free_port() -> int:
