@@ -10,7 +10,6 @@ wires them (see docs/protocol.md for the results).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from agent.engine_benchmark import BENCH_TOKENS, BenchmarkRun, measure_tokens_pe
 from agent.engines.base import LoadOptions
 from agent.errors import AgentError
 from agent.fleet.slots import Slot, SlotStore, load_slot
+from agent.fleet.worker import QueueWorker
 from agent.model_loading import EngineFactory
 from agent.runtime import ModelRuntime
 from agent.selection import variant_path
@@ -31,7 +31,6 @@ _LOGGER = logging.getLogger(__name__)
 
 RECENT_RESULTS = 256  # answered request_ids kept for redeliveries
 MAX_BENCH_TOKENS = 512
-STOP_TIMEOUT_S = 10.0
 
 Action = Callable[[Mapping[str, object]], dict[str, object]]
 Reply = Callable[[CommandResult], None]
@@ -41,31 +40,22 @@ class CommandFailed(AgentError):
     """A command could not be carried out; the message says why and what to do."""
 
 
-class CommandRunner:
-    """Runs commands one at a time off the MQTT thread and answers each request_id once."""
+class CommandRunner(QueueWorker[Command]):
+    """Runs commands one at a time off the MQTT thread and answers each request_id once.
+
+    `stop` drops the queued commands; the control plane may send them again.
+    """
 
     def __init__(
         self, actions: Mapping[str, Action], reply: Reply, *, recent: int = RECENT_RESULTS
     ) -> None:
+        super().__init__("commands")
         self.actions = dict(actions)
         self._reply = reply
         self._recent = recent
         self._answered: OrderedDict[str, CommandResult] = OrderedDict()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Command | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the worker thread."""
-        self._worker = threading.Thread(target=self._run, name="commands", daemon=True)
-        self._worker.start()
-
-    def stop(self) -> None:
-        """Stop after the command being run (queued ones are dropped; the cp may resend)."""
-        self._queue.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=STOP_TIMEOUT_S)
 
     def submit(self, command: Command) -> None:
         """Called on the MQTT thread: queue the command, or answer a repeat from the cache."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from agent.errors import AgentError
 from agent.fleet.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.fleet.slots import Slot, SlotStore, load_slot
 from agent.fleet.staging import Selector, Stager, free_disk_bytes
+from agent.fleet.worker import QueueWorker
 from agent.health import quality_probe, smoke_test
 from agent.model_loading import EngineFactory, LoadedModel
 from agent.runtime import ModelRuntime
@@ -58,18 +58,20 @@ class ExecutorDeps:
     parallel: Callable[[], int] | None = None  # request slots for the next load (0: auto)
 
 
-class RolloutExecutor:
-    """Applies desired states one at a time in a worker thread, newest first."""
+class RolloutExecutor(QueueWorker[DesiredState]):
+    """Applies desired states one at a time in a worker thread, newest first.
+
+    `stop` ends it after the current step; desired states still queued are dropped.
+    """
 
     def __init__(self, deps: ExecutorDeps) -> None:
+        super().__init__("rollout")
         self.deps = deps
         self._state_path = deps.data_dir / STATE_FILE
         # The model this device last tried, as `{"model", "rollout_id"}`: an empty desired
         # state reports its unloading against that rollout.
         self.last_target: dict[str, str | None] | None = None
         self.applied_version = self._read_state()
-        self._pending: queue.Queue[DesiredState | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self.busy = False
 
@@ -91,30 +93,19 @@ class RolloutExecutor:
             return slot
         return None
 
-    def start(self) -> None:
-        """Start the worker thread."""
-        self._worker = threading.Thread(target=self._run, name="rollout", daemon=True)
-        self._worker.start()
-
-    def stop(self) -> None:
-        """Stop after the current step."""
-        self._pending.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=10)
-
     def submit(self, desired: DesiredState) -> None:
         """Called for every desired message; stale and repeated versions are ignored."""
         if desired.version <= self.applied_version:
             _LOGGER.info("ignoring desired v%d: v%d applied", desired.version, self.applied_version)
             return
-        self._pending.put(desired)
+        self._queue.put(desired)
 
     # -- worker ------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            desired = self._pending.get()
-            while desired is not None and not self._pending.empty():
-                newer = self._pending.get()  # coalesce: only the newest desired matters
+            desired = self._queue.get()
+            while desired is not None and not self._queue.empty():
+                newer = self._queue.get()  # coalesce: only the newest desired matters
                 desired = newer if newer is None or newer.version > desired.version else desired
             if desired is None:
                 return

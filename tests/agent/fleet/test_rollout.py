@@ -104,7 +104,7 @@ def test_stale_and_repeated_versions_are_ignored(rig: Rig) -> None:
     assert again.applied_version == 5
     again.submit(DesiredState(version=5, models=[rig.publish("2.0")]))
     again.submit(DesiredState(version=4, models=[rig.publish("2.0")]))
-    assert again._pending.empty()
+    assert again._queue.empty()
 
 
 def test_restart_loads_the_committed_slot(rig: Rig) -> None:
