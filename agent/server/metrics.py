@@ -199,17 +199,21 @@ class ServingMetrics:
                 f"{p}_active_model_load_seconds {active.load_seconds:.6f}",
             ]
         for name, kind, text, value in self.extra() if self.extra is not None else []:
-            lines += [
-                f"# HELP {p}_{name} {text}",
-                f"# TYPE {p}_{name} {kind}",
-                f"{p}_{name} {value}",
-            ]
+            lines += _single_sample(name, kind, text, value)
         return "\n".join(lines) + "\n"
+
+
+def _single_sample(name: str, kind: str, text: str, value: object) -> list[str]:
+    """A metric family of one unlabelled sample: its HELP, TYPE and sample lines."""
+    return [
+        f"# HELP {PREFIX}_{name} {text}",
+        f"# TYPE {PREFIX}_{name} {kind}",
+        f"{PREFIX}_{name} {value}",
+    ]
 
 
 def _batch_lines(runtime: ModelRuntime) -> list[str]:
     """vLLM's scheduler gauges and prefix-cache counters (batching engines; zeros otherwise)."""
-    p = PREFIX
     batch = runtime.batch_stats()
     slots = batch.slots if batch is not None else 1
     samples = (
@@ -247,7 +251,4 @@ def _batch_lines(runtime: ModelRuntime) -> list[str]:
             batch.prefix_hit_tokens if batch else 0,
         ),
     )
-    lines: list[str] = []
-    for name, kind, text, value in samples:
-        lines += [f"# HELP {p}_{name} {text}", f"# TYPE {p}_{name} {kind}", f"{p}_{name} {value}"]
-    return lines
+    return [line for sample in samples for line in _single_sample(*sample)]
