@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,10 +16,13 @@ from sqlmodel import Session
 from controlplane.db_models import Device
 from controlplane.telemetry_models import FleetSummary, TelemetrySample
 from controlplane.telemetry_store import to_utc
+from models.protocol import utcnow
 
 STALE_AFTER = timedelta(minutes=10)  # online but silent this long: "stale"
 ERROR_WINDOW = timedelta(minutes=15)  # errors reported this recently: "errors"
 NONE = "none"
+# A page reuses a summary this fresh: the live fleet counts refresh at the same interval.
+SUMMARY_MAX_AGE_S = 2.0
 
 
 def engine_of(state: dict[str, Any]) -> str:
@@ -94,3 +100,23 @@ def fleet_summary(session: Session, *, now: datetime) -> FleetSummary:
         by_health=dict(by_health),
         by_agent_version=dict(by_version),
     )
+
+
+class SummaryCache:
+    """The fleet summary for pages, read at most once per SUMMARY_MAX_AGE_S however many ask:
+    one request runs the grouped query (60-90 ms at 10,000 devices, most of it reading each
+    device's engine out of its state JSON) while the others wait for its answer."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._summary: FleetSummary | None = None
+        self._read_at = 0.0
+
+    def get(self, session: Session) -> FleetSummary:
+        """A summary at most SUMMARY_MAX_AGE_S old; read through `session` when there is none."""
+        with self._lock:
+            if self._summary is None or self._clock() - self._read_at >= SUMMARY_MAX_AGE_S:
+                self._summary = fleet_summary(session, now=utcnow())
+                self._read_at = self._clock()
+            return self._summary

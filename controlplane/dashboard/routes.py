@@ -25,8 +25,9 @@ from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
 from controlplane.db_models import ApiToken, Role, as_utc
 from controlplane.errors import ApiError, LoginRequired
+from controlplane.telemetry_models import FleetSummary
 from controlplane.telemetry_reads import chart_window, series
-from controlplane.telemetry_summary import fleet_summary
+from controlplane.telemetry_summary import SummaryCache
 from models.protocol import utcnow
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +59,15 @@ def current_viewer(request: Request, session: SessionDep) -> ApiToken:
 
 
 Viewer = Annotated[ApiToken, Depends(current_viewer)]
+
+
+def fleet_counts(request: Request, session: SessionDep) -> FleetSummary:
+    """The fleet summary, shared by the pages that show it for up to a couple of seconds."""
+    cache: SummaryCache = request.app.state.summary_cache
+    return cache.get(session)
+
+
+FleetCounts = Annotated[FleetSummary, Depends(fleet_counts)]
 
 
 def _page(
@@ -122,7 +132,9 @@ def logout() -> Response:
 
 
 @router.get("/")
-def overview(request: Request, session: SessionDep, viewer: Viewer) -> HTMLResponse:
+def overview(
+    request: Request, session: SessionDep, viewer: Viewer, summary: FleetCounts
+) -> HTMLResponse:
     """Fleet counts and the fleet-wide tokens/s chart."""
     now = utcnow()
     start, end = chart_window(now, RANGES["6h"])
@@ -138,7 +150,7 @@ def overview(request: Request, session: SessionDep, viewer: Viewer) -> HTMLRespo
         request,
         "overview.html",
         viewer,
-        summary=fleet_summary(session, now=now),
+        summary=summary,
         fleet_chart=fleet_chart,
     )
 
@@ -229,9 +241,10 @@ def device_detail(
 
 
 @router.get("/models")
-def models_page(request: Request, session: SessionDep, viewer: Viewer) -> HTMLResponse:
+def models_page(
+    request: Request, session: SessionDep, viewer: Viewer, summary: FleetCounts
+) -> HTMLResponse:
     """Registered models, their versions and how many devices run each."""
-    summary = fleet_summary(session, now=utcnow())
     return _page(
         request, "models.html", viewer, models=crud.list_models(session), running=summary.by_model
     )
@@ -249,6 +262,7 @@ def install_dashboard(app: FastAPI) -> None:
     async def _to_login(_request: Request, _exc: Exception) -> Response:
         return RedirectResponse("/login", status_code=303)
 
+    app.state.summary_cache = SummaryCache()
     app.add_exception_handler(LoginRequired, _to_login)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(router)
