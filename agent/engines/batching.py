@@ -98,7 +98,7 @@ class SequenceWork:
 class BatchBackend(Protocol):
     """One model context that evaluates tokens of many sequence ids in one step."""
 
-    n_seq: int  # sequence ids 0..n_seq-1 (running slots and cached prefixes)
+    n_seq: int  # sequence ids 0..n_seq-1, a KV stream each (running or a cached prefix)
     n_batch: int  # most tokens one step takes
     n_cells: int  # KV cells of the context, all sequences together
 
@@ -111,7 +111,7 @@ class BatchBackend(Protocol):
         ...
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        """Make the first `length` KV positions of `src` those of `dst` too."""
+        """Make `dst`'s KV the first `length` positions of `src`'s (whatever `dst` held)."""
         ...
 
     def forget(self, seq: int, keep: int = 0) -> None:
@@ -399,9 +399,7 @@ class BatchScheduler(SlotWorker[_Running]):
         self.backend = backend
         self._logprobs = backend if isinstance(backend, LogprobSource) else None
         self.prefill_chunk = max(1, prefill_chunk)
-        self.cache = PrefixCache(
-            backend, capacity=backend.n_seq - n_slots, enabled=prefix_cache, cells=backend.n_cells
-        )
+        self.cache = PrefixCache(backend, enabled=prefix_cache, cells=backend.n_cells)
         self._last_tokens = self._last_seqs = 0
         super().__init__(n_slots=n_slots, stats=stats, name=name)
 

@@ -164,7 +164,6 @@ class LlamaCppEngine:
                 llm._model,
                 n_slots=slots.parallel,
                 slot_context=slots.slot_context,
-                n_cached=slots.parallel,
                 threads=options.threads,
                 piece=self._piece,
                 is_end=self._is_end,

@@ -1,8 +1,12 @@
 """llama.cpp's low-level API as a `BatchBackend`: one context, many sequence ids, one decode a step.
 
-The context has a unified KV cache of `n_slots x slot_context` cells and `n_seq_max` = slots
-plus cached prefixes; copying a prefix between sequences tags the same cells, it copies no
-data. Each sequence samples with its own `llama_sampler` chain in C.
+The context has one KV stream of `slot_context` cells per slot (`kv_unified` off, as
+`llama-server -np N`): a sequence attends over its own cells only, laid out as if it ran alone,
+so greedy output is the same alone or in a batch (llama.cpp's CPU kernels compute each token's
+row the same whatever else is in the step; a unified cache made every query scan, and sum over,
+all sequences' cells, which branched greedy answers at near-ties and cost 27 % of a step at 8
+clients). Cached prefixes live in idle streams (`agent.engines.prefix_cache`). Each sequence
+samples with its own `llama_sampler` chain in C.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ DEFAULT_N_BATCH = 512  # tokens per decode call, prompt chunks included (llama.c
 
 
 class LlamaBatchBackend:
-    """A llama_context of n_seq_max sequences, one reusable llama_batch, per-sequence samplers."""
+    """A llama_context with a KV stream a slot, one llama_batch, per-sequence samplers."""
 
     def __init__(
         self,
@@ -32,14 +36,13 @@ class LlamaBatchBackend:
         *,
         n_slots: int,
         slot_context: int,
-        n_cached: int,
         threads: int | None,
         n_batch: int = DEFAULT_N_BATCH,
         piece: Callable[[int], bytes],
         is_end: Callable[[int], bool],
     ) -> None:
         self._lib = lib
-        self.n_seq = n_slots + n_cached
+        self.n_seq = n_slots
         self.n_cells = n_slots * slot_context
         self.n_batch = n_batch
         self._piece = piece
@@ -48,7 +51,7 @@ class LlamaBatchBackend:
         params.n_ctx = self.n_cells
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = self.n_seq
-        params.kv_unified = True  # one pool of cells: prefixes are shared, not copied
+        params.kv_unified = False  # a KV stream per sequence
         params.no_perf = True
         if threads:
             params.n_threads = params.n_threads_batch = threads
@@ -126,7 +129,11 @@ class LlamaBatchBackend:
         return grammar
 
     def step(self, work: Sequence[SequenceWork]) -> list[int]:
-        """One llama_decode over every sequence's tokens; then each sequence samples its own."""
+        """One llama_decode over every sequence's tokens; then each sequence samples its own.
+
+        Tokens go in ascending sequence id: llama.cpp evaluates a run of consecutive ids in one
+        pass and starts another pass at every break in the order.
+        """
         batch = self._batch
         token, pos, n_seq_id, seq_id, logits = (
             batch.token,
@@ -135,9 +142,10 @@ class LlamaBatchBackend:
             batch.seq_id,
             batch.logits,
         )
-        outputs: list[tuple[int, int]] = []
+        rows: dict[int, int] = {}  # index in `work` -> its output row
         n = 0
-        for item in work:
+        for index in sorted(range(len(work)), key=lambda i: work[i].seq):
+            item = work[index]
             start, seq = item.start, item.seq
             for offset, tok in enumerate(item.tokens):
                 token[n] = tok
@@ -148,7 +156,7 @@ class LlamaBatchBackend:
                 n += 1
             if item.sample:
                 logits[n - 1] = 1
-                outputs.append((seq, n - 1))
+                rows[index] = n - 1
         if n > self.n_batch:
             raise EngineError(f"a step of {n} tokens exceeds the batch of {self.n_batch}")
         batch.n_tokens = n
@@ -158,12 +166,13 @@ class LlamaBatchBackend:
         if rc != 0:
             raise EngineError(f"llama.cpp decode failed (code {rc})")
         sample = self._lib.llama_sampler_sample
-        tokens = [int(sample(self._samplers[seq], self._ctx, index)) for seq, index in outputs]
+        outputs = [(work[i].seq, rows[i]) for i in range(len(work)) if i in rows]
+        tokens = [int(sample(self._samplers[seq], self._ctx, row)) for seq, row in outputs]
         if self._logprobs_k:
-            for (seq, index), tok in zip(outputs, tokens, strict=True):
+            for (seq, row), tok in zip(outputs, tokens, strict=True):
                 k = self._logprobs_k.get(seq)
                 if k is not None:
-                    self._logprobs[seq] = self._token_logprob(index, tok, k)
+                    self._logprobs[seq] = self._token_logprob(row, tok, k)
         return tokens
 
     def _token_logprob(self, index: int, token: int, k: int) -> TokenLogprob:
@@ -186,8 +195,10 @@ class LlamaBatchBackend:
         return self._logprobs.get(seq)
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        """Positions 0..length-1 of `src` become those of `dst` (shared cells)."""
-        self._lib.llama_memory_seq_cp(self._mem, src, dst, 0, length)
+        """`dst`'s stream becomes a copy of `src`'s (its buffers, at the next decode), cut to
+        `length` positions: llama.cpp copies between streams only whole."""
+        self._lib.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        self.forget(dst, keep=length)
 
     def forget(self, seq: int, keep: int = 0) -> None:
         """Drop the sequence's KV from position `keep` on."""

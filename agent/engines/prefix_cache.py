@@ -1,17 +1,24 @@
 """Sequence ids of a batching backend and the KV prefixes that finished sequences leave behind.
 
-A finished sequence keeps its KV under its id as a cached prefix (LRU, at most `capacity`).
-A new sequence starts from the longest common token prefix among cached and running
-sequences: the backend copies those positions (in llama.cpp's unified KV cache a copy only
-tags the same cells with one more sequence id), so a shared system prompt or the earlier
-turns of a conversation are not computed again.
+Each sequence id has its own KV stream (llama.cpp's per-sequence KV, as `llama-server -np N`
+runs): a sequence attends over its own cells only, laid out as if it ran alone, so its greedy
+output is the same alone or in any batch. A finished sequence keeps its KV in its stream as a
+cached prefix until the stream is needed again. A new sequence starts from the longest common
+token prefix among cached and running sequences: those positions are reused, not computed again
+(a shared system prompt, the earlier turns of a conversation).
+
+llama.cpp evaluates a step in one pass only over sequence ids that follow each other (it splits
+the batch at every gap), so a new sequence always takes the lowest id no running sequence holds.
+The prefix it reuses is copied there (a copy between streams copies the stream's buffers, a few
+milliseconds, then cuts it) unless it already lies there; a cached prefix that lay there moves
+to a free stream first, or, with none free, the least recently used cached prefix gives way.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from agent.errors import EngineError
@@ -27,7 +34,7 @@ class PrefixStore(Protocol):
     n_seq: int
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        """Make the first `length` KV positions of `src` those of `dst` too."""
+        """Make `dst`'s KV the first `length` positions of `src`'s (whatever `dst` held)."""
         ...
 
     def forget(self, seq: int, keep: int = 0) -> None:
@@ -44,27 +51,31 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def distinct_cells(sequences: Sequence[list[int]]) -> int:
-    """Positions in a prefix tree of the sequences: KV cells when shared prefixes share cells."""
-    ordered = sorted(sequences)
-    total = 0
-    previous: Sequence[int] = ()
-    for tokens in ordered:
-        total += len(tokens) - common_prefix(previous, tokens)
-        previous = tokens
-    return total
+def reusable_prefix(
+    prompt: Sequence[int], candidates: Iterable[tuple[int, Sequence[int]]]
+) -> tuple[int | None, int]:
+    """The candidate sharing the longest prefix with `prompt`, and how many tokens to reuse.
+
+    The prompt's last token is always evaluated (its logits give the first new token), and a
+    match shorter than MIN_REUSE_TOKENS is not worth a copy: (None, 0).
+    """
+    best: int | None = None
+    length = 0
+    for seq, tokens in candidates:
+        n = common_prefix(tokens, prompt)
+        if n > length:
+            best, length = seq, n
+    length = min(length, len(prompt) - 1)
+    return (best, length) if length >= MIN_REUSE_TOKENS else (None, 0)
 
 
 class PrefixCache:
-    """Free sequence ids, cached prefixes in LRU order, and the longest-prefix lookup."""
+    """Which stream a new sequence takes, cached prefixes in LRU order, the prefix lookup."""
 
-    def __init__(
-        self, store: PrefixStore, *, capacity: int, enabled: bool = True, cells: int = 0
-    ) -> None:
+    def __init__(self, store: PrefixStore, *, enabled: bool = True, cells: int = 0) -> None:
         self._store = store
-        self.capacity = max(0, capacity) if enabled else 0
+        self.enabled = enabled
         self.cells = cells  # KV cells of the backend, for usage(); 0: unknown
-        self._free: list[int] = list(range(store.n_seq))
         self._entries: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
         self.hit_tokens = 0
         self.queries = 0
@@ -77,79 +88,84 @@ class PrefixCache:
     ) -> tuple[int, int]:
         """A sequence id for `prompt` and how many of its tokens already sit in its KV."""
         self.queries += 1
-        best, length = self._longest(prompt, running)
-        length = min(length, len(prompt) - 1)  # the last token is evaluated for its logits
-        if length < MIN_REUSE_TOKENS:
-            best, length = None, 0
-        if best is not None and best in self._entries and not self._free:
-            # no id to spare: continue the cached sequence itself, cutting what differs
-            del self._entries[best]
-            self._store.forget(best, keep=length)
-            self.hit_tokens += length
-            return best, length
-        seq = self._take_free(keep=best)
-        if best is not None:
-            self._store.forget(seq)
+        seq = next((s for s in range(self._store.n_seq) if s not in running), None)
+        if seq is None:
+            raise EngineError("no free sequence slot in the batching engine")
+        best, length = (None, 0)
+        if self.enabled:
+            best, length = reusable_prefix(prompt, (*self._entries.items(), *running.items()))
+        if seq in self._entries and best != seq:
+            self._move_away(seq, running, keep=best)
+        if best == seq:
+            del self._entries[seq]
+            self._store.forget(seq, keep=length)
+        elif best is not None:
             self._store.copy_prefix(best, seq, length)
             if best in self._entries:
                 self._entries.move_to_end(best)
-            self.hit_tokens += length
+        else:
+            self._store.forget(seq)
+        self.hit_tokens += length
         return seq, length
 
     def keep(self, seq: int, tokens: Sequence[int]) -> bool:
         """Keep a finished sequence's KV as a cached prefix; False: the caller frees it."""
-        if self.capacity == 0 or not tokens:
+        if not self.enabled or not tokens:
             return False
         for other, cached in list(self._entries.items()):
             if len(cached) <= len(tokens) and common_prefix(cached, tokens) == len(cached):
                 self._drop(other)  # the new entry holds all of it
         self._entries[seq] = list(tokens)
-        while len(self._entries) > self.capacity:
-            self.evict_oldest()
         return True
 
     def release(self, seq: int) -> None:
-        """Return a sequence id whose KV the caller has already dropped."""
-        self._free.append(seq)
+        """A sequence ended and its KV was dropped: its stream is free (nothing to track)."""
+        del seq
 
     def evict_oldest(self) -> bool:
         """Drop the least recently used prefix; False when none is cached."""
         if not self._entries:
             return False
-        seq = next(iter(self._entries))
-        self._drop(seq)
+        self._drop(next(iter(self._entries)))
         return True
 
     def usage(self, running: Mapping[int, Sequence[int]]) -> float:
-        """Estimated share of KV cells in use (shared prefixes counted once), 0..1."""
+        """Share of KV cells in use by running sequences and cached prefixes, 0..1."""
         if self.cells <= 0:
             return 0.0
-        held = [list(t) for t in running.values()] + [list(t) for t in self._entries.values()]
-        return min(1.0, distinct_cells(held) / self.cells)
+        held = sum(len(t) for t in running.values()) + sum(len(t) for t in self._entries.values())
+        return min(1.0, held / self.cells)
 
-    def _longest(
-        self, prompt: Sequence[int], running: Mapping[int, Sequence[int]]
-    ) -> tuple[int | None, int]:
-        best: int | None = None
-        length = 0
-        for seq, tokens in (*self._entries.items(), *running.items()):
-            n = common_prefix(tokens, prompt)
-            if n > length:
-                best, length = seq, n
-        return best, length
+    def _move_away(
+        self, seq: int, running: Mapping[int, Sequence[int]], *, keep: int | None
+    ) -> None:
+        """Make room in `seq`'s stream: its cached prefix moves to a free stream or gives way.
 
-    def _take_free(self, *, keep: int | None) -> int:
-        if not self._free:
-            victim = next((s for s in self._entries if s != keep), None)
-            if victim is None:
-                raise EngineError("no free sequence slot in the batching engine")
-            self._drop(victim)
-        return self._free.pop(0)
+        With no stream free, the least recently used cached prefix (other than `keep`, the one
+        the new sequence reuses) is dropped; when that is `seq`'s own, it simply goes.
+        """
+        busy = {*running, *self._entries, seq}
+        free = [s for s in range(self._store.n_seq) if s not in busy]
+        if free:
+            target = free[-1]  # high ids: the low ones are where running sequences go
+        else:
+            target = next((s for s in self._entries if s not in (seq, keep)), seq)
+            if target == seq or self._older(seq, target):
+                self._drop(seq)
+                return
+            self._drop(target)
+        self._store.copy_prefix(seq, target, len(self._entries[seq]))
+        self._entries = collections.OrderedDict(
+            (target if s == seq else s, tokens) for s, tokens in self._entries.items()
+        )
+        self._store.forget(seq)
+
+    def _older(self, a: int, b: int) -> bool:
+        """Whether cached prefix `a` was used less recently than `b`."""
+        order = list(self._entries)
+        return order.index(a) < order.index(b)
 
     def _drop(self, seq: int) -> None:
         del self._entries[seq]
-        try:
-            self._store.forget(seq)
-        finally:
-            self._free.append(seq)
+        self._store.forget(seq)
         _LOGGER.debug("prefix cache dropped sequence %d", seq)

@@ -156,15 +156,22 @@ def test_a_follow_up_turn_reuses_the_cached_conversation(engine: FakeBatchingEng
         cold.unload()
 
 
-def test_the_prefix_cache_is_lru_bounded() -> None:
+def test_the_prefix_cache_keeps_the_most_recent_conversations_in_idle_streams() -> None:
     backend = FakeBatchBackend(n_seq=4)
-    engine = FakeBatchingEngine(backend, n_slots=2)  # 2 sequence ids left for the cache
+    engine = FakeBatchingEngine(backend, n_slots=2)
     engine.load(Path("fake"), LoadOptions())
+    conversations = [f"conversation {' '.join([WORDS[i]] * 5)}" for i in range(6)]
     try:
-        for i in range(5):
-            _run(engine, f"conversation {WORDS[i]} {WORDS[i]} {WORDS[i]} {WORDS[i]} {WORDS[i]}")
-        assert engine.scheduler is not None
-        assert engine.scheduler.stats().cached_prefixes == 2
+        scheduler = engine.scheduler
+        assert scheduler is not None
+        for prompt in conversations:
+            _run(engine, prompt)
+        assert scheduler.stats().cached_prefixes == 4  # one a stream
+        hits = scheduler.stats().prefix_hit_tokens
+        _run(engine, conversations[1] + " more")  # the least recent ones gave way
+        assert scheduler.stats().prefix_hit_tokens == hits
+        _run(engine, conversations[5] + " more")
+        assert scheduler.stats().prefix_hit_tokens > hits
     finally:
         engine.unload()
 

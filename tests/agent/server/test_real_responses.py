@@ -145,7 +145,7 @@ def test_responses_stream_helper_accumulates_prose_or_calls(client: Any) -> None
         input="What is the weather in Oslo? Use the tool.",
         tools=[WEATHER],
         temperature=0,
-        max_output_tokens=60,
+        max_output_tokens=200,
     ) as stream:
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
         final = stream.get_final_response()
