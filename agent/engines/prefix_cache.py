@@ -94,10 +94,11 @@ class PrefixCache:
         best, length = (None, 0)
         if self.enabled:
             best, length = reusable_prefix(prompt, (*self._entries.items(), *running.items()))
-        if seq in self._entries and best != seq:
-            self._move_away(seq, running, keep=best)
+        cached = self._entries.get(seq)
+        if cached is not None and (best != seq or length < len(cached)):
+            self._move_away(seq, running, keep=best)  # what the new sequence would overwrite
+        self._entries.pop(seq, None)
         if best == seq:
-            del self._entries[seq]
             self._store.forget(seq, keep=length)
         elif best is not None:
             self._store.copy_prefix(best, seq, length)
@@ -139,10 +140,10 @@ class PrefixCache:
     def _move_away(
         self, seq: int, running: Mapping[int, Sequence[int]], *, keep: int | None
     ) -> None:
-        """Make room in `seq`'s stream: its cached prefix moves to a free stream or gives way.
-
-        With no stream free, the least recently used cached prefix (other than `keep`, the one
-        the new sequence reuses) is dropped; when that is `seq`'s own, it simply goes.
+        """Save `seq`'s cached prefix before a new sequence cuts or overwrites it: copied to a
+        free stream, or over the least recently used cached prefix (never `keep`, the one the
+        new sequence copies from); when `seq`'s own is the least recently used, it just goes.
+        `seq`'s stream itself is left as it is, for the caller to cut or overwrite.
         """
         busy = {*running, *self._entries, seq}
         free = [s for s in range(self._store.n_seq) if s not in busy]
@@ -151,14 +152,13 @@ class PrefixCache:
         else:
             target = next((s for s in self._entries if s not in (seq, keep)), seq)
             if target == seq or self._older(seq, target):
-                self._drop(seq)
+                del self._entries[seq]
                 return
             self._drop(target)
         self._store.copy_prefix(seq, target, len(self._entries[seq]))
         self._entries = collections.OrderedDict(
             (target if s == seq else s, tokens) for s, tokens in self._entries.items()
         )
-        self._store.forget(seq)
 
     def _older(self, a: int, b: int) -> bool:
         """Whether cached prefix `a` was used less recently than `b`."""

@@ -98,3 +98,15 @@ def test_a_disabled_cache_keeps_nothing_and_clears_the_stream() -> None:
     cache = PrefixCache(streams, enabled=False)
     assert cache.acquire([1, 2, 3, 4, 5, 6], {}) == (0, 0) and streams.kv[0] == []
     assert not cache.keep(0, [1, 2, 3])
+
+
+def test_a_longer_prefix_in_the_way_is_saved_before_a_shorter_match_cuts_it() -> None:
+    streams = Streams(4)
+    cache = PrefixCache(streams)
+    conversation = [7, 7, 7, 7, 1, 2, 3, 4, 5, 6]  # a long first turn after a system prompt
+    _finish(cache, streams, 0, conversation)
+    other = [7, 7, 7, 7, 9, 9]  # another client: the same system prompt, then its own turn
+    assert cache.acquire(other, {}) == (0, 4)
+    assert streams.kv[0] == [7, 7, 7, 7]
+    assert streams.kv[3] == conversation  # saved in a free stream
+    assert cache.acquire([*conversation, 8, 8], {0: other}) == (1, 10)  # turn 2 still hits
