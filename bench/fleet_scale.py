@@ -17,7 +17,9 @@ cookies) and reads what an operator would have open: the overview, the rollout's
 device list's first and a later page, a device's page and the fleet charts, and the live
 streams those pages hold open (time to the first event: the snapshot for fleet and rollout,
 the stream's start for devices). Three streams stay open all along, as three browser tabs
-would, so their pollers run. p50/p99 per page and overall; the LAST line is JSON.
+would, so their pollers run. p50/p99 per page and overall, and every read over 200 ms (page
+or API) with its time into the rollout: slow reads of several pages at the same moment are
+the control plane waiting, not one page's cost. The LAST line is JSON.
 """
 
 from __future__ import annotations
@@ -84,22 +86,33 @@ def seed_devices(settings: Settings, n: int) -> dict[str, str]:
     return dict.fromkeys(passwords, "pw-shared")
 
 
-def api_probe(http: httpx.Client, rollout_id: str, stop: threading.Event, out: list[float]) -> None:
-    """GET the rollout and a device page in a loop, recording each latency in ms."""
+def api_probe(
+    http: httpx.Client,
+    rollout_id: str,
+    stop: threading.Event,
+    out: list[float],
+    slow: list[tuple[str, float, float]],
+) -> None:
+    """GET the rollout and a device page in a loop, recording each latency in ms, and the
+    reads over SLOW_MS in `slow` as (path, wall-clock time, ms)."""
     paths = [f"/api/v1/rollouts/{rollout_id}", "/api/v1/rollouts", "/api/v1/models"]
     i = 0
     while not stop.is_set():
-        started = time.perf_counter()
+        at, started = time.time(), time.perf_counter()
         try:
             http.get(paths[i % len(paths)])
         except httpx.TransportError:  # a dropped keep-alive connection: counted as its time
             pass
-        out.append((time.perf_counter() - started) * 1000)
+        ms = (time.perf_counter() - started) * 1000
+        out.append(ms)
+        if ms > SLOW_MS:
+            slow.append((f"API {paths[i % len(paths)]}", at, ms))
         i += 1
         time.sleep(0.05)
 
 
 DASHBOARD_PAUSE_S = 0.1  # between two dashboard reads: one busy operator, not a load test
+SLOW_MS = 200.0  # reads slower than this are listed with the time they started
 LIVE_STREAMS = ("fleet", "devices", "rollout")
 DEVICES_PAGE = 200  # controlplane.dashboard.routes.DEVICES_PAGE
 
@@ -153,9 +166,11 @@ def _hold_stream(client: httpx.Client, path: str, stop: Any) -> None:
 def dashboard_probe(
     base_url: str, token: str, rollout_id: str, devices: int, stop: Any, out: Any
 ) -> None:
-    """Read the dashboard in a loop until `stop`; send {name: [ms, ...]} and errors to `out`."""
+    """Read the dashboard in a loop until `stop`; send {name: [ms, ...]}, errors and the reads
+    over SLOW_MS (name, wall-clock time, ms) to `out`."""
     pages = dashboard_pages(rollout_id, devices)
     latencies: dict[str, list[float]] = {name: [] for name in pages}
+    slow: list[tuple[str, float, float]] = []
     errors: dict[str, int] = {}
     client = dashboard_login(base_url, token)
     holders = [
@@ -182,7 +197,7 @@ def dashboard_probe(
     i = 0
     while not stop.is_set():
         name = names[i % len(names)]
-        started = time.perf_counter()
+        at, started = time.time(), time.perf_counter()
         try:
             if name.startswith("live_"):
                 ok = _first_event(client, pages[name], want_data=name != "live_devices")
@@ -190,12 +205,15 @@ def dashboard_probe(
                 ok = client.get(pages[name]).status_code == 200
         except httpx.HTTPError:
             ok = False
-        latencies[name].append((time.perf_counter() - started) * 1000)
+        ms = (time.perf_counter() - started) * 1000
+        latencies[name].append(ms)
+        if ms > SLOW_MS:
+            slow.append((name, at, ms))
         if not ok:
             errors[name] = errors.get(name, 0) + 1
         i += 1
         time.sleep(DASHBOARD_PAUSE_S)
-    out.put({"latencies": latencies, "errors": errors})
+    out.put({"latencies": latencies, "errors": errors, "slow": slow})
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -301,9 +319,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "device_timeout_s": 600,
             },
         }
-        rollout_started = time.perf_counter()
+        rollout_started, rollout_wall = time.perf_counter(), time.time()
         rollout = http.post("/api/v1/rollouts", json=body).json()
         latencies: list[float] = []
+        slow: list[tuple[str, float, float]] = []
         stop = threading.Event()
         probe = threading.Thread(
             target=api_probe,
@@ -312,6 +331,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 rollout["id"],
                 stop,
                 latencies,
+                slow,
             ),
             daemon=True,
         )
@@ -350,7 +370,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         seen_s = time.perf_counter() - rollout_started
         stop.set()
         dash_stop.set()
-        dashboard: dict[str, Any] = {"latencies": {}, "errors": {}}
+        dashboard: dict[str, Any] = {"latencies": {}, "errors": {}, "slow": []}
         if args.dashboard:
             dashboard = await asyncio.to_thread(dash_out.get, timeout=120)
             dash_probe.join(timeout=30)
@@ -381,6 +401,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         overall = percentiles([ms for each in dashboard["latencies"].values() for ms in each])
         for name, figures in by_page.items():
             print(f"dashboard {name}: p50 {figures['p50']} ms, p99 {figures['p99']} ms", flush=True)
+        # Whether slow reads are each page's own cost or the whole process waiting at once.
+        stalls = sorted((at - rollout_wall, ms, name) for name, at, ms in slow + dashboard["slow"])
+        for offset, ms, name in stalls:
+            print(f"slow read at {offset:5.1f} s into the rollout: {name} {ms:.0f} ms", flush=True)
         cpu = {
             name: round(_cpu_s(p, name == "controlplane") - cpu_before[name], 1)
             for name, p in procs.items()
@@ -399,6 +423,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "dashboard_p99_ms": overall["p99"],
             "dashboard_ms": by_page,
             "dashboard_errors": dashboard["errors"],
+            "slow_reads": [[round(t, 1), round(ms), name] for t, ms, name in stalls],
             "cpu_seconds": cpu,
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
