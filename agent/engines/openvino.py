@@ -38,6 +38,16 @@ _LOGGER = logging.getLogger(__name__)
 _DONE = object()
 JOIN_SECONDS = 30.0  # how long closing a stream waits for the pipeline thread to return
 BATCHING_DEVICES = ("CPU", "GPU")  # where ContinuousBatchingPipeline runs
+# CPU settings under which a sequence's greedy output does not depend on what else is in its
+# batch: f32 instead of bf16 (the default on CPUs with AVX512_BF16), and no dynamic
+# quantization of activations (INT8 weights then multiply f32 activations). With the defaults,
+# SmolLM2's INT8 IR branched at a near-tie after 15-62 tokens in 3 of 6 prompts batched vs
+# alone; with these, none did. The cost, 2 threads: about 1.3x the CPU per token for one
+# stream and 2x at 8 streams (docs/engines.md, "Batching"), so it is opt-in.
+BATCH_INVARIANT_CPU: dict[str, Any] = {
+    "INFERENCE_PRECISION_HINT": "f32",
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+}
 
 
 def _import_genai() -> Any:
@@ -72,7 +82,8 @@ class OpenVinoEngine:
     name = "openvino"
     constrained_decoding = True  # OutputConstraint through genai's StructuredOutputConfig
 
-    def __init__(self) -> None:
+    def __init__(self, *, batch_invariant: bool = False) -> None:
+        self._batch_invariant = batch_invariant  # BATCH_INVARIANT_CPU on CPU: exact, slower
         self._genai: Any = None
         self._pipe: Any = None
         self._tokenizer: Any = None
@@ -93,6 +104,8 @@ class OpenVinoEngine:
         properties: dict[str, Any] = {}
         if options.threads and options.device.upper() == "CPU":
             properties["INFERENCE_NUM_THREADS"] = options.threads
+        if self._batch_invariant and options.device.upper() == "CPU":
+            properties.update(BATCH_INVARIANT_CPU)
         if options.cache_dir is not None and options.device.upper() != "CPU":
             properties["CACHE_DIR"] = str(options.cache_dir)
         started = time.perf_counter()
