@@ -19,10 +19,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.capacity import DiskProbe, filesystem_usage
 from agent.errors import AgentError
 from agent.fleet.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.fleet.slots import Slot, SlotStore, load_slot
-from agent.fleet.staging import Selector, Stager, free_disk_bytes
+from agent.fleet.staging import Selector, Stager
 from agent.fleet.worker import QueueWorker
 from agent.health import quality_probe, smoke_test
 from agent.model_loading import EngineFactory, LoadedModel
@@ -51,7 +52,7 @@ class ExecutorDeps:
     data_dir: Path
     artifact_headers: dict[str, str] = field(default_factory=dict)
     memory_available: Callable[[], int] | None = None
-    disk_free: Callable[[Path], int] | None = free_disk_bytes
+    disk_usage: DiskProbe | None = filesystem_usage
     on_change: Callable[[], None] | None = None
     apply_settings: Callable[[AgentSettings | None], bool] | None = None
     apply_agent: Callable[[DesiredState], None] | None = None  # self-update (agent/fleet/update.py)
@@ -217,7 +218,7 @@ class RolloutExecutor(QueueWorker[DesiredState]):
             trusted_keys=deps.trusted_keys,
             headers=deps.artifact_headers,
             memory_available=deps.memory_available,
-            disk_free=deps.disk_free,
+            disk_usage=deps.disk_usage,
         )
         return stager.stage(target, report)
 

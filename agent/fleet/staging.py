@@ -1,10 +1,11 @@
 """The download step of a rollout: fetch, verify and install a desired model as a new slot.
 
 manifest + signature -> verify the signature against the trusted keys -> pick this device's
-variant -> check memory and free disk -> download its files (resumable, through the artifact
-store, which checks each file's sha256 as it takes it in) -> move the staged directory into its
-slot (not yet active). Each check runs once: the signature before any download, each sha256
-when its file arrives (a file already in the store was checked when it arrived).
+variant -> check memory and the store's free disk (agent/capacity.py, as /api/pull does) ->
+download its files (resumable, through the artifact store, which checks each file's sha256 as
+it takes it in) -> move the staged directory into its slot (not yet active). Each check runs
+once: the signature before any download, each sha256 when its file arrives (a file already in
+the store was checked when it arrived).
 Every fetch is retried through control-plane outages (agent/fleet/fetch_retry.py).
 """
 
@@ -21,6 +22,15 @@ from urllib.request import url2pathname
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.capacity import (
+    DiskProbe,
+    InsufficientMemory,
+    InsufficientStorage,
+    check_disk,
+    check_memory,
+    filesystem_usage,
+    memory_need_bytes,
+)
 from agent.errors import AgentError
 from agent.fleet.fetch_retry import FetchUnavailable, RetryWindow
 from agent.fleet.rollout_events import RolloutFailed, RolloutReporter
@@ -34,8 +44,6 @@ from models.protocol import DesiredModel
 from models.signing import verify_manifest
 
 HTTP_TIMEOUT_S = 30.0
-# Left free after a download: a full disk would also stop the outbox and the logs.
-DISK_SPARE_BYTES = 64 << 20
 
 
 class Selection(Protocol):
@@ -58,11 +66,6 @@ class Selection(Protocol):
 
 
 Selector = Callable[[Manifest], Selection]
-
-
-def free_disk_bytes(path: Path) -> int:
-    """Bytes free for this user on the filesystem holding `path`."""
-    return shutil.disk_usage(path).free
 
 
 def fetch_bytes(url: str, headers: Mapping[str, str]) -> bytes:
@@ -113,7 +116,7 @@ class Stager:
     trusted_keys: list[Ed25519PublicKey]
     headers: Mapping[str, str] = field(default_factory=dict)
     memory_available: Callable[[], int] | None = None
-    disk_free: Callable[[Path], int] | None = free_disk_bytes
+    disk_usage: DiskProbe | None = filesystem_usage
     retries: RetryWindow = field(default_factory=RetryWindow)
 
     def _fetch_document(self, url: str) -> bytes:
@@ -137,8 +140,7 @@ class Stager:
         except AgentError as exc:
             raise RolloutFailed(f"no variant fits this device: {exc}") from exc
         variant = manifest.variant(selection.variant_id)
-        self._check_memory(variant.memory_bytes, manifest.ref)
-        self._check_disk(variant, manifest.ref, staging_root)
+        self._check_room(manifest.ref, variant, selection.engine)
         total, done_before = variant.size_bytes, 0
         report.progress(0, total)
         for entry in variant.files:
@@ -175,32 +177,18 @@ class Stager:
             selection.device,
         )
 
-    def _check_memory(self, needed: int, ref: str) -> None:
-        if self.memory_available is None or not needed:
-            return
-        available = self.memory_available()
-        if needed > available:
-            raise RolloutFailed(
-                f"model {ref} needs {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available"
-            )
-
-    def _check_disk(self, variant: Variant, ref: str, where: Path) -> None:
-        if self.disk_free is None:
-            return
-        missing = sum(f.size for f in variant.files if not self.store.has(f.sha256))
-        if not missing:
-            return
-        needed, free = missing + DISK_SPARE_BYTES, self.disk_free(where)
-        if needed > free:
-            raise RolloutFailed(
-                f"model {ref} needs {_megabytes(needed)} of disk ({_megabytes(missing)} to "
-                f"download, {_megabytes(DISK_SPARE_BYTES)} kept spare), "
-                f"{_megabytes(free)} free on {where.parent}; free space or pick a smaller variant"
-            )
-
-
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:,.0f} MB"
+    def _check_room(self, ref: str, variant: Variant, engine: str) -> None:
+        """Refuse before downloading when the variant cannot fit memory or the store's disk."""
+        what = f"model {ref} ({variant.id})"
+        try:
+            if self.memory_available is not None:
+                need = memory_need_bytes(variant.memory_bytes, engine)
+                check_memory(what, need, self.memory_available())
+            if self.disk_usage is not None:
+                missing = sum(f.size for f in variant.files if not self.store.has(f.sha256))
+                check_disk(what, missing, self.store.root, self.disk_usage)
+        except (InsufficientMemory, InsufficientStorage) as exc:
+            raise RolloutFailed(str(exc)) from exc
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import agent.fleet.fetch_retry
+from agent.capacity import DiskUsage
 from agent.fleet.fetch_retry import RetryWindow
 from agent.fleet.rollout_events import RolloutFailed
 from agent.fleet.staging import fetch_bytes
@@ -199,12 +200,13 @@ def test_full_disk_is_refused_before_downloading(
 ) -> None:
     seen: list[Path] = []
 
-    def disk_free(path: Path) -> int:
+    def disk_usage(path: Path) -> DiskUsage:
         seen.append(path)
-        return 40_000_000
+        # 260 MiB free on a 1 GiB disk: 256 MiB stay free, 4 MiB are left for a 6 MiB file
+        return DiskUsage(total=1 << 30, free=260 << 20)
 
-    rig = Rig(tmp_path, key, disk_free=disk_free)
-    big = 4_000_000
+    rig = Rig(tmp_path, key, disk_usage=disk_usage)
+    big = 6 << 20
     publish_fake_model(registry.root, key, "1.0", size=big)
     model = rig.publish("1.0", size=big).model_copy(
         update={"manifest_url": registry.url("tiny/1.0/manifest.json")}
@@ -212,14 +214,18 @@ def test_full_disk_is_refused_before_downloading(
     assert not rig.apply(1, model)
     detail = rig.events[-1].detail
     assert rig.events[-1].kind == "failed"
-    assert "needs 71 MB of disk (4 MB to download, 67 MB kept spare), 40 MB free on " in detail
-    assert str(rig.data / "slots") in detail
+    store = rig.data / "store"
+    assert f"needs 6 MiB on {store}, 260 MiB free, of which 256 MiB stays free" in detail
+    assert seen == [store]
     assert "downloading" not in rig.kinds(1)
     assert not [p for p, _ in registry.faults.requests if p.endswith(".gguf")]
+    assert not [p for p in (store / "blobs").rglob("*") if p.is_file()]
+    assert not list((store / "tmp").iterdir())
 
 
 def test_files_already_stored_need_no_disk(tmp_path: Path, key: Ed25519PrivateKey) -> None:
-    rig = Rig(tmp_path, key, disk_free=lambda _: 0)
+    rig = Rig(tmp_path, key, disk_usage=lambda _: DiskUsage(1 << 30, 0))
     model = rig.publish("1.0")
     ArtifactStore(rig.data / "store").import_file(rig.registry / "tiny" / "1.0" / "model.gguf")
     assert rig.apply(1, model), rig.events[-1].detail
+    assert rig.serving() == "tiny:1.0"
