@@ -16,7 +16,15 @@ the agent loads without AMX repacking; so, for a like-for-like run, does llama-s
 (`--no-repack`) and the bundled server (through the same guard). The table's header says
 whether repacking was off.
 
+`--engine openvino` runs the agent on an OpenVINO model directory instead (default: SmolLM2
+built to `openvino-int8` by the project's builder, cached; tests/support/real_openvino.py),
+through openvino-genai's ContinuousBatchingPipeline; llama-server and the bundled server do
+not apply there, so next to the agent it drives the same pipeline directly
+(`bench/openvino_pipeline.py`): what the library itself does on this machine. Both print
+the 8-vs-1-client aggregate ratio.
+
     .venv/bin/python bench/concurrency.py [--servers agent,llama-cpp-python,llama-server]
+    .venv/bin/python bench/concurrency.py --engine openvino [--model DIR] [--servers agent]
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.openvino_pipeline import NAME as DIRECT_NAME  # noqa: E402
+from bench.openvino_pipeline import run_direct  # noqa: E402
 from bench.serving_processes import bundled_server_command, wait_ready  # noqa: E402
 from models.llamacpp_amx import amx_faults  # noqa: E402
 
@@ -233,7 +243,7 @@ def _agent(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]
             "--port",
             str(port),
             "--engine",
-            "llamacpp",
+            args.engine,
             "--parallel",
             str(args.parallel),
         ]
@@ -337,30 +347,25 @@ def _table(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|",
     ]
     for result in results:
+        if result["turns"] is None:
+            continue
         one, two = result["turns"]
         ratio = f"{two / one:.0%}" if one > 0 else "-"
         lines.append(f"| {result['server']} | {one:.2f} | {two:.2f} | {ratio} |")
+    lines.append("")
+    lines += [f"{r['server']}: 8 clients / 1 client aggregate {_ratio(r)}" for r in results]
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Parse the options, run each server in turn, print the table (and JSON with --json)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="GGUF (default: SmolLM2-135M-Instruct Q4_1)")
-    parser.add_argument("--servers", default="agent,llama-cpp-python,llama-server")
-    parser.add_argument("--clients", default="1,2,4,8,16")
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--parallel", type=int, default=8, help="slots (agent, llama-server)")
-    parser.add_argument("--context", type=int, default=2048, help="context per slot")
-    parser.add_argument("--llama-server", help="llama-server binary (default: the cached build)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
-    args.clients = [int(c) for c in args.clients.split(",")]
-    if args.model is None:
-        from models.real_models import SMOLLM2, fetch_gguf
+def _ratio(result: dict[str, Any]) -> str:
+    """8-client over 1-client aggregate tok/s, or why there is none."""
+    by_clients = {r["clients"]: r["aggregate"] for r in result["rounds"]}
+    if not by_clients.get(1) or 8 not in by_clients:
+        return "- (needs --clients with 1 and 8)"
+    return f"{by_clients[8] / by_clients[1]:.2f}x"
 
-        args.model = fetch_gguf(SMOLLM2)
+
+def _gguf_servers(args: argparse.Namespace) -> list[Server]:
     # the agent decides this for itself; the others are told, so all run the same kernels
     args.no_repack = amx_faults(args.model)
     servers: list[Server] = []
@@ -378,15 +383,98 @@ def main() -> None:
                 print(f"llama-server: {binary} has no --no-repack and would fault here; skipped")
                 continue
             servers.append(Server(name, _llama_server(args, binary)))
+    return servers
+
+
+def _openvino_run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """The agent on the OpenVINO model, then the pipeline driven directly; rows and header."""
+    names = args.servers.split(",")
+    unknown = set(names) - {"agent", DIRECT_NAME.split()[0]}
+    if unknown:
+        sys.exit(f"--engine openvino runs 'agent' and 'openvino-genai', not {sorted(unknown)}")
     results = []
-    for server in servers:
-        print(f"running {server.name} ...", file=sys.stderr, flush=True)
-        results.append(run_server(server, args))
-    print(
-        f"{args.model.name}, {args.threads} threads, {args.parallel} slots x {args.context} "
-        f"tokens, {args.tokens} tokens a stream, greedy, AMX repacking "
-        f"{'off (its kernels fault on this CPU; every server)' if args.no_repack else 'on'}\n"
+    if "agent" in names:
+        print("running agent ...", file=sys.stderr, flush=True)
+        results.append(run_server(Server("agent", _agent(args)), args))
+    if "openvino-genai" in names:
+        print(f"running {DIRECT_NAME} ...", file=sys.stderr, flush=True)
+        results.append(
+            run_direct(
+                _variant_dir(args.model),
+                clients=args.clients,
+                tokens=args.tokens,
+                threads=args.threads,
+                slots=args.parallel,
+                messages=_messages,
+                report=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        )
+    header = (
+        f"{args.model.name} (openvino-int8, ContinuousBatchingPipeline on CPU), {args.threads} "
+        f"threads, {args.parallel} slots, {args.tokens} tokens a stream, greedy"
     )
+    return results, header
+
+
+def _variant_dir(model: Path) -> Path:
+    """The IR directory of a signed model directory's OpenVINO variant (or `model` itself)."""
+    from agent.selection import variant_path
+    from models.manifest import MANIFEST_FILE, Manifest
+
+    if not (model / MANIFEST_FILE).is_file():
+        return model
+    variant = next(v for v in Manifest.load(model).variants if v.format == "openvino")
+    return variant_path(model, variant)
+
+
+def main() -> None:
+    """Parse the options, run each server in turn, print the table (and JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="GGUF (default: SmolLM2-135M-Instruct Q4_1); with --engine openvino a model "
+        "directory with an OpenVINO variant (default: SmolLM2 built to openvino-int8)",
+    )
+    parser.add_argument(
+        "--engine", choices=("llamacpp", "openvino"), default="llamacpp", help="the agent's engine"
+    )
+    parser.add_argument(
+        "--servers",
+        help="default: agent,llama-cpp-python,llama-server (llamacpp), agent,openvino-genai",
+    )
+    parser.add_argument("--clients", default="1,2,4,8,16")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=8, help="slots (agent, llama-server)")
+    parser.add_argument("--context", type=int, default=2048, help="context per slot (a GGUF)")
+    parser.add_argument("--llama-server", help="llama-server binary (default: the cached build)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",")]
+    if args.engine == "openvino":
+        args.servers = args.servers or "agent,openvino-genai"
+        if args.model is None:
+            from tests.support.real_openvino import smollm2_openvino
+
+            args.model = smollm2_openvino()
+        results, header = _openvino_run(args)
+    else:
+        args.servers = args.servers or "agent,llama-cpp-python,llama-server"
+        if args.model is None:
+            from models.real_models import SMOLLM2, fetch_gguf
+
+            args.model = fetch_gguf(SMOLLM2)
+        results = []
+        for server in _gguf_servers(args):
+            print(f"running {server.name} ...", file=sys.stderr, flush=True)
+            results.append(run_server(server, args))
+        header = (
+            f"{args.model.name}, {args.threads} threads, {args.parallel} slots x {args.context} "
+            f"tokens, {args.tokens} tokens a stream, greedy, AMX repacking "
+            f"{'off (its kernels fault on this CPU; every server)' if args.no_repack else 'on'}"
+        )
+    print(header + "\n")
     print(_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
