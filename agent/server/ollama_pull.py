@@ -3,8 +3,9 @@
 The agent serves one model, so a pulled model becomes the served one, as with /api/create:
 it shows in /api/tags under the name it was pulled by and answers generate and chat. Checks
 that can fail before downloading (the name, enrollment, the manifest and its signature, the
-file's size) answer 4xx in Ollama's shape; once progress lines are streaming, a failure is a
-last `{"error": ...}` line, as Ollama does.
+file's size, whether the memory can hold the model: 400, whether the disk can: 507) answer in
+Ollama's shape; once progress lines are streaming, a failure (the disk filled since the checks,
+a sha256 mismatch) is a last `{"error": ...}` line, as Ollama does.
 """
 
 from __future__ import annotations

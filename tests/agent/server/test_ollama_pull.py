@@ -1,26 +1,31 @@
-"""Ollama's /api/pull through the real `ollama` client: paths, URLs and the registry."""
+"""Ollama's /api/pull through the real `ollama` client: paths, URLs, the registry, and the
+refusals of a model the disk or the memory cannot hold."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import http.server
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.capacity import DISK_MARGIN_MIN_BYTES, DiskUsage
 from agent.model_pull import PullSettings
 from agent.runtime import ModelRuntime
 from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
+from hwprobe.profile import HardwareProfile, MemoryInfo
 from models.manifest import Manifest
 from tests.support.http import serving
 
 pytest.importorskip("llama_cpp")
 ollama = pytest.importorskip("ollama")
+MIB, GIB = 1 << 20, 1 << 30
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +289,151 @@ def test_pull_from_the_registry_when_enrolled(
     assert err.value.status_code == 404
     with pytest.raises(ollama.ResponseError, match="name the version"):
         client.pull(published.name, stream=False)
+
+
+# -- refused before anything is written: the disk and the memory ------------------------------
+
+
+def small_device(available: int = 8 * GIB) -> HardwareProfile:
+    """A CPU device running llama.cpp with `available` bytes of memory free."""
+    return HardwareProfile(
+        device_class="cpu-x86",
+        engines=["llamacpp"],
+        memory=MemoryInfo(total_bytes=16 * GIB, available_bytes=available),
+    )
+
+
+def disk(free: int, seen: list[Path] | None = None) -> Callable[[Path], DiskUsage]:
+    """A 1 GiB filesystem with `free` bytes free (its margin is the 256 MiB floor)."""
+
+    def usage(path: Path) -> DiskUsage:
+        if seen is not None:
+            seen.append(path)
+        return DiskUsage(total=GIB, free=free)
+
+    return usage
+
+
+def use(agent: tuple[RunningServer, ModelRuntime], settings: PullSettings) -> None:
+    agent[0].server.config.app.state.pull_settings = settings
+
+
+def stored_files(data_dir: Path) -> list[Path]:
+    store = data_dir / "store"
+    return [p for p in store.rglob("*") if p.is_file()] if store.exists() else []
+
+
+@pytest.mark.parametrize("where", ["path", "url"])
+def test_a_file_the_disk_cannot_hold_is_refused_with_507(
+    where: str,
+    agent: tuple[RunningServer, ModelRuntime],
+    client: Any,
+    settings: PullSettings,
+    gguf: Path,
+    gguf_sha: str,
+    file_server: str,
+) -> None:
+    size = gguf.stat().st_size
+    seen: list[Path] = []
+    free = DISK_MARGIN_MIN_BYTES + size - 1  # one byte short once the margin stays free
+    use(agent, PullSettings(settings.data_dir, profile=small_device(), disk_usage=disk(free, seen)))
+    location = str(gguf) if where == "path" else f"{file_server}/tiny.gguf"
+    store = settings.data_dir / "store"
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as err:
+            list(client.pull(f"{location}#sha256={gguf_sha}", stream=stream))
+        assert err.value.status_code == 507
+        assert f"model {location} needs 654 KiB on {store}, 257 MiB free, of which 256 MiB" in (
+            err.value.error
+        )
+    assert seen and set(seen) == {store}
+    assert not settings.data_dir.exists()  # nothing written: no store, no partial file
+    assert agent[1].known is None
+
+
+def test_a_file_the_memory_cannot_hold_is_refused_with_400(
+    agent: tuple[RunningServer, ModelRuntime],
+    client: Any,
+    settings: PullSettings,
+    gguf: Path,
+    gguf_sha: str,
+    file_server: str,
+) -> None:
+    use(agent, PullSettings(settings.data_dir, profile=small_device(available=100 * MIB)))
+    for location in (str(gguf), f"{file_server}/tiny.gguf"):
+        with pytest.raises(ollama.ResponseError) as err:
+            client.pull(f"{location}#sha256={gguf_sha}", stream=False)
+        assert err.value.status_code == 400
+        # 654 KiB x 1.15 + 256 MiB: the file's size counted as selection counts memory_bytes
+        assert err.value.error.startswith(
+            f"model {location} requires more memory (257 MiB) than is available (100 MiB)"
+        )
+    assert not settings.data_dir.exists()
+
+
+def test_room_taken_after_the_checks_ends_the_stream_with_an_error_line(
+    agent: tuple[RunningServer, ModelRuntime],
+    settings: PullSettings,
+    gguf: Path,
+    gguf_sha: str,
+) -> None:
+    answers = iter([GIB, 0])  # room when the pull is prepared, none when it starts
+
+    def shrinking(_path: Path) -> DiskUsage:
+        return DiskUsage(total=GIB, free=next(answers, 0))
+
+    use(agent, PullSettings(settings.data_dir, profile=small_device(), disk_usage=shrinking))
+    body = {"model": f"{gguf}#sha256={gguf_sha}"}
+    import httpx
+
+    resp = httpx.post(f"{agent[0].url}/api/pull", json=body, timeout=60)
+    assert resp.status_code == 200  # progress had begun, as Ollama streams its errors
+    lines = [json.loads(line) for line in resp.text.splitlines()]
+    assert lines[0] == {"status": "pulling manifest"}
+    assert "needs 654 KiB" in lines[-1]["error"] and len(lines) == 2
+    assert stored_files(settings.data_dir) == []
+    assert agent[1].known is None
+
+
+def test_a_file_already_stored_needs_no_disk(
+    agent: tuple[RunningServer, ModelRuntime],
+    client: Any,
+    settings: PullSettings,
+    gguf: Path,
+    gguf_sha: str,
+) -> None:
+    name = f"{gguf}#sha256={gguf_sha}"
+    use(agent, PullSettings(settings.data_dir, profile=small_device()))
+    assert client.pull(name, stream=False).status == "success"
+    use(agent, PullSettings(settings.data_dir, profile=small_device(), disk_usage=disk(0)))
+    assert client.pull(name, stream=False).status == "success"
+
+
+def test_the_registry_refuses_before_recording_or_fetching(
+    registry: Any,
+    agent: tuple[RunningServer, ModelRuntime],
+    client: Any,
+    settings: PullSettings,
+    published: Manifest,
+) -> None:
+    from agent.fleet.enroll import enroll
+
+    url, token = registry
+    enroll(url, token, settings.data_dir, hardware={"cpu": {"cores": 2}}, agent_version="test")
+    name = f"{published.name}:{published.version}"
+    store = settings.data_dir / "store"
+    files = published.variant("gguf-f32").files
+    size = sum(f.size for f in files)
+    use(agent, PullSettings(settings.data_dir, profile=small_device(), disk_usage=disk(size)))
+    with pytest.raises(ollama.ResponseError) as err:
+        list(client.pull(name, stream=True))
+    assert err.value.status_code == 507
+    assert f"model {name} (gguf-f32) needs 675 KiB on {store}" in err.value.error
+    use(agent, PullSettings(settings.data_dir, profile=small_device(available=100 * MIB)))
+    with pytest.raises(ollama.ResponseError) as err:
+        client.pull(name, stream=False)
+    assert err.value.status_code == 400
+    assert "fits this device" in err.value.error
+    assert "gguf-f32/llamacpp: needs 0.3 GiB, 0.1 GiB available" in err.value.error
+    assert stored_files(settings.data_dir) == []  # no manifest, no ref, no blob
+    assert agent[1].known is None
