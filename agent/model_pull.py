@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 PROGRESS_INTERVAL_S = 0.25  # at most this often a "downloading" line per file (and at its end)
 HTTP_TIMEOUT_S = 30.0
-INSUFFICIENT_STORAGE = 507  # HTTP status of a pull the disk cannot hold (WebDAV's, as hawkBit)
+INSUFFICIENT_STORAGE = 507  # HTTP status of a pull the disk cannot hold (RFC 4918)
 _SHA_FRAGMENT = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
 Emit = Callable[[dict[str, Any]], None]
 
