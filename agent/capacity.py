@@ -5,7 +5,7 @@ download (agent/fleet/staging.py):
 
 - disk: the bytes still to download must fit the store's filesystem with a margin left free
   (`disk_margin_bytes`), because a full disk also stops the outbox, the logs and the database;
-- memory: the model's need (`memory_need_bytes`, the formula selection uses) must fit the memory
+- memory: the model's need (`agent.selection.memory_need_bytes`) must fit the memory
   available. Unknown memory is not a reason to refuse, as in selection.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agent.errors import AgentError
-from agent.selection import MEMORY_FACTOR, RUNTIME_OVERHEAD_BYTES, TRT_BUILD_FACTOR
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -58,12 +57,6 @@ def filesystem_usage(path: Path) -> DiskUsage:
 def disk_margin_bytes(total: int) -> int:
     """Bytes kept free on a filesystem of `total` bytes."""
     return max(int(total * DISK_MARGIN_FRACTION), DISK_MARGIN_MIN_BYTES)
-
-
-def memory_need_bytes(estimate: int, engine: str = "") -> int:
-    """Memory a model of `estimate` bytes needs on `engine`: selection's `required_bytes`."""
-    factor = MEMORY_FACTOR * (TRT_BUILD_FACTOR if engine == "tensorrt" else 1.0)
-    return int(estimate * factor) + RUNTIME_OVERHEAD_BYTES
 
 
 def format_bytes(n: int) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from agent.capacity import memory_need_bytes
 from agent.model_pull import HTTP_TIMEOUT_S, Emit, ModelPull, PullError, PullPlan, sha_fragment
+from agent.selection import memory_need_bytes
 from models.errors import ModelsError
 
 if TYPE_CHECKING:

@@ -67,10 +67,15 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def memory_need_bytes(estimate: int, engine: str = "") -> int:
+    """Memory a model of `estimate` bytes needs on `engine`, margins included."""
+    factor = MEMORY_FACTOR * (TRT_BUILD_FACTOR if engine == "tensorrt" else 1.0)
+    return int(estimate * factor) + RUNTIME_OVERHEAD_BYTES
+
+
 def required_bytes(variant: Variant, engine: str) -> int:
     """Memory a variant needs on this engine, margins included."""
-    factor = MEMORY_FACTOR * (TRT_BUILD_FACTOR if engine == "tensorrt" else 1.0)
-    return int(variant.memory_bytes * factor) + RUNTIME_OVERHEAD_BYTES
+    return memory_need_bytes(variant.memory_bytes, engine)
 
 
 def engine_runtime(engine: str, profile: HardwareProfile) -> EngineRuntime | None:

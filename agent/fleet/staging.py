@@ -29,12 +29,12 @@ from agent.capacity import (
     check_disk,
     check_memory,
     filesystem_usage,
-    memory_need_bytes,
 )
 from agent.errors import AgentError
 from agent.fleet.fetch_retry import FetchUnavailable, RetryWindow
 from agent.fleet.rollout_events import RolloutFailed, RolloutReporter
 from agent.fleet.slots import Slot, SlotStore
+from agent.selection import memory_need_bytes
 from models.blobs import BlobStore
 from models.download import TRANSIENT_STATUSES
 from models.errors import ModelsError

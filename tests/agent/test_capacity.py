@@ -17,10 +17,7 @@ from agent.capacity import (
     disk_margin_bytes,
     filesystem_usage,
     format_bytes,
-    memory_need_bytes,
 )
-from agent.selection import required_bytes
-from models.manifest import Variant
 
 MIB, GIB = 1 << 20, 1 << 30
 
@@ -52,19 +49,6 @@ def test_disk_fits_only_with_the_margin_left_free(tmp_path: Path) -> None:
 
 def test_nothing_to_download_needs_no_disk(tmp_path: Path) -> None:
     check_disk("model x", 0, tmp_path, lambda _: DiskUsage(total=GIB, free=0))
-
-
-def test_memory_need_is_the_one_selection_counts() -> None:
-    variant = Variant(
-        id="v",
-        format="gguf",
-        precision="q4_0",
-        engines=["llamacpp"],
-        files=[],
-        memory_bytes=3 * GIB,
-    )
-    for engine in ("llamacpp", "tensorrt"):
-        assert memory_need_bytes(3 * GIB, engine) == required_bytes(variant, engine)
 
 
 def test_memory_is_refused_with_both_figures_and_unknown_memory_passes() -> None:
