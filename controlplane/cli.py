@@ -56,9 +56,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     if "ingest_process" not in settings.model_fields_set:
         update["ingest_process"] = True  # the API keeps its GIL to itself (ingest_process.py)
     settings = settings.model_copy(update=update)
+    app = create_app(settings)
+    app.state.freeze_heap_after_start = True  # a long-lived server, not an app in a test
     # Live pages keep streams open; shutdown cancels what is left after this many seconds.
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level="info",
