@@ -41,9 +41,9 @@ BATCHING_DEVICES = ("CPU", "GPU")  # where ContinuousBatchingPipeline runs
 # CPU settings under which a sequence's greedy output does not depend on what else is in its
 # batch: f32 instead of bf16 (the default on CPUs with AVX512_BF16), and no dynamic
 # quantization of activations (INT8 weights then multiply f32 activations). With the defaults,
-# SmolLM2's INT8 IR branched at a near-tie after 15-62 tokens in 3 of 6 prompts batched vs
-# alone; with these, none did. The cost, 2 threads: about 1.3x the CPU per token for one
-# stream and 2x at 8 streams (docs/engines.md, "Batching"), so it is opt-in.
+# SmolLM2's INT8 IR branched at a near-tie after 29-62 tokens in 3 of 6 prompts batched vs
+# alone; with these, none did. The cost, 2 threads: about the same CPU per token for one
+# stream, twice as much at 8 streams (docs/engines.md, "Batching"), so it is opt-in.
 BATCH_INVARIANT_CPU: dict[str, Any] = {
     "INFERENCE_PRECISION_HINT": "f32",
     "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
