@@ -21,6 +21,7 @@ from agent.engines.batching import (
     SchedulerStats,
     SequenceText,
     SlotWorker,
+    deferred_to_step_end,
 )
 from agent.engines.decoding import Detokenizer
 from agent.errors import EngineError
@@ -122,8 +123,9 @@ class OpenVinoBatchDriver(SlotWorker[_Running]):
             return
         with self._cond:
             self._steps += 1
-        for running in list(self._running):
-            self._read(running)
+        with deferred_to_step_end():  # one event-loop wake-up for the step's readers
+            for running in list(self._running):
+                self._read(running)
 
     def _read(self, running: _Running) -> None:
         handle = running.handle
