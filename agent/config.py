@@ -76,6 +76,12 @@ class AgentSettings(BaseSettings):
     control_plane_url: str | None = Field(default=None, description="control plane base URL")
     enrollment_token: str | None = Field(default=None, description="one-time enrollment token")
     mqtt_url: str | None = Field(default=None, description="MQTT broker URL (mqtt[s]://host:port)")
+    batch_invariant: bool = Field(
+        default=True,
+        description="CPU math under which a greedy answer is the same alone or batched "
+        "(OpenVINO: f32, no dynamic activation quantization: about 2x the CPU per token at 8 "
+        "streams); false: the engine's fastest CPU defaults (bf16 where the CPU has it)",
+    )
     benchmark_engines: bool = Field(
         default=False,
         description="time the candidate engines of a model directory once and keep the fastest "

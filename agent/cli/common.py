@@ -42,6 +42,7 @@ def load_options(settings: AgentSettings) -> LoadOptions:
         threads=settings.threads,
         cache_dir=settings.data_dir / "cache",
         parallel=settings.parallel,
+        batch_invariant=settings.batch_invariant,
     )
 
 

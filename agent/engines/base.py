@@ -107,6 +107,9 @@ class LoadOptions:
     memory_bytes: int | None = None
     # A dedicated embedding model (the manifest variant's embedding_file); None: the model's own.
     embedding_model: Path | None = None
+    # CPU math under which a greedy answer is the same alone or in a batch (OpenVINO: f32, no
+    # dynamic activation quantization); False: the engine's fastest CPU defaults.
+    batch_invariant: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """OpenVINO continuous batching on the real SmolLM2 (INT8 IR from the project's own builder):
 batched greedy output equals solo output, and the requests really share the pipeline's steps.
 
-Exactly equal with `batch_invariant=True` (f32, no dynamic quantization of activations). With
-OpenVINO's CPU defaults (bf16 where the CPU has it, int8 activations) a batch sums in another
-order and precision and a long answer may branch at a near-tie (measured: 3 of 6 prompts
-within 64 tokens), as llama.cpp's kernels do: there every batched stream must still finish.
+Exactly equal with `batch_invariant` (the default: f32, no dynamic quantization of
+activations). With OpenVINO's CPU defaults (bf16 where the CPU has it, int8 activations) a
+batch sums in another order and precision and a long answer may branch at a near-tie (measured:
+3 of 6 prompts within 64 tokens): there every batched stream must still finish.
 
 The model directory comes from tests/support/real_openvino.py: built once (about 1.5 min on
 2 cores, plus about 1 min for the Hugging Face checkpoint) and cached under the model cache.
@@ -51,10 +51,11 @@ def smollm2_openvino_dir() -> Path:
 
 def _load(model_dir: Path, *, batch_invariant: bool) -> OpenVinoEngine:
     variant = Manifest.load(model_dir).variant("openvino-int8")
-    engine = OpenVinoEngine(batch_invariant=batch_invariant)
-    engine.load(
-        variant_path(model_dir, variant), LoadOptions(threads=2, context_length=1024, parallel=4)
+    engine = OpenVinoEngine()
+    options = LoadOptions(
+        threads=2, context_length=1024, parallel=4, batch_invariant=batch_invariant
     )
+    engine.load(variant_path(model_dir, variant), options)
     return engine
 
 
