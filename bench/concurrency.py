@@ -232,6 +232,7 @@ def _agent(args: argparse.Namespace) -> Callable[[int], subprocess.Popen[bytes]]
             "EDGEFLEET_AGENT_CONTEXT_LENGTH": str(args.context),
             "EDGEFLEET_AGENT_QUEUE_DEPTH": "64",
             "EDGEFLEET_AGENT_DATA_DIR": tempfile.mkdtemp(prefix="ef-bench-"),
+            "EDGEFLEET_AGENT_BATCH_INVARIANT": "false" if args.cpu_defaults else "true",
         }
         cmd = [
             sys.executable,
@@ -405,13 +406,15 @@ def _openvino_run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
                 tokens=args.tokens,
                 threads=args.threads,
                 slots=args.parallel,
+                batch_invariant=not args.cpu_defaults,
                 messages=_messages,
                 report=lambda line: print(line, file=sys.stderr, flush=True),
             )
         )
     header = (
         f"{args.model.name} (openvino-int8, ContinuousBatchingPipeline on CPU), {args.threads} "
-        f"threads, {args.parallel} slots, {args.tokens} tokens a stream, greedy"
+        f"threads, {args.parallel} slots, {args.tokens} tokens a stream, greedy, "
+        + ("OpenVINO's CPU defaults" if args.cpu_defaults else "batch-invariant CPU math")
     )
     return results, header
 
@@ -450,6 +453,13 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=2048, help="context per slot (a GGUF)")
     parser.add_argument("--llama-server", help="llama-server binary (default: the cached build)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--cpu-defaults",
+        action="store_true",
+        help="--engine openvino: OpenVINO's fastest CPU math (bf16 where the CPU has it, int8 "
+        "activations) for the agent and the direct pipeline, instead of the agent's default "
+        "batch-invariant f32 (agent setting batch_invariant)",
+    )
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     if args.engine == "openvino":

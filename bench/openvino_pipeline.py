@@ -4,7 +4,8 @@
 same model directory, with the agent's own scheduler config (`scheduler_config`), threads and
 prompts (the model's chat template through genai's tokenizer): N requests added at once, then
 `step()` until all finish, reading every handle after each step, as `OpenVinoBatchDriver`
-does, minus HTTP, detokenizing and stop strings. Its rows have the same keys as a server's.
+does, minus HTTP, detokenizing and stop strings, and with the agent's CPU math (batch-invariant
+f32 unless `--cpu-defaults`). Its rows have the same keys as a server's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from agent.engines.openvino import BATCH_INVARIANT_CPU
 from agent.engines.openvino_batch import scheduler_config
 
 NAME = "openvino-genai direct"
@@ -30,11 +32,13 @@ def _percentile(values: Sequence[float], q: float) -> float:
 class DirectPipeline:
     """One ContinuousBatchingPipeline on CPU with the agent's scheduler config."""
 
-    def __init__(self, model: Path, *, threads: int, slots: int) -> None:
+    def __init__(self, model: Path, *, threads: int, slots: int, batch_invariant: bool) -> None:
         import openvino_genai as genai
 
         self._genai = genai
-        properties = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        properties: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        if batch_invariant:  # the CPU math the agent runs by default
+            properties.update(BATCH_INVARIANT_CPU)
         self._pipe = genai.ContinuousBatchingPipeline(
             str(model), scheduler_config(genai, slots), "CPU", properties
         )
@@ -99,11 +103,12 @@ def run_direct(
     tokens: int,
     threads: int,
     slots: int,
+    batch_invariant: bool,
     messages: Callable[[int], list[dict[str, str]]],
     report: Callable[[str], None],
 ) -> dict[str, Any]:
     """Every concurrency level through the pipeline directly, after a short warm-up."""
-    direct = DirectPipeline(model, threads=threads, slots=slots)
+    direct = DirectPipeline(model, threads=threads, slots=slots, batch_invariant=batch_invariant)
     direct.round([direct.prompt(messages(0))], 8)  # warm-up
     rounds = []
     for n in clients:
