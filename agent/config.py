@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.engines.base import LoadOptions
 from agent.errors import AgentError
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,6 +105,17 @@ class AgentSettings(BaseSettings):
         "when the request also sets insecure: true (the file is then not verified)",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
+
+    def load_options(self) -> LoadOptions:
+        """What an engine load takes from the settings (context of a bare .gguf, threads,
+        cache, parallel, CPU math); the model, its variant and the hardware give the rest."""
+        return LoadOptions(
+            context_length=self.context_length or LoadOptions.context_length,
+            threads=self.threads,
+            cache_dir=self.data_dir / "cache",
+            parallel=self.parallel,
+            batch_invariant=self.batch_invariant,
+        )
 
     @classmethod
     def settings_customise_sources(

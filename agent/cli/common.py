@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.config import AgentSettings, ConfigError, load_settings
-from agent.engines.base import LoadOptions
 from agent.model_loading import check_model_files, probe_profile
 
 T = TypeVar("T")
@@ -33,17 +32,6 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> AgentSettings:
         return load_settings(args.config, **overrides)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
-
-
-def load_options(settings: AgentSettings) -> LoadOptions:
-    """Engine load options from the settings (context of a bare .gguf, threads, cache)."""
-    return LoadOptions(
-        context_length=settings.context_length or LoadOptions.context_length,
-        threads=settings.threads,
-        cache_dir=settings.data_dir / "cache",
-        parallel=settings.parallel,
-        batch_invariant=settings.batch_invariant,
-    )
 
 
 def benchmark_results(settings: AgentSettings) -> Path | None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from agent.cli.common import (
     benchmark_results,
     echo,
-    load_options,
     resolve_model,
     settings_from,
     with_progress,
@@ -43,7 +42,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = settings_from(args, benchmark_engines=args.benchmark_engines, parallel=args.parallel)
     path = resolve_model(args.model, settings, args.engine)
     if not (path / MANIFEST_FILE).is_file():
-        options = load_options(settings)
+        options = settings.load_options()
         echo(_explain_gguf(path, probe_profile(), options.context_length))
         echo(_slots(path, options.context_length, settings.parallel))
         return 0
@@ -61,7 +60,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 manifest,
                 profile=profile,
                 results=results,
-                options=load_options(settings),
+                options=settings.load_options(),
                 engine_factory=create_engine,
             ),
         )
@@ -125,7 +124,7 @@ def _open(args: argparse.Namespace, settings: AgentSettings, prefer: str | None)
             profile=probe_profile(),
             installed=installed_engines(),
             prefer=prefer,
-            options=load_options(settings),
+            options=settings.load_options(),
             benchmark_results=benchmark_results(settings),
         ),
     )
@@ -184,7 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     path = resolve_model(args.model, settings)
     run = BenchmarkRun(prompt=args.prompt, tokens=args.tokens)
-    options = load_options(settings)
+    options = settings.load_options()
     rows: list[tuple[str, str, str]] = []
     if (path / MANIFEST_FILE).is_file():
         manifest = Manifest.load(path)

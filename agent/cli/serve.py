@@ -11,7 +11,6 @@ from pathlib import Path
 from agent.cli.common import (
     CliError,
     benchmark_results,
-    load_options,
     resolve_model,
     settings_from,
 )
@@ -94,7 +93,7 @@ def _loader(
             profile=probe_profile(),
             installed=installed_engines(),
             prefer=settings.engine,
-            options=load_options(settings),
+            options=settings.load_options(),
             benchmark_results=results,
         )
 

@@ -139,7 +139,7 @@ def restart_engine_action(
     *,
     busy: Callable[[], bool],
     on_change: Callable[[], None],
-    parallel: Callable[[], int] = lambda: 0,
+    load_options: Callable[[], LoadOptions] = LoadOptions,
 ) -> Action:
     """`restart-engine`: unload the active model, then load its slot again in a new engine."""
 
@@ -147,7 +147,7 @@ def restart_engine_action(
         slot = _serving_slot(runtime, slots, busy)
         runtime.unload()
         try:
-            loaded = runtime.load_with(lambda: load_slot(slot, engine_factory, parallel=parallel()))
+            loaded = runtime.load_with(lambda: load_slot(slot, engine_factory, load_options()))
         except AgentError as exc:
             raise CommandFailed(f"reloading {slot.key} failed: {exc}") from exc
         finally:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import psutil
 
 from agent import __version__
 from agent.engine_benchmark import hardware_digest
+from agent.engines.base import LoadOptions
 from agent.fleet.commands import (
     CommandRunner,
     benchmark_action,
@@ -68,6 +69,7 @@ class NodeOptions:
     probe: Callable[[], dict[str, Any]] = lambda: probe_profile().model_dump(mode="json")
     # ^ what `reprobe` runs: the profile as the control plane stores it
     parallel: int | None = None  # request slots a batching engine loads with (None/0: auto)
+    load_options: LoadOptions = field(default_factory=LoadOptions)  # the settings' (threads...)
     set_api_key_sha256: Callable[[str], None] | None = None  # the REST API's key, if it has one
     api_key_sha256: str = ""
     agent_root: Path | None = None  # versioned installs (agent/fleet/install_layout.py); None: none
@@ -122,7 +124,7 @@ class AgentNode:
                 on_change=self._publish_state,
                 apply_settings=self._apply_settings,
                 apply_agent=update.apply if update is not None else None,
-                parallel=lambda: self.knobs.parallel,
+                load_options=self._load_options,
             )
         )
         self.commands = self._command_runner(slots)
@@ -162,12 +164,16 @@ class AgentNode:
                 factory,
                 busy=busy,
                 on_change=self._publish_state,
-                parallel=lambda: self.knobs.parallel,
+                load_options=self._load_options,
             ),
             "benchmark": benchmark_action(self.runtime, slots, factory, busy=busy),
             "logs": logs_action(self.log_buffer),
         }
         return CommandRunner(actions, self.outbox.sink(self.enrollment.device_id, "cmd/result"))
+
+    def _load_options(self) -> LoadOptions:
+        """The settings' load options with the parallel knob of now (the fleet may change it)."""
+        return replace(self.options.load_options, parallel=self.knobs.parallel)
 
     def _publish_state(self) -> None:
         # Called by the executor and commands, which exist before self.mqtt; they only run

@@ -80,6 +80,7 @@ def run_fleet(settings: Any) -> None:
         mqtt_port=port,
         mqtt_tls=tls,
         parallel=getattr(settings, "parallel", None),
+        load_options=settings.load_options(),
         set_api_key_sha256=lambda digest: setattr(app.state, "api_key_sha256", digest),
         api_key_sha256=hashlib.sha256(settings.api_key.encode()).hexdigest()
         if settings.api_key

@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.capacity import DiskProbe, filesystem_usage
+from agent.engines.base import LoadOptions
 from agent.errors import AgentError
 from agent.fleet.rollout_events import EventSink, RolloutFailed, RolloutReporter
 from agent.fleet.slots import Slot, SlotStore, load_slot
@@ -56,7 +57,7 @@ class ExecutorDeps:
     on_change: Callable[[], None] | None = None
     apply_settings: Callable[[AgentSettings | None], bool] | None = None
     apply_agent: Callable[[DesiredState], None] | None = None  # self-update (agent/fleet/update.py)
-    parallel: Callable[[], int] | None = None  # request slots for the next load (0: auto)
+    load_options: Callable[[], LoadOptions] = LoadOptions  # the settings of the next load
 
 
 class RolloutExecutor(QueueWorker[DesiredState]):
@@ -223,8 +224,7 @@ class RolloutExecutor(QueueWorker[DesiredState]):
         return stager.stage(target, report)
 
     def _load(self, slot: Slot) -> LoadedModel:
-        parallel = self.deps.parallel() if self.deps.parallel is not None else 0
-        return load_slot(slot, self.deps.engine_factory, parallel=parallel)
+        return load_slot(slot, self.deps.engine_factory, self.deps.load_options())
 
     def _activate(self, slot: Slot, loaded: LoadedModel) -> None:
         first = [loaded]

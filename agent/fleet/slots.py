@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.engines.base import LoadOptions
@@ -184,10 +184,13 @@ class SlotStore:
         )
 
 
-def load_slot(slot: Slot, engine_factory: EngineFactory, *, parallel: int = 0) -> LoadedModel:
+def load_slot(
+    slot: Slot, engine_factory: EngineFactory, options: LoadOptions | None = None
+) -> LoadedModel:
     """Load a slot's variant into a new engine (blocking); the caller decides when it serves.
 
-    `parallel`: sequences a batching engine serves at once (0: as many as memory allows).
+    `options`: the agent's settings for a load (threads, cache, parallel, CPU math); the slot
+    gives the device, the GPU budget is read now.
     """
     started = time.perf_counter()
     try:
@@ -199,7 +202,7 @@ def load_slot(slot: Slot, engine_factory: EngineFactory, *, parallel: int = 0) -
     budget = None
     if slot.device.startswith("GPU"):  # how much of the GPU is free is a fact of now, not staging
         budget = gpu_memory_budget(slot.engine, slot.device, probe_profile())
-    options = LoadOptions(device=slot.device, gpu_memory_bytes=budget, parallel=parallel)
+    options = replace(options or LoadOptions(), device=slot.device, gpu_memory_bytes=budget)
     loaded = load_variant(engine, slot.engine, slot.path, manifest, variant, options, started)
     offload = engine.stats().extra.get("offload")
     loaded.explanation = f"slot {slot.key}: {variant.id} on {slot.engine} ({loaded.device})"

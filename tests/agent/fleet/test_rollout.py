@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.engines.base import LoadOptions
 from agent.engines.fake import FakeBehaviour
 from agent.runtime import ModelRuntime, Readiness
 from models.protocol import DesiredState
@@ -193,8 +195,10 @@ def test_quality_probe_must_match_or_the_previous_model_stays(rig: Rig) -> None:
     assert "kept tiny:2.0" in last.detail and rig.serving() == "tiny:2.0"
 
 
-def test_loads_use_the_parallel_setting_of_now(tmp_path: Path, key: Ed25519PrivateKey) -> None:
-    seen: list[int] = []
+def test_loads_use_the_settings_and_the_parallel_knob_of_now(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    seen: list[tuple[int, int | None, bool, str]] = []
     engines = fake_engines()
 
     def recording(name: str) -> object:
@@ -202,15 +206,24 @@ def test_loads_use_the_parallel_setting_of_now(tmp_path: Path, key: Ed25519Priva
         load = engine.load
 
         def load_and_record(path: Path, options: object) -> None:
-            seen.append(options.parallel)  # type: ignore[attr-defined]
+            assert isinstance(options, LoadOptions)
+            seen.append(
+                (options.parallel, options.threads, options.batch_invariant, options.device)
+            )
             load(path, options)  # type: ignore[arg-type]
 
         engine.load = load_and_record  # type: ignore[method-assign,assignment]
         return engine
 
     parallel = [3]
-    rig = Rig(tmp_path, key, engines=recording, parallel=lambda: parallel[0])
+    settings = LoadOptions(threads=3, batch_invariant=False, device="the slot's, not this")
+    rig = Rig(
+        tmp_path,
+        key,
+        engines=recording,
+        load_options=lambda: replace(settings, parallel=parallel[0]),
+    )
     assert rig.apply(1, rig.publish("1.0"))
     parallel[0] = 6  # a remote setting changed: the next load takes it
     assert rig.apply(2, rig.publish("2.0"))
-    assert seen == [3, 6]
+    assert seen == [(3, 3, False, "CPU"), (6, 3, False, "CPU")]
