@@ -49,19 +49,37 @@ def of_chunks(chunks: Iterable[TokenChunk]) -> list[TokenLogprob]:
     return [c.logprob for c in chunks if c.logprob is not None]
 
 
-def openai_content(found: Iterable[TokenLogprob]) -> list[dict[str, Any]]:
-    """Chat completions' `choices[].logprobs.content` (the Ollama shape is the same)."""
+def openai_content(
+    found: Iterable[TokenLogprob], *, with_bytes: bool = True
+) -> list[dict[str, Any]]:
+    """Chat completions' `choices[].logprobs.content` (the Ollama and Responses shape too).
+
+    `with_bytes=False` leaves `bytes` out: the Responses API's text delta and done events.
+    """
+
+    def entry(token: bytes, logprob: float) -> dict[str, Any]:
+        shaped: dict[str, Any] = {"token": _text(token), "logprob": logprob}
+        if with_bytes:
+            shaped["bytes"] = list(token)
+        return shaped
+
     return [
-        {
-            "token": _text(lp.token),
-            "logprob": lp.logprob,
-            "bytes": list(lp.token),
-            "top_logprobs": [
-                {"token": _text(t), "logprob": v, "bytes": list(t)} for t, v in lp.top
-            ],
-        }
+        {**entry(lp.token, lp.logprob), "top_logprobs": [entry(t, v) for t, v in lp.top]}
         for lp in found
     ]
+
+
+def covering(found: Iterable[TokenLogprob], text: str) -> list[TokenLogprob]:
+    """The leading entries whose tokens' bytes spell the start of `text` (all, for the whole)."""
+    target = text.encode()
+    taken: list[TokenLogprob] = []
+    at = 0
+    for lp in found:
+        if not target.startswith(lp.token, at):
+            break
+        taken.append(lp)
+        at += len(lp.token)
+    return taken
 
 
 def legacy_completion(found: Iterable[TokenLogprob], offset: int) -> dict[str, Any]:

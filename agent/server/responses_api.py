@@ -22,6 +22,7 @@ from agent.runtime import ModelRuntime
 from agent.server.deps import LimitsDep, RuntimeDep
 from agent.server.errors import ApiError, from_agent_error
 from agent.server.limits import RequestLimits
+from agent.server.logprobs import read_all
 from agent.server.responses_requests import ResponsesRequest
 from agent.server.responses_store import ResponseStore, response_store
 from agent.server.responses_turn import ResponseTurn
@@ -44,8 +45,8 @@ async def create_response(
         parts = _sse(turn.events())
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return TokenStreamResponse(parts, generation, "text/event-stream", headers)
-    text = await until_disconnect(request, generation.text(), generation.cancel)
-    status, output = turn.finish(text)
+    text, found = await until_disconnect(request, read_all(generation), generation.cancel)
+    status, output = turn.finish(text, found)
     return turn.response(status, output)
 
 

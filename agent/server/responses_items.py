@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from agent.engines.base import TokenLogprob
+from agent.server.logprobs import openai_content
 from agent.tool_calls import ToolCall
 
 EventMaker = Callable[..., dict[str, Any]]  # (type, **fields) -> the event, numbered
 
 
 class MessageStream:
-    """The events of one message item whose text arrives in pieces."""
+    """The events of one message item whose text arrives in pieces.
 
-    def __init__(self, event: EventMaker, index: int, item_id: str | None = None) -> None:
+    With `logprobs` (the request asked for them) each delta carries the entries of the tokens
+    pushed with it, and the finished part all of them.
+    """
+
+    def __init__(
+        self, event: EventMaker, index: int, item_id: str | None = None, *, logprobs: bool = False
+    ) -> None:
         self._event = event
         self.id = item_id or f"msg_{uuid.uuid4().hex}"
         self._at = {"item_id": self.id, "output_index": index, "content_index": 0}
         self._index = index
         self.text = ""
+        self._logprobs = logprobs
+        self.found: list[TokenLogprob] = []
+        self._unsent: list[TokenLogprob] = []  # tokens that came with no text yet
 
     def item(self, status: str) -> dict[str, Any]:
         """The item as it stands."""
-        return message_item(self.id, self.text if status == "completed" else None, status)
+        text = self.text if status == "completed" else None
+        return message_item(self.id, text, status, self.found)
 
     def open(self) -> list[dict[str, Any]]:
         """output_item.added and content_part.added."""
@@ -38,18 +50,26 @@ class MessageStream:
             self._event("response.content_part.added", **self._at, part=part),
         ]
 
-    def push(self, delta: str) -> list[dict[str, Any]]:
-        """An output_text.delta (none for empty text)."""
-        if not delta:
+    def push(self, delta: str, found: Sequence[TokenLogprob] = ()) -> list[dict[str, Any]]:
+        """An output_text.delta with the entries of `found` (none when both are empty)."""
+        if self._logprobs:
+            self.found.extend(found)
+            self._unsent.extend(found)
+        if not delta and not self._unsent:
             return []
         self.text += delta
-        return [self._event("response.output_text.delta", **self._at, delta=delta, logprobs=[])]
+        sent, self._unsent = self._unsent, []
+        logprobs = openai_content(sent, with_bytes=False)
+        return [
+            self._event("response.output_text.delta", **self._at, delta=delta, logprobs=logprobs)
+        ]
 
     def close(self) -> list[dict[str, Any]]:
         """output_text.done, content_part.done and output_item.done."""
         item = self.item("completed")
+        logprobs = openai_content(self.found, with_bytes=False)
         return [
-            self._event("response.output_text.done", **self._at, text=self.text, logprobs=[]),
+            self._event("response.output_text.done", **self._at, text=self.text, logprobs=logprobs),
             self._event("response.content_part.done", **self._at, part=item["content"][0]),
             self._event("response.output_item.done", output_index=self._index, item=item),
         ]
@@ -121,12 +141,17 @@ def call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
     }
 
 
-def message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = (
-        []
-        if text is None
-        else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    )
+def message_item(
+    item_id: str, text: str | None, status: str, found: Sequence[TokenLogprob] = ()
+) -> dict[str, Any]:
+    """A message item; its output_text carries the entries of `found` (of its tokens)."""
+    part = {
+        "type": "output_text",
+        "text": text,
+        "annotations": [],
+        "logprobs": openai_content(found),
+    }
+    content = [] if text is None else [part]
     return {
         "type": "message",
         "id": item_id,

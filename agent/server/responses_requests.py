@@ -10,10 +10,12 @@ from pydantic import Field
 from agent.server.chat_plan import JSON_ANY, ChatPlan
 from agent.server.errors import ApiError
 from agent.server.limits import MAX_INT_PARAM
+from agent.server.logprobs import MAX_TOP_LOGPROBS
 from agent.server.openai_requests import OpenAIBody
 from agent.tool_calls import Tool
 
 _TEXT_PARTS = ("input_text", "output_text", "text")
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
 class FunctionTool(OpenAIBody):
@@ -69,6 +71,26 @@ class ResponsesRequest(OpenAIBody):
     metadata: dict[str, str] | None = None
     user: str | None = None
     truncation: Literal["disabled"] | None = Field(default=None, description="only disabled")
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    include: list[str] | None = Field(default=None, description=f"only {LOGPROBS_INCLUDE}")
+
+    def logprobs_top(self) -> int | None:
+        """Alternatives listed per token (0 with `include` alone); None: no log-probabilities."""
+        others = [name for name in self.include or [] if name != LOGPROBS_INCLUDE]
+        if others:
+            raise ApiError(
+                400,
+                f"include: {others[0]!r} is not supported by this agent "
+                f"(only {LOGPROBS_INCLUDE!r} is)",
+                param="include",
+            )
+        if self.top_logprobs is None and not self.include:
+            return None
+        return self.top_logprobs or 0
+
+    def logprobs_param(self) -> str:
+        """The field that asked for log-probabilities, to name in a refusal."""
+        return "top_logprobs" if self.top_logprobs is not None else "include"
 
     def plan(self) -> ChatPlan:
         """The output plan for tools, tool_choice and text.format."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from agent.engines.base import SamplingParams
+from agent.engines.base import SamplingParams, TokenLogprob
 from agent.errors import AgentError
 from agent.generation import Generation
 from agent.model_loading import LoadedModel
@@ -21,6 +21,7 @@ from agent.server.deps import fill_context, nonempty_prompt, sampling
 from agent.server.deps import served_model as _served
 from agent.server.errors import ApiError, from_agent_error
 from agent.server.limits import RequestLimits
+from agent.server.logprobs import check_engine, covering, of_chunks
 from agent.server.responses_items import (
     CallStream,
     ForcedCallReader,
@@ -50,6 +51,7 @@ class ResponseTurn:
         self.generation: Generation | None = None
         self._seq = 0
         self._message_id = ""
+        self.logprobs_top = body.logprobs_top()  # a bad `include` is 400 before any generation
 
     async def start(self, runtime: ModelRuntime, limits: RequestLimits) -> None:
         """Queue the generation (400/503 errors raise here, before any event)."""
@@ -65,7 +67,9 @@ class ResponseTurn:
                 temperature=body.temperature,
                 top_p=body.top_p,
             )
-            return prompt, replace(params, constraint=plan.constraint)
+            if self.logprobs_top is not None:
+                check_engine(model, body.logprobs_param())
+            return prompt, replace(params, constraint=plan.constraint, logprobs=self.logprobs_top)
 
         self.generation = await runtime.generate(
             build, max_tokens_default=fill_context(body.max_output_tokens)
@@ -109,6 +113,7 @@ class ResponseTurn:
             "previous_response_id": body.previous_response_id,
             "temperature": body.temperature,
             "top_p": body.top_p,
+            "top_logprobs": body.top_logprobs,
             "tool_choice": choice,
             "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
             "text": {"format": fmt},
@@ -125,12 +130,15 @@ class ResponseTurn:
             },
         }
 
-    def finish(self, text: str) -> tuple[str, list[dict[str, Any]]]:
-        """Status and output items for the generated text; the conversation is stored."""
+    def finish(
+        self, text: str, found: list[TokenLogprob] | None = None
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Status and output items (`found`: the tokens' logprobs); the conversation is stored."""
         content, calls = self.plan.read(text)
         output: list[dict[str, Any]] = []
         if content is not None and (content or not calls):
-            output.append(message_item(f"msg_{uuid.uuid4().hex}", content, "completed"))
+            spelled = covering(found or [], content)
+            output.append(message_item(f"msg_{uuid.uuid4().hex}", content, "completed", spelled))
         output.extend(call_item(f"fc_{uuid.uuid4().hex}", call, "completed") for call in calls)
         return self._settle(content, calls), output
 
@@ -175,11 +183,11 @@ class ResponseTurn:
 
     async def _stream_text(self, gen: Generation) -> AsyncIterator[_Part]:
         """Deltas of the one message item as tokens arrive; status and output last."""
-        message = MessageStream(self.event, 0)
+        message = self._message_stream()
         for event in message.open():
             yield event
         async for chunks in gen:
-            for event in message.push("".join(c.text for c in chunks)):
+            for event in message.push("".join(c.text for c in chunks), of_chunks(chunks)):
                 yield event
         for event in message.close():
             yield event
@@ -193,19 +201,20 @@ class ResponseTurn:
                 answer = part
                 continue
             if message is None:
-                message = MessageStream(self.event, 0)
+                message = self._message_stream()
                 for event in message.open():
                     yield event
             for event in message.push(part):
                 yield event
         rest, calls = answer.content or "", answer.calls
         if message is None and (rest or not calls):
-            message = MessageStream(self.event, 0)
+            message = self._message_stream()
             for event in message.open():
                 yield event
         output: list[dict[str, Any]] = []
-        if message is not None:
-            for event in [*message.push(rest), *message.close()]:
+        if message is not None:  # a token is only known to be prose once the answer is read
+            found = covering(answer.logprobs, message.text + rest)
+            for event in [*message.push(rest, found), *message.close()]:
                 yield event
             output.append(message.item("completed"))
         for call in calls:
@@ -246,6 +255,9 @@ class ResponseTurn:
         call = ToolCall(stream.call_id, stream.name, stream.arguments)
         status = self._settle(None, [call]) if reader.complete else self._settle(None, [])
         yield status, [stream.item("completed")]
+
+    def _message_stream(self) -> MessageStream:
+        return MessageStream(self.event, 0, logprobs=self.logprobs_top is not None)
 
     def _item_events(self, index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
         """The events of one finished output item, sent whole."""
