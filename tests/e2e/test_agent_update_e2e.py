@@ -126,6 +126,13 @@ def test_agent_updates_twice_then_a_crashing_release_rolls_back_by_itself(
                 timeout=WAIT_S,
                 what="the model serves again after the switch",
             )
+            # the supervisor writes the outcome at its next poll after the new version confirmed,
+            # which may come after the device's report reached the control plane
+            wait_until(
+                lambda v=version: getattr(install.outcome(), "version", None) == v,
+                timeout=WAIT_S,
+                what=f"the supervisor records how the switch to {version} ended",
+            )
             outcome = install.outcome()
             assert outcome is not None and outcome.outcome == "active"
             figures.append(
