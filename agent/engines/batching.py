@@ -532,7 +532,7 @@ class BatchScheduler(SlotWorker[_Running]):
         return chunk if found is None else replace(chunk, logprob=found)
 
     def _release(self, running: _Running, *, ok: bool) -> None:
-        """The sampler, and the KV (kept as a cached prefix when useful) with its sequence id."""
+        """The sampler, and the KV (kept as a cached prefix when useful); the id is then free."""
         seq, kv = running.seq, running.kv
         try:
             self.backend.finish(seq)
@@ -544,4 +544,3 @@ class BatchScheduler(SlotWorker[_Running]):
             self.backend.forget(seq)
         except AgentError:
             _LOGGER.exception("freeing the KV of sequence %d failed", seq)
-        self.cache.release(seq)

@@ -119,10 +119,6 @@ class PrefixCache:
         self._entries[seq] = list(tokens)
         return True
 
-    def release(self, seq: int) -> None:
-        """A sequence ended and its KV was dropped: its stream is free (nothing to track)."""
-        del seq
-
     def evict_oldest(self) -> bool:
         """Drop the least recently used prefix; False when none is cached."""
         if not self._entries:
