@@ -1,21 +1,10 @@
-"""Core tables: operator tokens, enrollment tokens, devices and labels, models.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Core tables: operator tokens, enrollment tokens, devices and labels, models."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001"
-down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001"
+down_revision = None
 
 
 def _tz() -> sa.DateTime:

@@ -1,21 +1,10 @@
-"""Telemetry: raw samples and hourly aggregates (owned by controlplane.telemetry_store).
-
-Revision ID: 0002_telemetry
-Revises: 0001
-Create Date: 2026-11-25
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Telemetry: raw samples and hourly aggregates (owned by controlplane.telemetry_store)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_telemetry"
-down_revision: str | Sequence[str] | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0002_telemetry"
+down_revision = "0001"
 
 
 def _device_fk() -> sa.ForeignKey:

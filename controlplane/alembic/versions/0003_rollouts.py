@@ -1,21 +1,11 @@
-"""Rollouts: rollout, rollout_device, device_desired, rollout_lease (controlplane.rollouts).
-
-Revision ID: 0003_rollouts
-Revises: 0001
-Create Date: 2026-11-25
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Rollouts: rollout, rollout_device, device_desired, rollout_lease (controlplane.rollouts)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_rollouts"
-down_revision: str | Sequence[str] | None = "0001"
-branch_labels: str | Sequence[str] | None = ("rollouts",)
-depends_on: str | Sequence[str] | None = None
+revision = "0003_rollouts"
+down_revision = "0001"
+branch_labels = ("rollouts",)
 
 
 def _tz() -> sa.DateTime:

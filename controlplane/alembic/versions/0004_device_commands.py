@@ -1,21 +1,11 @@
-"""Device commands: device_command (controlplane.command_models).
-
-Revision ID: 0004_device_commands
-Revises: 0001
-Create Date: 2026-11-26
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Device commands: device_command (controlplane.command_models)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_device_commands"
-down_revision: str | Sequence[str] | None = "0001"
-branch_labels: str | Sequence[str] | None = ("commands",)
-depends_on: str | Sequence[str] | None = None
+revision = "0004_device_commands"
+down_revision = "0001"
+branch_labels = ("commands",)
 
 
 def upgrade() -> None:

@@ -1,21 +1,11 @@
-"""Ingest drop counters (ingest_counter) and operator token expiry (api_token.expires_at).
-
-Revision ID: 0005_ingest_counters
-Revises: 0001
-Create Date: 2026-11-30
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Ingest drop counters (ingest_counter) and operator token expiry (api_token.expires_at)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_ingest_counters"
-down_revision: str | Sequence[str] | None = "0001"
-branch_labels: str | Sequence[str] | None = ("hardening",)
-depends_on: str | Sequence[str] | None = None
+revision = "0005_ingest_counters"
+down_revision = "0001"
+branch_labels = ("hardening",)
 
 
 def upgrade() -> None:

@@ -3,23 +3,13 @@
 rollout.kind says what a rollout carries (`model` or `agent`); rollout_device.activated_at
 starts a device's soak window; device_desired carries the desired agent release and agent
 settings besides its models.
-
-Revision ID: 0006_fleet_ops
-Revises: 0003_rollouts
-Create Date: 2026-11-30
 """
-
-from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_fleet_ops"
-down_revision: str | Sequence[str] | None = "0003_rollouts"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0006_fleet_ops"
+down_revision = "0003_rollouts"
 
 
 def upgrade() -> None:

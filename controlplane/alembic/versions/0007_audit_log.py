@@ -1,21 +1,11 @@
-"""Append-only audit log: audit_entry (controlplane.audit.models).
-
-Revision ID: 0007_audit_log
-Revises: 0001
-Create Date: 2026-11-30
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Append-only audit log: audit_entry (controlplane.audit.models)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_audit_log"
-down_revision: str | Sequence[str] | None = "0001"
-branch_labels: str | Sequence[str] | None = ("audit",)
-depends_on: str | Sequence[str] | None = None
+revision = "0007_audit_log"
+down_revision = "0001"
+branch_labels = ("audit",)
 
 _REFUSE = "audit_entry is append-only"
 

@@ -3,22 +3,12 @@
 Every rollout page, API read and controller tick counts a rollout's devices by wave and state;
 at 10,000 devices that GROUP BY read every row (7.5 ms on SQLite), with this index it reads
 the index alone (1.9 ms).
-
-Revision ID: 0008_rollout_progress
-Revises: 0006_fleet_ops
-Create Date: 2026-11-30
 """
-
-from __future__ import annotations
-
-from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0008_rollout_progress"
-down_revision: str | Sequence[str] | None = "0006_fleet_ops"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0008_rollout_progress"
+down_revision = "0006_fleet_ops"
 
 
 def upgrade() -> None:

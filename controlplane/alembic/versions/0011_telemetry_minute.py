@@ -4,23 +4,13 @@ The overview's fleet-wide chart and the /fleet charts added up every raw sample 
 window on each request (60,000 in the 10,000-device bench). The ingest writer now also
 upserts count/sum/min/max of every metric per (minute, device class, model) in the samples'
 transaction, and the charts read those rows: minutes x groups, not samples.
-
-Revision ID: 0011_telemetry_minute
-Revises: 0010_telemetry_errors
-Create Date: 2026-11-30
 """
-
-from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011_telemetry_minute"
-down_revision: str | Sequence[str] | None = "0010_telemetry_errors"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0011_telemetry_minute"
+down_revision = "0010_telemetry_errors"
 
 # The metrics as of this revision (controlplane.telemetry_models.METRICS may grow later).
 _METRICS = (
