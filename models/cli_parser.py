@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check manifest.sig against manifest.json and every listed "
         "file's size and sha256. Exit 0 when all hold, 1 with the reason.",
     )
-    p.add_argument("dir", type=Path, help="model directory")
+    _add_model_dir(p, "dir")
     _add_trust(p)
     p.add_argument("--variant", action="append", help="check only this variant's files")
 
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sign manifest.json as it is (file entries are not "
         "recomputed) and write manifest.sig.",
     )
-    p.add_argument("dir", type=Path, help="model directory")
-    p.add_argument("--key", type=Path, help=f"private key (default: {default_key_path()})")
+    _add_model_dir(p, "dir")
+    _add_key(p, f"default: {default_key_path()}")
 
     p = sub.add_parser(
         "import",
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify a model directory, then copy its files into the "
         "content-addressed store (air-gapped import).",
     )
-    p.add_argument("src", type=Path, help="model directory")
+    _add_model_dir(p, "src")
     _add_store(p)
     _add_trust(p)
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "src", type=Path, metavar="SRC", help="Hugging Face checkpoint dir, or a .gguf file"
     )
-    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    _add_out_dir(p)
     p.add_argument(
         "--targets",
         help="comma-separated targets for a checkpoint (default: gguf-q4,openvino-int8,onnx); "
@@ -87,9 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--hardlink", action="store_true", help="hard-link a .gguf into --out instead of copying"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show converter logs and warnings")
-    p.add_argument(
-        "--key", type=Path, help=f"private key (created if absent; default: {default_key_path()})"
-    )
+    _add_key(p, f"created if absent; default: {default_key_path()}")
     p.add_argument("--name", help="model name (default: from SRC)")
     p.add_argument("--version", help="model version (default: from the weights' hash)")
 
@@ -100,13 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
         "'mid' for benchmarks (needs the build extra).",
     )
     p.add_argument("kind", choices=["tiny", "mid"])
-    p.add_argument("--out", type=Path, required=True, help="output model directory")
-    p.add_argument(
-        "--key",
-        type=Path,
-        help="private key (created if absent; default: the public reference TEST key)",
-    )
+    _add_out_dir(p)
+    _add_key(p, "created if absent; default: the public reference TEST key")
     return parser
+
+
+def _add_model_dir(p: argparse.ArgumentParser, dest: str) -> None:
+    """The positional model directory a subcommand reads."""
+    p.add_argument(dest, type=Path, help="model directory")
+
+
+def _add_out_dir(p: argparse.ArgumentParser) -> None:
+    """The output model directory of the subcommands that build one."""
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+
+
+def _add_key(p: argparse.ArgumentParser, default: str) -> None:
+    """The private key option of the subcommands that sign; `default` says which key is used."""
+    p.add_argument("--key", type=Path, help=f"private key ({default})")
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
