@@ -90,23 +90,24 @@ class ServingMetrics:
 
     def on_first_token(self, seconds: float) -> None:
         """Time to first token of one request."""
-        with self._lock:
-            self.ttft.observe(seconds)
+        self._observe(self.ttft, seconds)
 
     def on_token_gap(self, seconds: float) -> None:
         """Inter-token latency."""
-        with self._lock:
-            self.itl.observe(seconds)
+        self._observe(self.itl, seconds)
 
     def on_queued(self, seconds: float) -> None:
         """Seconds a request waited for a slot."""
-        with self._lock:
-            self.queue_time.observe(seconds)
+        self._observe(self.queue_time, seconds)
 
     def on_request_done(self, seconds: float) -> None:
         """Arrival to end of one request."""
+        self._observe(self.e2e, seconds)
+
+    def _observe(self, histogram: Histogram, seconds: float) -> None:
+        """One observation, under the lock the worker threads and /metrics share."""
         with self._lock:
-            self.e2e.observe(seconds)
+            histogram.observe(seconds)
 
     def on_finish(self, completion: Completion) -> None:
         """Token counts of a finished generation."""
