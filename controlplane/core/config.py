@@ -27,6 +27,12 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "edgefleet-cp"
 
 
+def _filled(path: Path | None) -> Path:
+    """A default path field as `Settings._fill_paths` left it: set, whatever the input."""
+    assert path is not None, "Settings._fill_paths sets every default path"
+    return path
+
+
 class Settings(BaseSettings):
     """Everything the control plane can be configured with."""
 
@@ -161,14 +167,12 @@ class Settings(BaseSettings):
     @property
     def password_file(self) -> Path:
         """The broker password file (always set after validation)."""
-        assert self.broker_password_file is not None
-        return self.broker_password_file
+        return _filled(self.broker_password_file)
 
     @property
     def acl_file(self) -> Path:
         """The broker ACL file (always set after validation)."""
-        assert self.broker_acl_file is not None
-        return self.broker_acl_file
+        return _filled(self.broker_acl_file)
 
     @property
     def bridge_address(self) -> tuple[str, int, bool]:
@@ -180,23 +184,19 @@ class Settings(BaseSettings):
     @property
     def ca_cert_file(self) -> Path:
         """The MQTT CA certificate (always set after validation)."""
-        assert self.mqtt_ca_cert_file is not None
-        return self.mqtt_ca_cert_file
+        return _filled(self.mqtt_ca_cert_file)
 
     @property
     def ca_key_file(self) -> Path:
         """The MQTT CA key (always set after validation)."""
-        assert self.mqtt_ca_key_file is not None
-        return self.mqtt_ca_key_file
+        return _filled(self.mqtt_ca_key_file)
 
     @property
     def key_path(self) -> Path:
         """The manifest signing key file (always set after validation)."""
-        assert self.signing_key_path is not None
-        return self.signing_key_path
+        return _filled(self.signing_key_path)
 
     @property
     def store_root(self) -> Path:
         """The artifact store root (always set after validation)."""
-        assert self.artifact_root is not None
-        return self.artifact_root
+        return _filled(self.artifact_root)
