@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -10,6 +11,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from paho.mqtt.client import MQTTMessageInfo
+from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -20,9 +23,11 @@ from agent.fleet.mqtt_identity import client_certificate_files
 from agent.fleet.outbox import Outbox
 from controlplane import crud
 from controlplane.db_models import Device
-from models.protocol import ActiveModel, DeviceState, utcnow
+from models.protocol import ActiveModel, DeviceState, device_topic, utcnow
 from models.signing import file_entry, write_signed_manifest
 from tests.e2e.fakes import gguf_manifest
+from tests.support.mosquitto import MosquittoBroker, device_client
+from tests.support.polling import wait_until
 
 HARDWARE = {"device_class": "cpu-x86", "cpu": {"arch": "x86_64", "cores": 2}}
 
@@ -69,6 +74,56 @@ def enroll(
     assert resp.status_code == 201, resp.text
     result: dict[str, Any] = resp.json()
     return result
+
+
+class MqttDevice:
+    """An enrolled device's own paho connection, as the agent makes it (MQTT v5, a last will
+    that marks it offline), connected and looping until close()."""
+
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        creds: dict[str, Any],
+        *,
+        keepalive: int = 5,
+        max_inflight: int = 20,  # QoS 1 messages out unacknowledged at once (paho's default)
+    ) -> None:
+        self.id: str = creds["device_id"]
+        self.client = device_client(creds)
+        self.client.max_inflight_messages_set(max_inflight)
+        will = DeviceState(online=False, agent_version="0.1.0")
+        self.client.will_set(self.topic("state"), will.model_dump_json(), qos=1, retain=True)
+        connected: list[bool] = []
+        self.client.on_connect = lambda *a: connected.append(not a[3].is_failure)
+        self.client.connect(broker.host, broker.port, keepalive=keepalive)
+        self.client.loop_start()
+        wait_until(lambda: connected, "device connect")
+        assert connected == [True]
+
+    def topic(self, leaf: str) -> str:
+        """The device's own topic `leaf` (state, telemetry, events, cmd, ...)."""
+        return device_topic(self.id, leaf)
+
+    def publish(self, leaf: str, payload: bytes, *, retain: bool = False) -> MQTTMessageInfo:
+        """Publish at QoS 1 without waiting for the broker's acknowledgement."""
+        return self.client.publish(self.topic(leaf), payload, qos=1, retain=retain)
+
+    def send(self, leaf: str, payload: BaseModel | bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 and wait until the broker acknowledged it."""
+        data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
+        self.publish(leaf, data, retain=retain).wait_for_publish(5)
+
+    def cut(self) -> None:
+        """Drop the TCP connection without DISCONNECT, like a power cut."""
+        sock = self.client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        self.client.loop_stop()
+
+    def close(self) -> None:
+        """Disconnect cleanly (no last will) and stop the network loop."""
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 @contextmanager

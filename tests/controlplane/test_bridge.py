@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -17,8 +16,8 @@ from sqlmodel import Session
 from controlplane.core.config import Settings
 from controlplane.telemetry_ingest import Inbound
 from models import protocol
-from tests.controlplane.helpers import enroll
-from tests.support.mosquitto import MosquittoBroker, device_client
+from tests.controlplane.helpers import MqttDevice, enroll
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.polling import wait_until
 
 WAIT_S = 15.0
@@ -27,48 +26,14 @@ WAIT_S = 15.0
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-class Device:
-    """A real paho client with the device's own credentials, as the agent would connect."""
-
-    def __init__(self, broker: MosquittoBroker, creds: dict[str, Any]) -> None:
-        self.id: str = creds["device_id"]
-        self.client = device_client(creds)
-        will = protocol.DeviceState(online=False, agent_version="0.1.0")
-        self.client.will_set(self.topic("state"), will.model_dump_json(), qos=1, retain=True)
-        connected: list[bool] = []
-        self.client.on_connect = lambda *a: connected.append(not a[3].is_failure)
-        self.client.connect(broker.host, broker.port, keepalive=5)
-        self.client.loop_start()
-        wait_until(lambda: connected, "device connect")
-        assert connected == [True]
-
-    def topic(self, leaf: str) -> str:
-        return protocol.device_topic(self.id, leaf)
-
-    def send(self, leaf: str, payload: BaseModel | bytes, *, retain: bool = False) -> None:
-        data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
-        self.client.publish(self.topic(leaf), data, qos=1, retain=retain).wait_for_publish(5)
-
-    def cut(self) -> None:
-        """Drop the TCP connection without DISCONNECT, like a power cut."""
-        sock = self.client.socket()
-        assert isinstance(sock, socket.socket)
-        sock.shutdown(socket.SHUT_RDWR)
-        self.client.loop_stop()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def make_device(
     fleet_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str]
-) -> Iterator[Callable[[], Device]]:
-    devices: list[Device] = []
+) -> Iterator[Callable[[], MqttDevice]]:
+    devices: list[MqttDevice] = []
 
-    def _make() -> Device:
-        device = Device(broker, enroll(fleet_client, admin_headers))
+    def _make() -> MqttDevice:
+        device = MqttDevice(broker, enroll(fleet_client, admin_headers))
         devices.append(device)
         return device
 
@@ -119,7 +84,7 @@ def series(client: TestClient, headers: dict[str, str], device_id: str) -> list[
 
 
 def test_state_marks_device_online_and_last_will_offline(
-    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+    fleet_client: TestClient, make_device: Callable[[], MqttDevice], admin_headers: dict[str, str]
 ) -> None:
     device = make_device()
     assert device_json(fleet_client, admin_headers, device.id)["online"] is False
@@ -139,7 +104,7 @@ def test_state_marks_device_online_and_last_will_offline(
 
 
 def test_telemetry_reaches_the_api_and_duplicates_are_ignored(
-    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+    fleet_client: TestClient, make_device: Callable[[], MqttDevice], admin_headers: dict[str, str]
 ) -> None:
     device = make_device()
     device.send("telemetry", telemetry(1, 40.0))
@@ -161,7 +126,7 @@ def test_telemetry_reaches_the_api_and_duplicates_are_ignored(
 
 
 def test_messages_with_v5_properties_and_a_non_utf8_topic_are_handled(
-    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+    fleet_client: TestClient, make_device: Callable[[], MqttDevice], admin_headers: dict[str, str]
 ) -> None:
     device = make_device()
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -177,7 +142,7 @@ def test_messages_with_v5_properties_and_a_non_utf8_topic_are_handled(
 
 
 def test_invalid_messages_are_counted_and_the_loop_goes_on(
-    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+    fleet_client: TestClient, make_device: Callable[[], MqttDevice], admin_headers: dict[str, str]
 ) -> None:
     device = make_device()
     failures: list[str] = []
@@ -199,7 +164,7 @@ def test_invalid_messages_are_counted_and_the_loop_goes_on(
 
 
 def test_unknown_and_revoked_devices_are_rejected(
-    fleet_client: TestClient, make_device: Callable[[], Device], admin_headers: dict[str, str]
+    fleet_client: TestClient, make_device: Callable[[], MqttDevice], admin_headers: dict[str, str]
 ) -> None:
     device = make_device()
     device.send("telemetry", telemetry(1))
@@ -216,7 +181,7 @@ def test_unknown_and_revoked_devices_are_rejected(
 
 
 def test_events_reach_recorders_added_by_other_components(
-    fleet_client: TestClient, make_device: Callable[[], Device]
+    fleet_client: TestClient, make_device: Callable[[], MqttDevice]
 ) -> None:
     device = make_device()
     seen: list[tuple[str, BaseModel, bool]] = []
@@ -235,7 +200,7 @@ def test_events_reach_recorders_added_by_other_components(
 
 def test_bridge_reconnects_after_broker_restart(
     fleet_client: TestClient,
-    make_device: Callable[[], Device],
+    make_device: Callable[[], MqttDevice],
     broker: MosquittoBroker,
     admin_headers: dict[str, str],
 ) -> None:

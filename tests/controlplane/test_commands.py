@@ -18,8 +18,7 @@ from controlplane.console.client import ApiClient
 from controlplane.console.context import Context
 from controlplane.db_models import Role
 from models import protocol
-from tests.controlplane.helpers import bearer, enroll, get_json
-from tests.controlplane.test_bridge import Device
+from tests.controlplane.helpers import MqttDevice, bearer, enroll, get_json
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.polling import wait_until
 
@@ -29,7 +28,7 @@ WAIT_S = 15.0
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-class Agent(Device):
+class Agent(MqttDevice):
     """A device that also subscribes to its own `cmd` topic, as the agent does."""
 
     def __init__(self, broker: MosquittoBroker, creds: dict[str, Any]) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import timedelta
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -28,7 +27,7 @@ from controlplane.ingest_counters import BridgeStats
 from controlplane.telemetry_ingest import Inbound, IngestWriter
 from controlplane.telemetry_models import IngestCounter, TelemetrySample
 from models import protocol
-from tests.controlplane.helpers import enroll
+from tests.controlplane.helpers import MqttDevice, enroll
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.polling import wait_until
 
@@ -39,37 +38,14 @@ FLOOD = 2100  # more than the bridge's receive maximum (2000): the broker stops 
 pytestmark = pytest.mark.usefixtures("fast_bridge")
 
 
-class Publisher:
-    """A device's own MQTT connection, publishing raw payloads at QoS 1."""
-
-    def __init__(self, broker: MosquittoBroker, creds: dict[str, Any]) -> None:
-        self.id: str = creds["device_id"]
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.id, protocol=MQTTProtocolVersion.MQTTv5
-        )
-        self.client.username_pw_set(creds["mqtt"]["username"], creds["mqtt"]["password"])
-        self.client.max_inflight_messages_set(1000)
-        connected = threading.Event()
-        self.client.on_connect = lambda *a: connected.set()
-        self.client.connect(broker.host, broker.port, keepalive=10)
-        self.client.loop_start()
-        assert connected.wait(10), "device did not connect"
-
-    def send(self, leaf: str, payload: bytes) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(protocol.device_topic(self.id, leaf), payload, qos=1)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def publisher(
     fleet_client: TestClient, broker: MosquittoBroker, admin_headers: dict[str, str]
-) -> Iterator[Publisher]:
-    device = Publisher(broker, enroll(fleet_client, admin_headers))
-    yield device
-    device.close()
+) -> Iterator[MqttDevice]:
+    """A device's own connection, with room for a flood of unacknowledged messages."""
+    creds = enroll(fleet_client, admin_headers)
+    with closing(MqttDevice(broker, creds, keepalive=10, max_inflight=1000)) as device:
+        yield device
 
 
 def good(seq: int) -> bytes:
@@ -95,7 +71,7 @@ def counters(client: TestClient, headers: dict[str, str]) -> dict[tuple[str, str
 
 def test_poison_flood_from_one_device_does_not_stop_ingestion(
     fleet_client: TestClient,
-    publisher: Publisher,
+    publisher: MqttDevice,
     admin_headers: dict[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -103,10 +79,10 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
     goods = 0
     infos = []
     for i in range(1, FLOOD + 1):
-        infos.append(publisher.send("telemetry", POISON % i))
+        infos.append(publisher.publish("telemetry", POISON % i))
         if i % 300 == 0:  # good messages among the poison, in the same batches
             goods += 1
-            infos.append(publisher.send("telemetry", good(100_000 + i)))
+            infos.append(publisher.publish("telemetry", good(100_000 + i)))
     for info in infos:
         info.wait_for_publish(WAIT_S)
     wait_until(
@@ -114,7 +90,7 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
         "good messages among the poison stored",
         WAIT_S,
     )
-    publisher.send("telemetry", good(200_000)).wait_for_publish(WAIT_S)
+    publisher.publish("telemetry", good(200_000)).wait_for_publish(WAIT_S)
     wait_until(
         lambda: stored_samples(fleet_client, admin_headers, publisher.id) == goods + 1,
         "a later message still ingested",
@@ -143,13 +119,13 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
 )
 def test_state_with_nul_or_oversized_hardware_is_dropped_and_later_state_lands(
     fleet_client: TestClient,
-    publisher: Publisher,
+    publisher: MqttDevice,
     admin_headers: dict[str, str],
     payload: bytes,
 ) -> None:
-    publisher.send("state", payload).wait_for_publish(WAIT_S)
+    publisher.publish("state", payload).wait_for_publish(WAIT_S)
     state = protocol.DeviceState(online=True, seq=2, agent_version="0.3.0")
-    publisher.send("state", state.model_dump_json().encode()).wait_for_publish(WAIT_S)
+    publisher.publish("state", state.model_dump_json().encode()).wait_for_publish(WAIT_S)
 
     def agent_version() -> str:
         resp = fleet_client.get(f"/api/v1/devices/{publisher.id}", headers=admin_headers)
@@ -273,7 +249,7 @@ def test_a_database_that_does_not_answer_holds_messages_back(
 
 
 def test_health_goes_degraded_when_ingestion_stalls(
-    fleet_client: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+    fleet_client: TestClient, publisher: MqttDevice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     health = fleet_client.get("/api/v1/health")
     assert health.status_code == 200 and health.json()["ingest"]["mqtt_connected"] is True
@@ -287,7 +263,7 @@ def test_health_goes_degraded_when_ingestion_stalls(
 
     monkeypatch.setattr(writer, "write", stuck_write)
     monkeypatch.setattr(health_route, "INGEST_STALL_S", 0.2)
-    publisher.send("telemetry", good(1)).wait_for_publish(WAIT_S)
+    publisher.publish("telemetry", good(1)).wait_for_publish(WAIT_S)
     resp = wait_until(
         lambda: (r := fleet_client.get("/api/v1/health")).status_code == 503 and r,
         "health degraded",
