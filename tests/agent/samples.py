@@ -64,3 +64,23 @@ def weather_called(city: str = "Oslo", result: str = "sunny") -> list[dict[str, 
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "c1", "content": result},
     ]
+
+
+# Questions the batching tests run alone and then all together, where batched greedy output must
+# equal solo output. An open-ended prompt whose first tokens are nearly tied ("Write a haiku
+# about rain.") took the other branch in a batch while llama.cpp's sequences shared one unified
+# KV cache; with a KV stream per sequence each one sums over its own cells only, as it would alone.
+BATCH_QUESTIONS = (
+    "What is the capital of France?",
+    "Write a haiku about rain.",
+    "Tell me a story about a dragon who bakes bread.",
+    "Count from one to five.",
+)
+
+
+def chatml_prompt(question: str, system: str = "You are a helpful assistant.") -> str:
+    """One system and one user turn in SmolLM2's ChatML, ready for the assistant's answer."""
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )

@@ -10,28 +10,13 @@ import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.llamacpp import LlamaCppEngine
+from tests.agent.samples import BATCH_QUESTIONS, chatml_prompt
 from tests.support.streams import collect, run_together
 
 pytest.importorskip("llama_cpp")
 
 GREEDY = SamplingParams(max_tokens=48, temperature=0.0, repeat_penalty=1.0)
 OPTIONS = LoadOptions(context_length=512, threads=2, parallel=4)
-# An open-ended prompt whose first tokens are nearly tied ("Write a haiku about rain.") took
-# the other branch in a batch while sequences shared one unified KV cache; with a KV stream per
-# sequence each one sums over its own cells only, as it would alone.
-QUESTIONS = (
-    "What is the capital of France?",
-    "Write a haiku about rain.",
-    "Tell me a story about a dragon who bakes bread.",
-    "Count from one to five.",
-)
-
-
-def _chat(question: str, system: str = "You are a helpful assistant.") -> str:
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +40,11 @@ def test_slots_come_from_the_load_options(engine: LlamaCppEngine) -> None:
 def test_greedy_output_is_the_same_alone_and_batched(
     engine: LlamaCppEngine, smollm2_gguf: Path
 ) -> None:
-    prompts = [_chat(q, system=f"You are assistant number {i}.") for i, q in enumerate(QUESTIONS)]
+    # BATCH_QUESTIONS holds the haiku prompt that branched under one unified KV cache
+    prompts = [
+        chatml_prompt(q, system=f"You are assistant number {i}.")
+        for i, q in enumerate(BATCH_QUESTIONS)
+    ]
     batched = run_together(lambda prompt: _run(engine, prompt)[0], prompts, timeout=300)
     alone = [_run(engine, p)[0] for p in prompts]  # these continue from cached prefixes
     assert batched == alone
@@ -71,7 +60,7 @@ def test_greedy_output_is_the_same_alone_and_batched(
 def test_a_cancelled_stream_frees_its_slot(engine: LlamaCppEngine) -> None:
     cancel = threading.Event()
     seen = 0
-    for item in engine.generate(_chat("Tell me a very long story."), GREEDY, cancel):
+    for item in engine.generate(chatml_prompt("Tell me a very long story."), GREEDY, cancel):
         if isinstance(item, TokenChunk):
             seen += 1
             cancel.set()
@@ -82,7 +71,9 @@ def test_a_cancelled_stream_frees_its_slot(engine: LlamaCppEngine) -> None:
 
 
 def test_a_follow_up_turn_hits_the_prefix_cache(engine: LlamaCppEngine) -> None:
-    first = _chat("What is the capital of France?", system="You answer in one short sentence.")
+    first = chatml_prompt(
+        "What is the capital of France?", system="You answer in one short sentence."
+    )
     reply, done = _run(engine, first)
     stats = engine.batch_stats()
     assert stats is not None

@@ -21,25 +21,13 @@ from agent.engines.base import Completion, LoadOptions, SamplingParams
 from agent.engines.openvino import OpenVinoEngine
 from agent.selection import variant_path
 from models.manifest import Manifest
+from tests.agent.samples import BATCH_QUESTIONS, chatml_prompt
 from tests.support.streams import collect, run_together
 
 pytest.importorskip("openvino_genai")
 pytest.importorskip("transformers")  # the build extra: the checkpoint and the IR are built here
 
 GREEDY = SamplingParams(max_tokens=32, temperature=0.0, repeat_penalty=1.0)
-QUESTIONS = (
-    "What is the capital of France?",
-    "Write a haiku about rain.",
-    "Explain how a bicycle works.",
-    "Count from one to five.",
-)
-
-
-def _chat(question: str) -> str:
-    return (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +71,7 @@ def _alone_and_batched(
 ) -> tuple[list[tuple[str, Completion]], list[tuple[str, Completion] | None], int, int]:
     """Each prompt alone, then all together; the results and the steps each way took."""
     assert engine.stats().extra["pipeline"] == "continuous batching"
-    prompts = [_chat(q) for q in QUESTIONS]
+    prompts = [chatml_prompt(q) for q in BATCH_QUESTIONS]
     before = _steps(engine)
     alone = [collect(engine.generate(p, GREEDY)) for p in prompts]
     solo_steps = _steps(engine) - before
