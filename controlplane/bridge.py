@@ -307,7 +307,7 @@ async def run_bridge(app: Any) -> AsyncIterator[MqttBridge | None]:
         group=share_group(settings),
         client_id=control_plane_client_id(settings),
         tls=tls,
-        ca_file=settings.ca_cert_file if settings.ca_cert_file.is_file() else None,
+        ca_file=settings.mqtt_ca_cert_file if settings.mqtt_ca_cert_file.is_file() else None,
     )
     # The bridge's threads run CPU-bound (parsing, writing); a request thread waiting for the
     # GIL gets it after the switch interval, once per hop: 5 ms by default, 1 ms here.

@@ -89,19 +89,19 @@ def write_broker_config(
 ) -> BrokerConfigFiles:
     """Write edgefleet.conf, passwd, acl, ca.crt, server.crt and server.key into `out`.
 
-    The CA is the one at settings.ca_cert_file/ca_key_file (created there when absent); the
+    The CA is the one at settings.mqtt_ca_cert_file/ca_key_file (created there when absent); the
     broker's certificate is issued afresh for `hostnames` plus localhost. With `client_certs`
     the device listener also requires the client certificate devices get at enrollment.
     """
     settings = settings.model_copy(
         update={"broker_password_file": out / "passwd", "broker_acl_file": out / "acl"}
     )
-    ca = load_or_create_ca(settings.ca_cert_file, settings.ca_key_file)
+    ca = load_or_create_ca(settings.mqtt_ca_cert_file, settings.mqtt_ca_key_file)
     tls = write_broker_tls(ca, out, [*hostnames, *LOCAL_NAMES])
     files = BrokerConfigFiles(
         config=out / CONFIG_FILE,
-        password_file=settings.password_file,
-        acl_file=settings.acl_file,
+        password_file=settings.broker_password_file,
+        acl_file=settings.broker_acl_file,
         tls=tls,
     )
     values: dict[str, str | Path] = {

@@ -70,8 +70,8 @@ def write_broker_files(session: Session, settings: Settings) -> None:
     entries = crud.broker_credentials(session)
     entries[settings.mqtt_cp_username] = hash_password(control_plane_mqtt_password(settings))
     write_auth_files(
-        password_file=settings.password_file,
-        acl_file=settings.acl_file,
+        password_file=settings.broker_password_file,
+        acl_file=settings.broker_acl_file,
         entries=entries,
         control_plane_user=settings.mqtt_cp_username,
     )
@@ -83,5 +83,7 @@ def sync_broker(session: Session, settings: Settings) -> bool:
         write_broker_files(session, settings)
         reloaded = reload_broker(pid_file=settings.broker_pid_file, pid=settings.broker_pid)
     if not reloaded:
-        _LOGGER.info("broker files written to %s; no broker pid to reload", settings.password_file)
+        _LOGGER.info(
+            "broker files written to %s; no broker pid to reload", settings.broker_password_file
+        )
     return reloaded

@@ -115,8 +115,8 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> None:
         )
     print(
         f"wrote {files.config}, passwd, acl and the TLS listener's certificate for "
-        f"{', '.join(hostnames)} (CA {settings.ca_cert_file}); point the control plane at them "
-        f"with EDGEFLEET_CP_BROKER_PASSWORD_FILE={files.password_file} "
+        f"{', '.join(hostnames)} (CA {settings.mqtt_ca_cert_file}); point the control plane at "
+        f"them with EDGEFLEET_CP_BROKER_PASSWORD_FILE={files.password_file} "
         f"EDGEFLEET_CP_BROKER_ACL_FILE={files.acl_file} "
         "EDGEFLEET_CP_BROKER_PID_FILE=<mosquitto's pid_file>, and send devices to the TLS "
         "listener: EDGEFLEET_CP_MQTT_TLS=1 EDGEFLEET_CP_MQTT_PORT=8883 "

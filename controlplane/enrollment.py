@@ -29,8 +29,9 @@ def enroll_device(
     session: Session, *, settings: Settings, signing: SigningIdentity, request: EnrollmentRequest
 ) -> EnrollmentResponse:
     """Claim the token, create the device, add it to the broker; EnrollmentRefused if invalid."""
-    ca_pem = read_ca_pem(settings.ca_cert_file) if settings.mqtt_tls else None  # before claiming
-    ca = load_ca(settings.ca_cert_file, settings.ca_key_file) if request.csr else None
+    # The CA is read before the token is claimed, so a missing file costs no token.
+    ca_pem = read_ca_pem(settings.mqtt_ca_cert_file) if settings.mqtt_tls else None
+    ca = load_ca(settings.mqtt_ca_cert_file, settings.mqtt_ca_key_file) if request.csr else None
     if request.csr and ca is None:
         _LOGGER.warning(
             "no MQTT CA (run `edgefleet-cp broker-config`): enrolling a device "

@@ -25,7 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def artifact_store(settings: Settings) -> ArtifactStore:
     """The control plane's artifact store."""
-    return ArtifactStore(settings.store_root)
+    return ArtifactStore(settings.artifact_root)
 
 
 def import_model(

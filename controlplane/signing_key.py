@@ -40,6 +40,6 @@ class SigningIdentity:
 
 def load_signing_identity(settings: Settings) -> SigningIdentity:
     """Load (or create on first start) the signing key and parse the extra trusted keys."""
-    key = load_or_create_key(settings.key_path)
+    key = load_or_create_key(settings.signing_key_path)
     extra = tuple(load_public_keys(settings.trusted_keys)) if settings.trusted_keys else ()
     return SigningIdentity(private_key=key, extra_trusted=extra)

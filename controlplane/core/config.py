@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -27,10 +29,9 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "edgefleet-cp"
 
 
-def _filled(path: Path | None) -> Path:
-    """A default path field as `Settings._fill_paths` left it: set, whatever the input."""
-    assert path is not None, "Settings._fill_paths sets every default path"
-    return path
+def _under_data_dir(*parts: str) -> Callable[[dict[str, Any]], Path]:
+    """A default path below the validated data_dir."""
+    return lambda fields: Path(fields["data_dir"], *parts)
 
 
 class Settings(BaseSettings):
@@ -60,13 +61,13 @@ class Settings(BaseSettings):
         default=1883, description="broker port devices connect to (the TLS listener: 8883)"
     )
     mqtt_tls: bool = Field(default=False, description="whether devices must use TLS")
-    mqtt_ca_cert_file: Path | None = Field(
-        default=None,
+    mqtt_ca_cert_file: Path = Field(
+        default_factory=_under_data_dir("mqtt-tls", "ca.crt"),
         description="CA certificate devices get at enrollment to verify the broker (the "
         "operator's, or created by broker-config); default <data_dir>/mqtt-tls/ca.crt",
     )
-    mqtt_ca_key_file: Path | None = Field(
-        default=None,
+    mqtt_ca_key_file: Path = Field(
+        default_factory=_under_data_dir("mqtt-tls", "ca.key"),
         description="that CA's key, used by broker-config to sign the broker's certificate; "
         "default <data_dir>/mqtt-tls/ca.key",
     )
@@ -103,26 +104,30 @@ class Settings(BaseSettings):
     telemetry_retention_interval: timedelta = Field(
         default=timedelta(minutes=10), description="how often the telemetry rollup runs"
     )
-    broker_password_file: Path | None = Field(
-        default=None, description="Mosquitto password file; default <data_dir>/mosquitto/passwd"
+    broker_password_file: Path = Field(
+        default_factory=_under_data_dir("mosquitto", "passwd"),
+        description="Mosquitto password file; default <data_dir>/mosquitto/passwd",
     )
-    broker_acl_file: Path | None = Field(
-        default=None, description="Mosquitto ACL file; default <data_dir>/mosquitto/acl"
+    broker_acl_file: Path = Field(
+        default_factory=_under_data_dir("mosquitto", "acl"),
+        description="Mosquitto ACL file; default <data_dir>/mosquitto/acl",
     )
     broker_pid_file: Path | None = Field(
         default=None, description="Mosquitto pid file, SIGHUPed after credentials change"
     )
     broker_pid: int | None = Field(default=None, description="Mosquitto pid (instead of a file)")
 
-    signing_key_path: Path | None = Field(
-        default=None, description="Ed25519 manifest signing key; default <data_dir>/signing.key"
+    signing_key_path: Path = Field(
+        default_factory=_under_data_dir("signing.key"),
+        description="Ed25519 manifest signing key; default <data_dir>/signing.key",
     )
     trusted_keys: list[str] = Field(
         default_factory=list,
         description="extra base64 Ed25519 public keys accepted at model import without --resign",
     )
-    artifact_root: Path | None = Field(
-        default=None, description="artifact store root; default <data_dir>/artifacts"
+    artifact_root: Path = Field(
+        default_factory=_under_data_dir("artifacts"),
+        description="artifact store root; default <data_dir>/artifacts",
     )
     enrollment_ttl_max: timedelta = Field(
         default=timedelta(days=30), description="longest lifetime of an enrollment token"
@@ -147,32 +152,19 @@ class Settings(BaseSettings):
             parse_broker_url(url)
         return url
 
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, path: Path) -> Path:
+        return path.expanduser()
+
     @model_validator(mode="after")
-    def _fill_paths(self) -> Settings:
-        self.data_dir = self.data_dir.expanduser()
+    def _fill_urls(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'controlplane.db'}"
-        mosquitto_dir = self.data_dir / "mosquitto"
-        self.broker_password_file = self.broker_password_file or mosquitto_dir / "passwd"
-        self.broker_acl_file = self.broker_acl_file or mosquitto_dir / "acl"
-        self.mqtt_ca_cert_file = self.mqtt_ca_cert_file or self.data_dir / "mqtt-tls" / "ca.crt"
-        self.mqtt_ca_key_file = self.mqtt_ca_key_file or self.data_dir / "mqtt-tls" / "ca.key"
-        self.signing_key_path = self.signing_key_path or self.data_dir / "signing.key"
-        self.artifact_root = self.artifact_root or self.data_dir / "artifacts"
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         self.public_url = self.public_url.rstrip("/")
         return self
-
-    @property
-    def password_file(self) -> Path:
-        """The broker password file (always set after validation)."""
-        return _filled(self.broker_password_file)
-
-    @property
-    def acl_file(self) -> Path:
-        """The broker ACL file (always set after validation)."""
-        return _filled(self.broker_acl_file)
 
     @property
     def bridge_address(self) -> tuple[str, int, bool]:
@@ -180,23 +172,3 @@ class Settings(BaseSettings):
         if self.mqtt_cp_url:
             return parse_broker_url(self.mqtt_cp_url)
         return self.mqtt_host, self.mqtt_port, self.mqtt_tls
-
-    @property
-    def ca_cert_file(self) -> Path:
-        """The MQTT CA certificate (always set after validation)."""
-        return _filled(self.mqtt_ca_cert_file)
-
-    @property
-    def ca_key_file(self) -> Path:
-        """The MQTT CA key (always set after validation)."""
-        return _filled(self.mqtt_ca_key_file)
-
-    @property
-    def key_path(self) -> Path:
-        """The manifest signing key file (always set after validation)."""
-        return _filled(self.signing_key_path)
-
-    @property
-    def store_root(self) -> Path:
-        """The artifact store root (always set after validation)."""
-        return _filled(self.artifact_root)

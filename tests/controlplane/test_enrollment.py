@@ -33,7 +33,7 @@ def test_enroll_returns_credentials_and_labels(
     assert verify_password(mqtt["password"], device.mqtt_password_hash)
     assert mqtt["password"] not in device.mqtt_password_hash
     assert device.device_class == "cpu-x86" and device.hardware == HARDWARE
-    passwd = cp_client.app.state.settings.password_file.read_text()  # type: ignore[attr-defined]
+    passwd = cp_client.app.state.settings.broker_password_file.read_text()  # type: ignore[attr-defined]
     assert f"{device_id}:$7$" in passwd and "edgefleet-cp:$7$" in passwd
 
 
@@ -131,7 +131,7 @@ def test_devices_list_filters_patch_revoke_delete(
 
     revoked = cp_client.post(f"/api/v1/devices/{a}/revoke", headers=h).json()
     assert revoked["revoked"] is True
-    passwd = cp_client.app.state.settings.password_file.read_text()  # type: ignore[attr-defined]
+    passwd = cp_client.app.state.settings.broker_password_file.read_text()  # type: ignore[attr-defined]
     assert f"{a}:" not in passwd and f"{c}:" in passwd
     assert cp_client.delete(f"/api/v1/devices/{c}", headers=h).status_code == 204
     assert_error(cp_client.get(f"/api/v1/devices/{c}", headers=h), 404, "device_not_found")

@@ -39,6 +39,6 @@ def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
 def test_settings_default_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert settings.database_url == f"sqlite:///{tmp_path / 'controlplane.db'}"
-    assert settings.password_file == tmp_path / "mosquitto" / "passwd"
+    assert settings.broker_password_file == tmp_path / "mosquitto" / "passwd"
     pg = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     assert Settings(data_dir=tmp_path, database_url=pg).database_url == pg
