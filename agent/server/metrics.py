@@ -216,40 +216,37 @@ def _single_sample(name: str, kind: str, text: str, value: object) -> list[str]:
 def _batch_lines(runtime: ModelRuntime) -> list[str]:
     """vLLM's scheduler gauges and prefix-cache counters (batching engines; zeros otherwise)."""
     batch = runtime.batch_stats()
-    slots = batch.slots if batch is not None else 1
+    # A one-at-a-time engine runs one sequence in one slot and has no KV or prefix cache.
+    slots, sequences, tokens, kv_usage, queries, hits = (
+        (1, 0, 0, 0.0, 0, 0)
+        if batch is None
+        else (
+            batch.slots,
+            batch.batch_sequences,
+            batch.batch_tokens,
+            round(batch.kv_usage, 4),
+            batch.prompt_tokens,
+            batch.prefix_hit_tokens,
+        )
+    )
     samples = (
         ("num_requests_running", "gauge", "Sequences in a slot now.", runtime.running),
         ("num_requests_waiting", "gauge", "Requests waiting for a slot.", runtime.waiting),
         ("num_slots", "gauge", "Sequences the engine runs at once (--parallel).", slots),
-        (
-            "batch_size",
-            "gauge",
-            "Sequences in the last model step.",
-            batch.batch_sequences if batch else 0,
-        ),
-        (
-            "iteration_tokens",
-            "gauge",
-            "Tokens in the last model step.",
-            batch.batch_tokens if batch else 0,
-        ),
+        ("batch_size", "gauge", "Sequences in the last model step.", sequences),
+        ("iteration_tokens", "gauge", "Tokens in the last model step.", tokens),
         (
             "kv_cache_usage_perc",
             "gauge",
             "Estimated share of KV cache cells in use (0-1).",
-            round(batch.kv_usage, 4) if batch else 0.0,
+            kv_usage,
         ),
         (
             "prefix_cache_queries_total",
             "counter",
             "Prompt tokens looked up in the prefix cache.",
-            batch.prompt_tokens if batch else 0,
+            queries,
         ),
-        (
-            "prefix_cache_hits_total",
-            "counter",
-            "Prompt tokens taken from the prefix cache.",
-            batch.prefix_hit_tokens if batch else 0,
-        ),
+        ("prefix_cache_hits_total", "counter", "Prompt tokens taken from the prefix cache.", hits),
     )
     return [line for sample in samples for line in _single_sample(*sample)]
