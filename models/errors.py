@@ -33,3 +33,7 @@ class DownloadError(StoreError):
     def __init__(self, reason: str, *, transient: bool = False) -> None:
         super().__init__(reason)
         self.transient = transient
+
+
+class GGUFFormatError(ModelsError):
+    """A file's GGUF header, metadata or tensor infos are malformed, truncated or unsupported."""

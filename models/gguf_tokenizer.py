@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from models.gguf_metadata import read_metadata
+
 _LOGGER = logging.getLogger(__name__)
 
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False}
@@ -36,26 +38,22 @@ def _write_sentencepiece(path: Path, fields: dict[str, Any]) -> None:
 
     spm: Any = sentencepiece_model_pb2  # generated protobuf code: no static attributes
 
-    from models.build.gguf_import import metadata_value
-
     model = spm.ModelProto()
-    tokens = metadata_value(fields, "tokenizer.ggml.tokens") or []
-    scores = metadata_value(fields, "tokenizer.ggml.scores") or [0.0] * len(tokens)
-    types = metadata_value(fields, "tokenizer.ggml.token_type") or [1] * len(tokens)
+    tokens = fields.get("tokenizer.ggml.tokens") or []
+    scores = fields.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    types = fields.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     for text, score, kind in zip(tokens, scores, types, strict=True):
         piece = model.pieces.add()
         piece.piece, piece.score, piece.type = text, float(score), int(kind)
     model.trainer_spec.model_type = spm.TrainerSpec.BPE
     model.trainer_spec.byte_fallback = True
     for key, attr in (("unknown", "unk_id"), ("bos", "bos_id"), ("eos", "eos_id")):
-        token_id = metadata_value(fields, f"tokenizer.ggml.{key}_token_id")
+        token_id = fields.get(f"tokenizer.ggml.{key}_token_id")
         setattr(model.trainer_spec, attr, -1 if token_id is None else int(token_id))
-    pad = metadata_value(fields, "tokenizer.ggml.padding_token_id")
+    pad = fields.get("tokenizer.ggml.padding_token_id")
     model.trainer_spec.pad_id = -1 if pad is None else int(pad)
     model.normalizer_spec.name = "identity"
-    model.normalizer_spec.add_dummy_prefix = bool(
-        metadata_value(fields, "tokenizer.ggml.add_space_prefix") or False
-    )
+    model.normalizer_spec.add_dummy_prefix = bool(fields.get("tokenizer.ggml.add_space_prefix"))
     model.normalizer_spec.remove_extra_whitespaces = False
     model.normalizer_spec.escape_whitespaces = True
     path.write_bytes(model.SerializeToString())
@@ -63,16 +61,12 @@ def _write_sentencepiece(path: Path, fields: dict[str, Any]) -> None:
 
 def repair_tokenizer(checkpoint: Path, gguf_file: Path) -> None:
     """Rewrite the checkpoint's tokenizer files and special token ids from the GGUF."""
-    from gguf import GGUFReader
-
-    from models.build.gguf_import import metadata_value
-
-    fields = dict(GGUFReader(str(gguf_file), "r").fields)
-    kind = metadata_value(fields, "tokenizer.ggml.model")
-    tokens: list[str] = metadata_value(fields, "tokenizer.ggml.tokens") or []
-    bos_id = metadata_value(fields, "tokenizer.ggml.bos_token_id")
-    eos_id = metadata_value(fields, "tokenizer.ggml.eos_token_id")
-    add_bos = bool(metadata_value(fields, "tokenizer.ggml.add_bos_token"))
+    fields = read_metadata(gguf_file).fields
+    kind = fields.get("tokenizer.ggml.model")
+    tokens: list[str] = fields.get("tokenizer.ggml.tokens") or []
+    bos_id = fields.get("tokenizer.ggml.bos_token_id")
+    eos_id = fields.get("tokenizer.ggml.eos_token_id")
+    add_bos = bool(fields.get("tokenizer.ggml.add_bos_token"))
     bos = tokens[bos_id] if bos_id is not None else None
     eos = tokens[eos_id] if eos_id is not None else None
 

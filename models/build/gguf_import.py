@@ -2,7 +2,8 @@
 
 No conversion: the file is copied (or hard-linked) into `gguf/model-<precision>.gguf`, and the
 architecture, context length, quantization, tokenizer specials and chat template are read from
-the GGUF's own key/value metadata with the `gguf` package's reader.
+the GGUF's own key/value metadata (models.gguf_metadata; the file may be an upload, so values of
+the wrong type are refused rather than trusted).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 from models.build.checkpoint import END_OF_TURN_TEXTS
 from models.build.errors import BuildError
+from models.errors import GGUFFormatError
+from models.gguf_metadata import GGUFMetadata, TensorInfo, read_metadata
 from models.manifest import Manifest, Precision, TokenizerInfo, Variant
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ _CONTROL_TYPES = (3, 4)  # gguf.TokenType.CONTROL, USER_DEFINED
 # The weight type that dominates a GGUF without `general.file_type`, as a file type.
 _TENSOR_TYPE_PRECISION = {"q2_k": "q2_k", "q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}
 _PRECISIONS = frozenset(get_args(Precision))
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,24 +59,26 @@ class GGUFInfo:
         return per_position * self.context_length
 
 
-def metadata_value(fields: dict[str, Any], key: str) -> Any:
-    """A scalar, string or array value of a GGUFReader field, or None when absent."""
+def _ggml_type(ggml_type: int) -> Any:
     import gguf
 
-    f = fields.get(key)
-    if f is None or not f.types:
-        return None
-    if f.types[0] == gguf.GGUFValueType.ARRAY:
-        inner = f.types[-1]
-        if inner == gguf.GGUFValueType.STRING:
-            return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
-        return [f.parts[i].tolist()[0] for i in f.data]
-    if f.types[0] == gguf.GGUFValueType.STRING:
-        return bytes(f.parts[f.data[0]]).decode("utf-8", errors="replace")
-    return f.parts[f.data[0]].tolist()[0]
+    try:
+        return gguf.GGMLQuantizationType(ggml_type)
+    except ValueError as exc:
+        raise BuildError(f"GGML tensor type {ggml_type} is unknown to this gguf package") from exc
 
 
-def _precision(file_type: int | None, tensors: list[Any]) -> Precision:
+def _int_field(fields: dict[str, Any], key: str) -> int | None:
+    """An integer value (or an array's first, as per-layer values are), None when absent."""
+    value = fields.get(key)
+    if isinstance(value, list) and value:
+        value = value[0]
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise BuildError(f"GGUF metadata {key} is {value!r}, not an integer")
+
+
+def _precision(file_type: int | None, tensors: list[TensorInfo]) -> Precision:
     import gguf
 
     if file_type is not None:
@@ -84,7 +90,7 @@ def _precision(file_type: int | None, tensors: list[Any]) -> Precision:
     else:  # older files: the type holding most of the 2-D weights
         weights: Counter[str] = Counter()
         for tensor in tensors:
-            weights[tensor.tensor_type.name.lower()] += int(tensor.n_elements)
+            weights[_ggml_type(tensor.ggml_type).name.lower()] += tensor.n_elements
         top = weights.most_common(1)[0][0] if weights else "f32"
         name = _TENSOR_TYPE_PRECISION.get(top, top)
     if name not in _PRECISIONS:
@@ -92,11 +98,25 @@ def _precision(file_type: int | None, tensors: list[Any]) -> Precision:
     return name  # type: ignore[return-value]  # checked against Precision just above
 
 
+def _check_extents(path: Path, meta: GGUFMetadata) -> None:
+    """Every tensor's data lies inside the file: a truncated download or upload is refused."""
+    import gguf
+
+    for tensor in meta.tensors:
+        block, block_bytes = gguf.GGML_QUANT_SIZES[_ggml_type(tensor.ggml_type)]
+        end = meta.data_offset + tensor.offset + tensor.n_elements * block_bytes // block
+        if end > meta.file_size:
+            raise BuildError(
+                f"{path} is not a readable GGUF file: truncated, tensor {tensor.name} ends at "
+                f"byte {end} but the file has {meta.file_size}; download or copy it again"
+            )
+
+
 def _special(tokens: list[str], fields: dict[str, Any], key: str) -> tuple[str, int] | None:
-    token_id = metadata_value(fields, f"tokenizer.ggml.{key}_token_id")
-    if token_id is None or not 0 <= int(token_id) < len(tokens):
+    token_id = _int_field(fields, f"tokenizer.ggml.{key}_token_id")
+    if token_id is None or not 0 <= token_id < len(tokens):
         return None
-    return tokens[int(token_id)], int(token_id)
+    return tokens[token_id], token_id
 
 
 def _stop_tokens(
@@ -110,41 +130,53 @@ def _stop_tokens(
     return list(dict.fromkeys(stops))
 
 
+def _list_of(fields: dict[str, Any], key: str, kind: type[T]) -> list[T]:
+    """An array of `kind` values; empty when absent or of another type."""
+    value = fields.get(key)
+    if isinstance(value, list) and all(isinstance(v, kind) for v in value):
+        return value
+    return []
+
+
 def read_gguf(path: Path) -> GGUFInfo:
     """Read a GGUF's metadata (never its weights) into a GGUFInfo."""
     try:
-        from gguf import GGUFReader
+        import gguf  # noqa: F401  # names the quantization types (_precision, _check_extents)
     except ImportError as exc:
         raise BuildError("reading a GGUF needs the gguf package: pip install gguf") from exc
     try:
-        reader = GGUFReader(str(path), "r")
-    except (OSError, ValueError) as exc:
+        meta = read_metadata(path)
+    except OSError as exc:
         raise BuildError(f"{path} is not a readable GGUF file: {exc}") from exc
-    fields = dict(reader.fields)
-    arch = metadata_value(fields, "general.architecture")
+    except GGUFFormatError as exc:
+        raise BuildError(f"{path} is not a readable GGUF file: {exc.reason}") from exc
+    _check_extents(path, meta)
+    fields = meta.fields
+    arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise BuildError(f"{path} has no general.architecture; is it a GGUF model file?")
 
     def arch_int(key: str, default: int | None = None) -> int:
-        value = metadata_value(fields, f"{arch}.{key}")
+        value = _int_field(fields, f"{arch}.{key}")
         if value is None:
             if default is None:
                 raise BuildError(f"{path} has no {arch}.{key} in its metadata")
             return default
-        return int(value[0] if isinstance(value, list) else value)
+        return value
 
     heads = arch_int("attention.head_count", 1)
     embedding = arch_int("embedding_length", 0)
-    tokens: list[str] = metadata_value(fields, "tokenizer.ggml.tokens") or []
-    types: list[int] = metadata_value(fields, "tokenizer.ggml.token_type") or []
-    template = metadata_value(fields, "tokenizer.chat_template")
+    tokens = _list_of(fields, "tokenizer.ggml.tokens", str)
+    types = _list_of(fields, "tokenizer.ggml.token_type", int)
+    template = fields.get("tokenizer.chat_template")
+    name = fields.get("general.name")
     return GGUFInfo(
         path=path,
         architecture=arch,
-        name=metadata_value(fields, "general.name"),
+        name=name if isinstance(name, str) else None,
         context_length=arch_int("context_length"),
-        precision=_precision(metadata_value(fields, "general.file_type"), reader.tensors),
-        parameters=sum(int(t.n_elements) for t in reader.tensors),
+        precision=_precision(_int_field(fields, "general.file_type"), meta.tensors),
+        parameters=sum(t.n_elements for t in meta.tensors),
         layers=arch_int("block_count"),
         kv_heads=arch_int("attention.head_count_kv", heads),
         head_dim=arch_int("attention.key_length", embedding // max(heads, 1)),

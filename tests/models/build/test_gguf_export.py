@@ -13,6 +13,7 @@ from models.build.checkpoint import CheckpointInfo
 from models.build.errors import BuildError
 from models.build.gguf_export import _failure_reason, choose_q4_type, convert_to_gguf
 from models.build.llamacpp_runner import _generic_pre_tokenizer
+from models.gguf_metadata import read_metadata
 from models.manifest import Manifest
 
 
@@ -52,23 +53,17 @@ def test_unknown_byte_level_tokenizer_gets_the_gpt2_pre_tokenizer(tmp_path: Path
     assert _generic_pre_tokenizer(tmp_path) == "default"
 
 
-def _field(reader: object, key: str) -> object:
-    field = reader.fields[key]  # type: ignore[attr-defined]
-    return field.contents()
-
-
 def test_gguf_carries_tokenizer_template_and_gqa_shape(tiny_model_dir: Path) -> None:
-    gguf = pytest.importorskip("gguf")
-    reader = gguf.GGUFReader(str(tiny_model_dir / "gguf" / "model-f32.gguf"))
+    fields = read_metadata(tiny_model_dir / "gguf" / "model-f32.gguf").fields
     manifest = Manifest.load(tiny_model_dir)
-    assert _field(reader, "general.name") == manifest.name
-    assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert _field(reader, "tokenizer.ggml.pre") == "gpt-2"  # our own tokenizer: generic
-    assert len(_field(reader, "tokenizer.ggml.merges")) > 0  # type: ignore[arg-type]
-    assert _field(reader, "tokenizer.chat_template") == manifest.chat_template
-    assert _field(reader, "tokenizer.ggml.eos_token_id") == manifest.tokenizer.eos_token_id
-    assert _field(reader, "llama.attention.head_count") == 4
-    assert _field(reader, "llama.attention.head_count_kv") == 2
+    assert fields["general.name"] == manifest.name
+    assert fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.pre"] == "gpt-2"  # our own tokenizer: generic
+    assert len(fields["tokenizer.ggml.merges"]) > 0
+    assert fields["tokenizer.chat_template"] == manifest.chat_template
+    assert fields["tokenizer.ggml.eos_token_id"] == manifest.tokenizer.eos_token_id
+    assert fields["llama.attention.head_count"] == 4
+    assert fields["llama.attention.head_count_kv"] == 2
 
 
 def test_unsupported_weights_fail_with_the_converters_reason(
