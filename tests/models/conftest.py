@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from models.keys import generate_key
 from models.manifest import Manifest, Variant
 from models.signing import file_entry, write_signed_manifest
+from tests.support.real_builds import built_model
 
 # Two variants sharing the tokenizer, like a real build output.
 VARIANT_FILES = {
@@ -72,26 +72,15 @@ def model_dir(tmp_path: Path, signing_key: Ed25519PrivateKey) -> Path:
     return root
 
 
-REAL_TARGETS = ("gguf-q4", "gguf-q8", "openvino-int8", "onnx")
-
-
-def _build_real(hf_dir: Path, out: Path, name: str) -> Path:
-    from models.build.pipeline import build_targets
-
-    result = build_targets(hf_dir, out, REAL_TARGETS, generate_key(), name=name, progress=False)
-    (out.parent / "build-seconds.json").write_text(json.dumps(result.seconds))
-    return out
+@pytest.fixture(scope="session")
+def smollm2_built(smollm2_hf: Path) -> Path:
+    """SmolLM2's real checkpoint built into every real target (read-only; cached by its inputs)."""
+    pytest.importorskip("llama_cpp")
+    return built_model(smollm2_hf, "smollm2")
 
 
 @pytest.fixture(scope="session")
-def smollm2_built(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2's real checkpoint built once per session into every real target (read-only)."""
+def gemma3_built(gemma3_hf: Path) -> Path:
+    """Gemma 3 270M's real checkpoint built into every real target (read-only; cached)."""
     pytest.importorskip("llama_cpp")
-    return _build_real(smollm2_hf, tmp_path_factory.mktemp("smollm2-built") / "m", "smollm2")
-
-
-@pytest.fixture(scope="session")
-def gemma3_built(gemma3_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Gemma 3 270M's real checkpoint built once per session into every real target."""
-    pytest.importorskip("llama_cpp")
-    return _build_real(gemma3_hf, tmp_path_factory.mktemp("gemma3-built") / "m", "gemma-3-270m")
+    return built_model(gemma3_hf, "gemma-3-270m")

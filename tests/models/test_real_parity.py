@@ -2,8 +2,9 @@
 transformers fp32 on the same checkpoint (teacher-forced top-1 over the English text in
 tests/fixtures/text/english.txt, 476 and 474 positions), and the same factual answers.
 
-Each model is built once per session into gguf-q4, gguf-q8, openvino-int8 and onnx
-(tests/models/conftest.py). Floors come from bench/parity.py's figures (docs/build.md).
+Each model is built into gguf-q4, gguf-q8, openvino-int8 and onnx by the build pipeline, and
+the build is cached by everything it depends on (tests/support/real_builds.py). Floors come
+from bench/parity.py's figures (docs/build.md).
 """
 
 from __future__ import annotations
