@@ -112,7 +112,9 @@ def _step(session: Session, rollout: Rollout, now: datetime, *, join_late: bool)
             .execution_options(populate_existing=True)
         ).all()
         revert(session, rollout, list(rows), RolloutStatus.ABORTED, why, now)
-    elif decision == "complete":
+    elif decision == "complete" and (join_late or not _join_late(session, rollout, now)):
+        # A matching device enrolled since the last late-join pass joins instead: a rollout
+        # never finishes with one left out (it is dispatched on the next tick).
         rollout.status = RolloutStatus.SUCCEEDED.value
         rollout.finished_at = now
     session.add(rollout)
@@ -145,12 +147,14 @@ def _start(session: Session, rollout: Rollout, now: datetime) -> None:
     _LOGGER.info("rollout %s started: %d devices", rollout.id, len(targets))
 
 
-def _join_late(session: Session, rollout: Rollout, now: datetime) -> None:
+def _join_late(session: Session, rollout: Rollout, now: datetime) -> int:
+    """Add the matching devices the rollout does not hold yet to its current wave; how many."""
     known = exists().where(RD.c.rollout_id == rollout.id, RD.c.device_id == Device.id)
     joined = list(session.exec(_matching(rollout).where(~known)))
     if joined:
         _add_devices(session, rollout.id, dict.fromkeys(joined, rollout.current_wave), now)
         _LOGGER.info("rollout %s: %d devices joined", rollout.id, len(joined))
+    return len(joined)
 
 
 def _matching(rollout: Rollout) -> SelectOfScalar[str]:

@@ -147,6 +147,24 @@ def test_late_joiner_and_offline_broker_catch_up(session: Session) -> None:
     assert states(session, rid) == {"dev-0": "in_progress", "late": "in_progress"}
 
 
+def test_a_device_enrolled_between_late_join_passes_joins_before_the_rollout_finishes(
+    session: Session,
+) -> None:
+    fleet(session, 1)
+    rid = make(session, ["100%"])
+    broker = Broker()
+    step(session, broker)
+    assert report(session, broker, "dev-0", "active")
+    add_device(session, "late", labels={"site": "a"})
+    driver.tick(session, now_plus(), join_late=False)  # the controller joins late every 10th tick
+    assert service.get_rollout(session, rid).status == "running"
+    assert states(session, rid) == {"dev-0": "succeeded", "late": "queued"}
+    step(session, broker)
+    assert report(session, broker, "late", "active")
+    driver.tick(session, now_plus(), join_late=False)
+    assert service.get_rollout(session, rid).status == "succeeded"
+
+
 def test_device_timeout_and_stale_events(session: Session) -> None:
     fleet(session, 1)
     rid = make(session, ["100%"], device_timeout_s=60, failure_threshold=1.0, success_threshold=0.0)
