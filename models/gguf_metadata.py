@@ -63,13 +63,20 @@ class GGUFMetadata:
     file_size: int
 
 
-class _Cursor:
-    """Bounds-checked little-endian reads over a buffer; every overrun is a GGUFFormatError."""
+_SKIPPED = object()  # an array value passed over (parse_metadata with arrays=False)
 
-    def __init__(self, buf: mmap.mmap | bytes, pos: int = 0) -> None:
+
+class _Cursor:
+    """Bounds-checked little-endian reads over a buffer; every overrun is a GGUFFormatError.
+
+    With `arrays` false, array values are checked and passed over instead of decoded.
+    """
+
+    def __init__(self, buf: mmap.mmap | bytes, *, arrays: bool = True) -> None:
         self.buf = buf
-        self.pos = pos
+        self.pos = 0
         self.size = len(buf)
+        self.arrays = arrays
 
     def need(self, n: int, what: str) -> None:
         """Fail unless `n` more bytes are left."""
@@ -119,7 +126,7 @@ class _Cursor:
         self.pos += fmt.size
         return value
 
-    def array(self, key: str) -> list[Any]:
+    def array(self, key: str) -> Any:
         kind = self.u32(f"array item type of {key}")
         count = self.u64(f"array length of {key}")
         if kind == _STRING:
@@ -131,16 +138,19 @@ class _Cursor:
         if item is None:
             raise GGUFFormatError(f"{key} is an array of unknown value type {kind}")
         self.need(count * item.size, f"{count} items of {key}")  # before building the format
+        if not self.arrays:
+            self.pos += count * item.size
+            return _SKIPPED
         fmt = struct.Struct(f"<{count}{_CODES[kind]}")
         items = list(fmt.unpack_from(self.buf, self.pos))
         self.pos += fmt.size
         return items
 
-    def strings(self, count: int, key: str) -> list[str]:
+    def strings(self, count: int, key: str) -> Any:
         """`count` strings in a tight loop (a vocabulary holds hundreds of thousands)."""
         buf, pos, size, unpack = self.buf, self.pos, self.size, _U64.unpack_from
         out: list[str] = []
-        append = out.append
+        append, keep = out.append, self.arrays
         for index in range(count):
             if size - pos < 8:
                 self.pos = pos
@@ -150,10 +160,11 @@ class _Cursor:
             if n > size - pos:
                 self.pos = pos
                 self.need(n, f"string {index} of {key}")
-            append(buf[pos : pos + n].decode("utf-8", errors="replace"))
+            if keep:
+                append(buf[pos : pos + n].decode("utf-8", errors="replace"))
             pos += n
         self.pos = pos
-        return out
+        return out if keep else _SKIPPED
 
 
 def _header(cur: _Cursor) -> tuple[int, int, int]:
@@ -182,7 +193,10 @@ def _fields(cur: _Cursor, kv_count: int) -> tuple[dict[str, Any], int]:
         if key in fields:
             raise GGUFFormatError(f"metadata key {key!r} appears twice")
         kind = cur.u32(f"value type of {key}")
-        fields[key] = cur.value(kind, key)
+        value = cur.value(kind, key)
+        if value is _SKIPPED:
+            continue
+        fields[key] = value
         if key == "general.alignment":
             alignment = fields[key]
             if kind != _UINT32 or alignment == 0 or alignment & (alignment - 1):
@@ -201,9 +215,13 @@ def _tensor_info(cur: _Cursor) -> TensorInfo:
     return TensorInfo(name=name, shape=shape, ggml_type=ggml_type, offset=offset)
 
 
-def parse_metadata(buf: mmap.mmap | bytes) -> GGUFMetadata:
-    """Parse a GGUF's header, metadata and tensor infos from its bytes (or an mmap of them)."""
-    cur = _Cursor(buf)
+def parse_metadata(buf: mmap.mmap | bytes, *, arrays: bool = True) -> GGUFMetadata:
+    """Parse a GGUF's header, metadata and tensor infos from its bytes (or an mmap of them).
+
+    `arrays=False` leaves array values (the vocabulary, per-layer figures) out of `fields`:
+    they are still checked, not decoded, for callers that want the scalars fast.
+    """
+    cur = _Cursor(buf, arrays=arrays)
     version, tensor_count, kv_count = _header(cur)
     fields, alignment = _fields(cur, kv_count)
     cur.need(tensor_count * _MIN_TENSOR_BYTES, f"{tensor_count} tensor infos")
@@ -232,10 +250,10 @@ def parse_metadata(buf: mmap.mmap | bytes) -> GGUFMetadata:
     )
 
 
-def read_metadata(path: Path) -> GGUFMetadata:
+def read_metadata(path: Path, *, arrays: bool = True) -> GGUFMetadata:
     """Read a GGUF file's header, key/value metadata and tensor infos (never its weights)."""
     with path.open("rb") as fh:
         if not fh.read(4):
             raise GGUFFormatError("not a GGUF file: it is empty")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return parse_metadata(buf)
+            return parse_metadata(buf, arrays=arrays)

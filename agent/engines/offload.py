@@ -7,10 +7,11 @@ included, so the estimate errs high), plus the KV cache each layer needs at the 
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+
+from models import gguf_metadata
+from models.errors import GGUFFormatError
 
 # Of the GPU's memory, the share we plan to fill, and what we leave for llama.cpp's compute
 # buffers and the CUDA context (measured on CUDA builds: a few hundred MiB for small models).
@@ -20,26 +21,9 @@ KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is f16
 # LoadOptions.gpu_memory_bytes when hwprobe found a usable GPU but not its memory size.
 GPU_MEMORY_UNKNOWN = -1
 
-_SCALARS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_STRING, _ARRAY = 8, 9
-# Far above any real header (a 262k vocabulary, a chat template): beyond this the file is corrupt.
-_MAX_STRING, _MAX_ARRAY = 64 << 20, 1 << 28
-
 
 class GGUFHeaderError(ValueError):
-    """The file's header is not GGUF metadata we can read."""
+    """The file's header is not GGUF metadata we can read, or lacks what offloading needs."""
 
 
 @dataclass(frozen=True)
@@ -79,59 +63,12 @@ class OffloadPlan:
         return -1 if self.total_layers and self.gpu_layers >= self.total_layers else self.gpu_layers
 
 
-def _read(file: BinaryIO, fmt: str) -> int | float | bool:
-    size = struct.calcsize(fmt)
-    data = file.read(size)
-    if len(data) != size:
-        raise GGUFHeaderError("the GGUF header ends early")
-    value: int | float | bool = struct.unpack(fmt, data)[0]
-    return value
-
-
-def _string(file: BinaryIO) -> str:
-    length = int(_read(file, "<Q"))
-    if length > _MAX_STRING:
-        raise GGUFHeaderError(f"a {length}-byte string in the GGUF header: the file is corrupt")
-    data = file.read(length)
-    if len(data) != length:
-        raise GGUFHeaderError("the GGUF header ends early")
-    return data.decode("utf-8", errors="replace")
-
-
-def _value(file: BinaryIO, kind: int) -> int | float | bool | str | None:
-    if kind == _STRING:
-        return _string(file)
-    if kind in _SCALARS:
-        return _read(file, _SCALARS[kind])
-    if kind != _ARRAY:
-        raise GGUFHeaderError(f"unknown GGUF value type {kind}")
-    item, count = int(_read(file, "<I")), int(_read(file, "<Q"))
-    if count > _MAX_ARRAY:
-        raise GGUFHeaderError(f"a {count}-item array in the GGUF header: the file is corrupt")
-    if item in _SCALARS:
-        file.seek(struct.calcsize(_SCALARS[item]) * count, 1)
-    else:
-        for _ in range(count):
-            _value(file, item)
-    return None  # arrays (vocabularies, per-layer values) are skipped
-
-
 def read_metadata(path: Path) -> dict[str, int | float | bool | str]:
-    """The scalar and string metadata of a GGUF file (arrays skipped)."""
-    with path.open("rb") as file:
-        if file.read(4) != b"GGUF":
-            raise GGUFHeaderError(f"{path} is not a GGUF file")
-        version = int(_read(file, "<I"))
-        if version < 2:
-            raise GGUFHeaderError(f"{path}: GGUF version {version} is too old")
-        _read(file, "<Q")  # tensor count
-        found: dict[str, int | float | bool | str] = {}
-        for _ in range(int(_read(file, "<Q"))):
-            key = _string(file)
-            value = _value(file, int(_read(file, "<I")))
-            if value is not None:
-                found[key] = value
-    return found
+    """The scalar and string metadata of a GGUF file (arrays such as the vocabulary skipped)."""
+    try:
+        return gguf_metadata.read_metadata(path, arrays=False).fields
+    except GGUFFormatError as exc:
+        raise GGUFHeaderError(f"{path.name}: {exc.reason}") from exc
 
 
 def model_shape(path: Path) -> ModelShape:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.build.errors import BuildError
-from models.build.gguf_import import read_gguf
+from models.build.gguf_info import read_gguf
 from models.errors import GGUFFormatError
 from models.gguf_metadata import GGUFMetadata, parse_metadata, read_metadata
 
@@ -117,13 +117,22 @@ def test_every_value_type_reads_back(small_gguf: Path) -> None:
     assert_same_as_gguf_reader(small_gguf, meta)
 
 
+def test_without_arrays_the_scalars_and_tensors_are_the_same(small_gguf: Path) -> None:
+    full = read_metadata(small_gguf)
+    scalars = read_metadata(small_gguf, arrays=False)
+    assert scalars.fields == {k: v for k, v in full.fields.items() if not isinstance(v, list)}
+    assert "t.str" in scalars.fields and "t.strings" not in scalars.fields
+    assert (scalars.tensors, scalars.data_offset) == (full.tensors, full.data_offset)
+
+
 def test_every_truncation_is_one_clear_error(small_gguf: Path) -> None:
     data = small_gguf.read_bytes()
     meta = parse_metadata(data)
     last_start = meta.data_offset + max(t.offset for t in meta.tensors)
     for n in range(last_start):
-        with pytest.raises(GGUFFormatError, match="not a GGUF file|truncated"):
-            parse_metadata(data[:n])
+        for arrays in (True, False):  # skipped arrays are bounds-checked all the same
+            with pytest.raises(GGUFFormatError, match="not a GGUF file|truncated"):
+                parse_metadata(data[:n], arrays=arrays)
 
 
 def test_truncated_tensor_data_is_not_a_readable_gguf(small_gguf: Path) -> None:
@@ -196,8 +205,9 @@ def test_hostile_files_give_one_clear_error(name: str, tmp_path: Path) -> None:
     data, message = HOSTILE[name]
     path = tmp_path / "upload.gguf"
     path.write_bytes(data)
-    with pytest.raises(GGUFFormatError, match=message):
-        read_metadata(path)
+    for arrays in (True, False):
+        with pytest.raises(GGUFFormatError, match=message):
+            read_metadata(path, arrays=arrays)
     with pytest.raises(BuildError, match="is not a readable GGUF file: "):
         read_gguf(path)
 
