@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -66,6 +67,19 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_symlink(link: Path, target: str | Path) -> None:
+    """Point `link` at `target` (relative to the link's folder, or absolute) so that after a
+    crash at any moment it is the old link or the new one, durably."""
+    tmp = link.with_name(f".{link.name}-{uuid.uuid4().hex[:8]}")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(link.parent)
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from models.files import atomic_write_bytes
+from models.files import atomic_symlink, atomic_write_bytes
 
 BASE = "base"  # the version name of "no current pointer": the service's own venv
 
@@ -88,10 +88,7 @@ class AgentInstall:
         if version == BASE:
             link.unlink(missing_ok=True)
             return
-        tmp = link.with_name(link.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(Path("versions") / version)
-        os.replace(tmp, link)
+        atomic_symlink(link, Path("versions") / version)
 
     def start_trial(self, trial: Trial) -> None:
         """Record the trial, then switch `previous` and `current` to the new version."""

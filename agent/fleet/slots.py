@@ -22,7 +22,7 @@ from agent.engines.base import LoadOptions
 from agent.errors import ModelLoadError
 from agent.model_loading import EngineFactory, LoadedModel, load_variant, probe_profile
 from agent.selection import gpu_memory_budget
-from models.files import fsync_dir
+from models.files import atomic_symlink, fsync_dir
 from models.manifest import Manifest
 
 _LOGGER = logging.getLogger(__name__)
@@ -154,10 +154,7 @@ class SlotStore:
         return removed
 
     def _point(self, pointer: str, key: str) -> None:
-        tmp = self.root / f".{pointer}-{uuid.uuid4().hex[:8]}"
-        os.symlink(key, tmp)
-        os.replace(tmp, self.root / pointer)
-        fsync_dir(self.root)
+        atomic_symlink(self.root / pointer, key)
 
     def _pointed(self, pointer: str) -> str | None:
         link = self.root / pointer
