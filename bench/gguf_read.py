@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from models.build.gguf_import import read_gguf
+from models.build.gguf_info import read_gguf
 from models.real_models import GEMMA3, SMOLLM2, fetch_gguf
 
 

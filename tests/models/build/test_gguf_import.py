@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from models import cli
 from models.build.errors import BuildError
-from models.build.gguf_import import import_gguf, read_gguf
+from models.build.gguf_import import import_gguf
+from models.build.gguf_info import read_gguf
 from models.files import hash_file
 from models.keys import generate_key
 from models.manifest import Manifest
