@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.audit.trail import note_actor
 from controlplane.commands import CommandPublisher
 from controlplane.core.config import Settings
-from controlplane.db_models import ApiToken, Device, Role, as_utc, utcnow
+from controlplane.db_models import ApiToken, Device, Role, as_utc, parse_labels, utcnow
 from controlplane.errors import ApiError
 from controlplane.signing_key import SigningIdentity
 
@@ -45,10 +45,34 @@ async def get_bridge(request: Request) -> CommandPublisher | None:
 
 # The accessors above are async because they only read app.state: FastAPI runs a sync
 # dependency in the threadpool, a round trip that costs more than the work.
+def parse_selector(selector: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> {"k": "v", "k2": "v2"}; ApiError 422 when malformed."""
+    try:
+        return parse_labels(selector)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc
+
+
+def device_filter(
+    labels: Annotated[str | None, Query(description="`k=v,k2=v2`: every label matches")] = None,
+    device_class: str | None = None,
+    online: bool | None = None,
+    model: Annotated[str | None, Query(description="`name` or `name:version`")] = None,
+) -> crud.DeviceFilter:
+    """The device filters of a list or fleet-wide read, from its query string."""
+    return crud.DeviceFilter(
+        labels=parse_selector(labels) if labels else None,
+        device_class=device_class,
+        online=online,
+        model=model,
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
 SigningDep = Annotated[SigningIdentity, Depends(get_signing)]
 BridgeDep = Annotated[CommandPublisher | None, Depends(get_bridge)]
+DeviceFilterDep = Annotated[crud.DeviceFilter, Depends(device_filter)]
 
 
 def _unauthorized(code: str, message: str) -> ApiError:

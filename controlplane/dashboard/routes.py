@@ -18,8 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from controlplane import crud
-from controlplane.api.deps import SessionDep
-from controlplane.api.routes.devices import parse_selector
+from controlplane.api.deps import SessionDep, parse_selector
 from controlplane.dashboard.hardware import hardware_rows
 from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash

@@ -167,6 +167,14 @@ def test_device_and_fleet_queries(
         "/api/v1/telemetry", headers=viewer, params={"bucket": 7200, "labels": "site=lab"}
     ).json()
     assert [p["max"] for p in lab["points"]] == [10.0]
+    # the device list's filters, online included; no device has reported itself online
+    online = cp_client.get("/api/v1/telemetry", headers=viewer, params={"online": "true"})
+    assert online.status_code == 200 and online.json()["points"] == []
+    assert_error(
+        cp_client.get("/api/v1/telemetry", headers=viewer, params={"labels": "site"}),
+        422,
+        "validation_error",
+    )
 
     start = (now - timedelta(hours=2)).isoformat()
     ranged = cp_client.get(

@@ -8,9 +8,15 @@ from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
 from controlplane import crud
-from controlplane.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
+from controlplane.api.deps import (
+    DeviceFilterDep,
+    OperatorDep,
+    SessionDep,
+    SettingsDep,
+    ViewerDep,
+)
 from controlplane.broker_sync import sync_broker
-from controlplane.db_models import Device, DevicePublic, DeviceUpdate, parse_labels
+from controlplane.db_models import Device, DevicePublic, DeviceUpdate
 from controlplane.errors import ApiError
 from models.protocol import INT32_MAX
 
@@ -18,14 +24,6 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 
 DEFAULT_PAGE = 100  # devices per GET /devices unless `limit` says otherwise
 MAX_PAGE = 1000
-
-
-def parse_selector(selector: str) -> dict[str, str]:
-    """`k=v,k2=v2` -> {"k": "v", "k2": "v2"}; ApiError 422 when malformed."""
-    try:
-        return parse_labels(selector)
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", str(exc)) from exc
 
 
 def _public_or_404(session: Session, device_id: str) -> DevicePublic:
@@ -46,20 +44,11 @@ def _device_or_404(session: Session, device_id: str) -> Device:
 def list_devices(
     session: SessionDep,
     _viewer: ViewerDep,
-    labels: str | None = None,
-    device_class: str | None = None,
-    online: bool | None = None,
-    model: str | None = None,
+    where: DeviceFilterDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = DEFAULT_PAGE,
     offset: Annotated[int, Query(ge=0, le=INT32_MAX, description="devices to skip")] = 0,
 ) -> list[DevicePublic]:
     """Devices matching every filter (`labels=k=v,k2=v2`, `model=name[:version]`), one page."""
-    where = crud.DeviceFilter(
-        labels=parse_selector(labels) if labels else None,
-        device_class=device_class,
-        online=online,
-        model=model,
-    )
     return crud.list_public_devices(session, where=where, limit=limit, offset=offset)
 
 

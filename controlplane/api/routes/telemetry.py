@@ -13,8 +13,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from sqlmodel import Session
 
 from controlplane import crud
-from controlplane.api.deps import SessionDep, ViewerDep
-from controlplane.api.routes.devices import parse_selector
+from controlplane.api.deps import DeviceFilterDep, SessionDep, ViewerDep
 from controlplane.errors import ApiError
 from controlplane.telemetry_models import FleetSummary, TelemetrySeries
 from controlplane.telemetry_reads import series
@@ -125,19 +124,10 @@ def fleet_telemetry(
     session: SessionDep,
     _viewer: ViewerDep,
     query: SeriesQueryDep,
-    labels: str | None = None,
-    device_class: str | None = None,
-    model: str | None = None,
+    where: DeviceFilterDep,
 ) -> TelemetrySeries:
     """A metric over every device matching the filters (all devices when none is given)."""
-    ids = None
-    if labels or device_class or model:
-        where = crud.DeviceFilter(
-            labels=parse_selector(labels) if labels else None,
-            device_class=device_class,
-            model=model,
-        )
-        ids = crud.matching_device_ids(session, where=where)
+    ids = None if where == crud.DeviceFilter() else crud.matching_device_ids(session, where=where)
     return _series(session, query, device_id=None, ids=ids)
 
 
