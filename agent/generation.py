@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from agent.engines.base import Completion, Engine, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest, RequestScheduler, defer_to_step_end
+from agent.engines.scheduling import BatchRequest, RequestScheduler, defer_to_step_end
 from agent.errors import AgentError, EngineError
 
 _LOGGER = logging.getLogger(__name__)

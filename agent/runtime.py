@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.engines.base import LoadOptions, SamplingParams
-from agent.engines.batching import BatchingEngine, SchedulerStats, scheduler_of
+from agent.engines.scheduling import BatchingEngine, SchedulerStats, scheduler_of
 from agent.errors import AgentError, ContextOverflow
 from agent.generation import (
     STREAM_BATCH_INTERVAL_S,

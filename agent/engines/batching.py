@@ -9,26 +9,22 @@ sequence, cancellation that frees the slot at the next step, and the prefix cach
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
-import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 from agent.engines.base import (
-    Completion,
     EngineStats,
-    FinishReason,
     SamplingParams,
     TokenChunk,
     TokenLogprob,
 )
-from agent.engines.decoding import Detokenizer, IncrementalDetokenizer, StopMatcher
+from agent.engines.decoding import IncrementalDetokenizer
 from agent.engines.prefix_cache import PrefixCache
+from agent.engines.scheduling import BatchRequest, SchedulerStats, deferred_to_step_end
+from agent.engines.slot_worker import RunningRequest, SequenceText, SlotWorker
 from agent.errors import AgentError, EngineError
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,48 +33,6 @@ _LOGGER = logging.getLogger(__name__)
 # sooner but stalls every running stream for the whole step (167 tok/s prompt on 2 cores
 # makes 128 tokens about 0.8 s).
 PREFILL_CHUNK_WITH_DECODES = 128
-IDLE_WAIT_S = 1.0  # the worker re-checks cancellations at least this often while idle
-
-Sink = Callable[[object], None]
-
-# Per worker thread: while a step hands its tokens to the sinks, the calls they deferred.
-_deferring = threading.local()
-_Deferred = dict[Hashable, tuple[Callable[[list[Any]], object], list[Any]]]
-
-
-def defer_to_step_end(key: Hashable, call: Callable[[list[Any]], object], arg: object) -> bool:
-    """Inside a step's hand-out on this thread: queue `arg` for one `call(args)` per `key` once
-    the step has served every sequence; False elsewhere (the caller acts at once).
-
-    A sink that wakes a reader on an event loop defers the wake-up: a step of eight sequences
-    then costs the loop one wake-up (one self-pipe write from this thread, one handover of the
-    GIL) instead of eight, and every reader's tokens of the step are there when it runs.
-    """
-    pending: _Deferred | None = getattr(_deferring, "pending", None)
-    if pending is None:
-        return False
-    entry = pending.get(key)
-    if entry is None:
-        pending[key] = (call, [arg])
-    else:
-        entry[1].append(arg)
-    return True
-
-
-@contextlib.contextmanager
-def deferred_to_step_end() -> Iterator[None]:
-    """Scope of one step's hand-out: the calls deferred inside it are made when it ends."""
-    pending: _Deferred = {}
-    _deferring.pending = pending
-    try:
-        yield
-    finally:
-        _deferring.pending = None
-        for call, args in pending.values():
-            try:
-                call(args)
-            except Exception:  # one closed event loop must not starve the others
-                _LOGGER.exception("a deferred call after a batched step failed")
 
 
 class KVCacheFull(EngineError):
@@ -138,234 +92,6 @@ class LogprobSource(Protocol):
     def token_logprob(self, seq: int) -> TokenLogprob | None:
         """The last sampled token's log-probabilities (None unless the sequence asked)."""
         ...
-
-
-class RequestScheduler(Protocol):
-    """Runs many requests together: BatchScheduler, or an engine's own (OpenVINO's CB)."""
-
-    def submit(self, request: BatchRequest) -> None:
-        """Queue a request; its sink gets chunks, then a Completion or an error."""
-        ...
-
-    def stats(self) -> SchedulerStats:
-        """Gauges and counters for /metrics and telemetry."""
-        ...
-
-    def close(self) -> None:
-        """Stop; queued and running requests end with an error."""
-        ...
-
-
-@runtime_checkable
-class BatchingEngine(Protocol):
-    """An engine whose generations go through a RequestScheduler (None until loaded)."""
-
-    scheduler: RequestScheduler | None
-
-    def tokenize(self, text: str) -> list[int]:
-        """The prompt's token ids, as the scheduler takes them."""
-        ...
-
-
-def scheduler_of(engine: object) -> RequestScheduler | None:
-    """The engine's scheduler when it batches and is loaded, else None."""
-    return engine.scheduler if isinstance(engine, BatchingEngine) else None
-
-
-@dataclass
-class BatchRequest:
-    """One generation handed to the scheduler; `sink` gets chunks, a Completion or an error."""
-
-    prompt: list[int]
-    params: SamplingParams
-    sink: Sink
-    cancel: threading.Event = field(default_factory=threading.Event)
-    on_admit: Callable[[float], None] | None = None  # seconds spent waiting for a slot
-    submitted: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class SchedulerStats:
-    """What the scheduler is doing now and has done since start."""
-
-    slots: int
-    running: int
-    waiting: int
-    batch_tokens: int  # tokens in the last step
-    batch_sequences: int  # sequences in the last step
-    kv_usage: float  # estimated share of KV cells in use, 0..1
-    prompt_tokens: int  # prompt tokens of admitted requests
-    prefix_hit_tokens: int  # of those, taken from the prefix cache
-    cached_prefixes: int
-    steps: int
-
-
-class SequenceText:
-    """Detokenizing, stop strings and max_tokens of one sequence (O(new text) per token)."""
-
-    def __init__(
-        self, detokenizer: Detokenizer, is_end: Callable[[int], bool], params: SamplingParams
-    ) -> None:
-        self._detok = detokenizer
-        self._stops = StopMatcher(params.stop)
-        self._is_end = is_end
-        self._max = params.max_tokens
-        self.produced = 0
-
-    def push(self, token: int) -> tuple[TokenChunk | None, FinishReason | None]:
-        """The chunk for one sampled token and, when it ends the sequence, why."""
-        if self._is_end(token):
-            rest = self._tail()
-            return (TokenChunk(rest, token) if rest else None), "stop"
-        self.produced += 1
-        text = self._stops.push(self._detok.push(token))
-        if self._stops.stopped:
-            return TokenChunk(text, token), "stop"
-        if self.produced >= self._max:
-            return TokenChunk(text + self._tail(), token), "length"
-        return TokenChunk(text, token), None
-
-    def tail(self) -> TokenChunk | None:
-        """Text still held back, for a sequence ended from outside (cancelled)."""
-        rest = self._tail()
-        return TokenChunk(rest, -1) if rest else None
-
-    def _tail(self) -> str:
-        return self._stops.push(self._detok.flush()) + self._stops.flush()
-
-
-class RunningRequest:
-    """A request in a slot: its text state and timings."""
-
-    def __init__(self, request: BatchRequest, text: SequenceText) -> None:
-        self.request = request
-        self.text = text
-        self.admitted_ns = time.perf_counter_ns()
-        self.first_token_ns = 0
-
-
-R = TypeVar("R", bound=RunningRequest)
-
-
-class SlotWorker(ABC, Generic[R]):
-    """The worker thread of a RequestScheduler: a FIFO queue into `n_slots` running requests.
-
-    Subclasses admit requests and advance the running ones one step at a time; this class
-    owns the queue, cancellation, the Completion each request ends with, and shutdown.
-    Subclasses set their own fields before calling `__init__`, which starts the thread.
-    """
-
-    def __init__(self, *, n_slots: int, stats: EngineStats | None, name: str) -> None:
-        self.n_slots = n_slots
-        self.engine_stats = stats  # the engine's counters, fed as requests finish
-        self._queue: collections.deque[BatchRequest] = collections.deque()
-        self._running: list[R] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._steps = self._prompt_tokens = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    # -- asyncio / caller side ---------------------------------------------------------------
-    def submit(self, request: BatchRequest) -> None:
-        """Queue a request; it starts at the next step a slot is free."""
-        with self._cond:
-            if self._closed:
-                raise EngineError("the engine is unloaded; retry once the model is loaded")
-            self._queue.append(request)
-            self._cond.notify()
-
-    def close(self) -> None:
-        """Stop the worker; queued and running requests end with an error."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
-
-    # -- worker thread -----------------------------------------------------------------------
-    @abstractmethod
-    def _admit(self, requests: list[BatchRequest]) -> None:
-        """Start the requests taken from the queue, oldest first, into free slots."""
-
-    @abstractmethod
-    def _step(self) -> None:
-        """Advance every running request by one model step."""
-
-    def _stop(self, running: R) -> None:
-        """Stop a cancelled request's generation before it ends (nothing by default)."""
-
-    def _release(self, running: R, *, ok: bool) -> None:
-        """Free what the request held once it ended (nothing by default)."""
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._queue and not self._running:
-                    self._cond.wait(IDLE_WAIT_S)
-                if self._closed:
-                    break
-                dropped = [r for r in self._queue if r.cancel.is_set()]
-                for request in dropped:
-                    self._queue.remove(request)
-                free = min(self.n_slots - len(self._running), len(self._queue))
-                taken = [self._queue.popleft() for _ in range(free)]
-            for request in dropped:
-                request.sink(Completion("cancelled", len(request.prompt), 0))
-            self._admit(taken)
-            self._drop_cancelled()
-            if self._running:
-                self._step()
-        self._shutdown()
-
-    def _drop_cancelled(self) -> None:
-        for running in [r for r in self._running if r.request.cancel.is_set()]:
-            self._stop(running)
-            tail = running.text.tail()
-            if tail is not None:
-                running.request.sink(tail)
-            self._end(running, "cancelled")
-
-    def _end(
-        self,
-        running: R,
-        reason: FinishReason = "stop",
-        *,
-        error: BaseException | None = None,
-    ) -> None:
-        """Free the slot at once, then send the request its Completion (or the error)."""
-        with self._cond:
-            if running not in self._running:
-                return
-            self._running.remove(running)
-        self._release(running, ok=error is None)
-        request = running.request
-        if error is not None:
-            request.sink(error)
-            return
-        now = time.perf_counter_ns()
-        first = running.first_token_ns or now
-        if self.engine_stats is not None:
-            self.engine_stats.prompt_tokens += len(request.prompt)
-            self.engine_stats.completion_tokens += running.text.produced
-        request.sink(
-            Completion(
-                finish_reason=reason,
-                prompt_tokens=len(request.prompt),
-                completion_tokens=running.text.produced,
-                prompt_eval_ns=first - running.admitted_ns,
-                eval_ns=now - first,
-            )
-        )
-
-    def _shutdown(self) -> None:
-        error = EngineError("the model was unloaded during generation; retry the request")
-        for running in list(self._running):
-            self._end(running, error=error)
-        with self._cond:
-            queued, self._queue = list(self._queue), collections.deque()
-        for request in queued:
-            request.sink(error)
 
 
 class _Running(RunningRequest):

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest, BatchScheduler, SequenceWork
+from agent.engines.batching import BatchScheduler, SequenceWork
 from agent.engines.fake import WORDS
+from agent.engines.scheduling import BatchRequest
 from agent.errors import EngineError
 
 END = len(WORDS)  # the end-of-sequence token

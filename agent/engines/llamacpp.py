@@ -27,7 +27,7 @@ from agent.engines.base import (
     TokenChunk,
     find_model_file,
 )
-from agent.engines.batching import BatchScheduler, SchedulerStats
+from agent.engines.batching import BatchScheduler
 from agent.engines.decoding import check_context
 from agent.engines.llamacpp_batch import LlamaBatchBackend
 from agent.engines.llamacpp_embed import LlamaEmbedder
@@ -41,6 +41,7 @@ from agent.engines.offload import (
 )
 from agent.engines.registry import import_runtime
 from agent.engines.scheduled import generate_scheduled
+from agent.engines.scheduling import SchedulerStats
 from agent.engines.sizing import SlotPlan, plan_slots, probed_available_memory
 from agent.errors import AgentError, EngineError, ModelLoadError
 from models.llamacpp_amx import avoid_faulting_amx

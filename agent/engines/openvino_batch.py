@@ -15,15 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.engines.base import Completion, EngineStats, FinishReason, SamplingParams
-from agent.engines.batching import (
-    BatchRequest,
-    RunningRequest,
-    SchedulerStats,
-    SequenceText,
-    SlotWorker,
-    deferred_to_step_end,
-)
 from agent.engines.decoding import Detokenizer
+from agent.engines.scheduling import BatchRequest, SchedulerStats, deferred_to_step_end
+from agent.engines.slot_worker import RunningRequest, SequenceText, SlotWorker
 from agent.errors import EngineError
 
 _LOGGER = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from agent.engines.base import Completion, SamplingParams, TokenChunk
-from agent.engines.batching import BatchRequest, RequestScheduler
+from agent.engines.scheduling import BatchRequest, RequestScheduler
 
 
 def generate_scheduled(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from agent.engines.batching import SchedulerStats
+from agent.engines.scheduling import SchedulerStats
 from agent.server.metrics import ServingMetrics, ServingTotals
 from models.protocol import TelemetrySample
 

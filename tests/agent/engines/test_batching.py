@@ -11,13 +11,9 @@ from typing import Any
 import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
-from agent.engines.batching import (
-    BatchRequest,
-    BatchScheduler,
-    defer_to_step_end,
-    deferred_to_step_end,
-)
+from agent.engines.batching import BatchScheduler
 from agent.engines.fake_batching import WORDS, FakeBatchBackend, FakeBatchingEngine, fake_tokens
+from agent.engines.scheduling import BatchRequest, defer_to_step_end, deferred_to_step_end
 from agent.generation import Generation, start_batched
 from tests.support.streams import collect, run_together
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.engines.batching import SchedulerStats
+from agent.engines.scheduling import SchedulerStats
 from agent.fleet.telemetry import TelemetrySampler
 from agent.server.metrics import ServingMetrics
 from models.protocol import TelemetrySample
