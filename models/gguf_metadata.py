@@ -187,11 +187,13 @@ def _header(cur: _Cursor) -> tuple[int, int, int]:
 def _fields(cur: _Cursor, kv_count: int) -> tuple[dict[str, Any], int]:
     cur.need(kv_count * _MIN_KV_BYTES, f"{kv_count} metadata entries")
     fields: dict[str, Any] = {}
+    seen: set[str] = set()  # arrays left out of `fields` included
     alignment = DEFAULT_ALIGNMENT
     for _ in range(kv_count):
         key = cur.name("metadata key")
-        if key in fields:
+        if key in seen:
             raise GGUFFormatError(f"metadata key {key!r} appears twice")
+        seen.add(key)
         kind = cur.u32(f"value type of {key}")
         value = cur.value(kind, key)
         if value is _SKIPPED:

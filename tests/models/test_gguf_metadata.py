@@ -161,6 +161,7 @@ def _tensor(name: bytes, dims: list[int], offset: int = 0) -> bytes:
 
 
 U8 = _kv(b"k", 0, b"\x07")
+ARRAY = _kv(b"a", 9, struct.pack("<IQ", 0, 1) + b"\x07")
 HOSTILE = {
     "empty": (b"", "it is empty"),
     "bad magic": (b"GGML" + _file(U8)[4:], "not a GGUF file: it starts with b'GGML'"),
@@ -185,6 +186,7 @@ HOSTILE = {
     "unknown array type": (_file(_kv(b"k", 9, struct.pack("<IQ", 99, 1))), "unknown value type"),
     "key not UTF-8": (_file(_kv(b"\xff\xfe", 0, b"\0")), "metadata key at byte 24 is not valid"),
     "duplicate key": (_file(U8, U8), "'k' appears twice"),
+    "duplicate array key": (_file(ARRAY, ARRAY), "'a' appears twice"),  # skipped ones too
     "alignment 3": (_file(_kv(b"general.alignment", 4, b"\3\0\0\0")), "not a power of two"),
     "alignment as a string": (_file(_kv(b"general.alignment", 8, _str(b"32"))), "power of two"),
     "five dimensions": (_file(tensors=_tensor(b"t", [1] * 5), n_tensors=1), "5 dimensions"),
