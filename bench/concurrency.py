@@ -45,14 +45,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.openvino_pipeline import NAME as DIRECT_NAME  # noqa: E402
 from bench.openvino_pipeline import run_direct  # noqa: E402
-from bench.serving_processes import bundled_server_command, wait_ready  # noqa: E402
+from bench.serving_processes import (  # noqa: E402
+    bundled_server_command,
+    cpu_seconds,
+    wait_ready,
+)
 from models.llamacpp_amx import amx_faults  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
@@ -202,11 +205,10 @@ def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         model = _model_id(url)
         asyncio.run(_round(url, 1, 8, model))  # warm-up
         rounds = []
-        cpu = psutil.Process(process.pid)
         for n in args.clients:
-            before = sum(cpu.cpu_times()[:2])
+            before = cpu_seconds(process.pid)
             rounds.append(asyncio.run(_round(url, n, args.tokens, model)))
-            used = sum(cpu.cpu_times()[:2]) - before
+            used = cpu_seconds(process.pid) - before
             rounds[-1]["cpu_ms_per_token"] = 1000 * used / max(rounds[-1]["tokens"], 1)
             print(
                 f"  {server.name} {n} clients: {rounds[-1]['aggregate']:.1f} tok/s aggregate",

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from agent.engines.openvino import BATCH_INVARIANT_CPU
-from agent.engines.openvino_batch import scheduler_config
+from agent.engines.openvino_process import scheduler_config
 
 NAME = "openvino-genai direct"
 

@@ -59,6 +59,19 @@ main()
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server process and of the processes it started (the agent runs
+    OpenVINO's pipeline in a child)."""
+    server = psutil.Process(pid)
+    total = sum(server.cpu_times()[:2])
+    for child in server.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def bundled_server_command(gguf: Path, server_args: list[str]) -> list[str]:
     """The command running `python -m llama_cpp.server server_args`, AMX-guarded like the agent.
 
@@ -167,8 +180,7 @@ def served(
         }
         if not llama_server:
             body.update(model=model, stream_options={"include_usage": True})
-        server = psutil.Process(pid)
-        cpu = sum(server.cpu_times()[:2])
+        cpu = cpu_seconds(pid)
         started = time.perf_counter()
         first = last = 0.0
         count = 0
@@ -185,7 +197,7 @@ def served(
                     last = now
                 if llama_server and event["choices"][0]["finish_reason"] is None:
                     count += 1
-        cpu = sum(server.cpu_times()[:2]) - cpu
+        cpu = cpu_seconds(pid) - cpu
     # SSE events batch tokens, so the first event may hold more than one: count from usage.
     if count < 2 or last <= first:
         raise SystemExit(

@@ -1,7 +1,8 @@
 """OpenVINO engine: continuous batching on CPU and GPU, openvino-genai's LLMPipeline on NPU.
 
-On CPU/GPU the engine opens a `ContinuousBatchingPipeline` (paged attention, prefix cache)
-driven by `OpenVinoBatchDriver` in one thread, and the runtime sends every request through it.
+On CPU/GPU the engine opens a `ContinuousBatchingPipeline` (paged attention, prefix cache) in a
+child process, driven by `OpenVinoBatchDriver` from one thread, and the runtime sends every
+request through it; the prompt is tokenized here with the model's OpenVINO tokenizer.
 Elsewhere, or when the pipeline cannot be built for the model, `LLMPipeline.generate` runs in
 a thread; a StreamerBase subclass passes each token id through a queue to the caller's
 iterator and answers STOP once the caller is done (stop string, cancel, or iterator closed).
@@ -9,10 +10,8 @@ iterator and answers STOP once the caller is done (stop string, cancel, or itera
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,8 @@ from agent.engines.decoding import (
     stream_tokens,
 )
 from agent.engines.hftok import HFTokenizer, find_tokenizer
-from agent.engines.openvino_batch import OpenVinoBatchDriver, scheduler_config
+from agent.engines.openvino_batch import OpenVinoBatchDriver
+from agent.engines.openvino_process import PipelineProcess, generation_config
 from agent.engines.registry import import_runtime
 from agent.engines.scheduled import generate_scheduled
 from agent.engines.sizing import MAX_DEFAULT_PARALLEL
@@ -54,28 +54,6 @@ BATCH_INVARIANT_CPU: dict[str, Any] = {
 
 def _import_genai() -> Any:
     return import_runtime("openvino")
-
-
-def generation_config(genai: Any, params: SamplingParams) -> Any:
-    """GenerationConfig for our SamplingParams (greedy when temperature is 0)."""
-    config = genai.GenerationConfig()
-    config.max_new_tokens = params.max_tokens
-    config.do_sample = params.temperature > 0
-    if config.do_sample:
-        config.temperature = params.temperature
-        config.top_p = params.top_p if 0 < params.top_p <= 1 else 1.0
-        config.top_k = params.top_k if params.top_k > 0 else 0
-        config.rng_seed = params.seed if params.seed is not None else random.getrandbits(31)
-    config.repetition_penalty = params.repeat_penalty
-    if params.stop:
-        # genai stops on them too; kept in the output so our own matcher sees and cuts them
-        config.stop_strings = set(params.stop)
-        config.include_stop_str_in_output = True
-    config.apply_chat_template = False  # prompts arrive already templated
-    if params.constraint is not None:  # genai's structured output: a grammar mask per sequence
-        schema = params.constraint.schema or '{"type": "object"}'
-        config.structured_output_config = genai.StructuredOutputConfig(json_schema=schema)
-    return config
 
 
 class OpenVinoEngine:
@@ -111,20 +89,25 @@ class OpenVinoEngine:
             properties["CACHE_DIR"] = str(options.cache_dir)
         started = time.perf_counter()
         slots = options.parallel if options.parallel > 0 else MAX_DEFAULT_PARALLEL
-        batching = _batching_pipeline(genai, folder, options, slots, properties)
+        batching = _batching_pipeline(folder, options, slots, properties)
         try:
-            pipe = batching or genai.LLMPipeline(str(folder), options.device.upper(), **properties)
+            if batching is not None:  # the pipeline is in its process; tokenize here
+                pipe, tokenizer = batching, genai.Tokenizer(str(folder))
+                eos = batching.eos_token_id
+            else:
+                pipe = genai.LLMPipeline(str(folder), options.device.upper(), **properties)
+                tokenizer, eos = pipe.get_tokenizer(), pipe.get_generation_config().eos_token_id
         except RuntimeError as exc:
+            if batching is not None:
+                batching.close()
             raise ModelLoadError(
                 f"OpenVINO cannot load {folder} on {options.device}: {exc}"
             ) from exc
-        self._genai, self._pipe, self._tokenizer = genai, pipe, pipe.get_tokenizer()
+        self._genai, self._pipe, self._tokenizer = genai, pipe, tokenizer
         try:
             self._hf = HFTokenizer(find_tokenizer(folder))
         except (ModelLoadError, EngineUnavailable):
             self._hf = None  # fall back to decoding short windows with the OpenVINO tokenizer
-        defaults = batching.get_config() if batching else pipe.get_generation_config()
-        eos = defaults.eos_token_id
         self._eos = frozenset({int(eos)} if eos is not None and int(eos) >= 0 else set())
         self._context = options.context_length
         self._stats = EngineStats(
@@ -139,9 +122,7 @@ class OpenVinoEngine:
             self.scheduler = OpenVinoBatchDriver(
                 batching,
                 n_slots=slots,
-                tensor=_ids_tensor,
                 stats=self._stats,
-                config=functools.partial(_batched_config, genai, eos),
                 detokenizer=self._detokenizer,
                 is_end=self._eos.__contains__,
             )
@@ -259,35 +240,19 @@ class OpenVinoEngine:
         return self._pipe
 
 
-def _ids_tensor(ids: list[int]) -> Any:
-    import numpy as np
-    import openvino
-
-    return openvino.Tensor(np.asarray([ids], dtype=np.int64))
-
-
 def _batching_pipeline(
-    genai: Any, folder: Path, options: LoadOptions, slots: int, properties: dict[str, Any]
-) -> Any:
-    """A ContinuousBatchingPipeline, or None where it does not run (NPU, parallel 1, failure)."""
+    folder: Path, options: LoadOptions, slots: int, properties: dict[str, Any]
+) -> PipelineProcess | None:
+    """A ContinuousBatchingPipeline in its own process, or None where it does not run (NPU,
+    parallel 1, the pipeline refused the model)."""
     if options.device.upper() not in BATCHING_DEVICES or options.parallel == 1:
         return None
-    if not hasattr(genai, "ContinuousBatchingPipeline"):
-        return None
     try:
-        return genai.ContinuousBatchingPipeline(
-            str(folder), scheduler_config(genai, slots), options.device.upper(), properties
+        return PipelineProcess(
+            folder, device=options.device.upper(), slots=slots, properties=properties
         )
-    except RuntimeError as exc:
+    except EngineError as exc:
         _LOGGER.warning(
             "OpenVINO continuous batching unavailable for %s (%s); one at a time", folder, exc
         )
         return None
-
-
-def _batched_config(genai: Any, eos: int | None, params: SamplingParams) -> Any:
-    """generation_config plus the model's EOS, which a batched request does not inherit."""
-    config = generation_config(genai, params)
-    if eos is not None and int(eos) >= 0:
-        config.eos_token_id = int(eos)
-    return config
