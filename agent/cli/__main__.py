@@ -4,4 +4,5 @@ import sys
 
 from agent.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned child (OpenVINO's pipeline) imports it
+    sys.exit(main())
