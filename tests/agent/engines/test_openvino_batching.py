@@ -10,8 +10,7 @@ import pytest
 
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.openvino import OpenVinoEngine
-from agent.selection import variant_path
-from models.manifest import Manifest
+from tests.support.engines import reference_engine
 from tests.support.streams import collect, run_together
 
 pytest.importorskip("openvino_genai")
@@ -25,12 +24,10 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[OpenVinoEngine]:
-    manifest = Manifest.load(tiny_model_dir)
-    engine = OpenVinoEngine()
-    path = variant_path(tiny_model_dir, manifest.variant("openvino-int8"))
-    engine.load(path, LoadOptions(threads=2, context_length=256, parallel=4))
-    yield engine
-    engine.unload()
+    options = LoadOptions(threads=2, context_length=256, parallel=4)
+    with reference_engine(tiny_model_dir, "openvino", "openvino-int8", options) as engine:
+        assert isinstance(engine, OpenVinoEngine)
+        yield engine
 
 
 def _run(engine: OpenVinoEngine, prompt: str) -> str:

@@ -14,8 +14,7 @@ from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChu
 from agent.engines.openvino import OpenVinoEngine
 from agent.engines.openvino_process import PipelineProcess, PipelineUnavailable
 from agent.errors import EngineError
-from agent.selection import variant_path
-from models.manifest import Manifest
+from tests.support.engines import reference_engine
 from tests.support.streams import collect
 
 pytest.importorskip("openvino_genai")
@@ -26,12 +25,10 @@ GREEDY = SamplingParams(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
 
 @pytest.fixture
 def engine(tiny_model_dir: Path) -> Iterator[OpenVinoEngine]:
-    manifest = Manifest.load(tiny_model_dir)
-    engine = OpenVinoEngine()
-    path = variant_path(tiny_model_dir, manifest.variant("openvino-int8"))
-    engine.load(path, LoadOptions(threads=1, context_length=256, parallel=2))
-    yield engine
-    engine.unload()
+    options = LoadOptions(threads=1, context_length=256, parallel=2)
+    with reference_engine(tiny_model_dir, "openvino", "openvino-int8", options) as engine:
+        assert isinstance(engine, OpenVinoEngine)
+        yield engine
 
 
 def _process(engine: OpenVinoEngine) -> PipelineProcess:
