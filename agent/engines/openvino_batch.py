@@ -97,6 +97,8 @@ class OpenVinoBatchDriver(SlotWorker[_Running]):
         except EngineError as exc:
             error = EngineError(f"OpenVINO generation failed: {exc}")
             for running in list(self._running):
+                if self._pipe.alive:  # a failed step may leave them in the pipeline
+                    self._cancel(running.request_id)
                 self._end(running, error=error)
             return  # a dead process is started again for the next request (_revive)
         with self._cond:
