@@ -27,6 +27,11 @@ from agent.errors import EngineError
 _LOGGER = logging.getLogger(__name__)
 KV_CACHE_GB = 1  # SchedulerConfig.cache_size: the paged KV pool, shared by all sequences
 STOP_SECONDS = 10.0  # how long close() waits for the child before killing it
+# How long the child may take to answer: building the pipeline (compiling for a GPU can take
+# minutes without a cache), and one add, step or cancel (a step is a fraction of a second; a
+# 256-token prompt chunk on a slow CPU a few seconds). A child past it is hung: it is killed.
+LOAD_TIMEOUT_S = 900.0
+ANSWER_TIMEOUT_S = 120.0
 
 
 class PipelineUnavailable(EngineError):
@@ -60,7 +65,7 @@ class PipelineProcess:
         self._process.start()
         child.close()
         try:
-            _, self.eos_token_id = self._call(None)  # "ready", or the child's error
+            _, self.eos_token_id = self._call(None, LOAD_TIMEOUT_S)  # "ready", or why not
         except EngineError as exc:
             self.close()
             raise PipelineUnavailable(str(exc)) from exc
@@ -102,17 +107,29 @@ class PipelineProcess:
             self._process.join()
         self._conn.close()
 
-    def _call(self, message: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    def _call(
+        self, message: tuple[Any, ...] | None, timeout: float | None = None
+    ) -> tuple[Any, ...]:
+        timeout = ANSWER_TIMEOUT_S if timeout is None else timeout
         try:
             if message is not None:
                 self._conn.send(message)
-            reply: tuple[Any, ...] = self._conn.recv()
+            answered = self._conn.poll(timeout)
+            if answered:
+                reply: tuple[Any, ...] = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._process.join(1.0)
             raise EngineError(
                 f"the OpenVINO process exited (exit code {self._process.exitcode}); "
-                "reload the model"
+                "the next request starts it again"
             ) from exc
+        if not answered:
+            self._process.kill()
+            self._process.join()
+            raise EngineError(
+                f"the OpenVINO process did not answer in {timeout:.0f} s and was stopped; "
+                "the next request starts it again"
+            )
         if reply[0] == "error":
             raise EngineError(str(reply[1]))
         return reply

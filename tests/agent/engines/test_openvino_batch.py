@@ -38,7 +38,7 @@ class ScriptedPipeline:
 
     def add(self, request_id: int, prompt: list[int], params: SamplingParams) -> None:
         if not self.alive:
-            raise EngineError("the OpenVINO process exited (exit code -9); reload the model")
+            raise EngineError("the OpenVINO process exited (exit code -9)")
         self.produced[request_id] = 0
 
     def step(self) -> StepResult:

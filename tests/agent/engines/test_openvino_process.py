@@ -5,11 +5,13 @@ ends it."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.engines import openvino_process
 from agent.engines.base import Completion, LoadOptions, SamplingParams, TokenChunk
 from agent.engines.openvino import OpenVinoEngine
 from agent.engines.openvino_process import PipelineProcess, PipelineUnavailable
@@ -63,6 +65,23 @@ def test_a_dead_pipeline_process_fails_its_requests_and_is_started_again(
             assert not isinstance(item, Completion)
     assert collect(engine.generate(PROMPT, GREEDY))[1].completion_tokens > 0  # a new process
     assert _process(engine)._process.pid != dead.pid
+
+
+def test_a_hung_pipeline_process_is_stopped_and_started_again(
+    engine: OpenVinoEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openvino_process, "ANSWER_TIMEOUT_S", 1.0)
+    long = SamplingParams(max_tokens=200, temperature=0.0, repeat_penalty=1.0)
+    stream = engine.generate(PROMPT, long)
+    assert isinstance(next(stream), TokenChunk)
+    hung = _process(engine)._process
+    assert hung.pid is not None
+    os.kill(hung.pid, signal.SIGSTOP)  # it will not answer the next step
+    with pytest.raises(EngineError, match="did not answer in 1 s and was stopped"):
+        for item in stream:
+            assert not isinstance(item, Completion)
+    assert not hung.is_alive()
+    assert collect(engine.generate(PROMPT, GREEDY))[1].completion_tokens > 0
 
 
 def test_a_folder_the_pipeline_cannot_load_is_refused_with_its_reason(tmp_path: Path) -> None:
