@@ -59,12 +59,13 @@ def device_filter(
     online: bool | None = None,
     model: Annotated[str | None, Query(description="`name` or `name:version`")] = None,
 ) -> crud.DeviceFilter:
-    """The device filters of a list or fleet-wide read, from its query string."""
+    """The device filters of a list or fleet-wide read, from its query string (an empty value,
+    as a form sends it, filters nothing)."""
     return crud.DeviceFilter(
         labels=parse_selector(labels) if labels else None,
-        device_class=device_class,
+        device_class=device_class or None,
         online=online,
-        model=model,
+        model=model or None,
     )
 
 

@@ -168,6 +168,9 @@ def test_device_and_fleet_queries(
     ).json()
     assert [p["max"] for p in lab["points"]] == [10.0]
     # the device list's filters, online included; no device has reported itself online
+    empty = {"bucket": 7200, "labels": "", "device_class": "", "model": ""}  # as a form sends
+    unfiltered = cp_client.get("/api/v1/telemetry", headers=viewer, params=empty).json()
+    assert sum(p["count"] for p in unfiltered["points"]) == 2
     online = cp_client.get("/api/v1/telemetry", headers=viewer, params={"online": "true"})
     assert online.status_code == 200 and online.json()["points"] == []
     assert_error(
