@@ -7,15 +7,19 @@ first tokens came seconds late. Here the pipeline runs in a spawned process; the
 driver's thread talks to it over a pipe and, while a step runs, waits in `recv`, which
 releases the GIL.
 
-One request at a time, from the driver's thread only: `add`, `step`, `cancel`, `close`.
-The child answers each; it ends when told to, or when the pipe closes (the agent exited).
+The child is `python -m agent.engines.openvino_process FD` (not multiprocessing's spawn, which
+would import the agent's main module again in the child). One request at a time, from the
+driver's thread only: `add`, `step`, `cancel`, `close`. The child answers each; it ends when
+told to, or when the socket closes (the agent exited, however it exited).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import random
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -57,14 +61,16 @@ class PipelineProcess:
         self._start()
 
     def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a threaded process
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=serve, args=(child, *self._args), name="openvino-pipeline", daemon=True
-        )
-        self._process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        self._conn = Connection(ours.detach())
         try:
+            self._conn.send(self._args)
             _, self.eos_token_id = self._call(None, LOAD_TIMEOUT_S)  # "ready", or why not
         except EngineError as exc:
             self.close()
@@ -73,7 +79,7 @@ class PipelineProcess:
     @property
     def alive(self) -> bool:
         """Whether the child is running (False once it died or was closed)."""
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def restart(self) -> None:
         """Start a new child after this one died; PipelineUnavailable when it cannot load."""
@@ -95,17 +101,21 @@ class PipelineProcess:
 
     def close(self) -> None:
         """Stop the child and wait for it (killed if it does not stop)."""
-        if self._process.is_alive():
+        if self.alive:
             try:
                 self._conn.send(("close",))
             except OSError:
                 pass
-        self._process.join(STOP_SECONDS)
-        if self._process.is_alive():
+        try:
+            self._process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
             _LOGGER.warning("the OpenVINO process did not stop; killing it")
-            self._process.kill()
-            self._process.join()
+            self._stop()
         self._conn.close()
+
+    def _stop(self) -> None:
+        self._process.kill()
+        self._process.wait()
 
     def _call(
         self, message: tuple[Any, ...] | None, timeout: float | None = None
@@ -118,14 +128,16 @@ class PipelineProcess:
             if answered:
                 reply: tuple[Any, ...] = self._conn.recv()
         except (EOFError, OSError) as exc:
-            self._process.join(1.0)
+            try:
+                self._process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                pass
             raise EngineError(
-                f"the OpenVINO process exited (exit code {self._process.exitcode}); "
+                f"the OpenVINO process exited (exit code {self._process.returncode}); "
                 "the next request starts it again"
             ) from exc
         if not answered:
-            self._process.kill()
-            self._process.join()
+            self._stop()
             raise EngineError(
                 f"the OpenVINO process did not answer in {timeout:.0f} s and was stopped; "
                 "the next request starts it again"
@@ -235,3 +247,14 @@ def _cache_usage(pipe: Any) -> float:
         return min(1.0, max(0.0, float(pipe.get_metrics().cache_usage) / 100.0))
     except (AttributeError, RuntimeError):
         return 0.0
+
+
+def main() -> None:
+    """The child's entry: the socket's fd on the command line, the pipeline's settings first."""
+    conn = Connection(int(sys.argv[1]))
+    folder, device, slots, properties = conn.recv()
+    serve(conn, folder, device, slots, properties)
+
+
+if __name__ == "__main__":
+    main()
