@@ -3,8 +3,8 @@
 The pipeline's Python binding holds the GIL for the whole of `step()` (openvino-genai 2026.4:
 no `gil_scoped_release`), so in the agent's process the event loop, the tokenizer and every
 SSE write waited for each step: a 1 ms ticker thread got one tick per step, and under load
-first tokens came seconds late. Here the pipeline runs in a spawned process; the batching
-driver's thread talks to it over a pipe and, while a step runs, waits in `recv`, which
+first tokens came seconds late. Here the pipeline runs in a child process; the batching
+driver's thread talks to it over a socketpair and, while a step runs, waits in `recv`, which
 releases the GIL.
 
 The child is `python -m agent.engines.openvino_process FD` (not multiprocessing's spawn, which
@@ -69,9 +69,8 @@ class PipelineProcess:
                 stdin=subprocess.DEVNULL,
             )
         self._conn = Connection(ours.detach())
-        try:
-            self._conn.send(self._args)
-            _, self.eos_token_id = self._call(None, LOAD_TIMEOUT_S)  # "ready", or why not
+        try:  # the settings go first; "ready" comes back, or why not
+            _, self.eos_token_id = self._call(self._args, LOAD_TIMEOUT_S)
         except EngineError as exc:
             self.close()
             raise PipelineUnavailable(str(exc)) from exc
@@ -117,13 +116,10 @@ class PipelineProcess:
         self._process.kill()
         self._process.wait()
 
-    def _call(
-        self, message: tuple[Any, ...] | None, timeout: float | None = None
-    ) -> tuple[Any, ...]:
+    def _call(self, message: tuple[Any, ...], timeout: float | None = None) -> tuple[Any, ...]:
         timeout = ANSWER_TIMEOUT_S if timeout is None else timeout
         try:
-            if message is not None:
-                self._conn.send(message)
+            self._conn.send(message)
             answered = self._conn.poll(timeout)
             if answered:
                 reply: tuple[Any, ...] = self._conn.recv()
