@@ -37,11 +37,15 @@ class DiskUsage(NamedTuple):
 DiskProbe = Callable[[Path], DiskUsage]
 
 
-class InsufficientStorage(AgentError):
+class DoesNotFit(AgentError):
+    """The model cannot be taken on by this device; the message says what is short."""
+
+
+class InsufficientStorage(DoesNotFit):
     """The download does not fit the disk with its margin; the message has the numbers."""
 
 
-class InsufficientMemory(AgentError):
+class InsufficientMemory(DoesNotFit):
     """The model needs more memory than the device has available."""
 
 

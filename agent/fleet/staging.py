@@ -22,14 +22,7 @@ from urllib.request import url2pathname
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.capacity import (
-    DiskProbe,
-    InsufficientMemory,
-    InsufficientStorage,
-    check_disk,
-    check_memory,
-    filesystem_usage,
-)
+from agent.capacity import DiskProbe, DoesNotFit, check_disk, check_memory, filesystem_usage
 from agent.errors import AgentError
 from agent.fleet.fetch_retry import FetchUnavailable, RetryWindow
 from agent.fleet.rollout_events import RolloutFailed, RolloutReporter
@@ -187,7 +180,7 @@ class Stager:
             if self.disk_usage is not None:
                 missing = sum(f.size for f in variant.files if not self.store.has(f.sha256))
                 check_disk(what, missing, self.store.root, self.disk_usage)
-        except (InsufficientMemory, InsufficientStorage) as exc:
+        except DoesNotFit as exc:
             raise RolloutFailed(str(exc)) from exc
 
 
