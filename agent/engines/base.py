@@ -158,6 +158,13 @@ def exposes_logprobs(engine: object) -> bool:
     return bool(getattr(engine, "exposes_logprobs", False))
 
 
+def top_logprobs_limit(engine: object) -> int | None:
+    """How many alternatives per token the engine can give with a log-probability (None: as
+    many as asked)."""
+    limit = getattr(engine, "top_logprobs_limit", None)
+    return None if limit is None else int(limit)
+
+
 @runtime_checkable
 class FillInTheMiddle(Protocol):
     """An engine whose model has fill-in-the-middle tokens (code models)."""

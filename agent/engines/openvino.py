@@ -61,6 +61,9 @@ class OpenVinoEngine:
 
     name = "openvino"
     constrained_decoding = True  # OutputConstraint through genai's StructuredOutputConfig
+    # genai gives the chosen token's log-probability only ("currently only single top logprob
+    # can be returned"): requests asking for alternatives are refused.
+    top_logprobs_limit = 0
 
     def __init__(self) -> None:
         self._genai: Any = None
@@ -125,10 +128,16 @@ class OpenVinoEngine:
                 stats=self._stats,
                 detokenizer=self._detokenizer,
                 is_end=self._eos.__contains__,
+                token_bytes=self._token_bytes,
             )
         _LOGGER.info(
             "OpenVINO loaded %s on %s (%s)", folder, options.device, self._stats.extra["pipeline"]
         )
+
+    @property
+    def exposes_logprobs(self) -> bool:
+        """Through continuous batching only: LLMPipeline's streamer hands out token ids alone."""
+        return self.scheduler is not None
 
     def count_tokens(self, text: str) -> int:
         """Tokens the prompt takes with the pipeline's own tokenizer."""
@@ -227,6 +236,11 @@ class OpenVinoEngine:
             return IncrementalDetokenizer(self._hf.token_bytes)
         tokenizer = self._tokenizer
         return WindowDetokenizer(lambda ids: str(tokenizer.decode(list(ids))))
+
+    def _token_bytes(self, token: int) -> bytes:
+        if self._hf is not None:
+            return self._hf.token_bytes(token)
+        return str(self._tokenizer.decode([token])).encode()
 
     def _encode(self, text: str) -> Any:
         tokenizer = self._tokenizer

@@ -3,7 +3,8 @@
 The pipeline schedules and holds the KV itself (paged attention, its own prefix cache) and runs
 in a child process (agent/engines/openvino_process.py: its `step()` holds the GIL). We add
 requests as token ids, step while any runs, and turn each request's new token ids into chunks
-with the same per-sequence text handling as the llama.cpp scheduler (`SequenceText`). A
+with the same per-sequence text handling as the llama.cpp scheduler (`SequenceText`); a
+request that asked for log-probabilities gets genai's figure for each chosen token. A
 cancelled request is dropped from the pipeline at the next step.
 """
 
@@ -13,10 +14,11 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from agent.engines.base import Completion, EngineStats, FinishReason
+from agent.engines.base import Completion, EngineStats, FinishReason, TokenChunk, TokenLogprob
 from agent.engines.decoding import Detokenizer
-from agent.engines.openvino_process import PipelineProcess
+from agent.engines.openvino_process import NewTokens, PipelineProcess
 from agent.engines.scheduling import BatchRequest, SchedulerStats, deferred_to_step_end
 from agent.engines.slot_worker import RunningRequest, SequenceText, SlotWorker
 from agent.errors import EngineError
@@ -40,10 +42,12 @@ class OpenVinoBatchDriver(SlotWorker[_Running]):
         n_slots: int,
         detokenizer: Callable[[], Detokenizer],
         is_end: Callable[[int], bool],
+        token_bytes: Callable[[int], bytes],
         stats: EngineStats | None = None,
     ) -> None:
         self._pipe = pipe
         self._detokenizer, self._is_end = detokenizer, is_end
+        self._token_bytes = token_bytes
         self._ids = itertools.count()
         self._cache_usage = 0.0  # as of the last step
         super().__init__(n_slots=n_slots, stats=stats, name="openvino-batch")
@@ -106,16 +110,17 @@ class OpenVinoBatchDriver(SlotWorker[_Running]):
             self._cache_usage = result.cache_usage
         with deferred_to_step_end():  # one event-loop wake-up for the step's readers
             for running in list(self._running):
-                tokens, still_running = result.tokens.get(running.request_id, ([], False))
-                self._read(running, tokens, still_running)
+                new = result.requests.get(running.request_id, NewTokens([], [], False))
+                self._read(running, new)
 
-    def _read(self, running: _Running, tokens: list[int], still_running: bool) -> None:
+    def _read(self, running: _Running, new: NewTokens) -> None:
         reason: FinishReason | None = None
-        for token in tokens:
+        still_running = new.running
+        for index, token in enumerate(new.ids):
             running.first_token_ns = running.first_token_ns or time.perf_counter_ns()
             chunk, reason = running.text.push(token)
             if chunk is not None:
-                running.request.sink(chunk)
+                running.request.sink(self._with_logprob(running, chunk, new, index))
             if reason is not None:
                 break
         if reason is None and still_running:
@@ -130,6 +135,19 @@ class OpenVinoBatchDriver(SlotWorker[_Running]):
         elif still_running:
             self._cancel(running.request_id)  # our stop string or max_tokens: free its blocks
         self._end(running, reason)
+
+    def _with_logprob(
+        self, running: _Running, chunk: TokenChunk, new: NewTokens, index: int
+    ) -> TokenChunk:
+        """The chunk with its token's log-probability, when the request asked (no alternatives:
+        genai gives the chosen token's only)."""
+        token = new.ids[index]
+        if running.request.params.logprobs is None or self._is_end(token):
+            return chunk
+        if index >= len(new.logprobs):
+            return chunk
+        found = TokenLogprob(self._token_bytes(token), new.logprobs[index])
+        return replace(chunk, logprob=found)
 
     def _revive(self) -> None:
         """Start the pipeline's process again if it died (it was killed, or ran out of memory)."""

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.engines.base import SamplingParams
 from agent.errors import EngineError
@@ -42,11 +42,21 @@ class PipelineUnavailable(EngineError):
     """The pipeline could not be built for this model and device (the child said why)."""
 
 
+class NewTokens(NamedTuple):
+    """What one step produced for one request."""
+
+    ids: list[int]
+    # Each token's log-probability under the model's own distribution (before temperature and
+    # penalties); genai computes them only for requests that asked (SamplingParams.logprobs).
+    logprobs: list[float]
+    running: bool  # False once the pipeline finished it (its EOS, max_new_tokens, a stop)
+
+
 @dataclass(frozen=True)
 class StepResult:
-    """What one step produced: per request id, its new token ids and whether it still runs."""
+    """What one step produced, per request id."""
 
-    tokens: dict[int, tuple[list[int], bool]]
+    requests: dict[int, NewTokens]
     cache_usage: float  # share of the KV pool in use, 0..1
 
 
@@ -95,8 +105,8 @@ class PipelineProcess:
 
     def step(self) -> StepResult:
         """Run one step of every running generation."""
-        _, tokens, usage = self._call(("step",))
-        return StepResult(tokens=tokens, cache_usage=usage)
+        _, read, usage = self._call(("step",))
+        return StepResult({rid: NewTokens(*new) for rid, new in read.items()}, usage)
 
     def close(self) -> None:
         """Stop the child and wait for it (killed if it does not stop)."""
@@ -159,6 +169,8 @@ def generation_config(genai: Any, params: SamplingParams) -> Any:
         config.stop_strings = set(params.stop)
         config.include_stop_str_in_output = True
     config.apply_chat_template = False  # prompts arrive already templated
+    if params.logprobs is not None:
+        config.logprobs = 1  # the chosen token's own; genai gives no alternatives
     if params.constraint is not None:  # genai's structured output: a grammar mask per sequence
         schema = params.constraint.schema or '{"type": "object"}'
         config.structured_output_config = genai.StructuredOutputConfig(json_schema=schema)
@@ -223,18 +235,20 @@ def serve(conn: Connection, folder: str, device: str, slots: int, properties: An
             conn.send(("error", f"OpenVINO {op} failed: {exc}"))
 
 
-def _read(handles: dict[int, Any]) -> dict[int, tuple[list[int], bool]]:
-    """New tokens of every handle, and whether it still runs (finished ones are let go)."""
-    out: dict[int, tuple[list[int], bool]] = {}
+def _read(handles: dict[int, Any]) -> dict[int, tuple[list[int], list[float], bool]]:
+    """NewTokens (as a plain tuple) of every handle; finished ones are let go."""
+    out: dict[int, tuple[list[int], list[float], bool]] = {}
     for request_id, handle in list(handles.items()):
         tokens: list[int] = []
+        logprobs: list[float] = []
         if handle.can_read():
             for output in handle.read().values():
                 tokens.extend(int(t) for t in output.generated_ids)
+                logprobs.extend(float(p) for p in output.generated_log_probs)
         running = str(handle.get_status()).endswith("RUNNING")
         if not running:
             del handles[request_id]
-        out[request_id] = (tokens, running)
+        out[request_id] = (tokens, logprobs, running)
     return out
 
 

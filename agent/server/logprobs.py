@@ -1,6 +1,7 @@
 """Log-probabilities of generated tokens in each API's own shape, and the 400 when they can't be.
 
-An engine that exposes them (llama.cpp) fills `TokenChunk.logprob` for requests that set
+An engine that exposes them (llama.cpp with alternatives, OpenVINO's continuous batching with
+the chosen token's only) fills `TokenChunk.logprob` for requests that set
 `SamplingParams.logprobs`; nothing is computed for the others.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agent.engines.base import TokenChunk, TokenLogprob, exposes_logprobs
+from agent.engines.base import TokenChunk, TokenLogprob, exposes_logprobs, top_logprobs_limit
 from agent.generation import Generation
 from agent.model_loading import LoadedModel
 from agent.server.errors import ApiError
@@ -17,8 +18,11 @@ from agent.server.errors import ApiError
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
 
 
-def check_engine(model: LoadedModel, param: str) -> None:
-    """400 naming the field when the engine serving the model cannot give log-probabilities."""
+def check_engine(
+    model: LoadedModel, param: str, top: int = 0, top_param: str = "top_logprobs"
+) -> None:
+    """400 naming the field when the engine serving the model cannot give log-probabilities
+    (`param`), or not `top` alternatives per token (`top_param`)."""
     if not exposes_logprobs(model.engine):
         raise ApiError(
             400,
@@ -27,6 +31,16 @@ def check_engine(model: LoadedModel, param: str) -> None:
             "serve a GGUF variant on llama.cpp",
             code="unsupported_on_engine",
             param=param,
+        )
+    limit = top_logprobs_limit(model.engine)
+    if limit is not None and top > limit:
+        gives = "only the chosen token's log-probability" if limit == 0 else f"{limit} at most"
+        raise ApiError(
+            400,
+            f"{top_param}: the {model.engine_name} engine serving this model gives {gives}, "
+            f"not {top} alternatives; ask for {limit} or serve a GGUF variant on llama.cpp",
+            code="unsupported_on_engine",
+            param=top_param,
         )
 
 

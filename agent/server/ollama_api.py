@@ -187,7 +187,7 @@ async def generate(
         body.context_cap(model)
         plan.check_engine(model)
         if body.logprobs:
-            check_engine(model, "logprobs")
+            check_engine(model, "logprobs", body.top_logprobs or 0)
         if body.suffix:  # fill in the middle, raw: the model's FIM tokens around both texts
             return fim_prompt(model, prompt, body.suffix), replace(
                 body.params(()), constraint=plan.constraint
@@ -216,7 +216,7 @@ async def chat(body: ChatRequest, request: Request, runtime: RuntimeDep, limits:
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         body.context_cap(model)
         if body.logprobs:
-            check_engine(model, "logprobs")
+            check_engine(model, "logprobs", body.top_logprobs or 0)
         text = nonempty_prompt(plan.render(model, messages), "messages")
         params = body.params(model.chat.stop_strings)
         return text, replace(params, constraint=plan.constraint)

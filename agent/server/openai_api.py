@@ -66,7 +66,7 @@ async def chat_completions(
         prompt = nonempty_prompt(plan.render(model, messages), "messages")
         params = body.params(max_tokens, model.chat.stop_strings)
         if params.logprobs is not None:
-            check_engine(model, "logprobs")
+            check_engine(model, "logprobs", params.logprobs)
         return prompt, replace(params, constraint=plan.constraint)
 
     generation = await runtime.generate(
@@ -137,8 +137,8 @@ async def completions(
 
     def build(model: LoadedModel) -> tuple[str, SamplingParams]:
         params = body.params(body.max_tokens, ())
-        if params.logprobs is not None:
-            check_engine(model, "logprobs")
+        if params.logprobs is not None:  # legacy: `logprobs` is the number of alternatives
+            check_engine(model, "logprobs", params.logprobs, top_param="logprobs")
         if body.suffix:  # fill in the middle: the model's FIM tokens around both texts
             return fim_prompt(model, prompt, body.suffix), params
         return prompt, params

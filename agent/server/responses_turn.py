@@ -68,7 +68,7 @@ class ResponseTurn:
                 top_p=body.top_p,
             )
             if self.logprobs_top is not None:
-                check_engine(model, body.logprobs_param())
+                check_engine(model, body.logprobs_param(), self.logprobs_top)
             return prompt, replace(params, constraint=plan.constraint, logprobs=self.logprobs_top)
 
         self.generation = await runtime.generate(

@@ -1,5 +1,5 @@
 """The OpenVINO batch driver over a scripted pipeline: tokens to chunks, finishes, stops that
-free the pipeline's request, a failed step, and a pipeline process started again.
+free the pipeline's request, a failed step, a pipeline process started again, log-probabilities.
 
 The real pipeline (in its child process) is tested in test_openvino_process.py and
 test_openvino_batching.py; here the driver's own decisions are pinned without OpenVINO.
@@ -12,10 +12,10 @@ from typing import Any, cast
 
 import pytest
 
-from agent.engines.base import SamplingParams
+from agent.engines.base import SamplingParams, TokenChunk
 from agent.engines.decoding import IncrementalDetokenizer
 from agent.engines.openvino_batch import OpenVinoBatchDriver
-from agent.engines.openvino_process import StepResult
+from agent.engines.openvino_process import NewTokens, StepResult
 from agent.engines.scheduled import generate_scheduled
 from agent.errors import EngineError
 from tests.support.streams import collect
@@ -25,10 +25,12 @@ END = 0
 
 
 class ScriptedPipeline:
-    """Each request yields token 1, 2, 3, ... one per step; finishes on its own at `finish_at`."""
+    """Each request yields token 1, 2, 3, ... one per step (the n-th with log-probability
+    -n/10); finishes on its own at `finish_at`, with END when `end_token` is set."""
 
     def __init__(self, finish_at: int = 100) -> None:
         self.finish_at = finish_at
+        self.end_token = False
         self.alive = True
         self.produced: dict[int, int] = {}
         self.cancelled: list[int] = []
@@ -45,15 +47,16 @@ class ScriptedPipeline:
         if self.fail_next_step:
             self.fail_next_step = False
             raise EngineError("OpenVINO step failed: out of blocks")
-        out: dict[int, tuple[list[int], bool]] = {}
+        out: dict[int, NewTokens] = {}
         for request_id in list(self.produced):
             self.produced[request_id] += 1
             n = self.produced[request_id]
             running = n < self.finish_at
-            out[request_id] = ([(n - 1) % (len(WORDS) - 1) + 1], running)
+            token = END if not running and self.end_token else (n - 1) % (len(WORDS) - 1) + 1
+            out[request_id] = NewTokens([token], [-n / 10], running)
             if not running:
                 del self.produced[request_id]
-        return StepResult(tokens=out, cache_usage=0.25)
+        return StepResult(out, cache_usage=0.25)
 
     def cancel(self, request_id: int) -> None:
         self.cancelled.append(request_id)
@@ -72,14 +75,19 @@ def pipeline() -> ScriptedPipeline:
     return ScriptedPipeline()
 
 
-@pytest.fixture
-def driver(pipeline: ScriptedPipeline) -> Iterator[OpenVinoBatchDriver]:
-    driver = OpenVinoBatchDriver(
+def _driver(pipeline: ScriptedPipeline) -> OpenVinoBatchDriver:
+    return OpenVinoBatchDriver(
         cast(Any, pipeline),
         n_slots=2,
         detokenizer=lambda: IncrementalDetokenizer(lambda t: WORDS[t].encode()),
         is_end=lambda t: t == END,
+        token_bytes=lambda t: WORDS[t].encode(),
     )
+
+
+@pytest.fixture
+def driver(pipeline: ScriptedPipeline) -> Iterator[OpenVinoBatchDriver]:
+    driver = _driver(pipeline)
     yield driver
     driver.close()
 
@@ -108,12 +116,7 @@ def test_a_stop_string_ends_the_stream_and_the_pipelines_request(
 
 def test_a_request_the_pipeline_finishes_is_not_cancelled(pipeline: ScriptedPipeline) -> None:
     pipeline.finish_at = 2
-    driver = OpenVinoBatchDriver(
-        cast(Any, pipeline),
-        n_slots=2,
-        detokenizer=lambda: IncrementalDetokenizer(lambda t: WORDS[t].encode()),
-        is_end=lambda t: t == END,
-    )
+    driver = _driver(pipeline)
     try:
         text, done = _run(driver, SamplingParams(max_tokens=50, temperature=0.0))
     finally:
@@ -138,3 +141,20 @@ def test_a_dead_pipeline_is_started_again_for_the_next_request(
     pipeline.alive = False
     assert _run(driver, SamplingParams(max_tokens=2, temperature=0.0))[0] == " alpha beta"
     assert pipeline.restarts == 1
+
+
+def test_each_token_carries_its_log_probability_only_when_asked(
+    driver: OpenVinoBatchDriver, pipeline: ScriptedPipeline
+) -> None:
+    pipeline.finish_at, pipeline.end_token = 4, True
+    asked = list(generate_scheduled(driver, [7], SamplingParams(max_tokens=9, logprobs=0), None))
+    chunks = [c for c in asked if isinstance(c, TokenChunk)]
+    assert [c.text for c in chunks] == [" alpha", " beta", " gamma"]
+    found = [c.logprob for c in chunks]
+    assert [(f.token, f.logprob, f.top) for f in found if f is not None] == [
+        (b" alpha", -0.1, ()),
+        (b" beta", -0.2, ()),
+        (b" gamma", -0.3, ()),
+    ]  # the end token (the 4th) is not one of them
+    plain = list(generate_scheduled(driver, [7], SamplingParams(max_tokens=9), None))
+    assert [c.logprob for c in plain if isinstance(c, TokenChunk)] == [None, None, None]

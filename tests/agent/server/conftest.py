@@ -17,8 +17,6 @@ from agent.server.app import create_app
 from agent.server.serve import RunningServer, serve_in_thread
 from hwprobe.profile import HardwareProfile
 
-CPU_ONLY = HardwareProfile(device_class="cpu-x86", engines=["llamacpp"])
-
 
 @pytest.fixture
 def behaviour() -> FakeBehaviour:
@@ -43,19 +41,17 @@ def server(runtime: ModelRuntime) -> Iterator[RunningServer]:
 
 @contextmanager
 def serve_model(
-    path: Path, *, context_length: int = 2048, parallel: int = 4
+    path: Path, *, context_length: int = 2048, parallel: int = 4, engine: str = "llamacpp"
 ) -> Iterator[RunningServer]:
-    """A real model (a .gguf or a model directory) on llama.cpp, 2 threads, served in a thread."""
-    pytest.importorskip("llama_cpp")
+    """A real model (a .gguf or a model directory) on `engine` (llama.cpp unless told), 2
+    threads, on the CPU, served in a thread."""
+    pytest.importorskip({"llamacpp": "llama_cpp", "openvino": "openvino_genai"}[engine])
     runtime = ModelRuntime()
     options = LoadOptions(context_length=context_length, threads=2, parallel=parallel)
+    profile = HardwareProfile(device_class="cpu-x86", engines=[engine])
     asyncio.run(
         runtime.load_model(
-            path,
-            profile=CPU_ONLY,
-            installed={"llamacpp": "test"},
-            prefer="llamacpp",
-            options=options,
+            path, profile=profile, installed={engine: "test"}, prefer=engine, options=options
         )
     )
     try:
