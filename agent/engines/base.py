@@ -40,6 +40,9 @@ class SamplingParams:
     # None: no log-probabilities (nothing computed); k >= 0: each token's own and the k most
     # likely alternatives (only engines with exposes_logprobs).
     logprobs: int | None = None
+    # The same for the prompt's tokens (echo; only engines with exposes_prompt_logprobs): the
+    # prompt is then evaluated whole, never from a cached prefix.
+    prompt_logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,14 @@ class TokenChunk:
 
 
 @dataclass(frozen=True)
+class PromptLogprobs:
+    """How likely the model found each prompt token after the ones before it."""
+
+    first: bytes  # the first token's bytes: nothing before it gives it a log-probability
+    scored: tuple[TokenLogprob, ...]  # the second token on
+
+
+@dataclass(frozen=True)
 class Completion:
     """The last thing a generation yields: why it stopped and the counts."""
 
@@ -77,6 +88,7 @@ class Completion:
     completion_tokens: int
     prompt_eval_ns: int = 0
     eval_ns: int = 0
+    prompt_logprobs: PromptLogprobs | None = None  # when SamplingParams.prompt_logprobs asked
 
 
 @dataclass
@@ -156,6 +168,11 @@ def find_model_file(model_path: Path, suffix: str, preferred: str = "") -> Path:
 def exposes_logprobs(engine: object) -> bool:
     """Whether the engine fills TokenChunk.logprob when SamplingParams.logprobs asks."""
     return bool(getattr(engine, "exposes_logprobs", False))
+
+
+def exposes_prompt_logprobs(engine: object) -> bool:
+    """Whether the engine fills Completion.prompt_logprobs when SamplingParams asks."""
+    return bool(getattr(engine, "exposes_prompt_logprobs", False))
 
 
 def top_logprobs_limit(engine: object) -> int | None:

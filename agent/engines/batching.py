@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from agent.engines.base import (
     EngineStats,
+    PromptLogprobs,
     SamplingParams,
     TokenChunk,
     TokenLogprob,
@@ -47,6 +48,8 @@ class SequenceWork:
     tokens: Sequence[int]
     start: int  # KV position of tokens[0]
     sample: bool
+    # Prompt tokens to score: scored[i] is the one after tokens[i] (prompt log-probabilities)
+    scored: Sequence[int] = ()
 
 
 class BatchBackend(Protocol):
@@ -94,6 +97,15 @@ class LogprobSource(Protocol):
         ...
 
 
+@runtime_checkable
+class PromptLogprobSource(Protocol):
+    """A backend that scores the `scored` tokens of SequenceWork, for sequences that asked."""
+
+    def prompt_logprobs(self, seq: int) -> list[TokenLogprob]:
+        """The log-probabilities of the sequence's scored prompt tokens so far, in order."""
+        ...
+
+
 class _Running(RunningRequest):
     """A request in a slot: its sequence id, what its KV holds and what is left to feed."""
 
@@ -124,6 +136,7 @@ class BatchScheduler(SlotWorker[_Running]):
             raise ValueError(f"n_slots must be 1..{backend.n_seq}, not {n_slots}")
         self.backend = backend
         self._logprobs = backend if isinstance(backend, LogprobSource) else None
+        self._prompt_scores = backend if isinstance(backend, PromptLogprobSource) else None
         self.prefill_chunk = max(1, prefill_chunk)
         self.cache = PrefixCache(backend, enabled=prefix_cache, cells=backend.n_cells)
         self._last_tokens = self._last_seqs = 0
@@ -152,8 +165,10 @@ class BatchScheduler(SlotWorker[_Running]):
         admitted: list[_Running] = []
         with self._cond:
             for request in requests:
+                # prompt log-probabilities need every prompt token evaluated, none reused
+                reuse = request.params.prompt_logprobs is None
                 try:
-                    seq, reused = self.cache.acquire(request.prompt, self._running_kv())
+                    seq, reused = self.cache.acquire(request.prompt, self._running_kv(), reuse)
                 except AgentError as exc:
                     request.sink(exc)
                     continue
@@ -198,7 +213,11 @@ class BatchScheduler(SlotWorker[_Running]):
             if r.pending:
                 take = r.pending[:budget]
                 last = len(take) == len(r.pending)
-                work.append(SequenceWork(r.seq, take, len(r.kv), last))
+                at = len(r.kv)
+                scored: list[int] = []
+                if r.request.params.prompt_logprobs is not None:
+                    scored = r.request.prompt[at + 1 : at + 1 + len(take)]
+                work.append(SequenceWork(r.seq, take, at, last, scored))
                 owners.append(r)
                 budget -= len(take)
         return work, owners
@@ -256,6 +275,13 @@ class BatchScheduler(SlotWorker[_Running]):
             return chunk
         found = self._logprobs.token_logprob(seq)
         return chunk if found is None else replace(chunk, logprob=found)
+
+    def _prompt_logprobs(self, running: _Running) -> PromptLogprobs | None:
+        request = running.request
+        if self._prompt_scores is None or request.params.prompt_logprobs is None:
+            return None
+        scored = tuple(self._prompt_scores.prompt_logprobs(running.seq))
+        return PromptLogprobs(self.backend.piece(request.prompt[0]), scored)
 
     def _release(self, running: _Running, *, ok: bool) -> None:
         """The sampler, and the KV (kept as a cached prefix when useful); the id is then free."""

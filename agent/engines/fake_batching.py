@@ -15,7 +15,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.engines.base import Completion, EngineStats, LoadOptions, SamplingParams, TokenChunk
+from agent.engines.base import (
+    Completion,
+    EngineStats,
+    LoadOptions,
+    SamplingParams,
+    TokenChunk,
+    TokenLogprob,
+)
 from agent.engines.batching import BatchScheduler, SequenceWork
 from agent.engines.fake import WORDS
 from agent.engines.scheduling import BatchRequest
@@ -38,12 +45,16 @@ class FakeBatchBackend:
     kv: dict[int, list[int]] = field(default_factory=dict)
     steps: list[list[tuple[int, int, bool]]] = field(default_factory=list)  # (seq, n, sample)
     copies: list[tuple[int, int, int]] = field(default_factory=list)
+    # Per sequence, each scored prompt token with the KV position of the row that scored it
+    # (its log-probability is made -position/10)
+    scored: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     _rngs: dict[int, random.Random | None] = field(default_factory=dict)
 
     def start(self, seq: int, params: SamplingParams, prompt: Sequence[int]) -> None:
         """Greedy at temperature 0, else a seeded random pick."""
         greedy = params.temperature <= 0
         self._rngs[seq] = None if greedy else random.Random(params.seed)
+        self.scored.pop(seq, None)
 
     def step(self, work: Sequence[SequenceWork]) -> list[int]:
         """Append each item's tokens to its sequence's KV; sample where asked."""
@@ -59,6 +70,8 @@ class FakeBatchBackend:
             kv = self.kv.setdefault(item.seq, [])
             if item.start != len(kv):
                 raise EngineError(f"fake: seq {item.seq} fed at {item.start}, holds {len(kv)}")
+            for offset, token in enumerate(item.scored):
+                self.scored.setdefault(item.seq, []).append((item.start + offset, token))
             kv.extend(item.tokens)
             if item.sample:
                 out.append(self._next(item.seq, kv))
@@ -71,6 +84,10 @@ class FakeBatchBackend:
         if rng is not None:
             return rng.randrange(len(WORDS))
         return (sum(kv) * 31 + len(kv) * 7) % len(WORDS)
+
+    def prompt_logprobs(self, seq: int) -> list[TokenLogprob]:
+        """The scored prompt tokens, each at -position/10."""
+        return [TokenLogprob(self.piece(t), -at / 10) for at, t in self.scored.get(seq, [])]
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """dst's KV becomes src's first `length` tokens."""

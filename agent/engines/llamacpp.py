@@ -122,6 +122,7 @@ class LlamaCppEngine:
     name = "llamacpp"
     constrained_decoding = True  # OutputConstraint through llama.cpp's grammar sampler
     exposes_logprobs = True  # each sequence's own row of logits, when it asks
+    exposes_prompt_logprobs = True  # a row for each prompt token, when it asks
 
     def __init__(self) -> None:
         self._llm: Any = None

@@ -68,6 +68,8 @@ class LlamaBatchBackend:
         self._samplers: dict[int, Any] = {}
         self._logprobs_k: dict[int, int] = {}  # sequences that asked for log-probabilities
         self._logprobs: dict[int, TokenLogprob] = {}
+        self._prompt_k: dict[int, int] = {}  # sequences that asked for the prompt's
+        self._prompt_found: dict[int, list[TokenLogprob]] = {}
         self.shares_prefixes = not (
             lib.llama_model_n_swa(model.model) > 0
             or lib.llama_model_is_recurrent(model.model)
@@ -85,6 +87,9 @@ class LlamaBatchBackend:
         self._samplers[seq] = self._chain(params)
         if params.logprobs is not None:
             self._logprobs_k[seq] = params.logprobs
+        if params.prompt_logprobs is not None:
+            self._prompt_k[seq] = params.prompt_logprobs
+            self._prompt_found[seq] = []
 
     def _chain(self, params: SamplingParams) -> Any:
         lib = self._lib
@@ -143,6 +148,7 @@ class LlamaBatchBackend:
             batch.logits,
         )
         rows: dict[int, int] = {}  # index in `work` -> its output row
+        scores: list[tuple[int, int, int]] = []  # (seq, row, prompt token the row scores)
         n = 0
         for index in sorted(range(len(work)), key=lambda i: work[i].seq):
             item = work[index]
@@ -153,6 +159,9 @@ class LlamaBatchBackend:
                 n_seq_id[n] = 1
                 seq_id[n][0] = seq
                 logits[n] = 0
+                if offset < len(item.scored):
+                    logits[n] = 1
+                    scores.append((seq, n, item.scored[offset]))
                 n += 1
             if item.sample:
                 logits[n - 1] = 1
@@ -165,6 +174,8 @@ class LlamaBatchBackend:
             raise KVCacheFull("llama.cpp found no room in the KV cache for this step")
         if rc != 0:
             raise EngineError(f"llama.cpp decode failed (code {rc})")
+        for seq, row, scored in scores:
+            self._prompt_found[seq].append(self._token_logprob(row, scored, self._prompt_k[seq]))
         sample = self._lib.llama_sampler_sample
         outputs = [(work[i].seq, rows[i]) for i in range(len(work)) if i in rows]
         tokens = [int(sample(self._samplers[seq], self._ctx, row)) for seq, row in outputs]
@@ -194,6 +205,10 @@ class LlamaBatchBackend:
         """The log-probabilities of the sequence's last sample, when it asked for them."""
         return self._logprobs.get(seq)
 
+    def prompt_logprobs(self, seq: int) -> list[TokenLogprob]:
+        """The log-probabilities of the sequence's prompt tokens scored so far."""
+        return list(self._prompt_found.get(seq, ()))
+
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """`dst`'s stream becomes a copy of `src`'s (its buffers, at the next decode), cut to
         `length` positions: llama.cpp copies between streams only whole."""
@@ -209,6 +224,8 @@ class LlamaBatchBackend:
         """Free the sequence's sampler chain."""
         self._logprobs_k.pop(seq, None)
         self._logprobs.pop(seq, None)
+        self._prompt_k.pop(seq, None)
+        self._prompt_found.pop(seq, None)
         chain = self._samplers.pop(seq, None)
         if chain is not None:
             self._lib.llama_sampler_free(chain)

@@ -84,15 +84,16 @@ class PrefixCache:
         return len(self._entries)
 
     def acquire(
-        self, prompt: Sequence[int], running: Mapping[int, Sequence[int]]
+        self, prompt: Sequence[int], running: Mapping[int, Sequence[int]], reuse: bool = True
     ) -> tuple[int, int]:
-        """A sequence id for `prompt` and how many of its tokens already sit in its KV."""
+        """A sequence id for `prompt` and how many of its tokens already sit in its KV (none
+        when `reuse` is off)."""
         self.queries += 1
         seq = next((s for s in range(self._store.n_seq) if s not in running), None)
         if seq is None:
             raise EngineError("no free sequence slot in the batching engine")
         best, length = (None, 0)
-        if self.enabled:
+        if self.enabled and reuse:
             best, length = reusable_prefix(prompt, (*self._entries.items(), *running.items()))
         cached = self._entries.get(seq)
         if cached is not None and (best != seq or length < len(cached)):

@@ -14,7 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from agent.engines.base import Completion, EngineStats, FinishReason, SamplingParams, TokenChunk
+from agent.engines.base import (
+    Completion,
+    EngineStats,
+    FinishReason,
+    PromptLogprobs,
+    SamplingParams,
+    TokenChunk,
+)
 from agent.engines.decoding import Detokenizer, StopMatcher
 from agent.engines.scheduling import BatchRequest
 from agent.errors import EngineError
@@ -120,6 +127,10 @@ class SlotWorker(ABC, Generic[R]):
     def _release(self, running: R, *, ok: bool) -> None:
         """Free what the request held once it ended (nothing by default)."""
 
+    def _prompt_logprobs(self, running: R) -> PromptLogprobs | None:
+        """The prompt's log-probabilities, when the request asked and the backend has them."""
+        return None
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -160,6 +171,7 @@ class SlotWorker(ABC, Generic[R]):
             if running not in self._running:
                 return
             self._running.remove(running)
+        prompt_logprobs = self._prompt_logprobs(running) if error is None else None
         self._release(running, ok=error is None)
         request = running.request
         if error is not None:
@@ -177,6 +189,7 @@ class SlotWorker(ABC, Generic[R]):
                 completion_tokens=running.text.produced,
                 prompt_eval_ns=first - running.admitted_ns,
                 eval_ns=now - first,
+                prompt_logprobs=prompt_logprobs,
             )
         )
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agent.engines.base import TokenChunk, TokenLogprob, exposes_logprobs, top_logprobs_limit
+from agent.engines.base import (
+    PromptLogprobs,
+    TokenChunk,
+    TokenLogprob,
+    exposes_logprobs,
+    exposes_prompt_logprobs,
+    top_logprobs_limit,
+)
 from agent.generation import Generation
 from agent.model_loading import LoadedModel
 from agent.server.errors import ApiError
@@ -41,6 +48,19 @@ def check_engine(
             f"not {top} alternatives; ask for {limit} or serve a GGUF variant on llama.cpp",
             code="unsupported_on_engine",
             param=top_param,
+        )
+
+
+def check_prompt_engine(model: LoadedModel) -> None:
+    """400 naming `echo` when the engine cannot score the prompt's tokens (echo with logprobs)."""
+    if not exposes_prompt_logprobs(model.engine):
+        raise ApiError(
+            400,
+            f"echo: with logprobs it asks for the prompt's log-probabilities, which the "
+            f"{model.engine_name} engine serving this model does not give; leave out echo or "
+            "logprobs, or serve a GGUF variant on llama.cpp",
+            code="unsupported_on_engine",
+            param="echo",
         )
 
 
@@ -96,13 +116,27 @@ def covering(found: Iterable[TokenLogprob], text: str) -> list[TokenLogprob]:
     return taken
 
 
-def legacy_completion(found: Iterable[TokenLogprob], offset: int) -> dict[str, Any]:
-    """/v1/completions' `choices[].logprobs`: parallel lists, text offsets from `offset`."""
+def legacy_completion(
+    found: Iterable[TokenLogprob], offset: int, prompt: PromptLogprobs | None = None
+) -> dict[str, Any]:
+    """/v1/completions' `choices[].logprobs`: parallel lists, text offsets from `offset`.
+
+    With the prompt's log-probabilities (echo) its tokens come first, from offset 0, the first
+    with null for its log-probability and alternatives, as OpenAI's echo.
+    """
     tokens: list[str] = []
-    values: list[float] = []
-    tops: list[dict[str, float]] = []
+    values: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
     offsets: list[int] = []
-    for lp in found:
+    entries: list[TokenLogprob] = list(found)
+    if prompt is not None:
+        offset = len(_text(prompt.first))
+        tokens.append(_text(prompt.first))
+        values.append(None)
+        tops.append(None)
+        offsets.append(0)
+        entries = [*prompt.scored, *entries]
+    for lp in entries:
         text = _text(lp.token)
         offsets.append(offset)
         offset += len(text)

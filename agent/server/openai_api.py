@@ -25,6 +25,7 @@ from agent.server.errors import ApiError
 from agent.server.infill import fim_prompt
 from agent.server.logprobs import (
     check_engine,
+    check_prompt_engine,
     legacy_completion,
     openai_content,
     read_all,
@@ -139,6 +140,9 @@ async def completions(
         params = body.params(body.max_tokens, ())
         if params.logprobs is not None:  # legacy: `logprobs` is the number of alternatives
             check_engine(model, "logprobs", params.logprobs, top_param="logprobs")
+            if body.echo and not body.stream and not body.suffix:  # the prompt's tokens too
+                check_prompt_engine(model)
+                params = replace(params, prompt_logprobs=params.logprobs)
         if body.suffix:  # fill in the middle: the model's FIM tokens around both texts
             return fim_prompt(model, prompt, body.suffix), params
         return prompt, params
@@ -163,7 +167,9 @@ async def completions(
     choice = _text_choice(echoed + text)
     choice["finish_reason"] = finish_reason(generation)
     if body.logprobs is not None:
-        choice["logprobs"] = legacy_completion(found, len(echoed))
+        done = generation.completion
+        prompt_logprobs = done.prompt_logprobs if done is not None else None
+        choice["logprobs"] = legacy_completion(found, len(echoed), prompt_logprobs)
     return {**base, "object": "text_completion", "choices": [choice], "usage": usage_of(generation)}
 
 

@@ -242,3 +242,32 @@ def test_one_step_wakes_all_its_readers_on_a_loop_with_one_call() -> None:
         assert calls <= len(engine.backend.steps) + len(prompts)
     finally:
         engine.unload()
+
+
+def test_prompt_logprobs_score_every_prompt_token_across_chunks_without_the_prefix_cache() -> None:
+    backend = FakeBatchBackend(n_batch=64, step_delay_s=0.001)
+    engine = FakeBatchingEngine(backend, n_slots=2)
+    engine.load(Path("fake"), LoadOptions())
+    assert engine.scheduler is not None
+    engine.scheduler.prefill_chunk = 16
+    long_prompt = " ".join(WORDS[i % 16] for i in range(100))
+    scoring = SamplingParams(max_tokens=2, temperature=0.0, prompt_logprobs=0)
+    try:
+        _run(engine, long_prompt)  # now cached: a plain request would reuse all of it
+        results: list[Any] = run_together(
+            lambda job: _run(engine, *job),
+            [("short", SamplingParams(max_tokens=200, temperature=0.0)), (long_prompt, scoring)],
+        )
+        done = results[1][1]
+        ids = fake_tokens(long_prompt)
+        assert done.prompt_logprobs is not None
+        assert done.prompt_logprobs.first == backend.piece(ids[0])
+        scored = done.prompt_logprobs.scored
+        # one entry per prompt token after the first, each from the row just before it, in
+        # order across the chunks the prompt was fed in beside the other stream
+        assert [s.token for s in scored] == [backend.piece(t) for t in ids[1:]]
+        assert [s.logprob for s in scored] == [-at / 10 for at in range(len(ids) - 1)]
+        assert any(len(step) == 2 for step in backend.steps)  # it did share steps
+        assert results[0][1].prompt_logprobs is None  # not asked: none
+    finally:
+        engine.unload()

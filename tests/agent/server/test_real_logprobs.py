@@ -74,13 +74,13 @@ def test_streamed_chat_chunks_carry_their_logprobs(smollm2_openai: Any) -> None:
 def test_legacy_completion_logprobs_and_offsets(smollm2_openai: Any) -> None:
     prompt = "The capital of France is"
     reply = smollm2_openai.completions.create(
-        model=MODEL, prompt=prompt, max_tokens=6, logprobs=3, echo=True, **GREEDY
+        model=MODEL, prompt=prompt, max_tokens=6, logprobs=3, **GREEDY
     )
     choice = reply.choices[0]
     found = choice.logprobs
     assert len(found.tokens) == len(found.token_logprobs) == len(found.text_offset) == 6
-    assert choice.text == prompt + "".join(found.tokens)
-    assert found.text_offset[0] == len(prompt)
+    assert choice.text == "".join(found.tokens)
+    assert found.text_offset[0] == 0
     for token, logprob, top, offset in zip(
         found.tokens, found.token_logprobs, found.top_logprobs, found.text_offset, strict=True
     ):
@@ -97,7 +97,62 @@ def test_legacy_completion_logprobs_and_offsets(smollm2_openai: Any) -> None:
             if part.logprobs is not None:
                 tokens += part.logprobs.tokens or []
                 offsets += part.logprobs.text_offset or []
-    assert tokens == found.tokens and offsets == [o - len(prompt) for o in found.text_offset]
+    assert tokens == found.tokens and offsets == found.text_offset
+
+
+def test_echo_scores_the_prompt_tokens_first(smollm2_openai: Any) -> None:
+    """As OpenAI's echo: the prompt's tokens lead, the first with null, offsets from 0."""
+    prompt = "The capital of France is"
+    reply = smollm2_openai.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=6, logprobs=3, echo=True, **GREEDY
+    )
+    choice = reply.choices[0]
+    found = choice.logprobs
+    n = len(found.tokens) - reply.usage.completion_tokens
+    assert n == reply.usage.prompt_tokens and n > 1
+    assert "".join(found.tokens[:n]) == prompt and "".join(found.tokens) == choice.text
+    assert (found.token_logprobs[0], found.top_logprobs[0], found.text_offset[0]) == (None, None, 0)
+    for token, offset in zip(found.tokens, found.text_offset, strict=True):
+        assert choice.text[offset : offset + len(token)] == token
+    for logprob, top in zip(found.token_logprobs[1:n], found.top_logprobs[1:n], strict=True):
+        values = sorted(top.values(), reverse=True)
+        assert len(values) == 3 and logprob <= values[0] + 1e-9 and logprob <= 0
+    for token, logprob, top in zip(
+        found.tokens[n:], found.token_logprobs[n:], found.top_logprobs[n:], strict=True
+    ):
+        _check_entry(token, logprob, sorted(top.items(), key=lambda item: -item[1]), 3)
+
+
+def test_a_prompt_tokens_logprob_is_the_one_it_had_when_generated(smollm2_openai: Any) -> None:
+    """Scored in the prompt's prefill, a token gets the value its decode step gave it: how an
+    evaluation harness scores a continuation (echo, max_tokens 1, text_offset)."""
+    context = "The capital of France is"
+    generated = smollm2_openai.completions.create(
+        model=MODEL, prompt=context, max_tokens=3, logprobs=0, **GREEDY
+    ).choices[0]
+    continuation = generated.text
+    scored = (
+        smollm2_openai.completions.create(
+            model=MODEL,
+            prompt=context + continuation,
+            max_tokens=1,
+            logprobs=0,
+            echo=True,
+            **GREEDY,
+        )
+        .choices[0]
+        .logprobs
+    )
+    tail = [
+        (token, value)
+        for token, value, offset in zip(
+            scored.tokens, scored.token_logprobs, scored.text_offset, strict=True
+        )
+        if len(context) <= offset < len(context + continuation)
+    ]
+    assert [t for t, _ in tail] == generated.logprobs.tokens
+    for (_, value), expected in zip(tail, generated.logprobs.token_logprobs, strict=True):
+        assert value == pytest.approx(expected, abs=2e-3)
 
 
 def test_batched_sequences_each_get_their_own_logprobs(smollm2_openai: Any) -> None:

@@ -66,26 +66,36 @@ def test_chat_gives_each_tokens_own_logprob(client: Any, model: str) -> None:
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
 
 
+ONLY_CHOSEN = "only the chosen token's log-probability"
+
+
 @pytest.mark.parametrize(
-    ("path", "body", "param"),
+    ("path", "body", "param", "says"),
     [
         (
             "/v1/chat/completions",
             {"messages": ASK, "logprobs": True, "top_logprobs": 2},
             "top_logprobs",
+            ONLY_CHOSEN,
         ),
-        ("/v1/completions", {"prompt": "Paris is", "logprobs": 1}, "logprobs"),
-        ("/v1/responses", {"input": "hi", "top_logprobs": 2}, "top_logprobs"),
+        ("/v1/completions", {"prompt": "Paris is", "logprobs": 1}, "logprobs", ONLY_CHOSEN),
+        ("/v1/responses", {"input": "hi", "top_logprobs": 2}, "top_logprobs", ONLY_CHOSEN),
+        (
+            "/v1/completions",
+            {"prompt": "Paris is", "logprobs": 0, "echo": True},
+            "echo",
+            "the prompt's log-probabilities",
+        ),
     ],
 )
-def test_alternatives_are_refused_naming_the_field(
-    server: RunningServer, model: str, path: str, body: dict[str, Any], param: str
+def test_what_the_pipeline_cannot_give_is_refused_naming_the_field(
+    server: RunningServer, model: str, path: str, body: dict[str, Any], param: str, says: str
 ) -> None:
     reply = httpx.post(f"{server.url}{path}", json={"model": model, **body}, timeout=60)
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert (error["param"], error["code"]) == (param, "unsupported_on_engine")
-    assert "only the chosen token's log-probability" in error["message"]
+    assert says in error["message"]
 
 
 def test_legacy_completion_with_logprobs_zero(client: Any, model: str) -> None:
