@@ -31,37 +31,38 @@ def check_engine(
     """400 naming the field when the engine serving the model cannot give log-probabilities
     (`param`), or not `top` alternatives per token (`top_param`)."""
     if not exposes_logprobs(model.engine):
-        raise ApiError(
-            400,
-            f"{param}: the {model.engine_name} engine serving this model does not expose "
-            "its logits, so log-probabilities cannot be given; leave the field out or "
-            "serve a GGUF variant on llama.cpp",
-            code="unsupported_on_engine",
-            param=param,
+        raise _unsupported(
+            model,
+            param,
+            "does not expose its logits, so log-probabilities cannot be given; leave the field out",
         )
     limit = top_logprobs_limit(model.engine)
     if limit is not None and top > limit:
         gives = "only the chosen token's log-probability" if limit == 0 else f"{limit} at most"
-        raise ApiError(
-            400,
-            f"{top_param}: the {model.engine_name} engine serving this model gives {gives}, "
-            f"not {top} alternatives; ask for {limit} or serve a GGUF variant on llama.cpp",
-            code="unsupported_on_engine",
-            param=top_param,
+        raise _unsupported(
+            model, top_param, f"gives {gives}, not {top} alternatives; ask for {limit}"
         )
 
 
 def check_prompt_engine(model: LoadedModel) -> None:
     """400 naming `echo` when the engine cannot score the prompt's tokens (echo with logprobs)."""
     if not exposes_prompt_logprobs(model.engine):
-        raise ApiError(
-            400,
-            f"echo: with logprobs it asks for the prompt's log-probabilities, which the "
-            f"{model.engine_name} engine serving this model does not give; leave out echo or "
-            "logprobs, or serve a GGUF variant on llama.cpp",
-            code="unsupported_on_engine",
-            param="echo",
+        raise _unsupported(
+            model,
+            "echo",
+            "does not give the prompt's log-probabilities, which echo with logprobs asks for; "
+            "leave out echo or logprobs",
         )
+
+
+def _unsupported(model: LoadedModel, param: str, what: str) -> ApiError:
+    return ApiError(
+        400,
+        f"{param}: the {model.engine_name} engine serving this model {what}, or serve a GGUF "
+        "variant on llama.cpp",
+        code="unsupported_on_engine",
+        param=param,
+    )
 
 
 async def read_all(generation: Generation) -> tuple[str, list[TokenLogprob]]:

@@ -108,12 +108,18 @@ def test_a_queued_request_waits_for_a_slot_in_arrival_order() -> None:
         scheduler.close()
 
 
-def test_a_long_prompt_is_fed_in_chunks_next_to_running_streams() -> None:
+def _chunking_engine() -> tuple[FakeBatchBackend, FakeBatchingEngine]:
+    """Two slots; prompts fed 16 tokens a step beside running streams."""
     backend = FakeBatchBackend(n_batch=64, step_delay_s=0.001)
     engine = FakeBatchingEngine(backend, n_slots=2)
     engine.load(Path("fake"), LoadOptions())
     assert engine.scheduler is not None
     engine.scheduler.prefill_chunk = 16
+    return backend, engine
+
+
+def test_a_long_prompt_is_fed_in_chunks_next_to_running_streams() -> None:
+    backend, engine = _chunking_engine()
     try:
         long_prompt = " ".join(WORDS[i % 16] for i in range(200))
         _together(
@@ -245,11 +251,7 @@ def test_one_step_wakes_all_its_readers_on_a_loop_with_one_call() -> None:
 
 
 def test_prompt_logprobs_score_every_prompt_token_across_chunks_without_the_prefix_cache() -> None:
-    backend = FakeBatchBackend(n_batch=64, step_delay_s=0.001)
-    engine = FakeBatchingEngine(backend, n_slots=2)
-    engine.load(Path("fake"), LoadOptions())
-    assert engine.scheduler is not None
-    engine.scheduler.prefill_chunk = 16
+    backend, engine = _chunking_engine()
     long_prompt = " ".join(WORDS[i % 16] for i in range(100))
     scoring = SamplingParams(max_tokens=2, temperature=0.0, prompt_logprobs=0)
     try:
