@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from agent.engines.batching import BatchScheduler
 from agent.engines.fake_batching import WORDS, FakeBatchBackend, FakeBatchingEngine, fake_tokens
 from agent.engines.scheduling import BatchRequest, defer_to_step_end, deferred_to_step_end
 from agent.generation import Generation, start_batched
+from tests.support.polling import wait_until
 from tests.support.streams import collect, run_together
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0)
@@ -37,7 +39,36 @@ def _run(
 def _together(
     engine: FakeBatchingEngine, jobs: list[tuple[str, SamplingParams]]
 ) -> list[str | None]:
-    return run_together(lambda job: _run(engine, *job)[0], jobs)
+    with _all_queued_first(engine, len(jobs)):
+        return run_together(lambda job: _run(engine, *job)[0], jobs)
+
+
+@contextmanager
+def _all_queued_first(engine: FakeBatchingEngine, n: int) -> Iterator[None]:
+    """Hold the backend's steps until `n` requests are running or queued, so that they share
+    steps however slowly the test's threads start (a loaded machine could let the first
+    request finish before the last one arrives)."""
+    scheduler = engine.scheduler
+    assert scheduler is not None
+    gate = engine.backend.gate = threading.Event()
+
+    def open_when_all_arrived() -> None:
+        try:
+            wait_until(
+                lambda: scheduler.stats().running + scheduler.stats().waiting >= n,
+                f"{n} requests in the scheduler",
+            )
+        finally:
+            gate.set()
+
+    opener = threading.Thread(target=open_when_all_arrived)
+    opener.start()
+    try:
+        yield
+    finally:
+        gate.set()
+        opener.join()
+        engine.backend.gate = None
 
 
 def test_greedy_output_is_the_same_alone_and_in_a_batch(engine: FakeBatchingEngine) -> None:
@@ -256,10 +287,14 @@ def test_prompt_logprobs_score_every_prompt_token_across_chunks_without_the_pref
     scoring = SamplingParams(max_tokens=2, temperature=0.0, prompt_logprobs=0)
     try:
         _run(engine, long_prompt)  # now cached: a plain request would reuse all of it
-        results: list[Any] = run_together(
-            lambda job: _run(engine, *job),
-            [("short", SamplingParams(max_tokens=200, temperature=0.0)), (long_prompt, scoring)],
-        )
+        with _all_queued_first(engine, 2):
+            results: list[Any] = run_together(
+                lambda job: _run(engine, *job),
+                [
+                    ("short", SamplingParams(max_tokens=200, temperature=0.0)),
+                    (long_prompt, scoring),
+                ],
+            )
         done = results[1][1]
         ids = fake_tokens(long_prompt)
         assert done.prompt_logprobs is not None
