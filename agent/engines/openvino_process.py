@@ -47,7 +47,7 @@ class NewTokens(NamedTuple):
 
     ids: list[int]
     # Each token's log-probability under the model's own distribution (before temperature and
-    # penalties); genai computes them only for requests that asked (SamplingParams.logprobs).
+    # penalties); empty unless the request asked (SamplingParams.logprobs).
     logprobs: list[float]
     running: bool  # False once the pipeline finished it (its EOS, max_new_tokens, a stop)
 
@@ -205,6 +205,7 @@ def serve(conn: Connection, folder: str, device: str, slots: int, properties: An
     eos = int(eos) if eos is not None and int(eos) >= 0 else None
     conn.send(("ready", eos))
     handles: dict[int, Any] = {}
+    scoring: set[int] = set()  # requests that asked for log-probabilities
     while True:
         try:
             message = conn.recv()
@@ -221,22 +222,28 @@ def serve(conn: Connection, folder: str, device: str, slots: int, properties: An
                     config.eos_token_id = eos
                 ids = openvino.Tensor(np.asarray([prompt], dtype=np.int64))
                 handles[request_id] = pipe.add_request(request_id, ids, config)
+                if params.logprobs is not None:
+                    scoring.add(request_id)
                 conn.send(("ok",))
             elif op == "cancel":
                 handle = handles.pop(message[1], None)
+                scoring.discard(message[1])
                 if handle is not None:
                     handle.cancel()
                 conn.send(("ok",))
             else:
                 pipe.step()
-                conn.send(("stepped", _read(handles), _cache_usage(pipe)))
+                conn.send(("stepped", _read(handles, scoring), _cache_usage(pipe)))
         except Exception as exc:  # genai raises RuntimeError and friends; the loop goes on
             _LOGGER.exception("OpenVINO %s failed", op)
             conn.send(("error", f"OpenVINO {op} failed: {exc}"))
 
 
-def _read(handles: dict[int, Any]) -> dict[int, tuple[list[int], list[float], bool]]:
-    """NewTokens (as a plain tuple) of every handle; finished ones are let go."""
+def _read(
+    handles: dict[int, Any], scoring: set[int]
+) -> dict[int, tuple[list[int], list[float], bool]]:
+    """NewTokens (as a plain tuple) of every handle, log-probabilities only for those in
+    `scoring` (genai reports 0.0 for the others); finished ones are let go."""
     out: dict[int, tuple[list[int], list[float], bool]] = {}
     for request_id, handle in list(handles.items()):
         tokens: list[int] = []
@@ -244,10 +251,12 @@ def _read(handles: dict[int, Any]) -> dict[int, tuple[list[int], list[float], bo
         if handle.can_read():
             for output in handle.read().values():
                 tokens.extend(int(t) for t in output.generated_ids)
-                logprobs.extend(float(p) for p in output.generated_log_probs)
+                if request_id in scoring:
+                    logprobs.extend(float(p) for p in output.generated_log_probs)
         running = str(handle.get_status()).endswith("RUNNING")
         if not running:
             del handles[request_id]
+            scoring.discard(request_id)
         out[request_id] = (tokens, logprobs, running)
     return out
 
