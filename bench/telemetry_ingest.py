@@ -79,7 +79,7 @@ def main() -> None:
                 "broker_acl_file": str(broker.acl_file),
                 "broker_pid": str(broker.pid),
             }
-            with control_plane(work / "cp", db_url, **env) as (url, token):
+            with control_plane(work / "cp", db_url, **env) as (url, token, _pid):
                 started = time.perf_counter()
                 creds = enroll_devices(url, token, args.devices)
                 print(f"enrolled {args.devices} devices in {time.perf_counter() - started:.1f} s")

@@ -48,7 +48,7 @@ class DeviceSpec:
 
     device_id: str
     password: str
-    device_class: str = "cpu-x86_64"
+    device_class: str = "cpu-x86"
     agent_version: str = "fleetsim-1"
     active: ActiveModel | None = None
     hardware: dict[str, object] | None = None
