@@ -43,6 +43,7 @@ from controlplane.ingest_counters import BridgeStats
 from controlplane.mqtt_receive import LeanReceiveClient
 from controlplane.telemetry_ingest import Inbound, IngestWriter, Recorder, WriterStatus
 from models import protocol
+from models.budget import DEVICE_BUDGET, Budget, Limiter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ KEEPALIVE_S = 30
 SESSION_EXPIRY_S = 300  # the broker queues QoS 1 messages this long while we are away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages in flight to us; the broker queues the rest
 DEVICE_ID_MAX_CHARS = 64  # the device.id column
-INVALID_LOG_INTERVAL_S = 60.0  # one warning per device this often about its invalid messages
+DROP_LOG_INTERVAL_S = 60.0  # one warning per device and reason this often about its drops
+DROP_LOG_MAX_KEYS = 100_000  # (device, reason) pairs remembered for that
 GIL_SWITCH_INTERVAL_S = 0.001  # see run_bridge
 PUBLISH_IN_FLIGHT = 1000  # our QoS 1 publishes awaiting PUBACK (paho's default, 20, throttles
 # a wave of desired states to one broker round trip per 20 messages)
@@ -90,11 +92,14 @@ class MqttBridge:
         client_id: str = "",
         tls: bool = False,
         ca_file: Path | None = None,
+        device_budget: Budget = DEVICE_BUDGET,
     ) -> None:
         self.host, self.port, self.group = host, port, group
         self.client_id = client_id or f"edgefleet-cp-{secrets.token_hex(8)}"
         self._stats = BridgeStats()
-        self._invalid_logged: dict[str, float] = {}  # device id -> when its last warning went out
+        self._budget = Limiter(device_budget)  # paho's thread only
+        # (device id, counter) -> when its last warning went out
+        self._drop_logged: dict[tuple[str, str], float] = {}
         self._connect_handlers: list[Callable[[], None]] = []
         self._generation = 0
         self._stopping = False
@@ -246,6 +251,10 @@ class MqttBridge:
         if len(device_id) > DEVICE_ID_MAX_CHARS or "\x00" in device_id:
             self._reject_invalid(topic, mid, qos, "not a device id")
             return
+        if self._budget.spend(device_id, len(payload)) > 0:  # before parsing: a flood costs little
+            why = "the device sends more than its budget (models/budget.py); dropped unread"
+            self._reject_invalid(topic, mid, qos, why, device_id=device_id, counter="throttled")
+            return
         try:
             message = schema.model_validate_json(payload)
         except ValidationError as exc:
@@ -265,21 +274,31 @@ class MqttBridge:
         )
 
     def _reject_invalid(
-        self, topic: str, mid: int, qos: int, why: str, *, device_id: str = ""
+        self,
+        topic: str,
+        mid: int,
+        qos: int,
+        why: str,
+        *,
+        device_id: str = "",
+        counter: str = "invalid",
     ) -> None:
-        self._stats.incr("invalid", device_id=device_id)
-        # One warning per device a minute: a flood of bad messages must not flood the log too.
-        now, last = time.monotonic(), self._invalid_logged.get(device_id)
-        if last is None or now - last >= INVALID_LOG_INTERVAL_S:
-            self._invalid_logged[device_id] = now
+        self._stats.incr(counter, device_id=device_id)
+        # One warning per device and reason a minute: a flood must not flood the log too.
+        now, last = time.monotonic(), self._drop_logged.get((device_id, counter))
+        if last is None or now - last >= DROP_LOG_INTERVAL_S:
+            if len(self._drop_logged) >= DROP_LOG_MAX_KEYS:
+                self._drop_logged.clear()
+            self._drop_logged[(device_id, counter)] = now
             _LOGGER.warning(
-                "dropped invalid message on %s: %s (more from this device are "
+                "dropped %s message on %s: %s (more from this device are "
                 "counted, logged at debug level for a minute)",
+                counter,
                 topic[:200],
                 why,
             )
         else:
-            _LOGGER.debug("dropped invalid message on %s: %s", topic[:200], why)
+            _LOGGER.debug("dropped %s message on %s: %s", counter, topic[:200], why)
         self._ack(mid, qos, self._generation)
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:
@@ -308,6 +327,7 @@ async def run_bridge(app: Any) -> AsyncIterator[MqttBridge | None]:
         client_id=control_plane_client_id(settings),
         tls=tls,
         ca_file=settings.mqtt_ca_cert_file if settings.mqtt_ca_cert_file.is_file() else None,
+        device_budget=DEVICE_BUDGET.scaled(settings.device_budget_scale),
     )
     # The bridge's threads run CPU-bound (parsing, writing); a request thread waiting for the
     # GIL gets it after the switch interval, once per hop: 5 ms by default, 1 ms here.

@@ -1,8 +1,9 @@
 """Drop and write-error counters of the MQTT ingest path, kept in the database.
 
 The bridge counts in memory (`BridgeStats`); the counters operators must be able to trust
-after a restart (messages dropped as invalid, rejected, quarantined, failed writes) are also
-added to the `ingest_counter` table, one row per device and counter, by the writer thread.
+after a restart (messages dropped as invalid, over the device's budget, rejected, quarantined,
+failed writes; samples dated in the future) are also added to the `ingest_counter` table, one
+row per device and counter, by the writer thread.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from controlplane.telemetry_models import IngestCounter
 from models import protocol
 
 # Counters kept across restarts; the rest (received, persisted, ...) are in memory only.
-PERSISTED_COUNTERS = frozenset({"invalid", "rejected", "quarantined", "write_errors", "dropped"})
+PERSISTED_COUNTERS = frozenset(
+    {"invalid", "throttled", "future_samples", "rejected", "quarantined", "write_errors", "dropped"}
+)
 _TABLE: Any = IngestCounter.__table__  # type: ignore[attr-defined]
 
 CounterKey = tuple[str, str]  # (device id or "", counter)

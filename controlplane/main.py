@@ -18,7 +18,7 @@ from controlplane.api.errors import install_error_handlers
 from controlplane.api.inputs import CleanInput
 from controlplane.api.limits import RequestLimit
 from controlplane.api.main import api_router
-from controlplane.api.rate_limit import ENROLL_BURST, TokenBucketLimiter
+from controlplane.api.rate_limit import enrollment_limiter
 from controlplane.audit.trail import AuditTrail
 from controlplane.bridge import run_bridge
 from controlplane.broker_sync import sync_broker
@@ -101,9 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
-    app.state.enroll_limiter = TokenBucketLimiter(
-        burst=ENROLL_BURST, per_minute=settings.enroll_rate_per_minute
-    )
+    app.state.enroll_limiter = enrollment_limiter(settings.enroll_rate_per_minute)
     install_error_handlers(app)
     app.include_router(api_router)
     install_dashboard(app)

@@ -49,6 +49,10 @@ QUEUE_PUT_TIMEOUT_S = 1.0
 COUNTER_SAVE_INTERVAL_S = 1.0  # an idle writer saves new drop counts this often
 RETRY_MIN_S = 0.5  # while the database does not answer, retry a batch after this...
 RETRY_MAX_S = 10.0  # ...doubling up to this
+# Samples dated later than this past the control plane's clock are dropped (counted against the
+# device as `future_samples`): retention would never delete them, and a device's clock that
+# runs ahead should be seen, not charted.
+CLOCK_AHEAD_MAX = timedelta(minutes=5)
 
 
 @dataclass
@@ -266,7 +270,8 @@ class IngestWriter:
             rows: list[dict[str, Any]] = []
             seen: dict[str, datetime] = {}
             states: dict[str, Inbound] = {}
-            oldest = to_utc(protocol.utcnow()) - self._keep_raw
+            now = to_utc(protocol.utcnow())
+            oldest, newest = now - self._keep_raw, now + CLOCK_AHEAD_MAX
             for item in batch:
                 if item.device_id not in allowed:
                     self._stats.incr("rejected", device_id=item.device_id)
@@ -276,10 +281,14 @@ class IngestWriter:
                     continue
                 accepted.append(item)
                 if isinstance(item.message, protocol.Telemetry):
-                    fresh = [
-                        r for r in sample_rows(item.device_id, item.message) if r["ts"] >= oldest
-                    ]
-                    counts["stale_samples"] += len(item.message.samples) - len(fresh)
+                    fresh = []
+                    for row in sample_rows(item.device_id, item.message):
+                        if row["ts"] < oldest:
+                            counts["stale_samples"] += 1
+                        elif row["ts"] > newest:
+                            self._stats.incr("future_samples", device_id=item.device_id)
+                        else:
+                            fresh.append(row)
                     rows += fresh
                     seen[item.device_id] = max(
                         seen.get(item.device_id, item.received_at), item.received_at

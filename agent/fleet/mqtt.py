@@ -9,6 +9,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import AgentError
-from agent.fleet.outbox import MAX_PAYLOAD_BYTES, Outbox
+from agent.fleet.outbox import MAX_PAYLOAD_BYTES, Outbox, OutboxEntry
+from models.budget import AGENT_PACE, Allowance
 from models.protocol import Command, CommandResult, DesiredState, DeviceState, device_topic
 
 _LOGGER = logging.getLogger(__name__)
@@ -123,6 +125,10 @@ class AgentMqtt:
         self._online = threading.Event()  # connected, or stopping: the drainer may run
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
+        # The outbox goes out at AGENT_PACE, inside what the control plane accepts from one
+        # device (models/budget.py): a long outage's backlog follows at the steady rate instead
+        # of being dropped as a flood. Drainer thread only.
+        self._pace = Allowance(AGENT_PACE, time.monotonic())
         self._attempt = 0  # reconnect attempts since the last successful connect
         self.reconnects = 0  # connection losses and failed attempts, for metrics and tests
         self._client = self._make_client()
@@ -275,6 +281,15 @@ class AgentMqtt:
             answer = CommandResult(request_id=request_id, ok=False, error=f"cannot run: {problem}")
             self.send("cmd/result", answer)
 
+    def _paced(self, batch: list[OutboxEntry]) -> tuple[list[OutboxEntry], float]:
+        """The head of `batch` the pace lets out now; with none, the seconds until one may go."""
+        now = time.monotonic()
+        for i, entry in enumerate(batch):
+            wait = self._pace.spend(len(entry.payload), now)
+            if wait > 0:
+                return batch[:i], wait
+        return batch, 0.0
+
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
             if not self.connected:
@@ -291,6 +306,10 @@ class AgentMqtt:
                 if not self.outbox.peek(1):
                     continue
                 batch = self.outbox.peek(DRAIN_BATCH)
+            batch, wait = self._paced(batch)
+            if not batch:
+                self._stop.wait(wait)
+                continue
             sent = [(e.seq, self._client.publish(e.topic, e.payload, e.qos)) for e in batch]
             acked: list[int] = []
             for seq, info in sent:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,11 +23,13 @@ from sqlmodel import Session
 
 from controlplane import crud, telemetry_ingest
 from controlplane.api.routes import utils as health_route
+from controlplane.core.config import Settings
 from controlplane.core.db import make_engine, migrate
 from controlplane.ingest_counters import BridgeStats
 from controlplane.telemetry_ingest import Inbound, IngestWriter
 from controlplane.telemetry_models import IngestCounter, TelemetrySample
 from models import protocol
+from models.budget import DEVICE_BUDGET
 from tests.controlplane.helpers import MqttDevice, enroll
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.polling import wait_until
@@ -36,6 +39,17 @@ POISON = b'{"v":1,"seq":%d,"samples":[{"requests":100000000000000000000000000000
 FLOOD = 2100  # more than the bridge's receive maximum (2000): the broker stops if unacked
 
 pytestmark = pytest.mark.usefixtures("fast_bridge")
+
+
+@pytest.fixture
+def budget_scale() -> float:
+    """The device budget: off, so the floods reach what lies past it, unless a test sets it."""
+    return 0.0
+
+
+@pytest.fixture
+def broker_settings(broker_settings: Settings, budget_scale: float) -> Settings:
+    return broker_settings.model_copy(update={"device_budget_scale": budget_scale})
 
 
 @pytest.fixture
@@ -108,6 +122,42 @@ def test_poison_flood_from_one_device_does_not_stop_ingestion(
     assert len(warned) == 1  # counted, not logged 2,100 times
 
 
+@pytest.mark.parametrize("budget_scale", [0.01])
+def test_a_device_past_its_budget_is_throttled_and_the_others_are_not(
+    fleet_client: TestClient,
+    publisher: MqttDevice,
+    broker: MosquittoBroker,
+    admin_headers: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="controlplane.bridge")
+    burst = int(DEVICE_BUDGET.scaled(0.01).burst_messages)
+    sent = 20 * burst
+    for info in [publisher.publish("telemetry", good(i)) for i in range(1, sent + 1)]:
+        info.wait_for_publish(WAIT_S)
+    with closing(MqttDevice(broker, enroll(fleet_client, admin_headers))) as other:
+        other.send("telemetry", good(1))
+        wait_until(
+            lambda: stored_samples(fleet_client, admin_headers, other.id) == 1,
+            "another device's sample stored",
+            WAIT_S,
+        )
+
+    def accounted() -> tuple[int, int] | None:
+        stored = stored_samples(fleet_client, admin_headers, publisher.id)
+        throttled = counters(fleet_client, admin_headers).get((publisher.id, "throttled"), 0)
+        return (stored, throttled) if stored + throttled == sent else None
+
+    stored, throttled = wait_until(
+        accounted, "every message stored or counted against the device", WAIT_S
+    )
+    assert burst <= stored < sent // 2  # the burst, and what refilled meanwhile (0.05 a second)
+    warned = [r for r in caplog.records if "dropped throttled message" in r.getMessage()]
+    assert len(warned) == 1  # counted, not logged for every message
+    health = fleet_client.get("/api/v1/health").json()
+    assert health["ingest"]["dropped_total"]["throttled"] == throttled
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -166,10 +216,17 @@ def _device(engine: Any, device_id: str) -> None:
         session.commit()
 
 
-def _inbound(device_id: str, seq: int, acked: list[int], *, requests: int = 1) -> Inbound:
+def _inbound(
+    device_id: str,
+    seq: int,
+    acked: list[int],
+    *,
+    requests: int = 1,
+    ts: datetime | None = None,
+) -> Inbound:
     # model_construct: a value validation would refuse, as if a bound were missing
     sample = protocol.TelemetrySample.model_construct(
-        ts=protocol.utcnow(),
+        ts=ts or protocol.utcnow(),
         tokens_per_s=1.0,
         ttft_ms=None,
         requests=requests,
@@ -218,6 +275,24 @@ def test_a_message_the_database_refuses_is_isolated_counted_and_acked(engine: An
     assert sorted(r[0] for r in rows) == ["dev-good"] * 7
     assert stats.snapshot()["quarantined"] == 1
     assert saved[("dev-bad", "quarantined")] == 1
+
+
+def test_samples_dated_past_the_clock_or_the_retention_are_not_stored(engine: Any) -> None:
+    _device(engine, "dev-skewed")
+    stats = BridgeStats()
+    now, acked = protocol.utcnow(), []
+    batch = [
+        _inbound("dev-skewed", 1, acked, ts=now + timedelta(minutes=1)),  # a little ahead: kept
+        _inbound("dev-skewed", 2, acked, ts=now + timedelta(days=365 * 100)),  # never rolled up
+        _inbound("dev-skewed", 3, acked, ts=now - timedelta(hours=2)),  # past keep_raw (1 h)
+    ]
+    _writer(engine, stats).write(batch)
+    with Session(engine) as session:
+        stored = session.exec(select(TelemetrySample.seq)).all()  # type: ignore[call-overload]
+    assert [row[0] for row in stored] == [1]
+    counts = stats.snapshot()
+    assert counts["future_samples"] == 1 and counts["stale_samples"] == 1
+    assert stats.take_unsaved() == Counter({("dev-skewed", "future_samples"): 1})
 
 
 def test_a_database_that_does_not_answer_holds_messages_back(

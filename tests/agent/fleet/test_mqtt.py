@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 import agent.fleet.mqtt as agent_mqtt
 from agent.fleet.mqtt import AgentMqtt, MqttError, MqttSettings, parse_broker_url
 from agent.fleet.outbox import MAX_PAYLOAD_BYTES, Outbox
+from models.budget import Budget
 from models.protocol import CommandResult, DesiredState, DeviceState, RolloutEvent, device_topic
 from tests.agent.fleet.nodes import CONTROL_PLANE_PASSWORD, DEVICE, DEVICE_PASSWORD
 from tests.support.mosquitto import CONTROL_PLANE_USER, MosquittoBroker
@@ -161,6 +162,26 @@ def test_outbox_filled_while_broker_away_replays_in_order(
     assert got == list(range(1, 51))
     wait_until(lambda: len(agent.outbox) == 0, timeout=5)
     assert len(agent.outbox) == 0
+
+
+def test_the_outbox_goes_out_at_the_agents_pace_and_waits_for_the_rest(
+    monkeypatch: pytest.MonkeyPatch, observer: Observer, start_agent: Callable[..., AgentMqtt]
+) -> None:
+    # A burst of 5 messages, then one every 100 s: the sixth waits in the outbox, nothing lost.
+    pace = Budget(burst_messages=5, messages_per_s=0.01, burst_bytes=10**6, bytes_per_s=10**4)
+    monkeypatch.setattr(agent_mqtt, "AGENT_PACE", pace)
+    agent = start_agent()
+    assert agent.wait_connected(5)
+    for i in range(8):
+        agent.send("events", event(i))
+    got = [
+        RolloutEvent.model_validate_json(observer.next("events")).desired_version for _ in range(5)
+    ]
+    assert got == list(range(5))
+    wait_until(lambda: len(agent.outbox) == 3, "the burst acknowledged and gone", timeout=5)
+    with pytest.raises(AssertionError):
+        observer.next("events", timeout=1.0)
+    assert [e.topic.rsplit("/", 1)[1] for e in agent.outbox.peek()] == ["events"] * 3
 
 
 def test_graceful_stop_publishes_offline(
