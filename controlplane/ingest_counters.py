@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -21,10 +22,18 @@ from controlplane.db_models import UtcDateTime
 from controlplane.telemetry_models import IngestCounter
 from models import protocol
 
-# Counters kept across restarts; the rest (received, persisted, ...) are in memory only.
-PERSISTED_COUNTERS = frozenset(
-    {"invalid", "throttled", "future_samples", "rejected", "quarantined", "write_errors", "dropped"}
-)
+# Counters kept across restarts, and what each means to an operator; the rest (received,
+# persisted, ...) are in memory only.
+DROP_REASONS: dict[str, str] = {
+    "invalid": "messages that failed validation (malformed, out of bounds, unknown topic)",
+    "throttled": "messages sent past the device's budget (models/budget.py), dropped unread",
+    "future_samples": "samples dated more than 5 minutes ahead of the control plane's clock",
+    "rejected": "messages sent while the device was unknown or revoked",
+    "quarantined": "messages the database refused",
+    "write_errors": "batch writes that failed (retried)",
+    "dropped": "messages not yet written when the control plane stopped (the broker resends)",
+}
+PERSISTED_COUNTERS = frozenset(DROP_REASONS)
 _TABLE: Any = IngestCounter.__table__  # type: ignore[attr-defined]
 
 CounterKey = tuple[str, str]  # (device id or "", counter)
@@ -102,8 +111,19 @@ class IngestCounterPublic(SQLModel):
     last_at: UtcDateTime
 
 
-def by_device(session: Session, *, limit: int) -> list[IngestCounterPublic]:
-    """Per-device counters, highest count first."""
-    query = select(_TABLE).order_by(_TABLE.c["count"].desc(), _TABLE.c.device_id).limit(limit)
+def by_device(
+    session: Session,
+    *,
+    limit: int,
+    device_id: str | None = None,
+    since: datetime | None = None,
+) -> list[IngestCounterPublic]:
+    """Per-device counters, highest count first; one device's, or those counted `since`."""
+    query = select(_TABLE)  # device_id "": counts of whole batches (write_errors)
+    if device_id is not None:
+        query = query.where(_TABLE.c.device_id == device_id)
+    if since is not None:
+        query = query.where(_TABLE.c.last_at >= since)
+    query = query.order_by(_TABLE.c["count"].desc(), _TABLE.c.device_id).limit(limit)
     rows = session.execute(query)
     return [IngestCounterPublic.model_validate(dict(row._mapping)) for row in rows]

@@ -1,5 +1,5 @@
-"""`edgefleet-cp devices ...` over the API: list, show, label (one or by selector), revoke,
-command."""
+"""`edgefleet-cp devices ...` over the API: list, show, drops, label (one or by selector),
+revoke, command."""
 
 from __future__ import annotations
 
@@ -60,6 +60,19 @@ def cmd_list(_settings: Any, args: argparse.Namespace) -> None:
 def cmd_show(_settings: Any, args: argparse.Namespace) -> None:
     with client(args) as api:
         emit(args, api.call("GET", f"/devices/{args.device_id}"), lambda d: _rows([d]))
+
+
+def cmd_drops(_settings: Any, args: argparse.Namespace) -> None:
+    params = given(device_id=args.device_id, limit=args.limit)
+    with client(args) as api:
+        emit(
+            args,
+            api.call("GET", "/ingest/counters", params=params),
+            lambda rows: columns(
+                [(r["device_id"], r["counter"], r["count"], r["last_at"]) for r in rows],
+                ("DEVICE", "REASON", "COUNT", "LAST"),
+            ),
+        )
 
 
 def cmd_label(_settings: Any, args: argparse.Namespace) -> None:
@@ -141,6 +154,20 @@ def add_devices_parser(sub: Any) -> Any:
     s = add_output(dsub.add_parser("show", help="one device"))
     s.add_argument("device_id")
     s.set_defaults(func=cmd_show)
+    s = add_output(
+        dsub.add_parser(
+            "drops",
+            help="messages the control plane dropped, by device and reason",
+            description="What the MQTT ingest dropped, highest count first: invalid "
+            "(failed validation), throttled (past the device's budget), future_samples "
+            "(dated ahead of the control plane's clock), rejected (unknown or revoked "
+            "device), quarantined (refused by the database). A device that keeps adding "
+            "to these misbehaves.",
+        )
+    )
+    s.add_argument("device_id", nargs="?", default="", help="only this device")
+    s.add_argument("--limit", type=int, default=100, help="rows at most (100)")
+    s.set_defaults(func=cmd_drops)
     s = add_output(dsub.add_parser("label", help="set or remove labels on one device or many"))
     s.add_argument("device_id", nargs="?", default="", help="the device (or use --selector)")
     s.add_argument("labels", nargs="*", default=[], help="labels to set: k=v ...")

@@ -24,6 +24,7 @@ from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
 from controlplane.db_models import ApiToken, Role, as_utc
 from controlplane.errors import ApiError, LoginRequired
+from controlplane.ingest_counters import DROP_REASONS, by_device
 from controlplane.telemetry_models import FleetSummary
 from controlplane.telemetry_reads import chart_window, series
 from controlplane.telemetry_summary import SummaryCache
@@ -40,6 +41,8 @@ RANGES = {
     "7d": timedelta(days=7),
 }
 CHART_POINTS = 120
+RECENT_DROPS = timedelta(hours=24)  # the overview lists devices with drops counted this recently
+DROP_ROWS = 10
 DEVICES_PAGE = 200  # rows per device list page: a 10,000-device fleet is not one HTML page
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -151,6 +154,8 @@ def overview(
         viewer,
         summary=summary,
         fleet_chart=fleet_chart,
+        drops=by_device(session, limit=DROP_ROWS, since=now - RECENT_DROPS),
+        drop_reasons=DROP_REASONS,
     )
 
 
@@ -236,6 +241,8 @@ def device_detail(
         current_range=window,
         hardware=hardware_rows(public.hardware),
         history=model_history(session, device_id),
+        drops=by_device(session, limit=len(DROP_REASONS), device_id=device_id),
+        drop_reasons=DROP_REASONS,
     )
 
 

@@ -17,6 +17,10 @@ def ingest_counters(
     session: SessionDep,
     _viewer: ViewerDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="rows, highest count first")] = 100,
+    device_id: Annotated[
+        str | None, Query(max_length=64, description="only this device's counters")
+    ] = None,
 ) -> list[IngestCounterPublic]:
-    """Messages dropped (invalid, rejected, quarantined) by device, kept across restarts."""
-    return by_device(session, limit=limit)
+    """What the ingest dropped, by device and reason (`invalid`, `throttled`, `future_samples`,
+    `rejected`, `quarantined`, ...: docs/controlplane.md), kept across restarts."""
+    return by_device(session, limit=limit, device_id=device_id)

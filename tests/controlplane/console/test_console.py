@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.cli import main
+from controlplane.core.db import make_engine
 from controlplane.db_models import Role
+from controlplane.ingest_counters import save_counts
 from controlplane.signing_key import load_signing_identity
 from tests.controlplane.helpers import make_model_dir
 from tests.controlplane.live import sqlite_control_plane
@@ -161,3 +164,21 @@ def test_refusals_say_what_to_do(
 
     code, _out, err = run(capsys, "login", f"http://127.0.0.1:{free_port()}", "--token", "x")
     assert code == 2 and "cannot reach the control plane" in err
+
+
+def test_devices_drops_lists_what_the_ingest_dropped(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(server["settings"].database_url)
+    save_counts(engine, Counter({("dev-a", "throttled"): 600, ("dev-b", "invalid"): 2}))
+    engine.dispose()
+    assert run(capsys, "login", server["url"], "--token", server["viewer"])[0] == 0
+    code, out, _err = run(capsys, "devices", "drops")
+    assert code == 0
+    assert [line.split()[:3] for line in out.splitlines()] == [
+        ["DEVICE", "REASON", "COUNT"],
+        ["dev-a", "throttled", "600"],
+        ["dev-b", "invalid", "2"],
+    ]
+    only_b = as_json(capsys, "devices", "drops", "dev-b")
+    assert [(r["device_id"], r["counter"], r["count"]) for r in only_b] == [("dev-b", "invalid", 2)]
