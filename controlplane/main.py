@@ -14,6 +14,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from controlplane import __version__
+from controlplane.api.downloads import OpenDownloads
 from controlplane.api.errors import install_error_handlers
 from controlplane.api.inputs import CleanInput
 from controlplane.api.limits import RequestLimit
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.enroll_limiter = enrollment_limiter(settings.enroll_rate_per_minute)
+    app.state.downloads = OpenDownloads()
     install_error_handlers(app)
     app.include_router(api_router)
     install_dashboard(app)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from controlplane.errors import ApiError
 
@@ -61,10 +63,46 @@ def _read(path: Path, first: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
+class _ClosingStream(StreamingResponse):
+    """A streamed body that calls `on_close` once it ends, however it ends (sent, client gone)."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
 def ranged_file(
-    request: Request, path: Path, *, etag: str, media_type: str = "application/octet-stream"
+    request: Request,
+    path: Path,
+    *,
+    etag: str,
+    media_type: str = "application/octet-stream",
+    on_close: Callable[[], None] = lambda: None,
 ) -> Response:
-    """200 with the file, 206 with the requested range, or 416; ETag is the sha256."""
+    """200 with the file, 206 with the requested range, or 416; ETag is the sha256.
+
+    `on_close` is called when the answer is done: after the body is streamed (or the client
+    left), or at once for an answer without one.
+    """
+    try:
+        response = _answer(request, path, etag=etag, media_type=media_type, on_close=on_close)
+    except BaseException:
+        on_close()
+        raise
+    if not isinstance(response, _ClosingStream):
+        on_close()
+    return response
+
+
+def _answer(
+    request: Request, path: Path, *, etag: str, media_type: str, on_close: Callable[[], None]
+) -> Response:
     size = path.stat().st_size
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{etag}"'}
     if request.headers.get("if-none-match", "").strip('" ') == etag:
@@ -76,13 +114,16 @@ def ranged_file(
         span = parse_range(header, size)
     if span is None:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(_read(path, 0, size), media_type=media_type, headers=headers)
+        return _ClosingStream(
+            _read(path, 0, size), media_type=media_type, headers=headers, on_close=on_close
+        )
     first, last = span
     headers["Content-Length"] = str(last - first + 1)
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    return StreamingResponse(
+    return _ClosingStream(
         _read(path, first, last - first + 1),
         status_code=206,
         media_type=media_type,
         headers=headers,
+        on_close=on_close,
     )

@@ -9,6 +9,7 @@ from sqlmodel import Field, SQLModel
 
 from controlplane.agent_releases import get_release, import_release, list_releases, release_path
 from controlplane.api.deps import CurrentDevice, OperatorDep, SettingsDep, SigningDep, ViewerDep
+from controlplane.api.downloads import open_download
 from controlplane.api.ranges import ranged_file
 from models.agent_release import AgentReleaseManifest
 
@@ -40,8 +41,10 @@ def import_agent_release(
 
 @router.get("/{version}/{name:path}")
 def agent_release_file(
-    version: str, name: str, request: Request, settings: SettingsDep, _device: CurrentDevice
+    version: str, name: str, request: Request, settings: SettingsDep, device: CurrentDevice
 ) -> Response:
-    """release.json, release.sig or files/{wheel} of one release; Range requests give 206."""
+    """release.json, release.sig or files/{wheel} of one release; Range requests give 206;
+    429 while the device has DOWNLOADS_PER_DEVICE open."""
     path = release_path(settings, version, name)
-    return ranged_file(request, path, etag=f"{version}/{name}")
+    close = open_download(request, device.id)
+    return ranged_file(request, path, etag=f"{version}/{name}", on_close=close)

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from controlplane import crud
 from controlplane.api.deps import CurrentDevice, SessionDep, SettingsDep
+from controlplane.api.downloads import open_download
 from controlplane.api.ranges import ranged_file
 from controlplane.db_models import ModelVersion
 from controlplane.errors import ApiError
@@ -59,9 +60,10 @@ def artifact_file(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    _device: CurrentDevice,
+    device: CurrentDevice,
 ) -> Response:
-    """One file of the model, by its manifest path; Range requests give 206."""
+    """One file of the model, by its manifest path; Range requests give 206; 429 while the
+    device has DOWNLOADS_PER_DEVICE open."""
     manifest = Manifest.model_validate_json(_version_or_404(session, name, version).manifest_json)
     entry = next((f for v in manifest.variants for f in v.files if f.path == path), None)
     if entry is None:
@@ -74,4 +76,5 @@ def artifact_file(
         raise ApiError(
             404, "file_not_found", f"{path} of {manifest.ref} is missing from the store; re-import"
         )
-    return ranged_file(request, blob, etag=entry.sha256)
+    close = open_download(request, device.id)
+    return ranged_file(request, blob, etag=entry.sha256, on_close=close)
