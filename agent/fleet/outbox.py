@@ -64,6 +64,7 @@ class Outbox:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._closed = False
         self.appended = threading.Event()  # set by every append; the MQTT drainer waits on it
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -164,10 +165,13 @@ class Outbox:
         return [OutboxEntry(int(s), str(t), bytes(p), int(q)) for s, t, p, q in rows]
 
     def ack(self, seqs: list[int]) -> None:
-        """Remove messages the broker acknowledged."""
+        """Remove messages the broker acknowledged; after close() they stay, to be sent again
+        (the drainer may still be waiting for PUBACKs when the agent stops)."""
         if not seqs:
             return
         with self._lock:
+            if self._closed:
+                return
             marks = ",".join("?" * len(seqs))
             (gone,) = self._db.execute(
                 f"SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE seq IN ({marks})",
@@ -184,6 +188,7 @@ class Outbox:
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def _count(self) -> int:

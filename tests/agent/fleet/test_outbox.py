@@ -26,6 +26,14 @@ def test_ack_removes_only_acknowledged(tmp_path: Path) -> None:
     assert len(box) == 2
 
 
+def test_an_ack_after_close_keeps_the_messages_for_the_next_start(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db")
+    seqs = [box.append("t", f"m{i}".encode()) for i in range(2)]
+    box.close()
+    box.ack(seqs)  # the drainer's PUBACKs arriving while the agent stops
+    assert [e.seq for e in Outbox(tmp_path / "outbox.db").peek()] == seqs
+
+
 def test_full_outbox_drops_oldest_telemetry_but_keeps_events(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "outbox.db", max_rows=3)
     box.append("events", b"e1")
