@@ -1,7 +1,7 @@
 """One enrolled device floods the control plane with valid telemetry: what the others notice.
 
     .venv/bin/python bench/device_flood.py [--honest 20] [--seconds 20] [--samples 1000]
-        [--no-flood] [--database-url URL]
+        [--no-flood] [--budget-scale 1] [--database-url URL]
 
 A real Mosquitto from deploy/mosquitto/edgefleet.conf, a real control plane (uvicorn
 subprocess, MQTT bridge on), devices enrolled through the API. `--honest` devices each send a
@@ -11,7 +11,8 @@ as the broker takes them (QoS 1). The database is polled every 0.25 s: an honest
 latency is from its timestamp (when it was sent) to the poll that first finds it stored.
 
 Prints the honest samples' latency (p50, p95, max) and how many were stored, what the flooding
-device got stored, and what the control plane counted against it.
+device got stored, what the control plane counted against it, and the resident memory of the
+control plane and of Mosquitto at the end of the flood.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,9 +131,18 @@ def count_samples(db_url: str, device_id: str) -> int:
         engine.dispose()
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB."""
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
 def run(
-    broker: MosquittoBroker, db_url: str, url: str, token: str, args: argparse.Namespace
+    broker: MosquittoBroker,
+    db_url: str,
+    cp: tuple[str, str, int],
+    args: argparse.Namespace,
 ) -> None:
+    url, token, cp_pid = cp
     creds = enroll_devices(url, token, args.honest + 1)
     hostile = MqttDevice(broker, creds[0], max_inflight=1000)
     honest = [MqttDevice(broker, c) for c in creds[1:]]
@@ -157,6 +168,7 @@ def run(
     for thread in threads:
         thread.start()
     time.sleep(args.seconds)
+    memory = f"control plane {rss_mb(cp_pid):.0f} MB, Mosquitto {rss_mb(broker.pid or 0):.0f} MB"
     stop_send.set()
     time.sleep(SETTLE_S)
     stop_poll.set()
@@ -173,6 +185,7 @@ def run(
     print(
         f"{args.honest} honest devices, {args.seconds} s, "
         + ("no flood" if args.no_flood else f"flood of {args.samples}-sample batches")
+        + f", device budget x{args.budget_scale:g}"
     )
     print(f"honest samples stored: {len(latencies)}/{results['honest']}")
     if latencies:
@@ -187,6 +200,7 @@ def run(
             f"{stored} samples stored ({stored / args.seconds:.0f}/s); "
             f"counted against it: {against}"
         )
+    print(f"resident memory as the flood ended: {memory}")
 
 
 def main() -> None:
@@ -196,6 +210,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="how long the flood lasts")
     parser.add_argument("--samples", type=int, default=1000, help="samples per flood batch")
     parser.add_argument("--no-flood", action="store_true", help="the honest devices alone")
+    parser.add_argument(
+        "--budget-scale",
+        type=float,
+        default=1.0,
+        help="the control plane's EDGEFLEET_CP_DEVICE_BUDGET_SCALE (0: no device budget)",
+    )
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,9 +232,10 @@ def main() -> None:
                 "broker_password_file": str(broker.password_file),
                 "broker_acl_file": str(broker.acl_file),
                 "broker_pid": str(broker.pid),
+                "device_budget_scale": str(args.budget_scale),
             }
-            with control_plane(work / "cp", db_url, **env) as (url, token, _pid):
-                run(broker, db_url, url, token, args)
+            with control_plane(work / "cp", db_url, **env) as cp:
+                run(broker, db_url, cp, args)
         finally:
             broker.stop()
 

@@ -8,9 +8,11 @@ a burst, then a steady rate. The agent paces its outbox to half of it (a restart
 starts with a full burst while the control plane's bucket may not be); the control plane
 drops what goes past it, unparsed, and counts it against the device (`throttled`).
 
-An agent sends about one message a second at its fastest telemetry setting; the burst lets a
-day of telemetry kept offline go out at once, and what is left of a longer outage follows at
-the steady rate, nothing lost.
+An agent sends a telemetry message (about 350 bytes) every 10 s by default, one a second at
+its fastest setting. Half the burst (2,500 messages, 2 MiB) sends the last 7 hours of
+telemetry kept offline at once; the rest follows at 2.5 messages (8 KiB) a second, so a day's
+outage is caught up within 45 minutes, nothing lost. A flooding device gets its burst (about
+25 batches of 1,000 samples) and then 16 KiB a second, about 100 samples.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Budget:
 
 
 DEVICE_BUDGET: Final = Budget(
-    burst_messages=600, messages_per_s=5.0, burst_bytes=4 * 2**20, bytes_per_s=16 * 2**10
+    burst_messages=5_000, messages_per_s=5.0, burst_bytes=4 * 2**20, bytes_per_s=16 * 2**10
 )
 AGENT_PACE: Final = DEVICE_BUDGET.scaled(0.5)  # what the agent's outbox lets out
 

@@ -136,8 +136,8 @@ class Settings(BaseSettings):
         default=1.0,
         ge=0,
         description="what the MQTT bridge accepts from one device, as a multiple of "
-        "models.budget.DEVICE_BUDGET (600 messages and 4 MiB at once, then 5 messages and "
-        "16 KiB a second); past it messages are dropped unread and counted `throttled`. "
+        "models.budget.DEVICE_BUDGET (5,000 messages and 4 MiB at once, then 5 messages "
+        "and 16 KiB a second); past it messages are dropped unread and counted `throttled`. "
         "0 turns the budget off",
     )
     enroll_rate_per_minute: float = Field(
