@@ -37,7 +37,7 @@ from controlplane.core.db import make_engine, migrate  # noqa: E402
 from controlplane.db_models import Role  # noqa: E402
 from controlplane.telemetry_store import insert_samples, sample_rows  # noqa: E402
 from models import protocol  # noqa: E402
-from tests.support.mosquitto import free_port  # noqa: E402
+from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
 
 
 def process_cpu_s(pid: int) -> tuple[float, float]:
@@ -104,6 +104,30 @@ def control_plane(data_dir: Path, database_url: str, **env: str) -> Iterator[tup
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextmanager
+def bridged_control_plane(
+    work: Path, database_url: str, **env: str
+) -> Iterator[tuple[MosquittoBroker, tuple[str, str, int]]]:
+    """A real Mosquitto (the shipped config) and `control_plane` with its MQTT bridge on
+    against it; yields (broker, (url, token, pid))."""
+    broker = MosquittoBroker(work / "mqtt")
+    broker.set_users({})
+    broker.start()
+    try:
+        bridge = {
+            "mqtt_enabled": "true",
+            "mqtt_host": broker.host,
+            "mqtt_port": str(broker.port),
+            "broker_password_file": str(broker.password_file),
+            "broker_acl_file": str(broker.acl_file),
+            "broker_pid": str(broker.pid),
+        }
+        with control_plane(work / "cp", database_url, **bridge, **env) as cp:
+            yield broker, cp
+    finally:
+        broker.stop()
 
 
 def enroll_devices(url: str, token: str, count: int) -> list[dict[str, object]]:

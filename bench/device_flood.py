@@ -34,7 +34,7 @@ from sqlalchemy import text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from api_latency import control_plane, enroll_devices  # noqa: E402
+from api_latency import bridged_control_plane, enroll_devices  # noqa: E402
 
 from controlplane.core.db import make_engine  # noqa: E402
 from models import protocol  # noqa: E402
@@ -221,23 +221,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         db_url = args.database_url or f"sqlite:///{work}/cp.db"
-        broker = MosquittoBroker(work / "mqtt")
-        broker.set_users({})
-        broker.start()
-        try:
-            env = {
-                "mqtt_enabled": "true",
-                "mqtt_host": broker.host,
-                "mqtt_port": str(broker.port),
-                "broker_password_file": str(broker.password_file),
-                "broker_acl_file": str(broker.acl_file),
-                "broker_pid": str(broker.pid),
-                "device_budget_scale": str(args.budget_scale),
-            }
-            with control_plane(work / "cp", db_url, **env) as cp:
-                run(broker, db_url, cp, args)
-        finally:
-            broker.stop()
+        scale = str(args.budget_scale)
+        with bridged_control_plane(work, db_url, device_budget_scale=scale) as (broker, cp):
+            run(broker, db_url, cp, args)
 
 
 if __name__ == "__main__":

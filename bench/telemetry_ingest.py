@@ -24,7 +24,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from api_latency import control_plane, enroll_devices  # noqa: E402
+from api_latency import bridged_control_plane, enroll_devices  # noqa: E402
 
 from agent.fleetsim.fleet import DeviceSpec, FleetSimulator  # noqa: E402
 from models import protocol  # noqa: E402
@@ -67,44 +67,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         db_url = args.database_url or f"sqlite:///{work}/cp.db"
-        broker = MosquittoBroker(work / "mqtt")
-        broker.set_users({})
-        broker.start()
-        try:
-            env = {
-                "mqtt_enabled": "true",
-                "mqtt_host": broker.host,
-                "mqtt_port": str(broker.port),
-                "broker_password_file": str(broker.password_file),
-                "broker_acl_file": str(broker.acl_file),
-                "broker_pid": str(broker.pid),
-            }
-            with control_plane(work / "cp", db_url, **env) as (url, token, _pid):
-                started = time.perf_counter()
-                creds = enroll_devices(url, token, args.devices)
-                print(f"enrolled {args.devices} devices in {time.perf_counter() - started:.1f} s")
-                specs = [
-                    DeviceSpec(str(c["device_id"]), str(c["mqtt"]["password"]))  # type: ignore[index]
-                    for c in creds
-                ]
-                since = (protocol.utcnow() - timedelta(minutes=1)).isoformat()
-                t0 = time.perf_counter()
-                connect_s, send_s, sent = asyncio.run(send(specs, broker, args))
-                expected = sent * args.samples
-                headers = {"Authorization": f"Bearer {token}"}
-                with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-                    stored, last_change, done_at = -1, time.perf_counter(), time.perf_counter()
-                    while time.perf_counter() - last_change < STALL_S:
-                        now_stored = persisted_samples(http, since)
-                        if now_stored != stored:
-                            stored, last_change = now_stored, time.perf_counter()
-                            done_at = last_change
-                        if stored >= expected:
-                            break
-                        time.sleep(0.25)
-                ingest_s = done_at - t0 - connect_s
-        finally:
-            broker.stop()
+        with bridged_control_plane(work, db_url) as (broker, (url, token, _pid)):
+            started = time.perf_counter()
+            creds = enroll_devices(url, token, args.devices)
+            print(f"enrolled {args.devices} devices in {time.perf_counter() - started:.1f} s")
+            specs = [
+                DeviceSpec(str(c["device_id"]), str(c["mqtt"]["password"]))  # type: ignore[index]
+                for c in creds
+            ]
+            since = (protocol.utcnow() - timedelta(minutes=1)).isoformat()
+            t0 = time.perf_counter()
+            connect_s, send_s, sent = asyncio.run(send(specs, broker, args))
+            expected = sent * args.samples
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+                stored, last_change, done_at = -1, time.perf_counter(), time.perf_counter()
+                while time.perf_counter() - last_change < STALL_S:
+                    now_stored = persisted_samples(http, since)
+                    if now_stored != stored:
+                        stored, last_change = now_stored, time.perf_counter()
+                        done_at = last_change
+                    if stored >= expected:
+                        break
+                    time.sleep(0.25)
+            ingest_s = done_at - t0 - connect_s
     print(
         f"{args.devices} devices connected in {connect_s:.1f} s "
         f"({args.devices / connect_s:.0f} connects/s)"
