@@ -3,7 +3,6 @@ per hardware class."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -13,6 +12,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from controlplane.api.deps import SessionDep
+from controlplane.dashboard.embed import script_json
 from controlplane.dashboard.routes import RANGES, Viewer, _page
 from controlplane.db_models import Device
 from controlplane.telemetry_models import TelemetryPoint
@@ -79,7 +79,7 @@ def group_charts(session: Session, *, by: str, span: timedelta, now: datetime) -
                 else _line(data[metric].get(g, []))
             )
             lines.append({"name": f"{g} ({counts[g]})", "points": points})
-        charts.append(json.dumps({"metric": title, "series": lines}).replace("</", "<\\/"))
+        charts.append(script_json({"metric": title, "series": lines}))
     return charts
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
+from controlplane.dashboard.embed import script_json
 from controlplane.db_models import as_utc
 from controlplane.rollouts.models import Rollout, RolloutDevice
 from models.protocol import utcnow
@@ -43,4 +43,4 @@ def model_history(session: Session, device_id: str) -> str:
             }
         )
     items.sort(key=lambda i: i["from"])
-    return json.dumps({"now": utcnow().isoformat(), "items": items}).replace("</", "<\\/")
+    return script_json({"now": utcnow().isoformat(), "items": items})

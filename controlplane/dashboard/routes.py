@@ -7,7 +7,6 @@ the browser makes no authenticated API calls of its own.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from controlplane import crud
 from controlplane.api.deps import SessionDep, parse_selector
+from controlplane.dashboard.embed import script_json
 from controlplane.dashboard.hardware import hardware_rows
 from controlplane.dashboard.history import model_history
 from controlplane.dashboard.session import CSRF_COOKIE, csrf_token, keep_session, take_flash
@@ -258,8 +258,7 @@ def models_page(
 
 def _chart_json(metric: str, points: list[Any]) -> str:
     data = [{"t": p.t.isoformat(), "avg": p.avg, "max": p.max} for p in points]
-    # `</` cannot end the <script> block the JSON is embedded in.
-    return json.dumps({"metric": metric, "points": data}).replace("</", "<\\/")
+    return script_json({"metric": metric, "points": data})
 
 
 def install_dashboard(app: FastAPI) -> None:
