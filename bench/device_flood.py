@@ -210,12 +210,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="how long the flood lasts")
     parser.add_argument("--samples", type=int, default=1000, help="samples per flood batch")
     parser.add_argument("--no-flood", action="store_true", help="the honest devices alone")
-    parser.add_argument(
-        "--budget-scale",
-        type=float,
-        default=1.0,
-        help="the control plane's EDGEFLEET_CP_DEVICE_BUDGET_SCALE (0: no device budget)",
-    )
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="0: no device budget")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -281,14 +281,15 @@ class IngestWriter:
                     continue
                 accepted.append(item)
                 if isinstance(item.message, protocol.Telemetry):
-                    fresh = []
+                    fresh, ahead = [], 0
                     for row in sample_rows(item.device_id, item.message):
                         if row["ts"] < oldest:
                             counts["stale_samples"] += 1
                         elif row["ts"] > newest:
-                            self._stats.incr("future_samples", device_id=item.device_id)
+                            ahead += 1
                         else:
                             fresh.append(row)
+                    self._stats.incr("future_samples", ahead, device_id=item.device_id)
                     rows += fresh
                     seen[item.device_id] = max(
                         seen.get(item.device_id, item.received_at), item.received_at
