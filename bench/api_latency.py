@@ -108,26 +108,30 @@ def control_plane(data_dir: Path, database_url: str, **env: str) -> Iterator[tup
 
 @contextmanager
 def bridged_control_plane(
-    work: Path, database_url: str, **env: str
-) -> Iterator[tuple[MosquittoBroker, tuple[str, str, int]]]:
+    database_url: str = "", **env: str
+) -> Iterator[tuple[MosquittoBroker, tuple[str, str, int], str]]:
     """A real Mosquitto (the shipped config) and `control_plane` with its MQTT bridge on
-    against it; yields (broker, (url, token, pid))."""
-    broker = MosquittoBroker(work / "mqtt")
-    broker.set_users({})
-    broker.start()
-    try:
-        bridge = {
-            "mqtt_enabled": "true",
-            "mqtt_host": broker.host,
-            "mqtt_port": str(broker.port),
-            "broker_password_file": str(broker.password_file),
-            "broker_acl_file": str(broker.acl_file),
-            "broker_pid": str(broker.pid),
-        }
-        with control_plane(work / "cp", database_url, **bridge, **env) as cp:
-            yield broker, cp
-    finally:
-        broker.stop()
+    against it, in a temporary directory (SQLite there unless `database_url`); yields
+    (broker, (url, token, pid), database url)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        database_url = database_url or f"sqlite:///{work}/cp.db"
+        broker = MosquittoBroker(work / "mqtt")
+        broker.set_users({})
+        broker.start()
+        try:
+            bridge = {
+                "mqtt_enabled": "true",
+                "mqtt_host": broker.host,
+                "mqtt_port": str(broker.port),
+                "broker_password_file": str(broker.password_file),
+                "broker_acl_file": str(broker.acl_file),
+                "broker_pid": str(broker.pid),
+            }
+            with control_plane(work / "cp", database_url, **bridge, **env) as cp:
+                yield broker, cp, database_url
+        finally:
+            broker.stop()
 
 
 def enroll_devices(url: str, token: str, count: int) -> list[dict[str, object]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -213,12 +212,10 @@ def main() -> None:
     parser.add_argument("--budget-scale", type=float, default=1.0, help="0: no device budget")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        db_url = args.database_url or f"sqlite:///{work}/cp.db"
-        scale = str(args.budget_scale)
-        with bridged_control_plane(work, db_url, device_budget_scale=scale) as (broker, cp):
-            run(broker, db_url, cp, args)
+    scale = str(args.budget_scale)
+    with bridged_control_plane(args.database_url, device_budget_scale=scale) as running:
+        broker, cp, db_url = running
+        run(broker, db_url, cp, args)
 
 
 if __name__ == "__main__":

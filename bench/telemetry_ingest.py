@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -64,33 +63,30 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1, help="samples per batch")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        db_url = args.database_url or f"sqlite:///{work}/cp.db"
-        with bridged_control_plane(work, db_url) as (broker, (url, token, _pid)):
-            started = time.perf_counter()
-            creds = enroll_devices(url, token, args.devices)
-            print(f"enrolled {args.devices} devices in {time.perf_counter() - started:.1f} s")
-            specs = [
-                DeviceSpec(str(c["device_id"]), str(c["mqtt"]["password"]))  # type: ignore[index]
-                for c in creds
-            ]
-            since = (protocol.utcnow() - timedelta(minutes=1)).isoformat()
-            t0 = time.perf_counter()
-            connect_s, send_s, sent = asyncio.run(send(specs, broker, args))
-            expected = sent * args.samples
-            headers = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-                stored, last_change, done_at = -1, time.perf_counter(), time.perf_counter()
-                while time.perf_counter() - last_change < STALL_S:
-                    now_stored = persisted_samples(http, since)
-                    if now_stored != stored:
-                        stored, last_change = now_stored, time.perf_counter()
-                        done_at = last_change
-                    if stored >= expected:
-                        break
-                    time.sleep(0.25)
-            ingest_s = done_at - t0 - connect_s
+    with bridged_control_plane(args.database_url) as (broker, (url, token, _pid), db_url):
+        started = time.perf_counter()
+        creds = enroll_devices(url, token, args.devices)
+        print(f"enrolled {args.devices} devices in {time.perf_counter() - started:.1f} s")
+        specs = [
+            DeviceSpec(str(c["device_id"]), str(c["mqtt"]["password"]))  # type: ignore[index]
+            for c in creds
+        ]
+        since = (protocol.utcnow() - timedelta(minutes=1)).isoformat()
+        t0 = time.perf_counter()
+        connect_s, send_s, sent = asyncio.run(send(specs, broker, args))
+        expected = sent * args.samples
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            stored, last_change, done_at = -1, time.perf_counter(), time.perf_counter()
+            while time.perf_counter() - last_change < STALL_S:
+                now_stored = persisted_samples(http, since)
+                if now_stored != stored:
+                    stored, last_change = now_stored, time.perf_counter()
+                    done_at = last_change
+                if stored >= expected:
+                    break
+                time.sleep(0.25)
+        ingest_s = done_at - t0 - connect_s
     print(
         f"{args.devices} devices connected in {connect_s:.1f} s "
         f"({args.devices / connect_s:.0f} connects/s)"
