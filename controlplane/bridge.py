@@ -234,7 +234,7 @@ class MqttBridge:
         try:
             self._handle_message(topic.decode(), payload, mid, qos)
         except UnicodeDecodeError:
-            self._reject_invalid(repr(topic[:200]), mid, qos, "the topic is not UTF-8")
+            self._drop(repr(topic[:200]), mid, qos, "the topic is not UTF-8")
         except Exception:
             _LOGGER.exception("failed on a message on %r", topic[:200])
             self._stats.incr("handler_errors")
@@ -246,14 +246,14 @@ class MqttBridge:
         leaf = leaf_of(topic)
         schema = INBOUND_SCHEMAS.get(leaf or "")
         if device_id is None or leaf is None or schema is None:
-            self._reject_invalid(topic, mid, qos, "not a device topic the control plane reads")
+            self._drop(topic, mid, qos, "not a device topic the control plane reads")
             return
         if len(device_id) > DEVICE_ID_MAX_CHARS or "\x00" in device_id:
-            self._reject_invalid(topic, mid, qos, "not a device id")
+            self._drop(topic, mid, qos, "not a device id")
             return
         if self._budget.spend(device_id, len(payload)) > 0:  # before parsing: a flood costs little
             why = "the device sends more than its budget (models/budget.py); dropped unread"
-            self._reject_invalid(topic, mid, qos, why, device_id=device_id, counter="throttled")
+            self._drop(topic, mid, qos, why, device_id=device_id, counter="throttled")
             return
         try:
             message = schema.model_validate_json(payload)
@@ -261,7 +261,7 @@ class MqttBridge:
             first = exc.errors(include_url=False, include_input=False)[0]
             where = ".".join(str(part) for part in first["loc"]) or "payload"
             why = f"{exc.error_count()} error(s), first {where}: {first['msg']}"
-            self._reject_invalid(topic, mid, qos, why, device_id=device_id)
+            self._drop(topic, mid, qos, why, device_id=device_id)
             return
         self._writer.submit(
             Inbound(
@@ -273,7 +273,7 @@ class MqttBridge:
             )
         )
 
-    def _reject_invalid(
+    def _drop(
         self,
         topic: str,
         mid: int,
@@ -283,6 +283,7 @@ class MqttBridge:
         device_id: str = "",
         counter: str = "invalid",
     ) -> None:
+        """Count the message under `counter` against its device, warn, acknowledge it."""
         self._stats.incr(counter, device_id=device_id)
         # One warning per device and reason a minute: a flood must not flood the log too.
         now, last = time.monotonic(), self._drop_logged.get((device_id, counter))
